@@ -1,0 +1,15 @@
+//! Pure logic of ringkv: everything here is deterministic, does no I/O and takes time as an
+//! argument, so it can be unit-, property- and simulation-tested in isolation.
+//!
+//! - [`limits`]: the named size limits every layer enforces.
+//! - [`codec`]: the bounded binary reader/writer that record and log encodings use.
+//! - [`causal`]: dots and version vectors (the causal context clients carry).
+//! - [`record`]: what a replica stores per key: siblings plus their causal context, the merge
+//!   laws (Riak 2.0's dotted version vector sets) and the checksummed on-disk encoding.
+//! - [`hlc`]: the hybrid logical clock that orders truly concurrent last-writer-wins writes.
+
+pub mod causal;
+pub mod codec;
+pub mod hlc;
+pub mod limits;
+pub mod record;

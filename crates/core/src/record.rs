@@ -1,0 +1,300 @@
+//! What a replica stores for one key: a [`Record`] of concurrent [`Sibling`]s plus the causal
+//! context that summarises every write the record has seen, with the merge laws of Riak 2.0's
+//! dotted version vector sets, and its checksummed binary encoding.
+//!
+//! Each sibling carries its own [`Dot`], so a sibling is obsolete exactly when another
+//! record's context covers its dot without still holding it. That one rule gives
+//! [`Record::sync`] its laws (commutative, associative, idempotent) and guarantees that a
+//! value a context has seen is never resurrected.
+
+use crate::causal::{ContextError, Dot, ReplicaId, VersionVector};
+use crate::codec::{put_bytes, put_varint, CodecError, Reader};
+use crate::hlc::Timestamp;
+use crate::limits::{RECORD_BYTES_MAX, SIBLINGS_MAX, VALUE_BYTES_MAX};
+
+/// The encoding version written by this release. Readers accept every version up to it.
+pub const RECORD_FORMAT: u8 = 1;
+
+const KIND_VALUE: u8 = 0;
+const KIND_TOMBSTONE: u8 = 1;
+
+/// One version of a key's value, or of its deletion.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Sibling {
+    /// The write that made this version.
+    pub dot: Dot,
+    /// When it was written, for last-writer-wins ordering.
+    pub timestamp: Timestamp,
+    /// Absolute expiry in unix milliseconds; the value is invisible from that moment.
+    pub expires_at_ms: Option<u64>,
+    /// The value, or `None` for a tombstone.
+    pub value: Option<Vec<u8>>,
+}
+
+impl Sibling {
+    /// Whether this sibling is a value a read may return at `now_ms`.
+    pub fn is_visible(&self, now_ms: u64) -> bool {
+        self.value.is_some() && self.expires_at_ms.is_none_or(|at| at > now_ms)
+    }
+
+    /// When this sibling stops carrying data a read could return: its expiry, or the moment
+    /// a tombstone was written. `None` for a value that never expires.
+    pub fn dead_since_ms(&self) -> Option<u64> {
+        match self.value {
+            None => Some(self.timestamp.wall_ms()),
+            Some(_) => self.expires_at_ms,
+        }
+    }
+
+    /// The order last-writer-wins uses: newest timestamp, dot as a deterministic tie-break.
+    fn lww_rank(&self) -> (Timestamp, Dot) {
+        (self.timestamp, self.dot)
+    }
+}
+
+/// The new version a write brings, before it is given a dot.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Mutation {
+    /// The value, or `None` to delete.
+    pub value: Option<Vec<u8>>,
+    /// Absolute expiry in unix milliseconds.
+    pub expires_at_ms: Option<u64>,
+}
+
+/// Why a write cannot be applied to a record.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UpdateError {
+    /// The key already holds the most siblings allowed; resolve them with a context first.
+    #[error("key has {count} siblings, the most allowed; write with a causal context to resolve")]
+    TooManySiblings { count: usize },
+}
+
+/// Why stored bytes could not be decoded into a record.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RecordError {
+    /// The checksum does not match: the bytes were damaged after they were written.
+    #[error("checksum mismatch: stored {stored:08x}, computed {computed:08x}")]
+    ChecksumMismatch { stored: u32, computed: u32 },
+    /// The record is shorter than its fixed framing.
+    #[error("record of {len} bytes is too short")]
+    TooShort { len: usize },
+    /// The record is longer than any record this release writes.
+    #[error("record of {len} bytes is above the limit")]
+    TooLong { len: usize },
+    /// Written by a newer release.
+    #[error("unknown record format {0}")]
+    UnknownFormat(u8),
+    /// The checksum matched but the contents do not parse (a bug, or a forged checksum).
+    #[error("malformed record: {0}")]
+    Malformed(#[from] CodecError),
+    /// The causal context inside does not parse.
+    #[error("malformed record context: {0}")]
+    Context(#[from] ContextError),
+}
+
+/// Every version of one key a replica holds, and the causal history they came from.
+/// Invariants: siblings are sorted by dot and unique; the context covers every sibling's dot.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Record {
+    /// Every write this record has seen, superseded or not.
+    pub context: VersionVector,
+    /// The versions not yet superseded.
+    pub siblings: Vec<Sibling>,
+}
+
+impl Record {
+    /// Applies a write coordinated by `replica` at time `timestamp`. The write supersedes the
+    /// siblings its causal context `seen` covers; the others stay as concurrent siblings.
+    pub fn update(
+        stored: Option<&Record>,
+        seen: &VersionVector,
+        mutation: Mutation,
+        replica: ReplicaId,
+        timestamp: Timestamp,
+    ) -> Result<Record, UpdateError> {
+        let mut record = stored.cloned().unwrap_or_default();
+        record.siblings.retain(|sibling| !seen.covers(sibling.dot));
+        if record.siblings.len() >= SIBLINGS_MAX {
+            return Err(UpdateError::TooManySiblings {
+                count: record.siblings.len(),
+            });
+        }
+        record.context.merge(seen);
+        // Counters are seeded from the hybrid clock, which ticks at least once per write, so
+        // a counter stays unique even after the record was reaped and its context forgotten.
+        let counter = (record.context.get(replica) + 1).max(timestamp.0);
+        let dot = Dot { replica, counter };
+        record.context.observe(replica, counter);
+        let sibling = Sibling {
+            dot,
+            timestamp,
+            expires_at_ms: mutation.expires_at_ms,
+            value: mutation.value,
+        };
+        let position = record.siblings.partition_point(|s| s.dot < dot);
+        record.siblings.insert(position, sibling);
+        Ok(record)
+    }
+
+    /// Merges two replicas' records of one key: a sibling survives unless the other side's
+    /// context covers its dot and the other side no longer holds it.
+    pub fn sync(&self, other: &Record) -> Record {
+        let mut context = self.context.clone();
+        context.merge(&other.context);
+        let mut siblings = Vec::with_capacity(self.siblings.len() + other.siblings.len());
+        let (mut left, mut right) = (
+            self.siblings.iter().peekable(),
+            other.siblings.iter().peekable(),
+        );
+        loop {
+            let take_left = match (left.peek().map(|s| s.dot), right.peek().map(|s| s.dot)) {
+                (None, None) => break,
+                (Some(a), Some(b)) if a == b => {
+                    right.next();
+                    siblings.extend(left.next().cloned());
+                    continue;
+                }
+                (Some(a), Some(b)) => a < b,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+            };
+            let (sibling, other_context) = if take_left {
+                (left.next(), &other.context)
+            } else {
+                (right.next(), &self.context)
+            };
+            siblings.extend(sibling.filter(|s| !other_context.covers(s.dot)).cloned());
+        }
+        Record { context, siblings }
+    }
+
+    /// Keeps only the last-writer-wins winner. Safe at any time: the context still covers the
+    /// dropped dots, so they cannot come back through a later sync.
+    pub fn resolve_last_writer_wins(&mut self) {
+        if let Some(winner) = self.winner().cloned() {
+            self.siblings = vec![winner];
+        }
+    }
+
+    /// The sibling last-writer-wins picks, tombstones included.
+    pub fn winner(&self) -> Option<&Sibling> {
+        self.siblings.iter().max_by_key(|s| s.lww_rank())
+    }
+
+    /// The values a read at `now_ms` may return, in dot order.
+    pub fn visible(&self, now_ms: u64) -> impl Iterator<Item = &Sibling> {
+        self.siblings.iter().filter(move |s| s.is_visible(now_ms))
+    }
+
+    /// The newest timestamp among the siblings.
+    pub fn newest_timestamp(&self) -> Option<Timestamp> {
+        self.siblings.iter().map(|s| s.timestamp).max()
+    }
+
+    /// The earliest moment a sibling became or becomes dead (expired or deleted), which is
+    /// when the record next needs the sweeper's attention.
+    pub fn next_dead_ms(&self) -> Option<u64> {
+        self.siblings
+            .iter()
+            .filter_map(Sibling::dead_since_ms)
+            .min()
+    }
+
+    /// Drops siblings dead for at least `grace_ms` at `now_ms`. The grace period lets
+    /// tombstones reach every replica before they are forgotten. Returns how many were dropped.
+    pub fn purge_dead(&mut self, now_ms: u64, grace_ms: u64) -> usize {
+        let before = self.siblings.len();
+        self.siblings.retain(|s| {
+            s.dead_since_ms()
+                .is_none_or(|dead| dead.saturating_add(grace_ms) > now_ms)
+        });
+        before - self.siblings.len()
+    }
+
+    /// The binary form: format byte, context, siblings, then a CRC32C of all of it.
+    pub fn encode(&self) -> Vec<u8> {
+        let value_bytes: usize = self
+            .siblings
+            .iter()
+            .map(|s| s.value.as_ref().map_or(0, Vec::len))
+            .sum();
+        let mut out = Vec::with_capacity(value_bytes + 32 + 40 * self.siblings.len());
+        out.push(RECORD_FORMAT);
+        self.context.encode_into(&mut out);
+        put_varint(&mut out, self.siblings.len() as u64);
+        for sibling in &self.siblings {
+            out.extend_from_slice(&sibling.dot.replica.0.to_le_bytes());
+            put_varint(&mut out, sibling.dot.counter);
+            out.extend_from_slice(&sibling.timestamp.0.to_le_bytes());
+            // Expiry 0 means none: no value is written already expired at the epoch.
+            put_varint(&mut out, sibling.expires_at_ms.unwrap_or(0));
+            match &sibling.value {
+                Some(value) => {
+                    out.push(KIND_VALUE);
+                    put_bytes(&mut out, value);
+                }
+                None => out.push(KIND_TOMBSTONE),
+            }
+        }
+        let checksum = crc32c::crc32c(&out);
+        out.extend_from_slice(&checksum.to_le_bytes());
+        out
+    }
+
+    /// Decodes bytes written by [`Record::encode`], verifying the checksum before trusting any
+    /// length inside.
+    pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
+        if bytes.len() < 5 {
+            return Err(RecordError::TooShort { len: bytes.len() });
+        }
+        if bytes.len() > RECORD_BYTES_MAX {
+            return Err(RecordError::TooLong { len: bytes.len() });
+        }
+        let (body, stored) = bytes.split_at(bytes.len() - 4);
+        let stored = u32::from_le_bytes(stored.try_into().expect("split left 4 bytes"));
+        let computed = crc32c::crc32c(body);
+        if stored != computed {
+            return Err(RecordError::ChecksumMismatch { stored, computed });
+        }
+        let mut reader = Reader::new(body);
+        let format = reader.u8()?;
+        if format != RECORD_FORMAT {
+            return Err(RecordError::UnknownFormat(format));
+        }
+        let context = VersionVector::decode_from(&mut reader)?;
+        let count = reader.bounded_varint("siblings", SIBLINGS_MAX)?;
+        let mut siblings = Vec::with_capacity(count);
+        for _ in 0..count {
+            siblings.push(decode_sibling(&mut reader)?);
+        }
+        reader.finish()?;
+        Ok(Record { context, siblings })
+    }
+}
+
+fn decode_sibling(reader: &mut Reader<'_>) -> Result<Sibling, RecordError> {
+    let replica = ReplicaId(reader.u64()?);
+    let counter = reader.varint()?;
+    let timestamp = Timestamp(reader.u64()?);
+    let expires_at_ms = Some(reader.varint()?).filter(|&at| at != 0);
+    let value = match reader.u8()? {
+        KIND_VALUE => Some(reader.bytes("value length", VALUE_BYTES_MAX)?.to_vec()),
+        KIND_TOMBSTONE => None,
+        other => {
+            return Err(CodecError::Unknown {
+                what: "sibling kind",
+                value: other.into(),
+            }
+            .into())
+        }
+    };
+    Ok(Sibling {
+        dot: Dot { replica, counter },
+        timestamp,
+        expires_at_ms,
+        value,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,278 @@
+//! Laws of records, checked on records produced by simulated histories: several replicas take
+//! writes (with or without the context a client read from some replica) and sync pairwise.
+
+use super::*;
+use crate::hlc::HybridClock;
+use proptest::prelude::*;
+
+const REPLICAS: usize = 3;
+
+/// One step of a simulated history.
+#[derive(Clone, Debug)]
+enum Step {
+    /// A client writes through `replica`, carrying the context it read from `read_from`
+    /// (or none), possibly deleting.
+    Write {
+        replica: usize,
+        read_from: Option<usize>,
+        delete: bool,
+    },
+    /// Replica `to` merges in the record of replica `from`.
+    Sync { from: usize, to: usize },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (
+            0..REPLICAS,
+            proptest::option::of(0..REPLICAS),
+            proptest::bool::weighted(0.2)
+        )
+            .prop_map(|(replica, read_from, delete)| Step::Write {
+                replica,
+                read_from,
+                delete
+            }),
+        (0..REPLICAS, 0..REPLICAS).prop_map(|(from, to)| Step::Sync { from, to }),
+    ]
+}
+
+/// Runs a history and returns every replica's final record, plus every record seen on the way.
+fn run(steps: &[Step]) -> (Vec<Record>, Vec<Record>) {
+    let clocks: Vec<HybridClock> = (0..REPLICAS).map(|_| HybridClock::new()).collect();
+    let mut replicas = vec![Record::default(); REPLICAS];
+    let mut seen = Vec::new();
+    for (wall_ms, step) in steps.iter().enumerate() {
+        match *step {
+            Step::Write {
+                replica,
+                read_from,
+                delete,
+            } => {
+                let context = read_from
+                    .map(|r| replicas[r].context.clone())
+                    .unwrap_or_default();
+                let mutation = Mutation {
+                    value: (!delete).then(|| format!("v{wall_ms}").into_bytes()),
+                    expires_at_ms: None,
+                };
+                let timestamp = clocks[replica].tick(wall_ms as u64);
+                let id = ReplicaId(replica as u64 + 1);
+                if let Ok(next) =
+                    Record::update(Some(&replicas[replica]), &context, mutation, id, timestamp)
+                {
+                    replicas[replica] = next;
+                }
+            }
+            Step::Sync { from, to } => replicas[to] = replicas[to].sync(&replicas[from]),
+        }
+        seen.extend(replicas.iter().cloned());
+    }
+    (replicas, seen)
+}
+
+fn histories() -> impl Strategy<Value = Vec<Step>> {
+    proptest::collection::vec(step(), 0..40)
+}
+
+fn well_formed(record: &Record) -> bool {
+    record.siblings.windows(2).all(|w| w[0].dot < w[1].dot)
+        && record.siblings.iter().all(|s| record.context.covers(s.dot))
+}
+
+proptest! {
+    #[test]
+    fn sync_is_commutative_associative_and_idempotent(steps in histories()) {
+        let (r, _) = run(&steps);
+        prop_assert_eq!(r[0].sync(&r[1]), r[1].sync(&r[0]));
+        prop_assert_eq!(r[0].sync(&r[1]).sync(&r[2]), r[0].sync(&r[1].sync(&r[2])));
+        prop_assert_eq!(r[0].sync(&r[0]), r[0].clone());
+    }
+
+    #[test]
+    fn records_stay_well_formed(steps in histories()) {
+        let (_, seen) = run(&steps);
+        for record in &seen {
+            prop_assert!(well_formed(record), "{:?}", record);
+        }
+    }
+
+    #[test]
+    fn a_value_a_context_has_seen_is_never_resurrected(steps in histories()) {
+        // For every record A seen in the history and every dot A's context covers but A no
+        // longer holds, no merge of A with any other record of the history brings it back.
+        let (_, seen) = run(&steps);
+        for a in seen.iter().step_by(REPLICAS) {
+            for other in &seen {
+                let merged = a.sync(other);
+                for sibling in &merged.siblings {
+                    let superseded = a.context.covers(sibling.dot)
+                        && !a.siblings.iter().any(|s| s.dot == sibling.dot);
+                    prop_assert!(!superseded, "{:?} resurrected by merging {:?}", sibling.dot, other);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn replicas_converge_after_full_sync(steps in histories()) {
+        let (mut r, _) = run(&steps);
+        for _ in 0..2 {
+            for from in 0..REPLICAS {
+                for to in 0..REPLICAS {
+                    r[to] = r[to].sync(&r[from]);
+                }
+            }
+        }
+        prop_assert_eq!(&r[0], &r[1]);
+        prop_assert_eq!(&r[1], &r[2]);
+    }
+
+    #[test]
+    fn encoding_round_trips(steps in histories()) {
+        let (replicas, _) = run(&steps);
+        for record in replicas {
+            prop_assert_eq!(Record::decode(&record.encode()).unwrap(), record);
+        }
+    }
+
+    #[test]
+    fn any_flipped_byte_is_detected(steps in histories(), position: prop::sample::Index, bit in 0u8..8) {
+        let (replicas, _) = run(&steps);
+        let mut bytes = replicas[0].encode();
+        let at = position.index(bytes.len());
+        bytes[at] ^= 1 << bit;
+        prop_assert!(Record::decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_decoder(bytes: Vec<u8>) {
+        let _ = Record::decode(&bytes);
+    }
+}
+
+fn write(
+    stored: Option<&Record>,
+    seen: &VersionVector,
+    value: &str,
+    replica: u64,
+    at: u64,
+) -> Record {
+    let mutation = Mutation {
+        value: Some(value.as_bytes().to_vec()),
+        expires_at_ms: None,
+    };
+    Record::update(
+        stored,
+        seen,
+        mutation,
+        ReplicaId(replica),
+        Timestamp::from_wall_ms(at),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_write_with_the_read_context_replaces_what_was_read() {
+    let first = write(None, &VersionVector::new(), "a", 1, 10);
+    let second = write(Some(&first), &first.context, "b", 1, 20);
+    assert_eq!(second.siblings.len(), 1);
+    assert_eq!(second.siblings[0].value.as_deref(), Some(&b"b"[..]));
+}
+
+#[test]
+fn a_write_without_context_becomes_a_sibling() {
+    let first = write(None, &VersionVector::new(), "a", 1, 10);
+    let second = write(Some(&first), &VersionVector::new(), "b", 1, 20);
+    assert_eq!(second.siblings.len(), 2);
+}
+
+#[test]
+fn concurrent_writes_on_two_replicas_become_siblings_and_a_context_write_resolves_them() {
+    let on_one = write(None, &VersionVector::new(), "a", 1, 10);
+    let on_two = write(None, &VersionVector::new(), "b", 2, 11);
+    let merged = on_one.sync(&on_two);
+    assert_eq!(merged.siblings.len(), 2);
+    let resolved = write(Some(&merged), &merged.context, "c", 1, 12);
+    assert_eq!(resolved.siblings.len(), 1);
+    // The stale replica learns of the resolution and drops its sibling.
+    assert_eq!(on_two.sync(&resolved), resolved);
+}
+
+#[test]
+fn last_writer_wins_keeps_the_newest_timestamp() {
+    let on_one = write(None, &VersionVector::new(), "old", 1, 10);
+    let on_two = write(None, &VersionVector::new(), "new", 2, 20);
+    let mut merged = on_one.sync(&on_two);
+    merged.resolve_last_writer_wins();
+    assert_eq!(merged.siblings.len(), 1);
+    assert_eq!(merged.siblings[0].value.as_deref(), Some(&b"new"[..]));
+    // The loser cannot come back from the replica that still holds it.
+    assert_eq!(merged.sync(&on_one).siblings.len(), 1);
+}
+
+#[test]
+fn sibling_count_is_bounded() {
+    let mut record = write(None, &VersionVector::new(), "0", 1, 1);
+    for i in 1..SIBLINGS_MAX {
+        record = write(Some(&record), &VersionVector::new(), "x", 1, i as u64 + 1);
+    }
+    let mutation = Mutation {
+        value: Some(b"y".to_vec()),
+        expires_at_ms: None,
+    };
+    let error = Record::update(
+        Some(&record),
+        &VersionVector::new(),
+        mutation,
+        ReplicaId(1),
+        Timestamp(u64::MAX / 2),
+    );
+    assert_eq!(
+        error,
+        Err(UpdateError::TooManySiblings {
+            count: SIBLINGS_MAX
+        })
+    );
+}
+
+#[test]
+fn expired_values_are_invisible_and_purged_after_grace() {
+    let mutation = Mutation {
+        value: Some(b"v".to_vec()),
+        expires_at_ms: Some(1_000),
+    };
+    let mut record = Record::update(
+        None,
+        &VersionVector::new(),
+        mutation,
+        ReplicaId(1),
+        Timestamp::from_wall_ms(500),
+    )
+    .unwrap();
+    assert_eq!(record.visible(999).count(), 1);
+    assert_eq!(record.visible(1_000).count(), 0);
+    assert_eq!(record.next_dead_ms(), Some(1_000));
+    assert_eq!(record.purge_dead(1_500, 1_000), 0);
+    assert_eq!(record.purge_dead(2_000, 1_000), 1);
+    assert!(record.siblings.is_empty());
+}
+
+#[test]
+fn counters_stay_unique_after_a_record_is_forgotten() {
+    let clock = HybridClock::new();
+    let first = write(None, &VersionVector::new(), "a", 1, clock.tick(5).wall_ms());
+    // The record is reaped; a later write through the same replica starts from nothing.
+    let later = Record::update(
+        None,
+        &VersionVector::new(),
+        Mutation {
+            value: Some(b"b".to_vec()),
+            expires_at_ms: None,
+        },
+        ReplicaId(1),
+        clock.tick(5),
+    )
+    .unwrap();
+    assert!(later.siblings[0].dot.counter > first.siblings[0].dot.counter);
+}
