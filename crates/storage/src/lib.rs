@@ -1,0 +1,20 @@
+//! Storage: the [`Engine`] trait every layer above writes through, and the engines behind it.
+//!
+//! - [`engine`]: the trait, write batches, scan ranges and errors. It depends on no engine.
+//! - [`lsm`]: the default engine, a log-structured merge tree (fjall).
+//! - [`btree`]: a copy-on-write B-tree (redb), for read-heavy data that fits its page cache.
+//! - [`memory`]: an ordered in-memory map made durable by a write-ahead log and snapshots.
+//! - [`conformance`]: the one test suite every engine must pass.
+//!
+//! Engines store opaque bytes. Versioning, checksums of values and TTL live above, in the
+//! replica layer; durability policy (when to call [`Engine::sync`]) lives there too.
+
+pub mod btree;
+pub mod conformance;
+pub mod engine;
+pub mod lsm;
+pub mod memory;
+
+pub use engine::{
+    open, Engine, EngineKind, KeyValue, ScanRange, StorageError, WriteBatch, WriteOp,
+};

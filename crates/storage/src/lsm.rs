@@ -1,0 +1,112 @@
+//! The default engine: a log-structured merge tree on fjall.
+//!
+//! fjall writes each batch to its journal and hands it to the operating system before
+//! `commit` returns (we leave `manual_journal_persist` off), so a write survives a crash of the
+//! process at once; [`Engine::sync`] adds the fsync that makes it survive power loss. fjall's
+//! own block checksums catch damaged table files; those errors come back as
+//! [`StorageError::Corruption`].
+
+use crate::engine::{Engine, KeyValue, ScanRange, StorageError, WriteBatch, WriteOp};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, LsmError, PersistMode};
+use std::path::Path;
+
+const ENGINE: &str = "lsm";
+
+/// The fjall tree that holds every key.
+const DATA_TREE: &str = "data";
+
+/// A fjall database with one tree.
+pub struct LsmEngine {
+    database: Database,
+    data: Keyspace,
+}
+
+impl LsmEngine {
+    /// Opens or creates the engine in `directory`, recovering from the journal after a crash.
+    pub fn open(directory: &Path) -> Result<Self, StorageError> {
+        let database = Database::builder(directory.join("lsm"))
+            .manual_journal_persist(false)
+            .open()
+            .map_err(convert)?;
+        let data = database
+            .keyspace(DATA_TREE, KeyspaceCreateOptions::default)
+            .map_err(convert)?;
+        Ok(Self { database, data })
+    }
+}
+
+impl Engine for LsmEngine {
+    fn name(&self) -> &'static str {
+        ENGINE
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .data
+            .get(key)
+            .map_err(convert)?
+            .map(|value| value.to_vec()))
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        let mut fjall_batch = self.database.batch();
+        for op in batch.ops {
+            match op {
+                WriteOp::Put { key, value } => fjall_batch.insert(&self.data, key, value),
+                WriteOp::Delete { key } => fjall_batch.remove(&self.data, key),
+            }
+        }
+        fjall_batch.commit().map_err(convert)
+    }
+
+    fn sync(&self) -> Result<(), StorageError> {
+        self.database
+            .persist(PersistMode::SyncData)
+            .map_err(convert)
+    }
+
+    fn write_durable(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        self.write(batch)?;
+        self.sync()
+    }
+
+    fn scan(&self, range: &ScanRange, limit: usize) -> Result<Vec<KeyValue>, StorageError> {
+        let mut entries = Vec::new();
+        for guard in self.data.range::<&[u8], _>(range.as_bounds()).take(limit) {
+            let (key, value) = guard.into_inner().map_err(convert)?;
+            entries.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(entries)
+    }
+
+    fn disk_bytes(&self) -> u64 {
+        self.database.disk_space().unwrap_or(0)
+    }
+
+    fn compact(&self) -> Result<(), StorageError> {
+        self.data.rotate_memtable_and_wait().map_err(convert)?;
+        self.data.major_compact().map_err(convert)
+    }
+}
+
+/// Sorts fjall's errors into damaged data, I/O, and the rest.
+fn convert(error: fjall::Error) -> StorageError {
+    match error {
+        fjall::Error::Io(io) | fjall::Error::Storage(LsmError::Io(io)) => StorageError::Io(io),
+        fjall::Error::Storage(
+            inner @ (LsmError::ChecksumMismatch { .. }
+            | LsmError::Decompress(_)
+            | LsmError::InvalidTag(_)
+            | LsmError::InvalidTrailer
+            | LsmError::InvalidHeader(_)),
+        ) => StorageError::Corruption(format!("{inner:?}")),
+        other @ (fjall::Error::Decompress(_)
+        | fjall::Error::InvalidTrailer
+        | fjall::Error::InvalidTag(_)
+        | fjall::Error::JournalRecovery(_)) => StorageError::Corruption(format!("{other:?}")),
+        other => StorageError::Engine {
+            engine: ENGINE,
+            message: format!("{other:?}"),
+        },
+    }
+}

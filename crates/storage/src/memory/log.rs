@@ -1,0 +1,216 @@
+//! The memory engine's write-ahead log: one frame per write batch, so a batch is replayed
+//! whole or not at all.
+//!
+//! Frame: `payload length (u32 LE) | CRC32C of payload (u32 LE) | payload`, where the payload
+//! is a varint count of operations, each `tag (0 put, 1 delete) | key | value` with varint
+//! lengths. A frame cut short, or the very last frame of the newest log failing its checksum,
+//! is a torn append from a crash: it is dropped and the file truncated before it. Damage
+//! anywhere else means acknowledged writes are unreadable, and is reported as corruption.
+
+use crate::engine::{StorageError, WriteBatch, WriteOp};
+use ringkv_core::codec::{put_bytes, put_varint, Reader};
+use ringkv_core::limits::{KEY_BYTES_MAX, RECORD_BYTES_MAX};
+
+/// Largest frame written or accepted: bounds what a corrupt length can make replay allocate.
+pub const FRAME_BYTES_MAX: usize = 1 << 30;
+
+/// Most operations one frame may hold.
+const FRAME_OPS_MAX: usize = 1 << 20;
+
+const HEADER_BYTES: usize = 8;
+const TAG_PUT: u8 = 0;
+const TAG_DELETE: u8 = 1;
+
+/// Encodes `batch` as one frame.
+pub fn encode_frame(batch: &WriteBatch) -> Result<Vec<u8>, StorageError> {
+    let mut payload = Vec::with_capacity(64);
+    put_varint(&mut payload, batch.ops.len() as u64);
+    for op in &batch.ops {
+        match op {
+            WriteOp::Put { key, value } => {
+                payload.push(TAG_PUT);
+                put_bytes(&mut payload, key);
+                put_bytes(&mut payload, value);
+            }
+            WriteOp::Delete { key } => {
+                payload.push(TAG_DELETE);
+                put_bytes(&mut payload, key);
+            }
+        }
+    }
+    if payload.len() > FRAME_BYTES_MAX || batch.ops.len() > FRAME_OPS_MAX {
+        return Err(StorageError::Engine {
+            engine: "memory",
+            message: format!(
+                "write batch of {} bytes is above the log frame limit",
+                payload.len()
+            ),
+        });
+    }
+    let mut frame = Vec::with_capacity(HEADER_BYTES + payload.len());
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    Ok(frame)
+}
+
+/// What replaying one log file found.
+#[derive(Debug)]
+pub struct Replay {
+    /// The batches, in the order they were written.
+    pub batches: Vec<WriteBatch>,
+    /// Where the valid frames end; a torn tail starts here.
+    pub valid_bytes: u64,
+    /// Whether a torn tail was found after `valid_bytes`.
+    pub torn_tail: bool,
+}
+
+/// Decodes every frame of a log file. `is_newest` says whether a torn tail is possible here:
+/// only the newest log was being appended to when the process died.
+pub fn replay(bytes: &[u8], is_newest: bool, name: &str) -> Result<Replay, StorageError> {
+    let mut batches = Vec::new();
+    let mut offset = 0usize;
+    while offset < bytes.len() {
+        let rest = &bytes[offset..];
+        let complete = frame_length(rest).filter(|&len| len <= rest.len());
+        let Some(frame_len) = complete else {
+            return torn_or_corrupt(batches, offset, is_newest, name, "frame cut short");
+        };
+        let payload = &rest[HEADER_BYTES..frame_len];
+        let stored = u32::from_le_bytes(rest[4..8].try_into().expect("header is 8 bytes"));
+        if crc32c::crc32c(payload) != stored {
+            let last = offset + frame_len == bytes.len();
+            return torn_or_corrupt(
+                batches,
+                offset,
+                is_newest && last,
+                name,
+                "checksum mismatch",
+            );
+        }
+        batches.push(decode_payload(payload).map_err(|message| {
+            StorageError::Corruption(format!("log {name} at offset {offset}: {message}"))
+        })?);
+        offset += frame_len;
+    }
+    Ok(Replay {
+        batches,
+        valid_bytes: offset as u64,
+        torn_tail: false,
+    })
+}
+
+/// The whole frame's length if its header is complete and its length plausible.
+fn frame_length(rest: &[u8]) -> Option<usize> {
+    let header: [u8; 4] = rest.get(..4)?.try_into().ok()?;
+    let payload_len = u32::from_le_bytes(header) as usize;
+    (rest.len() >= HEADER_BYTES && payload_len <= FRAME_BYTES_MAX)
+        .then_some(HEADER_BYTES + payload_len)
+}
+
+fn torn_or_corrupt(
+    batches: Vec<WriteBatch>,
+    offset: usize,
+    torn: bool,
+    name: &str,
+    what: &str,
+) -> Result<Replay, StorageError> {
+    if torn {
+        return Ok(Replay {
+            batches,
+            valid_bytes: offset as u64,
+            torn_tail: true,
+        });
+    }
+    Err(StorageError::Corruption(format!(
+        "log {name} damaged at offset {offset} ({what}); writes after it cannot be replayed. \
+         Restore the file, or move it aside to start without those writes"
+    )))
+}
+
+fn decode_payload(payload: &[u8]) -> Result<WriteBatch, String> {
+    let mut reader = Reader::new(payload);
+    let count = reader
+        .bounded_varint("operations", FRAME_OPS_MAX)
+        .map_err(|e| e.to_string())?;
+    let mut batch = WriteBatch::new();
+    for _ in 0..count {
+        let tag = reader.u8().map_err(|e| e.to_string())?;
+        let key = reader
+            .bytes("key", KEY_BYTES_MAX * 2)
+            .map_err(|e| e.to_string())?
+            .to_vec();
+        match tag {
+            TAG_PUT => {
+                let value = reader
+                    .bytes("value", RECORD_BYTES_MAX)
+                    .map_err(|e| e.to_string())?;
+                batch.ops.push(WriteOp::Put {
+                    key,
+                    value: value.to_vec(),
+                });
+            }
+            TAG_DELETE => batch.ops.push(WriteOp::Delete { key }),
+            other => return Err(format!("unknown operation tag {other}")),
+        }
+    }
+    reader.finish().map_err(|e| e.to_string())?;
+    Ok(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(key: &str) -> WriteBatch {
+        let mut batch = WriteBatch::new();
+        batch.put(key.as_bytes(), b"value".as_slice());
+        batch.delete(b"gone".as_slice());
+        batch
+    }
+
+    fn log_of(keys: &[&str]) -> Vec<u8> {
+        keys.iter()
+            .flat_map(|k| encode_frame(&batch(k)).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let replay = replay(&log_of(&["a", "b"]), true, "t").unwrap();
+        assert_eq!(replay.batches, vec![batch("a"), batch("b")]);
+        assert!(!replay.torn_tail);
+    }
+
+    #[test]
+    fn every_truncation_of_the_last_frame_is_a_torn_tail() {
+        let log = log_of(&["a", "b"]);
+        let first_len = encode_frame(&batch("a")).unwrap().len();
+        for cut in first_len + 1..log.len() {
+            let replay = replay(&log[..cut], true, "t").unwrap();
+            assert_eq!(replay.batches, vec![batch("a")], "cut at {cut}");
+            assert_eq!(replay.valid_bytes, first_len as u64);
+            assert!(replay.torn_tail);
+        }
+    }
+
+    #[test]
+    fn a_damaged_last_frame_is_dropped_but_a_damaged_middle_frame_is_corruption() {
+        let mut log = log_of(&["a", "b"]);
+        let last = log.len() - 1;
+        log[last] ^= 0x40;
+        assert_eq!(replay(&log, true, "t").unwrap().batches, vec![batch("a")]);
+
+        let mut log = log_of(&["a", "b"]);
+        log[10] ^= 0x40;
+        assert!(replay(&log, true, "t").unwrap_err().is_corruption());
+    }
+
+    #[test]
+    fn an_older_log_may_not_have_a_torn_tail() {
+        let log = log_of(&["a", "b"]);
+        assert!(replay(&log[..log.len() - 2], false, "t")
+            .unwrap_err()
+            .is_corruption());
+    }
+}

@@ -1,0 +1,375 @@
+//! The in-memory engine: an ordered map (a `BTreeMap`, not a hash map, because the engine must
+//! scan in key order) made durable by a write-ahead log and periodic snapshots.
+//!
+//! Files in its directory: `log-N.wal` and `snapshot-N.snap`, where snapshot N holds the state
+//! after every log below N, and log N continues from it. A snapshot is taken once the logs since
+//! the last one pass [`MemoryOptions::snapshot_after_log_bytes`]: the log is switched to a new
+//! file and the map copied under the log lock (writers wait for the copy), then written in the
+//! background; once it is durable, the logs and snapshots it covers are deleted.
+//!
+//! Restart loads the newest snapshot and replays the logs after it; see [`log`] for how a torn
+//! last append is told apart from damage.
+
+pub mod log;
+pub mod snapshot;
+
+use crate::engine::{Engine, KeyValue, ScanRange, StorageError, WriteBatch, WriteOp};
+use parking_lot::{Mutex, RwLock};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+const ENGINE: &str = "memory";
+
+/// Settings of the memory engine.
+#[derive(Clone, Debug)]
+pub struct MemoryOptions {
+    /// Log bytes written since the last snapshot that trigger the next one.
+    pub snapshot_after_log_bytes: u64,
+}
+
+impl Default for MemoryOptions {
+    fn default() -> Self {
+        Self {
+            snapshot_after_log_bytes: 64 << 20,
+        }
+    }
+}
+
+/// An ordered in-memory map with a write-ahead log and snapshots.
+pub struct MemoryEngine {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    directory: PathBuf,
+    options: MemoryOptions,
+    map: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
+    /// Keys whose snapshot value failed its checksum; a read of one is a corruption error
+    /// until the key is written again.
+    corrupt_keys: RwLock<BTreeSet<Vec<u8>>>,
+    log: Mutex<ActiveLog>,
+    snapshot_running: AtomicBool,
+}
+
+/// The log file being appended to.
+struct ActiveLog {
+    file: Arc<File>,
+    number: u64,
+    bytes_since_snapshot: u64,
+}
+
+impl MemoryEngine {
+    /// Opens the engine in `directory/memory`: loads the newest snapshot, replays later logs,
+    /// and starts a fresh log.
+    pub fn open(directory: &Path, options: MemoryOptions) -> Result<Self, StorageError> {
+        let directory = directory.join("memory");
+        std::fs::create_dir_all(&directory)?;
+        let files = Files::list(&directory)?;
+        let mut map = BTreeMap::new();
+        let mut corrupt_keys = BTreeSet::new();
+        if let Some(&number) = files.snapshots.last() {
+            let path = files.snapshot_path(number);
+            let loaded = snapshot::load(&std::fs::read(&path)?, &path.display().to_string())?;
+            if loaded.skipped_bytes > 0 || !loaded.corrupt_keys.is_empty() {
+                tracing::error!(
+                    snapshot = %path.display(),
+                    skipped_bytes = loaded.skipped_bytes,
+                    corrupt_keys = loaded.corrupt_keys.len(),
+                    "snapshot damaged; damaged keys read as corrupted until rewritten"
+                );
+            }
+            map = loaded.entries;
+            corrupt_keys = loaded.corrupt_keys;
+        }
+        let replayed_bytes = replay_logs(&files, &mut map, &mut corrupt_keys)?;
+        let number = files.next_number();
+        let file = create_log(&directory, number)?;
+        let shared = Shared {
+            directory,
+            options,
+            map: RwLock::new(map),
+            corrupt_keys: RwLock::new(corrupt_keys),
+            log: Mutex::new(ActiveLog {
+                file: Arc::new(file),
+                number,
+                bytes_since_snapshot: replayed_bytes,
+            }),
+            snapshot_running: AtomicBool::new(false),
+        };
+        Ok(Self {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// Writes a snapshot now and waits for it (normally snapshots run in the background).
+    pub fn snapshot_now(&self) -> Result<(), StorageError> {
+        while self.shared.snapshot_running.swap(true, Ordering::AcqRel) {
+            std::thread::yield_now();
+        }
+        let job = self.shared.start_snapshot(&mut self.shared.log.lock());
+        job.and_then(|(number, copy)| self.shared.finish_snapshot(number, copy))
+    }
+}
+
+/// Replays every log at or after the newest snapshot into `map`; returns the bytes replayed.
+fn replay_logs(
+    files: &Files,
+    map: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+    corrupt_keys: &mut BTreeSet<Vec<u8>>,
+) -> Result<u64, StorageError> {
+    let first = files.snapshots.last().copied().unwrap_or(0);
+    let logs: Vec<u64> = files.logs.iter().copied().filter(|&n| n >= first).collect();
+    let mut replayed = 0;
+    for (index, &number) in logs.iter().enumerate() {
+        let path = files.log_path(number);
+        let bytes = std::fs::read(&path)?;
+        let is_newest = index + 1 == logs.len();
+        let replay = log::replay(&bytes, is_newest, &path.display().to_string())?;
+        if replay.torn_tail {
+            tracing::warn!(log = %path.display(), at = replay.valid_bytes, "dropping torn last log record");
+            let file = OpenOptions::new().write(true).open(&path)?;
+            file.set_len(replay.valid_bytes)?;
+            file.sync_all()?;
+        }
+        for batch in replay.batches {
+            apply(map, corrupt_keys, batch);
+        }
+        replayed += replay.valid_bytes;
+    }
+    Ok(replayed)
+}
+
+fn apply(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, corrupt: &mut BTreeSet<Vec<u8>>, batch: WriteBatch) {
+    for op in batch.ops {
+        match op {
+            WriteOp::Put { key, value } => {
+                if !corrupt.is_empty() {
+                    corrupt.remove(&key);
+                }
+                map.insert(key, value);
+            }
+            WriteOp::Delete { key } => {
+                if !corrupt.is_empty() {
+                    corrupt.remove(&key);
+                }
+                map.remove(&key);
+            }
+        }
+    }
+}
+
+fn create_log(directory: &Path, number: u64) -> Result<File, StorageError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(Files::log_path_in(directory, number))?;
+    sync_directory(directory)?;
+    Ok(file)
+}
+
+fn sync_directory(directory: &Path) -> Result<(), StorageError> {
+    File::open(directory)?.sync_all()?;
+    Ok(())
+}
+
+impl Shared {
+    /// Switches to a new log and copies the map; the caller holds the log lock so no write
+    /// slips between the two. Returns the snapshot's number and the copy.
+    fn start_snapshot(
+        &self,
+        log: &mut ActiveLog,
+    ) -> Result<(u64, BTreeMap<Vec<u8>, Vec<u8>>), StorageError> {
+        // The old log may hold writes not yet synced; later syncs only reach the new one.
+        log.file.sync_data()?;
+        let number = log.number + 1;
+        log.file = Arc::new(create_log(&self.directory, number)?);
+        log.number = number;
+        log.bytes_since_snapshot = 0;
+        Ok((number, self.map.read().clone()))
+    }
+
+    /// Writes the copy as snapshot `number`, then deletes what it covers.
+    fn finish_snapshot(
+        &self,
+        number: u64,
+        copy: BTreeMap<Vec<u8>, Vec<u8>>,
+    ) -> Result<(), StorageError> {
+        let result = self.write_snapshot(number, &copy);
+        self.snapshot_running.store(false, Ordering::Release);
+        result
+    }
+
+    fn write_snapshot(
+        &self,
+        number: u64,
+        copy: &BTreeMap<Vec<u8>, Vec<u8>>,
+    ) -> Result<(), StorageError> {
+        let files = Files::list(&self.directory)?;
+        let temporary = self.directory.join(format!("snapshot-{number:020}.tmp"));
+        snapshot::write(&temporary, copy.iter())?;
+        std::fs::rename(&temporary, files.snapshot_path(number))?;
+        sync_directory(&self.directory)?;
+        for old in files.logs.iter().filter(|&&n| n < number) {
+            std::fs::remove_file(files.log_path(*old))?;
+        }
+        for old in files.snapshots.iter().filter(|&&n| n < number) {
+            std::fs::remove_file(files.snapshot_path(*old))?;
+        }
+        Ok(())
+    }
+}
+
+impl Engine for MemoryEngine {
+    fn name(&self) -> &'static str {
+        ENGINE
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let shared = &self.shared;
+        if let Some(value) = shared.map.read().get(key) {
+            return Ok(Some(value.clone()));
+        }
+        if shared.corrupt_keys.read().contains(key) {
+            return Err(StorageError::Corruption(format!(
+                "value of key {key:?} failed its checksum"
+            )));
+        }
+        Ok(None)
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        let frame = log::encode_frame(&batch)?;
+        let shared = &self.shared;
+        let mut log = shared.log.lock();
+        (&*log.file).write_all(&frame)?;
+        log.bytes_since_snapshot += frame.len() as u64;
+        apply(
+            &mut shared.map.write(),
+            &mut shared.corrupt_keys.write(),
+            batch,
+        );
+        let due = log.bytes_since_snapshot >= shared.options.snapshot_after_log_bytes;
+        if due && !shared.snapshot_running.swap(true, Ordering::AcqRel) {
+            let job = shared.start_snapshot(&mut log);
+            drop(log);
+            let (number, copy) =
+                job.inspect_err(|_| shared.snapshot_running.store(false, Ordering::Release))?;
+            let shared = Arc::clone(shared);
+            std::thread::Builder::new()
+                .name("ringkv-memory-snapshot".into())
+                .spawn(move || {
+                    if let Err(error) = shared.finish_snapshot(number, copy) {
+                        tracing::error!(%error, "memory engine snapshot failed; the log keeps growing");
+                    }
+                })?;
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), StorageError> {
+        let file = Arc::clone(&self.shared.log.lock().file);
+        file.sync_data()?;
+        Ok(())
+    }
+
+    fn scan(&self, range: &ScanRange, limit: usize) -> Result<Vec<KeyValue>, StorageError> {
+        let map = self.shared.map.read();
+        let entries: Vec<KeyValue> = map
+            .range::<[u8], _>(range.as_bounds())
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        drop(map);
+        let corrupt = self.shared.corrupt_keys.read();
+        let last = entries.last().map(|(k, _)| k.as_slice());
+        // A corrupt key counts if the page would have included it.
+        let hit = corrupt
+            .range::<[u8], _>(range.as_bounds())
+            .find(|k| entries.len() < limit || last.is_some_and(|last| k.as_slice() <= last));
+        if let Some(key) = hit {
+            return Err(StorageError::Corruption(format!(
+                "value of key {key:?} failed its checksum"
+            )));
+        }
+        Ok(entries)
+    }
+
+    fn disk_bytes(&self) -> u64 {
+        std::fs::read_dir(&self.shared.directory)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    fn compact(&self) -> Result<(), StorageError> {
+        self.snapshot_now()
+    }
+}
+
+/// The numbered files in the engine's directory.
+struct Files {
+    directory: PathBuf,
+    logs: Vec<u64>,
+    snapshots: Vec<u64>,
+}
+
+impl Files {
+    fn list(directory: &Path) -> Result<Self, StorageError> {
+        let mut files = Files {
+            directory: directory.to_path_buf(),
+            logs: Vec::new(),
+            snapshots: Vec::new(),
+        };
+        for entry in std::fs::read_dir(directory)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            let number = |prefix: &str, suffix: &str| {
+                name.strip_prefix(prefix)?
+                    .strip_suffix(suffix)?
+                    .parse::<u64>()
+                    .ok()
+            };
+            if let Some(n) = number("log-", ".wal") {
+                files.logs.push(n);
+            } else if let Some(n) = number("snapshot-", ".snap") {
+                files.snapshots.push(n);
+            } else if name.ends_with(".tmp") {
+                // A snapshot the process died writing; the logs it would cover are all still here.
+                std::fs::remove_file(directory.join(&name))?;
+            }
+        }
+        files.logs.sort_unstable();
+        files.snapshots.sort_unstable();
+        Ok(files)
+    }
+
+    fn next_number(&self) -> u64 {
+        let highest = self
+            .logs
+            .iter()
+            .chain(&self.snapshots)
+            .max()
+            .copied()
+            .unwrap_or(0);
+        highest + 1
+    }
+
+    fn log_path(&self, number: u64) -> PathBuf {
+        Self::log_path_in(&self.directory, number)
+    }
+
+    fn log_path_in(directory: &Path, number: u64) -> PathBuf {
+        directory.join(format!("log-{number:020}.wal"))
+    }
+
+    fn snapshot_path(&self, number: u64) -> PathBuf {
+        self.directory.join(format!("snapshot-{number:020}.snap"))
+    }
+}

@@ -1,0 +1,131 @@
+//! Recovery of the memory engine: snapshots plus the log after them, log truncation once a
+//! snapshot covers it, and a torn last append dropped rather than applied in part.
+
+use ringkv_storage::memory::{MemoryEngine, MemoryOptions};
+use ringkv_storage::{Engine, ScanRange, WriteBatch};
+use std::path::Path;
+
+fn open(dir: &Path, snapshot_after_log_bytes: u64) -> MemoryEngine {
+    MemoryEngine::open(
+        dir,
+        MemoryOptions {
+            snapshot_after_log_bytes,
+        },
+    )
+    .unwrap()
+}
+
+fn files(dir: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
+    let mut found: Vec<_> = std::fs::read_dir(dir.join("memory"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn restart_loads_the_snapshot_and_replays_the_log_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = open(dir.path(), u64::MAX);
+        for i in 0..100u32 {
+            engine
+                .put(format!("a{i:03}").as_bytes(), b"before")
+                .unwrap();
+        }
+        engine.snapshot_now().unwrap();
+        for i in 0..50u32 {
+            engine.put(format!("a{i:03}").as_bytes(), b"after").unwrap();
+        }
+        engine.delete(b"a099").unwrap();
+        engine.sync().unwrap();
+    }
+    assert_eq!(files(dir.path(), ".snap").len(), 1);
+    let engine = open(dir.path(), u64::MAX);
+    assert_eq!(engine.get(b"a000").unwrap().as_deref(), Some(&b"after"[..]));
+    assert_eq!(
+        engine.get(b"a050").unwrap().as_deref(),
+        Some(&b"before"[..])
+    );
+    assert_eq!(engine.get(b"a099").unwrap(), None);
+    assert_eq!(engine.scan(&ScanRange::all(), 1000).unwrap().len(), 99);
+}
+
+#[test]
+fn logs_covered_by_a_snapshot_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), 4096);
+    for i in 0..2000u32 {
+        engine
+            .put(format!("k{}", i % 100).as_bytes(), &[7u8; 64])
+            .unwrap();
+    }
+    engine.snapshot_now().unwrap();
+    // Only the log started by the last snapshot remains, and one snapshot.
+    assert_eq!(files(dir.path(), ".wal").len(), 1);
+    assert_eq!(files(dir.path(), ".snap").len(), 1);
+    assert!(engine.disk_bytes() < 2000 * 64);
+}
+
+#[test]
+fn a_torn_last_append_is_dropped_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = open(dir.path(), u64::MAX);
+        engine.put(b"kept", b"yes").unwrap();
+        let mut batch = WriteBatch::new();
+        batch.put(b"torn1".as_slice(), vec![1u8; 1000]);
+        batch.put(b"torn2".as_slice(), vec![2u8; 1000]);
+        engine.write(batch).unwrap();
+        engine.sync().unwrap();
+    }
+    // Cut the last frame in the middle, as a crash mid-append would.
+    let log = files(dir.path(), ".wal").pop().unwrap();
+    let len = std::fs::metadata(&log).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(len - 700)
+        .unwrap();
+
+    let engine = open(dir.path(), u64::MAX);
+    assert_eq!(engine.get(b"kept").unwrap().as_deref(), Some(&b"yes"[..]));
+    assert_eq!(
+        engine.get(b"torn1").unwrap(),
+        None,
+        "half a batch must not be applied"
+    );
+    assert_eq!(engine.get(b"torn2").unwrap(), None);
+    engine.put(b"later", b"ok").unwrap();
+    drop(engine);
+    let engine = open(dir.path(), u64::MAX);
+    assert_eq!(engine.get(b"later").unwrap().as_deref(), Some(&b"ok"[..]));
+}
+
+#[test]
+fn a_damaged_snapshot_value_reads_as_corruption_for_that_key_only() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = open(dir.path(), u64::MAX);
+        engine.put(b"good", b"fine").unwrap();
+        engine.put(b"hurt", b"value-that-will-be-damaged").unwrap();
+        engine.snapshot_now().unwrap();
+    }
+    let snapshot = files(dir.path(), ".snap").pop().unwrap();
+    let mut bytes = std::fs::read(&snapshot).unwrap();
+    let at = bytes.windows(5).position(|w| w == b"value").unwrap();
+    bytes[at + 3] ^= 0x20;
+    std::fs::write(&snapshot, bytes).unwrap();
+
+    let engine = open(dir.path(), u64::MAX);
+    assert!(engine.get(b"hurt").unwrap_err().is_corruption());
+    assert_eq!(engine.get(b"good").unwrap().as_deref(), Some(&b"fine"[..]));
+    engine.put(b"hurt", b"rewritten").unwrap();
+    assert_eq!(
+        engine.get(b"hurt").unwrap().as_deref(),
+        Some(&b"rewritten"[..])
+    );
+}
