@@ -6,9 +6,11 @@
 //! - [`causal`]: dots and version vectors (the causal context clients carry).
 //! - [`record`]: what a replica stores per key: siblings plus their causal context, the merge
 //!   laws (Riak 2.0's dotted version vector sets) and the checksummed on-disk encoding.
+//! - [`clock`]: wall time, injected so tests control it.
 //! - [`hlc`]: the hybrid logical clock that orders truly concurrent last-writer-wins writes.
 
 pub mod causal;
+pub mod clock;
 pub mod codec;
 pub mod hlc;
 pub mod limits;

@@ -1,0 +1,25 @@
+//! The replica layer: what one node does with the keys it stores.
+//!
+//! A [`LocalStore`] keeps one [`Record`](ringkv_core::record::Record) per key in an
+//! [`Engine`](ringkv_storage::Engine), merges every write into what is stored (versions,
+//! siblings, tombstones, expiry), checks conditions atomically, and acknowledges a write only
+//! once the durability policy is met.
+//!
+//! - [`store`]: the public API: open, read, scan, write.
+//! - [`writer`]: the single writer thread and its group commit.
+//! - [`sweeper`]: removes expired values and old tombstones in the background.
+//! - [`layout`]: how keyspaces, keys and the expiry index map onto engine keys.
+//! - [`metrics`]: the store's Prometheus metrics.
+
+pub mod error;
+pub mod layout;
+pub mod metrics;
+pub mod store;
+pub mod sweeper;
+pub mod writer;
+
+pub use error::ReplicaError;
+pub use store::{
+    Condition, ConflictMode, Entry, LocalStore, ScanPage, StoreOptions, SyncPolicy, Version,
+    VisibleValue, WriteOutcome, WriteRequest,
+};

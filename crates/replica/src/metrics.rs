@@ -1,0 +1,79 @@
+//! The local store's metrics, registered in the node's own registry (one registry per node
+//! object, so in-process clusters in tests keep separate figures).
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+/// Counters and histograms of one [`LocalStore`](crate::LocalStore).
+#[derive(Clone)]
+pub struct StoreMetrics {
+    /// Reads or writes that met damaged data.
+    pub corruption: Counter,
+    /// Writes applied.
+    pub writes: Counter,
+    /// Writes refused because their condition did not hold.
+    pub condition_failures: Counter,
+    /// Writes per group commit.
+    pub group_size: Histogram,
+    /// Explicit syncs (fsyncs) issued.
+    pub syncs: Counter,
+    /// Records or siblings the sweeper removed.
+    pub swept: Counter,
+    /// Bytes the engine occupies on disk, refreshed by the sweeper.
+    pub disk_bytes: Gauge<u64, AtomicU64>,
+}
+
+impl StoreMetrics {
+    /// Creates the metrics and registers them under `registry` (prefix `ringkv_store_`).
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            corruption: Counter::default(),
+            writes: Counter::default(),
+            condition_failures: Counter::default(),
+            group_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
+            syncs: Counter::default(),
+            swept: Counter::default(),
+            disk_bytes: Gauge::default(),
+        };
+        let store = registry.sub_registry_with_prefix("ringkv_store");
+        store.register(
+            "corruption",
+            "Reads or writes that met damaged data",
+            metrics.corruption.clone(),
+        );
+        store.register(
+            "writes",
+            "Writes applied to the local store",
+            metrics.writes.clone(),
+        );
+        store.register(
+            "condition_failures",
+            "Conditional writes refused because the condition did not hold",
+            metrics.condition_failures.clone(),
+        );
+        store.register(
+            "group_commit_writes",
+            "Writes per group commit",
+            metrics.group_size.clone(),
+        );
+        store.register(
+            "syncs",
+            "Explicit syncs (fsync) issued",
+            metrics.syncs.clone(),
+        );
+        store.register(
+            "swept",
+            "Expired values and tombstones removed",
+            metrics.swept.clone(),
+        );
+        store.register(
+            "disk_bytes",
+            "Bytes the storage engine occupies on disk",
+            metrics.disk_bytes.clone(),
+        );
+        metrics
+    }
+}

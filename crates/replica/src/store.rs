@@ -1,0 +1,546 @@
+//! The local store's public face: opening it over an engine, reads and scans (served directly
+//! from the engine by the calling thread), and writes (handed to the [writer](crate::writer)
+//! thread, which applies them in order and acknowledges them once durable).
+
+use crate::error::ReplicaError;
+use crate::layout;
+use crate::metrics::StoreMetrics;
+use crate::writer::{Job, Writer};
+use prometheus_client::registry::Registry;
+use ringkv_core::causal::{ReplicaId, VersionVector};
+use ringkv_core::clock::WallClock;
+use ringkv_core::hlc::{HybridClock, Timestamp};
+use ringkv_core::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use ringkv_core::record::{Mutation, Record};
+use ringkv_storage::{Engine, WriteBatch};
+use std::fmt;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use tokio::sync::{mpsc, oneshot};
+
+/// When a write counts as durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// Acknowledge only after fsync; concurrent writers share one fsync (group commit).
+    #[default]
+    Always,
+    /// fsync every `sync_interval_ms`; a machine crash may lose the writes since the last one.
+    Periodic,
+    /// Never fsync explicitly; the operating system decides.
+    None,
+}
+
+impl std::str::FromStr for SyncPolicy {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "always" => Ok(SyncPolicy::Always),
+            "periodic" => Ok(SyncPolicy::Periodic),
+            "none" => Ok(SyncPolicy::None),
+            other => Err(format!(
+                "unknown sync policy {other:?}: expected always, periodic or none"
+            )),
+        }
+    }
+}
+
+/// Settings of a [`LocalStore`].
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// When writes are acknowledged.
+    pub sync: SyncPolicy,
+    /// The fsync interval under [`SyncPolicy::Periodic`].
+    pub sync_interval_ms: u64,
+    /// How long a tombstone or expired value is kept after it died, so every replica learns
+    /// of it before it is forgotten.
+    pub tombstone_grace_ms: u64,
+    /// How often the sweeper looks for expired data.
+    pub sweep_interval_ms: u64,
+    /// Writes that may wait for the writer thread before callers wait for room.
+    pub write_queue_max: usize,
+    /// Records swept since the last compaction that make the sweeper ask the engine to
+    /// reclaim their space.
+    pub compact_after_swept: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            sync: SyncPolicy::Always,
+            sync_interval_ms: 1000,
+            tombstone_grace_ms: 0,
+            sweep_interval_ms: 1000,
+            write_queue_max: 4096,
+            compact_after_swept: 100_000,
+        }
+    }
+}
+
+/// A short fingerprint of a causal context, used as an HTTP ETag and for compare-and-set:
+/// every write changes the context, so it changes the version.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Version(pub u64);
+
+impl Version {
+    /// The version of a record whose context is `context`.
+    pub fn of(context: &VersionVector) -> Self {
+        let mut bytes = Vec::new();
+        context.encode_into(&mut bytes);
+        Version(xxhash_rust::xxh3::xxh3_64(&bytes))
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl std::str::FromStr for Version {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim().trim_start_matches("W/").trim_matches('"');
+        if text.len() != 16 {
+            return Err(format!("version {text:?} is not 16 hex digits"));
+        }
+        u64::from_str_radix(text, 16)
+            .map(Version)
+            .map_err(|_| format!("version {text:?} is not hex"))
+    }
+}
+
+/// How concurrent writes to one key are reconciled (a keyspace setting).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ConflictMode {
+    /// Keep the write with the newest hybrid-logical-clock timestamp.
+    #[default]
+    LastWriterWins,
+    /// Keep concurrent writes as siblings for the client to resolve.
+    Siblings,
+}
+
+/// What must hold for a write to apply; checked atomically with the write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Condition {
+    /// Apply unconditionally.
+    #[default]
+    Always,
+    /// Apply only if the key has no visible value (create).
+    IfAbsent,
+    /// Apply only if the key has a visible value.
+    IfPresent,
+    /// Apply only if the key's current version is this one (compare-and-set).
+    IfVersion(Version),
+}
+
+/// One write of one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteRequest {
+    /// The keyspace.
+    pub keyspace: String,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The new value (or deletion) and its expiry.
+    pub mutation: Mutation,
+    /// The causal context the client read, if it sent one. Without it, a last-writer-wins
+    /// write or any delete supersedes everything this replica holds; a put in a siblings
+    /// keyspace becomes a new sibling.
+    pub context: Option<VersionVector>,
+    /// What must hold for the write to apply.
+    pub condition: Condition,
+    /// How to reconcile with concurrent versions.
+    pub conflict: ConflictMode,
+}
+
+impl WriteRequest {
+    /// An unconditional put of `value` into `keyspace`.
+    pub fn put(keyspace: &str, key: &[u8], value: &[u8]) -> Self {
+        Self::new(
+            keyspace,
+            key,
+            Mutation {
+                value: Some(value.to_vec()),
+                expires_at_ms: None,
+            },
+        )
+    }
+
+    /// An unconditional delete.
+    pub fn delete(keyspace: &str, key: &[u8]) -> Self {
+        Self::new(
+            keyspace,
+            key,
+            Mutation {
+                value: None,
+                expires_at_ms: None,
+            },
+        )
+    }
+
+    fn new(keyspace: &str, key: &[u8], mutation: Mutation) -> Self {
+        Self {
+            keyspace: keyspace.to_owned(),
+            key: key.to_vec(),
+            mutation,
+            context: None,
+            condition: Condition::Always,
+            conflict: ConflictMode::LastWriterWins,
+        }
+    }
+
+    /// Sets the absolute expiry.
+    pub fn expiring_at(mut self, expires_at_ms: u64) -> Self {
+        self.mutation.expires_at_ms = Some(expires_at_ms);
+        self
+    }
+
+    /// Sets the condition.
+    pub fn when(mut self, condition: Condition) -> Self {
+        self.condition = condition;
+        self
+    }
+
+    /// Sets the causal context the client read.
+    pub fn with_context(mut self, context: VersionVector) -> Self {
+        self.context = Some(context);
+        self
+    }
+
+    /// Sets the conflict mode.
+    pub fn conflict(mut self, conflict: ConflictMode) -> Self {
+        self.conflict = conflict;
+        self
+    }
+
+    fn validate(&self) -> Result<(), ReplicaError> {
+        layout::validate_keyspace(&self.keyspace).map_err(ReplicaError::Invalid)?;
+        if self.key.len() > KEY_BYTES_MAX {
+            return Err(ReplicaError::Invalid(format!(
+                "key of {} bytes is above the limit of {KEY_BYTES_MAX}",
+                self.key.len()
+            )));
+        }
+        let value_len = self.mutation.value.as_ref().map_or(0, Vec::len);
+        if value_len > VALUE_BYTES_MAX {
+            return Err(ReplicaError::Invalid(format!(
+                "value of {value_len} bytes is above the limit of {VALUE_BYTES_MAX}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One value a read may return.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VisibleValue {
+    /// The bytes.
+    pub value: Vec<u8>,
+    /// Absolute expiry in unix milliseconds.
+    pub expires_at_ms: Option<u64>,
+    /// When it was written.
+    pub timestamp: Timestamp,
+}
+
+/// What a read of a present key returns: its visible values (more than one only when there
+/// are siblings) and the context a write must send back to supersede them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The causal context of the record.
+    pub context: VersionVector,
+    /// Its fingerprint (ETag).
+    pub version: Version,
+    /// The visible values, oldest first; never empty.
+    pub values: Vec<VisibleValue>,
+}
+
+impl Entry {
+    /// The visible part of `record` at `now_ms`, or `None` if nothing is visible.
+    pub fn visible(record: &Record, now_ms: u64) -> Option<Entry> {
+        let mut values: Vec<VisibleValue> = record
+            .visible(now_ms)
+            .map(|sibling| VisibleValue {
+                value: sibling.value.clone().expect("visible siblings are values"),
+                expires_at_ms: sibling.expires_at_ms,
+                timestamp: sibling.timestamp,
+            })
+            .collect();
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_by_key(|v| v.timestamp);
+        Some(Entry {
+            version: Version::of(&record.context),
+            context: record.context.clone(),
+            values,
+        })
+    }
+
+    /// The value a single-value protocol (RESP) returns: the newest sibling.
+    pub fn winner(&self) -> &VisibleValue {
+        self.values.last().expect("an entry has at least one value")
+    }
+}
+
+/// The result of a write that applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// The record's context after the write.
+    pub context: VersionVector,
+    /// Its fingerprint.
+    pub version: Version,
+    /// What a read would have returned just before the write.
+    pub previous: Option<Entry>,
+}
+
+/// One page of a scan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanPage {
+    /// Keys with visible values, in key order.
+    pub entries: Vec<(Vec<u8>, Entry)>,
+    /// Pass as `after` to get the next page; `None` when the scan is complete.
+    pub next_after: Option<Vec<u8>>,
+}
+
+/// Raw entries a scan examines per visible entry requested before it returns a short page
+/// (expired and deleted records are skipped, and must not make one call unbounded).
+const SCAN_EXAMINED_PER_RESULT: usize = 16;
+
+/// Most records read from the engine in one step of a scan.
+const SCAN_PAGE_MAX: usize = 1024;
+
+/// State the store shares with its writer and background threads.
+pub(crate) struct Shared {
+    pub engine: Arc<dyn Engine>,
+    pub clock: Arc<dyn WallClock>,
+    pub hlc: HybridClock,
+    pub replica_id: ReplicaId,
+    pub metrics: StoreMetrics,
+    pub options: StoreOptions,
+}
+
+impl Shared {
+    /// Decodes stored bytes, counting and logging damage.
+    pub fn decode(&self, keyspace: &str, key: &[u8], bytes: &[u8]) -> Result<Record, ReplicaError> {
+        Record::decode(bytes).map_err(|error| self.corrupt(keyspace, key, error.to_string()))
+    }
+
+    /// Counts and logs damaged data, and makes the error a read or write returns.
+    pub fn corrupt(&self, keyspace: &str, key: &[u8], detail: String) -> ReplicaError {
+        self.metrics.corruption.inc();
+        tracing::error!(keyspace, key = %String::from_utf8_lossy(key), %detail, "corrupted record");
+        ReplicaError::Corruption { detail }
+    }
+
+    /// The stored record of a key.
+    pub fn load(&self, keyspace: &str, key: &[u8]) -> Result<Option<Record>, ReplicaError> {
+        match self.engine.get(&layout::data_key(keyspace, key)) {
+            Ok(Some(bytes)) => self.decode(keyspace, key, &bytes).map(Some),
+            Ok(None) => Ok(None),
+            Err(error) if error.is_corruption() => {
+                Err(self.corrupt(keyspace, key, error.to_string()))
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+/// A node's local replica of the keys it stores.
+pub struct LocalStore {
+    shared: Arc<Shared>,
+    writer: Option<mpsc::Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl LocalStore {
+    /// Opens the store over `engine`, starting its writer and background threads. Metrics are
+    /// registered in `registry`.
+    pub fn open(
+        engine: Arc<dyn Engine>,
+        options: StoreOptions,
+        clock: Arc<dyn WallClock>,
+        registry: &mut Registry,
+    ) -> Result<Self, ReplicaError> {
+        let replica_id = load_or_create_replica_id(engine.as_ref())?;
+        let shared = Arc::new(Shared {
+            engine,
+            clock,
+            hlc: HybridClock::new(),
+            replica_id,
+            metrics: StoreMetrics::register(registry),
+            options,
+        });
+        let (writer_tx, writer_rx) = mpsc::channel(shared.options.write_queue_max.max(1));
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel();
+        let mut threads = vec![spawn("ringkv-writer", {
+            let writer = Writer::new(Arc::clone(&shared), writer_rx);
+            move || writer.run()
+        })?];
+        threads.push(spawn("ringkv-background", {
+            let shared = Arc::clone(&shared);
+            let writer_tx = writer_tx.clone();
+            move || crate::sweeper::run_background(shared, writer_tx, stop_rx)
+        })?);
+        Ok(Self {
+            shared,
+            writer: Some(writer_tx),
+            threads,
+            stop: Some(stop_tx),
+        })
+    }
+
+    /// The id this node stamps on the writes it coordinates.
+    pub fn replica_id(&self) -> ReplicaId {
+        self.shared.replica_id
+    }
+
+    /// The engine underneath (for operators' statistics and benchmarks).
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.shared.engine
+    }
+
+    /// The visible value(s) of a key, or `None` if absent, deleted or expired.
+    pub fn get(&self, keyspace: &str, key: &[u8]) -> Result<Option<Entry>, ReplicaError> {
+        let now_ms = self.shared.clock.now_ms();
+        Ok(self
+            .shared
+            .load(keyspace, key)?
+            .and_then(|record| Entry::visible(&record, now_ms)))
+    }
+
+    /// The stored record of a key, dead siblings included (for replication and debugging).
+    pub fn get_record(&self, keyspace: &str, key: &[u8]) -> Result<Option<Record>, ReplicaError> {
+        self.shared.load(keyspace, key)
+    }
+
+    /// Up to `limit` keys of `keyspace` starting with `prefix`, strictly after `after`, that
+    /// have visible values. A short page is not the end: only `next_after == None` is.
+    pub fn scan(
+        &self,
+        keyspace: &str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<ScanPage, ReplicaError> {
+        layout::validate_keyspace(keyspace).map_err(ReplicaError::Invalid)?;
+        let now_ms = self.shared.clock.now_ms();
+        let page_size = limit.clamp(1, SCAN_PAGE_MAX);
+        let budget = limit
+            .saturating_mul(SCAN_EXAMINED_PER_RESULT)
+            .max(page_size);
+        let mut entries = Vec::with_capacity(page_size);
+        let mut resume = after.map(|after| layout::data_key(keyspace, after));
+        let mut examined = 0;
+        loop {
+            let mut range = layout::data_range(keyspace, prefix);
+            if let Some(resume) = &resume {
+                range = range.after(resume);
+            }
+            let page = self.shared.engine.scan(&range, page_size)?;
+            let exhausted = page.len() < page_size;
+            let mut page = page.into_iter().peekable();
+            while entries.len() < limit {
+                let Some((engine_key, bytes)) = page.next() else {
+                    break;
+                };
+                examined += 1;
+                let key = layout::user_key(keyspace, &engine_key);
+                let record = self.shared.decode(keyspace, key, &bytes)?;
+                if let Some(entry) = Entry::visible(&record, now_ms) {
+                    entries.push((key.to_vec(), entry));
+                }
+                resume = Some(engine_key);
+            }
+            let finished = exhausted && page.peek().is_none();
+            if finished || entries.len() >= limit || examined >= budget {
+                let next_after = resume
+                    .filter(|_| !finished)
+                    .map(|engine_key| layout::user_key(keyspace, &engine_key).to_vec());
+                return Ok(ScanPage {
+                    entries,
+                    next_after,
+                });
+            }
+        }
+    }
+
+    /// Applies a write and returns once it is durable under the sync policy.
+    pub async fn write(&self, request: WriteRequest) -> Result<WriteOutcome, ReplicaError> {
+        request.validate()?;
+        let (reply, answer) = oneshot::channel();
+        let writer = self.writer.as_ref().ok_or(ReplicaError::ShuttingDown)?;
+        writer
+            .send(Job::Write { request, reply })
+            .await
+            .map_err(|_| ReplicaError::ShuttingDown)?;
+        answer.await.map_err(|_| ReplicaError::ShuttingDown)?
+    }
+
+    /// Like [`LocalStore::write`], but refuses at once with [`ReplicaError::Busy`] when the
+    /// write queue is full instead of waiting for room.
+    pub async fn try_write(&self, request: WriteRequest) -> Result<WriteOutcome, ReplicaError> {
+        request.validate()?;
+        let (reply, answer) = oneshot::channel();
+        let writer = self.writer.as_ref().ok_or(ReplicaError::ShuttingDown)?;
+        writer
+            .try_send(Job::Write { request, reply })
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => ReplicaError::Busy,
+                mpsc::error::TrySendError::Closed(_) => ReplicaError::ShuttingDown,
+            })?;
+        answer.await.map_err(|_| ReplicaError::ShuttingDown)?
+    }
+
+    /// Runs the sweeper once now (tests and operators; it also runs on its own).
+    pub async fn sweep_now(&self) -> Result<u64, ReplicaError> {
+        let writer = self
+            .writer
+            .as_ref()
+            .ok_or(ReplicaError::ShuttingDown)?
+            .clone();
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || crate::sweeper::sweep_due(&shared, &writer))
+            .await
+            .map_err(|_| ReplicaError::ShuttingDown)?
+    }
+}
+
+impl Drop for LocalStore {
+    fn drop(&mut self) {
+        // Closing both channels stops the background thread, then the writer once it has
+        // drained every queued write; a final sync makes a clean shutdown durable.
+        self.stop.take();
+        self.writer.take();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        if let Err(error) = self.shared.engine.sync() {
+            tracing::error!(%error, "final sync at shutdown failed");
+        }
+    }
+}
+
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, ReplicaError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(body)
+        .map_err(|error| ReplicaError::Storage(error.into()))
+}
+
+/// Reads this data directory's replica id, creating (and syncing) a random one on first use.
+fn load_or_create_replica_id(engine: &dyn Engine) -> Result<ReplicaId, ReplicaError> {
+    let key = layout::meta_key("replica-id");
+    if let Some(bytes) = engine.get(&key)? {
+        let bytes: [u8; 8] = bytes.try_into().map_err(|_| ReplicaError::Corruption {
+            detail: "replica id is not 8 bytes".into(),
+        })?;
+        return Ok(ReplicaId(u64::from_le_bytes(bytes)));
+    }
+    let id = ReplicaId(rand::random::<u64>().max(1));
+    let mut batch = WriteBatch::new();
+    batch.put(key, id.0.to_le_bytes().to_vec());
+    engine.write_durable(batch)?;
+    Ok(id)
+}

@@ -1,0 +1,91 @@
+//! Background upkeep of a local store, on one thread: the sweeper, which physically removes
+//! expired values and tombstones once their grace period has passed (so disk use falls after
+//! mass expiry), and the periodic fsync of `sync = periodic`.
+//!
+//! The sweeper reads only the due part of the expiry index and hands the entries to the writer
+//! thread, which re-checks each record before removing anything: a record rewritten since the
+//! entry was made is left alone.
+
+use crate::error::ReplicaError;
+use crate::layout;
+use crate::store::{Shared, SyncPolicy};
+use crate::writer::Job;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Index entries handed to the writer per sweep job.
+const SWEEP_BATCH_MAX: usize = 512;
+
+/// Sweep jobs per pass, so one pass cannot hold the thread for ever.
+const SWEEP_JOBS_PER_PASS_MAX: usize = 1000;
+
+/// Runs the sweeper and the periodic sync until `stop` is closed.
+pub(crate) fn run_background(shared: Arc<Shared>, writer: mpsc::Sender<Job>, stop: Receiver<()>) {
+    let sweep_every = Duration::from_millis(shared.options.sweep_interval_ms.max(10));
+    let sync_every = Duration::from_millis(shared.options.sync_interval_ms.max(10));
+    let tick = sweep_every.min(sync_every);
+    let (mut last_sweep, mut last_sync) = (Instant::now(), Instant::now());
+    let mut swept_since_compaction = 0;
+    loop {
+        match stop.recv_timeout(tick) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if shared.options.sync == SyncPolicy::Periodic && last_sync.elapsed() >= sync_every {
+            last_sync = Instant::now();
+            shared.metrics.syncs.inc();
+            if let Err(error) = shared.engine.sync() {
+                tracing::error!(%error, "periodic sync failed");
+            }
+        }
+        if last_sweep.elapsed() >= sweep_every {
+            last_sweep = Instant::now();
+            match sweep_due(&shared, &writer) {
+                Ok(swept) => swept_since_compaction += swept,
+                Err(error) => tracing::error!(%error, "sweep failed"),
+            }
+            if swept_since_compaction >= shared.options.compact_after_swept {
+                swept_since_compaction = 0;
+                if let Err(error) = shared.engine.compact() {
+                    tracing::error!(%error, "compaction after sweep failed");
+                }
+            }
+            shared.metrics.disk_bytes.set(shared.engine.disk_bytes());
+        }
+    }
+}
+
+/// Removes everything whose grace period has passed; returns how many siblings went.
+pub(crate) fn sweep_due(shared: &Shared, writer: &mpsc::Sender<Job>) -> Result<u64, ReplicaError> {
+    let mut swept = 0;
+    for _ in 0..SWEEP_JOBS_PER_PASS_MAX {
+        let cutoff = shared
+            .clock
+            .now_ms()
+            .saturating_sub(shared.options.tombstone_grace_ms);
+        let due = shared
+            .engine
+            .scan(&layout::expiry_due_range(cutoff), SWEEP_BATCH_MAX)?;
+        let full = due.len() == SWEEP_BATCH_MAX;
+        let entries: Vec<_> = due
+            .iter()
+            .filter_map(|(key, _)| layout::parse_expiry_key(key))
+            .collect();
+        if entries.is_empty() {
+            break;
+        }
+        let (reply, answer) = oneshot::channel();
+        writer
+            .blocking_send(Job::Sweep { entries, reply })
+            .map_err(|_| ReplicaError::ShuttingDown)?;
+        swept += answer
+            .blocking_recv()
+            .map_err(|_| ReplicaError::ShuttingDown)??;
+        if !full {
+            break;
+        }
+    }
+    Ok(swept)
+}

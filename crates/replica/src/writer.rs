@@ -1,0 +1,314 @@
+//! The writer thread: the only place records are written, so every read-merge-write and every
+//! condition check is atomic without locks.
+//!
+//! It takes whatever writes are queued (up to [`GROUP_WRITES_MAX`] or [`GROUP_BYTES_MAX`]),
+//! applies them in order against the stored records plus the ones changed earlier in the
+//! same group, commits the whole group as one engine batch, then — under `sync = always` —
+//! one fsync for all of them, and only then answers each caller. While one group is being
+//! synced the next one queues up, so concurrent writers share fsyncs (group commit).
+
+use crate::error::ReplicaError;
+use crate::layout::{self, ExpiryEntry};
+use crate::store::{
+    Condition, ConflictMode, Entry, Shared, SyncPolicy, Version, WriteOutcome, WriteRequest,
+};
+use ringkv_core::causal::VersionVector;
+use ringkv_core::record::{Mutation, Record};
+use ringkv_storage::{StorageError, WriteBatch};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most writes committed as one group.
+pub const GROUP_WRITES_MAX: usize = 1024;
+
+/// Most value bytes committed as one group (a group may exceed it by its last write).
+pub const GROUP_BYTES_MAX: usize = 64 << 20;
+
+/// Work for the writer thread.
+pub(crate) enum Job {
+    /// A client write; the outcome goes back on `reply` once durable.
+    Write {
+        request: WriteRequest,
+        reply: oneshot::Sender<Result<WriteOutcome, ReplicaError>>,
+    },
+    /// Expiry-index entries that are due; the reply counts the siblings removed.
+    Sweep {
+        entries: Vec<ExpiryEntry>,
+        reply: oneshot::Sender<Result<u64, ReplicaError>>,
+    },
+}
+
+impl Job {
+    fn bytes(&self) -> usize {
+        match self {
+            Job::Write { request, .. } => {
+                request.key.len() + request.mutation.value.as_ref().map_or(0, Vec::len)
+            }
+            Job::Sweep { entries, .. } => entries.len() * 64,
+        }
+    }
+}
+
+/// The answer a job gets once its group is committed.
+enum Answer {
+    Write(
+        oneshot::Sender<Result<WriteOutcome, ReplicaError>>,
+        Result<WriteOutcome, ReplicaError>,
+    ),
+    Sweep(
+        oneshot::Sender<Result<u64, ReplicaError>>,
+        Result<u64, ReplicaError>,
+    ),
+}
+
+/// The single writer of a [`LocalStore`](crate::LocalStore).
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    jobs: mpsc::Receiver<Job>,
+}
+
+/// The records a group has changed so far (`None`: deleted), and the batch that stores them.
+#[derive(Default)]
+struct Group {
+    records: HashMap<Vec<u8>, Option<Record>>,
+    batch: WriteBatch,
+}
+
+impl Writer {
+    pub fn new(shared: Arc<Shared>, jobs: mpsc::Receiver<Job>) -> Self {
+        Self { shared, jobs }
+    }
+
+    /// Runs until every sender is gone and the queue is drained.
+    pub fn run(mut self) {
+        while let Some(first) = self.jobs.blocking_recv() {
+            let mut jobs = vec![first];
+            let mut bytes = jobs[0].bytes();
+            while jobs.len() < GROUP_WRITES_MAX && bytes < GROUP_BYTES_MAX {
+                let Ok(job) = self.jobs.try_recv() else { break };
+                bytes += job.bytes();
+                jobs.push(job);
+            }
+            self.commit(jobs);
+        }
+    }
+
+    fn commit(&self, jobs: Vec<Job>) {
+        let mut group = Group::default();
+        let count = jobs.len();
+        let answers: Vec<Answer> = jobs
+            .into_iter()
+            .map(|job| match job {
+                Job::Write { request, reply } => {
+                    Answer::Write(reply, self.apply_write(&mut group, request))
+                }
+                Job::Sweep { entries, reply } => {
+                    Answer::Sweep(reply, self.apply_sweep(&mut group, entries))
+                }
+            })
+            .collect();
+        let committed = self.write_group(group.batch);
+        self.shared.metrics.group_size.observe(count as f64);
+        for answer in answers {
+            // A caller that gave up waiting is not an error of the write.
+            match answer {
+                Answer::Write(reply, outcome) => {
+                    let _ = reply.send(
+                        committed
+                            .as_ref()
+                            .map_err(fresh_error)
+                            .and_then(|()| outcome),
+                    );
+                }
+                Answer::Sweep(reply, outcome) => {
+                    let _ = reply.send(
+                        committed
+                            .as_ref()
+                            .map_err(fresh_error)
+                            .and_then(|()| outcome),
+                    );
+                }
+            }
+        }
+    }
+
+    fn write_group(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        let engine = &self.shared.engine;
+        match self.shared.options.sync {
+            SyncPolicy::Always => {
+                self.shared.metrics.syncs.inc();
+                engine.write_durable(batch)
+            }
+            SyncPolicy::Periodic | SyncPolicy::None if batch.is_empty() => Ok(()),
+            SyncPolicy::Periodic | SyncPolicy::None => engine.write(batch),
+        }
+    }
+
+    /// The current record of a data key: as changed earlier in this group, else as stored.
+    fn current(
+        &self,
+        group: &Group,
+        keyspace: &str,
+        key: &[u8],
+    ) -> Result<Option<Record>, ReplicaError> {
+        match group.records.get(&layout::data_key(keyspace, key)) {
+            Some(record) => Ok(record.clone()),
+            None => self.shared.load(keyspace, key),
+        }
+    }
+
+    fn apply_write(
+        &self,
+        group: &mut Group,
+        request: WriteRequest,
+    ) -> Result<WriteOutcome, ReplicaError> {
+        let shared = &self.shared;
+        let now_ms = shared.clock.now_ms();
+        let stored = match self.current(group, &request.keyspace, &request.key) {
+            Ok(stored) => stored,
+            // An unconditional write replaces a damaged record: that is how it gets repaired.
+            Err(ReplicaError::Corruption { .. }) if request.condition == Condition::Always => None,
+            Err(error) => return Err(error),
+        };
+        let previous = stored
+            .as_ref()
+            .and_then(|record| Entry::visible(record, now_ms));
+        check_condition(request.condition, previous.as_ref()).inspect_err(|_| {
+            shared.metrics.condition_failures.inc();
+        })?;
+        if let Some(newest) = stored.as_ref().and_then(Record::newest_timestamp) {
+            shared.hlc.observe(newest);
+        }
+        let seen = seen_context(&request, stored.as_ref());
+        let mutation = Mutation {
+            value: request.mutation.value,
+            expires_at_ms: request.mutation.expires_at_ms,
+        };
+        let timestamp = shared.hlc.tick(now_ms);
+        let mut record = Record::update(
+            stored.as_ref(),
+            &seen,
+            mutation,
+            shared.replica_id,
+            timestamp,
+        )?;
+        if request.conflict == ConflictMode::LastWriterWins {
+            record.resolve_last_writer_wins();
+        }
+        let outcome = WriteOutcome {
+            version: Version::of(&record.context),
+            context: record.context.clone(),
+            previous,
+        };
+        store(
+            group,
+            &request.keyspace,
+            &request.key,
+            stored.as_ref(),
+            Some(record),
+        );
+        shared.metrics.writes.inc();
+        Ok(outcome)
+    }
+
+    fn apply_sweep(
+        &self,
+        group: &mut Group,
+        entries: Vec<ExpiryEntry>,
+    ) -> Result<u64, ReplicaError> {
+        let shared = &self.shared;
+        let now_ms = shared.clock.now_ms();
+        let grace_ms = shared.options.tombstone_grace_ms;
+        let mut removed = 0;
+        for entry in entries {
+            let index_key = layout::expiry_key(entry.due_ms, &entry.keyspace, &entry.key);
+            let stored = match self.current(group, &entry.keyspace, &entry.key) {
+                Ok(Some(record)) if record.next_dead_ms() == Some(entry.due_ms) => record,
+                // Gone, rewritten since (its current index entry is elsewhere), or damaged
+                // (reported on read; sweeping cannot fix it): drop this index entry.
+                Ok(_) | Err(ReplicaError::Corruption { .. }) => {
+                    group.batch.delete(index_key);
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            let mut record = stored.clone();
+            let dropped = record.purge_dead(now_ms, grace_ms);
+            if dropped == 0 {
+                continue;
+            }
+            removed += dropped as u64;
+            let remaining = Some(record).filter(|r| !r.siblings.is_empty());
+            store(group, &entry.keyspace, &entry.key, Some(&stored), remaining);
+        }
+        shared.metrics.swept.inc_by(removed);
+        Ok(removed)
+    }
+}
+
+/// The context a write supersedes: what the client read if it sent a context; otherwise,
+/// everything this replica holds for last-writer-wins writes and for deletes, and nothing for
+/// a put into a siblings keyspace (it becomes a sibling, as in Riak's allow_mult).
+fn seen_context(request: &WriteRequest, stored: Option<&Record>) -> VersionVector {
+    let stored_context = || {
+        stored
+            .map(|record| record.context.clone())
+            .unwrap_or_default()
+    };
+    match (&request.context, request.conflict) {
+        (Some(context), _) => context.clone(),
+        (None, ConflictMode::LastWriterWins) => stored_context(),
+        (None, ConflictMode::Siblings) if request.mutation.value.is_none() => stored_context(),
+        (None, ConflictMode::Siblings) => VersionVector::new(),
+    }
+}
+
+fn check_condition(condition: Condition, current: Option<&Entry>) -> Result<(), ReplicaError> {
+    let holds = match condition {
+        Condition::Always => true,
+        Condition::IfAbsent => current.is_none(),
+        Condition::IfPresent => current.is_some(),
+        Condition::IfVersion(version) => current.is_some_and(|entry| entry.version == version),
+    };
+    if holds {
+        Ok(())
+    } else {
+        Err(ReplicaError::ConditionFailed {
+            current: current.map(|entry| entry.version),
+        })
+    }
+}
+
+/// Adds a record change to the group's batch, keeping the expiry index in step: one index
+/// entry per record, at the moment its earliest sibling dies.
+fn store(group: &mut Group, keyspace: &str, key: &[u8], old: Option<&Record>, new: Option<Record>) {
+    let old_due = old.and_then(Record::next_dead_ms);
+    let new_due = new.as_ref().and_then(Record::next_dead_ms);
+    if old_due != new_due {
+        if let Some(due) = old_due {
+            group.batch.delete(layout::expiry_key(due, keyspace, key));
+        }
+        if let Some(due) = new_due {
+            group
+                .batch
+                .put(layout::expiry_key(due, keyspace, key), Vec::new());
+        }
+    }
+    let data_key = layout::data_key(keyspace, key);
+    match &new {
+        Some(record) => group.batch.put(data_key.clone(), record.encode()),
+        None => group.batch.delete(data_key.clone()),
+    }
+    group.records.insert(data_key, new);
+}
+
+/// A commit error for one caller (errors are not `Clone`; each caller gets its own).
+fn fresh_error(error: &StorageError) -> ReplicaError {
+    match error {
+        StorageError::Corruption(detail) => ReplicaError::Corruption {
+            detail: detail.clone(),
+        },
+        other => ReplicaError::Storage(StorageError::Io(std::io::Error::other(other.to_string()))),
+    }
+}

@@ -1,0 +1,445 @@
+//! Behaviour of the local store over every engine: versioned writes, expiry and sweeping,
+//! conditional writes under concurrency, siblings, damage handling and scans.
+
+use prometheus_client::registry::Registry;
+use ringkv_core::clock::{ManualClock, SystemClock, WallClock};
+use ringkv_replica::{
+    Condition, ConflictMode, LocalStore, ReplicaError, StoreOptions, SyncPolicy, WriteRequest,
+};
+use ringkv_storage::{open, EngineKind, ScanRange};
+use std::sync::Arc;
+
+const KS: &str = "default";
+
+struct Fixture {
+    store: Arc<LocalStore>,
+    registry: Registry,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture(kind: EngineKind, clock: Arc<dyn WallClock>) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(kind, dir.path()).unwrap();
+    let mut registry = Registry::default();
+    let options = StoreOptions {
+        sweep_interval_ms: 3_600_000,
+        ..StoreOptions::default()
+    };
+    let store = Arc::new(LocalStore::open(engine, options, clock, &mut registry).unwrap());
+    Fixture {
+        store,
+        registry,
+        _dir: dir,
+    }
+}
+
+fn metric(registry: &Registry, name: &str) -> f64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    text.lines()
+        .find(|line| line.starts_with(name) && !line.starts_with('#'))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} not found in\n{text}"))
+}
+
+fn value_of(store: &LocalStore, key: &str) -> Option<Vec<u8>> {
+    store
+        .get(KS, key.as_bytes())
+        .unwrap()
+        .map(|entry| entry.winner().value.clone())
+}
+
+#[tokio::test]
+async fn put_get_overwrite_delete_on_every_engine() {
+    for kind in EngineKind::ALL {
+        let f = fixture(kind, Arc::new(SystemClock));
+        f.store
+            .write(WriteRequest::put(KS, b"k", b"one"))
+            .await
+            .unwrap();
+        f.store
+            .write(WriteRequest::put(KS, b"k", b"two"))
+            .await
+            .unwrap();
+        assert_eq!(
+            value_of(&f.store, "k").as_deref(),
+            Some(&b"two"[..]),
+            "{kind}"
+        );
+        let entry = f.store.get(KS, b"k").unwrap().unwrap();
+        assert_eq!(entry.values.len(), 1, "last-writer-wins keeps one value");
+        f.store.write(WriteRequest::delete(KS, b"k")).await.unwrap();
+        assert_eq!(value_of(&f.store, "k"), None);
+        f.store
+            .write(WriteRequest::delete(KS, b"never"))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn writes_survive_reopening_the_store() {
+    for kind in EngineKind::ALL {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..2 {
+            let engine = open(kind, dir.path()).unwrap();
+            let store = LocalStore::open(
+                engine,
+                StoreOptions::default(),
+                Arc::new(SystemClock),
+                &mut Registry::default(),
+            )
+            .unwrap();
+            if round == 0 {
+                store
+                    .write(WriteRequest::put(KS, b"durable", b"yes"))
+                    .await
+                    .unwrap();
+            } else {
+                assert_eq!(
+                    value_of(&store, "durable").as_deref(),
+                    Some(&b"yes"[..]),
+                    "{kind}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn expired_value_is_invisible_at_once_and_swept_later() {
+    for kind in EngineKind::ALL {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let f = fixture(kind, clock.clone());
+        f.store
+            .write(WriteRequest::put(KS, b"ttl", b"v").expiring_at(1_001_000))
+            .await
+            .unwrap();
+        f.store
+            .write(WriteRequest::put(KS, b"keep", b"v"))
+            .await
+            .unwrap();
+        clock.advance(999);
+        assert!(
+            value_of(&f.store, "ttl").is_some(),
+            "{kind}: visible before expiry"
+        );
+        clock.advance(1);
+        assert!(
+            value_of(&f.store, "ttl").is_none(),
+            "{kind}: invisible at expiry"
+        );
+        // Still stored until swept.
+        assert!(f.store.get_record(KS, b"ttl").unwrap().is_some());
+        assert_eq!(f.store.sweep_now().await.unwrap(), 1);
+        assert!(
+            f.store.get_record(KS, b"ttl").unwrap().is_none(),
+            "{kind}: physically removed"
+        );
+        assert!(value_of(&f.store, "keep").is_some());
+        let index = f.store.engine().scan(&ScanRange::prefix(b"x"), 10).unwrap();
+        assert!(index.is_empty(), "{kind}: expiry index emptied: {index:?}");
+        assert_eq!(metric(&f.registry, "ringkv_store_swept_total"), 1.0);
+    }
+}
+
+#[tokio::test]
+async fn overwriting_an_expiring_value_without_ttl_keeps_it() {
+    let clock = Arc::new(ManualClock::new(1_000));
+    let f = fixture(EngineKind::Memory, clock.clone());
+    f.store
+        .write(WriteRequest::put(KS, b"k", b"short").expiring_at(2_000))
+        .await
+        .unwrap();
+    f.store
+        .write(WriteRequest::put(KS, b"k", b"forever"))
+        .await
+        .unwrap();
+    clock.advance(10_000);
+    f.store.sweep_now().await.unwrap();
+    assert_eq!(value_of(&f.store, "k").as_deref(), Some(&b"forever"[..]));
+}
+
+#[tokio::test]
+async fn tombstones_are_reaped_only_after_the_grace_period() {
+    let clock = Arc::new(ManualClock::new(1_000));
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(EngineKind::Lsm, dir.path()).unwrap();
+    let options = StoreOptions {
+        tombstone_grace_ms: 5_000,
+        sweep_interval_ms: 3_600_000,
+        ..Default::default()
+    };
+    let store = LocalStore::open(engine, options, clock.clone(), &mut Registry::default()).unwrap();
+    store
+        .write(WriteRequest::put(KS, b"k", b"v"))
+        .await
+        .unwrap();
+    store.write(WriteRequest::delete(KS, b"k")).await.unwrap();
+    store.sweep_now().await.unwrap();
+    assert!(
+        store.get_record(KS, b"k").unwrap().is_some(),
+        "tombstone kept during grace"
+    );
+    clock.advance(5_001);
+    store.sweep_now().await.unwrap();
+    assert!(
+        store.get_record(KS, b"k").unwrap().is_none(),
+        "tombstone reaped after grace"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_compare_and_set_on_one_version_has_exactly_one_winner() {
+    for kind in EngineKind::ALL {
+        let f = fixture(kind, Arc::new(SystemClock));
+        let version = f
+            .store
+            .write(WriteRequest::put(KS, b"cas", b"0"))
+            .await
+            .unwrap()
+            .version;
+        let racers: Vec<_> = (0..32)
+            .map(|i| {
+                let store = Arc::clone(&f.store);
+                tokio::spawn(async move {
+                    let request = WriteRequest::put(KS, b"cas", format!("{i}").as_bytes())
+                        .when(Condition::IfVersion(version));
+                    store.write(request).await
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for racer in racers {
+            match racer.await.unwrap() {
+                Ok(_) => winners += 1,
+                Err(ReplicaError::ConditionFailed { current }) => {
+                    assert_ne!(current, Some(version))
+                }
+                Err(other) => panic!("unexpected {other}"),
+            }
+        }
+        assert_eq!(winners, 1, "{kind}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_creates_have_exactly_one_winner() {
+    let f = fixture(EngineKind::Lsm, Arc::new(SystemClock));
+    let racers: Vec<_> = (0..32)
+        .map(|i| {
+            let store = Arc::clone(&f.store);
+            tokio::spawn(async move {
+                let request = WriteRequest::put(KS, b"new", format!("{i}").as_bytes())
+                    .when(Condition::IfAbsent);
+                store.write(request).await.is_ok()
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for racer in racers {
+        winners += usize::from(racer.await.unwrap());
+    }
+    assert_eq!(winners, 1);
+    assert_eq!(
+        metric(&f.registry, "ringkv_store_condition_failures_total"),
+        31.0
+    );
+}
+
+#[tokio::test]
+async fn create_only_succeeds_again_after_expiry() {
+    let clock = Arc::new(ManualClock::new(1_000));
+    let f = fixture(EngineKind::Btree, clock.clone());
+    f.store
+        .write(
+            WriteRequest::put(KS, b"lock", b"a")
+                .expiring_at(2_000)
+                .when(Condition::IfAbsent),
+        )
+        .await
+        .unwrap();
+    let taken = f
+        .store
+        .write(WriteRequest::put(KS, b"lock", b"b").when(Condition::IfAbsent))
+        .await;
+    assert!(matches!(taken, Err(ReplicaError::ConditionFailed { .. })));
+    clock.advance(1_000);
+    f.store
+        .write(WriteRequest::put(KS, b"lock", b"b").when(Condition::IfAbsent))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn siblings_keyspace_keeps_concurrent_writes_until_a_context_write_resolves_them() {
+    let f = fixture(EngineKind::Lsm, Arc::new(SystemClock));
+    let siblings =
+        |value: &[u8]| WriteRequest::put("carts", b"k", value).conflict(ConflictMode::Siblings);
+    f.store.write(siblings(b"a")).await.unwrap();
+    f.store.write(siblings(b"b")).await.unwrap();
+    let entry = f.store.get("carts", b"k").unwrap().unwrap();
+    let values: Vec<_> = entry.values.iter().map(|v| v.value.clone()).collect();
+    assert_eq!(values, vec![b"a".to_vec(), b"b".to_vec()]);
+    f.store
+        .write(siblings(b"ab").with_context(entry.context))
+        .await
+        .unwrap();
+    let entry = f.store.get("carts", b"k").unwrap().unwrap();
+    assert_eq!(entry.values.len(), 1);
+    assert_eq!(entry.winner().value, b"ab");
+}
+
+#[tokio::test]
+async fn a_damaged_record_reads_as_corruption_and_other_keys_keep_working() {
+    for kind in EngineKind::ALL {
+        let f = fixture(kind, Arc::new(SystemClock));
+        f.store
+            .write(WriteRequest::put(KS, b"good", b"fine"))
+            .await
+            .unwrap();
+        f.store
+            .write(WriteRequest::put(KS, b"bad", b"soon damaged"))
+            .await
+            .unwrap();
+        // Damage the stored record behind the store's back, as a bad disk would.
+        let engine_key = ringkv_replica::layout::data_key(KS, b"bad");
+        let mut bytes = f.store.engine().get(&engine_key).unwrap().unwrap();
+        let last = bytes.len() - 6;
+        bytes[last] ^= 0x01;
+        f.store.engine().put(&engine_key, &bytes).unwrap();
+
+        assert!(
+            matches!(
+                f.store.get(KS, b"bad"),
+                Err(ReplicaError::Corruption { .. })
+            ),
+            "{kind}"
+        );
+        assert_eq!(value_of(&f.store, "good").as_deref(), Some(&b"fine"[..]));
+        assert_eq!(metric(&f.registry, "ringkv_store_corruption_total"), 1.0);
+        // A compare-and-set cannot be checked against damaged data; a plain write repairs it.
+        let cas = f
+            .store
+            .write(WriteRequest::put(KS, b"bad", b"x").when(Condition::IfPresent))
+            .await;
+        assert!(matches!(cas, Err(ReplicaError::Corruption { .. })));
+        f.store
+            .write(WriteRequest::put(KS, b"bad", b"repaired"))
+            .await
+            .unwrap();
+        assert_eq!(value_of(&f.store, "bad").as_deref(), Some(&b"repaired"[..]));
+    }
+}
+
+#[tokio::test]
+async fn scans_page_through_a_prefix_skipping_dead_keys() {
+    let clock = Arc::new(ManualClock::new(1_000));
+    let f = fixture(EngineKind::Lsm, clock.clone());
+    for i in 0..50u32 {
+        let key = format!("user:{i:02}");
+        let mut request = WriteRequest::put(KS, key.as_bytes(), b"v");
+        if i % 5 == 0 {
+            request = request.expiring_at(1_500);
+        }
+        f.store.write(request).await.unwrap();
+    }
+    f.store
+        .write(WriteRequest::put(KS, b"other", b"v"))
+        .await
+        .unwrap();
+    f.store
+        .write(WriteRequest::delete(KS, b"user:01"))
+        .await
+        .unwrap();
+    clock.advance(1_000);
+    let mut seen = Vec::new();
+    let mut after = None;
+    for _ in 0..100 {
+        let page = f.store.scan(KS, b"user:", after.as_deref(), 7).unwrap();
+        assert!(page.entries.len() <= 7);
+        seen.extend(
+            page.entries
+                .into_iter()
+                .map(|(k, _)| String::from_utf8(k).unwrap()),
+        );
+        after = page.next_after;
+        if after.is_none() {
+            break;
+        }
+    }
+    let expected: Vec<String> = (0..50u32)
+        .filter(|i| i % 5 != 0 && *i != 1)
+        .map(|i| format!("user:{i:02}"))
+        .collect();
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_share_fsyncs() {
+    let f = fixture(EngineKind::Lsm, Arc::new(SystemClock));
+    let writers: Vec<_> = (0..200)
+        .map(|i| {
+            let store = Arc::clone(&f.store);
+            tokio::spawn(async move {
+                store
+                    .write(WriteRequest::put(KS, format!("k{i}").as_bytes(), b"v"))
+                    .await
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap().unwrap();
+    }
+    let writes = metric(&f.registry, "ringkv_store_writes_total");
+    let syncs = metric(&f.registry, "ringkv_store_syncs_total");
+    assert_eq!(writes, 200.0);
+    assert!(
+        syncs < writes,
+        "group commit: {syncs} fsyncs for {writes} writes"
+    );
+}
+
+#[tokio::test]
+async fn oversized_keys_and_values_are_refused() {
+    let f = fixture(EngineKind::Memory, Arc::new(SystemClock));
+    let key = vec![b'k'; ringkv_core::limits::KEY_BYTES_MAX + 1];
+    assert!(matches!(
+        f.store.write(WriteRequest::put(KS, &key, b"v")).await,
+        Err(ReplicaError::Invalid(_))
+    ));
+    let value = vec![0u8; ringkv_core::limits::VALUE_BYTES_MAX + 1];
+    assert!(matches!(
+        f.store.write(WriteRequest::put(KS, b"k", &value)).await,
+        Err(ReplicaError::Invalid(_))
+    ));
+    assert!(matches!(
+        f.store.write(WriteRequest::put("bad/ks", b"k", b"v")).await,
+        Err(ReplicaError::Invalid(_))
+    ));
+}
+
+#[tokio::test]
+async fn periodic_and_none_sync_policies_acknowledge_without_waiting_for_fsync() {
+    for sync in [SyncPolicy::Periodic, SyncPolicy::None] {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open(EngineKind::Lsm, dir.path()).unwrap();
+        let mut registry = Registry::default();
+        let options = StoreOptions {
+            sync,
+            sync_interval_ms: 3_600_000,
+            ..Default::default()
+        };
+        let store =
+            LocalStore::open(engine, options, Arc::new(SystemClock), &mut registry).unwrap();
+        store
+            .write(WriteRequest::put(KS, b"k", b"v"))
+            .await
+            .unwrap();
+        assert_eq!(
+            metric(&registry, "ringkv_store_syncs_total"),
+            0.0,
+            "{sync:?}"
+        );
+    }
+}
