@@ -25,7 +25,13 @@ pub enum ReplicaError {
     /// The store is shutting down.
     #[error("store is shutting down")]
     ShuttingDown,
-    /// The request itself is invalid (bad keyspace name, key too long...).
+    /// The key is longer than the limit.
+    #[error("key of {len} bytes is above the limit of {max}")]
+    KeyTooLong { len: usize, max: usize },
+    /// The value is larger than the limit.
+    #[error("value of {len} bytes is above the limit of {max}")]
+    ValueTooLarge { len: usize, max: usize },
+    /// The request itself is invalid (a bad keyspace name...).
     #[error("{0}")]
     Invalid(String),
 }

@@ -30,6 +30,16 @@ pub enum SyncPolicy {
     None,
 }
 
+impl fmt::Display for SyncPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SyncPolicy::Always => "always",
+            SyncPolicy::Periodic => "periodic",
+            SyncPolicy::None => "none",
+        })
+    }
+}
+
 impl std::str::FromStr for SyncPolicy {
     type Err = String;
 
@@ -217,16 +227,17 @@ impl WriteRequest {
     fn validate(&self) -> Result<(), ReplicaError> {
         layout::validate_keyspace(&self.keyspace).map_err(ReplicaError::Invalid)?;
         if self.key.len() > KEY_BYTES_MAX {
-            return Err(ReplicaError::Invalid(format!(
-                "key of {} bytes is above the limit of {KEY_BYTES_MAX}",
-                self.key.len()
-            )));
+            return Err(ReplicaError::KeyTooLong {
+                len: self.key.len(),
+                max: KEY_BYTES_MAX,
+            });
         }
-        let value_len = self.mutation.value.as_ref().map_or(0, Vec::len);
-        if value_len > VALUE_BYTES_MAX {
-            return Err(ReplicaError::Invalid(format!(
-                "value of {value_len} bytes is above the limit of {VALUE_BYTES_MAX}"
-            )));
+        let len = self.mutation.value.as_ref().map_or(0, Vec::len);
+        if len > VALUE_BYTES_MAX {
+            return Err(ReplicaError::ValueTooLarge {
+                len,
+                max: VALUE_BYTES_MAX,
+            });
         }
         Ok(())
     }
@@ -491,6 +502,14 @@ impl LocalStore {
                 mpsc::error::TrySendError::Closed(_) => ReplicaError::ShuttingDown,
             })?;
         answer.await.map_err(|_| ReplicaError::ShuttingDown)?
+    }
+
+    /// Brings sampled gauges (disk use) up to date.
+    pub fn refresh_gauges(&self) {
+        self.shared
+            .metrics
+            .disk_bytes
+            .set(self.shared.engine.disk_bytes());
     }
 
     /// Runs the sweeper once now (tests and operators; it also runs on its own).

@@ -1,0 +1,249 @@
+//! A small blocking client for ringkv's REST API (`/v1/keys`). The command-line client and the
+//! end-to-end tests use it; it speaks exactly the documented API, nothing private.
+
+use base64::Engine as _;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error status.
+    #[error("{message} (HTTP {status}, {code})")]
+    Server {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// The server could not be reached or the connection broke.
+    #[error("cannot reach {url}: {message}")]
+    Transport { url: String, message: String },
+    /// The answer was not what the API documents.
+    #[error("unexpected answer from server: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The HTTP status of a server error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Server { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A stored value as a read returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Value {
+    /// The bytes.
+    pub value: Vec<u8>,
+    /// Seconds left to live, if the value expires.
+    pub ttl: Option<u64>,
+    /// The version (ETag), for compare-and-set.
+    pub version: String,
+}
+
+/// One page of a key listing.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct KeyPage {
+    /// The keys, in order.
+    pub keys: Vec<String>,
+    /// Pass back to get the next page; `None` at the end.
+    pub cursor: Option<String>,
+}
+
+/// A connection to one node's REST API.
+#[derive(Clone)]
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    code: String,
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct GetBody {
+    value: String,
+    ttl: Option<u64>,
+    version: String,
+    #[serde(default)]
+    encoding: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PutBody {
+    version: String,
+}
+
+#[derive(Deserialize)]
+struct DeleteBody {
+    deleted: bool,
+}
+
+impl Client {
+    /// A client of the node at `base_url` (e.g. `http://127.0.0.1:7080`), with a 30 s limit
+    /// on each request.
+    pub fn new(base_url: &str) -> Self {
+        Self::with_timeout(base_url, Duration::from_secs(30))
+    }
+
+    /// A client whose requests each give up after `timeout`.
+    pub fn with_timeout(base_url: &str, timeout: Duration) -> Self {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .build();
+        Self {
+            agent: config.into(),
+            base: base_url.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    fn key_url(&self, key: &str) -> String {
+        format!("{}/v1/keys/{}", self.base, percent_encode(key))
+    }
+
+    /// Stores `value` under `key`, expiring after `ttl_seconds` if given; returns the version.
+    pub fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl_seconds: Option<u64>,
+    ) -> Result<String, ClientError> {
+        let mut url = self.key_url(key);
+        if let Some(ttl) = ttl_seconds {
+            url.push_str(&format!("?ttl={ttl}"));
+        }
+        let response = self
+            .agent
+            .put(&url)
+            .header("content-type", "application/octet-stream")
+            .send(value)
+            .map_err(|e| self.transport(e))?;
+        Ok(parse::<PutBody>(self.check(response)?)?.version)
+    }
+
+    /// Reads `key`; `None` if it is absent, deleted or expired.
+    pub fn get(&self, key: &str) -> Result<Option<Value>, ClientError> {
+        let response = self
+            .agent
+            .get(&self.key_url(key))
+            .call()
+            .map_err(|e| self.transport(e))?;
+        if response.status() == 404 {
+            return Ok(None);
+        }
+        let body: GetBody = parse(self.check(response)?)?;
+        let value = match body.encoding.as_deref() {
+            Some("base64") => base64::engine::general_purpose::STANDARD
+                .decode(body.value)
+                .map_err(|e| ClientError::Protocol(e.to_string()))?,
+            _ => body.value.into_bytes(),
+        };
+        Ok(Some(Value {
+            value,
+            ttl: body.ttl,
+            version: body.version,
+        }))
+    }
+
+    /// Deletes `key`; returns whether it held a value.
+    pub fn delete(&self, key: &str) -> Result<bool, ClientError> {
+        let response = self
+            .agent
+            .delete(&self.key_url(key))
+            .call()
+            .map_err(|e| self.transport(e))?;
+        Ok(parse::<DeleteBody>(self.check(response)?)?.deleted)
+    }
+
+    /// One page of the keys starting with `prefix`.
+    pub fn list(
+        &self,
+        prefix: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<KeyPage, ClientError> {
+        let mut url = format!(
+            "{}/v1/keys?prefix={}&limit={limit}",
+            self.base,
+            percent_encode(prefix)
+        );
+        if let Some(cursor) = cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        let response = self.agent.get(&url).call().map_err(|e| self.transport(e))?;
+        parse(self.check(response)?)
+    }
+
+    fn transport(&self, error: ureq::Error) -> ClientError {
+        ClientError::Transport {
+            url: self.base.clone(),
+            message: error.to_string(),
+        }
+    }
+
+    /// Turns an error status into [`ClientError::Server`], reading the JSON error body.
+    fn check(
+        &self,
+        mut response: ureq::http::Response<ureq::Body>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .map_err(|e| self.transport(e))?;
+        if status < 400 {
+            return Ok(body);
+        }
+        let (code, message) = match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(parsed) => (parsed.error.code, parsed.error.message),
+            Err(_) => (
+                "unknown".into(),
+                String::from_utf8_lossy(&body).into_owned(),
+            ),
+        };
+        Err(ClientError::Server {
+            status,
+            code,
+            message,
+        })
+    }
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(body: Vec<u8>) -> Result<T, ClientError> {
+    serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reserved_characters_are_encoded() {
+        assert_eq!(super::percent_encode("a b/c?d%é"), "a%20b%2Fc%3Fd%25%C3%A9");
+    }
+}

@@ -1,0 +1,48 @@
+//! The `ringkv` binary: the server, the command-line client and the tools, as subcommands.
+//! Errors end here: each becomes one readable line on stderr and a non-zero exit code.
+
+mod client_cmd;
+mod engine_bench;
+mod server_cmd;
+
+use clap::{Parser, Subcommand};
+
+/// ringkv — a distributed key-value store.
+#[derive(Parser)]
+#[command(name = "ringkv", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node (with no flags: a one-node cluster with data in ./ringkv-data).
+    Server(server_cmd::ServerArgs),
+    /// Store a value.
+    Put(client_cmd::PutArgs),
+    /// Read a value.
+    Get(client_cmd::GetArgs),
+    /// Delete a key.
+    Del(client_cmd::DelArgs),
+    /// List keys with a prefix.
+    Scan(client_cmd::ScanArgs),
+    /// Measure a storage engine directly through the Engine trait (no network, no replica).
+    EngineBench(engine_bench::EngineBenchArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Server(args) => server_cmd::run(args),
+        Command::Put(args) => client_cmd::put(args),
+        Command::Get(args) => client_cmd::get(args),
+        Command::Del(args) => client_cmd::del(args),
+        Command::Scan(args) => client_cmd::scan(args),
+        Command::EngineBench(args) => engine_bench::run(args),
+    };
+    if let Err(error) = result {
+        eprintln!("ringkv: {error:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,147 @@
+//! `ringkv server`: builds the configuration from defaults, the TOML file, `RINGKV_*`
+//! environment variables and flags (in rising precedence), then runs the node until Ctrl-C or
+//! SIGTERM.
+
+use anyhow::Context;
+use clap::Args;
+use ringkv_replica::SyncPolicy;
+use ringkv_server::ServerConfig;
+use ringkv_storage::EngineKind;
+use std::path::PathBuf;
+
+/// Flags of `ringkv server`. Each may also come from the environment variable named in its
+/// help; a flag given on the command line wins over the variable, which wins over the file.
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "RINGKV_CONFIG")]
+    config: Option<PathBuf>,
+    /// This node's name in the cluster.
+    #[arg(long, env = "RINGKV_NODE_ID")]
+    node_id: Option<String>,
+    /// Data directory [default: ./ringkv-data].
+    #[arg(long, env = "RINGKV_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Storage engine: lsm, btree or memory [default: lsm].
+    #[arg(long, env = "RINGKV_ENGINE")]
+    engine: Option<EngineKind>,
+    /// REST API address [default: 127.0.0.1:7080].
+    #[arg(long, env = "RINGKV_HTTP")]
+    http: Option<String>,
+    /// Redis-protocol address [default: 127.0.0.1:7379].
+    #[arg(long, env = "RINGKV_RESP")]
+    resp: Option<String>,
+    /// Node-to-node address [default: 127.0.0.1:7946].
+    #[arg(long, env = "RINGKV_LISTEN")]
+    listen: Option<String>,
+    /// Address other nodes use to reach this one.
+    #[arg(long, env = "RINGKV_ADVERTISE")]
+    advertise: Option<String>,
+    /// Seed nodes to join, comma-separated.
+    #[arg(long, env = "RINGKV_JOIN", value_delimiter = ',')]
+    join: Option<Vec<String>>,
+    /// Failure domain (rack or data center).
+    #[arg(long, env = "RINGKV_ZONE")]
+    zone: Option<String>,
+    /// Relative share of data this node takes.
+    #[arg(long, env = "RINGKV_WEIGHT")]
+    weight: Option<u32>,
+    /// When writes are acknowledged: always (after fsync), periodic or none [default: always].
+    #[arg(long, env = "RINGKV_SYNC")]
+    sync: Option<SyncPolicy>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+impl ServerArgs {
+    fn config(&self) -> anyhow::Result<ServerConfig> {
+        let mut config = match &self.config {
+            Some(path) => ServerConfig::from_file(path)?,
+            None => ServerConfig::default(),
+        };
+        let set = |field: &mut String, value: &Option<String>| {
+            if let Some(value) = value {
+                field.clone_from(value);
+            }
+        };
+        set(&mut config.http, &self.http);
+        set(&mut config.resp, &self.resp);
+        set(&mut config.listen, &self.listen);
+        set(&mut config.zone, &self.zone);
+        if self.node_id.is_some() {
+            config.node_id.clone_from(&self.node_id);
+        }
+        if self.advertise.is_some() {
+            config.advertise.clone_from(&self.advertise);
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir.clone_from(dir);
+        }
+        if let Some(join) = &self.join {
+            config.join.clone_from(join);
+        }
+        config.engine = self.engine.unwrap_or(config.engine);
+        config.weight = self.weight.unwrap_or(config.weight);
+        config.sync = self.sync.unwrap_or(config.sync);
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Runs the node until it is told to stop.
+pub fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    if args.print_config {
+        print!("{}", toml_of(&config)?);
+        return Ok(());
+    }
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ringkv-io")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let running = ringkv_server::start(config.clone()).await?;
+        println!(
+            "ringkv node {} serving http={} engine={} data={} sync={}",
+            running.node.node_id,
+            running.http_addr,
+            config.engine,
+            config.data_dir.display(),
+            config.sync
+        );
+        wait_for_stop_signal().await?;
+        tracing::info!("stopping: finishing in-flight requests");
+        running.shutdown().await;
+        anyhow::Ok(())
+    })?;
+    // The runtime (and with it the last reference to the node) is gone: the store has
+    // drained its writer and synced.
+    Ok(())
+}
+
+fn toml_of(config: &ServerConfig) -> anyhow::Result<String> {
+    Ok(toml::to_string(config)?)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RINGKV_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colour)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn wait_for_stop_signal() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}

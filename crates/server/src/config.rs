@@ -1,0 +1,186 @@
+//! The node's configuration: one struct, every field documented once here, every field with a
+//! default so `ringkv server` runs with none. Sources, lowest precedence first: these
+//! defaults, a TOML file (`--config`), `RINGKV_*` environment variables, command-line flags
+//! (the last two are applied by the binary, which owns the command line).
+
+use ringkv_replica::{StoreOptions, SyncPolicy};
+use ringkv_storage::EngineKind;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// This node's name in the cluster; defaults to a name derived from the cluster address.
+    pub node_id: Option<String>,
+    /// Where the node keeps its data.
+    pub data_dir: PathBuf,
+    /// Storage engine: `lsm`, `btree` or `memory`.
+    #[serde(with = "engine_name")]
+    pub engine: EngineKind,
+    /// Address of the REST API.
+    pub http: String,
+    /// Address of the Redis-protocol API.
+    pub resp: String,
+    /// Address for node-to-node RPC and gossip.
+    pub listen: String,
+    /// Address other nodes use to reach this one, if not `listen`.
+    pub advertise: Option<String>,
+    /// Seed nodes to join; empty for a new cluster.
+    pub join: Vec<String>,
+    /// Failure domain (rack, data center): replicas prefer distinct zones.
+    pub zone: String,
+    /// Relative share of data this node takes.
+    pub weight: u32,
+    /// When writes are acknowledged: `always` (after fsync), `periodic` or `none`.
+    #[serde(with = "sync_name")]
+    pub sync: SyncPolicy,
+    /// fsync interval under `sync = "periodic"`.
+    pub sync_interval_ms: u64,
+    /// How long tombstones and expired values are kept before being removed for good, so
+    /// every replica learns of a delete first. Zero is safe only while the node is alone.
+    pub tombstone_grace_ms: u64,
+    /// How often expired data is looked for.
+    pub sweep_interval_ms: u64,
+    /// Writes queued for the writer before further writers are told the node is busy.
+    pub write_queue_max: usize,
+    /// Client connections served at once, per API; more wait to be accepted.
+    pub connections_max: usize,
+    /// Requests handled at once by the REST API; more get 503.
+    pub http_in_flight_max: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let defaults = StoreOptions::default();
+        Self {
+            node_id: None,
+            data_dir: PathBuf::from("./ringkv-data"),
+            engine: EngineKind::Lsm,
+            http: "127.0.0.1:7080".into(),
+            resp: "127.0.0.1:7379".into(),
+            listen: "127.0.0.1:7946".into(),
+            advertise: None,
+            join: Vec::new(),
+            zone: "default".into(),
+            weight: 1,
+            sync: SyncPolicy::Always,
+            sync_interval_ms: defaults.sync_interval_ms,
+            tombstone_grace_ms: defaults.tombstone_grace_ms,
+            sweep_interval_ms: defaults.sweep_interval_ms,
+            write_queue_max: defaults.write_queue_max,
+            connections_max: 1024,
+            http_in_flight_max: 4096,
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this struct.
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl ServerConfig {
+    /// Reads a TOML file; fields it leaves out keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|error| ConfigError::Parse {
+            path: path.to_owned(),
+            message: error.to_string(),
+        })
+    }
+
+    /// Checks values that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.weight == 0 {
+            return Err(ConfigError::Invalid("weight must be at least 1".into()));
+        }
+        if self.connections_max == 0 || self.http_in_flight_max == 0 || self.write_queue_max == 0 {
+            return Err(ConfigError::Invalid(
+                "connection, request and queue limits must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The local store's options.
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            sync: self.sync,
+            sync_interval_ms: self.sync_interval_ms,
+            tombstone_grace_ms: self.tombstone_grace_ms,
+            sweep_interval_ms: self.sweep_interval_ms,
+            write_queue_max: self.write_queue_max,
+            ..StoreOptions::default()
+        }
+    }
+}
+
+macro_rules! named_enum_serde {
+    ($module:ident, $type:ty, $name:expr) => {
+        mod $module {
+            use serde::{Deserialize, Deserializer, Serializer};
+
+            pub fn serialize<S: Serializer>(
+                value: &$type,
+                serializer: S,
+            ) -> Result<S::Ok, S::Error> {
+                let name: fn(&$type) -> String = $name;
+                serializer.serialize_str(&name(value))
+            }
+
+            pub fn deserialize<'de, D: Deserializer<'de>>(
+                deserializer: D,
+            ) -> Result<$type, D::Error> {
+                String::deserialize(deserializer)?
+                    .parse()
+                    .map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+named_enum_serde!(engine_name, ringkv_storage::EngineKind, |kind| kind
+    .name()
+    .to_owned());
+named_enum_serde!(sync_name, ringkv_replica::SyncPolicy, |policy| policy
+    .to_string());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        assert_eq!(
+            toml::from_str::<ServerConfig>("").unwrap(),
+            ServerConfig::default()
+        );
+    }
+
+    #[test]
+    fn file_values_override_defaults_and_unknown_keys_are_refused() {
+        let config: ServerConfig =
+            toml::from_str("engine = \"btree\"\nsync = \"periodic\"\n").unwrap();
+        assert_eq!(config.engine, EngineKind::Btree);
+        assert_eq!(config.sync, SyncPolicy::Periodic);
+        assert!(toml::from_str::<ServerConfig>("engnie = \"lsm\"").is_err());
+        assert!(toml::from_str::<ServerConfig>("engine = \"rocks\"").is_err());
+    }
+}

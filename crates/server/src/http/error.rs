@@ -1,0 +1,92 @@
+//! The one place errors become HTTP responses: a status and a JSON body
+//! `{"error": {"code": "...", "message": "..."}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use ringkv_replica::ReplicaError;
+
+/// An error answer of the REST API.
+#[derive(Debug)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A stable machine-readable code, e.g. `not_found`.
+    pub code: &'static str,
+    /// A human-readable explanation.
+    pub message: String,
+    /// The version now stored, on a failed precondition (sent as `ETag`).
+    pub current_version: Option<String>,
+}
+
+impl ApiError {
+    /// An error with the given status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            current_version: None,
+        }
+    }
+
+    /// 400 with code `bad_request`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// 404 for a key that is absent, deleted or expired.
+    pub fn key_not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "key not found")
+    }
+}
+
+impl From<ReplicaError> for ApiError {
+    fn from(error: ReplicaError) -> Self {
+        let message = error.to_string();
+        match error {
+            ReplicaError::Corruption { .. } => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "corruption", message)
+            }
+            ReplicaError::Storage(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", message)
+            }
+            ReplicaError::ConditionFailed { current } => Self {
+                current_version: current.map(|version| version.to_string()),
+                ..Self::new(
+                    StatusCode::PRECONDITION_FAILED,
+                    "precondition_failed",
+                    message,
+                )
+            },
+            ReplicaError::TooManySiblings(_) => {
+                Self::new(StatusCode::CONFLICT, "too_many_siblings", message)
+            }
+            ReplicaError::Busy => Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message),
+            ReplicaError::ShuttingDown => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message)
+            }
+            ReplicaError::ValueTooLarge { .. } => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "value_too_large", message)
+            }
+            ReplicaError::KeyTooLong { .. } => {
+                Self::new(StatusCode::URI_TOO_LONG, "key_too_long", message)
+            }
+            ReplicaError::Invalid(_) => Self::bad_request(message),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(version) = self.current_version {
+            if let Ok(value) = format!("\"{version}\"").parse() {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::ETAG, value);
+            }
+        }
+        response
+    }
+}

@@ -1,0 +1,319 @@
+//! `/v1/keys`: the key-value REST surface. Each handler parses and validates the request,
+//! turns it into one replica request, and shapes the answer; no storage logic lives here.
+
+use super::error::ApiError;
+use crate::node::Node;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use ringkv_core::causal::VersionVector;
+use ringkv_replica::{Condition, Version, VisibleValue, WriteRequest};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// The keyspace `/v1/keys` addresses.
+pub const DEFAULT_KEYSPACE: &str = "default";
+
+/// The response and request header carrying the opaque causal context.
+pub const CONTEXT_HEADER: &str = "x-ringkv-context";
+
+/// Longest TTL accepted: 100 years, far past any real use, short of overflowing unix ms.
+const TTL_SECONDS_MAX: u64 = 100 * 365 * 24 * 3600;
+
+/// Keys a list request returns when it names no limit, and the most it may ask for.
+const LIST_LIMIT_DEFAULT: usize = 100;
+const LIST_LIMIT_MAX: usize = 10_000;
+
+/// Query parameters of `PUT /v1/keys/{key}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutParams {
+    /// Time to live in seconds, for raw-byte bodies.
+    ttl: Option<String>,
+}
+
+/// The JSON body of `PUT /v1/keys/{key}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutBody {
+    value: String,
+    #[serde(default)]
+    ttl: Option<Value>,
+    /// `"base64"` if `value` is base64 of binary data.
+    #[serde(default)]
+    encoding: Option<String>,
+}
+
+/// Stores a value: JSON `{"value": "...", "ttl": 60}`, or raw bytes with `?ttl=`.
+pub async fn put_key(
+    State(node): State<Arc<Node>>,
+    Path(key): Path<String>,
+    Query(params): Query<PutParams>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (value, ttl_seconds) = match body_kind(&headers)? {
+        BodyKind::Json => parse_json_body(&body)?,
+        BodyKind::Raw => (body.to_vec(), None),
+    };
+    let ttl_seconds = match (ttl_seconds, params.ttl.as_deref()) {
+        (Some(ttl), _) => Some(ttl),
+        (None, Some(text)) => Some(parse_ttl(text)?),
+        (None, None) => None,
+    };
+    let mut request =
+        WriteRequest::put(DEFAULT_KEYSPACE, key.as_bytes(), &value).when(condition(&headers)?);
+    if let Some(ttl) = ttl_seconds {
+        request = request.expiring_at(node.now_ms() + ttl * 1000);
+    }
+    if let Some(context) = context(&headers)? {
+        request = request.with_context(context);
+    }
+    let outcome = node.store.write(request).await?;
+    let body = json!({ "key": key, "version": outcome.version.to_string() });
+    Ok(with_version(
+        Json(body).into_response(),
+        outcome.version,
+        &outcome.context,
+    ))
+}
+
+/// Reads a key: JSON by default, raw bytes when the client accepts only
+/// `application/octet-stream`; 300 with every sibling when there are several.
+pub async fn get_key(
+    State(node): State<Arc<Node>>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let entry = node
+        .store
+        .get(DEFAULT_KEYSPACE, key.as_bytes())?
+        .ok_or_else(ApiError::key_not_found)?;
+    let now_ms = node.now_ms();
+    if entry.values.len() > 1 {
+        let siblings: Vec<Value> = entry.values.iter().map(|v| value_json(v, now_ms)).collect();
+        let body = json!({ "key": key, "siblings": siblings, "context": entry.context.to_token() });
+        let response = (StatusCode::MULTIPLE_CHOICES, Json(body)).into_response();
+        return Ok(with_version(response, entry.version, &entry.context));
+    }
+    let value = entry.winner();
+    let response = if wants_raw(&headers) {
+        let mut response = value.value.clone().into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        response
+    } else {
+        let mut body = value_json(value, now_ms);
+        body["key"] = json!(key);
+        body["version"] = json!(entry.version.to_string());
+        Json(body).into_response()
+    };
+    Ok(with_version(response, entry.version, &entry.context))
+}
+
+/// Deletes a key; succeeds whether or not it existed (`"deleted"` says which).
+pub async fn delete_key(
+    State(node): State<Arc<Node>>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let mut request =
+        WriteRequest::delete(DEFAULT_KEYSPACE, key.as_bytes()).when(condition(&headers)?);
+    if let Some(context) = context(&headers)? {
+        request = request.with_context(context);
+    }
+    let outcome = node.store.write(request).await?;
+    Ok(Json(json!({ "key": key, "deleted": outcome.previous.is_some() })).into_response())
+}
+
+/// Query parameters of `GET /v1/keys`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    prefix: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// Lists keys with a prefix in key order, a page at a time; `cursor` resumes after the page.
+pub async fn list_keys(
+    State(node): State<Arc<Node>>,
+    Query(params): Query<ListParams>,
+) -> Result<Response, ApiError> {
+    let limit = match params.limit.as_deref() {
+        None => LIST_LIMIT_DEFAULT,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|limit| (1..=LIST_LIMIT_MAX).contains(limit))
+            .ok_or_else(|| ApiError::bad_request(format!("limit must be 1 to {LIST_LIMIT_MAX}")))?,
+    };
+    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let prefix = params.prefix.unwrap_or_default();
+    let page = node
+        .store
+        .scan(DEFAULT_KEYSPACE, prefix.as_bytes(), after.as_deref(), limit)?;
+    let keys: Vec<String> = page
+        .entries
+        .iter()
+        .map(|(key, _)| String::from_utf8_lossy(key).into_owned())
+        .collect();
+    let cursor = page
+        .next_after
+        .map(|key| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key));
+    Ok(Json(json!({ "keys": keys, "cursor": cursor })).into_response())
+}
+
+fn decode_cursor(cursor: &str) -> Result<Vec<u8>, ApiError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| ApiError::bad_request("cursor is not one this server returned"))
+}
+
+enum BodyKind {
+    Json,
+    Raw,
+}
+
+fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
+    let Some(content_type) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(BodyKind::Json);
+    };
+    let essence = content_type
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Ok(BodyKind::Json),
+        "application/octet-stream" => Ok(BodyKind::Raw),
+        _ if essence.starts_with("text/") => Ok(BodyKind::Raw),
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("content type {essence:?} is not supported: send application/json or application/octet-stream"),
+        )),
+    }
+}
+
+fn parse_json_body(body: &[u8]) -> Result<(Vec<u8>, Option<u64>), ApiError> {
+    let parsed: PutBody = serde_json::from_slice(body).map_err(|error| {
+        ApiError::bad_request(format!(
+            "body must be JSON like {{\"value\": \"...\", \"ttl\": 60}}: {error}"
+        ))
+    })?;
+    let value = match parsed.encoding.as_deref() {
+        None | Some("utf-8") => parsed.value.into_bytes(),
+        Some("base64") => base64::engine::general_purpose::STANDARD
+            .decode(parsed.value)
+            .map_err(|error| {
+                ApiError::bad_request(format!("value is not valid base64: {error}"))
+            })?,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "unknown encoding {other:?}: use base64"
+            )))
+        }
+    };
+    let ttl = match parsed.ttl {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(number)) => Some(parse_ttl(&number.to_string())?),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "ttl must be a number of seconds, not {other}"
+            )))
+        }
+    };
+    Ok((value, ttl))
+}
+
+fn parse_ttl(text: &str) -> Result<u64, ApiError> {
+    text.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|ttl| (1..=TTL_SECONDS_MAX).contains(ttl))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "ttl must be a whole number of seconds from 1 to {TTL_SECONDS_MAX}, not {text:?}"
+            ))
+        })
+}
+
+/// The condition HTTP preconditions ask for: `If-None-Match: *` creates only, `If-Match: *`
+/// needs the key present, `If-Match: "<etag>"` compares and sets.
+fn condition(headers: &HeaderMap) -> Result<Condition, ApiError> {
+    let text = |name| {
+        headers
+            .get(name)
+            .map(|v: &HeaderValue| v.to_str().unwrap_or("").trim().to_owned())
+    };
+    match (text(header::IF_NONE_MATCH), text(header::IF_MATCH)) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "send If-Match or If-None-Match, not both",
+        )),
+        (Some(star), None) if star == "*" => Ok(Condition::IfAbsent),
+        (Some(_), None) => Err(ApiError::bad_request(
+            "If-None-Match on writes supports only *",
+        )),
+        (None, Some(star)) if star == "*" => Ok(Condition::IfPresent),
+        (None, Some(etag)) => etag
+            .parse::<Version>()
+            .map(Condition::IfVersion)
+            .map_err(|error| ApiError::bad_request(format!("If-Match: {error}"))),
+        (None, None) => Ok(Condition::Always),
+    }
+}
+
+fn context(headers: &HeaderMap) -> Result<Option<VersionVector>, ApiError> {
+    let Some(token) = headers.get(CONTEXT_HEADER) else {
+        return Ok(None);
+    };
+    let token = token
+        .to_str()
+        .map_err(|_| ApiError::bad_request("causal context is not ASCII"))?;
+    VersionVector::from_token(token)
+        .map(Some)
+        .map_err(|error| ApiError::bad_request(error.to_string()))
+}
+
+fn wants_raw(headers: &HeaderMap) -> bool {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    accept.contains("application/octet-stream") && !accept.contains("json")
+}
+
+fn value_json(value: &VisibleValue, now_ms: u64) -> Value {
+    let ttl = value
+        .expires_at_ms
+        .map(|at| at.saturating_sub(now_ms).div_ceil(1000));
+    match std::str::from_utf8(&value.value) {
+        Ok(text) => json!({ "value": text, "ttl": ttl }),
+        Err(_) => json!({
+            "value": base64::engine::general_purpose::STANDARD.encode(&value.value),
+            "encoding": "base64",
+            "ttl": ttl,
+        }),
+    }
+}
+
+fn with_version(mut response: Response, version: Version, context: &VersionVector) -> Response {
+    let headers = response.headers_mut();
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        headers.insert(header::ETAG, etag);
+    }
+    if let Ok(token) = HeaderValue::from_str(&context.to_token()) {
+        headers.insert(CONTEXT_HEADER, token);
+    }
+    response
+}

@@ -1,0 +1,13 @@
+//! A ringkv node: its configuration, the assembly of the layers (storage → replica →
+//! APIs), and the client-facing APIs.
+//!
+//! - [`config`]: the one configuration struct and its defaults.
+//! - [`node`]: opening a node and serving it.
+//! - [`http`]: the REST API.
+
+pub mod config;
+pub mod http;
+pub mod node;
+
+pub use config::ServerConfig;
+pub use node::{serve, start, Node, NodeError, RunningNode};

@@ -1,0 +1,204 @@
+//! A node: the layers assembled from a [`ServerConfig`], and the listeners that serve them.
+//!
+//! [`Node::open`] takes the data directory (locking it, so two processes never share one),
+//! opens the engine and the local store; [`start`] binds the APIs and returns a
+//! [`RunningNode`] that reports the bound addresses and shuts down cleanly.
+
+use crate::config::{ConfigError, ServerConfig};
+use crate::http::metrics::HttpMetrics;
+use prometheus_client::registry::Registry;
+use ringkv_core::clock::{SystemClock, WallClock};
+use ringkv_replica::{LocalStore, ReplicaError};
+use ringkv_storage::StorageError;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory is unusable.
+    #[error("data directory {path}: {message}")]
+    DataDir { path: String, message: String },
+    /// The storage engine failed to open.
+    #[error("cannot open storage: {0}")]
+    Storage(#[from] StorageError),
+    /// The local store failed to open.
+    #[error("cannot open local store: {0}")]
+    Replica(#[from] ReplicaError),
+    /// An address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+/// One node's state, shared by every API handler.
+pub struct Node {
+    /// This node's name.
+    pub node_id: String,
+    /// The configuration it started with.
+    pub config: ServerConfig,
+    /// The local replica.
+    pub store: LocalStore,
+    /// Every metric of this node.
+    pub registry: Registry,
+    /// REST API metrics.
+    pub http_metrics: HttpMetrics,
+    /// Permits for REST requests in flight.
+    pub http_in_flight: Arc<Semaphore>,
+    clock: Arc<dyn WallClock>,
+    /// Held for the node's life: the lock on the data directory.
+    _lock: File,
+}
+
+impl Node {
+    /// Opens the node's storage as `config` says, with the system clock.
+    pub fn open(config: ServerConfig) -> Result<Arc<Node>, NodeError> {
+        Self::open_with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// Opens the node's storage with an injected clock (tests).
+    pub fn open_with_clock(
+        config: ServerConfig,
+        clock: Arc<dyn WallClock>,
+    ) -> Result<Arc<Node>, NodeError> {
+        config.validate()?;
+        let lock = lock_data_dir(&config)?;
+        let engine = ringkv_storage::open(config.engine, &config.data_dir)?;
+        let mut registry = Registry::default();
+        let store = LocalStore::open(
+            engine,
+            config.store_options(),
+            Arc::clone(&clock),
+            &mut registry,
+        )?;
+        let http_metrics = HttpMetrics::register(&mut registry);
+        let node_id = config
+            .node_id
+            .clone()
+            .unwrap_or_else(|| config.advertise.clone().unwrap_or(config.listen.clone()));
+        Ok(Arc::new(Node {
+            node_id,
+            http_in_flight: Arc::new(Semaphore::new(config.http_in_flight_max)),
+            config,
+            store,
+            registry,
+            http_metrics,
+            clock,
+            _lock: lock,
+        }))
+    }
+
+    /// The current unix time in milliseconds, from the node's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Brings gauges that are sampled, not counted, up to date before an export.
+    pub fn refresh_gauges(&self) {
+        self.store.refresh_gauges();
+    }
+}
+
+/// Creates the data directory, takes its lock, and checks it holds this engine's data.
+fn lock_data_dir(config: &ServerConfig) -> Result<File, NodeError> {
+    let dir = &config.data_dir;
+    let fail = |message: String| NodeError::DataDir {
+        path: dir.display().to_string(),
+        message,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+    let lock = File::create(dir.join("LOCK")).map_err(|e| fail(e.to_string()))?;
+    lock.try_lock()
+        .map_err(|_| fail("in use by another ringkv process".into()))?;
+    check_engine_marker(dir, config.engine.name()).map_err(fail)?;
+    Ok(lock)
+}
+
+/// The first start records the engine; later starts must use the same one, or the node would
+/// come up empty beside its real data.
+fn check_engine_marker(dir: &Path, engine: &str) -> Result<(), String> {
+    let marker = dir.join("ENGINE");
+    match std::fs::read_to_string(&marker) {
+        Ok(found) if found.trim() == engine => Ok(()),
+        Ok(found) => Err(format!(
+            "holds data of engine {:?}; start with --engine {}",
+            found.trim(),
+            found.trim()
+        )),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&marker, format!("{engine}\n")).map_err(|e| e.to_string())
+        }
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// A node serving its APIs.
+pub struct RunningNode {
+    /// The node.
+    pub node: Arc<Node>,
+    /// Where the REST API listens (the real port when the config asked for port 0).
+    pub http_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Opens the node and starts serving its APIs.
+pub async fn start(config: ServerConfig) -> Result<RunningNode, NodeError> {
+    let node = Node::open(config)?;
+    serve(node).await
+}
+
+/// Starts serving the APIs of an opened node.
+pub async fn serve(node: Arc<Node>) -> Result<RunningNode, NodeError> {
+    let (shutdown, signal) = watch::channel(false);
+    let http = bind(&node.config.http).await?;
+    let http_addr = http.local_addr().map_err(|source| NodeError::Bind {
+        address: node.config.http.clone(),
+        source,
+    })?;
+    let router = crate::http::router(Arc::clone(&node));
+    let mut stopped = signal.clone();
+    let http_task = tokio::spawn(async move {
+        let serving = axum::serve(http, router).with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        });
+        if let Err(error) = serving.await {
+            tracing::error!(%error, "REST API stopped");
+        }
+    });
+    Ok(RunningNode {
+        node,
+        http_addr,
+        shutdown,
+        tasks: vec![http_task],
+    })
+}
+
+async fn bind(address: &str) -> Result<TcpListener, NodeError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| NodeError::Bind {
+            address: address.to_owned(),
+            source,
+        })
+}
+
+impl RunningNode {
+    /// Stops accepting requests, lets in-flight ones finish, and waits for the listeners.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
