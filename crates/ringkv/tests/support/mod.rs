@@ -1,0 +1,87 @@
+//! Helpers for tests that run the real `ringkv` binary as a child process: start a node on a
+//! free loopback port (the node binds port 0 and prints the address it got), and make sure
+//! it is killed when the test ends, pass or fail.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a node may take to print its address.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running `ringkv server` child process, killed on drop.
+pub struct ServerProcess {
+    child: Child,
+    /// The REST API base URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+}
+
+impl ServerProcess {
+    /// Starts a node on `data_dir` with extra flags, and waits until it serves.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ringkv"))
+            .arg("server")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--http", "127.0.0.1:0", "--resp", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("RINGKV_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the ringkv binary starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(address) = line.split_whitespace().find_map(|w| w.strip_prefix("http=")) {
+                    let _ = sender.send(address.to_owned());
+                }
+            }
+        });
+        let address = match receiver.recv_timeout(START_TIMEOUT) {
+            Ok(address) => address,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().expect("the child can be waited for");
+                panic!("ringkv server did not report its address within {START_TIMEOUT:?} (exit: {status})");
+            }
+        };
+        let server = Self { child, url: format!("http://{address}") };
+        server.wait_healthy();
+        server
+    }
+
+    fn wait_healthy(&self) {
+        let client = ringkv_client::Client::with_timeout(&self.url, Duration::from_secs(2));
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if client.list("", 1, None).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("ringkv server at {} never became healthy", self.url);
+    }
+
+    /// Kills the process with SIGKILL, as a crash would, and reaps it.
+    pub fn kill_9(mut self) {
+        self.child.kill().expect("the child can be killed");
+        self.child.wait().expect("the child can be reaped");
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("the child can be polled").is_none()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
