@@ -529,14 +529,15 @@ impl LocalStore {
 impl Drop for LocalStore {
     fn drop(&mut self) {
         // Closing both channels stops the background thread, then the writer once it has
-        // drained every queued write; a final sync makes a clean shutdown durable.
+        // drained every queued write; a final checkpoint makes a clean shutdown durable and
+        // leaves little in the engine's log to replay.
         self.stop.take();
         self.writer.take();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
-        if let Err(error) = self.shared.engine.sync() {
-            tracing::error!(%error, "final sync at shutdown failed");
+        if let Err(error) = self.shared.engine.checkpoint() {
+            tracing::error!(%error, "final checkpoint at shutdown failed");
         }
     }
 }

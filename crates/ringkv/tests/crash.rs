@@ -21,15 +21,22 @@ const WRITERS: usize = 4;
 const WRITES_PER_WRITER_MAX: usize = 50_000;
 
 fn iterations() -> usize {
-    std::env::var("RINGKV_CRASH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
+    std::env::var("RINGKV_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
 }
 
 /// The value written for a key: derived from the key so a read can be checked exactly, and
 /// long enough (and varied in length) that a torn write would show.
 fn value_for(key: &str) -> Vec<u8> {
-    let seed = key.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+    let seed = key
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
     let len = 50 + (seed % 2000) as usize;
-    (0..len).map(|i| (seed.wrapping_add(i as u64) % 251) as u8).collect()
+    (0..len)
+        .map(|i| (seed.wrapping_add(i as u64) % 251) as u8)
+        .collect()
 }
 
 fn crash_and_recover(engine: &str) {
@@ -42,7 +49,11 @@ fn crash_and_recover(engine: &str) {
         let stop = Arc::new(AtomicBool::new(false));
         let writers: Vec<_> = (0..WRITERS)
             .map(|writer| {
-                let (client, stop, acked) = (Client::with_timeout(&server.url, Duration::from_secs(5)), stop.clone(), acknowledged.clone());
+                let (client, stop, acked) = (
+                    Client::with_timeout(&server.url, Duration::from_secs(5)),
+                    stop.clone(),
+                    acknowledged.clone(),
+                );
                 std::thread::spawn(move || {
                     for n in 0..WRITES_PER_WRITER_MAX {
                         if stop.load(Ordering::Acquire) {
@@ -67,13 +78,27 @@ fn crash_and_recover(engine: &str) {
         let server = ServerProcess::start(dir.path(), &flags);
         let client = Client::new(&server.url);
         let acked = acknowledged.lock().unwrap().clone();
-        assert!(!acked.is_empty(), "{engine}: no write was acknowledged before the kill");
+        assert!(
+            !acked.is_empty(),
+            "{engine}: no write was acknowledged before the kill"
+        );
         for key in &acked {
-            let found = client.get(key).unwrap_or_else(|e| panic!("{engine}: reading {key}: {e}"));
-            let found = found.unwrap_or_else(|| panic!("{engine}: acknowledged write {key} lost (iteration {iteration})"));
-            assert_eq!(found.value, value_for(key), "{engine}: {key} came back damaged");
+            let found = client
+                .get(key)
+                .unwrap_or_else(|e| panic!("{engine}: reading {key}: {e}"));
+            let found = found.unwrap_or_else(|| {
+                panic!("{engine}: acknowledged write {key} lost (iteration {iteration})")
+            });
+            assert_eq!(
+                found.value,
+                value_for(key),
+                "{engine}: {key} came back damaged"
+            );
         }
-        eprintln!("{engine}: iteration {iteration}: {} acknowledged writes all present after kill -9", acked.len());
+        eprintln!(
+            "{engine}: iteration {iteration}: {} acknowledged writes all present after kill -9",
+            acked.len()
+        );
         server.kill_9();
     }
 }
@@ -104,5 +129,8 @@ fn a_second_server_on_the_same_data_directory_is_refused() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("in use by another ringkv process"), "{stderr}");
+    assert!(
+        stderr.contains("in use by another ringkv process"),
+        "{stderr}"
+    );
 }

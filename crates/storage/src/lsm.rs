@@ -24,10 +24,18 @@ pub struct LsmEngine {
 impl LsmEngine {
     /// Opens or creates the engine in `directory`, recovering from the journal after a crash.
     pub fn open(directory: &Path) -> Result<Self, StorageError> {
-        let database = Database::builder(directory.join("lsm"))
+        let path = directory.join("lsm");
+        let database = Database::builder(&path)
             .manual_journal_persist(false)
             .open()
-            .map_err(convert)?;
+            .map_err(|error| match convert(error) {
+                StorageError::Corruption(detail) => StorageError::Corruption(format!(
+                    "the journal or tables in {} are damaged ({detail}). Data after the damage \
+                     cannot be replayed; restore the directory from a backup or a replica",
+                    path.display()
+                )),
+                other => other,
+            })?;
         let data = database
             .keyspace(DATA_TREE, KeyspaceCreateOptions::default)
             .map_err(convert)?;
@@ -81,6 +89,11 @@ impl Engine for LsmEngine {
 
     fn disk_bytes(&self) -> u64 {
         self.database.disk_space().unwrap_or(0)
+    }
+
+    fn checkpoint(&self) -> Result<(), StorageError> {
+        self.data.rotate_memtable_and_wait().map_err(convert)?;
+        self.sync()
     }
 
     fn compact(&self) -> Result<(), StorageError> {

@@ -26,7 +26,14 @@ impl ServerProcess {
             .arg("server")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--http", "127.0.0.1:0", "--resp", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
+            .args([
+                "--http",
+                "127.0.0.1:0",
+                "--resp",
+                "127.0.0.1:0",
+                "--listen",
+                "127.0.0.1:0",
+            ])
             .args(extra)
             .env("RINGKV_LOG", "warn")
             .stdout(Stdio::piped())
@@ -37,7 +44,10 @@ impl ServerProcess {
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(address) = line.split_whitespace().find_map(|w| w.strip_prefix("http=")) {
+                if let Some(address) = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("http="))
+                {
                     let _ = sender.send(address.to_owned());
                 }
             }
@@ -50,7 +60,10 @@ impl ServerProcess {
                 panic!("ringkv server did not report its address within {START_TIMEOUT:?} (exit: {status})");
             }
         };
-        let server = Self { child, url: format!("http://{address}") };
+        let server = Self {
+            child,
+            url: format!("http://{address}"),
+        };
         server.wait_healthy();
         server
     }
@@ -73,9 +86,30 @@ impl ServerProcess {
         self.child.wait().expect("the child can be reaped");
     }
 
+    /// Stops the process with SIGTERM (a clean shutdown) and waits for it to exit.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM {pid} failed");
+        let deadline = Instant::now() + START_TIMEOUT;
+        while self.is_running() {
+            assert!(
+                Instant::now() < deadline,
+                "server did not stop within {START_TIMEOUT:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
-        self.child.try_wait().expect("the child can be polled").is_none()
+        self.child
+            .try_wait()
+            .expect("the child can be polled")
+            .is_none()
     }
 }
 

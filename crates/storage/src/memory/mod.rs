@@ -309,6 +309,10 @@ impl Engine for MemoryEngine {
             .unwrap_or(0)
     }
 
+    fn checkpoint(&self) -> Result<(), StorageError> {
+        self.snapshot_now()
+    }
+
     fn compact(&self) -> Result<(), StorageError> {
         self.snapshot_now()
     }
