@@ -329,6 +329,8 @@ pub(crate) struct Shared {
     pub replica_id: ReplicaId,
     pub metrics: StoreMetrics,
     pub options: StoreOptions,
+    /// Siblings swept since the engine was last asked to compact.
+    pub swept_since_compaction: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -382,6 +384,7 @@ impl LocalStore {
             replica_id,
             metrics: StoreMetrics::register(registry),
             options,
+            swept_since_compaction: Default::default(),
         });
         let (writer_tx, writer_rx) = mpsc::channel(shared.options.write_queue_max.max(1));
         let (stop_tx, stop_rx) = std::sync::mpsc::channel();
@@ -512,7 +515,8 @@ impl LocalStore {
             .set(self.shared.engine.disk_bytes());
     }
 
-    /// Runs the sweeper once now (tests and operators; it also runs on its own).
+    /// Runs one sweeper pass now, compaction included (tests and operators; it also runs on
+    /// its own every `sweep_interval_ms`). Returns how many siblings were removed.
     pub async fn sweep_now(&self) -> Result<u64, ReplicaError> {
         let writer = self
             .writer
@@ -520,7 +524,7 @@ impl LocalStore {
             .ok_or(ReplicaError::ShuttingDown)?
             .clone();
         let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || crate::sweeper::sweep_due(&shared, &writer))
+        tokio::task::spawn_blocking(move || crate::sweeper::sweep_pass(&shared, &writer))
             .await
             .map_err(|_| ReplicaError::ShuttingDown)?
     }

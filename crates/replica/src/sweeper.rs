@@ -10,6 +10,7 @@ use crate::error::ReplicaError;
 use crate::layout;
 use crate::store::{Shared, SyncPolicy};
 use crate::writer::Job;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +28,6 @@ pub(crate) fn run_background(shared: Arc<Shared>, writer: mpsc::Sender<Job>, sto
     let sync_every = Duration::from_millis(shared.options.sync_interval_ms.max(10));
     let tick = sweep_every.min(sync_every);
     let (mut last_sweep, mut last_sync) = (Instant::now(), Instant::now());
-    let mut swept_since_compaction = 0;
     loop {
         match stop.recv_timeout(tick) {
             Err(RecvTimeoutError::Timeout) => {}
@@ -42,19 +42,27 @@ pub(crate) fn run_background(shared: Arc<Shared>, writer: mpsc::Sender<Job>, sto
         }
         if last_sweep.elapsed() >= sweep_every {
             last_sweep = Instant::now();
-            match sweep_due(&shared, &writer) {
-                Ok(swept) => swept_since_compaction += swept,
-                Err(error) => tracing::error!(%error, "sweep failed"),
+            if let Err(error) = sweep_pass(&shared, &writer) {
+                tracing::error!(%error, "sweep failed");
             }
-            if swept_since_compaction >= shared.options.compact_after_swept {
-                swept_since_compaction = 0;
-                if let Err(error) = shared.engine.compact() {
-                    tracing::error!(%error, "compaction after sweep failed");
-                }
-            }
-            shared.metrics.disk_bytes.set(shared.engine.disk_bytes());
         }
     }
+}
+
+/// One sweeper pass: removes what is due, and once enough has been removed since the last
+/// compaction, asks the engine to reclaim the space (an LSM tree only frees it by compacting).
+pub(crate) fn sweep_pass(shared: &Shared, writer: &mpsc::Sender<Job>) -> Result<u64, ReplicaError> {
+    let swept = sweep_due(shared, writer)?;
+    let pending = shared
+        .swept_since_compaction
+        .fetch_add(swept, Ordering::AcqRel)
+        + swept;
+    if pending >= shared.options.compact_after_swept {
+        shared.swept_since_compaction.store(0, Ordering::Release);
+        shared.engine.compact()?;
+    }
+    shared.metrics.disk_bytes.set(shared.engine.disk_bytes());
+    Ok(swept)
 }
 
 /// Removes everything whose grace period has passed; returns how many siblings went.
