@@ -19,6 +19,12 @@ pub enum ReplicaError {
     /// The key holds too many siblings to add another without resolving them.
     #[error(transparent)]
     TooManySiblings(#[from] ringkv_core::record::UpdateError),
+    /// An increment met a value that is not a decimal 64-bit integer.
+    #[error("value is not an integer or out of range")]
+    NotAnInteger,
+    /// An increment would leave the 64-bit range.
+    #[error("increment or decrement would overflow")]
+    Overflow,
     /// The write queue is full: the node is overloaded.
     #[error("node is busy: write queue full")]
     Busy,

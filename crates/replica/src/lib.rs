@@ -20,6 +20,6 @@ pub mod writer;
 
 pub use error::ReplicaError;
 pub use store::{
-    Condition, ConflictMode, Entry, LocalStore, ScanPage, StoreOptions, SyncPolicy, Version,
-    VisibleValue, WriteOutcome, WriteRequest,
+    Change, Condition, ConflictMode, Entry, Expiry, LocalStore, ScanPage, StoreOptions, SyncPolicy,
+    Version, VisibleValue, WriteOutcome, WriteRequest,
 };

@@ -11,7 +11,7 @@ use ringkv_core::causal::{ReplicaId, VersionVector};
 use ringkv_core::clock::WallClock;
 use ringkv_core::hlc::{HybridClock, Timestamp};
 use ringkv_core::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
-use ringkv_core::record::{Mutation, Record};
+use ringkv_core::record::Record;
 use ringkv_storage::{Engine, WriteBatch};
 use std::fmt;
 use std::sync::Arc;
@@ -145,6 +145,31 @@ pub enum Condition {
     IfVersion(Version),
 }
 
+/// When a written value expires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Expiry {
+    /// Never.
+    #[default]
+    Never,
+    /// At this unix time in milliseconds.
+    At(u64),
+    /// Whenever the value being replaced would have (Redis's `KEEPTTL`).
+    Keep,
+}
+
+/// What a write does to a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Store a value.
+    Put { value: Vec<u8>, expiry: Expiry },
+    /// Delete the key.
+    Delete,
+    /// Add to the decimal integer stored (an absent key counts as 0), keeping its expiry.
+    Increment(i64),
+    /// Keep the value and set its expiry; the key must be present.
+    Expire(Expiry),
+}
+
 /// One write of one key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WriteRequest {
@@ -152,8 +177,8 @@ pub struct WriteRequest {
     pub keyspace: String,
     /// The key.
     pub key: Vec<u8>,
-    /// The new value (or deletion) and its expiry.
-    pub mutation: Mutation,
+    /// What the write does.
+    pub change: Change,
     /// The causal context the client read, if it sent one. Without it, a last-writer-wins
     /// write or any delete supersedes everything this replica holds; a put in a siblings
     /// keyspace becomes a new sibling.
@@ -170,39 +195,35 @@ impl WriteRequest {
         Self::new(
             keyspace,
             key,
-            Mutation {
-                value: Some(value.to_vec()),
-                expires_at_ms: None,
+            Change::Put {
+                value: value.to_vec(),
+                expiry: Expiry::Never,
             },
         )
     }
 
     /// An unconditional delete.
     pub fn delete(keyspace: &str, key: &[u8]) -> Self {
-        Self::new(
-            keyspace,
-            key,
-            Mutation {
-                value: None,
-                expires_at_ms: None,
-            },
-        )
+        Self::new(keyspace, key, Change::Delete)
     }
 
-    fn new(keyspace: &str, key: &[u8], mutation: Mutation) -> Self {
+    /// A write of `change` to `keyspace`/`key`.
+    pub fn new(keyspace: &str, key: &[u8], change: Change) -> Self {
         Self {
             keyspace: keyspace.to_owned(),
             key: key.to_vec(),
-            mutation,
+            change,
             context: None,
             condition: Condition::Always,
             conflict: ConflictMode::LastWriterWins,
         }
     }
 
-    /// Sets the absolute expiry.
+    /// Sets the absolute expiry of a put.
     pub fn expiring_at(mut self, expires_at_ms: u64) -> Self {
-        self.mutation.expires_at_ms = Some(expires_at_ms);
+        if let Change::Put { expiry, .. } = &mut self.change {
+            *expiry = Expiry::At(expires_at_ms);
+        }
         self
     }
 
@@ -224,6 +245,14 @@ impl WriteRequest {
         self
     }
 
+    /// Bytes of key and value, for sizing write groups.
+    pub fn bytes(&self) -> usize {
+        match &self.change {
+            Change::Put { value, .. } => self.key.len() + value.len(),
+            _ => self.key.len(),
+        }
+    }
+
     fn validate(&self) -> Result<(), ReplicaError> {
         layout::validate_keyspace(&self.keyspace).map_err(ReplicaError::Invalid)?;
         if self.key.len() > KEY_BYTES_MAX {
@@ -232,7 +261,10 @@ impl WriteRequest {
                 max: KEY_BYTES_MAX,
             });
         }
-        let len = self.mutation.value.as_ref().map_or(0, Vec::len);
+        let len = match &self.change {
+            Change::Put { value, .. } => value.len(),
+            _ => 0,
+        };
         if len > VALUE_BYTES_MAX {
             return Err(ReplicaError::ValueTooLarge {
                 len,
@@ -303,6 +335,8 @@ pub struct WriteOutcome {
     pub version: Version,
     /// What a read would have returned just before the write.
     pub previous: Option<Entry>,
+    /// The new value of an [`Change::Increment`].
+    pub integer: Option<i64>,
 }
 
 /// One page of a scan.
@@ -487,6 +521,25 @@ impl LocalStore {
         let writer = self.writer.as_ref().ok_or(ReplicaError::ShuttingDown)?;
         writer
             .send(Job::Write { request, reply })
+            .await
+            .map_err(|_| ReplicaError::ShuttingDown)?;
+        answer.await.map_err(|_| ReplicaError::ShuttingDown)?
+    }
+
+    /// Applies several writes as one engine batch, so readers see all of them or none (Redis's
+    /// MSET, multi-key DEL). Each write succeeds or fails on its own; the outer error is for
+    /// the batch as a whole (storage failure, shutdown).
+    pub async fn write_many(
+        &self,
+        requests: Vec<WriteRequest>,
+    ) -> Result<Vec<Result<WriteOutcome, ReplicaError>>, ReplicaError> {
+        for request in &requests {
+            request.validate()?;
+        }
+        let (reply, answer) = oneshot::channel();
+        let writer = self.writer.as_ref().ok_or(ReplicaError::ShuttingDown)?;
+        writer
+            .send(Job::WriteMany { requests, reply })
             .await
             .map_err(|_| ReplicaError::ShuttingDown)?;
         answer.await.map_err(|_| ReplicaError::ShuttingDown)?

@@ -10,7 +10,8 @@
 use crate::error::ReplicaError;
 use crate::layout::{self, ExpiryEntry};
 use crate::store::{
-    Condition, ConflictMode, Entry, Shared, SyncPolicy, Version, WriteOutcome, WriteRequest,
+    Change, Condition, ConflictMode, Entry, Expiry, Shared, SyncPolicy, Version, WriteOutcome,
+    WriteRequest,
 };
 use ringkv_core::causal::VersionVector;
 use ringkv_core::record::{Mutation, Record};
@@ -32,6 +33,11 @@ pub(crate) enum Job {
         request: WriteRequest,
         reply: oneshot::Sender<Result<WriteOutcome, ReplicaError>>,
     },
+    /// Several writes applied in one engine batch: other readers see all or none of them.
+    WriteMany {
+        requests: Vec<WriteRequest>,
+        reply: oneshot::Sender<Result<Vec<Result<WriteOutcome, ReplicaError>>, ReplicaError>>,
+    },
     /// Expiry-index entries that are due; the reply counts the siblings removed.
     Sweep {
         entries: Vec<ExpiryEntry>,
@@ -42,9 +48,8 @@ pub(crate) enum Job {
 impl Job {
     fn bytes(&self) -> usize {
         match self {
-            Job::Write { request, .. } => {
-                request.key.len() + request.mutation.value.as_ref().map_or(0, Vec::len)
-            }
+            Job::Write { request, .. } => request.bytes(),
+            Job::WriteMany { requests, .. } => requests.iter().map(WriteRequest::bytes).sum(),
             Job::Sweep { entries, .. } => entries.len() * 64,
         }
     }
@@ -103,6 +108,12 @@ impl Writer {
                 Job::Write { request, reply } => {
                     Answer::Write(reply, self.apply_write(&mut group, request))
                 }
+                Job::WriteMany { requests, reply } => {
+                    let outcomes = requests
+                        .into_iter()
+                        .map(|r| self.apply_write(&mut group, r));
+                    Answer::WriteMany(reply, outcomes.collect())
+                }
                 Job::Sweep { entries, reply } => {
                     Answer::Sweep(reply, self.apply_sweep(&mut group, entries))
                 }
@@ -120,6 +131,9 @@ impl Writer {
                             .map_err(fresh_error)
                             .and_then(|()| outcome),
                     );
+                }
+                Answer::WriteMany(reply, outcomes) => {
+                    let _ = reply.send(committed.as_ref().map_err(fresh_error).map(|()| outcomes));
                 }
                 Answer::Sweep(reply, outcome) => {
                     let _ = reply.send(
@@ -181,10 +195,7 @@ impl Writer {
             shared.hlc.observe(newest);
         }
         let seen = seen_context(&request, stored.as_ref());
-        let mutation = Mutation {
-            value: request.mutation.value,
-            expires_at_ms: request.mutation.expires_at_ms,
-        };
+        let (mutation, integer) = resolve_change(request.change, previous.as_ref())?;
         let timestamp = shared.hlc.tick(now_ms);
         let mut record = Record::update(
             stored.as_ref(),
@@ -200,6 +211,7 @@ impl Writer {
             version: Version::of(&record.context),
             context: record.context.clone(),
             previous,
+            integer,
         };
         store(
             group,
@@ -259,9 +271,80 @@ fn seen_context(request: &WriteRequest, stored: Option<&Record>) -> VersionVecto
     match (&request.context, request.conflict) {
         (Some(context), _) => context.clone(),
         (None, ConflictMode::LastWriterWins) => stored_context(),
-        (None, ConflictMode::Siblings) if request.mutation.value.is_none() => stored_context(),
-        (None, ConflictMode::Siblings) => VersionVector::new(),
+        (None, ConflictMode::Siblings) if matches!(request.change, Change::Put { .. }) => {
+            VersionVector::new()
+        }
+        (None, ConflictMode::Siblings) => stored_context(),
     }
+}
+
+/// Turns a change into the new sibling's value and expiry, given what a read sees now.
+/// Increments also return the new integer.
+fn resolve_change(
+    change: Change,
+    current: Option<&Entry>,
+) -> Result<(Mutation, Option<i64>), ReplicaError> {
+    let current_value = current.map(Entry::winner);
+    let expiry_ms = |expiry: Expiry| match expiry {
+        Expiry::Never => None,
+        Expiry::At(at) => Some(at),
+        Expiry::Keep => current_value.and_then(|v| v.expires_at_ms),
+    };
+    Ok(match change {
+        Change::Put { value, expiry } => (
+            Mutation {
+                value: Some(value),
+                expires_at_ms: expiry_ms(expiry),
+            },
+            None,
+        ),
+        Change::Delete => (
+            Mutation {
+                value: None,
+                expires_at_ms: None,
+            },
+            None,
+        ),
+        Change::Increment(by) => {
+            let now = current_value
+                .map(|v| parse_integer(&v.value))
+                .transpose()?
+                .unwrap_or(0);
+            let next = now.checked_add(by).ok_or(ReplicaError::Overflow)?;
+            let expires_at_ms = current_value.and_then(|v| v.expires_at_ms);
+            (
+                Mutation {
+                    value: Some(next.to_string().into_bytes()),
+                    expires_at_ms,
+                },
+                Some(next),
+            )
+        }
+        Change::Expire(expiry) => {
+            let value = current_value
+                .ok_or(ReplicaError::ConditionFailed { current: None })?
+                .value
+                .clone();
+            (
+                Mutation {
+                    value: Some(value),
+                    expires_at_ms: expiry_ms(expiry),
+                },
+                None,
+            )
+        }
+    })
+}
+
+/// Parses a stored value as Redis does for INCR: a canonical decimal i64, nothing else.
+fn parse_integer(value: &[u8]) -> Result<i64, ReplicaError> {
+    let text = std::str::from_utf8(value).map_err(|_| ReplicaError::NotAnInteger)?;
+    let parsed: i64 = text.parse().map_err(|_| ReplicaError::NotAnInteger)?;
+    // Reject forms Redis rejects: "+1", " 1", "01", "-0".
+    if parsed.to_string() != text {
+        return Err(ReplicaError::NotAnInteger);
+    }
+    Ok(parsed)
 }
 
 fn check_condition(condition: Condition, current: Option<&Entry>) -> Result<(), ReplicaError> {

@@ -4,7 +4,8 @@
 use prometheus_client::registry::Registry;
 use ringkv_core::clock::{ManualClock, SystemClock, WallClock};
 use ringkv_replica::{
-    Condition, ConflictMode, LocalStore, ReplicaError, StoreOptions, SyncPolicy, WriteRequest,
+    Change, Condition, ConflictMode, Expiry, LocalStore, ReplicaError, StoreOptions, SyncPolicy,
+    WriteRequest,
 };
 use ringkv_storage::{open, EngineKind, ScanRange};
 use std::sync::Arc;
@@ -406,12 +407,12 @@ async fn oversized_keys_and_values_are_refused() {
     let key = vec![b'k'; ringkv_core::limits::KEY_BYTES_MAX + 1];
     assert!(matches!(
         f.store.write(WriteRequest::put(KS, &key, b"v")).await,
-        Err(ReplicaError::Invalid(_))
+        Err(ReplicaError::KeyTooLong { .. })
     ));
     let value = vec![0u8; ringkv_core::limits::VALUE_BYTES_MAX + 1];
     assert!(matches!(
         f.store.write(WriteRequest::put(KS, b"k", &value)).await,
-        Err(ReplicaError::Invalid(_))
+        Err(ReplicaError::ValueTooLarge { .. })
     ));
     assert!(matches!(
         f.store.write(WriteRequest::put("bad/ks", b"k", b"v")).await,
@@ -487,4 +488,129 @@ async fn disk_use_falls_after_mass_expiry() {
         after < before - 10_000_000,
         "disk use {before} -> {after} bytes"
     );
+}
+
+#[tokio::test]
+async fn increments_are_atomic_keep_expiry_and_refuse_non_integers() {
+    let clock = Arc::new(ManualClock::new(1_000));
+    let f = fixture(EngineKind::Memory, clock.clone());
+    let increment = |by| WriteRequest::new(KS, b"n", Change::Increment(by));
+    assert_eq!(f.store.write(increment(5)).await.unwrap().integer, Some(5));
+    assert_eq!(
+        f.store.write(increment(-7)).await.unwrap().integer,
+        Some(-2)
+    );
+    f.store
+        .write(WriteRequest::put(KS, b"n", b"10").expiring_at(9_000))
+        .await
+        .unwrap();
+    assert_eq!(f.store.write(increment(1)).await.unwrap().integer, Some(11));
+    let entry = f.store.get(KS, b"n").unwrap().unwrap();
+    assert_eq!(
+        entry.winner().expires_at_ms,
+        Some(9_000),
+        "INCR keeps the TTL"
+    );
+    f.store
+        .write(WriteRequest::put(KS, b"n", b"01"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        f.store.write(increment(1)).await,
+        Err(ReplicaError::NotAnInteger)
+    ));
+    f.store
+        .write(WriteRequest::put(KS, b"n", i64::MAX.to_string().as_bytes()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        f.store.write(increment(1)).await,
+        Err(ReplicaError::Overflow)
+    ));
+}
+
+#[tokio::test]
+async fn expire_and_keep_ttl_change_only_the_expiry() {
+    let clock = Arc::new(ManualClock::new(1_000));
+    let f = fixture(EngineKind::Lsm, clock.clone());
+    let missing = f
+        .store
+        .write(WriteRequest::new(
+            KS,
+            b"k",
+            Change::Expire(Expiry::At(5_000)),
+        ))
+        .await;
+    assert!(matches!(missing, Err(ReplicaError::ConditionFailed { .. })));
+    f.store
+        .write(WriteRequest::put(KS, b"k", b"v"))
+        .await
+        .unwrap();
+    f.store
+        .write(WriteRequest::new(
+            KS,
+            b"k",
+            Change::Expire(Expiry::At(5_000)),
+        ))
+        .await
+        .unwrap();
+    let keep = Change::Put {
+        value: b"w".to_vec(),
+        expiry: Expiry::Keep,
+    };
+    f.store
+        .write(WriteRequest::new(KS, b"k", keep))
+        .await
+        .unwrap();
+    let entry = f.store.get(KS, b"k").unwrap().unwrap();
+    assert_eq!(
+        (
+            entry.winner().value.as_slice(),
+            entry.winner().expires_at_ms
+        ),
+        (&b"w"[..], Some(5_000))
+    );
+    f.store
+        .write(WriteRequest::new(KS, b"k", Change::Expire(Expiry::Never)))
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store
+            .get(KS, b"k")
+            .unwrap()
+            .unwrap()
+            .winner()
+            .expires_at_ms,
+        None
+    );
+}
+
+#[tokio::test]
+async fn write_many_applies_every_write_and_reports_each() {
+    let f = fixture(EngineKind::Btree, Arc::new(SystemClock));
+    f.store
+        .write(WriteRequest::put(KS, b"a", b"old"))
+        .await
+        .unwrap();
+    let outcomes = f
+        .store
+        .write_many(vec![
+            WriteRequest::put(KS, b"a", b"1"),
+            WriteRequest::put(KS, b"b", b"2"),
+            WriteRequest::delete(KS, b"a"),
+            WriteRequest::put(KS, b"b", b"3").when(Condition::IfAbsent),
+        ])
+        .await
+        .unwrap();
+    assert!(outcomes[0].as_ref().unwrap().previous.is_some());
+    assert!(
+        outcomes[2].as_ref().unwrap().previous.is_some(),
+        "sees the put earlier in the batch"
+    );
+    assert!(matches!(
+        outcomes[3],
+        Err(ReplicaError::ConditionFailed { .. })
+    ));
+    assert_eq!(value_of(&f.store, "a"), None);
+    assert_eq!(value_of(&f.store, "b").as_deref(), Some(&b"2"[..]));
 }

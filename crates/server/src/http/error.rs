@@ -71,6 +71,9 @@ impl From<ReplicaError> for ApiError {
             ReplicaError::KeyTooLong { .. } => {
                 Self::new(StatusCode::URI_TOO_LONG, "key_too_long", message)
             }
+            ReplicaError::NotAnInteger | ReplicaError::Overflow => {
+                Self::new(StatusCode::CONFLICT, "not_an_integer", message)
+            }
             ReplicaError::Invalid(_) => Self::bad_request(message),
         }
     }
