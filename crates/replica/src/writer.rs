@@ -26,6 +26,10 @@ pub const GROUP_WRITES_MAX: usize = 1024;
 /// Most value bytes committed as one group (a group may exceed it by its last write).
 pub const GROUP_BYTES_MAX: usize = 64 << 20;
 
+/// Where the outcomes of a [`Job::WriteMany`] go.
+pub(crate) type ManyReply =
+    oneshot::Sender<Result<Vec<Result<WriteOutcome, ReplicaError>>, ReplicaError>>;
+
 /// Work for the writer thread.
 pub(crate) enum Job {
     /// A client write; the outcome goes back on `reply` once durable.
@@ -36,7 +40,7 @@ pub(crate) enum Job {
     /// Several writes applied in one engine batch: other readers see all or none of them.
     WriteMany {
         requests: Vec<WriteRequest>,
-        reply: oneshot::Sender<Result<Vec<Result<WriteOutcome, ReplicaError>>, ReplicaError>>,
+        reply: ManyReply,
     },
     /// Expiry-index entries that are due; the reply counts the siblings removed.
     Sweep {
@@ -61,6 +65,7 @@ enum Answer {
         oneshot::Sender<Result<WriteOutcome, ReplicaError>>,
         Result<WriteOutcome, ReplicaError>,
     ),
+    WriteMany(ManyReply, Vec<Result<WriteOutcome, ReplicaError>>),
     Sweep(
         oneshot::Sender<Result<u64, ReplicaError>>,
         Result<u64, ReplicaError>,
