@@ -49,6 +49,14 @@ pub struct ServerConfig {
     pub connections_max: usize,
     /// Requests handled at once by the REST API; more get 503.
     pub http_in_flight_max: usize,
+    /// A Redis-protocol connection idle this long is closed (Redis's `timeout`; 0 = never).
+    pub resp_idle_timeout_ms: u64,
+    /// A request left half-sent this long closes its connection (slow clients).
+    pub request_timeout_ms: u64,
+    /// Password Redis-protocol clients must send with AUTH (Redis's `requirepass`).
+    pub resp_password: Option<String>,
+    /// Whether FLUSHDB and FLUSHALL are allowed.
+    pub resp_flush_enabled: bool,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +80,10 @@ impl Default for ServerConfig {
             write_queue_max: defaults.write_queue_max,
             connections_max: 1024,
             http_in_flight_max: 4096,
+            resp_idle_timeout_ms: 0,
+            request_timeout_ms: 30_000,
+            resp_password: None,
+            resp_flush_enabled: true,
         }
     }
 }

@@ -4,10 +4,12 @@
 //! - [`config`]: the one configuration struct and its defaults.
 //! - [`node`]: opening a node and serving it.
 //! - [`http`]: the REST API.
+//! - [`resp`]: the Redis protocol.
 
 pub mod config;
 pub mod http;
 pub mod node;
+pub mod resp;
 
 pub use config::ServerConfig;
 pub use node::{serve, start, Node, NodeError, RunningNode};

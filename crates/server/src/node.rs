@@ -148,6 +148,8 @@ pub struct RunningNode {
     pub node: Arc<Node>,
     /// Where the REST API listens (the real port when the config asked for port 0).
     pub http_addr: SocketAddr,
+    /// Where the Redis protocol listens.
+    pub resp_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -176,11 +178,19 @@ pub async fn serve(node: Arc<Node>) -> Result<RunningNode, NodeError> {
             tracing::error!(%error, "REST API stopped");
         }
     });
+    let resp = bind(&node.config.resp).await?;
+    let resp_addr = resp.local_addr().map_err(|source| NodeError::Bind {
+        address: node.config.resp.clone(),
+        source,
+    })?;
+    let resp_shared = Arc::new(crate::resp::RespShared::new(Arc::clone(&node)));
+    let resp_task = tokio::spawn(crate::resp::serve(resp, resp_shared, signal));
     Ok(RunningNode {
         node,
         http_addr,
+        resp_addr,
         shutdown,
-        tasks: vec![http_task],
+        tasks: vec![http_task, resp_task],
     })
 }
 

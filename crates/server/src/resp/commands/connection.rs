@@ -1,0 +1,176 @@
+//! Connection commands: PING, ECHO, HELLO, AUTH, CLIENT, SELECT, QUIT, RESET.
+
+use super::{Args, CommandError, Reply, Session};
+use crate::resp::frame::Frame;
+use crate::resp::{RespShared, DATABASES};
+
+/// `PING [message]`.
+pub async fn ping(_: &RespShared, _: &mut Session, mut args: Args) -> Reply {
+    match args.remaining() {
+        0 => Ok(Frame::Simple("PONG".into())),
+        1 => Ok(Frame::Bulk(args.bytes()?.to_vec())),
+        _ => Err(CommandError::Arity("ping")),
+    }
+}
+
+/// `ECHO message`.
+pub async fn echo(_: &RespShared, _: &mut Session, mut args: Args) -> Reply {
+    Ok(Frame::Bulk(args.bytes()?.to_vec()))
+}
+
+/// `HELLO [protover [AUTH username password] [SETNAME name]]`: switches the protocol and
+/// describes the server.
+pub async fn hello(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    let mut protocol = session.protocol;
+    if args.remaining() > 0 {
+        let requested = args.integer().map_err(|_| {
+            CommandError::Reply(Frame::err(
+                "Protocol version is not an integer or out of range",
+            ))
+        })?;
+        if !(2..=3).contains(&requested) {
+            return Err(CommandError::Reply(Frame::Error(
+                "NOPROTO unsupported protocol version".into(),
+            )));
+        }
+        protocol = requested as u8;
+    }
+    while args.remaining() > 0 {
+        match args.word()?.as_str() {
+            "AUTH" => {
+                let (_user, password) = (args.bytes()?, args.bytes()?);
+                check_password(shared, session, &password)?;
+            }
+            "SETNAME" => session.name = Some(args.text()?),
+            _ => return Err(CommandError::Syntax),
+        }
+    }
+    if shared.node.config.resp_password.is_some() && !session.authenticated {
+        return Err(CommandError::Reply(Frame::Error(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the \
+             HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and \
+             select the RESP protocol version at the same time"
+                .into(),
+        )));
+    }
+    session.protocol = protocol;
+    Ok(Frame::Map(vec![
+        (Frame::text("server"), Frame::text("redis")),
+        (
+            Frame::text("version"),
+            Frame::text(super::server::REDIS_VERSION),
+        ),
+        (Frame::text("proto"), Frame::Integer(protocol.into())),
+        (Frame::text("id"), Frame::Integer(session.id as i64)),
+        (Frame::text("mode"), Frame::text("standalone")),
+        (Frame::text("role"), Frame::text("master")),
+        (Frame::text("modules"), Frame::Array(Vec::new())),
+    ]))
+}
+
+/// `AUTH [username] password`.
+pub async fn auth(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    let mut credentials = args.rest();
+    if credentials.len() > 2 {
+        return Err(CommandError::Syntax);
+    }
+    let password = credentials.pop().unwrap_or_default();
+    check_password(shared, session, &password)?;
+    Ok(Frame::ok())
+}
+
+fn check_password(
+    shared: &RespShared,
+    session: &mut Session,
+    password: &[u8],
+) -> Result<(), CommandError> {
+    match &shared.node.config.resp_password {
+        None => Err(CommandError::Reply(Frame::err(
+            "AUTH <password> called without any password configured for the default user. \
+             Are you sure your configuration is correct?",
+        ))),
+        Some(expected) if constant_time_eq(expected.as_bytes(), password) => {
+            session.authenticated = true;
+            Ok(())
+        }
+        Some(_) => Err(CommandError::Reply(Frame::Error(
+            "WRONGPASS invalid username-password pair or user is disabled.".into(),
+        ))),
+    }
+}
+
+/// Compares without leaking, through timing, how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `CLIENT ID | GETNAME | SETNAME name | SETINFO attr value | INFO | LIST | NO-EVICT | NO-TOUCH`.
+pub async fn client(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    let subcommand = args.word()?;
+    let reply = match subcommand.as_str() {
+        "ID" => Frame::Integer(session.id as i64),
+        "GETNAME" => Frame::optional_bulk(session.name.clone().map(String::into_bytes)),
+        "SETNAME" => {
+            let name = args.text()?;
+            if name.contains(' ') || name.contains('\n') {
+                return Err(CommandError::Reply(Frame::err(
+                    "Client names cannot contain spaces, newlines or special characters.",
+                )));
+            }
+            session.name = Some(name).filter(|n| !n.is_empty());
+            Frame::ok()
+        }
+        "SETINFO" => {
+            let (_attribute, _value) = (args.bytes()?, args.bytes()?);
+            Frame::ok()
+        }
+        "NO-EVICT" | "NO-TOUCH" => {
+            args.bytes()?;
+            Frame::ok()
+        }
+        "INFO" | "LIST" => Frame::Bulk(client_line(shared, session).into_bytes()),
+        other => {
+            return Err(CommandError::Reply(Frame::err(format!(
+                "unknown subcommand '{}'. Try CLIENT HELP.",
+                other.to_ascii_lowercase()
+            ))))
+        }
+    };
+    args.finish()?;
+    Ok(reply)
+}
+
+fn client_line(_: &RespShared, session: &Session) -> String {
+    format!(
+        "id={} name={} db={} resp={}\n",
+        session.id,
+        session.name.as_deref().unwrap_or(""),
+        session.db,
+        session.protocol
+    )
+}
+
+/// `SELECT index`: databases 0 to 15.
+pub async fn select(_: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    let index = args.integer()?;
+    if !(0..i64::from(DATABASES)).contains(&index) {
+        return Err(CommandError::Reply(Frame::err("DB index is out of range")));
+    }
+    session.db = index as u8;
+    Ok(Frame::ok())
+}
+
+/// `QUIT`: replies OK and closes the connection.
+pub async fn quit(_: &RespShared, session: &mut Session, _: Args) -> Reply {
+    session.closing = true;
+    Ok(Frame::ok())
+}
+
+/// `RESET`: back to a fresh connection's state.
+pub async fn reset(_: &RespShared, session: &mut Session, _: Args) -> Reply {
+    *session = Session {
+        authenticated: false,
+        ..Session::new(session.id)
+    };
+    Ok(Frame::Simple("RESET".into()))
+}

@@ -1,0 +1,276 @@
+//! Key commands: DEL, UNLINK, EXISTS, TYPE, EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, TTL, PTTL,
+//! PERSIST.
+
+use super::strings::write;
+use super::{keyspace, Args, CommandError, Reply, Session};
+use crate::resp::frame::Frame;
+use crate::resp::RespShared;
+use ringkv_replica::{Change, Condition, Expiry, ReplicaError, WriteRequest};
+
+/// `DEL key [key ...]` and `UNLINK`: how many existed. All keys go in one atomic batch.
+pub async fn del(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    let keyspace = keyspace(session);
+    let requests = args
+        .rest()
+        .iter()
+        .map(|key| WriteRequest::delete(&keyspace, key).when(Condition::IfPresent))
+        .collect();
+    let mut deleted = 0;
+    for outcome in shared.node.store.write_many(requests).await? {
+        match outcome {
+            Ok(_) => deleted += 1,
+            Err(ReplicaError::ConditionFailed { .. }) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(Frame::Integer(deleted))
+}
+
+/// `EXISTS key [key ...]`: how many of the keys exist (a key named twice counts twice).
+pub async fn exists(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    let keyspace = keyspace(session);
+    let mut count = 0;
+    for key in args.rest() {
+        if shared.node.store.get(&keyspace, &key)?.is_some() {
+            count += 1;
+        }
+    }
+    Ok(Frame::Integer(count))
+}
+
+/// `TYPE key`: `string` or `none` (ringkv stores strings only).
+pub async fn type_of(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    let key = args.bytes()?;
+    let present = shared.node.store.get(&keyspace(session), &key)?.is_some();
+    Ok(Frame::Simple(
+        if present { "string" } else { "none" }.into(),
+    ))
+}
+
+/// Which expiry-changing command, for its time unit and error messages.
+struct ExpireCommand {
+    name: &'static str,
+    unit_ms: i64,
+    absolute: bool,
+}
+
+/// The NX / XX / GT / LT option of the EXPIRE family.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ExpireOption {
+    Always,
+    OnlyWithoutExpiry,
+    OnlyWithExpiry,
+    OnlyLater,
+    OnlyEarlier,
+}
+
+fn expire_option(args: &mut Args) -> Result<ExpireOption, CommandError> {
+    let mut option = ExpireOption::Always;
+    while args.remaining() > 0 {
+        let next = match args.word()?.as_str() {
+            "NX" => ExpireOption::OnlyWithoutExpiry,
+            "XX" => ExpireOption::OnlyWithExpiry,
+            "GT" => ExpireOption::OnlyLater,
+            "LT" => ExpireOption::OnlyEarlier,
+            other => {
+                return Err(CommandError::Reply(Frame::err(format!(
+                    "Unsupported option {other}"
+                ))));
+            }
+        };
+        let compatible = option == ExpireOption::Always
+            || option == next
+            || matches!(
+                (option, next),
+                (
+                    ExpireOption::OnlyWithExpiry,
+                    ExpireOption::OnlyLater | ExpireOption::OnlyEarlier
+                ) | (
+                    ExpireOption::OnlyLater | ExpireOption::OnlyEarlier,
+                    ExpireOption::OnlyWithExpiry
+                )
+            );
+        if !compatible {
+            return Err(CommandError::Reply(Frame::err(
+                "NX and XX, GT or LT options at the same time are not compatible",
+            )));
+        }
+        if option == ExpireOption::Always || next != ExpireOption::OnlyWithExpiry {
+            option = next;
+        }
+    }
+    Ok(option)
+}
+
+async fn expire_with(
+    shared: &RespShared,
+    session: &Session,
+    mut args: Args,
+    command: ExpireCommand,
+) -> Reply {
+    let key = args.bytes()?;
+    let amount = args.integer()?;
+    let option = expire_option(&mut args)?;
+    let invalid = || {
+        CommandError::Reply(Frame::err(format!(
+            "invalid expire time in '{}' command",
+            command.name
+        )))
+    };
+    let now_ms = shared.node.now_ms() as i64;
+    let offset_ms = amount.checked_mul(command.unit_ms).ok_or_else(invalid)?;
+    let at_ms = if command.absolute {
+        offset_ms
+    } else {
+        now_ms.checked_add(offset_ms).ok_or_else(invalid)?
+    };
+    let keyspace = keyspace(session);
+    let Some(entry) = shared.node.store.get(&keyspace, &key)? else {
+        return Ok(Frame::Integer(0));
+    };
+    // Options are checked against what was just read; a concurrent change between the read
+    // and the write may slip past them (the write itself is atomic).
+    let current = entry.winner().expires_at_ms.map(|at| at as i64);
+    let allowed = match (option, current) {
+        (ExpireOption::Always, _) => true,
+        (ExpireOption::OnlyWithoutExpiry, current) => current.is_none(),
+        (ExpireOption::OnlyWithExpiry, current) => current.is_some(),
+        (ExpireOption::OnlyLater, current) => current.is_some_and(|c| at_ms > c),
+        (ExpireOption::OnlyEarlier, current) => current.is_none_or(|c| at_ms < c),
+    };
+    if !allowed {
+        return Ok(Frame::Integer(0));
+    }
+    let request = if at_ms <= now_ms {
+        WriteRequest::delete(&keyspace, &key).when(Condition::IfPresent)
+    } else {
+        WriteRequest::new(&keyspace, &key, Change::Expire(Expiry::At(at_ms as u64)))
+    };
+    match write(shared, request).await {
+        Ok(_) => Ok(Frame::Integer(1)),
+        Err(ReplicaError::ConditionFailed { .. }) => Ok(Frame::Integer(0)),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// `EXPIRE key seconds [NX | XX | GT | LT]`.
+pub async fn expire(shared: &RespShared, session: &mut Session, args: Args) -> Reply {
+    expire_with(
+        shared,
+        session,
+        args,
+        ExpireCommand {
+            name: "expire",
+            unit_ms: 1000,
+            absolute: false,
+        },
+    )
+    .await
+}
+
+/// `PEXPIRE key milliseconds [NX | XX | GT | LT]`.
+pub async fn pexpire(shared: &RespShared, session: &mut Session, args: Args) -> Reply {
+    expire_with(
+        shared,
+        session,
+        args,
+        ExpireCommand {
+            name: "pexpire",
+            unit_ms: 1,
+            absolute: false,
+        },
+    )
+    .await
+}
+
+/// `EXPIREAT key unix-seconds [NX | XX | GT | LT]`.
+pub async fn expireat(shared: &RespShared, session: &mut Session, args: Args) -> Reply {
+    expire_with(
+        shared,
+        session,
+        args,
+        ExpireCommand {
+            name: "expireat",
+            unit_ms: 1000,
+            absolute: true,
+        },
+    )
+    .await
+}
+
+/// `PEXPIREAT key unix-milliseconds [NX | XX | GT | LT]`.
+pub async fn pexpireat(shared: &RespShared, session: &mut Session, args: Args) -> Reply {
+    expire_with(
+        shared,
+        session,
+        args,
+        ExpireCommand {
+            name: "pexpireat",
+            unit_ms: 1,
+            absolute: true,
+        },
+    )
+    .await
+}
+
+async fn remaining_ms(
+    shared: &RespShared,
+    session: &Session,
+    mut args: Args,
+) -> Result<Option<Option<i64>>, CommandError> {
+    let key = args.bytes()?;
+    let Some(entry) = shared.node.store.get(&keyspace(session), &key)? else {
+        return Ok(None);
+    };
+    let now_ms = shared.node.now_ms();
+    Ok(Some(
+        entry
+            .winner()
+            .expires_at_ms
+            .map(|at| at.saturating_sub(now_ms) as i64),
+    ))
+}
+
+/// `TTL key`: seconds left, -1 without expiry, -2 if absent.
+pub async fn ttl(shared: &RespShared, session: &mut Session, args: Args) -> Reply {
+    Ok(Frame::Integer(
+        match remaining_ms(shared, session, args).await? {
+            None => -2,
+            Some(None) => -1,
+            Some(Some(ms)) => (ms + 500) / 1000,
+        },
+    ))
+}
+
+/// `PTTL key`: milliseconds left, -1 without expiry, -2 if absent.
+pub async fn pttl(shared: &RespShared, session: &mut Session, args: Args) -> Reply {
+    Ok(Frame::Integer(
+        match remaining_ms(shared, session, args).await? {
+            None => -2,
+            Some(None) => -1,
+            Some(Some(ms)) => ms,
+        },
+    ))
+}
+
+/// `PERSIST key`: 1 if an expiry was removed.
+pub async fn persist(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    let key = args.bytes()?;
+    let keyspace = keyspace(session);
+    let Some(entry) = shared.node.store.get(&keyspace, &key)? else {
+        return Ok(Frame::Integer(0));
+    };
+    if entry.winner().expires_at_ms.is_none() {
+        return Ok(Frame::Integer(0));
+    }
+    match write(
+        shared,
+        WriteRequest::new(&keyspace, &key, Change::Expire(Expiry::Never)),
+    )
+    .await
+    {
+        Ok(_) => Ok(Frame::Integer(1)),
+        Err(ReplicaError::ConditionFailed { .. }) => Ok(Frame::Integer(0)),
+        Err(error) => Err(error.into()),
+    }
+}

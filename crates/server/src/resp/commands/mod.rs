@@ -1,0 +1,279 @@
+//! Redis commands: the table of what is supported, argument parsing shared by all, dispatch,
+//! and the one mapping from store errors to Redis error replies. Each family of commands is
+//! its own module with the same shape: parse the arguments, call the store, build the reply.
+
+mod connection;
+mod keys;
+mod scan;
+mod server;
+mod strings;
+
+use super::frame::Frame;
+use super::RespShared;
+use bytes::Bytes;
+use ringkv_replica::ReplicaError;
+use std::sync::atomic::Ordering;
+
+/// Per-connection state.
+pub struct Session {
+    /// The client id (`CLIENT ID`).
+    pub id: u64,
+    /// The selected database.
+    pub db: u8,
+    /// The protocol version, 2 or 3.
+    pub protocol: u8,
+    /// The name set by `CLIENT SETNAME`.
+    pub name: Option<String>,
+    /// Whether the client has authenticated (always true without a password).
+    pub authenticated: bool,
+    /// Set by `QUIT` or a protocol error: close after writing the pending replies.
+    pub closing: bool,
+}
+
+impl Session {
+    /// A new connection's state.
+    pub fn new(id: u64) -> Self {
+        Self {
+            id,
+            db: 0,
+            protocol: 2,
+            name: None,
+            authenticated: false,
+            closing: false,
+        }
+    }
+}
+
+/// Why a command could not run; becomes an error reply.
+#[derive(Debug)]
+pub enum CommandError {
+    /// Wrong number of arguments for the named command.
+    Arity(&'static str),
+    /// Redis's `ERR syntax error`.
+    Syntax,
+    /// An argument that should be an integer is not.
+    NotInteger,
+    /// A ready-made error reply.
+    Reply(Frame),
+}
+
+impl From<ReplicaError> for CommandError {
+    fn from(error: ReplicaError) -> Self {
+        CommandError::Reply(match error {
+            ReplicaError::Busy => Frame::Error("BUSY node overloaded, try again later".into()),
+            ReplicaError::NotAnInteger => Frame::err("value is not an integer or out of range"),
+            ReplicaError::Overflow => Frame::err("increment or decrement would overflow"),
+            ReplicaError::KeyTooLong { .. } | ReplicaError::ValueTooLarge { .. } => {
+                Frame::err(format!("string exceeds maximum allowed size ({error})"))
+            }
+            other => Frame::err(other),
+        })
+    }
+}
+
+/// What a command handler returns.
+pub type Reply = Result<Frame, CommandError>;
+
+/// The arguments of a command after its name, consumed front to back.
+pub struct Args {
+    /// The command's canonical lowercase name, for error messages.
+    pub command: &'static str,
+    items: std::vec::IntoIter<Bytes>,
+}
+
+impl Args {
+    /// How many arguments are left.
+    pub fn remaining(&self) -> usize {
+        self.items.len()
+    }
+
+    /// The next argument as bytes.
+    pub fn bytes(&mut self) -> Result<Bytes, CommandError> {
+        self.items.next().ok_or(CommandError::Arity(self.command))
+    }
+
+    /// The next argument as UTF-8 text.
+    pub fn text(&mut self) -> Result<String, CommandError> {
+        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| CommandError::Syntax)
+    }
+
+    /// The next argument, uppercased, for matching option words.
+    pub fn word(&mut self) -> Result<String, CommandError> {
+        Ok(self.text()?.to_ascii_uppercase())
+    }
+
+    /// The next argument as a decimal i64.
+    pub fn integer(&mut self) -> Result<i64, CommandError> {
+        parse_integer(&self.bytes()?)
+    }
+
+    /// Every remaining argument.
+    pub fn rest(&mut self) -> Vec<Bytes> {
+        self.items.by_ref().collect()
+    }
+
+    /// Fails if arguments are left over.
+    pub fn finish(&self) -> Result<(), CommandError> {
+        if self.items.len() == 0 {
+            Ok(())
+        } else {
+            Err(CommandError::Syntax)
+        }
+    }
+}
+
+/// Parses a decimal i64 exactly as Redis does (no spaces, no `+`).
+pub fn parse_integer(bytes: &[u8]) -> Result<i64, CommandError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| CommandError::NotInteger)?;
+    if text.starts_with('+') || text.trim() != text {
+        return Err(CommandError::NotInteger);
+    }
+    text.parse().map_err(|_| CommandError::NotInteger)
+}
+
+/// One supported command.
+pub struct CommandSpec {
+    /// Lowercase name.
+    pub name: &'static str,
+    /// Redis arity: the exact count including the name, or `-n` for at least n.
+    pub arity: i64,
+    /// Redis command flags for `COMMAND`.
+    pub flags: &'static [&'static str],
+    /// First key position, last key position (-1: last argument), step, for `COMMAND`.
+    pub keys: (i64, i64, i64),
+}
+
+macro_rules! command {
+    ($name:literal, $arity:expr, $flags:expr, $keys:expr, $handler:path) => {
+        CommandSpec {
+            name: $name,
+            arity: $arity,
+            flags: $flags,
+            keys: $keys,
+        }
+    };
+}
+
+macro_rules! dispatch_table {
+    ($($name:literal, $arity:expr, $flags:expr, $keys:expr, $handler:path;)*) => {
+        /// Every supported command.
+        pub static COMMANDS: &[CommandSpec] = &[$(command!($name, $arity, $flags, $keys, $handler)),*];
+
+        /// Runs the handler of `name` (a name from [`COMMANDS`]).
+        async fn dispatch(name: &'static str, shared: &RespShared, session: &mut Session, args: Args) -> Reply {
+            match name {
+                $($name => $handler(shared, session, args).await,)*
+                other => Err(CommandError::Reply(Frame::err(format!("unknown command {other}")))),
+            }
+        }
+    };
+}
+
+const READ: &[&str] = &["readonly", "fast"];
+const WRITE: &[&str] = &["write", "denyoom"];
+const ADMIN: &[&str] = &["fast", "loading", "stale"];
+const NO_KEYS: (i64, i64, i64) = (0, 0, 0);
+const ONE_KEY: (i64, i64, i64) = (1, 1, 1);
+const ALL_KEYS: (i64, i64, i64) = (1, -1, 1);
+
+dispatch_table! {
+    "ping", -1, ADMIN, NO_KEYS, connection::ping;
+    "echo", 2, ADMIN, NO_KEYS, connection::echo;
+    "hello", -1, ADMIN, NO_KEYS, connection::hello;
+    "auth", -2, ADMIN, NO_KEYS, connection::auth;
+    "client", -2, ADMIN, NO_KEYS, connection::client;
+    "select", 2, ADMIN, NO_KEYS, connection::select;
+    "quit", -1, ADMIN, NO_KEYS, connection::quit;
+    "reset", 1, ADMIN, NO_KEYS, connection::reset;
+    "command", -1, ADMIN, NO_KEYS, server::command;
+    "info", -1, ADMIN, NO_KEYS, server::info;
+    "config", -2, ADMIN, NO_KEYS, server::config;
+    "dbsize", 1, READ, NO_KEYS, server::dbsize;
+    "flushdb", -1, WRITE, NO_KEYS, server::flushdb;
+    "flushall", -1, WRITE, NO_KEYS, server::flushall;
+    "time", 1, ADMIN, NO_KEYS, server::time;
+    "get", 2, READ, ONE_KEY, strings::get;
+    "set", -3, WRITE, ONE_KEY, strings::set;
+    "setnx", 3, WRITE, ONE_KEY, strings::setnx;
+    "setex", 4, WRITE, ONE_KEY, strings::setex;
+    "psetex", 4, WRITE, ONE_KEY, strings::psetex;
+    "getset", 3, WRITE, ONE_KEY, strings::getset;
+    "getdel", 2, WRITE, ONE_KEY, strings::getdel;
+    "getex", -2, WRITE, ONE_KEY, strings::getex;
+    "mget", -2, READ, ALL_KEYS, strings::mget;
+    "mset", -3, WRITE, (1, -1, 2), strings::mset;
+    "strlen", 2, READ, ONE_KEY, strings::strlen;
+    "incr", 2, WRITE, ONE_KEY, strings::incr;
+    "decr", 2, WRITE, ONE_KEY, strings::decr;
+    "incrby", 3, WRITE, ONE_KEY, strings::incrby;
+    "decrby", 3, WRITE, ONE_KEY, strings::decrby;
+    "del", -2, WRITE, ALL_KEYS, keys::del;
+    "unlink", -2, WRITE, ALL_KEYS, keys::del;
+    "exists", -2, READ, ALL_KEYS, keys::exists;
+    "type", 2, READ, ONE_KEY, keys::type_of;
+    "expire", -3, WRITE, ONE_KEY, keys::expire;
+    "pexpire", -3, WRITE, ONE_KEY, keys::pexpire;
+    "expireat", -3, WRITE, ONE_KEY, keys::expireat;
+    "pexpireat", -3, WRITE, ONE_KEY, keys::pexpireat;
+    "ttl", 2, READ, ONE_KEY, keys::ttl;
+    "pttl", 2, READ, ONE_KEY, keys::pttl;
+    "persist", 2, WRITE, ONE_KEY, keys::persist;
+    "scan", -2, READ, NO_KEYS, scan::scan;
+    "keys", 2, READ, NO_KEYS, scan::keys;
+}
+
+/// Commands a client may send before `AUTH` when a password is set.
+const BEFORE_AUTH: &[&str] = &["auth", "hello", "quit", "reset"];
+
+/// Runs one request and returns its reply; never panics on any input.
+pub async fn execute(shared: &RespShared, session: &mut Session, arguments: Vec<Bytes>) -> Frame {
+    shared.commands.fetch_add(1, Ordering::Relaxed);
+    let mut items = arguments.into_iter();
+    let name_bytes = items.next().unwrap_or_default();
+    let name = String::from_utf8_lossy(&name_bytes).to_ascii_lowercase();
+    let rest: Vec<Bytes> = items.collect();
+    let Some(spec) = COMMANDS.iter().find(|spec| spec.name == name) else {
+        return unknown_command(&name_bytes, &rest);
+    };
+    let count = rest.len() as i64 + 1;
+    if (spec.arity >= 0 && count != spec.arity) || (spec.arity < 0 && count < -spec.arity) {
+        return Frame::err(format!(
+            "wrong number of arguments for '{}' command",
+            spec.name
+        ));
+    }
+    let needs_auth = shared.node.config.resp_password.is_some() && !session.authenticated;
+    if needs_auth && !BEFORE_AUTH.contains(&spec.name) {
+        return Frame::Error("NOAUTH Authentication required.".into());
+    }
+    let args = Args {
+        command: spec.name,
+        items: rest.into_iter(),
+    };
+    match dispatch(spec.name, shared, session, args).await {
+        Ok(frame) => frame,
+        Err(CommandError::Arity(command)) => {
+            Frame::err(format!("wrong number of arguments for '{command}' command"))
+        }
+        Err(CommandError::Syntax) => Frame::err("syntax error"),
+        Err(CommandError::NotInteger) => Frame::err("value is not an integer or out of range"),
+        Err(CommandError::Reply(frame)) => frame,
+    }
+}
+
+/// Redis 7's reply to an unknown command, word for word.
+fn unknown_command(name: &[u8], arguments: &[Bytes]) -> Frame {
+    let quoted: String = arguments
+        .iter()
+        .map(|a| format!("'{}' ", String::from_utf8_lossy(&a[..a.len().min(128)])))
+        .collect();
+    let name = String::from_utf8_lossy(&name[..name.len().min(128)]);
+    Frame::err(format!(
+        "unknown command '{name}', with args beginning with: {quoted}"
+    ))
+}
+
+/// The keyspace of the session's database.
+pub fn keyspace(session: &Session) -> String {
+    super::keyspace_of(session.db)
+}

@@ -1,0 +1,120 @@
+//! Iteration: SCAN (cursor-based, with MATCH, COUNT and TYPE) and KEYS.
+//!
+//! SCAN gives Redis's guarantee: a key present for the whole iteration is returned at least
+//! once (here exactly once, since keys come in order and each cursor resumes after the last
+//! key examined). Cursors are decimal numbers naming a saved position; see `RespShared`.
+
+use super::{keyspace, Args, CommandError, Reply, Session};
+use crate::resp::frame::Frame;
+use crate::resp::glob;
+use crate::resp::RespShared;
+
+/// SCAN's COUNT when none is given, as in Redis.
+const SCAN_COUNT_DEFAULT: usize = 10;
+/// The largest COUNT honoured; larger ones are clamped.
+const SCAN_COUNT_MAX: usize = 10_000;
+/// Most keys KEYS returns before refusing (use SCAN beyond that).
+const KEYS_MAX: usize = 1_000_000;
+
+/// `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]`.
+pub async fn scan(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    let cursor_text = args.text()?;
+    let cursor: u64 = cursor_text
+        .parse()
+        .map_err(|_| CommandError::Reply(Frame::err("invalid cursor")))?;
+    let (mut pattern, mut count, mut type_filter) = (None, SCAN_COUNT_DEFAULT, None);
+    while args.remaining() > 0 {
+        match args.word()?.as_str() {
+            "MATCH" => pattern = Some(args.bytes()?.to_vec()),
+            "COUNT" => {
+                let requested = args.integer()?;
+                if requested < 1 {
+                    return Err(CommandError::Syntax);
+                }
+                count = (requested as usize).min(SCAN_COUNT_MAX);
+            }
+            "TYPE" => type_filter = Some(args.text()?.to_ascii_lowercase()),
+            _ => return Err(CommandError::Syntax),
+        }
+    }
+    if type_filter.as_deref().is_some_and(|t| t != "string") {
+        return Ok(scan_reply(0, Vec::new()));
+    }
+    let after = match cursor {
+        0 => None,
+        id => Some(
+            shared
+                .cursor(session.db, id)
+                .ok_or(CommandError::Reply(Frame::err("invalid cursor")))?,
+        ),
+    };
+    let prefix = pattern
+        .as_deref()
+        .map(glob::literal_prefix)
+        .unwrap_or_default();
+    let page = shared
+        .node
+        .store
+        .scan(&keyspace(session), &prefix, after.as_deref(), count)?;
+    let keys = page
+        .entries
+        .into_iter()
+        .map(|(key, _)| key)
+        .filter(|key| pattern.as_deref().is_none_or(|p| glob::matches(p, key)))
+        .map(Frame::Bulk)
+        .collect();
+    let next = page
+        .next_after
+        .map_or(0, |after| shared.save_cursor(session.db, after));
+    Ok(scan_reply(next, keys))
+}
+
+fn scan_reply(cursor: u64, keys: Vec<Frame>) -> Frame {
+    Frame::Array(vec![Frame::text(cursor.to_string()), Frame::Array(keys)])
+}
+
+/// `KEYS pattern`: every matching key, in order.
+pub async fn keys(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    let pattern = args.bytes()?;
+    let prefix = glob::literal_prefix(&pattern);
+    let keyspace = keyspace(session);
+    let mut found = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = shared
+            .node
+            .store
+            .scan(&keyspace, &prefix, after.as_deref(), 1000)?;
+        for (key, _) in page.entries {
+            if glob::matches(&pattern, &key) {
+                if found.len() == KEYS_MAX {
+                    return Err(CommandError::Reply(Frame::err(format!(
+                        "more than {KEYS_MAX} keys match; use SCAN"
+                    ))));
+                }
+                found.push(Frame::Bulk(key));
+            }
+        }
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => return Ok(Frame::Array(found)),
+        }
+    }
+}
+
+/// Counts the keys of a keyspace by scanning it (`DBSIZE`).
+pub fn count_keys(shared: &RespShared, keyspace: &str) -> Result<i64, CommandError> {
+    let mut count = 0;
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = shared
+            .node
+            .store
+            .scan(keyspace, b"", after.as_deref(), 1000)?;
+        count += page.entries.len() as i64;
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => return Ok(count),
+        }
+    }
+}

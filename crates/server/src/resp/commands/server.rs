@@ -1,0 +1,244 @@
+//! Server commands: COMMAND, INFO, CONFIG GET, DBSIZE, FLUSHDB, FLUSHALL, TIME.
+
+use super::scan::count_keys;
+use super::{keyspace, Args, CommandError, Reply, Session, COMMANDS};
+use crate::resp::frame::Frame;
+use crate::resp::{keyspace_of, RespShared, DATABASES};
+use ringkv_replica::WriteRequest;
+use std::sync::atomic::Ordering;
+
+/// The Redis version ringkv answers as: the command set and semantics it follows.
+pub const REDIS_VERSION: &str = "7.0.0";
+
+/// `COMMAND [COUNT | INFO name... | DOCS ... | LIST]`.
+pub async fn command(_: &RespShared, _: &mut Session, mut args: Args) -> Reply {
+    let describe = |spec: &super::CommandSpec| {
+        Frame::Array(vec![
+            Frame::text(spec.name),
+            Frame::Integer(spec.arity),
+            Frame::Array(
+                spec.flags
+                    .iter()
+                    .map(|f| Frame::Simple((*f).into()))
+                    .collect(),
+            ),
+            Frame::Integer(spec.keys.0),
+            Frame::Integer(spec.keys.1),
+            Frame::Integer(spec.keys.2),
+        ])
+    };
+    if args.remaining() == 0 {
+        return Ok(Frame::Array(COMMANDS.iter().map(describe).collect()));
+    }
+    match args.word()?.as_str() {
+        "COUNT" => Ok(Frame::Integer(COMMANDS.len() as i64)),
+        "LIST" => Ok(Frame::Array(
+            COMMANDS.iter().map(|c| Frame::text(c.name)).collect(),
+        )),
+        "INFO" => Ok(Frame::Array(
+            args.rest()
+                .iter()
+                .map(|name| {
+                    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+                    COMMANDS
+                        .iter()
+                        .find(|c| c.name == name)
+                        .map_or(Frame::Null, describe)
+                })
+                .collect(),
+        )),
+        // Documentation is optional for clients (redis-cli uses it for hints only).
+        "DOCS" => Ok(Frame::Map(Vec::new())),
+        other => Err(CommandError::Reply(Frame::err(format!(
+            "unknown subcommand '{}'. Try COMMAND HELP.",
+            other.to_ascii_lowercase()
+        )))),
+    }
+}
+
+/// `INFO [section ...]`.
+pub async fn info(shared: &RespShared, _: &mut Session, mut args: Args) -> Reply {
+    let sections: Vec<String> = args
+        .rest()
+        .iter()
+        .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase())
+        .collect();
+    let wants = |name: &str| {
+        sections.is_empty()
+            || sections
+                .iter()
+                .any(|s| s == name || s == "all" || s == "everything" || s == "default")
+    };
+    let node = &shared.node;
+    let mut text = String::new();
+    if wants("server") {
+        text.push_str(&format!(
+            "# Server\r\nredis_version:{REDIS_VERSION}\r\nringkv_version:{}\r\nredis_mode:standalone\r\n\
+             os:{}\r\narch_bits:64\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::process::id(),
+            node.config.resp.rsplit(':').next().unwrap_or(""),
+            shared.started.elapsed().as_secs(),
+        ));
+    }
+    if wants("clients") {
+        text.push_str(&format!(
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n",
+            shared.connected.load(Ordering::Relaxed),
+            node.config.connections_max
+        ));
+    }
+    if wants("persistence") {
+        text.push_str(&format!(
+            "# Persistence\r\nloading:0\r\nengine:{}\r\nsync:{}\r\ndisk_bytes:{}\r\n\r\n",
+            node.config.engine,
+            node.config.sync,
+            node.store.engine().disk_bytes()
+        ));
+    }
+    if wants("stats") {
+        text.push_str(&format!(
+            "# Stats\r\ntotal_commands_processed:{}\r\n\r\n",
+            shared.commands.load(Ordering::Relaxed)
+        ));
+    }
+    if wants("replication") {
+        text.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
+    }
+    // Counting keys scans the keyspace, so it is only done when asked for by name.
+    if sections.iter().any(|s| s == "keyspace") {
+        text.push_str("# Keyspace\r\n");
+        for db in 0..DATABASES {
+            let keys = count_keys(shared, &keyspace_of(db))?;
+            if keys > 0 {
+                text.push_str(&format!("db{db}:keys={keys},expires=0,avg_ttl=0\r\n"));
+            }
+        }
+    }
+    Ok(Frame::Bulk(text.into_bytes()))
+}
+
+/// `CONFIG GET parameter...` (a few read-only values clients and redis-benchmark ask for);
+/// `CONFIG SET` is refused, `CONFIG RESETSTAT` accepted.
+pub async fn config(shared: &RespShared, _: &mut Session, mut args: Args) -> Reply {
+    match args.word()?.as_str() {
+        "GET" => {
+            let config = &shared.node.config;
+            let known = [
+                ("save", String::new()),
+                (
+                    "appendonly",
+                    if config.sync == ringkv_replica::SyncPolicy::None {
+                        "no"
+                    } else {
+                        "yes"
+                    }
+                    .into(),
+                ),
+                ("appendfsync", config.sync.to_string()),
+                ("databases", DATABASES.to_string()),
+                ("maxclients", config.connections_max.to_string()),
+                ("maxmemory", "0".into()),
+                ("timeout", (config.resp_idle_timeout_ms / 1000).to_string()),
+            ];
+            let mut pairs = Vec::new();
+            for pattern in args.rest() {
+                for (name, value) in &known {
+                    let already = pairs
+                        .iter()
+                        .any(|(k, _): &(Frame, Frame)| *k == Frame::text(*name));
+                    if !already
+                        && crate::resp::glob::matches(
+                            &pattern.to_ascii_lowercase(),
+                            name.as_bytes(),
+                        )
+                    {
+                        pairs.push((Frame::text(*name), Frame::text(value.clone())));
+                    }
+                }
+            }
+            Ok(Frame::Map(pairs))
+        }
+        "RESETSTAT" => Ok(Frame::ok()),
+        "SET" => Err(CommandError::Reply(Frame::err(
+            "CONFIG SET is not supported; use the configuration file",
+        ))),
+        other => Err(CommandError::Reply(Frame::err(format!(
+            "unknown subcommand '{}'. Try CONFIG HELP.",
+            other.to_ascii_lowercase()
+        )))),
+    }
+}
+
+/// `DBSIZE`: the number of keys in the selected database (counted by a scan).
+pub async fn dbsize(shared: &RespShared, session: &mut Session, _: Args) -> Reply {
+    Ok(Frame::Integer(count_keys(shared, &keyspace(session))?))
+}
+
+fn flush_allowed(shared: &RespShared, command: &str) -> Result<(), CommandError> {
+    if shared.node.config.resp_flush_enabled {
+        Ok(())
+    } else {
+        Err(CommandError::Reply(Frame::err(format!(
+            "{command} is disabled by configuration (resp_flush_enabled)"
+        ))))
+    }
+}
+
+fn flush_mode(args: &mut Args) -> Result<(), CommandError> {
+    if args.remaining() > 0 && !matches!(args.word()?.as_str(), "ASYNC" | "SYNC") {
+        return Err(CommandError::Syntax);
+    }
+    args.finish()
+}
+
+/// Deletes every key of a keyspace, a page at a time.
+async fn flush_keyspace(shared: &RespShared, keyspace: &str) -> Result<(), CommandError> {
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = shared
+            .node
+            .store
+            .scan(keyspace, b"", after.as_deref(), 1000)?;
+        let deletes = page
+            .entries
+            .iter()
+            .map(|(key, _)| WriteRequest::delete(keyspace, key))
+            .collect();
+        for outcome in shared.node.store.write_many(deletes).await? {
+            outcome?;
+        }
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// `FLUSHDB [ASYNC | SYNC]`.
+pub async fn flushdb(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    flush_allowed(shared, "FLUSHDB")?;
+    flush_mode(&mut args)?;
+    flush_keyspace(shared, &keyspace(session)).await?;
+    Ok(Frame::ok())
+}
+
+/// `FLUSHALL [ASYNC | SYNC]`: every database.
+pub async fn flushall(shared: &RespShared, _: &mut Session, mut args: Args) -> Reply {
+    flush_allowed(shared, "FLUSHALL")?;
+    flush_mode(&mut args)?;
+    for db in 0..DATABASES {
+        flush_keyspace(shared, &keyspace_of(db)).await?;
+    }
+    Ok(Frame::ok())
+}
+
+/// `TIME`: unix seconds and microseconds.
+pub async fn time(shared: &RespShared, _: &mut Session, _: Args) -> Reply {
+    let now_ms = shared.node.now_ms();
+    Ok(Frame::Array(vec![
+        Frame::text((now_ms / 1000).to_string()),
+        Frame::text(((now_ms % 1000) * 1000).to_string()),
+    ]))
+}

@@ -1,0 +1,271 @@
+//! String commands: GET, SET (with every Redis 7 option), SETNX, SETEX, PSETEX, GETSET,
+//! GETDEL, GETEX, MGET, MSET, STRLEN, INCR, DECR, INCRBY, DECRBY.
+
+use super::{keyspace, parse_integer, Args, CommandError, Reply, Session};
+use crate::resp::frame::Frame;
+use crate::resp::RespShared;
+use ringkv_replica::{Change, Condition, Expiry, ReplicaError, WriteOutcome, WriteRequest};
+
+/// `GET key`: the value, or nil.
+pub async fn get(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    let key = args.bytes()?;
+    Ok(Frame::optional_bulk(read(shared, session, &key)?))
+}
+
+/// The visible value of a key (the newest sibling, if there are several).
+pub fn read(
+    shared: &RespShared,
+    session: &Session,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, CommandError> {
+    let entry = shared.node.store.get(&keyspace(session), key)?;
+    Ok(entry.map(|entry| entry.winner().value.clone()))
+}
+
+/// Applies one write, refusing at once when the node is overloaded.
+pub async fn write(
+    shared: &RespShared,
+    request: WriteRequest,
+) -> Result<WriteOutcome, ReplicaError> {
+    shared.node.store.try_write(request).await
+}
+
+/// What an expiry option of SET or GETEX asks for.
+fn expiry_option(
+    shared: &RespShared,
+    option: &str,
+    args: &mut Args,
+    command: &str,
+) -> Result<Option<Expiry>, CommandError> {
+    let unit_ms = match option {
+        "EX" | "EXAT" => 1000,
+        "PX" | "PXAT" => 1,
+        _ => return Ok(None),
+    };
+    let invalid = || {
+        CommandError::Reply(Frame::err(format!(
+            "invalid expire time in '{command}' command"
+        )))
+    };
+    let amount = args.integer()?;
+    if amount <= 0 {
+        return Err(invalid());
+    }
+    let ms = (amount as u64)
+        .checked_mul(unit_ms)
+        .filter(|&ms| ms < i64::MAX as u64 / 2)
+        .ok_or_else(invalid)?;
+    let at = if option.ends_with("AT") {
+        ms
+    } else {
+        shared.node.now_ms().saturating_add(ms)
+    };
+    Ok(Some(Expiry::At(at)))
+}
+
+/// `SET key value [NX | XX] [GET] [EX s | PX ms | EXAT s | PXAT ms | KEEPTTL]`.
+pub async fn set(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    let (key, value) = (args.bytes()?, args.bytes()?);
+    let (mut condition, mut expiry, mut get) = (None, None, false);
+    while args.remaining() > 0 {
+        let option = args.word()?;
+        match option.as_str() {
+            "NX" | "XX" if condition.is_none() => {
+                condition = Some(if option == "NX" {
+                    Condition::IfAbsent
+                } else {
+                    Condition::IfPresent
+                });
+            }
+            "GET" if !get => get = true,
+            "KEEPTTL" if expiry.is_none() => expiry = Some(Expiry::Keep),
+            "EX" | "PX" | "EXAT" | "PXAT" if expiry.is_none() => {
+                expiry = expiry_option(shared, &option, &mut args, "set")?;
+            }
+            _ => return Err(CommandError::Syntax),
+        }
+    }
+    let change = Change::Put {
+        value: value.to_vec(),
+        expiry: expiry.unwrap_or(Expiry::Never),
+    };
+    let request =
+        WriteRequest::new(&keyspace(session), &key, change).when(condition.unwrap_or_default());
+    match write(shared, request).await {
+        Ok(outcome) if get => Ok(Frame::optional_bulk(
+            outcome.previous.map(|e| e.winner().value.clone()),
+        )),
+        Ok(_) => Ok(Frame::ok()),
+        // NX GET on an existing key returns its value without setting it (Redis 7).
+        Err(ReplicaError::ConditionFailed { .. }) if get => {
+            Ok(Frame::optional_bulk(read(shared, session, &key)?))
+        }
+        Err(ReplicaError::ConditionFailed { .. }) => Ok(Frame::Null),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// `SETNX key value`: 1 if set, 0 if the key existed.
+pub async fn setnx(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    let (key, value) = (args.bytes()?, args.bytes()?);
+    let request = WriteRequest::put(&keyspace(session), &key, &value).when(Condition::IfAbsent);
+    match write(shared, request).await {
+        Ok(_) => Ok(Frame::Integer(1)),
+        Err(ReplicaError::ConditionFailed { .. }) => Ok(Frame::Integer(0)),
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn set_expiring(
+    shared: &RespShared,
+    session: &Session,
+    mut args: Args,
+    unit: &str,
+    command: &str,
+) -> Reply {
+    let key = args.bytes()?;
+    let expiry = expiry_option(shared, unit, &mut args, command)?.unwrap_or_default();
+    let value = args.bytes()?;
+    let change = Change::Put {
+        value: value.to_vec(),
+        expiry,
+    };
+    write(shared, WriteRequest::new(&keyspace(session), &key, change)).await?;
+    Ok(Frame::ok())
+}
+
+/// `SETEX key seconds value`.
+pub async fn setex(shared: &RespShared, session: &mut Session, args: Args) -> Reply {
+    set_expiring(shared, session, args, "EX", "setex").await
+}
+
+/// `PSETEX key milliseconds value`.
+pub async fn psetex(shared: &RespShared, session: &mut Session, args: Args) -> Reply {
+    set_expiring(shared, session, args, "PX", "psetex").await
+}
+
+/// `GETSET key value`: sets, returning the old value.
+pub async fn getset(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    let (key, value) = (args.bytes()?, args.bytes()?);
+    let outcome = write(shared, WriteRequest::put(&keyspace(session), &key, &value)).await?;
+    Ok(Frame::optional_bulk(
+        outcome.previous.map(|e| e.winner().value.clone()),
+    ))
+}
+
+/// `GETDEL key`: deletes, returning the old value.
+pub async fn getdel(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    let key = args.bytes()?;
+    if read(shared, session, &key)?.is_none() {
+        return Ok(Frame::Null);
+    }
+    let outcome = write(shared, WriteRequest::delete(&keyspace(session), &key)).await?;
+    Ok(Frame::optional_bulk(
+        outcome.previous.map(|e| e.winner().value.clone()),
+    ))
+}
+
+/// `GETEX key [EX s | PX ms | EXAT s | PXAT ms | PERSIST]`: reads, changing the expiry.
+pub async fn getex(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    let key = args.bytes()?;
+    let expiry = match args.remaining() {
+        0 => None,
+        _ => {
+            let option = args.word()?;
+            match option.as_str() {
+                "PERSIST" => Some(Expiry::Never),
+                _ => Some(
+                    expiry_option(shared, &option, &mut args, "getex")?
+                        .ok_or(CommandError::Syntax)?,
+                ),
+            }
+        }
+    };
+    args.finish()?;
+    let Some(expiry) = expiry else {
+        return Ok(Frame::optional_bulk(read(shared, session, &key)?));
+    };
+    match write(
+        shared,
+        WriteRequest::new(&keyspace(session), &key, Change::Expire(expiry)),
+    )
+    .await
+    {
+        Ok(outcome) => Ok(Frame::optional_bulk(
+            outcome.previous.map(|e| e.winner().value.clone()),
+        )),
+        Err(ReplicaError::ConditionFailed { .. }) => Ok(Frame::Null),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// `MGET key [key ...]`.
+pub async fn mget(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    let values = args
+        .rest()
+        .iter()
+        .map(|key| read(shared, session, key).map(Frame::optional_bulk))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Frame::Array(values))
+}
+
+/// `MSET key value [key value ...]`: all keys are set in one atomic batch.
+pub async fn mset(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    let pairs = args.rest();
+    if pairs.len() % 2 != 0 {
+        return Err(CommandError::Arity("mset"));
+    }
+    let keyspace = keyspace(session);
+    let requests = pairs
+        .chunks(2)
+        .map(|pair| WriteRequest::put(&keyspace, &pair[0], &pair[1]))
+        .collect();
+    for outcome in shared.node.store.write_many(requests).await? {
+        outcome?;
+    }
+    Ok(Frame::ok())
+}
+
+/// `STRLEN key`.
+pub async fn strlen(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    let key = args.bytes()?;
+    Ok(Frame::Integer(
+        read(shared, session, &key)?.map_or(0, |v| v.len() as i64),
+    ))
+}
+
+async fn increment(shared: &RespShared, session: &Session, key: &[u8], by: i64) -> Reply {
+    let outcome = write(
+        shared,
+        WriteRequest::new(&keyspace(session), key, Change::Increment(by)),
+    )
+    .await?;
+    Ok(Frame::Integer(outcome.integer.unwrap_or_default()))
+}
+
+/// `INCR key`.
+pub async fn incr(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    increment(shared, session, &args.bytes()?, 1).await
+}
+
+/// `DECR key`.
+pub async fn decr(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    increment(shared, session, &args.bytes()?, -1).await
+}
+
+/// `INCRBY key increment`.
+pub async fn incrby(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    let key = args.bytes()?;
+    let by = parse_integer(&args.bytes()?)?;
+    increment(shared, session, &key, by).await
+}
+
+/// `DECRBY key decrement`.
+pub async fn decrby(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    let key = args.bytes()?;
+    let by = parse_integer(&args.bytes()?)?;
+    let negated = by
+        .checked_neg()
+        .ok_or(CommandError::Reply(Frame::err("decrement would overflow")))?;
+    increment(shared, session, &key, negated).await
+}

@@ -1,0 +1,110 @@
+//! One client connection: reads requests into a buffer, executes every complete request in
+//! order, and writes all their replies with one syscall (so pipelined commands cost one write,
+//! not one each). A connection idle past `resp_idle_timeout_ms`, or that leaves a request
+//! half-sent for `request_timeout_ms`, is closed.
+
+use super::commands::{self, Session};
+use super::frame::Frame;
+use super::request;
+use super::RespShared;
+use bytes::BytesMut;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// Replies buffered before they are written even though more requests are pending.
+const WRITE_BUFFER_FLUSH_BYTES: usize = 1 << 20;
+
+/// Bytes the read buffer grows by when full.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Serves one connection until the client leaves, errs, times out, or the node stops.
+pub async fn handle(
+    mut stream: TcpStream,
+    shared: Arc<RespShared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    shared.connected.fetch_add(1, Ordering::Relaxed);
+    let mut session = Session::new(shared.next_client_id());
+    let mut input = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut output = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let config = &shared.node.config;
+    let idle = Duration::from_millis(config.resp_idle_timeout_ms);
+    let partial = Duration::from_millis(config.request_timeout_ms);
+    'connection: loop {
+        loop {
+            match request::check(&input) {
+                Ok(Some(length)) => {
+                    let arguments = request::parse(&mut input, length);
+                    if arguments.is_empty() {
+                        continue;
+                    }
+                    let reply = commands::execute(&shared, &mut session, arguments).await;
+                    reply.encode(session.protocol, &mut output);
+                    if session.closing {
+                        break;
+                    }
+                    if output.len() >= WRITE_BUFFER_FLUSH_BYTES {
+                        if stream.write_all(&output).await.is_err() {
+                            break 'connection;
+                        }
+                        output.clear();
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    Frame::err(error).encode(session.protocol, &mut output);
+                    session.closing = true;
+                    break;
+                }
+            }
+        }
+        if !output.is_empty() {
+            if stream.write_all(&output).await.is_err() {
+                break;
+            }
+            output.clear();
+        }
+        if session.closing {
+            break;
+        }
+        if input.capacity() - input.len() < READ_CHUNK_BYTES / 4 {
+            input.reserve(READ_CHUNK_BYTES);
+        }
+        // Zero idle timeout means none (Redis's `timeout 0`); a half-sent request always has one.
+        let limit = if !input.is_empty() {
+            Some(partial)
+        } else {
+            Some(idle).filter(|d| !d.is_zero())
+        };
+        let read = async {
+            match limit {
+                Some(limit) => tokio::time::timeout(limit, stream.read_buf(&mut input))
+                    .await
+                    .ok(),
+                None => Some(stream.read_buf(&mut input).await),
+            }
+        };
+        let read = tokio::select! {
+            read = read => read,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        match read {
+            Some(Ok(0)) | Some(Err(_)) | None => break,
+            Some(Ok(_)) => {}
+        }
+    }
+    let _ = stream.shutdown().await;
+    shared.connected.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Tells a connection it cannot be served, and closes it.
+pub async fn refuse(mut stream: TcpStream, message: &'static str) {
+    let mut output = BytesMut::new();
+    Frame::Error(message.into()).encode(2, &mut output);
+    let _ = stream.write_all(&output).await;
+    let _ = stream.shutdown().await;
+}

@@ -1,0 +1,117 @@
+//! Replies of the Redis protocol and their encoding in RESP2 or RESP3 (chosen per connection
+//! by `HELLO`). Types RESP3 adds (null, map, set) degrade to their RESP2 forms.
+
+use bytes::{BufMut, BytesMut};
+
+/// One reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// `+OK`.
+    Simple(String),
+    /// `-ERR ...`: the text includes the error prefix (`ERR`, `WRONGTYPE`, `BUSY`...).
+    Error(String),
+    /// `:42`.
+    Integer(i64),
+    /// `$3\r\nfoo`.
+    Bulk(Vec<u8>),
+    /// Nil: `$-1` in RESP2, `_` in RESP3.
+    Null,
+    /// `*n` followed by the elements.
+    Array(Vec<Frame>),
+    /// `%n` in RESP3; a flat array of keys and values in RESP2.
+    Map(Vec<(Frame, Frame)>),
+}
+
+impl Frame {
+    /// `+OK`.
+    pub fn ok() -> Self {
+        Frame::Simple("OK".into())
+    }
+
+    /// An error with the generic `ERR` prefix.
+    pub fn err(message: impl std::fmt::Display) -> Self {
+        Frame::Error(format!("ERR {message}"))
+    }
+
+    /// A bulk string from text.
+    pub fn text(text: impl Into<String>) -> Self {
+        Frame::Bulk(text.into().into_bytes())
+    }
+
+    /// Bulk string or nil.
+    pub fn optional_bulk(value: Option<Vec<u8>>) -> Self {
+        value.map_or(Frame::Null, Frame::Bulk)
+    }
+
+    /// Appends the encoding of this frame for protocol version `protocol` (2 or 3).
+    pub fn encode(&self, protocol: u8, out: &mut BytesMut) {
+        match self {
+            Frame::Simple(text) => line(out, b'+', text.as_bytes()),
+            Frame::Error(text) => line(out, b'-', text.as_bytes()),
+            Frame::Integer(value) => line(out, b':', itoa(*value).as_bytes()),
+            Frame::Bulk(bytes) => {
+                line(out, b'$', itoa(bytes.len() as i64).as_bytes());
+                out.put_slice(bytes);
+                out.put_slice(b"\r\n");
+            }
+            Frame::Null if protocol >= 3 => out.put_slice(b"_\r\n"),
+            Frame::Null => out.put_slice(b"$-1\r\n"),
+            Frame::Array(items) => {
+                line(out, b'*', itoa(items.len() as i64).as_bytes());
+                for item in items {
+                    item.encode(protocol, out);
+                }
+            }
+            Frame::Map(pairs) => {
+                let (marker, count) = if protocol >= 3 {
+                    (b'%', pairs.len())
+                } else {
+                    (b'*', pairs.len() * 2)
+                };
+                line(out, marker, itoa(count as i64).as_bytes());
+                for (key, value) in pairs {
+                    key.encode(protocol, out);
+                    value.encode(protocol, out);
+                }
+            }
+        }
+    }
+}
+
+fn line(out: &mut BytesMut, marker: u8, body: &[u8]) {
+    out.reserve(body.len() + 3);
+    out.put_u8(marker);
+    out.put_slice(body);
+    out.put_slice(b"\r\n");
+}
+
+fn itoa(value: i64) -> String {
+    value.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(frame: &Frame, protocol: u8) -> String {
+        let mut out = BytesMut::new();
+        frame.encode(protocol, &mut out);
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn frames_encode_as_redis_does() {
+        assert_eq!(encoded(&Frame::ok(), 2), "+OK\r\n");
+        assert_eq!(
+            encoded(&Frame::err("syntax error"), 2),
+            "-ERR syntax error\r\n"
+        );
+        assert_eq!(encoded(&Frame::Integer(-2), 2), ":-2\r\n");
+        assert_eq!(encoded(&Frame::Bulk(b"hi".to_vec()), 2), "$2\r\nhi\r\n");
+        assert_eq!(encoded(&Frame::Null, 2), "$-1\r\n");
+        assert_eq!(encoded(&Frame::Null, 3), "_\r\n");
+        let map = Frame::Map(vec![(Frame::text("a"), Frame::Integer(1))]);
+        assert_eq!(encoded(&map, 2), "*2\r\n$1\r\na\r\n:1\r\n");
+        assert_eq!(encoded(&map, 3), "%1\r\n$1\r\na\r\n:1\r\n");
+    }
+}

@@ -1,0 +1,234 @@
+//! Parsing client requests: RESP multibulk arrays (`*2\r\n$3\r\nGET\r\n$1\r\nk\r\n`) and
+//! inline commands (`GET k\r\n`, as typed into telnet).
+//!
+//! Two phases, as in mini-redis: [`check`] walks the buffered bytes and says whether a whole
+//! request is there and how long it is, refusing any length above its limit *before* anything
+//! is buffered for it (a `$999999999` header is an error at once); [`parse`] then slices the
+//! arguments out of the complete request without copying.
+
+use bytes::{Buf, Bytes, BytesMut};
+use ringkv_core::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
+
+/// Most arguments one request may have (Redis allows 1024*1024 too).
+pub const ARGUMENTS_MAX: usize = 1024 * 1024;
+
+/// Longest single argument: a maximal value, with room to spare for command words.
+pub const ARGUMENT_BYTES_MAX: usize = VALUE_BYTES_MAX + KEY_BYTES_MAX;
+
+/// Longest whole request (bounds MSET of many values, and the connection's read buffer).
+pub const REQUEST_BYTES_MAX: usize = 64 << 20;
+
+/// Longest inline command line.
+pub const INLINE_BYTES_MAX: usize = 64 * 1024;
+
+const _: () = assert!(ARGUMENT_BYTES_MAX < REQUEST_BYTES_MAX);
+
+/// A request that can never become valid; the connection is closed after replying with it,
+/// as Redis does.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("Protocol error: {0}")]
+pub struct ProtocolError(pub String);
+
+fn protocol_error(message: impl Into<String>) -> ProtocolError {
+    ProtocolError(message.into())
+}
+
+/// The length of the first complete request in `buffer`, `None` if more bytes are needed.
+pub fn check(buffer: &[u8]) -> Result<Option<usize>, ProtocolError> {
+    match buffer.first() {
+        None => Ok(None),
+        Some(b'*') => check_multibulk(buffer),
+        Some(_) => check_inline(buffer),
+    }
+}
+
+/// Splits the first request, of `length` bytes as [`check`] reported, off `buffer` and
+/// returns its arguments (empty for a blank line or `*0`).
+pub fn parse(buffer: &mut BytesMut, length: usize) -> Vec<Bytes> {
+    let mut request = buffer.split_to(length).freeze();
+    if request.first() == Some(&b'*') {
+        let (count, header) = read_line_number(&request, 0)
+            .expect("check accepted it")
+            .expect("complete");
+        request.advance(header);
+        let mut arguments = Vec::with_capacity(count.max(0) as usize);
+        for _ in 0..count.max(0) {
+            let (len, header) = read_line_number(&request, 0)
+                .expect("check accepted it")
+                .expect("complete");
+            request.advance(header);
+            arguments.push(request.split_to(len as usize));
+            request.advance(2);
+        }
+        arguments
+    } else {
+        inline_arguments(&request)
+    }
+}
+
+/// Reads `<marker><decimal>\r\n` at `at`; returns the number and the bytes it took.
+fn read_line_number(buffer: &[u8], at: usize) -> Result<Option<(i64, usize)>, ProtocolError> {
+    let rest = &buffer[at..];
+    // A length line is short; refuse a long one before waiting for its end.
+    let window = &rest[..rest.len().min(32)];
+    let Some(end) = window.iter().position(|&b| b == b'\r') else {
+        return if rest.len() >= 32 {
+            Err(protocol_error("invalid length line"))
+        } else {
+            Ok(None)
+        };
+    };
+    if rest.len() < end + 2 {
+        return Ok(None);
+    }
+    if rest[end + 1] != b'\n' {
+        return Err(protocol_error("expected CRLF after length"));
+    }
+    let digits =
+        std::str::from_utf8(&rest[1..end]).map_err(|_| protocol_error("invalid length"))?;
+    let number = digits
+        .parse::<i64>()
+        .map_err(|_| protocol_error(format!("invalid length '{digits}'")))?;
+    Ok(Some((number, end + 2)))
+}
+
+fn check_multibulk(buffer: &[u8]) -> Result<Option<usize>, ProtocolError> {
+    let Some((count, mut at)) = read_line_number(buffer, 0)? else {
+        return Ok(None);
+    };
+    if count > ARGUMENTS_MAX as i64 {
+        return Err(protocol_error("invalid multibulk length"));
+    }
+    for _ in 0..count.max(0) {
+        if at >= buffer.len() {
+            return Ok(None);
+        }
+        if buffer[at] != b'$' {
+            return Err(protocol_error(format!(
+                "expected '$', got '{}'",
+                buffer[at] as char
+            )));
+        }
+        let Some((len, header)) = read_line_number(buffer, at)? else {
+            return Ok(None);
+        };
+        if !(0..=ARGUMENT_BYTES_MAX as i64).contains(&len) {
+            return Err(protocol_error("invalid bulk length"));
+        }
+        at += header + len as usize + 2;
+        if at > REQUEST_BYTES_MAX {
+            return Err(protocol_error("request too large"));
+        }
+        if at > buffer.len() {
+            return Ok(None);
+        }
+        if &buffer[at - 2..at] != b"\r\n" {
+            return Err(protocol_error("expected CRLF after bulk string"));
+        }
+    }
+    Ok(Some(at))
+}
+
+fn check_inline(buffer: &[u8]) -> Result<Option<usize>, ProtocolError> {
+    match buffer
+        .iter()
+        .take(INLINE_BYTES_MAX + 1)
+        .position(|&b| b == b'\n')
+    {
+        Some(end) => Ok(Some(end + 1)),
+        None if buffer.len() > INLINE_BYTES_MAX => Err(protocol_error("too big inline request")),
+        None => Ok(None),
+    }
+}
+
+/// Splits an inline line on whitespace, honouring double and single quotes as redis-cli
+/// writes them (`SET k "a b"`).
+fn inline_arguments(line: &Bytes) -> Vec<Bytes> {
+    let text = line.strip_suffix(b"\n").unwrap_or(line);
+    let text = text.strip_suffix(b"\r").unwrap_or(text);
+    let mut arguments = Vec::new();
+    let mut current: Option<Vec<u8>> = None;
+    let mut quote: Option<u8> = None;
+    for &byte in text {
+        match (quote, byte) {
+            (Some(q), b) if b == q => quote = None,
+            (Some(_), b) => current.get_or_insert_with(Vec::new).push(b),
+            (None, b'"' | b'\'') => {
+                quote = Some(byte);
+                current.get_or_insert_with(Vec::new);
+            }
+            (None, b' ' | b'\t') => arguments.extend(current.take().map(Bytes::from)),
+            (None, b) => current.get_or_insert_with(Vec::new).push(b),
+        }
+    }
+    arguments.extend(current.map(Bytes::from));
+    arguments
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse_all(input: &[u8]) -> Result<Vec<Vec<Bytes>>, ProtocolError> {
+        let mut buffer = BytesMut::from(input);
+        let mut requests = Vec::new();
+        while let Some(length) = check(&buffer)? {
+            requests.push(parse(&mut buffer, length));
+        }
+        Ok(requests)
+    }
+
+    #[test]
+    fn multibulk_and_inline_requests_parse() {
+        let requests = parse_all(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nSET a \"b c\"\r\n").unwrap();
+        assert_eq!(requests[0], vec![Bytes::from("GET"), Bytes::from("k")]);
+        assert_eq!(
+            requests[1],
+            vec![Bytes::from("SET"), Bytes::from("a"), Bytes::from("b c")]
+        );
+    }
+
+    #[test]
+    fn every_prefix_of_a_request_asks_for_more() {
+        let full = b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nvalue\r\n";
+        for cut in 0..full.len() {
+            assert_eq!(check(&full[..cut]), Ok(None), "cut at {cut}");
+        }
+        assert_eq!(check(full), Ok(Some(full.len())));
+    }
+
+    #[test]
+    fn huge_declared_lengths_are_refused_before_buffering() {
+        assert!(
+            check(b"$999999999\r\n").is_ok(),
+            "inline: just a strange word"
+        );
+        assert!(check(b"*1\r\n$999999999\r\n").is_err());
+        assert!(check(b"*99999999999\r\n").is_err());
+        assert!(check(b"*1\r\n$-5\r\n").is_err());
+        assert!(check(&[b'*'; 40]).is_err());
+        assert!(check(&vec![b'a'; INLINE_BYTES_MAX + 2]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(input: Vec<u8>) {
+            let _ = parse_all(&input);
+        }
+
+        #[test]
+        fn encoded_arguments_round_trip(arguments in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 1..8)) {
+            let mut wire = format!("*{}\r\n", arguments.len()).into_bytes();
+            for argument in &arguments {
+                wire.extend_from_slice(format!("${}\r\n", argument.len()).as_bytes());
+                wire.extend_from_slice(argument);
+                wire.extend_from_slice(b"\r\n");
+            }
+            let parsed = parse_all(&wire).unwrap();
+            prop_assert_eq!(parsed.len(), 1);
+            let parsed: Vec<Vec<u8>> = parsed[0].iter().map(|b| b.to_vec()).collect();
+            prop_assert_eq!(parsed, arguments);
+        }
+    }
+}
