@@ -15,10 +15,14 @@ const ENGINE: &str = "lsm";
 /// The fjall tree that holds every key.
 const DATA_TREE: &str = "data";
 
+/// How long a checkpoint waits for the memtable to reach disk.
+const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A fjall database with one tree.
 pub struct LsmEngine {
     database: Database,
     data: Keyspace,
+    path: std::path::PathBuf,
 }
 
 impl LsmEngine {
@@ -39,7 +43,11 @@ impl LsmEngine {
         let data = database
             .keyspace(DATA_TREE, KeyspaceCreateOptions::default)
             .map_err(convert)?;
-        Ok(Self { database, data })
+        Ok(Self {
+            database,
+            data,
+            path,
+        })
     }
 }
 
@@ -92,7 +100,25 @@ impl Engine for LsmEngine {
     }
 
     fn checkpoint(&self) -> Result<(), StorageError> {
-        self.data.rotate_memtable_and_wait().map_err(convert)?;
+        // fjall's own wait for a flush has no bound, and a flush into a directory that was
+        // removed never finishes: check first, and wait a bounded time.
+        if !self.path.exists() {
+            return Err(StorageError::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{} no longer exists", self.path.display()),
+            )));
+        }
+        self.data.rotate_memtable().map_err(convert)?;
+        let deadline = std::time::Instant::now() + CHECKPOINT_WAIT;
+        while self.data.sealed_memtable_count() > 0 {
+            if std::time::Instant::now() >= deadline {
+                return Err(StorageError::Engine {
+                    engine: ENGINE,
+                    message: format!("memtable flush did not finish within {CHECKPOINT_WAIT:?}"),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         self.sync()
     }
 

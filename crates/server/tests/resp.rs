@@ -1,0 +1,386 @@
+//! Redis semantics of the RESP server, checked against what Redis 7 replies, over a real TCP
+//! connection to an in-process node.
+
+mod support;
+
+use support::{bulk, ok, start_node, Reply, RespClient};
+
+#[tokio::test]
+async fn get_set_and_ttl_follow_redis() {
+    let node = start_node(|_| {}).await;
+    let mut c = RespClient::connect(&node).await;
+    assert_eq!(c.call(&["PING"]).await, Reply::Simple("PONG".into()));
+    assert_eq!(c.call(&["GET", "k"]).await, Reply::Nil);
+    assert_eq!(c.call(&["TTL", "k"]).await, Reply::Integer(-2));
+    assert_eq!(c.call(&["SET", "k", "v"]).await, ok());
+    assert_eq!(c.call(&["TTL", "k"]).await, Reply::Integer(-1));
+    assert_eq!(c.call(&["SET", "k", "v2", "EX", "100"]).await, ok());
+    assert_eq!(c.call(&["TTL", "k"]).await, Reply::Integer(100));
+    let pttl = c.call(&["PTTL", "k"]).await;
+    assert!(
+        matches!(pttl, Reply::Integer(ms) if (99_000..=100_000).contains(&ms)),
+        "{pttl:?}"
+    );
+    assert_eq!(c.call(&["SET", "k", "v3", "KEEPTTL"]).await, ok());
+    assert_eq!(c.call(&["TTL", "k"]).await, Reply::Integer(100));
+    assert_eq!(c.call(&["PERSIST", "k"]).await, Reply::Integer(1));
+    assert_eq!(c.call(&["PERSIST", "k"]).await, Reply::Integer(0));
+    assert_eq!(c.call(&["GET", "k"]).await, bulk("v3"));
+}
+
+#[tokio::test]
+async fn set_nx_xx_and_get_options_reply_as_redis_7() {
+    let node = start_node(|_| {}).await;
+    let mut c = RespClient::connect(&node).await;
+    assert_eq!(c.call(&["SET", "k", "a", "XX"]).await, Reply::Nil);
+    assert_eq!(
+        c.call(&["SET", "k", "a", "NX", "GET"]).await,
+        Reply::Nil,
+        "set, no old value"
+    );
+    assert_eq!(
+        c.call(&["SET", "k", "b", "NX", "GET"]).await,
+        bulk("a"),
+        "not set, old value"
+    );
+    assert_eq!(c.call(&["GET", "k"]).await, bulk("a"));
+    assert_eq!(c.call(&["SET", "k", "c", "XX", "GET"]).await, bulk("a"));
+    assert_eq!(c.call(&["SET", "k", "d", "NX"]).await, Reply::Nil);
+    assert_eq!(
+        c.call(&["SET", "k", "d", "NX", "XX"]).await,
+        Reply::Error("ERR syntax error".into())
+    );
+    assert_eq!(
+        c.call(&["SET", "k", "d", "EX", "0"]).await,
+        Reply::Error("ERR invalid expire time in 'set' command".into())
+    );
+    assert_eq!(
+        c.call(&["SET", "k", "d", "EX", "x"]).await,
+        Reply::Error("ERR value is not an integer or out of range".into())
+    );
+    assert_eq!(c.call(&["SETNX", "k", "e"]).await, Reply::Integer(0));
+    assert_eq!(c.call(&["SETNX", "new", "e"]).await, Reply::Integer(1));
+    assert_eq!(c.call(&["GETSET", "new", "f"]).await, bulk("e"));
+    assert_eq!(c.call(&["GETDEL", "new"]).await, bulk("f"));
+    assert_eq!(c.call(&["GETDEL", "new"]).await, Reply::Nil);
+}
+
+#[tokio::test]
+async fn errors_have_redis_shapes() {
+    let node = start_node(|_| {}).await;
+    let mut c = RespClient::connect(&node).await;
+    assert_eq!(
+        c.call(&["NOSUCH", "a", "b"]).await,
+        Reply::Error("ERR unknown command 'NOSUCH', with args beginning with: 'a' 'b' ".into())
+    );
+    assert_eq!(
+        c.call(&["GET"]).await,
+        Reply::Error("ERR wrong number of arguments for 'get' command".into())
+    );
+    assert_eq!(
+        c.call(&["get", "a", "b"]).await,
+        Reply::Error("ERR wrong number of arguments for 'get' command".into())
+    );
+    assert_eq!(c.call(&["SET", "s", "abc"]).await, ok());
+    assert_eq!(
+        c.call(&["INCR", "s"]).await,
+        Reply::Error("ERR value is not an integer or out of range".into())
+    );
+    assert_eq!(c.call(&["SET", "big", "9223372036854775807"]).await, ok());
+    assert_eq!(
+        c.call(&["INCR", "big"]).await,
+        Reply::Error("ERR increment or decrement would overflow".into())
+    );
+    assert_eq!(
+        c.call(&["SELECT", "16"]).await,
+        Reply::Error("ERR DB index is out of range".into())
+    );
+    assert_eq!(
+        c.call(&["AUTH", "pw"]).await,
+        Reply::Error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?".into())
+    );
+    assert_eq!(
+        c.call(&["PING"]).await,
+        Reply::Simple("PONG".into()),
+        "the connection survives errors"
+    );
+}
+
+#[tokio::test]
+async fn counters_and_multi_key_commands() {
+    let node = start_node(|_| {}).await;
+    let mut c = RespClient::connect(&node).await;
+    assert_eq!(c.call(&["INCR", "n"]).await, Reply::Integer(1));
+    assert_eq!(c.call(&["INCRBY", "n", "41"]).await, Reply::Integer(42));
+    assert_eq!(c.call(&["DECRBY", "n", "2"]).await, Reply::Integer(40));
+    assert_eq!(c.call(&["DECR", "n"]).await, Reply::Integer(39));
+    assert_eq!(c.call(&["MSET", "a", "1", "b", "2"]).await, ok());
+    assert_eq!(
+        c.call(&["MSET", "a", "1", "b"]).await,
+        Reply::Error("ERR wrong number of arguments for 'mset' command".into())
+    );
+    assert_eq!(
+        c.call(&["MGET", "a", "zz", "b"]).await,
+        Reply::Array(vec![bulk("1"), Reply::Nil, bulk("2")])
+    );
+    assert_eq!(c.call(&["EXISTS", "a", "a", "zz"]).await, Reply::Integer(2));
+    assert_eq!(c.call(&["DEL", "a", "zz", "b"]).await, Reply::Integer(2));
+    assert_eq!(c.call(&["UNLINK", "a"]).await, Reply::Integer(0));
+    assert_eq!(c.call(&["STRLEN", "n"]).await, Reply::Integer(2));
+    assert_eq!(c.call(&["TYPE", "n"]).await, Reply::Simple("string".into()));
+    assert_eq!(c.call(&["TYPE", "zz"]).await, Reply::Simple("none".into()));
+}
+
+#[tokio::test]
+async fn expire_family_and_getex() {
+    let node = start_node(|_| {}).await;
+    let mut c = RespClient::connect(&node).await;
+    assert_eq!(
+        c.call(&["EXPIRE", "missing", "10"]).await,
+        Reply::Integer(0)
+    );
+    c.call(&["SET", "k", "v"]).await;
+    assert_eq!(
+        c.call(&["EXPIRE", "k", "100", "XX"]).await,
+        Reply::Integer(0),
+        "XX needs an expiry"
+    );
+    assert_eq!(
+        c.call(&["EXPIRE", "k", "100", "NX"]).await,
+        Reply::Integer(1)
+    );
+    assert_eq!(
+        c.call(&["EXPIRE", "k", "50", "GT"]).await,
+        Reply::Integer(0)
+    );
+    assert_eq!(
+        c.call(&["EXPIRE", "k", "50", "LT"]).await,
+        Reply::Integer(1)
+    );
+    assert_eq!(c.call(&["TTL", "k"]).await, Reply::Integer(50));
+    assert_eq!(c.call(&["PEXPIRE", "k", "200000"]).await, Reply::Integer(1));
+    assert_eq!(c.call(&["TTL", "k"]).await, Reply::Integer(200));
+    assert_eq!(c.call(&["GETEX", "k", "PERSIST"]).await, bulk("v"));
+    assert_eq!(c.call(&["TTL", "k"]).await, Reply::Integer(-1));
+    assert_eq!(c.call(&["GETEX", "k", "EX", "30"]).await, bulk("v"));
+    assert_eq!(c.call(&["TTL", "k"]).await, Reply::Integer(30));
+    assert_eq!(
+        c.call(&["EXPIRE", "k", "-1"]).await,
+        Reply::Integer(1),
+        "a past expiry deletes"
+    );
+    assert_eq!(c.call(&["GET", "k"]).await, Reply::Nil);
+    c.call(&["SET", "k", "v"]).await;
+    let far_past = "1000";
+    assert_eq!(
+        c.call(&["EXPIREAT", "k", far_past]).await,
+        Reply::Integer(1)
+    );
+    assert_eq!(c.call(&["EXISTS", "k"]).await, Reply::Integer(0));
+}
+
+#[tokio::test]
+async fn pipelined_commands_are_answered_in_order() {
+    let node = start_node(|_| {}).await;
+    let mut c = RespClient::connect(&node).await;
+    let mut pipeline = Vec::new();
+    for i in 0..200 {
+        pipeline.extend(RespClient::encode(&[
+            b"SET",
+            format!("p{i}").as_bytes(),
+            format!("{i}").as_bytes(),
+        ]));
+        pipeline.extend(RespClient::encode(&[b"GET", format!("p{i}").as_bytes()]));
+        pipeline.extend(RespClient::encode(&[b"INCR", b"counter"]));
+    }
+    c.send_raw(&pipeline).await;
+    for i in 0..200 {
+        assert_eq!(c.read().await, ok());
+        assert_eq!(
+            c.read().await,
+            bulk(&i.to_string()),
+            "a GET sees the SET before it"
+        );
+        assert_eq!(c.read().await, Reply::Integer(i + 1));
+    }
+}
+
+#[tokio::test]
+async fn scan_returns_every_key_present_throughout_despite_concurrent_writes() {
+    let node = start_node(|_| {}).await;
+    let mut c = RespClient::connect(&node).await;
+    let mut writer = RespClient::connect(&node).await;
+    for i in 0..300 {
+        c.call(&["SET", &format!("stable:{i:03}"), "v"]).await;
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    let mut cursor = "0".to_string();
+    for round in 0..1000 {
+        let Reply::Array(reply) = c.call(&["SCAN", &cursor, "COUNT", "17"]).await else {
+            panic!()
+        };
+        cursor = reply[0].text();
+        let Reply::Array(keys) = &reply[1] else {
+            panic!()
+        };
+        for key in keys {
+            *seen.entry(key.text()).or_insert(0) += 1;
+        }
+        // Keys come and go while the scan runs.
+        writer.call(&["SET", &format!("churn:{round}"), "x"]).await;
+        writer
+            .call(&["DEL", &format!("churn:{}", round.max(1) - 1)])
+            .await;
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert_eq!(cursor, "0", "the scan finished");
+    for i in 0..300 {
+        assert_eq!(
+            seen.get(&format!("stable:{i:03}")),
+            Some(&1),
+            "stable:{i:03} returned exactly once"
+        );
+    }
+    let Reply::Array(matched) = c
+        .call(&["SCAN", "0", "MATCH", "stable:00*", "COUNT", "1000"])
+        .await
+    else {
+        panic!()
+    };
+    let Reply::Array(keys) = &matched[1] else {
+        panic!()
+    };
+    assert_eq!(keys.len(), 10);
+    assert_eq!(
+        c.call(&["SCAN", "12345"]).await,
+        Reply::Error("ERR invalid cursor".into())
+    );
+}
+
+#[tokio::test]
+async fn databases_are_separate_and_flushable() {
+    let node = start_node(|_| {}).await;
+    let mut c = RespClient::connect(&node).await;
+    c.call(&["SET", "k", "zero"]).await;
+    assert_eq!(c.call(&["SELECT", "5"]).await, ok());
+    assert_eq!(c.call(&["GET", "k"]).await, Reply::Nil);
+    c.call(&["SET", "k", "five"]).await;
+    c.call(&["SET", "k2", "five"]).await;
+    assert_eq!(c.call(&["DBSIZE"]).await, Reply::Integer(2));
+    assert_eq!(
+        c.call(&["KEYS", "k*"]).await,
+        Reply::Array(vec![bulk("k"), bulk("k2")])
+    );
+    assert_eq!(c.call(&["FLUSHDB"]).await, ok());
+    assert_eq!(c.call(&["DBSIZE"]).await, Reply::Integer(0));
+    c.call(&["SELECT", "0"]).await;
+    assert_eq!(c.call(&["GET", "k"]).await, bulk("zero"));
+    assert_eq!(c.call(&["FLUSHALL"]).await, ok());
+    assert_eq!(c.call(&["DBSIZE"]).await, Reply::Integer(0));
+}
+
+#[tokio::test]
+async fn flush_can_be_disabled() {
+    let node = start_node(|config| config.resp_flush_enabled = false).await;
+    let mut c = RespClient::connect(&node).await;
+    let reply = c.call(&["FLUSHALL"]).await;
+    assert!(
+        matches!(reply, Reply::Error(ref e) if e.contains("disabled")),
+        "{reply:?}"
+    );
+}
+
+#[tokio::test]
+async fn hello_3_switches_to_resp3() {
+    let node = start_node(|_| {}).await;
+    let mut c = RespClient::connect(&node).await;
+    let Reply::Map(hello) = c.call(&["HELLO", "3"]).await else {
+        panic!("HELLO 3 answers a map")
+    };
+    assert!(hello.contains(&(bulk("proto"), Reply::Integer(3))));
+    assert_eq!(c.call(&["GET", "missing"]).await, Reply::Nil);
+    assert_eq!(
+        c.call(&["HELLO", "4"]).await,
+        Reply::Error("NOPROTO unsupported protocol version".into())
+    );
+}
+
+#[tokio::test]
+async fn a_password_is_required_when_configured() {
+    let node = start_node(|config| config.resp_password = Some("secret".into())).await;
+    let mut c = RespClient::connect(&node).await;
+    assert_eq!(
+        c.call(&["GET", "k"]).await,
+        Reply::Error("NOAUTH Authentication required.".into())
+    );
+    assert!(
+        matches!(c.call(&["AUTH", "wrong"]).await, Reply::Error(e) if e.starts_with("WRONGPASS"))
+    );
+    assert_eq!(c.call(&["AUTH", "secret"]).await, ok());
+    assert_eq!(c.call(&["GET", "k"]).await, Reply::Nil);
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_requests_are_refused_and_the_connection_closed() {
+    let node = start_node(|_| {}).await;
+    let mut c = RespClient::connect(&node).await;
+    c.send_raw(b"*1\r\n$999999999\r\n").await;
+    assert_eq!(
+        c.read().await,
+        Reply::Error("ERR Protocol error: invalid bulk length".into())
+    );
+    assert!(c.closed().await);
+    let mut c = RespClient::connect(&node).await;
+    c.send_raw(b"*2\r\n$3\r\nGET\r\nxx").await;
+    assert!(matches!(c.read().await, Reply::Error(e) if e.contains("Protocol error")));
+    let mut c = RespClient::connect(&node).await;
+    assert_eq!(
+        c.call(&["PING"]).await,
+        Reply::Simple("PONG".into()),
+        "the node is unharmed"
+    );
+}
+
+#[tokio::test]
+async fn inline_commands_work() {
+    let node = start_node(|_| {}).await;
+    let mut c = RespClient::connect(&node).await;
+    c.send_raw(b"SET greeting \"hello world\"\r\nGET greeting\r\n")
+        .await;
+    assert_eq!(c.read().await, ok());
+    assert_eq!(c.read().await, bulk("hello world"));
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_told_and_closed() {
+    let node = start_node(|config| config.connections_max = 2).await;
+    let mut first = RespClient::connect(&node).await;
+    let mut second = RespClient::connect(&node).await;
+    assert_eq!(first.call(&["PING"]).await, Reply::Simple("PONG".into()));
+    assert_eq!(second.call(&["PING"]).await, Reply::Simple("PONG".into()));
+    let mut third = RespClient::connect(&node).await;
+    assert_eq!(
+        third.read().await,
+        Reply::Error("ERR max number of clients reached".into())
+    );
+    assert!(third.closed().await);
+}
+
+#[tokio::test]
+async fn idle_and_slow_clients_are_timed_out() {
+    let node = start_node(|config| {
+        config.resp_idle_timeout_ms = 200;
+        config.request_timeout_ms = 200;
+    })
+    .await;
+    let mut idle = RespClient::connect(&node).await;
+    assert!(idle.closed().await, "an idle client is disconnected");
+    let mut slow = RespClient::connect(&node).await;
+    slow.send_raw(b"*2\r\n$3\r\nGET\r\n").await;
+    assert!(
+        slow.closed().await,
+        "a half-sent request is not waited on for ever"
+    );
+}
