@@ -24,6 +24,8 @@ pub struct StoreMetrics {
     pub swept: Counter,
     /// Bytes the engine occupies on disk, refreshed by the sweeper.
     pub disk_bytes: Gauge<u64, AtomicU64>,
+    /// Entries the engine holds, roughly (records plus expiry-index entries).
+    pub engine_entries: Gauge<u64, AtomicU64>,
 }
 
 impl StoreMetrics {
@@ -37,6 +39,7 @@ impl StoreMetrics {
             syncs: Counter::default(),
             swept: Counter::default(),
             disk_bytes: Gauge::default(),
+            engine_entries: Gauge::default(),
         };
         let store = registry.sub_registry_with_prefix("ringkv_store");
         store.register(
@@ -73,6 +76,11 @@ impl StoreMetrics {
             "disk_bytes",
             "Bytes the storage engine occupies on disk",
             metrics.disk_bytes.clone(),
+        );
+        store.register(
+            "engine_entries",
+            "Entries the storage engine holds, roughly (records plus expiry-index entries)",
+            metrics.engine_entries.clone(),
         );
         metrics
     }

@@ -562,10 +562,9 @@ impl LocalStore {
 
     /// Brings sampled gauges (disk use) up to date.
     pub fn refresh_gauges(&self) {
-        self.shared
-            .metrics
-            .disk_bytes
-            .set(self.shared.engine.disk_bytes());
+        let (metrics, engine) = (&self.shared.metrics, &self.shared.engine);
+        metrics.disk_bytes.set(engine.disk_bytes());
+        metrics.engine_entries.set(engine.approximate_entries());
     }
 
     /// Runs one sweeper pass now, compaction included (tests and operators; it also runs on

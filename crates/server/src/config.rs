@@ -51,7 +51,8 @@ pub struct ServerConfig {
     pub http_in_flight_max: usize,
     /// A Redis-protocol connection idle this long is closed (Redis's `timeout`; 0 = never).
     pub resp_idle_timeout_ms: u64,
-    /// A request left half-sent this long closes its connection (slow clients).
+    /// A REST connection that sends nothing this long while the server waits to read, or a
+    /// Redis-protocol request left half-sent this long, is closed (silent and slow clients).
     pub request_timeout_ms: u64,
     /// Password Redis-protocol clients must send with AUTH (Redis's `requirepass`).
     pub resp_password: Option<String>,

@@ -170,7 +170,10 @@ pub async fn serve(node: Arc<Node>) -> Result<RunningNode, NodeError> {
     })?;
     let router = crate::http::router(Arc::clone(&node));
     let mut stopped = signal.clone();
+    let connections_max = node.config.connections_max;
+    let read_timeout = std::time::Duration::from_millis(node.config.request_timeout_ms.max(1));
     let http_task = tokio::spawn(async move {
+        let http = crate::http::listener::LimitedListener::new(http, connections_max, read_timeout);
         let serving = axum::serve(http, router).with_graceful_shutdown(async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         });

@@ -9,7 +9,7 @@
 //! engines lose them only when the machine dies.
 
 use crate::engine::{Engine, KeyValue, ScanRange, StorageError, WriteBatch, WriteOp};
-use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTableMetadata, TableDefinition};
 use std::path::Path;
 
 const ENGINE: &str = "btree";
@@ -94,6 +94,15 @@ impl Engine for BtreeEngine {
             entries.push((key.value().to_vec(), value.value().to_vec()));
         }
         Ok(entries)
+    }
+
+    fn approximate_entries(&self) -> u64 {
+        let count = || -> Result<u64, StorageError> {
+            let transaction = self.database.begin_read().map_err(convert)?;
+            let table = transaction.open_table(DATA).map_err(convert)?;
+            table.len().map_err(convert)
+        };
+        count().unwrap_or(0)
     }
 
     fn disk_bytes(&self) -> u64 {

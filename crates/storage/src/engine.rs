@@ -202,6 +202,9 @@ pub trait Engine: Send + Sync + 'static {
     /// Bytes the engine occupies on disk.
     fn disk_bytes(&self) -> u64;
 
+    /// Roughly how many entries the engine holds (records plus index and metadata entries).
+    fn approximate_entries(&self) -> u64;
+
     /// Moves recent writes out of the engine's log into its main files (at a clean
     /// shutdown), so a restart replays little and damage to a log can lose little.
     fn checkpoint(&self) -> Result<(), StorageError> {

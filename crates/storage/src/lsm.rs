@@ -95,6 +95,10 @@ impl Engine for LsmEngine {
         Ok(entries)
     }
 
+    fn approximate_entries(&self) -> u64 {
+        self.data.approximate_len() as u64
+    }
+
     fn disk_bytes(&self) -> u64 {
         self.database.disk_space().unwrap_or(0)
     }

@@ -3,7 +3,9 @@
 
 pub mod error;
 pub mod keys;
+pub mod listener;
 pub mod metrics;
+pub mod openapi;
 pub mod ops;
 
 use crate::node::Node;
@@ -11,28 +13,49 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, put, MethodRouter};
 use axum::Router;
 use error::ApiError;
 use ringkv_core::limits::VALUE_BYTES_MAX;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 /// Largest request body: a maximal value, JSON-escaped or base64-encoded, plus the envelope.
 pub const BODY_BYTES_MAX: usize = VALUE_BYTES_MAX * 2 + 64 * 1024;
 
-/// The REST API of `node`.
+/// The handler of the operation named `id` in [`openapi::OPERATIONS`].
+fn handler(id: &str) -> Option<MethodRouter<Arc<Node>>> {
+    Some(match id {
+        "putKey" => put(keys::put_key),
+        "getKey" => get(keys::get_key),
+        "deleteKey" => delete(keys::delete_key),
+        "listKeys" => get(keys::list_keys),
+        "health" => get(ops::healthz),
+        "metrics" => get(ops::metrics),
+        "openapi" => get(ops::openapi),
+        _ => return None,
+    })
+}
+
+/// The REST API of `node`, built from [`openapi::OPERATIONS`].
 pub fn router(node: Arc<Node>) -> Router {
-    Router::new()
-        .route("/v1/keys", get(keys::list_keys))
-        .route(
-            "/v1/keys/{key}",
-            get(keys::get_key)
-                .put(keys::put_key)
-                .delete(keys::delete_key),
-        )
-        .route("/healthz", get(ops::healthz))
-        .route("/metrics", get(ops::metrics))
+    let mut routes: BTreeMap<&str, MethodRouter<Arc<Node>>> = BTreeMap::new();
+    for operation in openapi::OPERATIONS {
+        let method =
+            handler(operation.id).expect("every operation in the table has a handler (tested)");
+        let merged = match routes.remove(operation.path) {
+            Some(existing) => existing.merge(method),
+            None => method,
+        };
+        routes.insert(operation.path, merged);
+    }
+    let router = routes
+        .into_iter()
+        .fold(Router::new(), |router, (path, method)| {
+            router.route(path, method)
+        });
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
@@ -79,4 +102,18 @@ async fn observe(State(node): State<Arc<Node>>, request: Request, next: Next) ->
     node.http_metrics
         .record(operation, response.status(), started.elapsed());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_documented_operation_has_a_handler() {
+        for operation in super::openapi::OPERATIONS {
+            assert!(
+                super::handler(operation.id).is_some(),
+                "{} has no handler",
+                operation.id
+            );
+        }
+    }
 }

@@ -31,3 +31,8 @@ pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
     );
     response
 }
+
+/// The OpenAPI 3 document of this API.
+pub async fn openapi() -> Response {
+    Json(super::openapi::document()).into_response()
+}

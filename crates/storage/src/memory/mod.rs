@@ -298,6 +298,10 @@ impl Engine for MemoryEngine {
         Ok(entries)
     }
 
+    fn approximate_entries(&self) -> u64 {
+        self.shared.map.read().len() as u64
+    }
+
     fn disk_bytes(&self) -> u64 {
         std::fs::read_dir(&self.shared.directory)
             .map(|entries| {

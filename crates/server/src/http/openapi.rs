@@ -1,0 +1,188 @@
+//! The REST API's operations as one table, from which both the router and the OpenAPI 3
+//! document at `/v1/openapi.json` are built — so the document cannot drift from the routes.
+
+use serde_json::{json, Map, Value};
+
+/// Where a parameter travels.
+#[derive(Clone, Copy)]
+pub enum In {
+    Path,
+    Query,
+    Header,
+}
+
+/// One parameter of an operation.
+pub struct Parameter {
+    pub name: &'static str,
+    pub location: In,
+    pub required: bool,
+    pub description: &'static str,
+}
+
+/// One REST operation.
+pub struct Operation {
+    /// Lowercase HTTP method.
+    pub method: &'static str,
+    /// Route, with `{name}` path parameters (axum and OpenAPI share the syntax).
+    pub path: &'static str,
+    /// OpenAPI operationId; also selects the handler in [`super::handler`].
+    pub id: &'static str,
+    pub summary: &'static str,
+    pub parameters: &'static [Parameter],
+    /// Description of the request body, if the operation takes one.
+    pub body: Option<&'static str>,
+    pub responses: &'static [(u16, &'static str)],
+}
+
+const KEY: Parameter = Parameter {
+    name: "key",
+    location: In::Path,
+    required: true,
+    description: "The key",
+};
+const CONTEXT: Parameter = Parameter {
+    name: "X-Ringkv-Context",
+    location: In::Header,
+    required: false,
+    description: "Causal context from a read: the write supersedes exactly what was read",
+};
+const IF_MATCH: Parameter = Parameter {
+    name: "If-Match",
+    location: In::Header,
+    required: false,
+    description: "\"<etag>\" to compare-and-set, * to require the key to exist",
+};
+const IF_NONE_MATCH: Parameter = Parameter {
+    name: "If-None-Match",
+    location: In::Header,
+    required: false,
+    description: "* to create only",
+};
+const ERRORS: &str = "Error: {\"error\": {\"code\", \"message\"}}";
+
+/// Every operation the REST API serves.
+pub const OPERATIONS: &[Operation] = &[
+    Operation {
+        method: "put",
+        path: "/v1/keys/{key}",
+        id: "putKey",
+        summary: "Store a value",
+        parameters: &[
+            KEY,
+            Parameter { name: "ttl", location: In::Query, required: false, description: "Seconds to live (raw bodies)" },
+            CONTEXT,
+            IF_MATCH,
+            IF_NONE_MATCH,
+        ],
+        body: Some("JSON {\"value\": string, \"ttl\"?: seconds, \"encoding\"?: \"base64\"}, or raw bytes as application/octet-stream"),
+        responses: &[(200, "Stored; ETag and X-Ringkv-Context headers"), (400, ERRORS), (412, "Precondition failed"), (413, "Value too large"), (414, "Key too long"), (415, "Unsupported content type"), (503, "Overloaded")],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/keys/{key}",
+        id: "getKey",
+        summary: "Read a value",
+        parameters: &[KEY],
+        body: None,
+        responses: &[(200, "JSON {key, value, ttl, version}, or raw bytes with Accept: application/octet-stream"), (300, "Concurrent siblings: {key, siblings, context}"), (404, "Absent, deleted or expired"), (500, "Stored data corrupted")],
+    },
+    Operation {
+        method: "delete",
+        path: "/v1/keys/{key}",
+        id: "deleteKey",
+        summary: "Delete a key (idempotent)",
+        parameters: &[KEY, CONTEXT, IF_MATCH],
+        body: None,
+        responses: &[(200, "{key, deleted}"), (412, "Precondition failed")],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/keys",
+        id: "listKeys",
+        summary: "List keys with a prefix, in order, a page at a time",
+        parameters: &[
+            Parameter { name: "prefix", location: In::Query, required: false, description: "Key prefix" },
+            Parameter { name: "limit", location: In::Query, required: false, description: "1 to 10000, default 100" },
+            Parameter { name: "cursor", location: In::Query, required: false, description: "From the previous page" },
+        ],
+        body: None,
+        responses: &[(200, "{keys, cursor}; cursor null at the end"), (400, ERRORS)],
+    },
+    Operation {
+        method: "get",
+        path: "/healthz",
+        id: "health",
+        summary: "Liveness",
+        parameters: &[],
+        body: None,
+        responses: &[(200, "{status, node_id}")],
+    },
+    Operation {
+        method: "get",
+        path: "/metrics",
+        id: "metrics",
+        summary: "Prometheus metrics",
+        parameters: &[],
+        body: None,
+        responses: &[(200, "OpenMetrics text")],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/openapi.json",
+        id: "openapi",
+        summary: "This document",
+        parameters: &[],
+        body: None,
+        responses: &[(200, "OpenAPI 3 document")],
+    },
+];
+
+/// The OpenAPI 3 document of [`OPERATIONS`].
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for operation in OPERATIONS {
+        let parameters: Vec<Value> = operation
+            .parameters
+            .iter()
+            .map(|p| {
+                let location = match p.location {
+                    In::Path => "path",
+                    In::Query => "query",
+                    In::Header => "header",
+                };
+                json!({ "name": p.name, "in": location, "required": p.required,
+                        "description": p.description, "schema": { "type": "string" } })
+            })
+            .collect();
+        let responses: Map<String, Value> = operation
+            .responses
+            .iter()
+            .map(|(status, description)| {
+                (status.to_string(), json!({ "description": description }))
+            })
+            .collect();
+        let mut entry = json!({
+            "operationId": operation.id,
+            "summary": operation.summary,
+            "parameters": parameters,
+            "responses": responses,
+        });
+        if let Some(body) = operation.body {
+            entry["requestBody"] = json!({
+                "description": body,
+                "content": {
+                    "application/json": { "schema": { "type": "object" } },
+                    "application/octet-stream": { "schema": { "type": "string", "format": "binary" } }
+                }
+            });
+        }
+        let path = paths.entry(operation.path).or_insert_with(|| json!({}));
+        path[operation.method] = entry;
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": { "title": "ringkv", "version": env!("CARGO_PKG_VERSION"),
+                  "description": "REST API of a ringkv node" },
+        "paths": paths,
+    })
+}

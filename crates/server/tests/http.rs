@@ -1,0 +1,539 @@
+//! The REST API, exercised in process through the router (no sockets) with a manual clock.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use ringkv_core::clock::ManualClock;
+use ringkv_server::{Node, ServerConfig};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+struct Api {
+    router: axum::Router,
+    clock: Arc<ManualClock>,
+    _dir: tempfile::TempDir,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    }
+
+    fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+fn api() -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..ServerConfig::default()
+    };
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let node = Node::open_with_clock(config, clock.clone()).unwrap();
+    Api {
+        router: ringkv_server::http::router(node),
+        clock,
+        _dir: dir,
+    }
+}
+
+impl Api {
+    async fn send(&self, request: Request<Body>) -> Answer {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Body>,
+    ) -> Answer {
+        let mut request = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.send(request.body(body.into()).unwrap()).await
+    }
+
+    async fn put_json(&self, key: &str, body: Value) -> Answer {
+        self.call(
+            "PUT",
+            &format!("/v1/keys/{key}"),
+            &[("content-type", "application/json")],
+            body.to_string(),
+        )
+        .await
+    }
+
+    async fn get(&self, uri: &str) -> Answer {
+        self.call("GET", uri, &[], Body::empty()).await
+    }
+}
+
+#[tokio::test]
+async fn json_put_and_get_round_trip_with_version_headers() {
+    let api = api();
+    let put = api
+        .put_json("greeting", json!({ "value": "hello", "ttl": 60 }))
+        .await;
+    assert_eq!(put.status, StatusCode::OK);
+    let version = put.json()["version"].as_str().unwrap().to_owned();
+    assert_eq!(put.header("etag"), format!("\"{version}\""));
+    let got = api.get("/v1/keys/greeting").await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(
+        got.json(),
+        json!({ "key": "greeting", "value": "hello", "ttl": 60, "version": version })
+    );
+    assert!(!got.header("x-ringkv-context").is_empty());
+    let binary = api
+        .put_json("bin", json!({ "value": "AP8=", "encoding": "base64" }))
+        .await;
+    assert_eq!(binary.status, StatusCode::OK);
+    assert_eq!(api.get("/v1/keys/bin").await.json()["value"], json!("AP8="));
+}
+
+#[tokio::test]
+async fn raw_bytes_with_query_ttl_and_expiry() {
+    let api = api();
+    let put = api
+        .call(
+            "PUT",
+            "/v1/keys/raw?ttl=1",
+            &[("content-type", "application/octet-stream")],
+            vec![0u8, 1, 255],
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::OK);
+    let got = api
+        .call(
+            "GET",
+            "/v1/keys/raw",
+            &[("accept", "application/octet-stream")],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(got.body, vec![0u8, 1, 255]);
+    assert_eq!(got.header("content-type"), "application/octet-stream");
+    api.clock.advance(999);
+    assert_eq!(api.get("/v1/keys/raw").await.status, StatusCode::OK);
+    api.clock.advance(1);
+    let expired = api.get("/v1/keys/raw").await;
+    assert_eq!(expired.status, StatusCode::NOT_FOUND);
+    assert_eq!(expired.error_code(), "not_found");
+}
+
+#[tokio::test]
+async fn preconditions_create_only_and_compare_and_set() {
+    let api = api();
+    let create = |value: &str| {
+        let body = json!({ "value": value }).to_string();
+        api.call(
+            "PUT",
+            "/v1/keys/k",
+            &[("content-type", "application/json"), ("if-none-match", "*")],
+            body,
+        )
+    };
+    assert_eq!(create("first").await.status, StatusCode::OK);
+    assert_eq!(
+        create("second").await.status,
+        StatusCode::PRECONDITION_FAILED
+    );
+    let etag = api.get("/v1/keys/k").await.header("etag");
+    let cas = |value: &str, etag: &str| {
+        let body = json!({ "value": value }).to_string();
+        let headers = [("content-type", "application/json"), ("if-match", etag)];
+        let request = Request::builder().method("PUT").uri("/v1/keys/k");
+        let request = headers
+            .iter()
+            .fold(request, |r, (n, v)| r.header(*n, *v))
+            .body(Body::from(body))
+            .unwrap();
+        api.send(request)
+    };
+    let swapped = cas("third", &etag).await;
+    assert_eq!(swapped.status, StatusCode::OK);
+    let stale = cas("fourth", &etag).await;
+    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(stale.error_code(), "precondition_failed");
+    assert_eq!(
+        stale.header("etag"),
+        swapped.header("etag"),
+        "a failed CAS reports the current version"
+    );
+    assert_eq!(api.get("/v1/keys/k").await.json()["value"], json!("third"));
+    let missing = api
+        .call(
+            "DELETE",
+            "/v1/keys/nope",
+            &[("if-match", "*")],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::PRECONDITION_FAILED);
+}
+
+#[tokio::test]
+async fn delete_is_idempotent() {
+    let api = api();
+    api.put_json("k", json!({ "value": "v" })).await;
+    let first = api.call("DELETE", "/v1/keys/k", &[], Body::empty()).await;
+    assert_eq!(
+        (first.status, first.json()["deleted"].clone()),
+        (StatusCode::OK, json!(true))
+    );
+    let second = api.call("DELETE", "/v1/keys/k", &[], Body::empty()).await;
+    assert_eq!(
+        (second.status, second.json()["deleted"].clone()),
+        (StatusCode::OK, json!(false))
+    );
+    assert_eq!(api.get("/v1/keys/k").await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_json_errors() {
+    let api = api();
+    let cases: Vec<(Answer, StatusCode, &str)> = vec![
+        (
+            api.call(
+                "PUT",
+                "/v1/keys/k",
+                &[("content-type", "application/json")],
+                "{not json",
+            )
+            .await,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            api.put_json("k", json!({ "value": "v", "ttl": 0 })).await,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            api.put_json("k", json!({ "value": "v", "ttl": "soon" }))
+                .await,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            api.put_json("k", json!({ "value": "v", "colour": "red" }))
+                .await,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            api.put_json("k", json!({ "value": 5 })).await,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            api.call(
+                "PUT",
+                "/v1/keys/k?ttl=-1",
+                &[("content-type", "application/octet-stream")],
+                "v",
+            )
+            .await,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            api.call("POST", "/v1/keys/k", &[], Body::empty()).await,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            api.call(
+                "PUT",
+                "/v1/keys/k",
+                &[("content-type", "application/x-www-form-urlencoded")],
+                "a=b",
+            )
+            .await,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            api.get("/v2/nothing").await,
+            StatusCode::NOT_FOUND,
+            "no_such_route",
+        ),
+        (
+            api.get("/v1/keys?limit=0").await,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            api.get("/v1/keys?cursor=%%%").await,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            api.call(
+                "PUT",
+                "/v1/keys/k",
+                &[
+                    ("content-type", "application/json"),
+                    ("if-match", "not-an-etag"),
+                ],
+                "{\"value\":\"v\"}",
+            )
+            .await,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+    ];
+    for (index, (answer, status, code)) in cases.iter().enumerate() {
+        assert_eq!(
+            (answer.status, answer.error_code().as_str()),
+            (*status, *code),
+            "case {index}: {}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        assert!(!answer.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .is_empty());
+    }
+}
+
+#[tokio::test]
+async fn limits_on_value_and_key_size() {
+    let api = api();
+    let too_large = vec![b'x'; ringkv_core::limits::VALUE_BYTES_MAX + 1];
+    let answer = api
+        .call(
+            "PUT",
+            "/v1/keys/big",
+            &[("content-type", "application/octet-stream")],
+            too_large,
+        )
+        .await;
+    assert_eq!(
+        (answer.status, answer.error_code().as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "value_too_large")
+    );
+    let largest = vec![b'x'; ringkv_core::limits::VALUE_BYTES_MAX];
+    let answer = api
+        .call(
+            "PUT",
+            "/v1/keys/big",
+            &[("content-type", "application/octet-stream")],
+            largest,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "a 10 MiB value is accepted");
+}
+
+#[tokio::test]
+async fn a_key_over_the_limit_is_refused_on_the_wire() {
+    // A path that long cannot even be a URI in process, so this one goes over a socket.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig {
+        data_dir: dir.path().to_path_buf(),
+        http: "127.0.0.1:0".into(),
+        resp: "127.0.0.1:0".into(),
+        ..ServerConfig::default()
+    };
+    let running = ringkv_server::start(config).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(running.http_addr)
+        .await
+        .unwrap();
+    let key = "k".repeat(ringkv_core::limits::KEY_BYTES_MAX + 1);
+    let request = format!(
+        "PUT /v1/keys/{key} HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\nconnection: close\r\n\r\nv"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut reply),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let status_line = String::from_utf8_lossy(&reply)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        status_line.contains(" 414 ") || status_line.contains(" 400 "),
+        "{status_line}"
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn listing_pages_through_keys_in_order() {
+    let api = api();
+    for i in (0..25).rev() {
+        api.put_json(&format!("user{i:02}"), json!({ "value": "v" }))
+            .await;
+    }
+    api.put_json("other", json!({ "value": "v" })).await;
+    let mut keys = Vec::new();
+    let mut uri = "/v1/keys?prefix=user&limit=10".to_string();
+    for _ in 0..10 {
+        let page = api.get(&uri).await.json();
+        keys.extend(
+            page["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k.as_str().unwrap().to_owned()),
+        );
+        match page["cursor"].as_str() {
+            Some(cursor) => uri = format!("/v1/keys?prefix=user&limit=10&cursor={cursor}"),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..25).map(|i| format!("user{i:02}")).collect();
+    assert_eq!(keys, expected);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_and_expose_store_figures() {
+    let api = api();
+    api.put_json("k", json!({ "value": "v" })).await;
+    api.get("/v1/keys/k").await;
+    api.get("/v1/keys/missing").await;
+    let text = String::from_utf8(api.get("/metrics").await.body).unwrap();
+    for expected in [
+        "ringkv_http_requests_total{operation=\"put\",status=\"200\"} 1",
+        "ringkv_http_requests_total{operation=\"get\",status=\"404\"} 1",
+        "ringkv_http_request_seconds_count{operation=\"get\"} 2",
+        "ringkv_store_corruption_total 0",
+        "ringkv_store_disk_bytes ",
+        "ringkv_store_engine_entries ",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    assert_eq!(api.get("/healthz").await.json()["status"], json!("ok"));
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route_the_router_serves() {
+    let api = api();
+    let document = api.get("/v1/openapi.json").await.json();
+    assert_eq!(document["openapi"], json!("3.0.3"));
+    let paths = document["paths"].as_object().unwrap();
+    for operation in ringkv_server::http::openapi::OPERATIONS {
+        assert!(
+            paths[operation.path][operation.method].is_object(),
+            "{} {}",
+            operation.method,
+            operation.path
+        );
+        // The router serves the documented path (never the fallback's no_such_route).
+        let uri = operation.path.replace("{key}", "some-key");
+        let answer = api
+            .call(
+                &operation.method.to_uppercase(),
+                &uri,
+                &[("content-type", "application/json")],
+                "{\"value\":\"v\"}",
+            )
+            .await;
+        assert_ne!(answer.status, StatusCode::METHOD_NOT_ALLOWED, "{uri}");
+        assert!(
+            answer.status != StatusCode::NOT_FOUND || answer.error_code() == "not_found",
+            "{uri}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn silent_connections_are_closed_and_connections_are_bounded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig {
+        data_dir: dir.path().to_path_buf(),
+        http: "127.0.0.1:0".into(),
+        resp: "127.0.0.1:0".into(),
+        connections_max: 1,
+        request_timeout_ms: 300,
+        ..ServerConfig::default()
+    };
+    let running = ringkv_server::start(config).await.unwrap();
+    let mut silent = tokio::net::TcpStream::connect(running.http_addr)
+        .await
+        .unwrap();
+    // While the silent client holds the only slot, a second client is not served...
+    let mut waiting = tokio::net::TcpStream::connect(running.http_addr)
+        .await
+        .unwrap();
+    waiting
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut early = [0u8; 1];
+    let served_early = tokio::time::timeout(
+        std::time::Duration::from_millis(100),
+        waiting.read(&mut early),
+    )
+    .await;
+    assert!(
+        served_early.is_err(),
+        "the second connection waited for a slot"
+    );
+    // ...until the silent one is timed out, after which it is.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        silent.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the silent client was disconnected"
+    );
+    let mut reply = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        waiting.read_to_end(&mut reply),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 200"));
+    running.shutdown().await;
+}
