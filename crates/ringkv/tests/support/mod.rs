@@ -17,6 +17,8 @@ pub struct ServerProcess {
     child: Child,
     /// The REST API base URL, e.g. `http://127.0.0.1:41234`.
     pub url: String,
+    /// The Redis-protocol port.
+    pub resp_port: u16,
 }
 
 impl ServerProcess {
@@ -44,25 +46,32 @@ impl ServerProcess {
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(address) = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("http="))
-                {
-                    let _ = sender.send(address.to_owned());
+                let field = |name: &str| {
+                    line.split_whitespace()
+                        .find_map(|w| w.strip_prefix(name).map(str::to_owned))
+                };
+                if let (Some(http), Some(resp)) = (field("http="), field("resp=")) {
+                    let _ = sender.send((http, resp));
                 }
             }
         });
-        let address = match receiver.recv_timeout(START_TIMEOUT) {
-            Ok(address) => address,
+        let (address, resp) = match receiver.recv_timeout(START_TIMEOUT) {
+            Ok(addresses) => addresses,
             Err(_) => {
                 let _ = child.kill();
                 let status = child.wait().expect("the child can be waited for");
                 panic!("ringkv server did not report its address within {START_TIMEOUT:?} (exit: {status})");
             }
         };
+        let resp_port = resp
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("resp=HOST:PORT");
         let server = Self {
             child,
             url: format!("http://{address}"),
+            resp_port,
         };
         server.wait_healthy();
         server
@@ -118,4 +127,21 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether an external tool is installed; tests that need one fail when it is missing and
+/// `RINGKV_REQUIRE_TOOLS=1` (as in CI), and are skipped with a note otherwise.
+pub fn tool_available(name: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("RINGKV_REQUIRE_TOOLS").is_err(),
+            "{name} is required (RINGKV_REQUIRE_TOOLS is set)"
+        );
+        eprintln!("SKIPPED: {name} is not installed (apt-get install redis-tools python3-redis)");
+    }
+    found
 }

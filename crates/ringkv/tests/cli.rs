@@ -1,0 +1,137 @@
+//! The command line as users and scripts meet it: help on every command, the client commands
+//! against a real node, one-line errors with a non-zero exit, and configuration precedence.
+
+mod support;
+
+use std::process::{Command, Output};
+use support::ServerProcess;
+
+fn ringkv(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ringkv"));
+    command.args(args).env_remove("RINGKV_NODE");
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    command.output().expect("the binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn every_command_has_help() {
+    for command in [
+        &[][..],
+        &["server"],
+        &["put"],
+        &["get"],
+        &["del"],
+        &["scan"],
+        &["engine-bench"],
+    ] {
+        let mut args = command.to_vec();
+        args.push("--help");
+        let output = ringkv(&args, &[]);
+        assert!(output.status.success(), "{args:?}");
+        assert!(
+            stdout(&output).contains("Usage:"),
+            "{args:?}: {}",
+            stdout(&output)
+        );
+    }
+}
+
+#[test]
+fn client_commands_work_against_a_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let node = [("RINGKV_NODE", server.url.as_str())];
+    assert_eq!(
+        stdout(&ringkv(&["put", "user:1", "ada"], &node)).trim(),
+        "OK"
+    );
+    ringkv(&["put", "user:2", "grace", "--ttl", "100"], &node);
+    ringkv(&["put", "other", "x"], &node);
+    assert_eq!(stdout(&ringkv(&["get", "user:1"], &node)).trim(), "ada");
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&ringkv(&["get", "user:2", "--json"], &node))).unwrap();
+    assert_eq!(json["value"], "grace");
+    assert_eq!(json["ttl"], 100);
+    assert_eq!(
+        stdout(&ringkv(&["scan", "user:"], &node))
+            .lines()
+            .collect::<Vec<_>>(),
+        ["user:1", "user:2"]
+    );
+    assert_eq!(stdout(&ringkv(&["del", "user:1"], &node)).trim(), "deleted");
+    let missing = ringkv(&["get", "user:1"], &node);
+    assert_eq!(missing.status.code(), Some(1));
+    let error = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(error.lines().count(), 1, "one readable line: {error}");
+    assert!(error.contains("not found"), "{error}");
+    // --node on the command line wins over the environment.
+    let flag = ringkv(
+        &["get", "other", "--node", &server.url],
+        &[("RINGKV_NODE", "http://127.0.0.1:1")],
+    );
+    assert_eq!(stdout(&flag).trim(), "x");
+}
+
+#[test]
+fn an_unreachable_node_is_one_line_and_a_failure() {
+    let output = ringkv(&["get", "k", "--node", "http://127.0.0.1:1"], &[]);
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(error.lines().count(), 1, "{error}");
+    assert!(error.starts_with("ringkv: cannot reach"), "{error}");
+}
+
+#[test]
+fn configuration_precedence_is_file_then_environment_then_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ringkv.toml");
+    std::fs::write(
+        &file,
+        "engine = \"btree\"\nzone = \"from-file\"\nweight = 3\nhttp = \"127.0.0.1:1111\"\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let output = ringkv(
+        &[
+            "server",
+            "--config",
+            file,
+            "--http",
+            "127.0.0.1:3333",
+            "--print-config",
+        ],
+        &[
+            ("RINGKV_ZONE", "from-env"),
+            ("RINGKV_HTTP", "127.0.0.1:2222"),
+        ],
+    );
+    assert!(output.status.success(), "{output:?}");
+    let printed: toml::Value = toml::from_str(&stdout(&output)).unwrap();
+    assert_eq!(
+        printed["engine"].as_str(),
+        Some("btree"),
+        "file over default"
+    );
+    assert_eq!(printed["weight"].as_integer(), Some(3), "file over default");
+    assert_eq!(
+        printed["zone"].as_str(),
+        Some("from-env"),
+        "environment over file"
+    );
+    assert_eq!(
+        printed["http"].as_str(),
+        Some("127.0.0.1:3333"),
+        "flag over environment"
+    );
+    let bad = ringkv(&["server", "--config", "/nonexistent/ringkv.toml"], &[]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot read config file"));
+    let bad_engine = ringkv(&["server", "--engine", "rocks", "--print-config"], &[]);
+    assert!(!bad_engine.status.success());
+}
