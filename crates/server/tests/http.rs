@@ -105,6 +105,21 @@ impl Api {
     }
 }
 
+/// A node listening on loopback ports chosen by the OS, for tests that need real sockets.
+async fn start_listening(
+    configure: impl FnOnce(&mut ServerConfig),
+) -> (ringkv_server::RunningNode, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig {
+        data_dir: dir.path().to_path_buf(),
+        http: "127.0.0.1:0".into(),
+        resp: "127.0.0.1:0".into(),
+        ..ServerConfig::default()
+    };
+    configure(&mut config);
+    (ringkv_server::start(config).await.unwrap(), dir)
+}
+
 #[tokio::test]
 async fn json_put_and_get_round_trip_with_version_headers() {
     let api = api();
@@ -366,14 +381,7 @@ async fn limits_on_value_and_key_size() {
 async fn a_key_over_the_limit_is_refused_on_the_wire() {
     // A path that long cannot even be a URI in process, so this one goes over a socket.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().unwrap();
-    let config = ServerConfig {
-        data_dir: dir.path().to_path_buf(),
-        http: "127.0.0.1:0".into(),
-        resp: "127.0.0.1:0".into(),
-        ..ServerConfig::default()
-    };
-    let running = ringkv_server::start(config).await.unwrap();
+    let (running, _dir) = start_listening(|_| {}).await;
     let mut stream = tokio::net::TcpStream::connect(running.http_addr)
         .await
         .unwrap();
@@ -484,16 +492,11 @@ async fn the_openapi_document_lists_every_route_the_router_serves() {
 #[tokio::test]
 async fn silent_connections_are_closed_and_connections_are_bounded() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().unwrap();
-    let config = ServerConfig {
-        data_dir: dir.path().to_path_buf(),
-        http: "127.0.0.1:0".into(),
-        resp: "127.0.0.1:0".into(),
-        connections_max: 1,
-        request_timeout_ms: 300,
-        ..ServerConfig::default()
-    };
-    let running = ringkv_server::start(config).await.unwrap();
+    let (running, _dir) = start_listening(|config| {
+        config.connections_max = 1;
+        config.request_timeout_ms = 300;
+    })
+    .await;
     let mut silent = tokio::net::TcpStream::connect(running.http_addr)
         .await
         .unwrap();

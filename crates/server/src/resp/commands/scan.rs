@@ -73,48 +73,64 @@ fn scan_reply(cursor: u64, keys: Vec<Frame>) -> Frame {
     Frame::Array(vec![Frame::text(cursor.to_string()), Frame::Array(keys)])
 }
 
+/// Walks the keys of a keyspace with a prefix, a page at a time, in order.
+pub struct KeyPages {
+    keyspace: String,
+    prefix: Vec<u8>,
+    after: Option<Vec<u8>>,
+    done: bool,
+}
+
+impl KeyPages {
+    /// Keys of `keyspace` starting with `prefix`.
+    pub fn new(keyspace: String, prefix: Vec<u8>) -> Self {
+        Self {
+            keyspace,
+            prefix,
+            after: None,
+            done: false,
+        }
+    }
+
+    /// The next page of keys, `None` once every key was returned.
+    pub fn next_page(&mut self, shared: &RespShared) -> Result<Option<Vec<Vec<u8>>>, CommandError> {
+        if self.done {
+            return Ok(None);
+        }
+        let page =
+            shared
+                .node
+                .store
+                .scan(&self.keyspace, &self.prefix, self.after.as_deref(), 1000)?;
+        self.done = page.next_after.is_none();
+        self.after = page.next_after;
+        Ok(Some(page.entries.into_iter().map(|(key, _)| key).collect()))
+    }
+}
+
 /// `KEYS pattern`: every matching key, in order.
 pub async fn keys(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
     let pattern = args.bytes()?;
-    let prefix = glob::literal_prefix(&pattern);
-    let keyspace = keyspace(session);
+    let mut pages = KeyPages::new(keyspace(session), glob::literal_prefix(&pattern));
     let mut found = Vec::new();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = shared
-            .node
-            .store
-            .scan(&keyspace, &prefix, after.as_deref(), 1000)?;
-        for (key, _) in page.entries {
-            if glob::matches(&pattern, &key) {
-                if found.len() == KEYS_MAX {
-                    return Err(CommandError::Reply(Frame::err(format!(
-                        "more than {KEYS_MAX} keys match; use SCAN"
-                    ))));
-                }
-                found.push(Frame::Bulk(key));
+    while let Some(page) = pages.next_page(shared)? {
+        for key in page.into_iter().filter(|key| glob::matches(&pattern, key)) {
+            if found.len() == KEYS_MAX {
+                let message = format!("more than {KEYS_MAX} keys match; use SCAN");
+                return Err(CommandError::Reply(Frame::err(message)));
             }
-        }
-        match page.next_after {
-            Some(next) => after = Some(next),
-            None => return Ok(Frame::Array(found)),
+            found.push(Frame::Bulk(key));
         }
     }
+    Ok(Frame::Array(found))
 }
 
 /// Counts the keys of a keyspace by scanning it (`DBSIZE`).
 pub fn count_keys(shared: &RespShared, keyspace: &str) -> Result<i64, CommandError> {
+    let mut pages = KeyPages::new(keyspace.to_owned(), Vec::new());
     let mut count = 0;
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = shared
-            .node
-            .store
-            .scan(keyspace, b"", after.as_deref(), 1000)?;
-        count += page.entries.len() as i64;
-        match page.next_after {
-            Some(next) => after = Some(next),
-            None => return Ok(count),
-        }
+    while let Some(page) = pages.next_page(shared)? {
+        count += page.len() as i64;
     }
+    Ok(count)
 }

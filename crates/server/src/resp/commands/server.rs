@@ -1,6 +1,6 @@
 //! Server commands: COMMAND, INFO, CONFIG GET, DBSIZE, FLUSHDB, FLUSHALL, TIME.
 
-use super::scan::count_keys;
+use super::scan::{count_keys, KeyPages};
 use super::{keyspace, Args, CommandError, Reply, Session, COMMANDS};
 use crate::resp::frame::Frame;
 use crate::resp::{keyspace_of, RespShared, DATABASES};
@@ -195,25 +195,17 @@ fn flush_mode(args: &mut Args) -> Result<(), CommandError> {
 
 /// Deletes every key of a keyspace, a page at a time.
 async fn flush_keyspace(shared: &RespShared, keyspace: &str) -> Result<(), CommandError> {
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = shared
-            .node
-            .store
-            .scan(keyspace, b"", after.as_deref(), 1000)?;
+    let mut pages = KeyPages::new(keyspace.to_owned(), Vec::new());
+    while let Some(page) = pages.next_page(shared)? {
         let deletes = page
-            .entries
             .iter()
-            .map(|(key, _)| WriteRequest::delete(keyspace, key))
+            .map(|key| WriteRequest::delete(keyspace, key))
             .collect();
         for outcome in shared.node.store.write_many(deletes).await? {
             outcome?;
         }
-        match page.next_after {
-            Some(next) => after = Some(next),
-            None => return Ok(()),
-        }
     }
+    Ok(())
 }
 
 /// `FLUSHDB [ASYNC | SYNC]`.
