@@ -540,3 +540,41 @@ async fn silent_connections_are_closed_and_connections_are_bounded() {
     assert!(String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 200"));
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_requests_gets_503_instead_of_an_unbounded_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig {
+        data_dir: dir.path().to_path_buf(),
+        http_in_flight_max: 2,
+        ..ServerConfig::default()
+    };
+    let node = Node::open(config).unwrap();
+    let router = ringkv_server::http::router(node);
+    let requests: Vec<_> = (0..64)
+        .map(|i| {
+            let router = router.clone();
+            tokio::spawn(async move {
+                let request = Request::builder()
+                    .method("PUT")
+                    .uri(format!("/v1/keys/flood{i}"))
+                    .header("content-type", "application/json")
+                    .body(Body::from("{\"value\":\"v\"}"))
+                    .unwrap();
+                router.oneshot(request).await.unwrap().status()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for request in requests {
+        statuses.push(request.await.unwrap());
+    }
+    assert!(
+        statuses.contains(&StatusCode::SERVICE_UNAVAILABLE),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&StatusCode::OK));
+    assert!(statuses
+        .iter()
+        .all(|s| *s == StatusCode::OK || *s == StatusCode::SERVICE_UNAVAILABLE));
+}

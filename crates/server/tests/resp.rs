@@ -384,3 +384,45 @@ async fn idle_and_slow_clients_are_timed_out() {
         "a half-sent request is not waited on for ever"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_writes_gets_busy_instead_of_an_unbounded_queue() {
+    // Goal: overload is refused, not queued without bound. Method: a write queue of one and
+    // many connections writing at once; some writes must be told -BUSY, the rest succeed,
+    // and the node still answers afterwards.
+    let node = start_node(|config| config.write_queue_max = 1).await;
+    let mut writers = Vec::new();
+    for connection in 0..16 {
+        let mut client = RespClient::connect(&node).await;
+        writers.push(tokio::spawn(async move {
+            let mut pipeline = Vec::new();
+            for i in 0..200 {
+                pipeline.extend(RespClient::encode(&[
+                    b"SET",
+                    format!("c{connection}-{i}").as_bytes(),
+                    b"v",
+                ]));
+            }
+            client.send_raw(&pipeline).await;
+            let (mut ok_count, mut busy) = (0, 0);
+            for _ in 0..200 {
+                match client.read().await {
+                    Reply::Simple(s) if s == "OK" => ok_count += 1,
+                    Reply::Error(e) if e.starts_with("BUSY") => busy += 1,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            (ok_count, busy)
+        }));
+    }
+    let (mut ok_total, mut busy_total) = (0, 0);
+    for writer in writers {
+        let (ok_count, busy) = writer.await.unwrap();
+        ok_total += ok_count;
+        busy_total += busy;
+    }
+    assert!(busy_total > 0, "no write was refused ({ok_total} accepted)");
+    assert!(ok_total > 0);
+    let mut c = RespClient::connect(&node).await;
+    assert_eq!(c.call(&["PING"]).await, Reply::Simple("PONG".into()));
+}

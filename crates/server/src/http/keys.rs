@@ -73,7 +73,7 @@ pub async fn put_key(
     if let Some(context) = context(&headers)? {
         request = request.with_context(context);
     }
-    let outcome = node.store.write(request).await?;
+    let outcome = node.store.try_write(request).await?;
     let body = json!({ "key": key, "version": outcome.version.to_string() });
     Ok(with_version(
         Json(body).into_response(),
@@ -128,7 +128,7 @@ pub async fn delete_key(
     if let Some(context) = context(&headers)? {
         request = request.with_context(context);
     }
-    let outcome = node.store.write(request).await?;
+    let outcome = node.store.try_write(request).await?;
     Ok(Json(json!({ "key": key, "deleted": outcome.previous.is_some() })).into_response())
 }
 
