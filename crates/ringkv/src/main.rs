@@ -1,6 +1,7 @@
 //! The `ringkv` binary: the server, the command-line client and the tools, as subcommands.
 //! Errors end here: each becomes one readable line on stderr and a non-zero exit code.
 
+mod bench;
 mod client_cmd;
 mod engine_bench;
 mod server_cmd;
@@ -27,6 +28,8 @@ enum Command {
     Del(client_cmd::DelArgs),
     /// List keys with a prefix.
     Scan(client_cmd::ScanArgs),
+    /// Load-test ringkv (REST) or any Redis-protocol server: YCSB workloads, HDR latencies.
+    Bench(bench::BenchArgs),
     /// Measure a storage engine directly through the Engine trait (no network, no replica).
     EngineBench(engine_bench::EngineBenchArgs),
 }
@@ -39,6 +42,7 @@ fn main() {
         Command::Get(args) => client_cmd::get(args),
         Command::Del(args) => client_cmd::del(args),
         Command::Scan(args) => client_cmd::scan(args),
+        Command::Bench(args) => bench::run(args),
         Command::EngineBench(args) => engine_bench::run(args),
     };
     if let Err(error) = result {

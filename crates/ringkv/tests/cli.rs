@@ -135,3 +135,67 @@ fn configuration_precedence_is_file_then_environment_then_flags() {
     let bad_engine = ringkv(&["server", "--engine", "rocks", "--print-config"], &[]);
     assert!(!bad_engine.status.success());
 }
+
+#[test]
+fn bench_drives_both_protocols_and_reports_every_operation() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &["--sync", "none"]);
+    let targets = [
+        server.url.clone(),
+        format!("redis://127.0.0.1:{}", server.resp_port),
+    ];
+    for target in &targets {
+        for workload in ["a", "e", "f"] {
+            let args = [
+                "bench",
+                "--target",
+                target,
+                "--workload",
+                workload,
+                "--records",
+                "200",
+                "-n",
+                "400",
+                "-c",
+                "4",
+                "-P",
+                "2",
+                "--json",
+            ];
+            let output = ringkv(&args, &[]);
+            assert!(
+                output.status.success(),
+                "{target} {workload}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let phases: Vec<serde_json::Value> = stdout(&output)
+                .lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect();
+            assert_eq!(phases.len(), 2, "a load and a run phase");
+            assert_eq!(phases[0]["operations"]["insert"]["count"], 200);
+            let run = &phases[1]["operations"];
+            let total: u64 = run
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|op| op["count"].as_u64().unwrap())
+                .sum();
+            let errors: u64 = run
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|op| op["errors"].as_u64().unwrap())
+                .sum();
+            assert_eq!((total, errors), (400, 0), "{target} {workload}: {run}");
+            assert!(run
+                .as_object()
+                .unwrap()
+                .values()
+                .all(|op| op["p50_us"].as_u64().unwrap() > 0));
+        }
+    }
+    // The loaded records are really there.
+    let client = ringkv_client::Client::new(&server.url);
+    assert!(!client.list("user", 10, None).unwrap().keys.is_empty());
+}
