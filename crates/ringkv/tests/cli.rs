@@ -28,6 +28,7 @@ fn every_command_has_help() {
         &["get"],
         &["del"],
         &["scan"],
+        &["bench"],
         &["engine-bench"],
     ] {
         let mut args = command.to_vec();
