@@ -355,6 +355,18 @@ const SCAN_EXAMINED_PER_RESULT: usize = 16;
 /// Most records read from the engine in one step of a scan.
 const SCAN_PAGE_MAX: usize = 1024;
 
+/// A submitted write whose outcome has not been waited for yet.
+pub struct PendingWrite {
+    answer: oneshot::Receiver<Result<WriteOutcome, ReplicaError>>,
+}
+
+impl PendingWrite {
+    /// Waits until the write is applied and durable under the sync policy.
+    pub async fn wait(self) -> Result<WriteOutcome, ReplicaError> {
+        self.answer.await.map_err(|_| ReplicaError::ShuttingDown)?
+    }
+}
+
 /// State the store shares with its writer and background threads.
 pub(crate) struct Shared {
     pub engine: Arc<dyn Engine>,
@@ -548,6 +560,13 @@ impl LocalStore {
     /// Like [`LocalStore::write`], but refuses at once with [`ReplicaError::Busy`] when the
     /// write queue is full instead of waiting for room.
     pub async fn try_write(&self, request: WriteRequest) -> Result<WriteOutcome, ReplicaError> {
+        self.submit(request)?.wait().await
+    }
+
+    /// Queues a write without waiting for it, refusing with [`ReplicaError::Busy`] when the
+    /// queue is full. Writes are applied in the order they are submitted, so a caller may
+    /// submit several (a pipeline) and then wait for each: they share group commits.
+    pub fn submit(&self, request: WriteRequest) -> Result<PendingWrite, ReplicaError> {
         request.validate()?;
         let (reply, answer) = oneshot::channel();
         let writer = self.writer.as_ref().ok_or(ReplicaError::ShuttingDown)?;
@@ -557,7 +576,7 @@ impl LocalStore {
                 mpsc::error::TrySendError::Full(_) => ReplicaError::Busy,
                 mpsc::error::TrySendError::Closed(_) => ReplicaError::ShuttingDown,
             })?;
-        answer.await.map_err(|_| ReplicaError::ShuttingDown)?
+        Ok(PendingWrite { answer })
     }
 
     /// Brings sampled gauges (disk use) up to date.

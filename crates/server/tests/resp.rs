@@ -426,3 +426,35 @@ async fn a_flood_of_writes_gets_busy_instead_of_an_unbounded_queue() {
     let mut c = RespClient::connect(&node).await;
     assert_eq!(c.call(&["PING"]).await, Reply::Simple("PONG".into()));
 }
+
+#[tokio::test]
+async fn pipelined_sets_share_commits_but_keep_their_order_and_errors() {
+    let node = start_node(|_| {}).await;
+    let mut c = RespClient::connect(&node).await;
+    let mut pipeline = Vec::new();
+    for i in 0..100 {
+        pipeline.extend(RespClient::encode(&[
+            b"SET",
+            b"k",
+            format!("{i}").as_bytes(),
+        ]));
+        if i == 50 {
+            pipeline.extend(RespClient::encode(&[b"SET", b"k", b"v", b"BOGUS"]));
+            pipeline.extend(RespClient::encode(&[b"SET", b"k", b"never", b"NX", b"GET"]));
+        }
+    }
+    pipeline.extend(RespClient::encode(&[b"GET", b"k"]));
+    c.send_raw(&pipeline).await;
+    for i in 0..100 {
+        assert_eq!(c.read().await, ok(), "SET {i}");
+        if i == 50 {
+            assert_eq!(c.read().await, Reply::Error("ERR syntax error".into()));
+            assert_eq!(
+                c.read().await,
+                bulk("50"),
+                "NX GET sees the SET just before it"
+            );
+        }
+    }
+    assert_eq!(c.read().await, bulk("99"), "the GET sees the last SET");
+}

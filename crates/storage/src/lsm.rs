@@ -105,16 +105,20 @@ impl Engine for LsmEngine {
 
     fn checkpoint(&self) -> Result<(), StorageError> {
         // fjall's own wait for a flush has no bound, and a flush into a directory that was
-        // removed never finishes: check first, and wait a bounded time.
+        // removed never finishes: wait a bounded time, and stop once the directory is gone.
+        let gone = || {
+            let message = format!("{} no longer exists", self.path.display());
+            StorageError::Io(std::io::Error::new(std::io::ErrorKind::NotFound, message))
+        };
         if !self.path.exists() {
-            return Err(StorageError::Io(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("{} no longer exists", self.path.display()),
-            )));
+            return Err(gone());
         }
         self.data.rotate_memtable().map_err(convert)?;
         let deadline = std::time::Instant::now() + CHECKPOINT_WAIT;
         while self.data.sealed_memtable_count() > 0 {
+            if !self.path.exists() {
+                return Err(gone());
+            }
             if std::time::Instant::now() >= deadline {
                 return Err(StorageError::Engine {
                     engine: ENGINE,

@@ -1,9 +1,10 @@
 //! One client connection: reads requests into a buffer, executes every complete request in
 //! order, and writes all their replies with one syscall (so pipelined commands cost one write,
-//! not one each). A connection idle past `resp_idle_timeout_ms`, or that leaves a request
+//! not one each). Pipelined SETs are submitted without waiting for each other, so they share
+//! group commits; any other command first waits for the writes before it. A connection idle past `resp_idle_timeout_ms`, or that leaves a request
 //! half-sent for `request_timeout_ms`, is closed.
 
-use super::commands::{self, Session};
+use super::commands::{self, Deferred, Session};
 use super::frame::Frame;
 use super::request;
 use super::RespShared;
@@ -17,6 +18,9 @@ use tokio::sync::watch;
 
 /// Replies buffered before they are written even though more requests are pending.
 const WRITE_BUFFER_FLUSH_BYTES: usize = 1 << 20;
+
+/// Writes of one pipeline submitted before the connection waits for them.
+const DEFERRED_WRITES_MAX: usize = 1024;
 
 /// Bytes the read buffer grows by when full.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
@@ -34,6 +38,7 @@ pub async fn handle(
     let config = &shared.node.config;
     let idle = Duration::from_millis(config.resp_idle_timeout_ms);
     let partial = Duration::from_millis(config.request_timeout_ms);
+    let mut deferred = Vec::new();
     'connection: loop {
         loop {
             match request::check(&input) {
@@ -42,7 +47,25 @@ pub async fn handle(
                     if arguments.is_empty() {
                         continue;
                     }
-                    let reply = commands::execute(&shared, &mut session, arguments).await;
+                    let reply = match commands::start_deferred(&shared, &session, &arguments) {
+                        Some(Ok(write)) if deferred.len() < DEFERRED_WRITES_MAX => {
+                            deferred.push(write);
+                            continue;
+                        }
+                        Some(Ok(write)) => {
+                            deferred.push(write);
+                            finish(&shared, &session, &mut deferred, &mut output).await;
+                            continue;
+                        }
+                        Some(Err(reply)) => reply,
+                        None => {
+                            // Whatever comes next must see the writes before it, and its reply
+                            // must follow theirs.
+                            finish(&shared, &session, &mut deferred, &mut output).await;
+                            commands::execute(&shared, &mut session, arguments).await
+                        }
+                    };
+                    finish(&shared, &session, &mut deferred, &mut output).await;
                     reply.encode(session.protocol, &mut output);
                     if session.closing {
                         break;
@@ -56,12 +79,14 @@ pub async fn handle(
                 }
                 Ok(None) => break,
                 Err(error) => {
+                    finish(&shared, &session, &mut deferred, &mut output).await;
                     Frame::err(error).encode(session.protocol, &mut output);
                     session.closing = true;
                     break;
                 }
             }
         }
+        finish(&shared, &session, &mut deferred, &mut output).await;
         if !output.is_empty() {
             if stream.write_all(&output).await.is_err() {
                 break;
@@ -99,6 +124,20 @@ pub async fn handle(
     }
     let _ = stream.shutdown().await;
     shared.connected.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Waits for the deferred writes, in order, and encodes their replies.
+async fn finish(
+    shared: &RespShared,
+    session: &Session,
+    deferred: &mut Vec<Deferred>,
+    output: &mut BytesMut,
+) {
+    for write in deferred.drain(..) {
+        commands::finish_deferred(shared, session, write)
+            .await
+            .encode(session.protocol, output);
+    }
 }
 
 /// Tells a connection it cannot be served, and closes it.

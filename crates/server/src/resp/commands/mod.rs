@@ -250,15 +250,62 @@ pub async fn execute(shared: &RespShared, session: &mut Session, arguments: Vec<
         command: spec.name,
         items: rest.into_iter(),
     };
-    match dispatch(spec.name, shared, session, args).await {
-        Ok(frame) => frame,
-        Err(CommandError::Arity(command)) => {
+    dispatch(spec.name, shared, session, args)
+        .await
+        .unwrap_or_else(error_frame)
+}
+
+/// The reply for a command that failed.
+fn error_frame(error: CommandError) -> Frame {
+    match error {
+        CommandError::Arity(command) => {
             Frame::err(format!("wrong number of arguments for '{command}' command"))
         }
-        Err(CommandError::Syntax) => Frame::err("syntax error"),
-        Err(CommandError::NotInteger) => Frame::err("value is not an integer or out of range"),
-        Err(CommandError::Reply(frame)) => frame,
+        CommandError::Syntax => Frame::err("syntax error"),
+        CommandError::NotInteger => Frame::err("value is not an integer or out of range"),
+        CommandError::Reply(frame) => frame,
     }
+}
+
+/// A write submitted to the store without waiting for it, so the commands after it in a
+/// pipeline can be read and submitted too, and all of them share group commits.
+pub struct Deferred {
+    pending: ringkv_replica::PendingWrite,
+    key: Bytes,
+    get: bool,
+}
+
+/// Starts `SET` without waiting for its write, if `arguments` are a SET this session may run;
+/// `None` for any other command (run it with [`execute`] once earlier deferred writes have
+/// finished). `Some(Err)` is SET's immediate error reply.
+pub fn start_deferred(
+    shared: &RespShared,
+    session: &Session,
+    arguments: &[Bytes],
+) -> Option<Result<Deferred, Frame>> {
+    let is_set = arguments.len() >= 3 && arguments[0].eq_ignore_ascii_case(b"set");
+    let needs_auth = shared.node.config.resp_password.is_some() && !session.authenticated;
+    if !is_set || needs_auth {
+        return None;
+    }
+    shared.commands.fetch_add(1, Ordering::Relaxed);
+    let args = Args {
+        command: "set",
+        items: arguments[1..].to_vec().into_iter(),
+    };
+    let started = strings::parse_set(shared, session, args).and_then(|(request, get)| {
+        let key = Bytes::copy_from_slice(&request.key);
+        let pending = shared.node.store.submit(request)?;
+        Ok(Deferred { pending, key, get })
+    });
+    Some(started.map_err(error_frame))
+}
+
+/// Waits for a deferred write and builds its reply.
+pub async fn finish_deferred(shared: &RespShared, session: &Session, deferred: Deferred) -> Frame {
+    let outcome = deferred.pending.wait().await;
+    strings::set_reply(shared, session, &deferred.key, deferred.get, outcome)
+        .unwrap_or_else(error_frame)
 }
 
 /// Redis 7's reply to an unknown command, word for word.

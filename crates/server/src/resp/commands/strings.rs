@@ -64,7 +64,24 @@ fn expiry_option(
 }
 
 /// `SET key value [NX | XX] [GET] [EX s | PX ms | EXAT s | PXAT ms | KEEPTTL]`.
-pub async fn set(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+pub async fn set(shared: &RespShared, session: &mut Session, args: Args) -> Reply {
+    let (request, get) = parse_set(shared, session, args)?;
+    let key = request.key.clone();
+    Ok(set_reply(
+        shared,
+        session,
+        &key,
+        get,
+        write(shared, request).await,
+    )?)
+}
+
+/// Parses SET's arguments into the write it asks for, and whether it has the GET option.
+pub fn parse_set(
+    shared: &RespShared,
+    session: &Session,
+    mut args: Args,
+) -> Result<(WriteRequest, bool), CommandError> {
     let (key, value) = (args.bytes()?, args.bytes()?);
     let (mut condition, mut expiry, mut get) = (None, None, false);
     while args.remaining() > 0 {
@@ -91,14 +108,25 @@ pub async fn set(shared: &RespShared, session: &mut Session, mut args: Args) -> 
     };
     let request =
         WriteRequest::new(&keyspace(session), &key, change).when(condition.unwrap_or_default());
-    match write(shared, request).await {
+    Ok((request, get))
+}
+
+/// SET's reply once its write finished.
+pub fn set_reply(
+    shared: &RespShared,
+    session: &Session,
+    key: &[u8],
+    get: bool,
+    outcome: Result<WriteOutcome, ReplicaError>,
+) -> Reply {
+    match outcome {
         Ok(outcome) if get => Ok(Frame::optional_bulk(
             outcome.previous.map(|e| e.winner().value.clone()),
         )),
         Ok(_) => Ok(Frame::ok()),
         // NX GET on an existing key returns its value without setting it (Redis 7).
         Err(ReplicaError::ConditionFailed { .. }) if get => {
-            Ok(Frame::optional_bulk(read(shared, session, &key)?))
+            Ok(Frame::optional_bulk(read(shared, session, key)?))
         }
         Err(ReplicaError::ConditionFailed { .. }) => Ok(Frame::Null),
         Err(error) => Err(error.into()),
