@@ -1,7 +1,7 @@
 //! Errors of the replica layer, in its own terms; the API edge maps them to HTTP statuses and
 //! RESP error strings.
 
-use crate::store::Version;
+use crate::store::Entry;
 use ringkv_storage::StorageError;
 
 /// Why a read or write of the local replica failed.
@@ -13,9 +13,10 @@ pub enum ReplicaError {
     /// The storage engine failed.
     #[error(transparent)]
     Storage(StorageError),
-    /// A conditional write's condition did not hold; `current` is the version now stored.
+    /// A conditional write's condition did not hold; `current` is what a read saw when the
+    /// condition was checked (so a caller can report it without a racy second read).
     #[error("precondition failed")]
-    ConditionFailed { current: Option<Version> },
+    ConditionFailed { current: Option<Box<Entry>> },
     /// The key holds too many siblings to add another without resolving them.
     #[error(transparent)]
     TooManySiblings(#[from] ringkv_core::record::UpdateError),

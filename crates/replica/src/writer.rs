@@ -363,7 +363,7 @@ fn check_condition(condition: Condition, current: Option<&Entry>) -> Result<(), 
         Ok(())
     } else {
         Err(ReplicaError::ConditionFailed {
-            current: current.map(|entry| entry.version),
+            current: current.cloned().map(Box::new),
         })
     }
 }

@@ -215,7 +215,7 @@ async fn racing_compare_and_set_on_one_version_has_exactly_one_winner() {
             match racer.await.unwrap() {
                 Ok(_) => winners += 1,
                 Err(ReplicaError::ConditionFailed { current }) => {
-                    assert_ne!(current, Some(version))
+                    assert_ne!(current.map(|entry| entry.version), Some(version))
                 }
                 Err(other) => panic!("unexpected {other}"),
             }

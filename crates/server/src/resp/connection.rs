@@ -54,18 +54,18 @@ pub async fn handle(
                         }
                         Some(Ok(write)) => {
                             deferred.push(write);
-                            finish(&shared, &session, &mut deferred, &mut output).await;
+                            finish(&session, &mut deferred, &mut output).await;
                             continue;
                         }
                         Some(Err(reply)) => reply,
                         None => {
                             // Whatever comes next must see the writes before it, and its reply
                             // must follow theirs.
-                            finish(&shared, &session, &mut deferred, &mut output).await;
+                            finish(&session, &mut deferred, &mut output).await;
                             commands::execute(&shared, &mut session, arguments).await
                         }
                     };
-                    finish(&shared, &session, &mut deferred, &mut output).await;
+                    finish(&session, &mut deferred, &mut output).await;
                     reply.encode(session.protocol, &mut output);
                     if session.closing {
                         break;
@@ -79,14 +79,14 @@ pub async fn handle(
                 }
                 Ok(None) => break,
                 Err(error) => {
-                    finish(&shared, &session, &mut deferred, &mut output).await;
+                    finish(&session, &mut deferred, &mut output).await;
                     Frame::err(error).encode(session.protocol, &mut output);
                     session.closing = true;
                     break;
                 }
             }
         }
-        finish(&shared, &session, &mut deferred, &mut output).await;
+        finish(&session, &mut deferred, &mut output).await;
         if !output.is_empty() {
             if stream.write_all(&output).await.is_err() {
                 break;
@@ -127,14 +127,9 @@ pub async fn handle(
 }
 
 /// Waits for the deferred writes, in order, and encodes their replies.
-async fn finish(
-    shared: &RespShared,
-    session: &Session,
-    deferred: &mut Vec<Deferred>,
-    output: &mut BytesMut,
-) {
+async fn finish(session: &Session, deferred: &mut Vec<Deferred>, output: &mut BytesMut) {
     for write in deferred.drain(..) {
-        commands::finish_deferred(shared, session, write)
+        commands::finish_deferred(write)
             .await
             .encode(session.protocol, output);
     }

@@ -271,7 +271,6 @@ fn error_frame(error: CommandError) -> Frame {
 /// pipeline can be read and submitted too, and all of them share group commits.
 pub struct Deferred {
     pending: ringkv_replica::PendingWrite,
-    key: Bytes,
     get: bool,
 }
 
@@ -294,18 +293,16 @@ pub fn start_deferred(
         items: arguments[1..].to_vec().into_iter(),
     };
     let started = strings::parse_set(shared, session, args).and_then(|(request, get)| {
-        let key = Bytes::copy_from_slice(&request.key);
         let pending = shared.node.store.submit(request)?;
-        Ok(Deferred { pending, key, get })
+        Ok(Deferred { pending, get })
     });
     Some(started.map_err(error_frame))
 }
 
 /// Waits for a deferred write and builds its reply.
-pub async fn finish_deferred(shared: &RespShared, session: &Session, deferred: Deferred) -> Frame {
+pub async fn finish_deferred(deferred: Deferred) -> Frame {
     let outcome = deferred.pending.wait().await;
-    strings::set_reply(shared, session, &deferred.key, deferred.get, outcome)
-        .unwrap_or_else(error_frame)
+    strings::set_reply(deferred.get, outcome).unwrap_or_else(error_frame)
 }
 
 /// Redis 7's reply to an unknown command, word for word.

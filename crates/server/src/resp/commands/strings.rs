@@ -66,14 +66,7 @@ fn expiry_option(
 /// `SET key value [NX | XX] [GET] [EX s | PX ms | EXAT s | PXAT ms | KEEPTTL]`.
 pub async fn set(shared: &RespShared, session: &mut Session, args: Args) -> Reply {
     let (request, get) = parse_set(shared, session, args)?;
-    let key = request.key.clone();
-    Ok(set_reply(
-        shared,
-        session,
-        &key,
-        get,
-        write(shared, request).await,
-    )?)
+    set_reply(get, write(shared, request).await)
 }
 
 /// Parses SET's arguments into the write it asks for, and whether it has the GET option.
@@ -112,22 +105,17 @@ pub fn parse_set(
 }
 
 /// SET's reply once its write finished.
-pub fn set_reply(
-    shared: &RespShared,
-    session: &Session,
-    key: &[u8],
-    get: bool,
-    outcome: Result<WriteOutcome, ReplicaError>,
-) -> Reply {
+pub fn set_reply(get: bool, outcome: Result<WriteOutcome, ReplicaError>) -> Reply {
     match outcome {
         Ok(outcome) if get => Ok(Frame::optional_bulk(
             outcome.previous.map(|e| e.winner().value.clone()),
         )),
         Ok(_) => Ok(Frame::ok()),
-        // NX GET on an existing key returns its value without setting it (Redis 7).
-        Err(ReplicaError::ConditionFailed { .. }) if get => {
-            Ok(Frame::optional_bulk(read(shared, session, key)?))
-        }
+        // NX GET on an existing key returns its value without setting it (Redis 7): the value
+        // seen when the condition was checked, not one read later.
+        Err(ReplicaError::ConditionFailed { current }) if get => Ok(Frame::optional_bulk(
+            current.map(|entry| entry.winner().value.clone()),
+        )),
         Err(ReplicaError::ConditionFailed { .. }) => Ok(Frame::Null),
         Err(error) => Err(error.into()),
     }
