@@ -320,6 +320,38 @@ impl Entry {
         })
     }
 
+    /// Like [`Entry::visible`], but takes the record, moving its values instead of copying
+    /// them (the read path: a value is copied out of the engine once, and no more).
+    pub fn from_record(record: Record, now_ms: u64) -> Option<Entry> {
+        let version = Version::of(&record.context);
+        let mut values: Vec<VisibleValue> = record
+            .siblings
+            .into_iter()
+            .filter(|sibling| sibling.is_visible(now_ms))
+            .filter_map(|sibling| {
+                Some(VisibleValue {
+                    value: sibling.value?,
+                    expires_at_ms: sibling.expires_at_ms,
+                    timestamp: sibling.timestamp,
+                })
+            })
+            .collect();
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_by_key(|v| v.timestamp);
+        Some(Entry {
+            version,
+            context: record.context,
+            values,
+        })
+    }
+
+    /// The newest sibling, taken out of the entry.
+    pub fn into_winner(mut self) -> VisibleValue {
+        self.values.pop().expect("an entry has at least one value")
+    }
+
     /// The value a single-value protocol (RESP) returns: the newest sibling.
     pub fn winner(&self) -> &VisibleValue {
         self.values.last().expect("an entry has at least one value")
@@ -467,7 +499,7 @@ impl LocalStore {
         Ok(self
             .shared
             .load(keyspace, key)?
-            .and_then(|record| Entry::visible(&record, now_ms)))
+            .and_then(|record| Entry::from_record(record, now_ms)))
     }
 
     /// The stored record of a key, dead siblings included (for replication and debugging).
@@ -508,7 +540,7 @@ impl LocalStore {
                 examined += 1;
                 let key = layout::user_key(keyspace, &engine_key);
                 let record = self.shared.decode(keyspace, key, &bytes)?;
-                if let Some(entry) = Entry::visible(&record, now_ms) {
+                if let Some(entry) = Entry::from_record(record, now_ms) {
                     entries.push((key.to_vec(), entry));
                 }
                 resume = Some(engine_key);

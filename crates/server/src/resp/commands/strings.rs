@@ -19,7 +19,7 @@ pub fn read(
     key: &[u8],
 ) -> Result<Option<Vec<u8>>, CommandError> {
     let entry = shared.node.store.get(&keyspace(session), key)?;
-    Ok(entry.map(|entry| entry.winner().value.clone()))
+    Ok(entry.map(|entry| entry.into_winner().value))
 }
 
 /// Applies one write, refusing at once when the node is overloaded.
