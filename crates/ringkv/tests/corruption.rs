@@ -98,3 +98,49 @@ fn flipped_bytes_in_lsm_tables_are_reported_as_corruption() {
 fn flipped_bytes_in_a_memory_snapshot_are_reported_as_corruption() {
     flipped_bytes_are_reported_as_corruption("memory", ".snap");
 }
+
+#[test]
+fn damage_that_cannot_be_pinned_to_keys_refuses_the_start_with_a_clear_error() {
+    // A B-tree page or an LSM journal batch cannot be traced to the keys it held: the node
+    // must refuse to start and say why, never come up serving wrong answers.
+    for (engine, data_file) in [("btree", "btree.redb"), ("lsm", ".jnl")] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = ServerProcess::start(dir.path(), &["--engine", engine]);
+        let client = Client::new(&server.url);
+        for i in 0..KEYS {
+            client
+                .put(&format!("key{i:04}"), &value_for(i), None)
+                .unwrap();
+        }
+        server.kill_9();
+        let file = largest_file(dir.path(), data_file);
+        let mut bytes = std::fs::read(&file).unwrap();
+        let needle = format!("value-{}-abcdefghij", KEYS / 2).into_bytes();
+        let at = bytes
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .expect("the value is in the file");
+        bytes[at + 3] ^= 0x5a;
+        std::fs::write(&file, bytes).unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_ringkv"))
+            .args([
+                "server",
+                "--engine",
+                engine,
+                "--http",
+                "127.0.0.1:0",
+                "--resp",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            !output.status.success(),
+            "{engine}: started on a damaged file"
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("damaged"), "{engine}: {stderr}");
+    }
+}

@@ -28,10 +28,10 @@ pub enum NodeError {
     #[error("data directory {path}: {message}")]
     DataDir { path: String, message: String },
     /// The storage engine failed to open.
-    #[error("cannot open storage: {0}")]
+    #[error("cannot open storage")]
     Storage(#[from] StorageError),
     /// The local store failed to open.
-    #[error("cannot open local store: {0}")]
+    #[error("cannot open local store")]
     Replica(#[from] ReplicaError),
     /// An address could not be bound.
     #[error("cannot listen on {address}: {source}")]

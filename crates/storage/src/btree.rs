@@ -4,6 +4,8 @@
 //! next commit with `Durability::Immediate`, which is what [`Engine::sync`] issues. A durable
 //! write does both in one transaction, so a group commit costs one fsync.
 //!
+//! The whole file is verified against redb's page checksums when it is opened.
+//!
 //! redb keeps only the last durable commit across a crash, so with `--sync none|periodic` this
 //! engine may lose the writes since the last sync even when only the process dies; the other
 //! engines lose them only when the machine dies.
@@ -26,7 +28,19 @@ impl BtreeEngine {
     /// Opens or creates `directory/btree.redb`.
     pub fn open(directory: &Path) -> Result<Self, StorageError> {
         let path = directory.join("btree.redb");
-        let database = Database::create(&path).map_err(convert)?;
+        // redb checksums every page but only verifies them when asked; a plain open of a file
+        // damaged outside redb may even panic. Verify at open: damage that cannot be pinned to
+        // keys refuses the start with a clear error instead of serving wrong answers.
+        let database = Database::builder()
+            .set_check_integrity_on_open(true)
+            .create(&path)
+            .map_err(|error| match convert(error) {
+                StorageError::Corruption(detail) => StorageError::Corruption(format!(
+                    "{} is damaged ({detail}); restore it from a backup or a replica",
+                    path.display()
+                )),
+                other => other,
+            })?;
         let engine = Self { database, path };
         // Create the table up front so reads of an empty database find it.
         engine.commit(WriteBatch::new(), Durability::Immediate)?;
