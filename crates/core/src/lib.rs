@@ -8,6 +8,7 @@
 //!   laws (Riak 2.0's dotted version vector sets) and the checksummed on-disk encoding.
 //! - [`clock`]: wall time, injected so tests control it.
 //! - [`hlc`]: the hybrid logical clock that orders truly concurrent last-writer-wins writes.
+//! - [`ring`]: the consistent-hash ring and preference lists.
 
 pub mod causal;
 pub mod clock;
@@ -15,3 +16,4 @@ pub mod codec;
 pub mod hlc;
 pub mod limits;
 pub mod record;
+pub mod ring;
