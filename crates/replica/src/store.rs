@@ -611,6 +611,29 @@ impl LocalStore {
         Ok(PendingWrite { answer })
     }
 
+    /// Reads a node metadata item (keyspace definitions and the like).
+    pub fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, ReplicaError> {
+        Ok(self.shared.engine.get(&layout::meta_key(name))?)
+    }
+
+    /// Every metadata item whose name starts with `prefix`.
+    pub fn meta_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, ReplicaError> {
+        let range = ringkv_storage::ScanRange::prefix(&layout::meta_key(prefix));
+        let entries = self.shared.engine.scan(&range, usize::MAX)?;
+        Ok(entries
+            .into_iter()
+            .map(|(key, value)| (String::from_utf8_lossy(&key[1..]).into_owned(), value))
+            .collect())
+    }
+
+    /// Stores a metadata item durably. Metadata never shares keys with records, so this
+    /// bypasses the writer thread.
+    pub fn meta_put(&self, name: &str, value: &[u8]) -> Result<(), ReplicaError> {
+        let mut batch = WriteBatch::new();
+        batch.put(layout::meta_key(name), value.to_vec());
+        Ok(self.shared.engine.write_durable(batch)?)
+    }
+
     /// Brings sampled gauges (disk use) up to date.
     pub fn refresh_gauges(&self) {
         let (metrics, engine) = (&self.shared.metrics, &self.shared.engine);

@@ -3,11 +3,13 @@
 //!
 //! - [`config`]: the one configuration struct and its defaults.
 //! - [`node`]: opening a node and serving it.
+//! - [`keyspaces`]: keyspace definitions.
 //! - [`http`]: the REST API.
 //! - [`resp`]: the Redis protocol.
 
 pub mod config;
 pub mod http;
+pub mod keyspaces;
 pub mod node;
 pub mod resp;
 

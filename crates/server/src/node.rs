@@ -49,6 +49,8 @@ pub struct Node {
     pub config: ServerConfig,
     /// The local replica.
     pub store: LocalStore,
+    /// The keyspaces this node knows.
+    pub keyspaces: crate::keyspaces::Keyspaces,
     /// Every metric of this node.
     pub registry: Registry,
     /// REST API metrics.
@@ -81,6 +83,7 @@ impl Node {
             Arc::clone(&clock),
             &mut registry,
         )?;
+        let keyspaces = crate::keyspaces::Keyspaces::load(&store)?;
         let http_metrics = HttpMetrics::register(&mut registry);
         let node_id = config
             .node_id
@@ -91,6 +94,7 @@ impl Node {
             http_in_flight: Arc::new(Semaphore::new(config.http_in_flight_max)),
             config,
             store,
+            keyspaces,
             registry,
             http_metrics,
             clock,

@@ -472,7 +472,10 @@ async fn the_openapi_document_lists_every_route_the_router_serves() {
             operation.path
         );
         // The router serves the documented path (never the fallback's no_such_route).
-        let uri = operation.path.replace("{key}", "some-key");
+        let uri = operation
+            .path
+            .replace("{key}", "some-key")
+            .replace("{keyspace}", "default");
         let answer = api
             .call(
                 &operation.method.to_uppercase(),
@@ -577,4 +580,125 @@ async fn a_flood_of_requests_gets_503_instead_of_an_unbounded_queue() {
     assert!(statuses
         .iter()
         .all(|s| *s == StatusCode::OK || *s == StatusCode::SERVICE_UNAVAILABLE));
+}
+
+#[tokio::test]
+async fn keyspaces_are_created_and_a_siblings_keyspace_keeps_concurrent_writes() {
+    let api = api();
+    let created = api
+        .call(
+            "PUT",
+            "/v1/ks/carts",
+            &[],
+            r#"{"replication": 3, "conflict": "siblings"}"#,
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK);
+    assert_eq!(created.json()["conflict"], json!("siblings"));
+    assert_eq!(
+        api.get("/v1/ks/carts").await.json()["replication"],
+        json!(3)
+    );
+    let names: Vec<Value> = api.get("/v1/ks").await.json()["keyspaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].clone())
+        .collect();
+    assert_eq!(names, vec![json!("carts"), json!("default")]);
+
+    // Two writes without a context become siblings; a read answers 300 with both and one
+    // context; a write with that context resolves them.
+    let put = |value: &str, context: Option<String>| {
+        let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+        headers.extend(context.map(|c| ("x-ringkv-context".to_string(), c)));
+        let request = Request::builder()
+            .method("PUT")
+            .uri("/v1/ks/carts/keys/alice");
+        let request = headers.iter().fold(request, |r, (n, v)| r.header(n, v));
+        api.send(
+            request
+                .body(Body::from(json!({ "value": value }).to_string()))
+                .unwrap(),
+        )
+    };
+    assert_eq!(put("apples", None).await.status, StatusCode::OK);
+    assert_eq!(put("pears", None).await.status, StatusCode::OK);
+    let both = api.get("/v1/ks/carts/keys/alice").await;
+    assert_eq!(both.status, StatusCode::MULTIPLE_CHOICES);
+    let body = both.json();
+    let values: Vec<Value> = body["siblings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["value"].clone())
+        .collect();
+    assert_eq!(values, vec![json!("apples"), json!("pears")]);
+    let context = body["context"].as_str().unwrap().to_owned();
+    assert_eq!(both.header("x-ringkv-context"), context);
+    assert_eq!(
+        put("apples,pears", Some(context)).await.status,
+        StatusCode::OK
+    );
+    let resolved = api.get("/v1/ks/carts/keys/alice").await;
+    assert_eq!(
+        (resolved.status, resolved.json()["value"].clone()),
+        (StatusCode::OK, json!("apples,pears"))
+    );
+
+    // In the default (lww) keyspace the later write simply wins.
+    api.put_json("alice", json!({ "value": "first" })).await;
+    api.put_json("alice", json!({ "value": "second" })).await;
+    assert_eq!(
+        api.get("/v1/keys/alice").await.json()["value"],
+        json!("second")
+    );
+    assert_eq!(
+        api.get("/v1/ks/default/keys/alice").await.json()["value"],
+        json!("second")
+    );
+
+    let missing = api.get("/v1/ks/nope/keys/k").await;
+    assert_eq!(
+        (missing.status, missing.error_code().as_str()),
+        (StatusCode::NOT_FOUND, "keyspace_not_found")
+    );
+    let change = api
+        .call("PUT", "/v1/ks/carts", &[], r#"{"conflict": "lww"}"#)
+        .await;
+    assert_eq!(change.status, StatusCode::CONFLICT);
+    let bad = api.call("PUT", "/v1/ks/bad!name", &[], "{}").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let strong = api
+        .call("PUT", "/v1/ks/ledger", &[], r#"{"mode": "strong"}"#)
+        .await;
+    assert_eq!(strong.status, StatusCode::BAD_REQUEST);
+    let listed = api.get("/v1/ks/carts/keys?prefix=al").await.json();
+    assert_eq!(listed["keys"], json!(["alice"]));
+}
+
+#[tokio::test]
+async fn keyspace_definitions_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..ServerConfig::default()
+    };
+    let request: ringkv_server::keyspaces::KeyspaceRequest =
+        serde_json::from_str(r#"{"replication": 2, "conflict": "siblings"}"#).unwrap();
+    {
+        let node = Node::open(config.clone()).unwrap();
+        node.keyspaces
+            .define(&node.store, "carts", request)
+            .unwrap();
+    }
+    let node = Node::open(config).unwrap();
+    let def = node
+        .keyspaces
+        .get("carts")
+        .expect("the definition was reloaded");
+    assert_eq!(
+        (def.replication, def.conflict),
+        (2, ringkv_server::keyspaces::Conflict::Siblings)
+    );
 }

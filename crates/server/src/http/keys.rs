@@ -1,10 +1,12 @@
-//! `/v1/keys`: the key-value REST surface. Each handler parses and validates the request,
+//! `/v1/keys` and `/v1/ks/{keyspace}/keys`: the key-value REST surface. Each handler parses and validates the request,
 //! turns it into one replica request, and shapes the answer; no storage logic lives here.
 
 use super::error::ApiError;
+use crate::keyspaces::KeyspaceDef;
 use crate::node::Node;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -13,6 +15,7 @@ use ringkv_core::causal::VersionVector;
 use ringkv_replica::{Condition, Version, VisibleValue, WriteRequest};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The keyspace `/v1/keys` addresses.
@@ -27,6 +30,39 @@ const TTL_SECONDS_MAX: u64 = 100 * 365 * 24 * 3600;
 /// Keys a list request returns when it names no limit, and the most it may ask for.
 const LIST_LIMIT_DEFAULT: usize = 100;
 const LIST_LIMIT_MAX: usize = 10_000;
+
+/// The keyspace and key a `/v1/keys/{key}` or `/v1/ks/{keyspace}/keys/{key}` request
+/// addresses; an unknown keyspace is a 404.
+pub struct Addressed {
+    /// The keyspace's definition.
+    pub keyspace: KeyspaceDef,
+    /// The key (empty for the listing routes).
+    pub key: String,
+}
+
+impl FromRequestParts<Arc<Node>> for Addressed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, node: &Arc<Node>) -> Result<Self, ApiError> {
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, node)
+            .await
+            .map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+        let name = params
+            .get("keyspace")
+            .map_or(DEFAULT_KEYSPACE, String::as_str);
+        let keyspace = node.keyspaces.get(name).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "keyspace_not_found",
+                format!("no keyspace {name:?}; create it with PUT /v1/ks/{name}"),
+            )
+        })?;
+        Ok(Self {
+            keyspace,
+            key: params.get("key").cloned().unwrap_or_default(),
+        })
+    }
+}
 
 /// Query parameters of `PUT /v1/keys/{key}`.
 #[derive(Debug, Default, Deserialize)]
@@ -51,7 +87,7 @@ struct PutBody {
 /// Stores a value: JSON `{"value": "...", "ttl": 60}`, or raw bytes with `?ttl=`.
 pub async fn put_key(
     State(node): State<Arc<Node>>,
-    Path(key): Path<String>,
+    Addressed { keyspace, key }: Addressed,
     Query(params): Query<PutParams>,
     headers: HeaderMap,
     body: Bytes,
@@ -65,8 +101,9 @@ pub async fn put_key(
         (None, Some(text)) => Some(parse_ttl(text)?),
         (None, None) => None,
     };
-    let mut request =
-        WriteRequest::put(DEFAULT_KEYSPACE, key.as_bytes(), &value).when(condition(&headers)?);
+    let mut request = WriteRequest::put(&keyspace.name, key.as_bytes(), &value)
+        .when(condition(&headers)?)
+        .conflict(keyspace.conflict.into());
     if let Some(ttl) = ttl_seconds {
         request = request.expiring_at(node.now_ms() + ttl * 1000);
     }
@@ -86,12 +123,12 @@ pub async fn put_key(
 /// `application/octet-stream`; 300 with every sibling when there are several.
 pub async fn get_key(
     State(node): State<Arc<Node>>,
-    Path(key): Path<String>,
+    Addressed { keyspace, key }: Addressed,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let entry = node
         .store
-        .get(DEFAULT_KEYSPACE, key.as_bytes())?
+        .get(&keyspace.name, key.as_bytes())?
         .ok_or_else(ApiError::key_not_found)?;
     let now_ms = node.now_ms();
     if entry.values.len() > 1 {
@@ -120,11 +157,12 @@ pub async fn get_key(
 /// Deletes a key; succeeds whether or not it existed (`"deleted"` says which).
 pub async fn delete_key(
     State(node): State<Arc<Node>>,
-    Path(key): Path<String>,
+    Addressed { keyspace, key }: Addressed,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let mut request =
-        WriteRequest::delete(DEFAULT_KEYSPACE, key.as_bytes()).when(condition(&headers)?);
+    let mut request = WriteRequest::delete(&keyspace.name, key.as_bytes())
+        .when(condition(&headers)?)
+        .conflict(keyspace.conflict.into());
     if let Some(context) = context(&headers)? {
         request = request.with_context(context);
     }
@@ -144,6 +182,7 @@ pub struct ListParams {
 /// Lists keys with a prefix in key order, a page at a time; `cursor` resumes after the page.
 pub async fn list_keys(
     State(node): State<Arc<Node>>,
+    Addressed { keyspace, .. }: Addressed,
     Query(params): Query<ListParams>,
 ) -> Result<Response, ApiError> {
     let limit = match params.limit.as_deref() {
@@ -158,7 +197,7 @@ pub async fn list_keys(
     let prefix = params.prefix.unwrap_or_default();
     let page = node
         .store
-        .scan(DEFAULT_KEYSPACE, prefix.as_bytes(), after.as_deref(), limit)?;
+        .scan(&keyspace.name, prefix.as_bytes(), after.as_deref(), limit)?;
     let keys: Vec<String> = page
         .entries
         .iter()

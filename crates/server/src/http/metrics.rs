@@ -71,10 +71,11 @@ impl HttpMetrics {
 /// The operation name of a request, from its method and matched route.
 pub fn operation(method: &Method, route: Option<&str>) -> &'static str {
     match (method, route) {
-        (&Method::GET, Some("/v1/keys/{key}")) => "get",
-        (&Method::PUT, Some("/v1/keys/{key}")) => "put",
-        (&Method::DELETE, Some("/v1/keys/{key}")) => "delete",
-        (&Method::GET, Some("/v1/keys")) => "list",
+        (&Method::GET, Some("/v1/keys/{key}" | "/v1/ks/{keyspace}/keys/{key}")) => "get",
+        (&Method::PUT, Some("/v1/keys/{key}" | "/v1/ks/{keyspace}/keys/{key}")) => "put",
+        (&Method::DELETE, Some("/v1/keys/{key}" | "/v1/ks/{keyspace}/keys/{key}")) => "delete",
+        (&Method::GET, Some("/v1/keys" | "/v1/ks/{keyspace}/keys")) => "list",
+        (_, Some("/v1/ks" | "/v1/ks/{keyspace}")) => "keyspace",
         (_, Some("/metrics")) => "metrics",
         (_, Some("/healthz")) => "healthz",
         _ => "other",

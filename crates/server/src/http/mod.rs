@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod keys;
+pub mod keyspaces;
 pub mod listener;
 pub mod metrics;
 pub mod openapi;
@@ -30,7 +31,13 @@ fn handler(id: &str) -> Option<MethodRouter<Arc<Node>>> {
         "putKey" => put(keys::put_key),
         "getKey" => get(keys::get_key),
         "deleteKey" => delete(keys::delete_key),
-        "listKeys" => get(keys::list_keys),
+        "listKeys" | "listKeyspaceKeys" => get(keys::list_keys),
+        "putKeyspaceKey" => put(keys::put_key),
+        "getKeyspaceKey" => get(keys::get_key),
+        "deleteKeyspaceKey" => delete(keys::delete_key),
+        "putKeyspace" => put(keyspaces::put_keyspace),
+        "getKeyspace" => get(keyspaces::get_keyspace),
+        "listKeyspaces" => get(keyspaces::list_keyspaces),
         "health" => get(ops::healthz),
         "metrics" => get(ops::metrics),
         "openapi" => get(ops::openapi),
