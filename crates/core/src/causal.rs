@@ -173,7 +173,7 @@ impl VersionVector {
     pub fn from_token(token: &str) -> Result<Self, ContextError> {
         let token = token.trim();
         // Each entry is at most 8 + 10 bytes; refuse longer tokens before decoding.
-        if token.len() % 2 != 0 || token.len() > 2 * (10 + CONTEXT_ENTRIES_MAX * 18) {
+        if !token.len().is_multiple_of(2) || token.len() > 2 * (10 + CONTEXT_ENTRIES_MAX * 18) {
             return Err(ContextError::NotHex);
         }
         let bytes = (0..token.len())

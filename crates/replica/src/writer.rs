@@ -130,23 +130,13 @@ impl Writer {
             // A caller that gave up waiting is not an error of the write.
             match answer {
                 Answer::Write(reply, outcome) => {
-                    let _ = reply.send(
-                        committed
-                            .as_ref()
-                            .map_err(fresh_error)
-                            .and_then(|()| outcome),
-                    );
+                    let _ = reply.send(committed.as_ref().map_err(fresh_error).and(outcome));
                 }
                 Answer::WriteMany(reply, outcomes) => {
                     let _ = reply.send(committed.as_ref().map_err(fresh_error).map(|()| outcomes));
                 }
                 Answer::Sweep(reply, outcome) => {
-                    let _ = reply.send(
-                        committed
-                            .as_ref()
-                            .map_err(fresh_error)
-                            .and_then(|()| outcome),
-                    );
+                    let _ = reply.send(committed.as_ref().map_err(fresh_error).and(outcome));
                 }
             }
         }

@@ -24,6 +24,9 @@ use std::sync::Arc;
 
 const ENGINE: &str = "memory";
 
+/// The ordered map every key lives in.
+type Map = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// Settings of the memory engine.
 #[derive(Clone, Debug)]
 pub struct MemoryOptions {
@@ -47,7 +50,7 @@ pub struct MemoryEngine {
 struct Shared {
     directory: PathBuf,
     options: MemoryOptions,
-    map: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
+    map: RwLock<Map>,
     /// Keys whose snapshot value failed its checksum; a read of one is a corruption error
     /// until the key is written again.
     corrupt_keys: RwLock<BTreeSet<Vec<u8>>>,
@@ -118,7 +121,7 @@ impl MemoryEngine {
 /// Replays every log at or after the newest snapshot into `map`; returns the bytes replayed.
 fn replay_logs(
     files: &Files,
-    map: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+    map: &mut Map,
     corrupt_keys: &mut BTreeSet<Vec<u8>>,
 ) -> Result<u64, StorageError> {
     let first = files.snapshots.last().copied().unwrap_or(0);
@@ -143,7 +146,7 @@ fn replay_logs(
     Ok(replayed)
 }
 
-fn apply(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, corrupt: &mut BTreeSet<Vec<u8>>, batch: WriteBatch) {
+fn apply(map: &mut Map, corrupt: &mut BTreeSet<Vec<u8>>, batch: WriteBatch) {
     for op in batch.ops {
         match op {
             WriteOp::Put { key, value } => {
@@ -179,10 +182,7 @@ fn sync_directory(directory: &Path) -> Result<(), StorageError> {
 impl Shared {
     /// Switches to a new log and copies the map; the caller holds the log lock so no write
     /// slips between the two. Returns the snapshot's number and the copy.
-    fn start_snapshot(
-        &self,
-        log: &mut ActiveLog,
-    ) -> Result<(u64, BTreeMap<Vec<u8>, Vec<u8>>), StorageError> {
+    fn start_snapshot(&self, log: &mut ActiveLog) -> Result<(u64, Map), StorageError> {
         // The old log may hold writes not yet synced; later syncs only reach the new one.
         log.file.sync_data()?;
         let number = log.number + 1;
@@ -193,21 +193,13 @@ impl Shared {
     }
 
     /// Writes the copy as snapshot `number`, then deletes what it covers.
-    fn finish_snapshot(
-        &self,
-        number: u64,
-        copy: BTreeMap<Vec<u8>, Vec<u8>>,
-    ) -> Result<(), StorageError> {
+    fn finish_snapshot(&self, number: u64, copy: Map) -> Result<(), StorageError> {
         let result = self.write_snapshot(number, &copy);
         self.snapshot_running.store(false, Ordering::Release);
         result
     }
 
-    fn write_snapshot(
-        &self,
-        number: u64,
-        copy: &BTreeMap<Vec<u8>, Vec<u8>>,
-    ) -> Result<(), StorageError> {
+    fn write_snapshot(&self, number: u64, copy: &Map) -> Result<(), StorageError> {
         let files = Files::list(&self.directory)?;
         let temporary = self.directory.join(format!("snapshot-{number:020}.tmp"));
         snapshot::write(&temporary, copy.iter())?;

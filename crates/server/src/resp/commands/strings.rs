@@ -228,7 +228,7 @@ pub async fn mget(shared: &RespShared, session: &mut Session, mut args: Args) ->
 /// `MSET key value [key value ...]`: all keys are set in one atomic batch.
 pub async fn mset(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
     let pairs = args.rest();
-    if pairs.len() % 2 != 0 {
+    if !pairs.len().is_multiple_of(2) {
         return Err(CommandError::Arity("mset"));
     }
     let keyspace = keyspace(session);
