@@ -1,0 +1,353 @@
+//! The cluster RPC: one long-lived TCP connection per peer, many requests in flight on it.
+//!
+//! Wire format: frames of `u32 length | postcard(Envelope)`, at most [`FRAME_BYTES_MAX`]
+//! (tokio-util's length-delimited codec refuses longer ones before buffering). A request
+//! carries an id and a deadline; the reply carries the same id, so replies may come back in
+//! any order. Messages start with a protocol version so adjacent releases can talk during a
+//! rolling upgrade: a node refuses frames of a version it does not know.
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::collections::HashMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+/// Largest frame: a maximal value plus its record and envelope.
+pub const FRAME_BYTES_MAX: usize = 48 << 20;
+
+/// The protocol version this release speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Frames queued for one connection's writer before callers wait for room.
+const OUTGOING_QUEUE_MAX: usize = 1024;
+
+/// Wait before reconnecting to a peer after a failure; doubles per failure up to the max.
+const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A request frame.
+#[derive(Serialize, Deserialize)]
+struct RequestFrame<Req> {
+    version: u16,
+    id: u64,
+    /// How long the caller waits, from when the frame was sent.
+    deadline_ms: u32,
+    body: Req,
+}
+
+/// A reply frame.
+#[derive(Serialize, Deserialize)]
+struct ReplyFrame<Resp> {
+    version: u16,
+    id: u64,
+    body: Result<Resp, String>,
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RpcError {
+    /// No answer before the deadline.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The peer cannot be reached now (connect failed, or backing off after a failure).
+    #[error("peer {peer} unavailable: {reason}")]
+    Unavailable { peer: String, reason: String },
+    /// The connection broke while the call was in flight.
+    #[error("connection to {0} lost")]
+    ConnectionLost(String),
+    /// The peer ran the request and reported an error.
+    #[error("peer error: {0}")]
+    Remote(String),
+    /// A message could not be encoded.
+    #[error("cannot encode request: {0}")]
+    Encode(String),
+}
+
+/// What a node does with requests from its peers.
+pub trait Service<Req, Resp>: Send + Sync + 'static {
+    /// Handles one request; an `Err` reaches the caller as [`RpcError::Remote`].
+    fn handle(&self, request: Req) -> impl Future<Output = Result<Resp, String>> + Send;
+}
+
+/// Serves RPC connections on `listener` until `shutdown` turns true.
+pub async fn serve<Req, Resp, S>(
+    listener: TcpListener,
+    service: Arc<S>,
+    shutdown: watch::Receiver<bool>,
+) where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+    S: Service<Req, Resp>,
+{
+    let mut stop = shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stop| *stop) => return,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve_connection::<Req, Resp, S>(
+                    stream,
+                    Arc::clone(&service),
+                    shutdown.clone(),
+                ));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accepting an RPC connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(FRAME_BYTES_MAX)
+        .new_codec()
+}
+
+async fn serve_connection<Req, Resp, S>(
+    stream: TcpStream,
+    service: Arc<S>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+    S: Service<Req, Resp>,
+{
+    let (mut sink, mut frames) = Framed::new(stream, codec()).split();
+    let (replies, mut outgoing) = mpsc::channel::<Bytes>(OUTGOING_QUEUE_MAX);
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = outgoing.recv().await {
+            if sink.send(frame).await.is_err() {
+                return;
+            }
+        }
+    });
+    loop {
+        let frame = tokio::select! {
+            frame = frames.next() => frame,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let Some(Ok(frame)) = frame else { break };
+        let Ok(RequestFrame {
+            version,
+            id,
+            deadline_ms,
+            body,
+        }) = postcard::from_bytes::<RequestFrame<Req>>(&frame)
+        else {
+            tracing::warn!("dropping an RPC connection that sent an undecodable frame");
+            break;
+        };
+        if version != PROTOCOL_VERSION {
+            tracing::warn!(
+                version,
+                "dropping an RPC connection of an unknown protocol version"
+            );
+            break;
+        }
+        let (service, replies) = (Arc::clone(&service), replies.clone());
+        tokio::spawn(async move {
+            let deadline = Duration::from_millis(deadline_ms.into());
+            // Past its deadline nobody waits for the answer: stop working on it.
+            let Ok(body) = tokio::time::timeout(deadline, service.handle(body)).await else {
+                return;
+            };
+            let reply = ReplyFrame {
+                version: PROTOCOL_VERSION,
+                id,
+                body,
+            };
+            if let Ok(bytes) = postcard::to_stdvec(&reply) {
+                let _ = replies.send(Bytes::from(bytes)).await;
+            }
+        });
+    }
+    drop(replies);
+    let _ = writer.await;
+}
+
+type Waiters<Resp> = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Resp, RpcError>>>>>;
+
+/// An open connection to a peer.
+struct Link<Resp> {
+    outgoing: mpsc::Sender<Bytes>,
+    waiters: Waiters<Resp>,
+    closed: watch::Receiver<bool>,
+}
+
+/// Whether, and until when, the peer is being left alone after a failure.
+struct Backoff {
+    until: Option<Instant>,
+    delay: Duration,
+    reason: String,
+}
+
+/// A client of one peer: connects on first use, multiplexes calls over one connection, and
+/// after a failure fails fast until the backoff has passed.
+pub struct Peer<Req, Resp> {
+    address: String,
+    next_id: AtomicU64,
+    link: tokio::sync::Mutex<Option<Link<Resp>>>,
+    backoff: Mutex<Backoff>,
+    _request: PhantomData<fn(Req)>,
+}
+
+impl<Req, Resp> Peer<Req, Resp>
+where
+    Req: Serialize + Send + 'static,
+    Resp: DeserializeOwned + Send + 'static,
+{
+    /// A client of the peer at `address` (`host:port`); nothing is connected yet.
+    pub fn new(address: impl Into<String>) -> Self {
+        Self {
+            address: address.into(),
+            next_id: AtomicU64::new(1),
+            link: tokio::sync::Mutex::new(None),
+            backoff: Mutex::new(Backoff {
+                until: None,
+                delay: RECONNECT_BACKOFF_MIN,
+                reason: String::new(),
+            }),
+            _request: PhantomData,
+        }
+    }
+
+    /// The peer's address.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Sends `request` and waits at most `timeout` for the reply.
+    pub async fn call(&self, request: Req, timeout: Duration) -> Result<Resp, RpcError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let deadline_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+        let envelope = RequestFrame {
+            version: PROTOCOL_VERSION,
+            id,
+            deadline_ms,
+            body: request,
+        };
+        let frame = Bytes::from(
+            postcard::to_stdvec(&envelope).map_err(|e| RpcError::Encode(e.to_string()))?,
+        );
+        let (outgoing, waiters) = self.link().await?;
+        let (reply, answer) = oneshot::channel();
+        waiters.lock().insert(id, reply);
+        let sent = tokio::time::timeout(timeout, outgoing.send(frame)).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            waiters.lock().remove(&id);
+            return Err(RpcError::ConnectionLost(self.address.clone()));
+        }
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(RpcError::ConnectionLost(self.address.clone())),
+            Err(_) => {
+                waiters.lock().remove(&id);
+                Err(RpcError::Timeout(timeout))
+            }
+        }
+    }
+
+    /// The live connection, connecting if there is none and the backoff allows.
+    async fn link(&self) -> Result<(mpsc::Sender<Bytes>, Waiters<Resp>), RpcError> {
+        let mut link = self.link.lock().await;
+        if let Some(existing) = link.as_ref().filter(|l| !*l.closed.borrow()) {
+            return Ok((existing.outgoing.clone(), Arc::clone(&existing.waiters)));
+        }
+        {
+            let backoff = self.backoff.lock();
+            if backoff.until.is_some_and(|until| Instant::now() < until) {
+                return Err(self.unavailable(&backoff.reason));
+            }
+        }
+        match TcpStream::connect(&self.address).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                *self.backoff.lock() = Backoff {
+                    until: None,
+                    delay: RECONNECT_BACKOFF_MIN,
+                    reason: String::new(),
+                };
+                let fresh = self.open(stream);
+                let handles = (fresh.outgoing.clone(), Arc::clone(&fresh.waiters));
+                *link = Some(fresh);
+                Ok(handles)
+            }
+            Err(error) => {
+                let mut backoff = self.backoff.lock();
+                backoff.until = Some(Instant::now() + backoff.delay);
+                backoff.delay = (backoff.delay * 2).min(RECONNECT_BACKOFF_MAX);
+                backoff.reason = error.to_string();
+                Err(self.unavailable(&backoff.reason))
+            }
+        }
+    }
+
+    fn unavailable(&self, reason: &str) -> RpcError {
+        RpcError::Unavailable {
+            peer: self.address.clone(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// Starts the reader and writer tasks of a new connection.
+    fn open(&self, stream: TcpStream) -> Link<Resp> {
+        let (mut sink, mut frames) = Framed::new(stream, codec()).split();
+        let (outgoing, mut queue) = mpsc::channel::<Bytes>(OUTGOING_QUEUE_MAX);
+        let waiters: Waiters<Resp> = Arc::default();
+        let (closed_tx, closed) = watch::channel(false);
+        let closed_tx = Arc::new(closed_tx);
+        let writer_closed = Arc::clone(&closed_tx);
+        tokio::spawn(async move {
+            while let Some(frame) = queue.recv().await {
+                if sink.send(frame).await.is_err() {
+                    break;
+                }
+            }
+            let _ = writer_closed.send(true);
+        });
+        let reader_waiters = Arc::clone(&waiters);
+        let address = self.address.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(frame)) = frames.next().await {
+                match postcard::from_bytes::<ReplyFrame<Resp>>(&frame) {
+                    Ok(ReplyFrame {
+                        version: PROTOCOL_VERSION,
+                        id,
+                        body,
+                    }) => {
+                        if let Some(waiter) = reader_waiters.lock().remove(&id) {
+                            let _ = waiter.send(body.map_err(RpcError::Remote));
+                        }
+                    }
+                    _ => {
+                        tracing::warn!(peer = %address, "closing an RPC connection that sent an unexpected frame");
+                        break;
+                    }
+                }
+            }
+            let _ = closed_tx.send(true);
+            // Calls still waiting on this connection will not be answered.
+            for (_, waiter) in reader_waiters.lock().drain() {
+                let _ = waiter.send(Err(RpcError::ConnectionLost(address.clone())));
+            }
+        });
+        Link {
+            outgoing,
+            waiters,
+            closed,
+        }
+    }
+}

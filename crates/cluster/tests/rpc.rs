@@ -1,0 +1,149 @@
+//! The cluster RPC over real loopback sockets: multiplexing, deadlines, remote errors, and
+//! reconnecting after a peer comes back.
+
+use ringkv_cluster::rpc::{serve, Peer, RpcError, Service};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Request {
+    /// Answer `n` after sleeping `delay_ms`.
+    Echo {
+        n: u64,
+        delay_ms: u64,
+    },
+    Fail,
+}
+
+struct Echo;
+
+impl Service<Request, u64> for Echo {
+    async fn handle(&self, request: Request) -> Result<u64, String> {
+        match request {
+            Request::Echo { n, delay_ms } => {
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                Ok(n)
+            }
+            Request::Fail => Err("refused on purpose".into()),
+        }
+    }
+}
+
+async fn start_server(listener: TcpListener) -> watch::Sender<bool> {
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(serve::<Request, u64, Echo>(
+        listener,
+        Arc::new(Echo),
+        stopped,
+    ));
+    stop
+}
+
+const LONG: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_get_their_own_replies_even_out_of_order() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = Arc::new(Peer::<Request, u64>::new(
+        listener.local_addr().unwrap().to_string(),
+    ));
+    let _stop = start_server(listener).await;
+    let calls: Vec<_> = (0..300u64)
+        .map(|n| {
+            let peer = Arc::clone(&peer);
+            // Later calls answer sooner, so replies come back out of order.
+            tokio::spawn(async move {
+                peer.call(
+                    Request::Echo {
+                        n,
+                        delay_ms: (300 - n) / 30,
+                    },
+                    LONG,
+                )
+                .await
+            })
+        })
+        .collect();
+    for (n, call) in calls.into_iter().enumerate() {
+        assert_eq!(call.await.unwrap(), Ok(n as u64));
+    }
+}
+
+#[tokio::test]
+async fn a_call_past_its_deadline_times_out_and_remote_errors_come_back() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = Peer::<Request, u64>::new(listener.local_addr().unwrap().to_string());
+    let _stop = start_server(listener).await;
+    let slow = peer
+        .call(
+            Request::Echo {
+                n: 1,
+                delay_ms: 5_000,
+            },
+            Duration::from_millis(100),
+        )
+        .await;
+    assert_eq!(slow, Err(RpcError::Timeout(Duration::from_millis(100))));
+    assert_eq!(
+        peer.call(Request::Fail, LONG).await,
+        Err(RpcError::Remote("refused on purpose".into()))
+    );
+    assert_eq!(
+        peer.call(Request::Echo { n: 7, delay_ms: 0 }, LONG).await,
+        Ok(7),
+        "the connection is still usable"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_peer_is_unavailable_and_reconnected_once_it_returns() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    drop(listener);
+    let peer = Peer::<Request, u64>::new(address.to_string());
+    let down = peer.call(Request::Echo { n: 1, delay_ms: 0 }, LONG).await;
+    assert!(
+        matches!(down, Err(RpcError::Unavailable { .. })),
+        "{down:?}"
+    );
+
+    // The peer comes back on the same address; calls succeed again after the backoff.
+    let listener = TcpListener::bind(address).await.unwrap();
+    let stop = start_server(listener).await;
+    let mut answered = None;
+    for _ in 0..100 {
+        match peer.call(Request::Echo { n: 2, delay_ms: 0 }, LONG).await {
+            Ok(n) => {
+                answered = Some(n);
+                break;
+            }
+            Err(RpcError::Unavailable { .. }) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(answered, Some(2));
+
+    // The server stops: in-flight and new calls fail instead of hanging.
+    let _ = stop.send(true);
+    let mut failed = false;
+    for _ in 0..100 {
+        if peer
+            .call(
+                Request::Echo { n: 3, delay_ms: 0 },
+                Duration::from_millis(500),
+            )
+            .await
+            .is_err()
+        {
+            failed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(failed, "calls to a stopped peer fail");
+}
