@@ -51,8 +51,10 @@ pub struct KeyspaceDef {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyspaceRequest {
+    /// Replicas of each key; 3 when not given.
     #[serde(default = "default_replication")]
     pub replication: u32,
+    /// Conflict handling; `lww` when not given.
     #[serde(default = "default_conflict")]
     pub conflict: Conflict,
     /// `leaderless` (the default); `strong` is refused until Raft keyspaces exist.

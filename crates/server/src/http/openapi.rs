@@ -6,16 +6,23 @@ use serde_json::{json, Map, Value};
 /// Where a parameter travels.
 #[derive(Clone, Copy)]
 pub enum In {
+    /// A `{name}` segment of the path.
     Path,
+    /// A query-string parameter.
     Query,
+    /// A request header.
     Header,
 }
 
 /// One parameter of an operation.
 pub struct Parameter {
+    /// Its name.
     pub name: &'static str,
+    /// Where it travels.
     pub location: In,
+    /// Whether every request must carry it.
     pub required: bool,
+    /// What it means.
     pub description: &'static str,
 }
 
@@ -27,10 +34,13 @@ pub struct Operation {
     pub path: &'static str,
     /// OpenAPI operationId; also selects the handler in [`super::handler`].
     pub id: &'static str,
+    /// One line on what it does.
     pub summary: &'static str,
+    /// Its parameters.
     pub parameters: &'static [Parameter],
     /// Description of the request body, if the operation takes one.
     pub body: Option<&'static str>,
+    /// The statuses it answers with, and what each means.
     pub responses: &'static [(u16, &'static str)],
 }
 

@@ -206,6 +206,13 @@ mod tests {
         assert!(replay(&log, true, "t").unwrap_err().is_corruption());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_replay(bytes: Vec<u8>, newest: bool) {
+            let _ = replay(&bytes, newest, "fuzz");
+        }
+    }
+
     #[test]
     fn an_older_log_may_not_have_a_torn_tail() {
         let log = log_of(&["a", "b"]);

@@ -184,6 +184,18 @@ mod tests {
         assert!(loaded.skipped_bytes > 0);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_the_loader(mut bytes: Vec<u8>, with_magic: bool) {
+            if with_magic {
+                let mut framed = MAGIC.to_vec();
+                framed.append(&mut bytes);
+                bytes = framed;
+            }
+            let _ = load(&bytes, "fuzz");
+        }
+    }
+
     #[test]
     fn a_truncated_snapshot_is_refused() {
         let bytes = written(&sample());
