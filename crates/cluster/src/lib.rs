@@ -6,4 +6,5 @@
 //!
 //! Membership, the coordinator and handoff build on this (issue 5).
 
+pub mod membership;
 pub mod rpc;

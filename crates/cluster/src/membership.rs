@@ -1,0 +1,198 @@
+//! Membership: who is in the cluster, with what settings, and who is alive — SWIM gossip
+//! and failure detection by foca, kept sans-IO: bytes and timer events go in, bytes to send
+//! and timers to set come out, so a test can step a thousand members in one process.
+//!
+//! A node's settings (addresses, zone, weight, status) ride in its foca identity. Changing
+//! them means switching to a new identity with a higher generation; the newer one wins
+//! wherever the two meet, and reaches everyone through gossip like any update.
+
+use bytes::Bytes;
+use foca::{
+    AccumulatingRuntime, Config, Foca, Identity, NoCustomBroadcast, PostcardCodec, State, Timer,
+};
+use rand_gossip::rngs::StdRng;
+use rand_gossip::SeedableRng;
+use serde::{Deserialize, Serialize};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+/// Where a node is in its life in the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum NodeStatus {
+    /// Receiving its share of data; not yet serving it.
+    Joining,
+    /// A full member.
+    Normal,
+    /// Handing its data off before leaving.
+    Leaving,
+    /// Gone for good.
+    Left,
+}
+
+/// What the cluster knows of a node.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NodeIdentity {
+    /// Its unique name.
+    pub id: String,
+    /// Where peers reach it (cluster RPC and gossip).
+    pub address: String,
+    /// Where clients reach its REST API.
+    pub http: String,
+    /// Its failure domain.
+    pub zone: String,
+    /// Its relative share of data.
+    pub weight: u32,
+    /// Its status.
+    pub status: NodeStatus,
+    /// Bumped on every change, so the newest settings win.
+    pub generation: u64,
+}
+
+impl Identity for NodeIdentity {
+    type Addr = String;
+
+    /// A node declared down comes back with a newer generation, and so rejoins at once.
+    fn renew(&self) -> Option<Self> {
+        Some(Self {
+            generation: self.generation + 1,
+            ..self.clone()
+        })
+    }
+
+    fn addr(&self) -> String {
+        self.id.clone()
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        self.generation > adversary.generation
+    }
+}
+
+/// How a member is seen from here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// Answering probes.
+    Alive,
+    /// Missed probes; may be down.
+    Suspect,
+    /// Declared down.
+    Down,
+}
+
+/// Why membership could not process an input.
+#[derive(Debug, thiserror::Error)]
+#[error("membership: {0}")]
+pub struct MembershipError(String);
+
+type Swim = Foca<NodeIdentity, PostcardCodec, StdRng, NoCustomBroadcast>;
+
+/// One node's membership state machine.
+pub struct Membership {
+    swim: Swim,
+    runtime: AccumulatingRuntime<NodeIdentity>,
+}
+
+impl Membership {
+    /// A member with settings `me`, tuned for a LAN cluster of about `expected_size` nodes;
+    /// `seed` makes its random choices repeatable in tests.
+    pub fn new(me: NodeIdentity, expected_size: u32, seed: u64) -> Self {
+        let config = Config::new_lan(NonZeroU32::new(expected_size.max(1)).expect("at least 1"));
+        let swim = Foca::new(me, config, StdRng::seed_from_u64(seed), PostcardCodec);
+        Self {
+            swim,
+            runtime: AccumulatingRuntime::new(),
+        }
+    }
+
+    /// This node's current identity.
+    pub fn me(&self) -> &NodeIdentity {
+        self.swim.identity()
+    }
+
+    /// Asks `seed` to let this node in (the `--join` path).
+    pub fn join_via(&mut self, seed: NodeIdentity) -> Result<(), MembershipError> {
+        self.swim
+            .announce(seed, &mut self.runtime)
+            .map_err(|e| MembershipError(e.to_string()))
+    }
+
+    /// Takes members known from elsewhere (a saved member list at restart) as alive, without
+    /// gossiping about them: the cluster is assumed to know them already.
+    pub fn learn(
+        &mut self,
+        members: impl IntoIterator<Item = NodeIdentity>,
+    ) -> Result<(), MembershipError> {
+        let members = members.into_iter().map(foca::Member::alive);
+        self.swim
+            .apply_many(members, false, &mut self.runtime)
+            .map_err(|e| MembershipError(e.to_string()))
+    }
+
+    /// Handles bytes a peer sent.
+    pub fn receive(&mut self, data: &[u8]) -> Result<(), MembershipError> {
+        self.swim
+            .handle_data(data, &mut self.runtime)
+            .map_err(|e| MembershipError(e.to_string()))
+    }
+
+    /// Handles a timer set earlier (see [`Membership::timers`]).
+    pub fn timer(&mut self, timer: Timer<NodeIdentity>) -> Result<(), MembershipError> {
+        self.swim
+            .handle_timer(timer, &mut self.runtime)
+            .map_err(|e| MembershipError(e.to_string()))
+    }
+
+    /// Sends pending updates to a few random members (one gossip round).
+    pub fn gossip(&mut self) -> Result<(), MembershipError> {
+        self.swim
+            .gossip(&mut self.runtime)
+            .map_err(|e| MembershipError(e.to_string()))
+    }
+
+    /// Changes this node's status (e.g. Joining -> Normal); spreads by gossip.
+    pub fn set_status(&mut self, status: NodeStatus) -> Result<(), MembershipError> {
+        let me = self.me();
+        let next = NodeIdentity {
+            status,
+            generation: me.generation + 1,
+            ..me.clone()
+        };
+        self.swim
+            .change_identity(next, &mut self.runtime)
+            .map_err(|e| MembershipError(e.to_string()))
+    }
+
+    /// Messages to send: (destination, bytes).
+    pub fn outgoing(&mut self) -> Vec<(NodeIdentity, Bytes)> {
+        std::iter::from_fn(|| self.runtime.to_send()).collect()
+    }
+
+    /// Timers to set: fire each with [`Membership::timer`] after its delay.
+    pub fn timers(&mut self) -> Vec<(Duration, Timer<NodeIdentity>)> {
+        std::iter::from_fn(|| self.runtime.to_schedule()).collect()
+    }
+
+    /// How this node sees the member named `id`, if it knows it.
+    pub fn find(&self, id: &str) -> Option<(NodeIdentity, Liveness)> {
+        self.swim
+            .iter_membership_state()
+            .find(|member| member.id().id == id)
+            .map(|member| (member.id().clone(), liveness(member.state())))
+    }
+
+    /// Every other member this node knows, with how it sees it.
+    pub fn members(&self) -> Vec<(NodeIdentity, Liveness)> {
+        self.swim
+            .iter_membership_state()
+            .map(|member| (member.id().clone(), liveness(member.state())))
+            .collect()
+    }
+}
+
+fn liveness(state: State) -> Liveness {
+    match state {
+        State::Alive => Liveness::Alive,
+        State::Suspect => Liveness::Suspect,
+        State::Down => Liveness::Down,
+    }
+}
