@@ -286,6 +286,17 @@ pub struct VisibleValue {
     pub timestamp: Timestamp,
 }
 
+impl VisibleValue {
+    /// The value of a sibling, `None` for a tombstone.
+    fn from_sibling(sibling: ringkv_core::record::Sibling) -> Option<Self> {
+        Some(Self {
+            value: sibling.value?,
+            expires_at_ms: sibling.expires_at_ms,
+            timestamp: sibling.timestamp,
+        })
+    }
+}
+
 /// What a read of a present key returns: its visible values (more than one only when there
 /// are siblings) and the context a write must send back to supersede them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -301,48 +312,34 @@ pub struct Entry {
 impl Entry {
     /// The visible part of `record` at `now_ms`, or `None` if nothing is visible.
     pub fn visible(record: &Record, now_ms: u64) -> Option<Entry> {
-        let mut values: Vec<VisibleValue> = record
+        let values = record
             .visible(now_ms)
-            .map(|sibling| VisibleValue {
-                value: sibling.value.clone().expect("visible siblings are values"),
-                expires_at_ms: sibling.expires_at_ms,
-                timestamp: sibling.timestamp,
-            })
+            .cloned()
+            .filter_map(VisibleValue::from_sibling)
             .collect();
-        if values.is_empty() {
-            return None;
-        }
-        values.sort_by_key(|v| v.timestamp);
-        Some(Entry {
-            version: Version::of(&record.context),
-            context: record.context.clone(),
-            values,
-        })
+        Self::assemble(record.context.clone(), values)
     }
 
     /// Like [`Entry::visible`], but takes the record, moving its values instead of copying
     /// them (the read path: a value is copied out of the engine once, and no more).
     pub fn from_record(record: Record, now_ms: u64) -> Option<Entry> {
-        let version = Version::of(&record.context);
-        let mut values: Vec<VisibleValue> = record
+        let values = record
             .siblings
             .into_iter()
             .filter(|sibling| sibling.is_visible(now_ms))
-            .filter_map(|sibling| {
-                Some(VisibleValue {
-                    value: sibling.value?,
-                    expires_at_ms: sibling.expires_at_ms,
-                    timestamp: sibling.timestamp,
-                })
-            })
+            .filter_map(VisibleValue::from_sibling)
             .collect();
+        Self::assemble(record.context, values)
+    }
+
+    fn assemble(context: VersionVector, mut values: Vec<VisibleValue>) -> Option<Entry> {
         if values.is_empty() {
             return None;
         }
         values.sort_by_key(|v| v.timestamp);
         Some(Entry {
-            version,
-            context: record.context,
+            version: Version::of(&context),
+            context,
             values,
         })
     }
