@@ -157,6 +157,7 @@ pub async fn select(_: &RespShared, session: &mut Session, mut args: Args) -> Re
         return Err(CommandError::Reply(Frame::err("DB index is out of range")));
     }
     session.db = index as u8;
+    session.keyspace = crate::resp::keyspace_of(session.db);
     Ok(Frame::ok())
 }
 

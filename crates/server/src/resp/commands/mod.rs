@@ -20,6 +20,8 @@ pub struct Session {
     pub id: u64,
     /// The selected database.
     pub db: u8,
+    /// The keyspace of the selected database (kept, not rebuilt per command).
+    pub keyspace: String,
     /// The protocol version, 2 or 3.
     pub protocol: u8,
     /// The name set by `CLIENT SETNAME`.
@@ -36,6 +38,7 @@ impl Session {
         Self {
             id,
             db: 0,
+            keyspace: super::keyspace_of(0),
             protocol: 2,
             name: None,
             authenticated: false,
@@ -230,9 +233,12 @@ pub async fn execute(shared: &RespShared, session: &mut Session, arguments: Vec<
     shared.commands.fetch_add(1, Ordering::Relaxed);
     let mut items = arguments.into_iter();
     let name_bytes = items.next().unwrap_or_default();
-    let name = String::from_utf8_lossy(&name_bytes).to_ascii_lowercase();
+
     let rest: Vec<Bytes> = items.collect();
-    let Some(spec) = COMMANDS.iter().find(|spec| spec.name == name) else {
+    let Some(spec) = COMMANDS
+        .iter()
+        .find(|spec| spec.name.as_bytes().eq_ignore_ascii_case(&name_bytes))
+    else {
         return unknown_command(&name_bytes, &rest);
     };
     let count = rest.len() as i64 + 1;
@@ -318,6 +324,6 @@ fn unknown_command(name: &[u8], arguments: &[Bytes]) -> Frame {
 }
 
 /// The keyspace of the session's database.
-pub fn keyspace(session: &Session) -> String {
-    super::keyspace_of(session.db)
+pub fn keyspace(session: &Session) -> &str {
+    &session.keyspace
 }

@@ -111,7 +111,7 @@ impl KeyPages {
 /// `KEYS pattern`: every matching key, in order.
 pub async fn keys(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
     let pattern = args.bytes()?;
-    let mut pages = KeyPages::new(keyspace(session), glob::literal_prefix(&pattern));
+    let mut pages = KeyPages::new(keyspace(session).to_owned(), glob::literal_prefix(&pattern));
     let mut found = Vec::new();
     while let Some(page) = pages.next_page(shared)? {
         for key in page.into_iter().filter(|key| glob::matches(&pattern, key)) {
