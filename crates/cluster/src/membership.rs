@@ -48,7 +48,30 @@ pub struct NodeIdentity {
     pub generation: u64,
 }
 
+impl NodeIdentity {
+    /// A stand-in for a seed node known only by its address (`--join HOST:PORT`). It shares
+    /// the seed's address, so the seed's real identity replaces it as soon as one is heard.
+    pub fn seed(address: &str) -> Self {
+        Self {
+            id: String::new(),
+            address: address.to_owned(),
+            http: String::new(),
+            zone: String::new(),
+            weight: 0,
+            status: NodeStatus::Normal,
+            generation: 0,
+        }
+    }
+
+    /// Whether this is a seed stand-in rather than a real node.
+    pub fn is_seed_placeholder(&self) -> bool {
+        self.id.is_empty()
+    }
+}
+
 impl Identity for NodeIdentity {
+    /// One member per network address: a node that restarts on the same address replaces
+    /// its old self.
     type Addr = String;
 
     /// A node declared down comes back with a newer generation, and so rejoins at once.
@@ -60,11 +83,15 @@ impl Identity for NodeIdentity {
     }
 
     fn addr(&self) -> String {
-        self.id.clone()
+        self.address.clone()
     }
 
     fn win_addr_conflict(&self, adversary: &Self) -> bool {
-        self.generation > adversary.generation
+        match (self.is_seed_placeholder(), adversary.is_seed_placeholder()) {
+            (true, _) => false,
+            (false, true) => true,
+            (false, false) => self.generation > adversary.generation,
+        }
     }
 }
 
@@ -184,6 +211,7 @@ impl Membership {
     pub fn members(&self) -> Vec<(NodeIdentity, Liveness)> {
         self.swim
             .iter_membership_state()
+            .filter(|member| !member.id().is_seed_placeholder())
             .map(|member| (member.id().clone(), liveness(member.state())))
             .collect()
     }

@@ -105,10 +105,11 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let running = ringkv_server::start(config.clone()).await?;
         println!(
-            "ringkv node {} serving http={} resp={} engine={} data={} sync={}",
+            "ringkv node {} serving http={} resp={} cluster={} engine={} data={} sync={}",
             running.node.node_id,
             running.http_addr,
             running.resp_addr,
+            running.cluster_addr,
             config.engine,
             config.data_dir.display(),
             config.sync

@@ -3,11 +3,13 @@
 //!
 //! - [`config`]: the one configuration struct and its defaults.
 //! - [`node`]: opening a node and serving it.
+//! - [`gossip`]: cluster membership over UDP.
 //! - [`keyspaces`]: keyspace definitions.
 //! - [`http`]: the REST API.
 //! - [`resp`]: the Redis protocol.
 
 pub mod config;
+pub mod gossip;
 pub mod http;
 pub mod keyspaces;
 pub mod node;

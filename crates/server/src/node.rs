@@ -57,6 +57,8 @@ pub struct Node {
     pub http_metrics: HttpMetrics,
     /// Permits for REST requests in flight.
     pub http_in_flight: Arc<Semaphore>,
+    /// Cluster membership, once the node serves.
+    pub gossip: std::sync::OnceLock<Arc<crate::gossip::Gossip>>,
     clock: Arc<dyn WallClock>,
     /// Held for the node's life: the lock on the data directory.
     _lock: File,
@@ -88,10 +90,11 @@ impl Node {
         let node_id = config
             .node_id
             .clone()
-            .unwrap_or_else(|| config.advertise.clone().unwrap_or(config.listen.clone()));
+            .unwrap_or_else(|| default_node_id(&config));
         Ok(Arc::new(Node {
             node_id,
             http_in_flight: Arc::new(Semaphore::new(config.http_in_flight_max)),
+            gossip: std::sync::OnceLock::new(),
             config,
             store,
             keyspaces,
@@ -110,6 +113,20 @@ impl Node {
     /// Brings gauges that are sampled, not counted, up to date before an export.
     pub fn refresh_gauges(&self) {
         self.store.refresh_gauges();
+    }
+}
+
+/// A node's name when none is configured: its cluster address, or a random name when that
+/// address is not known before binding (port 0, as tests use).
+fn default_node_id(config: &ServerConfig) -> String {
+    let address = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| config.listen.clone());
+    if address.ends_with(":0") {
+        format!("node-{:08x}", rand::random::<u32>())
+    } else {
+        address
     }
 }
 
@@ -154,6 +171,8 @@ pub struct RunningNode {
     pub http_addr: SocketAddr,
     /// Where the Redis protocol listens.
     pub resp_addr: SocketAddr,
+    /// Where gossip listens (UDP).
+    pub cluster_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -191,14 +210,50 @@ pub async fn serve(node: Arc<Node>) -> Result<RunningNode, NodeError> {
         source,
     })?;
     let resp_shared = Arc::new(crate::resp::RespShared::new(Arc::clone(&node)));
-    let resp_task = tokio::spawn(crate::resp::serve(resp, resp_shared, signal));
+    let resp_task = tokio::spawn(crate::resp::serve(resp, resp_shared, signal.clone()));
+    let cluster_addr = start_gossip(&node, http_addr, signal).await?;
     Ok(RunningNode {
         node,
         http_addr,
         resp_addr,
+        cluster_addr,
         shutdown,
         tasks: vec![http_task, resp_task],
     })
+}
+
+/// Binds the gossip socket and joins the seeds; returns the bound address.
+async fn start_gossip(
+    node: &Arc<Node>,
+    http_addr: SocketAddr,
+    signal: watch::Receiver<bool>,
+) -> Result<SocketAddr, NodeError> {
+    let config = &node.config;
+    let bind_error = |source| NodeError::Bind {
+        address: config.listen.clone(),
+        source,
+    };
+    let socket = tokio::net::UdpSocket::bind(&config.listen)
+        .await
+        .map_err(bind_error)?;
+    let bound = socket.local_addr().map_err(bind_error)?;
+    let me = ringkv_cluster::membership::NodeIdentity {
+        id: node.node_id.clone(),
+        address: config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| bound.to_string()),
+        http: http_addr.to_string(),
+        zone: config.zone.clone(),
+        weight: config.weight,
+        status: ringkv_cluster::membership::NodeStatus::Normal,
+        generation: 0,
+    };
+    let gossip = crate::gossip::start(socket, me, &config.join, signal)
+        .await
+        .map_err(bind_error)?;
+    let _ = node.gossip.set(gossip);
+    Ok(bound)
 }
 
 async fn bind(address: &str) -> Result<TcpListener, NodeError> {

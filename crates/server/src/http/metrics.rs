@@ -77,6 +77,7 @@ pub fn operation(method: &Method, route: Option<&str>) -> &'static str {
         (&Method::GET, Some("/v1/keys" | "/v1/ks/{keyspace}/keys")) => "list",
         (_, Some("/v1/ks" | "/v1/ks/{keyspace}")) => "keyspace",
         (_, Some("/metrics")) => "metrics",
+        (_, Some("/v1/cluster")) => "cluster",
         (_, Some("/healthz")) => "healthz",
         _ => "other",
     }

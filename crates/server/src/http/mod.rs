@@ -39,6 +39,7 @@ fn handler(id: &str) -> Option<MethodRouter<Arc<Node>>> {
         "getKeyspace" => get(keyspaces::get_keyspace),
         "listKeyspaces" => get(keyspaces::list_keyspaces),
         "health" => get(ops::healthz),
+        "cluster" => get(ops::cluster),
         "metrics" => get(ops::metrics),
         "openapi" => get(ops::openapi),
         _ => return None,

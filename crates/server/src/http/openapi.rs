@@ -189,6 +189,15 @@ pub const OPERATIONS: &[Operation] = &[
     },
     Operation {
         method: "get",
+        path: "/v1/cluster",
+        id: "cluster",
+        summary: "Cluster members as this node sees them",
+        parameters: &[],
+        body: None,
+        responses: &[(200, "{node_id, members: [{id, address, http, zone, weight, status, liveness, ownership}]}")],
+    },
+    Operation {
+        method: "get",
         path: "/healthz",
         id: "health",
         summary: "Liveness",
