@@ -53,6 +53,36 @@ pub struct KeyPage {
     pub cursor: Option<String>,
 }
 
+/// One member of the cluster, as `GET /v1/cluster` reports it.
+#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
+pub struct ClusterMember {
+    /// The node's id.
+    pub id: String,
+    /// Its gossip / RPC address.
+    pub address: String,
+    /// Its REST address.
+    pub http: String,
+    /// Its zone.
+    pub zone: String,
+    /// Its weight.
+    pub weight: u32,
+    /// joining / normal / leaving / left.
+    pub status: String,
+    /// alive / suspect / down, as the asked node sees it.
+    pub liveness: String,
+    /// Its share of the ring (0 to 1).
+    pub ownership: f64,
+}
+
+/// The cluster as one node sees it.
+#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
+pub struct ClusterView {
+    /// The node that answered.
+    pub node_id: String,
+    /// Every member, the answering node first.
+    pub members: Vec<ClusterMember>,
+}
+
 /// A connection to one node's REST API.
 #[derive(Clone)]
 pub struct Client {
@@ -183,6 +213,16 @@ impl Client {
             url.push_str(&format!("&cursor={cursor}"));
         }
         let response = self.agent.get(&url).call().map_err(|e| self.transport(e))?;
+        parse(self.check(response)?)
+    }
+
+    /// The cluster as this node sees it.
+    pub fn cluster(&self) -> Result<ClusterView, ClientError> {
+        let response = self
+            .agent
+            .get(&format!("{}/v1/cluster", self.base))
+            .call()
+            .map_err(|e| self.transport(e))?;
         parse(self.check(response)?)
     }
 

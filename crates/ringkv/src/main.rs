@@ -3,6 +3,7 @@
 
 mod bench;
 mod client_cmd;
+mod cluster_cmd;
 mod engine_bench;
 mod server_cmd;
 
@@ -28,6 +29,8 @@ enum Command {
     Del(client_cmd::DelArgs),
     /// List keys with a prefix.
     Scan(client_cmd::ScanArgs),
+    /// Operator commands: cluster status, a key's replicas.
+    Cluster(cluster_cmd::ClusterArgs),
     /// Load-test ringkv (REST) or any Redis-protocol server: YCSB workloads, HDR latencies.
     Bench(bench::BenchArgs),
     /// Measure a storage engine directly through the Engine trait (no network, no replica).
@@ -42,6 +45,7 @@ fn main() {
         Command::Get(args) => client_cmd::get(args),
         Command::Del(args) => client_cmd::del(args),
         Command::Scan(args) => client_cmd::scan(args),
+        Command::Cluster(args) => cluster_cmd::run(args),
         Command::Bench(args) => bench::run(args),
         Command::EngineBench(args) => engine_bench::run(args),
     };

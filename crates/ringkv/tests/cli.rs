@@ -29,6 +29,8 @@ fn every_command_has_help() {
         &["del"],
         &["scan"],
         &["bench"],
+        &["cluster", "status"],
+        &["cluster", "endpoints"],
         &["engine-bench"],
     ] {
         let mut args = command.to_vec();
@@ -199,4 +201,52 @@ fn bench_drives_both_protocols_and_reports_every_operation() {
     // The loaded records are really there.
     let client = ringkv_client::Client::new(&server.url);
     assert!(!client.list("user", 10, None).unwrap().keys.is_empty());
+}
+
+#[test]
+fn cluster_status_and_endpoints_show_joined_nodes() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = ServerProcess::start(dir_a.path(), &["--zone", "east"]);
+    let second = ServerProcess::start(
+        dir_b.path(),
+        &["--zone", "west", "--join", &first.cluster_address],
+    );
+    let node = [("RINGKV_NODE", first.url.as_str())];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let view = loop {
+        let output = ringkv(&["cluster", "status", "--json"], &node);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let view: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+        let members = view["members"].as_array().unwrap();
+        if members.len() == 2 && members.iter().all(|m| m["liveness"] == "alive") {
+            break view;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the nodes never saw each other: {view}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let shares: f64 = view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["ownership"].as_f64().unwrap())
+        .sum();
+    assert!(
+        (shares - 1.0).abs() < 1e-6,
+        "ownership adds up to the whole ring: {view}"
+    );
+    let table = stdout(&ringkv(&["cluster", "status"], &node));
+    assert!(table.contains("east") && table.contains("west"), "{table}");
+    let endpoints = stdout(&ringkv(
+        &["cluster", "endpoints", "some-key", "--replicas", "2"],
+        &node,
+    ));
+    assert_eq!(endpoints.lines().count(), 2, "{endpoints}");
+    drop(second);
 }

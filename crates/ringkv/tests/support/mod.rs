@@ -19,6 +19,8 @@ pub struct ServerProcess {
     pub url: String,
     /// The Redis-protocol port.
     pub resp_port: u16,
+    /// The cluster (gossip) address.
+    pub cluster_address: String,
 }
 
 impl ServerProcess {
@@ -50,12 +52,14 @@ impl ServerProcess {
                     line.split_whitespace()
                         .find_map(|w| w.strip_prefix(name).map(str::to_owned))
                 };
-                if let (Some(http), Some(resp)) = (field("http="), field("resp=")) {
-                    let _ = sender.send((http, resp));
+                if let (Some(http), Some(resp), Some(cluster)) =
+                    (field("http="), field("resp="), field("cluster="))
+                {
+                    let _ = sender.send((http, resp, cluster));
                 }
             }
         });
-        let (address, resp) = match receiver.recv_timeout(START_TIMEOUT) {
+        let (address, resp, cluster_address) = match receiver.recv_timeout(START_TIMEOUT) {
             Ok(addresses) => addresses,
             Err(_) => {
                 let _ = child.kill();
@@ -72,6 +76,7 @@ impl ServerProcess {
             child,
             url: format!("http://{address}"),
             resp_port,
+            cluster_address,
         };
         server.wait_healthy();
         server
