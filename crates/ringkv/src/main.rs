@@ -4,6 +4,7 @@
 mod bench;
 mod client_cmd;
 mod cluster_cmd;
+mod dev_cluster;
 mod engine_bench;
 mod server_cmd;
 
@@ -29,6 +30,8 @@ enum Command {
     Del(client_cmd::DelArgs),
     /// List keys with a prefix.
     Scan(client_cmd::ScanArgs),
+    /// Run an N-node cluster on loopback, for trying things (Ctrl-C stops it).
+    DevCluster(dev_cluster::DevClusterArgs),
     /// Operator commands: cluster status, a key's replicas.
     Cluster(cluster_cmd::ClusterArgs),
     /// Load-test ringkv (REST) or any Redis-protocol server: YCSB workloads, HDR latencies.
@@ -45,6 +48,7 @@ fn main() {
         Command::Get(args) => client_cmd::get(args),
         Command::Del(args) => client_cmd::del(args),
         Command::Scan(args) => client_cmd::scan(args),
+        Command::DevCluster(args) => dev_cluster::run(args),
         Command::Cluster(args) => cluster_cmd::run(args),
         Command::Bench(args) => bench::run(args),
         Command::EngineBench(args) => engine_bench::run(args),

@@ -31,6 +31,7 @@ fn every_command_has_help() {
         &["bench"],
         &["cluster", "status"],
         &["cluster", "endpoints"],
+        &["dev-cluster"],
         &["engine-bench"],
     ] {
         let mut args = command.to_vec();
@@ -249,4 +250,67 @@ fn cluster_status_and_endpoints_show_joined_nodes() {
     ));
     assert_eq!(endpoints.lines().count(), 2, "{endpoints}");
     drop(second);
+}
+
+#[test]
+fn dev_cluster_runs_joined_nodes_and_stops_them_all() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args([
+            "dev-cluster",
+            "--nodes",
+            "3",
+            "--base-port",
+            "0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("RINGKV_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(cluster.stdout.take().unwrap()).lines();
+    let urls: Vec<String> = (0..3)
+        .map(|i| {
+            let line = lines.next().expect("a line per node").unwrap();
+            assert!(line.starts_with(&format!("node-{i} ")), "{line}");
+            let http = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("http="))
+                .unwrap();
+            format!("http://{http}")
+        })
+        .collect();
+    let client = ringkv_client::Client::new(&urls[0]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let view = client.cluster().unwrap();
+        if view.members.len() == 3 && view.members.iter().all(|m| m.liveness == "alive") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dev cluster never formed: {view:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let pid = cluster.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = cluster.wait().unwrap();
+    assert!(
+        status.success(),
+        "dev-cluster exits cleanly on SIGTERM: {status}"
+    );
+    for url in &urls {
+        let probe = ringkv_client::Client::with_timeout(url, std::time::Duration::from_secs(2));
+        assert!(
+            probe.cluster().is_err(),
+            "{url} still answers after dev-cluster stopped"
+        );
+    }
 }
