@@ -18,11 +18,12 @@ pub struct Connection {
     node: String,
     /// Print machine-readable JSON instead of plain text.
     #[arg(long, global = true)]
-    json: bool,
+    pub json: bool,
 }
 
 impl Connection {
-    fn client(&self) -> Client {
+    /// A client of the chosen node.
+    pub fn client(&self) -> Client {
         Client::new(&self.node)
     }
 }

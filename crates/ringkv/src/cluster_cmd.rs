@@ -2,7 +2,6 @@
 //! `ringkv cluster endpoints KEY` (like `nodetool getendpoints`), asked of one node.
 
 use clap::{Args, Subcommand};
-use ringkv_client::Client;
 use ringkv_core::ring::{Member, Ring, VNODES_DEFAULT};
 
 /// `ringkv cluster ...`.
@@ -10,17 +9,8 @@ use ringkv_core::ring::{Member, Ring, VNODES_DEFAULT};
 pub struct ClusterArgs {
     #[command(subcommand)]
     command: ClusterCommand,
-    /// The node to ask.
-    #[arg(
-        long,
-        env = "RINGKV_NODE",
-        default_value = "http://127.0.0.1:7080",
-        global = true
-    )]
-    node: String,
-    /// Print machine-readable JSON instead of a table.
-    #[arg(long, global = true)]
-    json: bool,
+    #[command(flatten)]
+    connection: crate::client_cmd::Connection,
 }
 
 #[derive(Subcommand, Debug)]
@@ -38,10 +28,11 @@ enum ClusterCommand {
 }
 
 pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
-    let view = Client::new(&args.node).cluster()?;
+    let view = args.connection.client().cluster()?;
+    let json = args.connection.json;
     match args.command {
         ClusterCommand::Status => {
-            if args.json {
+            if json {
                 println!("{}", serde_json::to_string(&view)?);
                 return Ok(());
             }
@@ -76,7 +67,7 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|m| m.id.as_str())
                 .collect();
-            if args.json {
+            if json {
                 println!(
                     "{}",
                     serde_json::json!({ "key": key, "endpoints": endpoints })
