@@ -702,3 +702,51 @@ async fn keyspace_definitions_survive_a_restart() {
         (2, ringkv_server::keyspaces::Conflict::Siblings)
     );
 }
+
+#[tokio::test]
+async fn consistency_parameters_are_checked_and_met_by_a_single_node() {
+    let api = api();
+    let put = |query: &str| {
+        let uri = format!("/v1/keys/k{query}");
+        let request = Request::builder()
+            .method("PUT")
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from(r#"{"value":"v"}"#))
+            .unwrap();
+        api.send(request)
+    };
+    assert_eq!(put("?consistency=quorum").await.status, StatusCode::OK);
+    assert_eq!(put("?w=3").await.status, StatusCode::OK);
+    for bad in ["?consistency=most", "?w=0", "?w=4", "?w=x", "?colour=red"] {
+        let answer = put(bad).await;
+        assert_eq!(
+            (answer.status, answer.error_code().as_str()),
+            (StatusCode::BAD_REQUEST, "bad_request"),
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        api.get("/v1/keys/k?consistency=all&r=2").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.get("/v1/keys/k?local=true").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.get("/v1/keys/k?local=maybe").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(api.get("/v1/keys/k?r=9").await.error_code(), "bad_request");
+    assert_eq!(
+        api.call("DELETE", "/v1/keys/k?consistency=one", &[], Body::empty())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.get("/v1/keys?prefix=k&bogus=1").await.error_code(),
+        "bad_request"
+    );
+}

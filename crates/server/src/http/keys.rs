@@ -64,12 +64,76 @@ impl FromRequestParts<Arc<Node>> for Addressed {
     }
 }
 
+/// Query parameters, with a bad query answered as the API's own JSON error (axum's plain
+/// `Query` answers in plain text).
+pub struct Params<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send> FromRequestParts<Arc<Node>> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, node: &Arc<Node>) -> Result<Self, ApiError> {
+        let Query(params) = Query::<T>::from_request_parts(parts, node)
+            .await
+            .map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+        Ok(Self(params))
+    }
+}
+
 /// Query parameters of `PUT /v1/keys/{key}`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PutParams {
     /// Time to live in seconds, for raw-byte bodies.
     ttl: Option<String>,
+    /// one | quorum | all | local_quorum | each_quorum.
+    consistency: Option<String>,
+    /// Replicas that must acknowledge, 1 to the keyspace's replication.
+    w: Option<String>,
+}
+
+/// Query parameters of reads and deletes of one key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyParams {
+    /// one | quorum | all | local_quorum | each_quorum.
+    consistency: Option<String>,
+    /// Replicas that must answer a read.
+    r: Option<String>,
+    /// Replicas that must acknowledge a delete.
+    w: Option<String>,
+    /// `true`: read only this node's own replica.
+    local: Option<String>,
+}
+
+/// Checks per-request consistency parameters against the keyspace. On a one-node cluster
+/// every level is met by the node's own replica (levels are bounded by the replicas that
+/// exist); the coordinator of a multi-node cluster will enforce them.
+fn check_consistency(
+    keyspace: &KeyspaceDef,
+    level: Option<&str>,
+    counts: &[(&str, Option<&str>)],
+) -> Result<(), ApiError> {
+    const LEVELS: [&str; 5] = ["one", "quorum", "all", "local_quorum", "each_quorum"];
+    if let Some(level) = level.filter(|level| !LEVELS.contains(level)) {
+        return Err(ApiError::bad_request(format!(
+            "consistency {level:?} is not one of one, quorum, all, local_quorum, each_quorum"
+        )));
+    }
+    for (name, count) in counts {
+        if let Some(text) = count {
+            let valid = text
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=keyspace.replication).contains(n));
+            if valid.is_none() {
+                return Err(ApiError::bad_request(format!(
+                    "{name} must be 1 to {} (the replication of keyspace {}), not {text:?}",
+                    keyspace.replication, keyspace.name
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The JSON body of `PUT /v1/keys/{key}`.
@@ -88,10 +152,15 @@ struct PutBody {
 pub async fn put_key(
     State(node): State<Arc<Node>>,
     Addressed { keyspace, key }: Addressed,
-    Query(params): Query<PutParams>,
+    Params(params): Params<PutParams>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    check_consistency(
+        &keyspace,
+        params.consistency.as_deref(),
+        &[("w", params.w.as_deref())],
+    )?;
     let (value, ttl_seconds) = match body_kind(&headers)? {
         BodyKind::Json => parse_json_body(&body)?,
         BodyKind::Raw => (body.to_vec(), None),
@@ -124,8 +193,23 @@ pub async fn put_key(
 pub async fn get_key(
     State(node): State<Arc<Node>>,
     Addressed { keyspace, key }: Addressed,
+    Params(params): Params<KeyParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    check_consistency(
+        &keyspace,
+        params.consistency.as_deref(),
+        &[("r", params.r.as_deref())],
+    )?;
+    if let Some(local) = params
+        .local
+        .as_deref()
+        .filter(|l| !matches!(*l, "true" | "false"))
+    {
+        return Err(ApiError::bad_request(format!(
+            "local must be true or false, not {local:?}"
+        )));
+    }
     let entry = node
         .store
         .get(&keyspace.name, key.as_bytes())?
@@ -158,8 +242,14 @@ pub async fn get_key(
 pub async fn delete_key(
     State(node): State<Arc<Node>>,
     Addressed { keyspace, key }: Addressed,
+    Params(params): Params<KeyParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    check_consistency(
+        &keyspace,
+        params.consistency.as_deref(),
+        &[("w", params.w.as_deref())],
+    )?;
     let mut request = WriteRequest::delete(&keyspace.name, key.as_bytes())
         .when(condition(&headers)?)
         .conflict(keyspace.conflict.into());
@@ -183,7 +273,7 @@ pub struct ListParams {
 pub async fn list_keys(
     State(node): State<Arc<Node>>,
     Addressed { keyspace, .. }: Addressed,
-    Query(params): Query<ListParams>,
+    Params(params): Params<ListParams>,
 ) -> Result<Response, ApiError> {
     let limit = match params.limit.as_deref() {
         None => LIST_LIMIT_DEFAULT,

@@ -68,6 +68,31 @@ const IF_MATCH: Parameter = Parameter {
     required: false,
     description: "\"<etag>\" to compare-and-set, * to require the key to exist",
 };
+const CONSISTENCY: Parameter = Parameter {
+    name: "consistency",
+    location: In::Query,
+    required: false,
+    description:
+        "one | quorum | all | local_quorum | each_quorum (a one-node cluster meets every level)",
+};
+const R: Parameter = Parameter {
+    name: "r",
+    location: In::Query,
+    required: false,
+    description: "Replicas that must answer, 1..N",
+};
+const W: Parameter = Parameter {
+    name: "w",
+    location: In::Query,
+    required: false,
+    description: "Replicas that must acknowledge, 1..N",
+};
+const LOCAL: Parameter = Parameter {
+    name: "local",
+    location: In::Query,
+    required: false,
+    description: "true: read only the receiving node's own replica",
+};
 const IF_NONE_MATCH: Parameter = Parameter {
     name: "If-None-Match",
     location: In::Header,
@@ -86,6 +111,8 @@ pub const OPERATIONS: &[Operation] = &[
         parameters: &[
             KEY,
             Parameter { name: "ttl", location: In::Query, required: false, description: "Seconds to live (raw bodies)" },
+            CONSISTENCY,
+            W,
             CONTEXT,
             IF_MATCH,
             IF_NONE_MATCH,
@@ -98,7 +125,7 @@ pub const OPERATIONS: &[Operation] = &[
         path: "/v1/keys/{key}",
         id: "getKey",
         summary: "Read a value",
-        parameters: &[KEY],
+        parameters: &[KEY, CONSISTENCY, R, LOCAL],
         body: None,
         responses: &[(200, "JSON {key, value, ttl, version}, or raw bytes with Accept: application/octet-stream"), (300, "Concurrent siblings: {key, siblings, context}"), (404, "Absent, deleted or expired"), (500, "Stored data corrupted")],
     },
@@ -107,7 +134,7 @@ pub const OPERATIONS: &[Operation] = &[
         path: "/v1/keys/{key}",
         id: "deleteKey",
         summary: "Delete a key (idempotent)",
-        parameters: &[KEY, CONTEXT, IF_MATCH],
+        parameters: &[KEY, CONSISTENCY, W, CONTEXT, IF_MATCH],
         body: None,
         responses: &[(200, "{key, deleted}"), (412, "Precondition failed")],
     },
@@ -156,7 +183,7 @@ pub const OPERATIONS: &[Operation] = &[
         path: "/v1/ks/{keyspace}/keys/{key}",
         id: "putKeyspaceKey",
         summary: "Store a value in a keyspace (as PUT /v1/keys/{key})",
-        parameters: &[KEYSPACE, KEY, CONTEXT, IF_MATCH, IF_NONE_MATCH],
+        parameters: &[KEYSPACE, KEY, CONSISTENCY, W, CONTEXT, IF_MATCH, IF_NONE_MATCH],
         body: Some("As PUT /v1/keys/{key}"),
         responses: &[(200, "Stored"), (404, "No such keyspace"), (412, "Precondition failed")],
     },
@@ -165,7 +192,7 @@ pub const OPERATIONS: &[Operation] = &[
         path: "/v1/ks/{keyspace}/keys/{key}",
         id: "getKeyspaceKey",
         summary: "Read a value from a keyspace (as GET /v1/keys/{key})",
-        parameters: &[KEYSPACE, KEY],
+        parameters: &[KEYSPACE, KEY, CONSISTENCY, R, LOCAL],
         body: None,
         responses: &[(200, "The value"), (300, "Concurrent siblings"), (404, "Absent, or no such keyspace")],
     },
@@ -174,7 +201,7 @@ pub const OPERATIONS: &[Operation] = &[
         path: "/v1/ks/{keyspace}/keys/{key}",
         id: "deleteKeyspaceKey",
         summary: "Delete a key of a keyspace",
-        parameters: &[KEYSPACE, KEY, CONTEXT, IF_MATCH],
+        parameters: &[KEYSPACE, KEY, CONSISTENCY, W, CONTEXT, IF_MATCH],
         body: None,
         responses: &[(200, "{key, deleted}"), (404, "No such keyspace")],
     },
