@@ -101,8 +101,10 @@ pub struct KeyParams {
     r: Option<String>,
     /// Replicas that must acknowledge a delete.
     w: Option<String>,
-    /// `true`: read only this node's own replica.
-    local: Option<String>,
+    /// `true`: read only this node's own replica (every read is local while there is no
+    /// replication; the flag is accepted so scripts can use it now).
+    #[allow(dead_code)]
+    local: Option<bool>,
 }
 
 /// Checks per-request consistency parameters against the keyspace. On a one-node cluster
@@ -170,14 +172,13 @@ pub async fn put_key(
         (None, Some(text)) => Some(parse_ttl(text)?),
         (None, None) => None,
     };
-    let mut request = WriteRequest::put(&keyspace.name, key.as_bytes(), &value)
-        .when(condition(&headers)?)
-        .conflict(keyspace.conflict.into());
+    let mut request = from_headers(
+        WriteRequest::put(&keyspace.name, key.as_bytes(), &value),
+        &keyspace,
+        &headers,
+    )?;
     if let Some(ttl) = ttl_seconds {
         request = request.expiring_at(node.now_ms() + ttl * 1000);
-    }
-    if let Some(context) = context(&headers)? {
-        request = request.with_context(context);
     }
     let outcome = node.store.try_write(request).await?;
     let body = json!({ "key": key, "version": outcome.version.to_string() });
@@ -201,15 +202,6 @@ pub async fn get_key(
         params.consistency.as_deref(),
         &[("r", params.r.as_deref())],
     )?;
-    if let Some(local) = params
-        .local
-        .as_deref()
-        .filter(|l| !matches!(*l, "true" | "false"))
-    {
-        return Err(ApiError::bad_request(format!(
-            "local must be true or false, not {local:?}"
-        )));
-    }
     let entry = node
         .store
         .get(&keyspace.name, key.as_bytes())?
@@ -221,21 +213,21 @@ pub async fn get_key(
         let response = (StatusCode::MULTIPLE_CHOICES, Json(body)).into_response();
         return Ok(with_version(response, entry.version, &entry.context));
     }
-    let value = entry.winner();
+    let (version, context) = (entry.version, entry.context.clone());
     let response = if wants_raw(&headers) {
-        let mut response = value.value.clone().into_response();
+        let mut response = entry.into_winner().value.into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
         );
         response
     } else {
-        let mut body = value_json(value, now_ms);
+        let mut body = value_json(entry.winner(), now_ms);
         body["key"] = json!(key);
-        body["version"] = json!(entry.version.to_string());
+        body["version"] = json!(version.to_string());
         Json(body).into_response()
     };
-    Ok(with_version(response, entry.version, &entry.context))
+    Ok(with_version(response, version, &context))
 }
 
 /// Deletes a key; succeeds whether or not it existed (`"deleted"` says which).
@@ -250,12 +242,11 @@ pub async fn delete_key(
         params.consistency.as_deref(),
         &[("w", params.w.as_deref())],
     )?;
-    let mut request = WriteRequest::delete(&keyspace.name, key.as_bytes())
-        .when(condition(&headers)?)
-        .conflict(keyspace.conflict.into());
-    if let Some(context) = context(&headers)? {
-        request = request.with_context(context);
-    }
+    let request = from_headers(
+        WriteRequest::delete(&keyspace.name, key.as_bytes()),
+        &keyspace,
+        &headers,
+    )?;
     let outcome = node.store.try_write(request).await?;
     Ok(Json(json!({ "key": key, "deleted": outcome.previous.is_some() })).into_response())
 }
@@ -375,6 +366,22 @@ fn parse_ttl(text: &str) -> Result<u64, ApiError> {
                 "ttl must be a whole number of seconds from 1 to {TTL_SECONDS_MAX}, not {text:?}"
             ))
         })
+}
+
+/// Completes a write from the request's headers: its precondition, the causal context the
+/// client sent back, and the keyspace's conflict mode.
+fn from_headers(
+    request: WriteRequest,
+    keyspace: &KeyspaceDef,
+    headers: &HeaderMap,
+) -> Result<WriteRequest, ApiError> {
+    let request = request
+        .when(condition(headers)?)
+        .conflict(keyspace.conflict.into());
+    Ok(match context(headers)? {
+        Some(context) => request.with_context(context),
+        None => request,
+    })
 }
 
 /// The condition HTTP preconditions ask for: `If-None-Match: *` creates only, `If-Match: *`
