@@ -189,6 +189,14 @@ impl Membership {
             .map_err(|e| MembershipError(e.to_string()))
     }
 
+    /// Tells the cluster this node is stopping, so peers mark it down at once instead of
+    /// after missed probes. It stays a member: stopping is not leaving the ring.
+    pub fn leave(&mut self) -> Result<(), MembershipError> {
+        self.swim
+            .leave_cluster(&mut self.runtime)
+            .map_err(|e| MembershipError(e.to_string()))
+    }
+
     /// Messages to send: (destination, bytes).
     pub fn outgoing(&mut self) -> Vec<(NodeIdentity, Bytes)> {
         std::iter::from_fn(|| self.runtime.to_send()).collect()

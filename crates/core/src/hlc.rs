@@ -10,7 +10,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const LOGICAL_BITS: u32 = 16;
 
 /// A hybrid-logical-clock timestamp; ordered like the u64 it wraps.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Debug,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Timestamp(pub u64);
 
 impl Timestamp {

@@ -9,6 +9,7 @@
 //! - [`clock`]: wall time, injected so tests control it.
 //! - [`hlc`]: the hybrid logical clock that orders truly concurrent last-writer-wins writes.
 //! - [`ring`]: the consistent-hash ring and preference lists.
+//! - [`wire`]: serde forms of contexts and records for node-to-node messages.
 
 pub mod causal;
 pub mod clock;
@@ -17,3 +18,4 @@ pub mod hlc;
 pub mod limits;
 pub mod record;
 pub mod ring;
+pub mod wire;

@@ -62,7 +62,7 @@ pub struct Mutation {
 }
 
 /// Why a write cannot be applied to a record.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum UpdateError {
     /// The key already holds the most siblings allowed; resolve them with a context first.
     #[error("key has {count} siblings, the most allowed; write with a causal context to resolve")]
@@ -211,14 +211,17 @@ impl Record {
         before - self.siblings.len()
     }
 
-    /// The binary form: format byte, context, siblings, then a CRC32C of all of it.
-    pub fn encode(&self) -> Vec<u8> {
-        let value_bytes: usize = self
-            .siblings
+    /// Bytes of every sibling's value.
+    pub fn value_bytes(&self) -> usize {
+        self.siblings
             .iter()
             .map(|s| s.value.as_ref().map_or(0, Vec::len))
-            .sum();
-        let mut out = Vec::with_capacity(value_bytes + 32 + 40 * self.siblings.len());
+            .sum()
+    }
+
+    /// The binary form: format byte, context, siblings, then a CRC32C of all of it.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.value_bytes() + 32 + 40 * self.siblings.len());
         out.push(RECORD_FORMAT);
         self.context.encode_into(&mut out);
         put_varint(&mut out, self.siblings.len() as u64);

@@ -20,6 +20,6 @@ pub mod writer;
 
 pub use error::ReplicaError;
 pub use store::{
-    Change, Condition, ConflictMode, Entry, Expiry, LocalStore, PendingWrite, ScanPage,
-    StoreOptions, SyncPolicy, Version, VisibleValue, WriteOutcome, WriteRequest,
+    Change, Condition, ConflictMode, Entry, Expiry, LocalStore, MergeRequest, PendingWrite,
+    ScanPage, StoreOptions, SyncPolicy, Version, VisibleValue, WriteOutcome, WriteRequest,
 };

@@ -14,6 +14,8 @@ pub struct StoreMetrics {
     pub corruption: Counter,
     /// Writes applied.
     pub writes: Counter,
+    /// Records from other replicas that changed the local copy (replication, repair).
+    pub merges: Counter,
     /// Writes refused because their condition did not hold.
     pub condition_failures: Counter,
     /// Writes per group commit.
@@ -34,6 +36,7 @@ impl StoreMetrics {
         let metrics = Self {
             corruption: Counter::default(),
             writes: Counter::default(),
+            merges: Counter::default(),
             condition_failures: Counter::default(),
             group_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             syncs: Counter::default(),
@@ -51,6 +54,11 @@ impl StoreMetrics {
             "writes",
             "Writes applied to the local store",
             metrics.writes.clone(),
+        );
+        store.register(
+            "merges",
+            "Records from other replicas that changed the local copy",
+            metrics.merges.clone(),
         );
         store.register(
             "condition_failures",

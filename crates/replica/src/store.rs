@@ -13,6 +13,7 @@ use ringkv_core::hlc::{HybridClock, Timestamp};
 use ringkv_core::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use ringkv_core::record::Record;
 use ringkv_storage::{Engine, WriteBatch};
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -89,7 +90,7 @@ impl Default for StoreOptions {
 
 /// A short fingerprint of a causal context, used as an HTTP ETag and for compare-and-set:
 /// every write changes the context, so it changes the version.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub struct Version(pub u64);
 
 impl Version {
@@ -122,7 +123,7 @@ impl std::str::FromStr for Version {
 }
 
 /// How concurrent writes to one key are reconciled (a keyspace setting).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum ConflictMode {
     /// Keep the write with the newest hybrid-logical-clock timestamp.
     #[default]
@@ -132,7 +133,7 @@ pub enum ConflictMode {
 }
 
 /// What must hold for a write to apply; checked atomically with the write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Condition {
     /// Apply unconditionally.
     #[default]
@@ -146,7 +147,7 @@ pub enum Condition {
 }
 
 /// When a written value expires.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Expiry {
     /// Never.
     #[default]
@@ -158,7 +159,7 @@ pub enum Expiry {
 }
 
 /// What a write does to a key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {
     /// Store a value.
     Put { value: Vec<u8>, expiry: Expiry },
@@ -171,7 +172,7 @@ pub enum Change {
 }
 
 /// One write of one key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteRequest {
     /// The keyspace.
     pub keyspace: String,
@@ -187,6 +188,8 @@ pub struct WriteRequest {
     pub condition: Condition,
     /// How to reconcile with concurrent versions.
     pub conflict: ConflictMode,
+    /// Return the whole record after the write (a coordinator replicates it to the others).
+    pub return_record: bool,
 }
 
 impl WriteRequest {
@@ -216,6 +219,7 @@ impl WriteRequest {
             context: None,
             condition: Condition::Always,
             conflict: ConflictMode::LastWriterWins,
+            return_record: false,
         }
     }
 
@@ -242,6 +246,12 @@ impl WriteRequest {
     /// Sets the conflict mode.
     pub fn conflict(mut self, conflict: ConflictMode) -> Self {
         self.conflict = conflict;
+        self
+    }
+
+    /// Asks for the record after the write in [`WriteOutcome::record`].
+    pub fn returning_record(mut self) -> Self {
+        self.return_record = true;
         self
     }
 
@@ -275,8 +285,22 @@ impl WriteRequest {
     }
 }
 
+/// Another replica's record of a key, to merge into the local copy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeRequest {
+    /// The keyspace.
+    pub keyspace: String,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The record as the sender holds it.
+    pub record: Record,
+    /// The keyspace's conflict mode: under last-writer-wins the merged record keeps one
+    /// winner.
+    pub conflict: ConflictMode,
+}
+
 /// One value a read may return.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VisibleValue {
     /// The bytes.
     pub value: Vec<u8>,
@@ -299,7 +323,7 @@ impl VisibleValue {
 
 /// What a read of a present key returns: its visible values (more than one only when there
 /// are siblings) and the context a write must send back to supersede them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     /// The causal context of the record.
     pub context: VersionVector,
@@ -356,7 +380,7 @@ impl Entry {
 }
 
 /// The result of a write that applied.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteOutcome {
     /// The record's context after the write.
     pub context: VersionVector,
@@ -366,6 +390,8 @@ pub struct WriteOutcome {
     pub previous: Option<Entry>,
     /// The new value of an [`Change::Increment`].
     pub integer: Option<i64>,
+    /// The whole record after the write, when the request asked for it.
+    pub record: Option<Record>,
 }
 
 /// One page of a scan.
@@ -513,8 +539,42 @@ impl LocalStore {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<ScanPage, ReplicaError> {
-        layout::validate_keyspace(keyspace).map_err(ReplicaError::Invalid)?;
         let now_ms = self.shared.clock.now_ms();
+        let (entries, next_after) = self.scan_with(keyspace, prefix, after, limit, |record| {
+            Entry::from_record(record, now_ms)
+        })?;
+        Ok(ScanPage {
+            entries,
+            next_after,
+        })
+    }
+
+    /// Like [`LocalStore::scan`], but returns the stored records themselves, tombstones and
+    /// expired values included, so a coordinator merging several replicas' pages sees
+    /// deletions too. Returns the records and where the next page starts.
+    #[allow(clippy::type_complexity)]
+    pub fn scan_records(
+        &self,
+        keyspace: &str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<(Vec<u8>, Record)>, Option<Vec<u8>>), ReplicaError> {
+        self.scan_with(keyspace, prefix, after, limit, Some)
+    }
+
+    /// The scan loop: walks the keyspace's records in key order after `after`, keeping up to
+    /// `limit` of those `keep` maps to `Some`, and examining a bounded number of records.
+    #[allow(clippy::type_complexity)]
+    fn scan_with<T>(
+        &self,
+        keyspace: &str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        mut keep: impl FnMut(Record) -> Option<T>,
+    ) -> Result<(Vec<(Vec<u8>, T)>, Option<Vec<u8>>), ReplicaError> {
+        layout::validate_keyspace(keyspace).map_err(ReplicaError::Invalid)?;
         let page_size = limit.clamp(1, SCAN_PAGE_MAX);
         let budget = limit
             .saturating_mul(SCAN_EXAMINED_PER_RESULT)
@@ -537,8 +597,8 @@ impl LocalStore {
                 examined += 1;
                 let key = layout::user_key(keyspace, &engine_key);
                 let record = self.shared.decode(keyspace, key, &bytes)?;
-                if let Some(entry) = Entry::from_record(record, now_ms) {
-                    entries.push((key.to_vec(), entry));
+                if let Some(kept) = keep(record) {
+                    entries.push((key.to_vec(), kept));
                 }
                 resume = Some(engine_key);
             }
@@ -547,10 +607,7 @@ impl LocalStore {
                 let next_after = resume
                     .filter(|_| !finished)
                     .map(|engine_key| layout::user_key(keyspace, &engine_key).to_vec());
-                return Ok(ScanPage {
-                    entries,
-                    next_after,
-                });
+                return Ok((entries, next_after));
             }
         }
     }
@@ -606,6 +663,25 @@ impl LocalStore {
                 mpsc::error::TrySendError::Closed(_) => ReplicaError::ShuttingDown,
             })?;
         Ok(PendingWrite { answer })
+    }
+
+    /// Merges another replica's record of a key into the local copy and returns once that
+    /// is durable; `true` if the local copy changed. Waits for room in the write queue.
+    pub async fn merge(&self, request: MergeRequest) -> Result<bool, ReplicaError> {
+        layout::validate_keyspace(&request.keyspace).map_err(ReplicaError::Invalid)?;
+        if request.key.len() > KEY_BYTES_MAX {
+            return Err(ReplicaError::KeyTooLong {
+                len: request.key.len(),
+                max: KEY_BYTES_MAX,
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        let writer = self.writer.as_ref().ok_or(ReplicaError::ShuttingDown)?;
+        writer
+            .send(Job::Merge { request, reply })
+            .await
+            .map_err(|_| ReplicaError::ShuttingDown)?;
+        answer.await.map_err(|_| ReplicaError::ShuttingDown)?
     }
 
     /// Reads a node metadata item (keyspace definitions and the like).

@@ -10,8 +10,8 @@
 use crate::error::ReplicaError;
 use crate::layout::{self, ExpiryEntry};
 use crate::store::{
-    Change, Condition, ConflictMode, Entry, Expiry, Shared, SyncPolicy, Version, WriteOutcome,
-    WriteRequest,
+    Change, Condition, ConflictMode, Entry, Expiry, MergeRequest, Shared, SyncPolicy, Version,
+    WriteOutcome, WriteRequest,
 };
 use ringkv_core::causal::VersionVector;
 use ringkv_core::record::{Mutation, Record};
@@ -42,6 +42,12 @@ pub(crate) enum Job {
         requests: Vec<WriteRequest>,
         reply: ManyReply,
     },
+    /// Another replica's record of a key (replication, read repair) to merge with the
+    /// stored one; the reply says whether the stored record changed.
+    Merge {
+        request: MergeRequest,
+        reply: oneshot::Sender<Result<bool, ReplicaError>>,
+    },
     /// Expiry-index entries that are due; the reply counts the siblings removed.
     Sweep {
         entries: Vec<ExpiryEntry>,
@@ -54,6 +60,7 @@ impl Job {
         match self {
             Job::Write { request, .. } => request.bytes(),
             Job::WriteMany { requests, .. } => requests.iter().map(WriteRequest::bytes).sum(),
+            Job::Merge { request, .. } => request.key.len() + request.record.value_bytes(),
             Job::Sweep { entries, .. } => entries.len() * 64,
         }
     }
@@ -66,6 +73,10 @@ enum Answer {
         Result<WriteOutcome, ReplicaError>,
     ),
     WriteMany(ManyReply, Vec<Result<WriteOutcome, ReplicaError>>),
+    Merge(
+        oneshot::Sender<Result<bool, ReplicaError>>,
+        Result<bool, ReplicaError>,
+    ),
     Sweep(
         oneshot::Sender<Result<u64, ReplicaError>>,
         Result<u64, ReplicaError>,
@@ -119,6 +130,9 @@ impl Writer {
                         .map(|r| self.apply_write(&mut group, r));
                     Answer::WriteMany(reply, outcomes.collect())
                 }
+                Job::Merge { request, reply } => {
+                    Answer::Merge(reply, self.apply_merge(&mut group, request))
+                }
                 Job::Sweep { entries, reply } => {
                     Answer::Sweep(reply, self.apply_sweep(&mut group, entries))
                 }
@@ -134,6 +148,9 @@ impl Writer {
                 }
                 Answer::WriteMany(reply, outcomes) => {
                     let _ = reply.send(committed.as_ref().map_err(fresh_error).map(|()| outcomes));
+                }
+                Answer::Merge(reply, outcome) => {
+                    let _ = reply.send(committed.as_ref().map_err(fresh_error).and(outcome));
                 }
                 Answer::Sweep(reply, outcome) => {
                     let _ = reply.send(committed.as_ref().map_err(fresh_error).and(outcome));
@@ -207,6 +224,7 @@ impl Writer {
             context: record.context.clone(),
             previous,
             integer,
+            record: request.return_record.then(|| record.clone()),
         };
         store(
             group,
@@ -217,6 +235,37 @@ impl Writer {
         );
         shared.metrics.writes.inc();
         Ok(outcome)
+    }
+
+    fn apply_merge(&self, group: &mut Group, request: MergeRequest) -> Result<bool, ReplicaError> {
+        let MergeRequest {
+            keyspace,
+            key,
+            record: incoming,
+            conflict,
+        } = request;
+        let stored = match self.current(group, &keyspace, &key) {
+            Ok(stored) => stored,
+            // A damaged local copy is replaced by the incoming one: that is how it is repaired.
+            Err(ReplicaError::Corruption { .. }) => None,
+            Err(error) => return Err(error),
+        };
+        if let Some(newest) = incoming.newest_timestamp() {
+            self.shared.hlc.observe(newest);
+        }
+        let mut merged = match &stored {
+            Some(stored) => stored.sync(&incoming),
+            None => incoming,
+        };
+        if conflict == ConflictMode::LastWriterWins {
+            merged.resolve_last_writer_wins();
+        }
+        if stored.as_ref() == Some(&merged) {
+            return Ok(false);
+        }
+        store(group, &keyspace, &key, stored.as_ref(), Some(merged));
+        self.shared.metrics.merges.inc();
+        Ok(true)
     }
 
     fn apply_sweep(

@@ -58,6 +58,8 @@ pub struct ServerConfig {
     pub resp_password: Option<String>,
     /// Whether FLUSHDB and FLUSHALL are allowed.
     pub resp_flush_enabled: bool,
+    /// How long a node waits for a peer's answer before counting it as failed.
+    pub rpc_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +87,7 @@ impl Default for ServerConfig {
             request_timeout_ms: 30_000,
             resp_password: None,
             resp_flush_enabled: true,
+            rpc_timeout_ms: 2_000,
         }
     }
 }
@@ -123,6 +126,11 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.weight == 0 {
             return Err(ConfigError::Invalid("weight must be at least 1".into()));
+        }
+        if self.rpc_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "rpc_timeout_ms must be at least 1".into(),
+            ));
         }
         if self.connections_max == 0 || self.http_in_flight_max == 0 || self.write_queue_max == 0 {
             return Err(ConfigError::Invalid(

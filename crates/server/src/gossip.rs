@@ -1,9 +1,17 @@
 //! The membership service of a node: foca's SWIM state machine (`ringkv_cluster::membership`)
 //! driven over UDP on the `--listen` address, with timers on the tokio clock. It starts from
-//! the `--join` seeds, and answers who is in the cluster for `/v1/cluster`.
+//! the `--join` seeds, answers who is in the cluster for `/v1/cluster`, and keeps the
+//! [`ClusterView`] — ring plus liveness — that coordinators route requests by.
+//!
+//! The ring holds every node ever seen that has not left for good: a node that stops or
+//! crashes is *down*, not gone, and keeps owning its keys (reads and writes skip it), as in
+//! Dynamo and Cassandra. Only a node announcing `left`, or a new node taking over its
+//! address, removes it.
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use ringkv_cluster::membership::{Liveness, Membership, NodeIdentity, NodeStatus};
+use ringkv_core::ring::{Member, Ring, VNODES_DEFAULT};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::UdpSocket;
@@ -18,8 +26,93 @@ const TIMER_QUEUE_MAX: usize = 4096;
 /// Who is in the cluster, as this node sees it.
 pub struct Gossip {
     membership: Mutex<Membership>,
+    /// Every node in the ring, by id, as last heard of.
+    known: Mutex<BTreeMap<String, NodeIdentity>>,
+    view: RwLock<Arc<ClusterView>>,
     /// The address peers reach this node's gossip on.
     pub address: SocketAddr,
+}
+
+/// The ring and each member's state, as one immutable snapshot: a request takes the current
+/// one and routes by it without holding any lock.
+pub struct ClusterView {
+    /// This node's id.
+    pub me: String,
+    /// The ring of every member that has not left.
+    pub ring: Ring,
+    /// Each ring member's settings and liveness, by id.
+    pub members: HashMap<String, (NodeIdentity, Liveness)>,
+}
+
+impl ClusterView {
+    fn build(
+        me: &NodeIdentity,
+        known: &BTreeMap<String, NodeIdentity>,
+        seen: &[(NodeIdentity, Liveness)],
+    ) -> Self {
+        let liveness: HashMap<&str, Liveness> = seen
+            .iter()
+            .map(|(identity, liveness)| (identity.id.as_str(), *liveness))
+            .collect();
+        let mut members: HashMap<String, (NodeIdentity, Liveness)> = known
+            .values()
+            .map(|identity| {
+                // Forgotten by foca after long enough down: still down, still a member.
+                let state = liveness
+                    .get(identity.id.as_str())
+                    .copied()
+                    .unwrap_or(Liveness::Down);
+                (identity.id.clone(), (identity.clone(), state))
+            })
+            .collect();
+        members.insert(me.id.clone(), (me.clone(), Liveness::Alive));
+        let ring_members: Vec<Member> = members
+            .values()
+            .map(|(identity, _)| Member {
+                id: identity.id.clone(),
+                zone: identity.zone.clone(),
+                weight: identity.weight.max(1),
+            })
+            .collect();
+        Self {
+            me: me.id.clone(),
+            ring: Ring::new(&ring_members, VNODES_DEFAULT),
+            members,
+        }
+    }
+
+    /// The view of a node alone in its ring.
+    pub fn alone(id: &str, zone: &str, weight: u32) -> Self {
+        let me = NodeIdentity {
+            id: id.to_owned(),
+            address: String::new(),
+            http: String::new(),
+            zone: zone.to_owned(),
+            weight,
+            status: NodeStatus::Normal,
+            generation: 0,
+        };
+        Self::build(&me, &BTreeMap::new(), &[])
+    }
+
+    /// Whether requests should skip `id`: declared down by the failure detector.
+    pub fn is_down(&self, id: &str) -> bool {
+        self.members
+            .get(id)
+            .is_none_or(|(_, liveness)| *liveness == Liveness::Down)
+    }
+
+    /// The RPC address of `id`.
+    pub fn address(&self, id: &str) -> Option<&str> {
+        self.members
+            .get(id)
+            .map(|(identity, _)| identity.address.as_str())
+    }
+
+    /// Whether this node is alone in the ring (every request is served locally).
+    pub fn is_single(&self) -> bool {
+        self.members.len() == 1
+    }
 }
 
 /// One member, for `/v1/cluster`.
@@ -56,18 +149,66 @@ impl MemberView {
 }
 
 impl Gossip {
-    /// Every member, this node first.
+    /// Every member of the ring, this node first, then by id.
     pub fn members(&self) -> Vec<MemberView> {
-        let membership = self.membership.lock();
-        let mut members = vec![MemberView::of(membership.me(), Liveness::Alive)];
-        members.extend(
-            membership
-                .members()
-                .iter()
-                .map(|(identity, liveness)| MemberView::of(identity, *liveness)),
-        );
+        let view = self.view();
+        let mut members: Vec<MemberView> = view
+            .members
+            .values()
+            .map(|(identity, liveness)| MemberView::of(identity, *liveness))
+            .collect();
+        members.sort_by(|a, b| (a.id != view.me, &a.id).cmp(&(b.id != view.me, &b.id)));
         members
     }
+
+    /// The current ring and member states.
+    pub fn view(&self) -> Arc<ClusterView> {
+        Arc::clone(&self.view.read())
+    }
+
+    /// Brings the ring members and the view up to date with what membership knows; cheap
+    /// when nothing changed.
+    fn refresh(&self) {
+        let (me, seen) = {
+            let membership = self.membership.lock();
+            (membership.me().clone(), membership.members())
+        };
+        let mut known = self.known.lock();
+        let mut changed = false;
+        for (identity, _) in &seen {
+            changed |= remember(&mut known, identity);
+        }
+        let current = self.view();
+        let same_states = current.members.len() == known.len() + 1
+            && seen.iter().all(|(identity, liveness)| {
+                identity.status == NodeStatus::Left
+                    || current.members.get(&identity.id) == Some(&(identity.clone(), *liveness))
+            })
+            && current
+                .members
+                .get(&me.id)
+                .is_some_and(|(identity, _)| *identity == me);
+        if changed || !same_states {
+            *self.view.write() = Arc::new(ClusterView::build(&me, &known, &seen));
+        }
+    }
+}
+
+/// Records what gossip said of a node; `true` if the ring members changed.
+fn remember(known: &mut BTreeMap<String, NodeIdentity>, identity: &NodeIdentity) -> bool {
+    if identity.status == NodeStatus::Left {
+        return known.remove(&identity.id).is_some();
+    }
+    if known
+        .get(&identity.id)
+        .is_some_and(|old| old.generation >= identity.generation)
+    {
+        return false;
+    }
+    // A new node on an old node's address replaced it (foca keys members by address).
+    known.retain(|id, old| *id == identity.id || old.address != identity.address);
+    known.insert(identity.id.clone(), identity.clone());
+    true
 }
 
 /// Binds the gossip socket and starts the service; it runs until `shutdown` turns true.
@@ -84,8 +225,11 @@ pub async fn start(
             tracing::warn!(seed, %error, "cannot announce to seed");
         }
     }
+    let view = ClusterView::build(membership.me(), &BTreeMap::new(), &[]);
     let gossip = Arc::new(Gossip {
         membership: Mutex::new(membership),
+        known: Mutex::new(BTreeMap::new()),
+        view: RwLock::new(Arc::new(view)),
         address,
     });
     tokio::spawn(run(Arc::clone(&gossip), Arc::new(socket), shutdown));
@@ -112,14 +256,13 @@ async fn run(gossip: Arc<Gossip>, socket: Arc<UdpSocket>, mut shutdown: watch::R
             }
             _ = shutdown.wait_for(|stop| *stop) => break,
         }
+        gossip.refresh();
         flush(&gossip, &socket, &timers).await;
     }
-    // Tell the others this node left on purpose, so they need not wait to declare it down.
-    let left = gossip.membership.lock().set_status(NodeStatus::Left);
-    if left.is_ok() {
-        let _ = gossip.membership.lock().gossip();
+    // Tell the others this node is stopping, so they need not wait to declare it down.
+    if gossip.membership.lock().leave().is_ok() {
+        flush(&gossip, &socket, &timers).await;
     }
-    flush(&gossip, &socket, &timers).await;
 }
 
 /// Sends what membership wants sent, and sets the timers it asked for.

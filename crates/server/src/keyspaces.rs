@@ -2,13 +2,18 @@
 //! `default` (the keyspace `/v1/keys` serves) and `db1`..`db15` (Redis databases) always
 //! exist with last-writer-wins; others are created with `PUT /v1/ks/{name}`.
 //!
-//! Definitions are node metadata, stored durably in the engine and versioned, so that when
-//! the cluster spreads them by gossip (issue 5) every node can converge on the newest one.
+//! Definitions are cluster metadata, stored durably in each node's engine and versioned: a
+//! node that defines one pushes it to every member, and every second each node asks a
+//! random live peer for its definitions and adopts the newer ones ([`spread`]), so every
+//! node converges on the newest definition even if it missed the push.
 
+use crate::node::Node;
+use crate::peers::{PeerRequest, PeerResponse};
 use parking_lot::RwLock;
 use ringkv_replica::{ConflictMode, LocalStore, ReplicaError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Most replicas a keyspace may ask for.
 pub const REPLICATION_MAX: u32 = 16;
@@ -137,6 +142,32 @@ impl Keyspaces {
         all.into_values().collect()
     }
 
+    /// Takes a definition heard from another node if it is newer than the one held (on equal
+    /// versions, the greater encoding wins, so every node picks the same one). Returns
+    /// whether it was taken.
+    pub fn adopt(&self, store: &LocalStore, def: KeyspaceDef) -> Result<bool, KeyspaceError> {
+        ringkv_replica::layout::validate_keyspace(&def.name).map_err(KeyspaceError::Invalid)?;
+        if !(1..=REPLICATION_MAX).contains(&def.replication) {
+            return Err(KeyspaceError::Invalid("replication out of range".into()));
+        }
+        let mut defined = self.defined.write();
+        let held = defined
+            .get(&def.name)
+            .cloned()
+            .or_else(|| Self::builtin(&def.name));
+        let newer = held.is_none_or(|held| {
+            let encoded = |d: &KeyspaceDef| serde_json::to_vec(d).unwrap_or_default();
+            (def.version, encoded(&def)) > (held.version, encoded(&held))
+        });
+        if !newer {
+            return Ok(false);
+        }
+        let bytes = serde_json::to_vec(&def).expect("a definition always serializes");
+        store.meta_put(&format!("{META_PREFIX}{}", def.name), &bytes)?;
+        defined.insert(def.name.clone(), def);
+        Ok(true)
+    }
+
     /// Creates `name`, or updates its replication factor; the conflict mode of an existing
     /// keyspace cannot change (its stored records were written under the old one).
     pub fn define(
@@ -185,4 +216,68 @@ impl Keyspaces {
         defined.insert(name.to_owned(), def.clone());
         Ok(def)
     }
+}
+
+/// How often a node compares its keyspace definitions with a random peer's.
+const SPREAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Sends `def` to every member that is not down, without waiting (best effort: [`spread`]
+/// catches up any that miss it).
+pub fn announce(node: &Arc<Node>, def: &KeyspaceDef) {
+    let view = node.view();
+    for id in view
+        .members
+        .keys()
+        .filter(|id| **id != view.me && !view.is_down(id))
+    {
+        let Some(address) = view.address(id) else {
+            continue;
+        };
+        let peer = node.peers.get(address);
+        let (def, timeout) = (def.clone(), rpc_timeout(node));
+        tokio::spawn(async move {
+            if let Err(error) = peer.call(PeerRequest::DefineKeyspace(def), timeout).await {
+                tracing::debug!(peer = peer.address(), %error, "keyspace announcement failed");
+            }
+        });
+    }
+}
+
+/// Metadata anti-entropy: every [`SPREAD_INTERVAL`], pulls a random live peer's definitions
+/// and adopts the newer ones. Runs until `shutdown` turns true.
+pub async fn spread(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SPREAD_INTERVAL) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let view = node.view();
+        let peers: Vec<&String> = view
+            .members
+            .keys()
+            .filter(|id| **id != view.me && !view.is_down(id))
+            .collect();
+        let Some(id) = peers.get(rand::random_range(0..peers.len().max(1))) else {
+            continue;
+        };
+        let Some(address) = view.address(id) else {
+            continue;
+        };
+        let answer = node
+            .peers
+            .get(address)
+            .call(PeerRequest::Keyspaces, rpc_timeout(&node))
+            .await;
+        if let Ok(PeerResponse::Keyspaces(defs)) = answer {
+            for def in defs {
+                if let Err(error) = node.keyspaces.adopt(&node.store, def) {
+                    tracing::warn!(%error, "cannot adopt a peer's keyspace definition");
+                }
+            }
+        }
+    }
+}
+
+fn rpc_timeout(node: &Node) -> std::time::Duration {
+    std::time::Duration::from_millis(node.config.rpc_timeout_ms)
 }

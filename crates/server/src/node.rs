@@ -5,6 +5,7 @@
 //! [`RunningNode`] that reports the bound addresses and shuts down cleanly.
 
 use crate::config::{ConfigError, ServerConfig};
+use crate::gossip::ClusterView;
 use crate::http::metrics::HttpMetrics;
 use prometheus_client::registry::Registry;
 use ringkv_core::clock::{SystemClock, WallClock};
@@ -59,6 +60,12 @@ pub struct Node {
     pub http_in_flight: Arc<Semaphore>,
     /// Cluster membership, once the node serves.
     pub gossip: std::sync::OnceLock<Arc<crate::gossip::Gossip>>,
+    /// Connections to other nodes.
+    pub peers: crate::peers::Peers,
+    /// The coordinator's metrics.
+    pub cluster_metrics: crate::coordinator::ClusterMetrics,
+    /// The view of a node that is not serving yet: itself alone.
+    alone: std::sync::OnceLock<Arc<ClusterView>>,
     clock: Arc<dyn WallClock>,
     /// Held for the node's life: the lock on the data directory.
     _lock: File,
@@ -87,6 +94,7 @@ impl Node {
         )?;
         let keyspaces = crate::keyspaces::Keyspaces::load(&store)?;
         let http_metrics = HttpMetrics::register(&mut registry);
+        let cluster_metrics = crate::coordinator::ClusterMetrics::register(&mut registry);
         let node_id = config
             .node_id
             .clone()
@@ -95,6 +103,9 @@ impl Node {
             node_id,
             http_in_flight: Arc::new(Semaphore::new(config.http_in_flight_max)),
             gossip: std::sync::OnceLock::new(),
+            peers: crate::peers::Peers::default(),
+            cluster_metrics,
+            alone: std::sync::OnceLock::new(),
             config,
             store,
             keyspaces,
@@ -108,6 +119,29 @@ impl Node {
     /// The current unix time in milliseconds, from the node's clock.
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
+    }
+
+    /// The ring and member states requests are routed by.
+    pub fn view(&self) -> Arc<ClusterView> {
+        match self.gossip.get() {
+            Some(gossip) => gossip.view(),
+            None => Arc::clone(self.alone.get_or_init(|| {
+                Arc::new(ClusterView::alone(
+                    &self.node_id,
+                    &self.config.zone,
+                    self.config.weight,
+                ))
+            })),
+        }
+    }
+
+    /// This node's figures, as `ringkv cluster status` shows them.
+    pub fn stats(&self) -> crate::peers::NodeStats {
+        let engine = self.store.engine();
+        crate::peers::NodeStats {
+            keys: engine.approximate_entries(),
+            disk_bytes: engine.disk_bytes(),
+        }
     }
 
     /// Brings gauges that are sampled, not counted, up to date before an export.
@@ -211,31 +245,37 @@ pub async fn serve(node: Arc<Node>) -> Result<RunningNode, NodeError> {
     })?;
     let resp_shared = Arc::new(crate::resp::RespShared::new(Arc::clone(&node)));
     let resp_task = tokio::spawn(crate::resp::serve(resp, resp_shared, signal.clone()));
-    let cluster_addr = start_gossip(&node, http_addr, signal).await?;
+    let (cluster_addr, rpc) = start_gossip(&node, http_addr, signal.clone()).await?;
+    let rpc_task = tokio::spawn(ringkv_cluster::rpc::serve(
+        rpc,
+        Arc::new(crate::peers::PeerService::new(&node)),
+        signal.clone(),
+    ));
+    let metadata_task = tokio::spawn(crate::keyspaces::spread(Arc::clone(&node), signal));
     Ok(RunningNode {
         node,
         http_addr,
         resp_addr,
         cluster_addr,
         shutdown,
-        tasks: vec![http_task, resp_task],
+        tasks: vec![http_task, resp_task, rpc_task, metadata_task],
     })
 }
 
-/// Binds the gossip socket and joins the seeds; returns the bound address.
+/// Binds the cluster address — UDP for gossip and TCP for RPC, on the same port, so peers
+/// need one address per node — and joins the seeds. Returns the bound address and the RPC
+/// listener.
 async fn start_gossip(
     node: &Arc<Node>,
     http_addr: SocketAddr,
     signal: watch::Receiver<bool>,
-) -> Result<SocketAddr, NodeError> {
+) -> Result<(SocketAddr, TcpListener), NodeError> {
     let config = &node.config;
+    let (socket, rpc) = bind_cluster(&config.listen).await?;
     let bind_error = |source| NodeError::Bind {
         address: config.listen.clone(),
         source,
     };
-    let socket = tokio::net::UdpSocket::bind(&config.listen)
-        .await
-        .map_err(bind_error)?;
     let bound = socket.local_addr().map_err(bind_error)?;
     let me = ringkv_cluster::membership::NodeIdentity {
         id: node.node_id.clone(),
@@ -253,7 +293,30 @@ async fn start_gossip(
         .await
         .map_err(bind_error)?;
     let _ = node.gossip.set(gossip);
-    Ok(bound)
+    Ok((bound, rpc))
+}
+
+/// Binds UDP and TCP on one port. With port 0 the UDP port is chosen first; if its TCP twin
+/// is taken, another is tried.
+async fn bind_cluster(listen: &str) -> Result<(tokio::net::UdpSocket, TcpListener), NodeError> {
+    const ATTEMPTS: usize = 16;
+    let bind_error = |source| NodeError::Bind {
+        address: listen.to_owned(),
+        source,
+    };
+    let mut last_error = None;
+    for _ in 0..ATTEMPTS {
+        let socket = tokio::net::UdpSocket::bind(listen)
+            .await
+            .map_err(bind_error)?;
+        let bound = socket.local_addr().map_err(bind_error)?;
+        match TcpListener::bind(bound).await {
+            Ok(rpc) => return Ok((socket, rpc)),
+            Err(error) if listen.ends_with(":0") => last_error = Some(error),
+            Err(error) => return Err(bind_error(error)),
+        }
+    }
+    Err(bind_error(last_error.expect("at least one attempt")))
 }
 
 async fn bind(address: &str) -> Result<TcpListener, NodeError> {

@@ -1,6 +1,7 @@
 //! The one place errors become HTTP responses: a status and a JSON body
 //! `{"error": {"code": "...", "message": "..."}}`.
 
+use crate::coordinator::CoordinatorError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use ringkv_replica::ReplicaError;
@@ -75,6 +76,19 @@ impl From<ReplicaError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "not_an_integer", message)
             }
             ReplicaError::Invalid(_) => Self::bad_request(message),
+        }
+    }
+}
+
+impl From<CoordinatorError> for ApiError {
+    fn from(error: CoordinatorError) -> Self {
+        match error {
+            CoordinatorError::Replica(error) => error.into(),
+            unavailable @ CoordinatorError::Unavailable { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                unavailable.to_string(),
+            ),
         }
     }
 }

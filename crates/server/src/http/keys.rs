@@ -1,7 +1,9 @@
 //! `/v1/keys` and `/v1/ks/{keyspace}/keys`: the key-value REST surface. Each handler parses and validates the request,
-//! turns it into one replica request, and shapes the answer; no storage logic lives here.
+//! hands it to the coordinator, and shapes the answer; no storage or cluster logic lives here.
 
 use super::error::ApiError;
+use crate::consistency::Consistency;
+use crate::coordinator;
 use crate::keyspaces::KeyspaceDef;
 use crate::node::Node;
 use axum::body::Bytes;
@@ -101,41 +103,17 @@ pub struct KeyParams {
     r: Option<String>,
     /// Replicas that must acknowledge a delete.
     w: Option<String>,
-    /// `true`: read only this node's own replica (every read is local while there is no
-    /// replication; the flag is accepted so scripts can use it now).
-    #[allow(dead_code)]
+    /// `true`: read only this node's own replica (operators, debugging).
     local: Option<bool>,
 }
 
-/// Checks per-request consistency parameters against the keyspace. On a one-node cluster
-/// every level is met by the node's own replica (levels are bounded by the replicas that
-/// exist); the coordinator of a multi-node cluster will enforce them.
-fn check_consistency(
+/// The consistency a request asks for, checked against the keyspace.
+fn consistency(
     keyspace: &KeyspaceDef,
     level: Option<&str>,
     counts: &[(&str, Option<&str>)],
-) -> Result<(), ApiError> {
-    const LEVELS: [&str; 5] = ["one", "quorum", "all", "local_quorum", "each_quorum"];
-    if let Some(level) = level.filter(|level| !LEVELS.contains(level)) {
-        return Err(ApiError::bad_request(format!(
-            "consistency {level:?} is not one of one, quorum, all, local_quorum, each_quorum"
-        )));
-    }
-    for (name, count) in counts {
-        if let Some(text) = count {
-            let valid = text
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (1..=keyspace.replication).contains(n));
-            if valid.is_none() {
-                return Err(ApiError::bad_request(format!(
-                    "{name} must be 1 to {} (the replication of keyspace {}), not {text:?}",
-                    keyspace.replication, keyspace.name
-                )));
-            }
-        }
-    }
-    Ok(())
+) -> Result<Consistency, ApiError> {
+    Consistency::parse(level, counts, keyspace.replication).map_err(ApiError::bad_request)
 }
 
 /// The JSON body of `PUT /v1/keys/{key}`.
@@ -158,7 +136,7 @@ pub async fn put_key(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    check_consistency(
+    let consistency = consistency(
         &keyspace,
         params.consistency.as_deref(),
         &[("w", params.w.as_deref())],
@@ -180,7 +158,7 @@ pub async fn put_key(
     if let Some(ttl) = ttl_seconds {
         request = request.expiring_at(node.now_ms() + ttl * 1000);
     }
-    let outcome = node.store.try_write(request).await?;
+    let outcome = coordinator::write(&node, &keyspace, request, consistency).await?;
     let body = json!({ "key": key, "version": outcome.version.to_string() });
     Ok(with_version(
         Json(body).into_response(),
@@ -197,15 +175,17 @@ pub async fn get_key(
     Params(params): Params<KeyParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    check_consistency(
+    let consistency = consistency(
         &keyspace,
         params.consistency.as_deref(),
         &[("r", params.r.as_deref())],
     )?;
-    let entry = node
-        .store
-        .get(&keyspace.name, key.as_bytes())?
-        .ok_or_else(ApiError::key_not_found)?;
+    let entry = if params.local == Some(true) {
+        coordinator::read_local(&node, &keyspace, key.as_bytes())?
+    } else {
+        coordinator::read(&node, &keyspace, key.as_bytes(), consistency).await?
+    }
+    .ok_or_else(ApiError::key_not_found)?;
     let now_ms = node.now_ms();
     if entry.values.len() > 1 {
         let siblings: Vec<Value> = entry.values.iter().map(|v| value_json(v, now_ms)).collect();
@@ -237,17 +217,20 @@ pub async fn delete_key(
     Params(params): Params<KeyParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    check_consistency(
+    let consistency = consistency(
         &keyspace,
         params.consistency.as_deref(),
         &[("w", params.w.as_deref())],
     )?;
+    if params.local.is_some() {
+        return Err(ApiError::bad_request("local applies to reads only"));
+    }
     let request = from_headers(
         WriteRequest::delete(&keyspace.name, key.as_bytes()),
         &keyspace,
         &headers,
     )?;
-    let outcome = node.store.try_write(request).await?;
+    let outcome = coordinator::write(&node, &keyspace, request, consistency).await?;
     Ok(Json(json!({ "key": key, "deleted": outcome.previous.is_some() })).into_response())
 }
 
@@ -276,9 +259,8 @@ pub async fn list_keys(
     };
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
     let prefix = params.prefix.unwrap_or_default();
-    let page = node
-        .store
-        .scan(&keyspace.name, prefix.as_bytes(), after.as_deref(), limit)?;
+    let page =
+        coordinator::scan(&node, &keyspace, prefix.as_bytes(), after.as_deref(), limit).await?;
     let keys: Vec<String> = page
         .entries
         .iter()

@@ -35,6 +35,7 @@ pub async fn put_keyspace(
         ))
     })?;
     let def = node.keyspaces.define(&node.store, &name, request)?;
+    crate::keyspaces::announce(&node, &def);
     Ok(Json(def).into_response())
 }
 

@@ -1,6 +1,9 @@
-//! Connection commands: PING, ECHO, HELLO, AUTH, CLIENT, SELECT, QUIT, RESET.
+//! Connection commands: PING, ECHO, HELLO, AUTH, CLIENT, SELECT, QUIT, RESET, and ringkv's
+//! own RINGKV.CONSISTENCY.
 
 use super::{Args, CommandError, Reply, Session};
+use crate::consistency::{parse_count, Consistency, Level};
+use crate::keyspaces::REPLICATION_MAX;
 use crate::resp::frame::Frame;
 use crate::resp::{RespShared, DATABASES};
 
@@ -174,4 +177,46 @@ pub async fn reset(_: &RespShared, session: &mut Session, _: Args) -> Reply {
         ..Session::new(session.id)
     };
     Ok(Frame::Simple("RESET".into()))
+}
+
+/// `RINGKV.CONSISTENCY [ONE | QUORUM | ALL] [R count] [W count]`: sets the consistency of
+/// this connection's reads (R) and writes (W) — a level, explicit counts, or both (counts
+/// override the level; both are bounded by each keyspace's replication when used). Without
+/// arguments, replies with the current setting, e.g. `quorum` or `one r=2`. New connections
+/// and `RESET` start at `quorum`.
+pub async fn consistency(_: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    if args.remaining() == 0 {
+        return Ok(Frame::text(describe(&session.consistency)));
+    }
+    let invalid = |message: String| CommandError::Reply(Frame::err(message));
+    let mut consistency = Consistency::default();
+    while args.remaining() > 0 {
+        let word = args.word()?;
+        match word.as_str() {
+            "R" | "W" => {
+                let text = args.text()?;
+                let name = word.to_ascii_lowercase();
+                let count = parse_count(&name, &text, REPLICATION_MAX).map_err(invalid)?;
+                if word == "R" {
+                    consistency.r = Some(count);
+                } else {
+                    consistency.w = Some(count);
+                }
+            }
+            level => consistency.level = Level::parse(level).map_err(invalid)?,
+        }
+    }
+    session.consistency = consistency;
+    Ok(Frame::ok())
+}
+
+fn describe(consistency: &Consistency) -> String {
+    let mut text = consistency.level.to_string();
+    if let Some(r) = consistency.r {
+        text.push_str(&format!(" r={r}"));
+    }
+    if let Some(w) = consistency.w {
+        text.push_str(&format!(" w={w}"));
+    }
+    text
 }

@@ -1,13 +1,14 @@
 //! Key commands: DEL, UNLINK, EXISTS, TYPE, EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, TTL, PTTL,
 //! PERSIST.
 
-use super::strings::write;
-use super::{keyspace, Args, CommandError, Reply, Session};
+use super::{keyspace, read_entry, write, write_many, Args, CommandError, Reply, Session};
+use crate::coordinator::CoordinatorError;
 use crate::resp::frame::Frame;
 use crate::resp::RespShared;
 use ringkv_replica::{Change, Condition, Expiry, ReplicaError, WriteRequest};
 
-/// `DEL key [key ...]` and `UNLINK`: how many existed. All keys go in one atomic batch.
+/// `DEL key [key ...]` and `UNLINK`: how many existed. On a single node all keys go in one
+/// atomic batch.
 pub async fn del(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
     let keyspace = keyspace(session);
     let requests = args
@@ -16,10 +17,10 @@ pub async fn del(shared: &RespShared, session: &mut Session, mut args: Args) -> 
         .map(|key| WriteRequest::delete(&keyspace, key).when(Condition::IfPresent))
         .collect();
     let mut deleted = 0;
-    for outcome in shared.node.store.write_many(requests).await? {
+    for outcome in write_many(shared, session, requests).await? {
         match outcome {
             Ok(_) => deleted += 1,
-            Err(ReplicaError::ConditionFailed { .. }) => {}
+            Err(CoordinatorError::Replica(ReplicaError::ConditionFailed { .. })) => {}
             Err(error) => return Err(error.into()),
         }
     }
@@ -28,10 +29,9 @@ pub async fn del(shared: &RespShared, session: &mut Session, mut args: Args) -> 
 
 /// `EXISTS key [key ...]`: how many of the keys exist (a key named twice counts twice).
 pub async fn exists(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
-    let keyspace = keyspace(session);
     let mut count = 0;
     for key in args.rest() {
-        if shared.node.store.get(&keyspace, &key)?.is_some() {
+        if read_entry(shared, session, &key).await?.is_some() {
             count += 1;
         }
     }
@@ -41,7 +41,7 @@ pub async fn exists(shared: &RespShared, session: &mut Session, mut args: Args) 
 /// `TYPE key`: `string` or `none` (ringkv stores strings only).
 pub async fn type_of(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
     let key = args.bytes()?;
-    let present = shared.node.store.get(&keyspace(session), &key)?.is_some();
+    let present = read_entry(shared, session, &key).await?.is_some();
     Ok(Frame::Simple(
         if present { "string" } else { "none" }.into(),
     ))
@@ -125,7 +125,7 @@ async fn expire_with(
         now_ms.checked_add(offset_ms).ok_or_else(invalid)?
     };
     let keyspace = keyspace(session);
-    let Some(entry) = shared.node.store.get(&keyspace, &key)? else {
+    let Some(entry) = read_entry(shared, session, &key).await? else {
         return Ok(Frame::Integer(0));
     };
     // Options are checked against what was just read; a concurrent change between the read
@@ -146,9 +146,11 @@ async fn expire_with(
     } else {
         WriteRequest::new(&keyspace, &key, Change::Expire(Expiry::At(at_ms as u64)))
     };
-    match write(shared, request).await {
+    match write(shared, session, request).await {
         Ok(_) => Ok(Frame::Integer(1)),
-        Err(ReplicaError::ConditionFailed { .. }) => Ok(Frame::Integer(0)),
+        Err(CoordinatorError::Replica(ReplicaError::ConditionFailed { .. })) => {
+            Ok(Frame::Integer(0))
+        }
         Err(error) => Err(error.into()),
     }
 }
@@ -219,7 +221,7 @@ async fn remaining_ms(
     mut args: Args,
 ) -> Result<Option<Option<i64>>, CommandError> {
     let key = args.bytes()?;
-    let Some(entry) = shared.node.store.get(&keyspace(session), &key)? else {
+    let Some(entry) = read_entry(shared, session, &key).await? else {
         return Ok(None);
     };
     let now_ms = shared.node.now_ms();
@@ -257,7 +259,7 @@ pub async fn pttl(shared: &RespShared, session: &mut Session, args: Args) -> Rep
 pub async fn persist(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
     let key = args.bytes()?;
     let keyspace = keyspace(session);
-    let Some(entry) = shared.node.store.get(&keyspace, &key)? else {
+    let Some(entry) = read_entry(shared, session, &key).await? else {
         return Ok(Frame::Integer(0));
     };
     if entry.winner().expires_at_ms.is_none() {
@@ -265,12 +267,15 @@ pub async fn persist(shared: &RespShared, session: &mut Session, mut args: Args)
     }
     match write(
         shared,
+        session,
         WriteRequest::new(&keyspace, &key, Change::Expire(Expiry::Never)),
     )
     .await
     {
         Ok(_) => Ok(Frame::Integer(1)),
-        Err(ReplicaError::ConditionFailed { .. }) => Ok(Frame::Integer(0)),
+        Err(CoordinatorError::Replica(ReplicaError::ConditionFailed { .. })) => {
+            Ok(Frame::Integer(0))
+        }
         Err(error) => Err(error.into()),
     }
 }

@@ -10,8 +10,11 @@ mod strings;
 
 use super::frame::Frame;
 use super::RespShared;
+use crate::consistency::Consistency;
+use crate::coordinator::{self, CoordinatorError};
+use crate::keyspaces::KeyspaceDef;
 use bytes::Bytes;
-use ringkv_replica::ReplicaError;
+use ringkv_replica::{Entry, ReplicaError, WriteOutcome, WriteRequest};
 use std::sync::atomic::Ordering;
 
 /// Per-connection state.
@@ -30,6 +33,8 @@ pub struct Session {
     pub authenticated: bool,
     /// Set by `QUIT` or a protocol error: close after writing the pending replies.
     pub closing: bool,
+    /// The consistency of this connection's reads and writes (`RINGKV.CONSISTENCY`).
+    pub consistency: Consistency,
 }
 
 impl Session {
@@ -43,6 +48,7 @@ impl Session {
             name: None,
             authenticated: false,
             closing: false,
+            consistency: Consistency::default(),
         }
     }
 }
@@ -58,6 +64,17 @@ pub enum CommandError {
     NotInteger,
     /// A ready-made error reply.
     Reply(Frame),
+}
+
+impl From<CoordinatorError> for CommandError {
+    fn from(error: CoordinatorError) -> Self {
+        match error {
+            CoordinatorError::Replica(error) => error.into(),
+            unavailable @ CoordinatorError::Unavailable { .. } => {
+                CommandError::Reply(Frame::Error(format!("UNAVAILABLE {unavailable}")))
+            }
+        }
+    }
 }
 
 impl From<ReplicaError> for CommandError {
@@ -195,6 +212,7 @@ dispatch_table! {
     "flushdb", -1, WRITE, NO_KEYS, server::flushdb;
     "flushall", -1, WRITE, NO_KEYS, server::flushall;
     "time", 1, ADMIN, NO_KEYS, server::time;
+    "ringkv.consistency", -1, ADMIN, NO_KEYS, connection::consistency;
     "get", 2, READ, ONE_KEY, strings::get;
     "set", -3, WRITE, ONE_KEY, strings::set;
     "setnx", 3, WRITE, ONE_KEY, strings::setnx;
@@ -290,7 +308,8 @@ pub fn start_deferred(
 ) -> Option<Result<Deferred, Frame>> {
     let is_set = arguments.len() >= 3 && arguments[0].eq_ignore_ascii_case(b"set");
     let needs_auth = shared.node.config.resp_password.is_some() && !session.authenticated;
-    if !is_set || needs_auth {
+    // In a cluster each SET is a coordinated write, run in order like any other command.
+    if !is_set || needs_auth || !shared.node.view().is_single() {
         return None;
     }
     shared.commands.fetch_add(1, Ordering::Relaxed);
@@ -307,7 +326,11 @@ pub fn start_deferred(
 
 /// Waits for a deferred write and builds its reply.
 pub async fn finish_deferred(deferred: Deferred) -> Frame {
-    let outcome = deferred.pending.wait().await;
+    let outcome = deferred
+        .pending
+        .wait()
+        .await
+        .map_err(CoordinatorError::from);
     strings::set_reply(deferred.get, outcome).unwrap_or_else(error_frame)
 }
 
@@ -326,4 +349,52 @@ fn unknown_command(name: &[u8], arguments: &[Bytes]) -> Frame {
 /// The keyspace of the session's database.
 pub fn keyspace(session: &Session) -> &str {
     &session.keyspace
+}
+
+/// The definition of the session's keyspace.
+pub fn keyspace_def(shared: &RespShared, session: &Session) -> Result<KeyspaceDef, CommandError> {
+    shared.node.keyspaces.get(&session.keyspace).ok_or_else(|| {
+        CommandError::Reply(Frame::err(format!(
+            "keyspace {} does not exist",
+            session.keyspace
+        )))
+    })
+}
+
+/// The visible value(s) of a key, read at the session's consistency.
+pub async fn read_entry(
+    shared: &RespShared,
+    session: &Session,
+    key: &[u8],
+) -> Result<Option<Entry>, CommandError> {
+    let keyspace = keyspace_def(shared, session)?;
+    Ok(coordinator::read(&shared.node, &keyspace, key, session.consistency).await?)
+}
+
+/// Applies one write at the session's consistency, refusing at once when the node is
+/// overloaded.
+pub async fn write(
+    shared: &RespShared,
+    session: &Session,
+    request: WriteRequest,
+) -> Result<WriteOutcome, CoordinatorError> {
+    let keyspace = keyspace_def(shared, session).map_err(|_| {
+        ReplicaError::Invalid(format!("keyspace {} does not exist", session.keyspace))
+    })?;
+    let request = request.conflict(keyspace.conflict.into());
+    coordinator::write(&shared.node, &keyspace, request, session.consistency).await
+}
+
+/// Applies several writes: one atomic batch on a single node, each on its own in a cluster.
+pub async fn write_many(
+    shared: &RespShared,
+    session: &Session,
+    requests: Vec<WriteRequest>,
+) -> Result<Vec<Result<WriteOutcome, CoordinatorError>>, CommandError> {
+    let keyspace = keyspace_def(shared, session)?;
+    let requests = requests
+        .into_iter()
+        .map(|request| request.conflict(keyspace.conflict.into()))
+        .collect();
+    Ok(coordinator::write_many(&shared.node, &keyspace, requests, session.consistency).await?)
 }

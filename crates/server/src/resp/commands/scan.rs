@@ -4,7 +4,9 @@
 //! once (here exactly once, since keys come in order and each cursor resumes after the last
 //! key examined). Cursors are decimal numbers naming a saved position; see `RespShared`.
 
-use super::{keyspace, Args, CommandError, Reply, Session};
+use super::{keyspace_def, Args, CommandError, Reply, Session};
+use crate::coordinator;
+use crate::keyspaces::KeyspaceDef;
 use crate::resp::frame::Frame;
 use crate::resp::glob;
 use crate::resp::RespShared;
@@ -52,10 +54,8 @@ pub async fn scan(shared: &RespShared, session: &mut Session, mut args: Args) ->
         .as_deref()
         .map(glob::literal_prefix)
         .unwrap_or_default();
-    let page = shared
-        .node
-        .store
-        .scan(&keyspace(session), &prefix, after.as_deref(), count)?;
+    let keyspace = keyspace_def(shared, session)?;
+    let page = coordinator::scan(&shared.node, &keyspace, &prefix, after.as_deref(), count).await?;
     let keys = page
         .entries
         .into_iter()
@@ -75,7 +75,7 @@ fn scan_reply(cursor: u64, keys: Vec<Frame>) -> Frame {
 
 /// Walks the keys of a keyspace with a prefix, a page at a time, in order.
 pub struct KeyPages {
-    keyspace: String,
+    keyspace: KeyspaceDef,
     prefix: Vec<u8>,
     after: Option<Vec<u8>>,
     done: bool,
@@ -83,7 +83,7 @@ pub struct KeyPages {
 
 impl KeyPages {
     /// Keys of `keyspace` starting with `prefix`.
-    pub fn new(keyspace: String, prefix: Vec<u8>) -> Self {
+    pub fn new(keyspace: KeyspaceDef, prefix: Vec<u8>) -> Self {
         Self {
             keyspace,
             prefix,
@@ -93,15 +93,16 @@ impl KeyPages {
     }
 
     /// The next page of keys, `None` once every key was returned.
-    pub fn next_page(&mut self, shared: &RespShared) -> Result<Option<Vec<Vec<u8>>>, CommandError> {
+    pub async fn next_page(
+        &mut self,
+        shared: &RespShared,
+    ) -> Result<Option<Vec<Vec<u8>>>, CommandError> {
         if self.done {
             return Ok(None);
         }
+        let after = self.after.as_deref();
         let page =
-            shared
-                .node
-                .store
-                .scan(&self.keyspace, &self.prefix, self.after.as_deref(), 1000)?;
+            coordinator::scan(&shared.node, &self.keyspace, &self.prefix, after, 1000).await?;
         self.done = page.next_after.is_none();
         self.after = page.next_after;
         Ok(Some(page.entries.into_iter().map(|(key, _)| key).collect()))
@@ -111,9 +112,12 @@ impl KeyPages {
 /// `KEYS pattern`: every matching key, in order.
 pub async fn keys(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
     let pattern = args.bytes()?;
-    let mut pages = KeyPages::new(keyspace(session).to_owned(), glob::literal_prefix(&pattern));
+    let mut pages = KeyPages::new(
+        keyspace_def(shared, session)?,
+        glob::literal_prefix(&pattern),
+    );
     let mut found = Vec::new();
-    while let Some(page) = pages.next_page(shared)? {
+    while let Some(page) = pages.next_page(shared).await? {
         for key in page.into_iter().filter(|key| glob::matches(&pattern, key)) {
             if found.len() == KEYS_MAX {
                 let message = format!("more than {KEYS_MAX} keys match; use SCAN");
@@ -126,10 +130,10 @@ pub async fn keys(shared: &RespShared, session: &mut Session, mut args: Args) ->
 }
 
 /// Counts the keys of a keyspace by scanning it (`DBSIZE`).
-pub fn count_keys(shared: &RespShared, keyspace: &str) -> Result<i64, CommandError> {
-    let mut pages = KeyPages::new(keyspace.to_owned(), Vec::new());
+pub async fn count_keys(shared: &RespShared, keyspace: KeyspaceDef) -> Result<i64, CommandError> {
+    let mut pages = KeyPages::new(keyspace, Vec::new());
     let mut count = 0;
-    while let Some(page) = pages.next_page(shared)? {
+    while let Some(page) = pages.next_page(shared).await? {
         count += page.len() as i64;
     }
     Ok(count)

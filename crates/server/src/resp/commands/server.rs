@@ -1,7 +1,10 @@
 //! Server commands: COMMAND, INFO, CONFIG GET, DBSIZE, FLUSHDB, FLUSHALL, TIME.
 
 use super::scan::{count_keys, KeyPages};
-use super::{keyspace, Args, CommandError, Reply, Session, COMMANDS};
+use super::{keyspace_def, Args, CommandError, Reply, Session, COMMANDS};
+use crate::consistency::Consistency;
+use crate::coordinator;
+use crate::keyspaces::KeyspaceDef;
 use crate::resp::frame::Frame;
 use crate::resp::{keyspace_of, RespShared, DATABASES};
 use ringkv_replica::WriteRequest;
@@ -110,7 +113,7 @@ pub async fn info(shared: &RespShared, _: &mut Session, mut args: Args) -> Reply
     if sections.iter().any(|s| s == "keyspace") {
         text.push_str("# Keyspace\r\n");
         for db in 0..DATABASES {
-            let keys = count_keys(shared, &keyspace_of(db))?;
+            let keys = count_keys(shared, named_keyspace(shared, &keyspace_of(db))?).await?;
             if keys > 0 {
                 text.push_str(&format!("db{db}:keys={keys},expires=0,avg_ttl=0\r\n"));
             }
@@ -173,7 +176,9 @@ pub async fn config(shared: &RespShared, _: &mut Session, mut args: Args) -> Rep
 
 /// `DBSIZE`: the number of keys in the selected database (counted by a scan).
 pub async fn dbsize(shared: &RespShared, session: &mut Session, _: Args) -> Reply {
-    Ok(Frame::Integer(count_keys(shared, &keyspace(session))?))
+    Ok(Frame::Integer(
+        count_keys(shared, keyspace_def(shared, session)?).await?,
+    ))
 }
 
 fn flush_allowed(shared: &RespShared, command: &str) -> Result<(), CommandError> {
@@ -194,34 +199,49 @@ fn flush_mode(args: &mut Args) -> Result<(), CommandError> {
 }
 
 /// Deletes every key of a keyspace, a page at a time.
-async fn flush_keyspace(shared: &RespShared, keyspace: &str) -> Result<(), CommandError> {
-    let mut pages = KeyPages::new(keyspace.to_owned(), Vec::new());
-    while let Some(page) = pages.next_page(shared)? {
+async fn flush_keyspace(
+    shared: &RespShared,
+    keyspace: KeyspaceDef,
+    consistency: Consistency,
+) -> Result<(), CommandError> {
+    let mut pages = KeyPages::new(keyspace.clone(), Vec::new());
+    while let Some(page) = pages.next_page(shared).await? {
         let deletes = page
             .iter()
-            .map(|key| WriteRequest::delete(keyspace, key))
+            .map(|key| WriteRequest::delete(&keyspace.name, key).conflict(keyspace.conflict.into()))
             .collect();
-        for outcome in shared.node.store.write_many(deletes).await? {
+        let outcomes = coordinator::write_many(&shared.node, &keyspace, deletes, consistency);
+        for outcome in outcomes.await? {
             outcome?;
         }
     }
     Ok(())
 }
 
+/// The definition of a Redis database's keyspace.
+fn named_keyspace(shared: &RespShared, name: &str) -> Result<KeyspaceDef, CommandError> {
+    shared
+        .node
+        .keyspaces
+        .get(name)
+        .ok_or_else(|| CommandError::Reply(Frame::err(format!("keyspace {name} does not exist"))))
+}
+
 /// `FLUSHDB [ASYNC | SYNC]`.
 pub async fn flushdb(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
     flush_allowed(shared, "FLUSHDB")?;
     flush_mode(&mut args)?;
-    flush_keyspace(shared, &keyspace(session)).await?;
+    flush_keyspace(shared, keyspace_def(shared, session)?, session.consistency).await?;
     Ok(Frame::ok())
 }
 
 /// `FLUSHALL [ASYNC | SYNC]`: every database.
-pub async fn flushall(shared: &RespShared, _: &mut Session, mut args: Args) -> Reply {
+pub async fn flushall(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
     flush_allowed(shared, "FLUSHALL")?;
     flush_mode(&mut args)?;
     for db in 0..DATABASES {
-        flush_keyspace(shared, &keyspace_of(db)).await?;
+        let keyspace = named_keyspace(shared, &keyspace_of(db))?;
+        flush_keyspace(shared, keyspace, session.consistency).await?;
     }
     Ok(Frame::ok())
 }

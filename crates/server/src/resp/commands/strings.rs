@@ -1,7 +1,10 @@
 //! String commands: GET, SET (with every Redis 7 option), SETNX, SETEX, PSETEX, GETSET,
 //! GETDEL, GETEX, MGET, MSET, STRLEN, INCR, DECR, INCRBY, DECRBY.
 
-use super::{keyspace, parse_integer, Args, CommandError, Reply, Session};
+use super::{
+    keyspace, parse_integer, read_entry, write, write_many, Args, CommandError, Reply, Session,
+};
+use crate::coordinator::CoordinatorError;
 use crate::resp::frame::Frame;
 use crate::resp::RespShared;
 use ringkv_replica::{Change, Condition, Expiry, ReplicaError, WriteOutcome, WriteRequest};
@@ -9,25 +12,17 @@ use ringkv_replica::{Change, Condition, Expiry, ReplicaError, WriteOutcome, Writ
 /// `GET key`: the value, or nil.
 pub async fn get(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
     let key = args.bytes()?;
-    Ok(Frame::optional_bulk(read(shared, session, &key)?))
+    Ok(Frame::optional_bulk(read(shared, session, &key).await?))
 }
 
 /// The visible value of a key (the newest sibling, if there are several).
-pub fn read(
+pub async fn read(
     shared: &RespShared,
     session: &Session,
     key: &[u8],
 ) -> Result<Option<Vec<u8>>, CommandError> {
-    let entry = shared.node.store.get(&keyspace(session), key)?;
+    let entry = read_entry(shared, session, key).await?;
     Ok(entry.map(|entry| entry.into_winner().value))
-}
-
-/// Applies one write, refusing at once when the node is overloaded.
-pub async fn write(
-    shared: &RespShared,
-    request: WriteRequest,
-) -> Result<WriteOutcome, ReplicaError> {
-    shared.node.store.try_write(request).await
 }
 
 /// What an expiry option of SET or GETEX asks for.
@@ -66,7 +61,7 @@ fn expiry_option(
 /// `SET key value [NX | XX] [GET] [EX s | PX ms | EXAT s | PXAT ms | KEEPTTL]`.
 pub async fn set(shared: &RespShared, session: &mut Session, args: Args) -> Reply {
     let (request, get) = parse_set(shared, session, args)?;
-    set_reply(get, write(shared, request).await)
+    set_reply(get, write(shared, session, request).await)
 }
 
 /// Parses SET's arguments into the write it asks for, and whether it has the GET option.
@@ -105,7 +100,7 @@ pub fn parse_set(
 }
 
 /// SET's reply once its write finished.
-pub fn set_reply(get: bool, outcome: Result<WriteOutcome, ReplicaError>) -> Reply {
+pub fn set_reply(get: bool, outcome: Result<WriteOutcome, CoordinatorError>) -> Reply {
     match outcome {
         Ok(outcome) if get => Ok(Frame::optional_bulk(
             outcome.previous.map(|e| e.winner().value.clone()),
@@ -113,10 +108,10 @@ pub fn set_reply(get: bool, outcome: Result<WriteOutcome, ReplicaError>) -> Repl
         Ok(_) => Ok(Frame::ok()),
         // NX GET on an existing key returns its value without setting it (Redis 7): the value
         // seen when the condition was checked, not one read later.
-        Err(ReplicaError::ConditionFailed { current }) if get => Ok(Frame::optional_bulk(
-            current.map(|entry| entry.winner().value.clone()),
-        )),
-        Err(ReplicaError::ConditionFailed { .. }) => Ok(Frame::Null),
+        Err(CoordinatorError::Replica(ReplicaError::ConditionFailed { current })) if get => Ok(
+            Frame::optional_bulk(current.map(|entry| entry.winner().value.clone())),
+        ),
+        Err(CoordinatorError::Replica(ReplicaError::ConditionFailed { .. })) => Ok(Frame::Null),
         Err(error) => Err(error.into()),
     }
 }
@@ -125,9 +120,11 @@ pub fn set_reply(get: bool, outcome: Result<WriteOutcome, ReplicaError>) -> Repl
 pub async fn setnx(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
     let (key, value) = (args.bytes()?, args.bytes()?);
     let request = WriteRequest::put(&keyspace(session), &key, &value).when(Condition::IfAbsent);
-    match write(shared, request).await {
+    match write(shared, session, request).await {
         Ok(_) => Ok(Frame::Integer(1)),
-        Err(ReplicaError::ConditionFailed { .. }) => Ok(Frame::Integer(0)),
+        Err(CoordinatorError::Replica(ReplicaError::ConditionFailed { .. })) => {
+            Ok(Frame::Integer(0))
+        }
         Err(error) => Err(error.into()),
     }
 }
@@ -146,7 +143,12 @@ async fn set_expiring(
         value: value.to_vec(),
         expiry,
     };
-    write(shared, WriteRequest::new(&keyspace(session), &key, change)).await?;
+    write(
+        shared,
+        session,
+        WriteRequest::new(&keyspace(session), &key, change),
+    )
+    .await?;
     Ok(Frame::ok())
 }
 
@@ -163,7 +165,12 @@ pub async fn psetex(shared: &RespShared, session: &mut Session, args: Args) -> R
 /// `GETSET key value`: sets, returning the old value.
 pub async fn getset(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
     let (key, value) = (args.bytes()?, args.bytes()?);
-    let outcome = write(shared, WriteRequest::put(&keyspace(session), &key, &value)).await?;
+    let outcome = write(
+        shared,
+        session,
+        WriteRequest::put(&keyspace(session), &key, &value),
+    )
+    .await?;
     Ok(Frame::optional_bulk(
         outcome.previous.map(|e| e.winner().value.clone()),
     ))
@@ -172,10 +179,15 @@ pub async fn getset(shared: &RespShared, session: &mut Session, mut args: Args) 
 /// `GETDEL key`: deletes, returning the old value.
 pub async fn getdel(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
     let key = args.bytes()?;
-    if read(shared, session, &key)?.is_none() {
+    if read(shared, session, &key).await?.is_none() {
         return Ok(Frame::Null);
     }
-    let outcome = write(shared, WriteRequest::delete(&keyspace(session), &key)).await?;
+    let outcome = write(
+        shared,
+        session,
+        WriteRequest::delete(&keyspace(session), &key),
+    )
+    .await?;
     Ok(Frame::optional_bulk(
         outcome.previous.map(|e| e.winner().value.clone()),
     ))
@@ -199,10 +211,11 @@ pub async fn getex(shared: &RespShared, session: &mut Session, mut args: Args) -
     };
     args.finish()?;
     let Some(expiry) = expiry else {
-        return Ok(Frame::optional_bulk(read(shared, session, &key)?));
+        return Ok(Frame::optional_bulk(read(shared, session, &key).await?));
     };
     match write(
         shared,
+        session,
         WriteRequest::new(&keyspace(session), &key, Change::Expire(expiry)),
     )
     .await
@@ -210,22 +223,21 @@ pub async fn getex(shared: &RespShared, session: &mut Session, mut args: Args) -
         Ok(outcome) => Ok(Frame::optional_bulk(
             outcome.previous.map(|e| e.winner().value.clone()),
         )),
-        Err(ReplicaError::ConditionFailed { .. }) => Ok(Frame::Null),
+        Err(CoordinatorError::Replica(ReplicaError::ConditionFailed { .. })) => Ok(Frame::Null),
         Err(error) => Err(error.into()),
     }
 }
 
 /// `MGET key [key ...]`.
 pub async fn mget(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
-    let values = args
-        .rest()
-        .iter()
-        .map(|key| read(shared, session, key).map(Frame::optional_bulk))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut values = Vec::new();
+    for key in args.rest() {
+        values.push(Frame::optional_bulk(read(shared, session, &key).await?));
+    }
     Ok(Frame::Array(values))
 }
 
-/// `MSET key value [key value ...]`: all keys are set in one atomic batch.
+/// `MSET key value [key value ...]`: on a single node all keys are set in one atomic batch.
 pub async fn mset(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
     let pairs = args.rest();
     if !pairs.len().is_multiple_of(2) {
@@ -236,7 +248,7 @@ pub async fn mset(shared: &RespShared, session: &mut Session, mut args: Args) ->
         .chunks(2)
         .map(|pair| WriteRequest::put(&keyspace, &pair[0], &pair[1]))
         .collect();
-    for outcome in shared.node.store.write_many(requests).await? {
+    for outcome in write_many(shared, session, requests).await? {
         outcome?;
     }
     Ok(Frame::ok())
@@ -246,13 +258,16 @@ pub async fn mset(shared: &RespShared, session: &mut Session, mut args: Args) ->
 pub async fn strlen(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
     let key = args.bytes()?;
     Ok(Frame::Integer(
-        read(shared, session, &key)?.map_or(0, |v| v.len() as i64),
+        read(shared, session, &key)
+            .await?
+            .map_or(0, |v| v.len() as i64),
     ))
 }
 
 async fn increment(shared: &RespShared, session: &Session, key: &[u8], by: i64) -> Reply {
     let outcome = write(
         shared,
+        session,
         WriteRequest::new(&keyspace(session), key, Change::Increment(by)),
     )
     .await?;

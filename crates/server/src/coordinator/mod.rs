@@ -1,0 +1,150 @@
+//! The coordinator (DESIGN.md, layer 2): any node serves any key. It finds the key's replicas
+//! on the ring, asks them over the cluster RPC (or its own replica directly), waits for as
+//! many answers as the request's consistency needs, merges versions and repairs stale
+//! replicas.
+//!
+//! - [`write`]: one replica (the *lead*) applies the write and issues its dot; the resulting
+//!   record goes to the other replicas, which merge it; W acknowledgements answer the client.
+//! - [`read`]: every replica is asked; R answers are merged; replicas found stale or missing
+//!   the key are sent the merged record (read repair).
+//! - [`scan`]: every node's page of records, merged in key order.
+//!
+//! While the node is alone in its ring, every call goes straight to the local store: a
+//! single node pays nothing for the cluster.
+
+mod read;
+mod scan;
+mod write;
+
+pub use read::{read, read_local};
+pub use scan::scan;
+pub use write::{write, write_many};
+
+use crate::gossip::ClusterView;
+use crate::keyspaces::KeyspaceDef;
+use crate::node::Node;
+use crate::peers::{PeerRequest, PeerResponse};
+use ringkv_replica::ReplicaError;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a coordinated request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    /// The request itself failed (a condition did not hold, a value too large...), or the
+    /// local replica failed on a single-node cluster.
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    /// Fewer replicas answered than the consistency level needs.
+    #[error(
+        "{answered} of the {needed} replicas needed answered ({replicas} hold the key{detail})"
+    )]
+    Unavailable {
+        /// Replicas the request needed (R or W).
+        needed: usize,
+        /// Replicas that answered in time.
+        answered: usize,
+        /// Replicas the key has (N, bounded by the cluster's size).
+        replicas: usize,
+        /// What went wrong with the others, for the operator.
+        detail: String,
+    },
+}
+
+/// The replicas of one key, and the view they were chosen in.
+struct Placement {
+    view: Arc<ClusterView>,
+    /// Replica node ids, in preference order.
+    replicas: Vec<String>,
+}
+
+impl Placement {
+    fn of(node: &Node, keyspace: &KeyspaceDef, key: &[u8]) -> Self {
+        let view = node.view();
+        let n = keyspace.replication as usize;
+        let replicas = view
+            .ring
+            .preference_list(key, n)
+            .into_iter()
+            .map(|member| member.id.clone())
+            .collect();
+        Self { view, replicas }
+    }
+
+    /// Whether this node is the key's only replica, so the local store serves it alone.
+    fn is_local_only(&self) -> bool {
+        self.replicas.len() == 1 && self.replicas[0] == self.view.me
+    }
+
+    fn unavailable(
+        &self,
+        node: &Node,
+        needed: usize,
+        answered: usize,
+        failures: &[String],
+    ) -> CoordinatorError {
+        node.cluster_metrics.unavailable.inc();
+        let detail = if failures.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", failures.join("; "))
+        };
+        CoordinatorError::Unavailable {
+            needed,
+            answered,
+            replicas: self.replicas.len(),
+            detail,
+        }
+    }
+}
+
+/// Asks replica `id` — this node's own directly, a peer over RPC — unless the failure
+/// detector has declared it down, which then costs nothing. Errors say which node failed.
+async fn ask(
+    node: &Arc<Node>,
+    view: &ClusterView,
+    id: &str,
+    request: PeerRequest,
+) -> Result<PeerResponse, String> {
+    if id == view.me {
+        return crate::peers::answer(node, request).await;
+    }
+    if view.is_down(id) {
+        return Err(format!("{id} is down"));
+    }
+    let address = view.address(id).ok_or_else(|| format!("{id} is unknown"))?;
+    let timeout = Duration::from_millis(node.config.rpc_timeout_ms);
+    node.peers
+        .get(address)
+        .call(request, timeout)
+        .await
+        .map_err(|error| format!("{id}: {error}"))
+}
+
+/// The coordinator's metrics (prefix `ringkv_cluster_`).
+#[derive(Clone, Default)]
+pub struct ClusterMetrics {
+    /// Replicas sent a merged record because a read found them stale.
+    pub read_repairs: prometheus_client::metrics::counter::Counter,
+    /// Requests refused because too few replicas answered.
+    pub unavailable: prometheus_client::metrics::counter::Counter,
+}
+
+impl ClusterMetrics {
+    /// Creates and registers the metrics.
+    pub fn register(registry: &mut prometheus_client::registry::Registry) -> Self {
+        let metrics = Self::default();
+        let cluster = registry.sub_registry_with_prefix("ringkv_cluster");
+        cluster.register(
+            "read_repairs",
+            "Replicas sent a merged record because a read found them stale",
+            metrics.read_repairs.clone(),
+        );
+        cluster.register(
+            "unavailable",
+            "Requests refused because too few replicas answered",
+            metrics.unavailable.clone(),
+        );
+        metrics
+    }
+}

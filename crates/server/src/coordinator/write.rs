@@ -1,0 +1,173 @@
+//! Coordinated writes.
+//!
+//! One replica, the *lead*, applies the write: it checks the condition, issues the new
+//! version's dot and returns the resulting record. The coordinator then sends that record to
+//! the key's other replicas, which merge it into theirs (merging is idempotent and
+//! commutative, so retries and reordering are harmless). The client is answered once W
+//! replicas — the lead included — hold the write durably; the rest finish in the background.
+//!
+//! The lead is this node when it is a replica and the write is *blind* (a plain put or
+//! delete: nothing to check against the stored value), saving a network hop. A write that
+//! reads before it writes — a condition, an increment, `KEEPTTL` — goes to the first live
+//! replica in preference order instead, so concurrent ones meet at the same replica. A lead
+//! that fails is replaced by the next candidate; a write is never applied twice, because the
+//! next lead is tried only when the previous one reported that it did not apply it or did not
+//! answer (a lead that applied but did not answer may leave a sibling — the usual Dynamo
+//! trade-off — never a lost write).
+
+use super::{ask, CoordinatorError, Placement};
+use crate::consistency::Consistency;
+use crate::keyspaces::KeyspaceDef;
+use crate::node::Node;
+use crate::peers::{PeerRequest, PeerResponse};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use ringkv_replica::{Change, Condition, Expiry, MergeRequest, WriteOutcome, WriteRequest};
+use std::sync::Arc;
+
+/// Applies `request` to the key's replicas and returns once `consistency` is met.
+pub async fn write(
+    node: &Arc<Node>,
+    keyspace: &KeyspaceDef,
+    request: WriteRequest,
+    consistency: Consistency,
+) -> Result<WriteOutcome, CoordinatorError> {
+    let placement = Placement::of(node, keyspace, &request.key);
+    if placement.is_local_only() {
+        return Ok(node.store.try_write(request).await?);
+    }
+    let needed = consistency.writes(placement.replicas.len());
+    let key = request.key.clone();
+    let mut failures = Vec::new();
+    let Some((lead, mut outcome)) = apply_at_lead(node, &placement, request, &mut failures).await?
+    else {
+        return Err(placement.unavailable(node, needed, 0, &failures));
+    };
+    let record = outcome
+        .record
+        .take()
+        .expect("the lead was asked to return the record");
+    let merge = MergeRequest {
+        keyspace: keyspace.name.clone(),
+        key,
+        record,
+        conflict: keyspace.conflict.into(),
+    };
+    replicate(node, &placement, &lead, merge, needed, failures).await?;
+    Ok(outcome)
+}
+
+/// Applies each write on its own (in parallel); a single-node cluster applies them as one
+/// engine batch, so readers see all or none (MSET, multi-key DEL). Across nodes there is no
+/// such atomicity: each key is its own coordinated write.
+pub async fn write_many(
+    node: &Arc<Node>,
+    keyspace: &KeyspaceDef,
+    requests: Vec<WriteRequest>,
+    consistency: Consistency,
+) -> Result<Vec<Result<WriteOutcome, CoordinatorError>>, CoordinatorError> {
+    if node.view().is_single() {
+        let outcomes = node.store.write_many(requests).await?;
+        return Ok(outcomes
+            .into_iter()
+            .map(|outcome| outcome.map_err(CoordinatorError::from))
+            .collect());
+    }
+    let writes = requests
+        .into_iter()
+        .map(|request| write(node, keyspace, request, consistency));
+    Ok(futures_util::future::join_all(writes).await)
+}
+
+/// Whether a write needs nothing from the stored value, so any replica may lead it.
+fn is_blind(request: &WriteRequest) -> bool {
+    request.condition == Condition::Always
+        && match &request.change {
+            Change::Put { expiry, .. } => *expiry != Expiry::Keep,
+            Change::Delete => true,
+            Change::Increment(_) | Change::Expire(_) => false,
+        }
+}
+
+/// Has the first willing replica apply the write; `None` if none could. A replica's verdict
+/// on the request itself (a failed condition...) ends the attempt with that error.
+async fn apply_at_lead(
+    node: &Arc<Node>,
+    placement: &Placement,
+    request: WriteRequest,
+    failures: &mut Vec<String>,
+) -> Result<Option<(String, WriteOutcome)>, CoordinatorError> {
+    let me = &placement.view.me;
+    let mut candidates: Vec<&String> = placement.replicas.iter().collect();
+    if is_blind(&request) {
+        if let Some(position) = candidates.iter().position(|id| *id == me) {
+            candidates.swap(0, position);
+        }
+    }
+    let request = request.returning_record();
+    for id in candidates {
+        let response = ask(
+            node,
+            &placement.view,
+            id,
+            PeerRequest::Apply(request.clone()),
+        )
+        .await;
+        match response {
+            Ok(PeerResponse::Applied(Ok(outcome))) => return Ok(Some((id.clone(), outcome))),
+            Ok(PeerResponse::Applied(Err(error))) => match error.into_request_error() {
+                Ok(verdict) => return Err(verdict.into()),
+                Err(failure) => failures.push(format!("{id}: {failure}")),
+            },
+            Ok(other) => failures.push(format!("{id}: unexpected answer {other:?}")),
+            Err(failure) => failures.push(failure),
+        }
+    }
+    Ok(None)
+}
+
+/// Sends the lead's record to the other replicas; returns once `needed` replicas (the lead
+/// counts as one) hold it, leaving the rest to finish in the background.
+async fn replicate(
+    node: &Arc<Node>,
+    placement: &Placement,
+    lead: &str,
+    merge: MergeRequest,
+    needed: usize,
+    mut failures: Vec<String>,
+) -> Result<(), CoordinatorError> {
+    let mut pending: FuturesUnordered<_> = placement
+        .replicas
+        .iter()
+        .filter(|id| *id != lead)
+        .map(|id| {
+            let (node, view, id) = (Arc::clone(node), Arc::clone(&placement.view), id.clone());
+            let merge = PeerRequest::Merge(merge.clone());
+            async move {
+                match ask(&node, &view, &id, merge).await {
+                    Ok(PeerResponse::Merged(Ok(_))) => Ok(()),
+                    Ok(PeerResponse::Merged(Err(error))) => Err(format!("{id}: {error}")),
+                    Ok(other) => Err(format!("{id}: unexpected answer {other:?}")),
+                    Err(failure) => Err(failure),
+                }
+            }
+        })
+        .collect();
+    let mut acknowledged = 1;
+    while acknowledged < needed {
+        match pending.next().await {
+            Some(Ok(())) => acknowledged += 1,
+            Some(Err(failure)) => failures.push(failure),
+            None => return Err(placement.unavailable(node, needed, acknowledged, &failures)),
+        }
+    }
+    if !pending.is_empty() {
+        tokio::spawn(async move {
+            while let Some(result) = pending.next().await {
+                if let Err(failure) = result {
+                    tracing::debug!(%failure, "background replication failed");
+                }
+            }
+        });
+    }
+    Ok(())
+}

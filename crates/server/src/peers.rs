@@ -1,0 +1,227 @@
+//! What nodes ask of each other over the cluster RPC (`ringkv_cluster::rpc`): the messages,
+//! the service that answers them from the local replica, and the pool of connections to
+//! peers.
+//!
+//! Records travel in their checksummed storage form (`ringkv_core::wire`), so a receiver
+//! verifies every record before merging it.
+
+use crate::keyspaces::KeyspaceDef;
+use crate::node::Node;
+use parking_lot::Mutex;
+use ringkv_cluster::rpc::{Peer, Service};
+use ringkv_core::record::{Record, UpdateError};
+use ringkv_replica::{Entry, MergeRequest, ReplicaError, WriteOutcome, WriteRequest};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+/// A request from one node to another.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// Apply a client write as the key's lead replica and return the resulting record, which
+    /// the coordinator then sends to the other replicas.
+    Apply(WriteRequest),
+    /// Merge another replica's record into the local copy (replication, read repair).
+    Merge(MergeRequest),
+    /// The local record of one key, dead siblings included.
+    Read { keyspace: String, key: Vec<u8> },
+    /// Local records of a keyspace in key order, after `after`, at most `limit`.
+    Scan {
+        keyspace: String,
+        prefix: Vec<u8>,
+        after: Option<Vec<u8>>,
+        limit: u32,
+    },
+    /// Every keyspace definition this node knows, for metadata anti-entropy.
+    Keyspaces,
+    /// A keyspace definition to adopt if it is newer than the one held.
+    DefineKeyspace(KeyspaceDef),
+    /// This node's figures for `ringkv cluster status`.
+    Stats,
+}
+
+/// The answer to a [`PeerRequest`], variant for variant.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerResponse {
+    /// The outcome of [`PeerRequest::Apply`], with the record.
+    Applied(Result<WriteOutcome, RemoteError>),
+    /// Whether the local copy changed.
+    Merged(Result<bool, RemoteError>),
+    /// The local record, if any.
+    Record(Result<Option<Record>, RemoteError>),
+    /// Records and where the next page starts.
+    Scanned(Result<ScannedPage, RemoteError>),
+    /// Keyspace definitions.
+    Keyspaces(Vec<KeyspaceDef>),
+    /// Node figures.
+    Stats(NodeStats),
+}
+
+/// One page of a peer's records.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ScannedPage {
+    /// Keys and their records, in key order.
+    pub records: Vec<(Vec<u8>, Record)>,
+    /// Where the next page starts; `None` when the peer has no more.
+    pub next_after: Option<Vec<u8>>,
+}
+
+/// A node's figures.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// Records the engine holds, roughly (what `cluster status` shows as keys).
+    pub keys: u64,
+    /// Bytes on disk.
+    pub disk_bytes: u64,
+}
+
+/// A replica error as it crosses the wire. Errors about the request itself (a failed
+/// condition, a value that is not an integer) reach the client; the others mean only that
+/// this replica could not serve, and the coordinator tries elsewhere.
+#[derive(Debug, Serialize, Deserialize, thiserror::Error)]
+pub enum RemoteError {
+    /// See [`ReplicaError::ConditionFailed`].
+    #[error("precondition failed")]
+    ConditionFailed(Option<Box<Entry>>),
+    /// See [`ReplicaError::TooManySiblings`].
+    #[error(transparent)]
+    TooManySiblings(UpdateError),
+    /// See [`ReplicaError::NotAnInteger`].
+    #[error("value is not an integer or out of range")]
+    NotAnInteger,
+    /// See [`ReplicaError::Overflow`].
+    #[error("increment or decrement would overflow")]
+    Overflow,
+    /// See [`ReplicaError::KeyTooLong`].
+    #[error("key of {len} bytes is above the limit of {max}")]
+    KeyTooLong { len: usize, max: usize },
+    /// See [`ReplicaError::ValueTooLarge`].
+    #[error("value of {len} bytes is above the limit of {max}")]
+    ValueTooLarge { len: usize, max: usize },
+    /// See [`ReplicaError::Invalid`].
+    #[error("{0}")]
+    Invalid(String),
+    /// The replica's copy of the key is damaged.
+    #[error("replica's copy is corrupted: {0}")]
+    Corrupt(String),
+    /// The replica could not serve (storage failure, overload, shutdown).
+    #[error("replica failed: {0}")]
+    Failed(String),
+}
+
+impl From<ReplicaError> for RemoteError {
+    fn from(error: ReplicaError) -> Self {
+        match error {
+            ReplicaError::ConditionFailed { current } => RemoteError::ConditionFailed(current),
+            ReplicaError::TooManySiblings(error) => RemoteError::TooManySiblings(error),
+            ReplicaError::NotAnInteger => RemoteError::NotAnInteger,
+            ReplicaError::Overflow => RemoteError::Overflow,
+            ReplicaError::KeyTooLong { len, max } => RemoteError::KeyTooLong { len, max },
+            ReplicaError::ValueTooLarge { len, max } => RemoteError::ValueTooLarge { len, max },
+            ReplicaError::Invalid(message) => RemoteError::Invalid(message),
+            ReplicaError::Corruption { detail } => RemoteError::Corrupt(detail),
+            other => RemoteError::Failed(other.to_string()),
+        }
+    }
+}
+
+impl RemoteError {
+    /// The client-facing error, or `None` if the failure was the replica's own.
+    pub fn into_request_error(self) -> Result<ReplicaError, String> {
+        Ok(match self {
+            RemoteError::ConditionFailed(current) => ReplicaError::ConditionFailed { current },
+            RemoteError::TooManySiblings(error) => ReplicaError::TooManySiblings(error),
+            RemoteError::NotAnInteger => ReplicaError::NotAnInteger,
+            RemoteError::Overflow => ReplicaError::Overflow,
+            RemoteError::KeyTooLong { len, max } => ReplicaError::KeyTooLong { len, max },
+            RemoteError::ValueTooLarge { len, max } => ReplicaError::ValueTooLarge { len, max },
+            RemoteError::Invalid(message) => ReplicaError::Invalid(message),
+            RemoteError::Corrupt(message) | RemoteError::Failed(message) => return Err(message),
+        })
+    }
+}
+
+/// A client of one peer.
+pub type PeerClient = Peer<PeerRequest, PeerResponse>;
+
+/// Connections to peers, one per RPC address, made on first use and kept.
+#[derive(Default)]
+pub struct Peers {
+    clients: Mutex<HashMap<String, Arc<PeerClient>>>,
+}
+
+impl Peers {
+    /// The client of the peer at `address`.
+    pub fn get(&self, address: &str) -> Arc<PeerClient> {
+        let mut clients = self.clients.lock();
+        Arc::clone(
+            clients
+                .entry(address.to_owned())
+                .or_insert_with(|| Arc::new(Peer::new(address))),
+        )
+    }
+}
+
+/// Answers peers' requests from this node's replica and metadata. Holds the node weakly: the
+/// RPC server must not keep a stopped node alive.
+pub struct PeerService {
+    node: Weak<Node>,
+}
+
+impl PeerService {
+    /// The service of `node`.
+    pub fn new(node: &Arc<Node>) -> Self {
+        Self {
+            node: Arc::downgrade(node),
+        }
+    }
+}
+
+impl Service<PeerRequest, PeerResponse> for PeerService {
+    async fn handle(&self, request: PeerRequest) -> Result<PeerResponse, String> {
+        let node = self.node.upgrade().ok_or("node is shutting down")?;
+        answer(&node, request).await
+    }
+}
+
+/// Answers one request from `node`'s own replica and metadata (for peers, and for the
+/// coordinator when this node is one of a key's replicas).
+pub async fn answer(node: &Arc<Node>, request: PeerRequest) -> Result<PeerResponse, String> {
+    let store = &node.store;
+    Ok(match request {
+        PeerRequest::Apply(request) => PeerResponse::Applied(
+            store
+                .try_write(request.returning_record())
+                .await
+                .map_err(RemoteError::from),
+        ),
+        PeerRequest::Merge(request) => {
+            PeerResponse::Merged(store.merge(request).await.map_err(RemoteError::from))
+        }
+        PeerRequest::Read { keyspace, key } => {
+            PeerResponse::Record(store.get_record(&keyspace, &key).map_err(RemoteError::from))
+        }
+        PeerRequest::Scan {
+            keyspace,
+            prefix,
+            after,
+            limit,
+        } => PeerResponse::Scanned(
+            store
+                .scan_records(&keyspace, &prefix, after.as_deref(), limit as usize)
+                .map(|(records, next_after)| ScannedPage {
+                    records,
+                    next_after,
+                })
+                .map_err(RemoteError::from),
+        ),
+        PeerRequest::Keyspaces => PeerResponse::Keyspaces(node.keyspaces.list()),
+        PeerRequest::DefineKeyspace(def) => {
+            node.keyspaces
+                .adopt(store, def)
+                .map_err(|error| error.to_string())?;
+            PeerResponse::Keyspaces(Vec::new())
+        }
+        PeerRequest::Stats => PeerResponse::Stats(node.stats()),
+    })
+}
