@@ -1,0 +1,343 @@
+//! Replicated reads and writes between real nodes in one process: gossip over UDP and the
+//! cluster RPC over TCP on loopback, client requests driven through each node's REST router
+//! (and its Redis port). Every wait is bounded.
+
+mod support;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use ringkv_server::gossip::ClusterView;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::{start_node, RespClient, TestNode};
+use tower::ServiceExt;
+
+/// Longest any convergence wait may take.
+const CONVERGE_WITHIN: Duration = Duration::from_secs(30);
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: serde_json::Value,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// Sends one REST request to `node` through its router.
+async fn call(
+    node: &TestNode,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
+    let mut request = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Body::from(body.to_owned())).unwrap();
+    let router = ringkv_server::http::router(Arc::clone(&node.running.node));
+    let response = router.oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn put(node: &TestNode, uri: &str, value: &str) -> Answer {
+    let body = serde_json::json!({ "value": value }).to_string();
+    call(
+        node,
+        "PUT",
+        uri,
+        &[("content-type", "application/json")],
+        &body,
+    )
+    .await
+}
+
+fn view(node: &TestNode) -> Arc<ClusterView> {
+    node.running.node.view()
+}
+
+/// Waits (bounded) until `check` holds, polling.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + CONVERGE_WITHIN;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: not reached within {CONVERGE_WITHIN:?}");
+}
+
+/// Starts `count` nodes, each in its own zone, joined through the first; returns once every
+/// node sees every other alive.
+async fn cluster(count: usize) -> Vec<TestNode> {
+    let seed = start_node(|config| config.zone = "z0".into()).await;
+    let seed_address = seed.running.cluster_addr.to_string();
+    let mut nodes = vec![seed];
+    for i in 1..count {
+        let join = seed_address.clone();
+        nodes.push(
+            start_node(move |config| {
+                config.zone = format!("z{i}");
+                config.join = vec![join];
+            })
+            .await,
+        );
+    }
+    for node in &nodes {
+        eventually("every node sees the whole cluster alive", async || {
+            let view = view(node);
+            view.members.len() == count && view.members.keys().all(|id| !view.is_down(id))
+        })
+        .await;
+    }
+    nodes
+}
+
+/// Which nodes hold a local copy of `key` in the default keyspace.
+async fn holders(nodes: &[TestNode], key: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    for node in nodes {
+        let answer = call(node, "GET", &format!("/v1/keys/{key}?local=true"), &[], "").await;
+        if answer.status == StatusCode::OK {
+            found.insert(node.running.node.node_id.clone());
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_writes_through_one_node_are_read_through_another_and_land_on_their_replicas() {
+    let nodes = cluster(4).await;
+    for i in 0..40 {
+        let answer = put(
+            &nodes[0],
+            &format!("/v1/keys/k{i}?consistency=quorum"),
+            &format!("v{i}"),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    }
+    for i in 0..40 {
+        let answer = call(
+            &nodes[1],
+            "GET",
+            &format!("/v1/keys/k{i}?consistency=quorum"),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK, "k{i}: {:?}", answer.body);
+        assert_eq!(answer.body["value"], format!("v{i}"));
+    }
+    // Each key ends up on exactly N = 3 of the 4 nodes: the ones its preference list names.
+    for i in 0..40 {
+        let key = format!("k{i}");
+        let expected: BTreeSet<String> = view(&nodes[2])
+            .ring
+            .preference_list(key.as_bytes(), 3)
+            .into_iter()
+            .map(|member| member.id.clone())
+            .collect();
+        eventually("the write reaches all three replicas", async || {
+            holders(&nodes, &key).await == expected
+        })
+        .await;
+    }
+    // A listing through any node sees every key once, in order.
+    let listed = call(&nodes[3], "GET", "/v1/keys?prefix=k&limit=1000", &[], "").await;
+    let keys: Vec<String> = serde_json::from_value(listed.body["keys"].clone()).unwrap();
+    let mut expected: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+    expected.sort();
+    assert_eq!(keys, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_node_down_quorum_succeeds_and_all_fails_naming_how_many_answered() {
+    let mut nodes = cluster(3).await;
+    let stopped = nodes.pop().unwrap();
+    let stopped_id = stopped.running.node.node_id.clone();
+    stopped.running.shutdown().await;
+    eventually("the others see the stopped node down", async || {
+        nodes.iter().all(|node| view(node).is_down(&stopped_id))
+    })
+    .await;
+
+    let answer = put(&nodes[0], "/v1/keys/survivor?consistency=quorum", "yes").await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    let answer = call(
+        &nodes[1],
+        "GET",
+        "/v1/keys/survivor?consistency=quorum",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(answer.body["value"], "yes");
+
+    let answer = put(&nodes[0], "/v1/keys/everyone?consistency=all", "no").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.body["error"]["code"], "unavailable");
+    let message = answer.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("2 of the 3 replicas needed answered"),
+        "{message}"
+    );
+    let answer = call(&nodes[1], "GET", "/v1/keys/survivor?r=3", &[], "").await;
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        answer.body
+    );
+
+    // The Redis protocol: a per-connection consistency, and -UNAVAILABLE when it cannot be met.
+    let mut redis = RespClient::connect(&nodes[1]).await;
+    assert_eq!(redis.call(&["SET", "r", "1"]).await, support::ok());
+    assert_eq!(
+        redis.call(&["RINGKV.CONSISTENCY", "ALL"]).await,
+        support::ok()
+    );
+    assert_eq!(redis.call(&["RINGKV.CONSISTENCY"]).await.text(), "all");
+    match redis.call(&["SET", "r", "2"]).await {
+        support::Reply::Error(message) => {
+            assert!(message.starts_with("UNAVAILABLE 2 of the 3"), "{message}")
+        }
+        other => panic!("expected -UNAVAILABLE, got {other:?}"),
+    }
+    assert_eq!(
+        redis.call(&["RINGKV.CONSISTENCY", "ONE"]).await,
+        support::ok()
+    );
+    assert_eq!(
+        redis.call(&["GET", "r"]).await.text(),
+        "2",
+        "the lead applied it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_become_siblings_only_where_the_keyspace_asks_for_them() {
+    let nodes = cluster(3).await;
+    let created = call(
+        &nodes[0],
+        "PUT",
+        "/v1/ks/carts",
+        &[],
+        r#"{"replication": 3, "conflict": "siblings"}"#,
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::OK, "{:?}", created.body);
+    eventually("the definition reaches every node", async || {
+        let mut all = true;
+        for node in &nodes {
+            all &= call(node, "GET", "/v1/ks/carts", &[], "").await.body["conflict"] == "siblings";
+        }
+        all
+    })
+    .await;
+
+    // Two writes without a context, through two nodes: two siblings, one context.
+    assert_eq!(
+        put(&nodes[0], "/v1/ks/carts/keys/cart?w=3", "apple")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        put(&nodes[1], "/v1/ks/carts/keys/cart?w=3", "pear")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let read = call(&nodes[2], "GET", "/v1/ks/carts/keys/cart", &[], "").await;
+    assert_eq!(read.status, StatusCode::MULTIPLE_CHOICES, "{:?}", read.body);
+    let mut values: Vec<String> = read.body["siblings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["value"].as_str().unwrap().to_owned())
+        .collect();
+    values.sort();
+    assert_eq!(values, ["apple", "pear"]);
+    // A write with that context resolves them.
+    let context = read.header("x-ringkv-context");
+    let body = serde_json::json!({ "value": "apple+pear" }).to_string();
+    let headers = [
+        ("content-type", "application/json"),
+        ("x-ringkv-context", context.as_str()),
+    ];
+    let resolved = call(
+        &nodes[2],
+        "PUT",
+        "/v1/ks/carts/keys/cart?w=3",
+        &headers,
+        &body,
+    )
+    .await;
+    assert_eq!(resolved.status, StatusCode::OK);
+    let read = call(&nodes[0], "GET", "/v1/ks/carts/keys/cart", &[], "").await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.body["value"], "apple+pear");
+
+    // In `default` (last-writer-wins) the later write simply wins.
+    put(&nodes[0], "/v1/keys/plain?w=3", "first").await;
+    put(&nodes[1], "/v1/keys/plain?w=3", "second").await;
+    let read = call(&nodes[2], "GET", "/v1/keys/plain", &[], "").await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.body["value"], "second");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_read_repairs_a_replica_that_lost_the_key() {
+    let nodes = cluster(3).await;
+    assert_eq!(
+        put(&nodes[0], "/v1/keys/fragile?w=3", "kept").await.status,
+        StatusCode::OK
+    );
+    // Replica 2 loses its copy behind the cluster's back.
+    let lost = &nodes[2].running.node;
+    let mut batch = ringkv_storage::WriteBatch::new();
+    batch.delete(ringkv_replica::layout::data_key("default", b"fragile"));
+    lost.store.engine().write_durable(batch).unwrap();
+    assert_eq!(
+        call(&nodes[2], "GET", "/v1/keys/fragile?local=true", &[], "")
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let read = call(
+        &nodes[0],
+        "GET",
+        "/v1/keys/fragile?consistency=quorum",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(read.body["value"], "kept");
+    eventually("the lost copy is repaired", async || {
+        call(&nodes[2], "GET", "/v1/keys/fragile?local=true", &[], "")
+            .await
+            .status
+            == StatusCode::OK
+    })
+    .await;
+}
