@@ -72,6 +72,40 @@ pub struct ClusterMember {
     pub liveness: String,
     /// Its share of the ring (0 to 1).
     pub ownership: f64,
+    /// Records it holds (approximate), if it answered.
+    #[serde(default)]
+    pub keys: Option<u64>,
+    /// Bytes its storage occupies on disk, if it answered.
+    #[serde(default)]
+    pub disk_bytes: Option<u64>,
+}
+
+/// One member of the ring, as `GET /v1/cluster/ring` reports it.
+#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
+pub struct RingMember {
+    /// The node's id.
+    pub id: String,
+    /// Its zone.
+    pub zone: String,
+    /// Its weight.
+    pub weight: u32,
+    /// Tokens it owns.
+    pub tokens: usize,
+    /// Its share of the ring (0 to 1).
+    pub ownership: f64,
+}
+
+/// The hash ring, as `GET /v1/cluster/ring` reports it.
+#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
+pub struct RingView {
+    /// The key hash (`xxh3-64`).
+    pub hash: String,
+    /// Virtual nodes per unit of weight.
+    pub vnodes: u32,
+    /// Every member.
+    pub members: Vec<RingMember>,
+    /// Every token (decimal u64) and its owner, in ring order.
+    pub tokens: Vec<(String, String)>,
 }
 
 /// The cluster as one node sees it.
@@ -88,6 +122,8 @@ pub struct ClusterView {
 pub struct Client {
     agent: ureq::Agent,
     base: String,
+    /// `?consistency=` sent with every key request, if set.
+    consistency: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -136,11 +172,29 @@ impl Client {
         Self {
             agent: config.into(),
             base: base_url.trim_end_matches('/').to_owned(),
+            consistency: None,
         }
     }
 
-    fn key_url(&self, key: &str) -> String {
-        format!("{}/v1/keys/{}", self.base, percent_encode(key))
+    /// The same client, sending `level` (`one`, `quorum`, `all`) as the consistency of every
+    /// read and write.
+    pub fn with_consistency(mut self, level: &str) -> Self {
+        self.consistency = Some(level.to_owned());
+        self
+    }
+
+    /// The URL of `key`, with the consistency and any `extra` query parameters.
+    fn key_url(&self, key: &str, extra: &[String]) -> String {
+        let mut url = format!("{}/v1/keys/{}", self.base, percent_encode(key));
+        let consistency = self
+            .consistency
+            .as_ref()
+            .map(|level| format!("consistency={}", percent_encode(level)));
+        for (i, param) in consistency.iter().chain(extra).enumerate() {
+            url.push(if i == 0 { '?' } else { '&' });
+            url.push_str(param);
+        }
+        url
     }
 
     /// Stores `value` under `key`, expiring after `ttl_seconds` if given; returns the version.
@@ -150,10 +204,11 @@ impl Client {
         value: &[u8],
         ttl_seconds: Option<u64>,
     ) -> Result<String, ClientError> {
-        let mut url = self.key_url(key);
-        if let Some(ttl) = ttl_seconds {
-            url.push_str(&format!("?ttl={ttl}"));
-        }
+        let ttl: Vec<String> = ttl_seconds
+            .map(|ttl| format!("ttl={ttl}"))
+            .into_iter()
+            .collect();
+        let url = self.key_url(key, &ttl);
         let response = self
             .agent
             .put(&url)
@@ -165,9 +220,18 @@ impl Client {
 
     /// Reads `key`; `None` if it is absent, deleted or expired.
     pub fn get(&self, key: &str) -> Result<Option<Value>, ClientError> {
+        self.read(key, &[])
+    }
+
+    /// Reads only the asked node's own copy of `key` (`?local=true`), for operators.
+    pub fn get_local(&self, key: &str) -> Result<Option<Value>, ClientError> {
+        self.read(key, &["local=true".to_owned()])
+    }
+
+    fn read(&self, key: &str, extra: &[String]) -> Result<Option<Value>, ClientError> {
         let response = self
             .agent
-            .get(&self.key_url(key))
+            .get(&self.key_url(key, extra))
             .call()
             .map_err(|e| self.transport(e))?;
         if response.status() == 404 {
@@ -191,7 +255,7 @@ impl Client {
     pub fn delete(&self, key: &str) -> Result<bool, ClientError> {
         let response = self
             .agent
-            .delete(&self.key_url(key))
+            .delete(&self.key_url(key, &[]))
             .call()
             .map_err(|e| self.transport(e))?;
         Ok(parse::<DeleteBody>(self.check(response)?)?.deleted)
@@ -224,6 +288,30 @@ impl Client {
             .call()
             .map_err(|e| self.transport(e))?;
         parse(self.check(response)?)
+    }
+
+    /// The hash ring as this node sees it.
+    pub fn ring(&self) -> Result<RingView, ClientError> {
+        let response = self
+            .agent
+            .get(&format!("{}/v1/cluster/ring", self.base))
+            .call()
+            .map_err(|e| self.transport(e))?;
+        parse(self.check(response)?)
+    }
+
+    /// The replication factor of a keyspace.
+    pub fn keyspace_replication(&self, keyspace: &str) -> Result<usize, ClientError> {
+        #[derive(Deserialize)]
+        struct Definition {
+            replication: usize,
+        }
+        let response = self
+            .agent
+            .get(&format!("{}/v1/ks/{}", self.base, percent_encode(keyspace)))
+            .call()
+            .map_err(|e| self.transport(e))?;
+        parse::<Definition>(self.check(response)?).map(|d| d.replication)
     }
 
     fn transport(&self, error: ureq::Error) -> ClientError {

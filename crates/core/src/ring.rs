@@ -115,6 +115,13 @@ impl Ring {
             .collect()
     }
 
+    /// Every token and the member owning it, in ring order.
+    pub fn tokens(&self) -> impl Iterator<Item = (u64, &Member)> + '_ {
+        self.tokens
+            .iter()
+            .map(|&(token, index)| (token, &self.members[index]))
+    }
+
     /// Each member's share of the ring as primary owner (sums to 1).
     pub fn ownership(&self) -> Vec<(&Member, f64)> {
         let mut owned = vec![0u128; self.members.len()];

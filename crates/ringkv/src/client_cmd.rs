@@ -19,12 +19,20 @@ pub struct Connection {
     /// Print machine-readable JSON instead of plain text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Replicas that must answer reads and acknowledge writes: one, quorum or all
+    /// (default: quorum).
+    #[arg(long, global = true)]
+    consistency: Option<String>,
 }
 
 impl Connection {
     /// A client of the chosen node.
     pub fn client(&self) -> Client {
-        Client::new(&self.node)
+        let client = Client::new(&self.node);
+        match &self.consistency {
+            Some(level) => client.with_consistency(level),
+            None => client,
+        }
     }
 }
 
@@ -47,6 +55,9 @@ pub struct PutArgs {
 pub struct GetArgs {
     /// The key.
     key: String,
+    /// Read only the asked node's own copy, not the cluster's (for operators).
+    #[arg(long)]
+    local: bool,
     #[command(flatten)]
     connection: Connection,
 }
@@ -92,7 +103,13 @@ pub fn put(args: PutArgs) -> anyhow::Result<()> {
 }
 
 pub fn get(args: GetArgs) -> anyhow::Result<()> {
-    let Some(value) = args.connection.client().get(&args.key)? else {
+    let client = args.connection.client();
+    let found = if args.local {
+        client.get_local(&args.key)?
+    } else {
+        client.get(&args.key)?
+    };
+    let Some(value) = found else {
         if args.connection.json {
             println!("{}", json!({ "key": args.key, "found": false }));
         }

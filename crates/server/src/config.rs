@@ -8,6 +8,10 @@ use ringkv_storage::EngineKind;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// One day: long enough for a replica that missed a delete to hear of it through read
+/// repair or replication after an outage; short enough that expired data does not pile up.
+pub const TOMBSTONE_GRACE_MS_DEFAULT: u64 = 24 * 3600 * 1000;
+
 /// Everything a node needs to start.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -39,7 +43,9 @@ pub struct ServerConfig {
     /// fsync interval under `sync = "periodic"`.
     pub sync_interval_ms: u64,
     /// How long tombstones and expired values are kept before being removed for good, so
-    /// every replica learns of a delete first. Zero is safe only while the node is alone.
+    /// every replica learns of a delete first (Cassandra's `gc_grace_seconds`). A replica
+    /// that was down for longer must be wiped and rebuilt, or it could bring deleted values
+    /// back. Zero is safe for a node that will never have peers.
     pub tombstone_grace_ms: u64,
     /// How often expired data is looked for.
     pub sweep_interval_ms: u64,
@@ -78,7 +84,7 @@ impl Default for ServerConfig {
             weight: 1,
             sync: SyncPolicy::Always,
             sync_interval_ms: defaults.sync_interval_ms,
-            tombstone_grace_ms: defaults.tombstone_grace_ms,
+            tombstone_grace_ms: TOMBSTONE_GRACE_MS_DEFAULT,
             sweep_interval_ms: defaults.sweep_interval_ms,
             write_queue_max: defaults.write_queue_max,
             connections_max: 1024,

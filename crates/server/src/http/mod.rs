@@ -40,6 +40,7 @@ fn handler(id: &str) -> Option<MethodRouter<Arc<Node>>> {
         "listKeyspaces" => get(keyspaces::list_keyspaces),
         "health" => get(ops::healthz),
         "cluster" => get(ops::cluster),
+        "ring" => get(ops::ring),
         "metrics" => get(ops::metrics),
         "openapi" => get(ops::openapi),
         _ => return None,

@@ -72,8 +72,7 @@ const CONSISTENCY: Parameter = Parameter {
     name: "consistency",
     location: In::Query,
     required: false,
-    description:
-        "one | quorum | all | local_quorum | each_quorum (a one-node cluster meets every level)",
+    description: "one | quorum | all (local_quorum and each_quorum mean quorum); default quorum",
 };
 const R: Parameter = Parameter {
     name: "r",
@@ -221,7 +220,16 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Cluster members as this node sees them",
         parameters: &[],
         body: None,
-        responses: &[(200, "{node_id, members: [{id, address, http, zone, weight, status, liveness, ownership}]}")],
+        responses: &[(200, "{node_id, members: [{id, address, http, zone, weight, status, liveness, ownership, keys, disk_bytes}]}")],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/cluster/ring",
+        id: "ring",
+        summary: "The hash ring: members with token counts and shares, and every token's owner",
+        parameters: &[],
+        body: None,
+        responses: &[(200, "{hash, vnodes, members: [{id, zone, weight, tokens, ownership}], tokens: [[token, id]]}")],
     },
     Operation {
         method: "get",

@@ -1,11 +1,16 @@
 //! Operational endpoints: health and Prometheus metrics.
 
+use crate::gossip::ClusterView;
 use crate::node::Node;
+use crate::peers::{NodeStats, PeerRequest, PeerResponse};
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde_json::json;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Liveness: 200 with the node's id while it serves requests.
 pub async fn healthz(State(node): State<Arc<Node>>) -> Response {
@@ -37,37 +42,94 @@ pub async fn openapi() -> Response {
     Json(super::openapi::document()).into_response()
 }
 
-/// The cluster as this node sees it: every member with its status, liveness and share of
-/// the ring (over the members that are alive and not leaving).
+/// The cluster as this node sees it: every ring member with its status, liveness, share of
+/// the ring, and — asked of each reachable member — its key count and disk use.
 pub async fn cluster(State(node): State<Arc<Node>>) -> Response {
+    let view = node.view();
     let members = node
         .gossip
         .get()
         .map(|gossip| gossip.members())
         .unwrap_or_default();
-    let ring_members: Vec<ringkv_core::ring::Member> = members
-        .iter()
-        .filter(|m| m.liveness == "alive" && (m.status == "normal" || m.status == "joining"))
-        .map(|m| ringkv_core::ring::Member {
-            id: m.id.clone(),
-            zone: m.zone.clone(),
-            weight: m.weight.max(1),
-        })
-        .collect();
-    let ring = ringkv_core::ring::Ring::new(&ring_members, ringkv_core::ring::VNODES_DEFAULT);
-    let shares: std::collections::HashMap<String, f64> = ring
+    let shares: HashMap<&str, f64> = view
+        .ring
         .ownership()
         .into_iter()
-        .map(|(member, share)| (member.id.clone(), share))
+        .map(|(member, share)| (member.id.as_str(), share))
         .collect();
+    let stats = futures_util::future::join_all(
+        members
+            .iter()
+            .map(|member| member_stats(&node, &view, &member.id)),
+    )
+    .await;
     let members: Vec<serde_json::Value> = members
-        .into_iter()
-        .map(|member| {
-            let share = shares.get(&member.id).copied().unwrap_or(0.0);
-            let mut value = serde_json::to_value(&member).expect("a member view always serializes");
-            value["ownership"] = serde_json::json!(share);
+        .iter()
+        .zip(stats)
+        .map(|(member, stats)| {
+            let mut value = serde_json::to_value(member).expect("a member view always serializes");
+            value["ownership"] = json!(shares.get(member.id.as_str()).copied().unwrap_or(0.0));
+            value["keys"] = json!(stats.as_ref().map(|s| s.keys));
+            value["disk_bytes"] = json!(stats.as_ref().map(|s| s.disk_bytes));
             value
         })
         .collect();
-    Json(serde_json::json!({ "node_id": node.node_id, "members": members })).into_response()
+    Json(json!({ "node_id": node.node_id, "members": members })).into_response()
+}
+
+/// How long `/v1/cluster` waits for a member's figures.
+const STATS_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// A member's figures, `None` if it is down or does not answer in time.
+async fn member_stats(node: &Arc<Node>, view: &ClusterView, id: &str) -> Option<NodeStats> {
+    if id == view.me {
+        return Some(node.stats());
+    }
+    let address = view.address(id).filter(|_| !view.is_down(id))?;
+    match node
+        .peers
+        .get(address)
+        .call(PeerRequest::Stats, STATS_TIMEOUT)
+        .await
+    {
+        Ok(PeerResponse::Stats(stats)) => Some(stats),
+        _ => None,
+    }
+}
+
+/// The ring: the hash and virtual-node settings, each member's token count and share, and
+/// every token with its owner in ring order (as Cassandra's `nodetool ring`). The ring is a
+/// pure function of the member list, so a client SDK can rebuild it from `/v1/cluster`.
+pub async fn ring(State(node): State<Arc<Node>>) -> Response {
+    let view = node.view();
+    let mut tokens_of: HashMap<&str, usize> = HashMap::new();
+    let tokens: Vec<serde_json::Value> = view
+        .ring
+        .tokens()
+        .map(|(token, member)| {
+            *tokens_of.entry(member.id.as_str()).or_default() += 1;
+            json!([token.to_string(), member.id])
+        })
+        .collect();
+    let members: Vec<serde_json::Value> = view
+        .ring
+        .ownership()
+        .into_iter()
+        .map(|(member, share)| {
+            json!({
+                "id": member.id,
+                "zone": member.zone,
+                "weight": member.weight,
+                "tokens": tokens_of.get(member.id.as_str()).copied().unwrap_or(0),
+                "ownership": share,
+            })
+        })
+        .collect();
+    Json(json!({
+        "hash": "xxh3-64",
+        "vnodes": ringkv_core::ring::VNODES_DEFAULT,
+        "members": members,
+        "tokens": tokens,
+    }))
+    .into_response()
 }
