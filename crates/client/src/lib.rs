@@ -72,9 +72,12 @@ pub struct ClusterMember {
     pub liveness: String,
     /// Its share of the ring (0 to 1).
     pub ownership: f64,
-    /// Records it holds (approximate), if it answered.
+    /// Keys it holds a visible value of, if it answered.
     #[serde(default)]
     pub keys: Option<u64>,
+    /// Whether `keys` was counted exactly (false: the engine's estimate, for large stores).
+    #[serde(default)]
+    pub keys_exact: Option<bool>,
     /// Bytes its storage occupies on disk, if it answered.
     #[serde(default)]
     pub disk_bytes: Option<u64>,

@@ -127,13 +127,7 @@ async fn serve_connection<Req, Resp, S>(
 {
     let (mut sink, mut frames) = Framed::new(stream, codec()).split();
     let (replies, mut outgoing) = mpsc::channel::<Bytes>(OUTGOING_QUEUE_MAX);
-    let writer = tokio::spawn(async move {
-        while let Some(frame) = outgoing.recv().await {
-            if sink.send(frame).await.is_err() {
-                return;
-            }
-        }
-    });
+    let writer = tokio::spawn(async move { while write_batch(&mut sink, &mut outgoing).await {} });
     loop {
         let frame = tokio::select! {
             frame = frames.next() => frame,
@@ -176,6 +170,27 @@ async fn serve_connection<Req, Resp, S>(
     }
     drop(replies);
     let _ = writer.await;
+}
+
+/// Writes the next queued frame and every other one already queued, then flushes once: under
+/// load many frames share one system call. `false` once the queue is closed or the
+/// connection broke.
+async fn write_batch(
+    sink: &mut futures_util::stream::SplitSink<Framed<TcpStream, LengthDelimitedCodec>, Bytes>,
+    queue: &mut mpsc::Receiver<Bytes>,
+) -> bool {
+    let Some(first) = queue.recv().await else {
+        return false;
+    };
+    if sink.feed(first).await.is_err() {
+        return false;
+    }
+    while let Ok(frame) = queue.try_recv() {
+        if sink.feed(frame).await.is_err() {
+            return false;
+        }
+    }
+    sink.flush().await.is_ok()
 }
 
 type Waiters<Resp> = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Resp, RpcError>>>>>;
@@ -311,11 +326,7 @@ where
         let closed_tx = Arc::new(closed_tx);
         let writer_closed = Arc::clone(&closed_tx);
         tokio::spawn(async move {
-            while let Some(frame) = queue.recv().await {
-                if sink.send(frame).await.is_err() {
-                    break;
-                }
-            }
+            while write_batch(&mut sink, &mut queue).await {}
             let _ = writer_closed.send(true);
         });
         let reader_waiters = Arc::clone(&waiters);

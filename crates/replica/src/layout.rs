@@ -47,6 +47,11 @@ pub fn data_range(keyspace: &str, prefix: &[u8]) -> ScanRange {
     ScanRange::prefix(&data_key(keyspace, prefix))
 }
 
+/// The engine range holding every record of every keyspace.
+pub fn all_data_range() -> ScanRange {
+    ScanRange::prefix(&[DATA])
+}
+
 /// The user key of a record's engine key in `keyspace`.
 pub fn user_key<'a>(keyspace: &str, data_key: &'a [u8]) -> &'a [u8] {
     &data_key[2 + keyspace.len()..]

@@ -665,6 +665,37 @@ impl LocalStore {
         Ok(PendingWrite { answer })
     }
 
+    /// Counts the keys with a visible value, in every keyspace, examining at most `limit`
+    /// records; returns the count and whether every record was examined (operators'
+    /// statistics: it reads the data, so it is not for hot paths).
+    pub fn count_keys(&self, limit: u64) -> Result<(u64, bool), ReplicaError> {
+        let now_ms = self.shared.clock.now_ms();
+        let (mut visible, mut examined) = (0, 0);
+        let mut resume: Option<Vec<u8>> = None;
+        while examined < limit {
+            let mut range = layout::all_data_range();
+            if let Some(resume) = &resume {
+                range = range.after(resume);
+            }
+            let page = self.shared.engine.scan(&range, SCAN_PAGE_MAX)?;
+            let exhausted = page.len() < SCAN_PAGE_MAX;
+            for (engine_key, bytes) in page {
+                examined += 1;
+                // A damaged record is not a visible key; reads report it.
+                if Record::decode(&bytes)
+                    .is_ok_and(|r| r.visible(now_ms).any(|s| s.value.is_some()))
+                {
+                    visible += 1;
+                }
+                resume = Some(engine_key);
+            }
+            if exhausted {
+                return Ok((visible, true));
+            }
+        }
+        Ok((visible, false))
+    }
+
     /// Merges another replica's record of a key into the local copy and returns once that
     /// is durable; `true` if the local copy changed. Waits for room in the write queue.
     pub async fn merge(&self, request: MergeRequest) -> Result<bool, ReplicaError> {

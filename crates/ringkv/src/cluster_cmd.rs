@@ -53,7 +53,11 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
             );
             for m in &view.members {
                 let owns = format!("{:.1}%", m.ownership * 100.0);
-                let keys = m.keys.map_or("?".into(), |k| k.to_string());
+                let keys = match (m.keys, m.keys_exact) {
+                    (Some(keys), Some(false)) => format!("~{keys}"),
+                    (Some(keys), _) => keys.to_string(),
+                    (None, _) => "?".into(),
+                };
                 let disk = m.disk_bytes.map_or("?".into(), human_bytes);
                 println!(
                     "{:<24} {:<22} {:<10} {:<8} {:<8} {:>7} {:>10} {:>10}",

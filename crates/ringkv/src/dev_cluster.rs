@@ -25,7 +25,7 @@ pub struct DevClusterArgs {
     /// 0 lets every node pick free ports.
     #[arg(long, default_value_t = 17080)]
     base_port: u16,
-    /// Where the nodes keep their data (node-i below it) [default: ./ringkv-dev-cluster].
+    /// Where the nodes keep their data (node-i below it).
     #[arg(long, default_value = "./ringkv-dev-cluster")]
     data_dir: PathBuf,
     /// Storage engine of every node.

@@ -135,11 +135,17 @@ impl Node {
         }
     }
 
-    /// This node's figures, as `ringkv cluster status` shows them.
+    /// This node's figures, as `ringkv cluster status` shows them: keys are counted
+    /// exactly up to [`KEYS_COUNTED_MAX`] records, estimated by the engine beyond.
     pub fn stats(&self) -> crate::peers::NodeStats {
         let engine = self.store.engine();
+        let (keys, keys_exact) = match self.store.count_keys(KEYS_COUNTED_MAX) {
+            Ok((keys, true)) => (keys, true),
+            Ok((_, false)) | Err(_) => (engine.approximate_entries(), false),
+        };
         crate::peers::NodeStats {
-            keys: engine.approximate_entries(),
+            keys,
+            keys_exact,
             disk_bytes: engine.disk_bytes(),
         }
     }
@@ -149,6 +155,9 @@ impl Node {
         self.store.refresh_gauges();
     }
 }
+
+/// Records `cluster status` examines per node to count keys exactly.
+pub const KEYS_COUNTED_MAX: u64 = 1_000_000;
 
 /// A node's name when none is configured: its cluster address, or a random name when that
 /// address is not known before binding (port 0, as tests use).

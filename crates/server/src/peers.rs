@@ -69,8 +69,10 @@ pub struct ScannedPage {
 /// A node's figures.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct NodeStats {
-    /// Records the engine holds, roughly (what `cluster status` shows as keys).
+    /// Keys with a visible value.
     pub keys: u64,
+    /// Whether `keys` is exact (small stores) or the engine's estimate (large ones).
+    pub keys_exact: bool,
     /// Bytes on disk.
     pub disk_bytes: u64,
 }
@@ -222,6 +224,10 @@ pub async fn answer(node: &Arc<Node>, request: PeerRequest) -> Result<PeerRespon
                 .map_err(|error| error.to_string())?;
             PeerResponse::Keyspaces(Vec::new())
         }
-        PeerRequest::Stats => PeerResponse::Stats(node.stats()),
+        PeerRequest::Stats => {
+            let node = Arc::clone(node);
+            let stats = tokio::task::spawn_blocking(move || node.stats()).await;
+            PeerResponse::Stats(stats.map_err(|error| error.to_string())?)
+        }
     })
 }

@@ -50,7 +50,8 @@ pub struct BenchArgs {
     /// Bytes per value.
     #[arg(long, short = 'd', default_value_t = 100)]
     value_size: usize,
-    /// Consistency level sent with each REST request (one, quorum, all).
+    /// Consistency of every request: one, quorum or all (REST: `?consistency=`; Redis
+    /// protocol: `RINGKV.CONSISTENCY` on each connection, so ringkv targets only).
     #[arg(long)]
     consistency: Option<String>,
     /// Which phases to run: load, run, or both.

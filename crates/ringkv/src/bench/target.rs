@@ -74,14 +74,26 @@ impl Target {
             .as_ref()
             .map(|level| format!("?consistency={level}"))
             .unwrap_or_default();
-        Ok(Connection {
+        let mut connection = Connection {
             stream,
             protocol: self.protocol,
             host: self.address.clone(),
             query,
             input: BytesMut::with_capacity(64 * 1024),
             output: Vec::with_capacity(64 * 1024),
-        })
+        };
+        // Over RESP the consistency is a setting of the connection.
+        if let (Protocol::Redis, Some(level)) = (self.protocol, &self.consistency) {
+            encode_command(
+                &mut connection.output,
+                &[b"RINGKV.CONSISTENCY", level.as_bytes()],
+            );
+            connection.stream.write_all(&connection.output).await?;
+            if let Response::Error(message) = connection.read_responses(1).await?.remove(0) {
+                anyhow::bail!("the target refused consistency {level:?}: {message}");
+            }
+        }
+        Ok(connection)
     }
 }
 
@@ -106,8 +118,13 @@ impl Connection {
             }
         }
         self.stream.write_all(&self.output).await?;
-        let mut responses = Vec::with_capacity(requests.len());
-        while responses.len() < requests.len() {
+        self.read_responses(requests.len()).await
+    }
+
+    /// Reads `count` responses, in order.
+    async fn read_responses(&mut self, count: usize) -> io::Result<Vec<Response>> {
+        let mut responses = Vec::with_capacity(count);
+        while responses.len() < count {
             let parsed = match self.protocol {
                 Protocol::Redis => parse_redis(&self.input),
                 Protocol::Http => parse_http(&self.input),
@@ -149,6 +166,11 @@ fn encode_redis(out: &mut Vec<u8>, request: &Request) {
             ]
         }
     };
+    encode_command(out, &arguments);
+}
+
+/// One RESP command: an array of bulk strings.
+fn encode_command(out: &mut Vec<u8>, arguments: &[&[u8]]) {
     out.extend_from_slice(format!("*{}\r\n", arguments.len()).as_bytes());
     for argument in arguments {
         out.extend_from_slice(format!("${}\r\n", argument.len()).as_bytes());

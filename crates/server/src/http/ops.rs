@@ -70,6 +70,7 @@ pub async fn cluster(State(node): State<Arc<Node>>) -> Response {
             let mut value = serde_json::to_value(member).expect("a member view always serializes");
             value["ownership"] = json!(shares.get(member.id.as_str()).copied().unwrap_or(0.0));
             value["keys"] = json!(stats.as_ref().map(|s| s.keys));
+            value["keys_exact"] = json!(stats.as_ref().map(|s| s.keys_exact));
             value["disk_bytes"] = json!(stats.as_ref().map(|s| s.disk_bytes));
             value
         })
@@ -83,7 +84,8 @@ const STATS_TIMEOUT: Duration = Duration::from_millis(1000);
 /// A member's figures, `None` if it is down or does not answer in time.
 async fn member_stats(node: &Arc<Node>, view: &ClusterView, id: &str) -> Option<NodeStats> {
     if id == view.me {
-        return Some(node.stats());
+        let node = Arc::clone(node);
+        return tokio::task::spawn_blocking(move || node.stats()).await.ok();
     }
     let address = view.address(id).filter(|_| !view.is_down(id))?;
     match node
