@@ -31,6 +31,10 @@ pub struct DevClusterArgs {
     /// Storage engine of every node.
     #[arg(long, default_value = "lsm")]
     engine: String,
+    /// Spread the nodes over this many zones, round robin (default: one zone per node).
+    /// Replicas prefer distinct zones, so a zone with fewer nodes holds more per node.
+    #[arg(long)]
+    zones: Option<usize>,
 }
 
 /// The running nodes; killed when dropped, whatever happens.
@@ -60,6 +64,10 @@ pub fn run(args: DevClusterArgs) -> anyhow::Result<()> {
             .context("ports run past 65535")?;
         Ok(format!("127.0.0.1:{port}"))
     };
+    let zones = args.zones.unwrap_or(args.nodes);
+    if zones == 0 {
+        bail!("--zones must be at least 1");
+    }
     let executable = std::env::current_exe().context("cannot find the ringkv executable")?;
     let mut nodes = Nodes(Vec::new());
     let mut seed: Option<String> = None;
@@ -83,7 +91,7 @@ pub fn run(args: DevClusterArgs) -> anyhow::Result<()> {
                 "--listen",
                 &port(node, 2)?,
             ])
-            .args(["--zone", &format!("zone-{}", node % 3)]);
+            .args(["--zone", &format!("zone-{}", node % zones)]);
         if let Some(seed) = &seed {
             command.args(["--join", seed]);
         }

@@ -42,6 +42,12 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Put(_) | Command::Get(_) | Command::Del(_) | Command::Scan(_) | Command::Cluster(_)
+    ) {
+        die_quietly_on_closed_pipe();
+    }
     let result = match cli.command {
         Command::Server(args) => server_cmd::run(args),
         Command::Put(args) => client_cmd::put(args),
@@ -56,5 +62,17 @@ fn main() {
     if let Err(error) = result {
         eprintln!("ringkv: {error:#}");
         std::process::exit(1);
+    }
+}
+
+/// Lets the one-shot client commands end silently when the reader of their output goes away
+/// (`ringkv scan | head`), like other Unix tools, instead of panicking on a failed print.
+/// Servers keep Rust's default (SIGPIPE ignored), so a closed socket is an error, not death.
+fn die_quietly_on_closed_pipe() {
+    // SAFETY: `signal` only changes this process's disposition for SIGPIPE; it is called
+    // before any other thread exists and passes a valid signal number and the default
+    // handler, so no Rust state can be observed half-changed.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -20,15 +20,43 @@ pub enum Level {
     All,
 }
 
+/// An explicit `r` or `w`: a number of replicas, or a level name as Riak accepts
+/// (`w=quorum`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Count {
+    /// Exactly this many replicas (bounded by those that exist).
+    Exact(usize),
+    /// As many as the level needs.
+    Level(Level),
+}
+
+impl Count {
+    fn of(self, n: usize) -> usize {
+        match self {
+            Count::Exact(count) => count.clamp(1, n.max(1)),
+            Count::Level(level) => level.of(n),
+        }
+    }
+}
+
+impl fmt::Display for Count {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Count::Exact(count) => write!(f, "{count}"),
+            Count::Level(level) => write!(f, "{level}"),
+        }
+    }
+}
+
 /// What one request asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Consistency {
     /// The level, used where no explicit count is given.
     pub level: Level,
     /// Replicas that must answer a read, if given explicitly.
-    pub r: Option<usize>,
+    pub r: Option<Count>,
     /// Replicas that must acknowledge a write, if given explicitly.
-    pub w: Option<usize>,
+    pub w: Option<Count>,
 }
 
 impl Level {
@@ -96,25 +124,29 @@ impl Consistency {
 
     /// Replicas that must answer a read out of `n`.
     pub fn reads(&self, n: usize) -> usize {
-        self.r
-            .map_or_else(|| self.level.of(n), |r| r.clamp(1, n.max(1)))
+        self.r.unwrap_or(Count::Level(self.level)).of(n)
     }
 
     /// Replicas that must acknowledge a write out of `n`.
     pub fn writes(&self, n: usize) -> usize {
-        self.w
-            .map_or_else(|| self.level.of(n), |w| w.clamp(1, n.max(1)))
+        self.w.unwrap_or(Count::Level(self.level)).of(n)
     }
 }
 
-/// An explicit replica count: 1 to the keyspace's replication.
-pub fn parse_count(name: &str, text: &str, replication: u32) -> Result<usize, String> {
+/// An explicit `r` or `w`: 1 to the keyspace's replication, or a level name.
+pub fn parse_count(name: &str, text: &str, replication: u32) -> Result<Count, String> {
+    if let Ok(level) = Level::parse(text) {
+        return Ok(Count::Level(level));
+    }
     text.parse::<u32>()
         .ok()
         .filter(|n| (1..=replication).contains(n))
-        .map(|n| n as usize)
+        .map(|n| Count::Exact(n as usize))
         .ok_or_else(|| {
-            format!("{name} must be 1 to {replication} (the keyspace's replication), not {text:?}")
+            format!(
+                "{name} must be 1 to {replication} (the keyspace's replication) or one, quorum, \
+                 all; not {text:?}"
+            )
         })
 }
 
@@ -142,6 +174,8 @@ mod tests {
         assert!(Consistency::parse(None, &[("w", Some("4"))], 3).is_err());
         assert!(Consistency::parse(None, &[("w", Some("0"))], 3).is_err());
         assert!(Consistency::parse(Some("most"), &[], 3).is_err());
+        let named = Consistency::parse(None, &[("w", Some("all")), ("r", Some("one"))], 3).unwrap();
+        assert_eq!((named.reads(3), named.writes(3)), (1, 3));
         assert_eq!(
             Consistency::parse(Some("LOCAL_QUORUM"), &[], 3).unwrap(),
             Consistency::default()

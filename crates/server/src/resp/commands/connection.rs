@@ -180,8 +180,9 @@ pub async fn reset(_: &RespShared, session: &mut Session, _: Args) -> Reply {
 }
 
 /// `RINGKV.CONSISTENCY [ONE | QUORUM | ALL] [R count] [W count]`: sets the consistency of
-/// this connection's reads (R) and writes (W) — a level, explicit counts, or both (counts
-/// override the level; both are bounded by each keyspace's replication when used). Without
+/// this connection's reads (R) and writes (W) — a level, explicit counts (a number or a
+/// level name), or both (counts override the level; all are bounded by each keyspace's
+/// replication when used). Without
 /// arguments, replies with the current setting, e.g. `quorum` or `one r=2`. New connections
 /// and `RESET` start at `quorum`.
 pub async fn consistency(_: &RespShared, session: &mut Session, mut args: Args) -> Reply {
