@@ -44,7 +44,11 @@ fn main() {
     let cli = Cli::parse();
     if matches!(
         cli.command,
-        Command::Put(_) | Command::Get(_) | Command::Del(_) | Command::Scan(_) | Command::Cluster(_)
+        Command::Put(_)
+            | Command::Get(_)
+            | Command::Del(_)
+            | Command::Scan(_)
+            | Command::Cluster(_)
     ) {
         die_quietly_on_closed_pipe();
     }

@@ -23,12 +23,17 @@ const DATAGRAM_BYTES_MAX: usize = 64 * 1024;
 /// Timer events waiting to be handled.
 const TIMER_QUEUE_MAX: usize = 4096;
 
+/// Called with every ring member (but this node) whenever the set changes, so it can be
+/// saved and the ring rebuilt at the next start before anyone is heard from.
+pub type MembersChanged = Box<dyn Fn(Vec<NodeIdentity>) + Send + Sync>;
+
 /// Who is in the cluster, as this node sees it.
 pub struct Gossip {
     membership: Mutex<Membership>,
     /// Every node in the ring, by id, as last heard of.
     known: Mutex<BTreeMap<String, NodeIdentity>>,
     view: RwLock<Arc<ClusterView>>,
+    on_change: MembersChanged,
     /// The address peers reach this node's gossip on.
     pub address: SocketAddr,
 }
@@ -191,6 +196,9 @@ impl Gossip {
         if changed || !same_states {
             *self.view.write() = Arc::new(ClusterView::build(&me, &known, &seen));
         }
+        if changed {
+            (self.on_change)(known.values().cloned().collect());
+        }
     }
 }
 
@@ -211,25 +219,41 @@ fn remember(known: &mut BTreeMap<String, NodeIdentity>, identity: &NodeIdentity)
     true
 }
 
-/// Binds the gossip socket and starts the service; it runs until `shutdown` turns true.
+/// Starts the membership service on a bound socket; it runs until `shutdown` turns true.
+/// `remembered` are the ring members saved at the last run: they are in the ring at once
+/// (as down until heard from, so requests needing them fail rather than a restarted node
+/// serving alone), and are asked to let this node back in, like the `seeds`.
 pub async fn start(
     socket: UdpSocket,
     me: NodeIdentity,
     seeds: &[String],
+    remembered: Vec<NodeIdentity>,
+    on_change: MembersChanged,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<Arc<Gossip>> {
     let address = socket.local_addr()?;
-    let mut membership = Membership::new(me, 16, rand::random());
-    for seed in seeds {
-        if let Err(error) = membership.join_via(NodeIdentity::seed(seed)) {
-            tracing::warn!(seed, %error, "cannot announce to seed");
+    let mut known = BTreeMap::new();
+    for member in remembered {
+        if member.id != me.id && member.address != me.address {
+            known.insert(member.id.clone(), member);
         }
     }
-    let view = ClusterView::build(membership.me(), &BTreeMap::new(), &[]);
+    let mut membership = Membership::new(me, 16, rand::random());
+    let mut contacts: Vec<&str> = seeds.iter().map(String::as_str).collect();
+    contacts.extend(known.values().map(|member| member.address.as_str()));
+    contacts.sort_unstable();
+    contacts.dedup();
+    for contact in contacts {
+        if let Err(error) = membership.join_via(NodeIdentity::seed(contact)) {
+            tracing::warn!(contact, %error, "cannot announce to a member");
+        }
+    }
+    let view = ClusterView::build(membership.me(), &known, &[]);
     let gossip = Arc::new(Gossip {
         membership: Mutex::new(membership),
-        known: Mutex::new(BTreeMap::new()),
+        known: Mutex::new(known),
         view: RwLock::new(Arc::new(view)),
+        on_change,
         address,
     });
     tokio::spawn(run(Arc::clone(&gossip), Arc::new(socket), shutdown));

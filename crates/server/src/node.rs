@@ -8,6 +8,7 @@ use crate::config::{ConfigError, ServerConfig};
 use crate::gossip::ClusterView;
 use crate::http::metrics::HttpMetrics;
 use prometheus_client::registry::Registry;
+use ringkv_cluster::membership::NodeIdentity;
 use ringkv_core::clock::{SystemClock, WallClock};
 use ringkv_replica::{LocalStore, ReplicaError};
 use ringkv_storage::StorageError;
@@ -286,7 +287,7 @@ async fn start_gossip(
         source,
     };
     let bound = socket.local_addr().map_err(bind_error)?;
-    let me = ringkv_cluster::membership::NodeIdentity {
+    let me = NodeIdentity {
         id: node.node_id.clone(),
         address: config
             .advertise
@@ -298,11 +299,60 @@ async fn start_gossip(
         status: ringkv_cluster::membership::NodeStatus::Normal,
         generation: 0,
     };
-    let gossip = crate::gossip::start(socket, me, &config.join, signal)
+    let remembered = remembered_members(node);
+    let saver = Arc::downgrade(node);
+    let saves = Arc::new(Saves::default());
+    let on_change = Box::new(move |members: Vec<NodeIdentity>| {
+        if let Some(node) = saver.upgrade() {
+            remember_members(node, Arc::clone(&saves), members);
+        }
+    });
+    let gossip = crate::gossip::start(socket, me, &config.join, remembered, on_change, signal)
         .await
         .map_err(bind_error)?;
     let _ = node.gossip.set(gossip);
     Ok((bound, rpc))
+}
+
+/// Where the ring members are saved between runs.
+const MEMBERS_META: &str = "cluster/members";
+
+/// The ring members saved at the last run (none for a new node, or if unreadable).
+fn remembered_members(node: &Node) -> Vec<NodeIdentity> {
+    let saved = node.store.meta_get(MEMBERS_META).ok().flatten();
+    saved
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+/// Orders saves of the member list: the number of the last change asked for, and of the
+/// last one written.
+#[derive(Default)]
+struct Saves {
+    requested: std::sync::atomic::AtomicU64,
+    written: parking_lot::Mutex<u64>,
+}
+
+/// Saves the ring members, off the gossip task (it syncs to disk); a save overtaken by a
+/// newer one is skipped, so the newest list is the one that stays.
+fn remember_members(node: Arc<Node>, saves: Arc<Saves>, members: Vec<NodeIdentity>) {
+    let number = saves
+        .requested
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        + 1;
+    tokio::task::spawn_blocking(move || {
+        let mut written = saves.written.lock();
+        if *written > number {
+            return;
+        }
+        let Ok(bytes) = serde_json::to_vec(&members) else {
+            return;
+        };
+        match node.store.meta_put(MEMBERS_META, &bytes) {
+            Ok(()) => *written = number,
+            Err(error) => tracing::warn!(%error, "cannot save the cluster members"),
+        }
+    });
 }
 
 /// Binds UDP and TCP on one port. With port 0 the UDP port is chosen first; if its TCP twin

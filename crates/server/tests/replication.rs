@@ -341,3 +341,62 @@ async fn a_quorum_read_repairs_a_replica_that_lost_the_key() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_remembers_the_ring_rejoins_and_catches_up_by_read_repair() {
+    let mut nodes = cluster(3).await;
+    let TestNode { running, dir } = nodes.pop().unwrap();
+    let (id, listen) = (
+        running.node.node_id.clone(),
+        running.cluster_addr.to_string(),
+    );
+    running.shutdown().await;
+    eventually("the others see it down", async || {
+        nodes.iter().all(|node| view(node).is_down(&id))
+    })
+    .await;
+    assert_eq!(
+        put(&nodes[0], "/v1/keys/missed?w=2", "while away")
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    // Back on the same address, with no --join: the saved members are its way back.
+    let config = ringkv_server::ServerConfig {
+        node_id: Some(id.clone()),
+        data_dir: dir.path().to_path_buf(),
+        http: "127.0.0.1:0".into(),
+        resp: "127.0.0.1:0".into(),
+        listen,
+        ..ringkv_server::ServerConfig::default()
+    };
+    let back = TestNode {
+        running: ringkv_server::start(config).await.unwrap(),
+        dir,
+    };
+    assert_eq!(
+        view(&back).members.len(),
+        3,
+        "the ring is known before anyone answers"
+    );
+    eventually("everyone sees everyone alive again", async || {
+        nodes.iter().chain([&back]).all(|node| {
+            let view = view(node);
+            view.members.len() == 3 && view.members.keys().all(|id| !view.is_down(id))
+        })
+    })
+    .await;
+    let read = call(&back, "GET", "/v1/keys/missed?r=3", &[], "").await;
+    assert_eq!(read.body["value"], "while away");
+    eventually(
+        "the missed write is repaired onto the returned node",
+        async || {
+            call(&back, "GET", "/v1/keys/missed?local=true", &[], "")
+                .await
+                .status
+                == StatusCode::OK
+        },
+    )
+    .await;
+}
