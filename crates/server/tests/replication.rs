@@ -400,3 +400,64 @@ async fn a_restarted_node_remembers_the_ring_rejoins_and_catches_up_by_read_repa
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_set_sees_what_a_quorum_read_saw_even_through_a_stale_lead() {
+    let nodes = cluster(3).await;
+    assert_eq!(
+        put(&nodes[0], "/v1/keys/cas?w=3", "v1").await.status,
+        StatusCode::OK
+    );
+    // The key's first replica — the lead of conditional writes — misses v2: v2 is written on
+    // the second replica's own store and copied to the third behind the coordinator's back.
+    let order: Vec<String> = view(&nodes[0])
+        .ring
+        .preference_list(b"cas", 3)
+        .into_iter()
+        .map(|m| m.id.clone())
+        .collect();
+    let by_id = |id: &str| nodes.iter().find(|n| n.running.node.node_id == id).unwrap();
+    let (second, third) = (
+        &by_id(&order[1]).running.node,
+        &by_id(&order[2]).running.node,
+    );
+    second
+        .store
+        .write(ringkv_replica::WriteRequest::put("default", b"cas", b"v2"))
+        .await
+        .unwrap();
+    let record = second.store.get_record("default", b"cas").unwrap().unwrap();
+    third
+        .store
+        .merge(ringkv_replica::MergeRequest {
+            keyspace: "default".into(),
+            key: b"cas".to_vec(),
+            record,
+            conflict: ringkv_replica::ConflictMode::LastWriterWins,
+        })
+        .await
+        .unwrap();
+    let lead = by_id(&order[0]);
+    assert_eq!(
+        call(lead, "GET", "/v1/keys/cas?local=true", &[], "")
+            .await
+            .body["value"],
+        "v1",
+        "the lead is stale"
+    );
+
+    // What a quorum read would answer, taken from a fresh replica's own copy so that no read
+    // repair reaches the lead before the write does.
+    let read = call(by_id(&order[1]), "GET", "/v1/keys/cas?local=true", &[], "").await;
+    assert_eq!(read.body["value"], "v2");
+    let etag = read.header("etag");
+    let body = serde_json::json!({ "value": "v3" }).to_string();
+    let headers = [
+        ("content-type", "application/json"),
+        ("if-match", etag.as_str()),
+    ];
+    let swapped = call(&nodes[1], "PUT", "/v1/keys/cas", &headers, &body).await;
+    assert_eq!(swapped.status, StatusCode::OK, "{:?}", swapped.body);
+    let read = call(&nodes[2], "GET", "/v1/keys/cas", &[], "").await;
+    assert_eq!(read.body["value"], "v3");
+}

@@ -34,7 +34,7 @@ pub async fn read(
     let mut pending: FuturesUnordered<_> = placement
         .replicas
         .iter()
-        .map(|id| ask_record(node, &placement, keyspace, key, id))
+        .map(|id| ask_record(node, &placement, &keyspace.name, key, id))
         .collect();
     let mut answers: Vec<(String, Option<Record>)> = Vec::new();
     let mut failures = Vec::new();
@@ -73,16 +73,16 @@ pub fn read_local(
     Ok(node.store.get(&keyspace.name, key)?)
 }
 
-fn ask_record<'a>(
+pub(super) fn ask_record<'a>(
     node: &'a Arc<Node>,
     placement: &'a Placement,
-    keyspace: &'a KeyspaceDef,
+    keyspace: &'a str,
     key: &'a [u8],
     id: &'a str,
 ) -> impl std::future::Future<Output = Answer> + Send + 'static {
     let (node, view, id) = (Arc::clone(node), Arc::clone(&placement.view), id.to_owned());
     let request = PeerRequest::Read {
-        keyspace: keyspace.name.clone(),
+        keyspace: keyspace.to_owned(),
         key: key.to_vec(),
     };
     async move {
@@ -99,7 +99,10 @@ fn ask_record<'a>(
 }
 
 /// The causal merge of replicas' records.
-fn merge<'a>(records: impl Iterator<Item = &'a Record>, conflict: ConflictMode) -> Option<Record> {
+pub(super) fn merge<'a>(
+    records: impl Iterator<Item = &'a Record>,
+    conflict: ConflictMode,
+) -> Option<Record> {
     let mut merged = records.fold(None::<Record>, |merged, record| {
         Some(match merged {
             Some(merged) => merged.sync(record),

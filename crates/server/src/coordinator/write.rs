@@ -15,6 +15,7 @@
 //! answer (a lead that applied but did not answer may leave a sibling — the usual Dynamo
 //! trade-off — never a lost write).
 
+use super::read::{ask_record, merge};
 use super::{ask, CoordinatorError, Placement};
 use crate::consistency::Consistency;
 use crate::keyspaces::KeyspaceDef;
@@ -105,6 +106,14 @@ async fn apply_at_lead(
     }
     let request = request.returning_record();
     for id in candidates {
+        if !is_blind(&request) {
+            // A write that reads first must read what a quorum read would: bring the lead up
+            // to the merge of every replica before it checks the condition or increments.
+            if let Err(failure) = catch_up(node, placement, &request, id).await {
+                failures.push(failure);
+                continue;
+            }
+        }
         let response = ask(
             node,
             &placement.view,
@@ -123,6 +132,51 @@ async fn apply_at_lead(
         }
     }
     Ok(None)
+}
+
+/// Merges every reachable replica's record of the key into replica `lead`'s copy (the first
+/// answer from each, waiting at most the RPC timeout for the slowest). Fails only if the
+/// lead itself cannot be brought up to date.
+async fn catch_up(
+    node: &Arc<Node>,
+    placement: &Placement,
+    request: &WriteRequest,
+    lead: &str,
+) -> Result<(), String> {
+    let answers = futures_util::future::join_all(
+        placement
+            .replicas
+            .iter()
+            .map(|id| ask_record(node, placement, &request.keyspace, &request.key, id)),
+    )
+    .await;
+    let lead_record = answers
+        .iter()
+        .find(|(id, _)| id == lead)
+        .and_then(|(_, answer)| answer.as_ref().ok())
+        .cloned()
+        .flatten();
+    let records = answers
+        .iter()
+        .filter_map(|(_, answer)| answer.as_ref().ok().and_then(Option::as_ref));
+    let Some(merged) = merge(records, request.conflict) else {
+        return Ok(());
+    };
+    if lead_record.as_ref() == Some(&merged) {
+        return Ok(());
+    }
+    let update = PeerRequest::Merge(MergeRequest {
+        keyspace: request.keyspace.clone(),
+        key: request.key.clone(),
+        record: merged,
+        conflict: request.conflict,
+    });
+    match ask(node, &placement.view, lead, update).await {
+        Ok(PeerResponse::Merged(Ok(_))) => Ok(()),
+        Ok(PeerResponse::Merged(Err(error))) => Err(format!("{lead}: {error}")),
+        Ok(other) => Err(format!("{lead}: unexpected answer {other:?}")),
+        Err(failure) => Err(failure),
+    }
 }
 
 /// Sends the lead's record to the other replicas; returns once `needed` replicas (the lead
