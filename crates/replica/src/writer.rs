@@ -101,8 +101,19 @@ impl Writer {
         Self { shared, jobs }
     }
 
-    /// Runs until every sender is gone and the queue is drained.
+    /// Runs until every sender is gone and the queue is drained. Under `sync = always` a
+    /// second thread syncs, so the next group is applied while the last one's fsync runs
+    /// (pipelined group commit); it stops once the writer has handed it everything.
     pub fn run(mut self) {
+        let syncer = (self.shared.options.sync == SyncPolicy::Always).then(|| {
+            let (handoff, groups) = std::sync::mpsc::channel::<Vec<Answer>>();
+            let shared = Arc::clone(&self.shared);
+            let thread = std::thread::Builder::new()
+                .name("ringkv-syncer".into())
+                .spawn(move || run_syncer(&shared, &groups))
+                .expect("the syncer thread starts");
+            (handoff, thread)
+        });
         while let Some(first) = self.jobs.blocking_recv() {
             let mut jobs = vec![first];
             let mut bytes = jobs[0].bytes();
@@ -111,11 +122,19 @@ impl Writer {
                 bytes += job.bytes();
                 jobs.push(job);
             }
-            self.commit(jobs);
+            self.commit(jobs, syncer.as_ref().map(|(handoff, _)| handoff));
+        }
+        if let Some((handoff, thread)) = syncer {
+            drop(handoff);
+            let _ = thread.join();
         }
     }
 
-    fn commit(&self, jobs: Vec<Job>) {
+    /// Applies a group and stores it as one engine batch. Its callers are answered at once,
+    /// or — given a syncer — once a sync that began after the batch was stored has finished:
+    /// even a group that changed nothing waits, since what it reports may rest on an earlier
+    /// group's writes that are not durable yet.
+    fn commit(&self, jobs: Vec<Job>, syncer: Option<&std::sync::mpsc::Sender<Vec<Answer>>>) {
         let mut group = Group::default();
         let count = jobs.len();
         let answers: Vec<Answer> = jobs
@@ -138,36 +157,22 @@ impl Writer {
                 }
             })
             .collect();
-        let committed = self.write_group(group.batch);
+        let stored = if group.batch.is_empty() {
+            Ok(())
+        } else {
+            self.shared.engine.write(group.batch)
+        };
         self.shared.metrics.group_size.observe(count as f64);
-        for answer in answers {
-            // A caller that gave up waiting is not an error of the write.
-            match answer {
-                Answer::Write(reply, outcome) => {
-                    let _ = reply.send(committed.as_ref().map_err(fresh_error).and(outcome));
-                }
-                Answer::WriteMany(reply, outcomes) => {
-                    let _ = reply.send(committed.as_ref().map_err(fresh_error).map(|()| outcomes));
-                }
-                Answer::Merge(reply, outcome) => {
-                    let _ = reply.send(committed.as_ref().map_err(fresh_error).and(outcome));
-                }
-                Answer::Sweep(reply, outcome) => {
-                    let _ = reply.send(committed.as_ref().map_err(fresh_error).and(outcome));
+        match (stored, syncer) {
+            (Ok(()), Some(syncer)) => {
+                if let Err(std::sync::mpsc::SendError(answers)) = syncer.send(answers) {
+                    answer_all(
+                        answers,
+                        &Err(StorageError::Io(std::io::Error::other("syncer stopped"))),
+                    );
                 }
             }
-        }
-    }
-
-    fn write_group(&self, batch: WriteBatch) -> Result<(), StorageError> {
-        let engine = &self.shared.engine;
-        match self.shared.options.sync {
-            SyncPolicy::Always => {
-                self.shared.metrics.syncs.inc();
-                engine.write_durable(batch)
-            }
-            SyncPolicy::Periodic | SyncPolicy::None if batch.is_empty() => Ok(()),
-            SyncPolicy::Periodic | SyncPolicy::None => engine.write(batch),
+            (stored, _) => answer_all(answers, &stored),
         }
     }
 
@@ -300,6 +305,41 @@ impl Writer {
         }
         shared.metrics.swept.inc_by(removed);
         Ok(removed)
+    }
+}
+
+/// The syncer thread: waits for groups stored by the writer, syncs once for all of those
+/// waiting, then answers them.
+fn run_syncer(shared: &Shared, groups: &std::sync::mpsc::Receiver<Vec<Answer>>) {
+    while let Ok(first) = groups.recv() {
+        let mut waiting = vec![first];
+        waiting.extend(groups.try_iter());
+        shared.metrics.syncs.inc();
+        let synced = shared.engine.sync();
+        for answers in waiting {
+            answer_all(answers, &synced);
+        }
+    }
+}
+
+/// Sends each caller its outcome, or the error that kept its group from being stored.
+fn answer_all(answers: Vec<Answer>, committed: &Result<(), StorageError>) {
+    for answer in answers {
+        // A caller that gave up waiting is not an error of the write.
+        match answer {
+            Answer::Write(reply, outcome) => {
+                let _ = reply.send(committed.as_ref().map_err(fresh_error).and(outcome));
+            }
+            Answer::WriteMany(reply, outcomes) => {
+                let _ = reply.send(committed.as_ref().map_err(fresh_error).map(|()| outcomes));
+            }
+            Answer::Merge(reply, outcome) => {
+                let _ = reply.send(committed.as_ref().map_err(fresh_error).and(outcome));
+            }
+            Answer::Sweep(reply, outcome) => {
+                let _ = reply.send(committed.as_ref().map_err(fresh_error).and(outcome));
+            }
+        }
     }
 }
 

@@ -59,8 +59,13 @@ struct Placement {
 }
 
 impl Placement {
-    fn of(node: &Node, keyspace: &KeyspaceDef, key: &[u8]) -> Self {
+    /// The replicas of `key`; `None` when this node is alone in its ring and so holds every
+    /// key (the fast path: no ring walk, no allocation).
+    fn of(node: &Node, keyspace: &KeyspaceDef, key: &[u8]) -> Option<Self> {
         let view = node.view();
+        if view.is_single() {
+            return None;
+        }
         let n = keyspace.replication as usize;
         let replicas = view
             .ring
@@ -68,7 +73,7 @@ impl Placement {
             .into_iter()
             .map(|member| member.id.clone())
             .collect();
-        Self { view, replicas }
+        Some(Self { view, replicas })
     }
 
     /// Whether this node is the key's only replica, so the local store serves it alone.

@@ -26,10 +26,10 @@ pub async fn read(
     key: &[u8],
     consistency: Consistency,
 ) -> Result<Option<Entry>, CoordinatorError> {
-    let placement = Placement::of(node, keyspace, key);
-    if placement.is_local_only() {
-        return read_local(node, keyspace, key);
-    }
+    let placement = match Placement::of(node, keyspace, key) {
+        Some(placement) if !placement.is_local_only() => placement,
+        _ => return read_local(node, keyspace, key),
+    };
     let needed = consistency.reads(placement.replicas.len());
     let mut pending: FuturesUnordered<_> = placement
         .replicas

@@ -32,10 +32,10 @@ pub async fn write(
     request: WriteRequest,
     consistency: Consistency,
 ) -> Result<WriteOutcome, CoordinatorError> {
-    let placement = Placement::of(node, keyspace, &request.key);
-    if placement.is_local_only() {
-        return Ok(node.store.try_write(request).await?);
-    }
+    let placement = match Placement::of(node, keyspace, &request.key) {
+        Some(placement) if !placement.is_local_only() => placement,
+        _ => return Ok(node.store.try_write(request).await?),
+    };
     let needed = consistency.writes(placement.replicas.len());
     let key = request.key.clone();
     let mut failures = Vec::new();
