@@ -14,7 +14,7 @@ pub async fn del(shared: &RespShared, session: &mut Session, mut args: Args) -> 
     let requests = args
         .rest()
         .iter()
-        .map(|key| WriteRequest::delete(&keyspace, key).when(Condition::IfPresent))
+        .map(|key| WriteRequest::delete(keyspace, key).when(Condition::IfPresent))
         .collect();
     let mut deleted = 0;
     for outcome in write_many(shared, session, requests).await? {
@@ -142,9 +142,9 @@ async fn expire_with(
         return Ok(Frame::Integer(0));
     }
     let request = if at_ms <= now_ms {
-        WriteRequest::delete(&keyspace, &key).when(Condition::IfPresent)
+        WriteRequest::delete(keyspace, &key).when(Condition::IfPresent)
     } else {
-        WriteRequest::new(&keyspace, &key, Change::Expire(Expiry::At(at_ms as u64)))
+        WriteRequest::new(keyspace, &key, Change::Expire(Expiry::At(at_ms as u64)))
     };
     match write(shared, session, request).await {
         Ok(_) => Ok(Frame::Integer(1)),
@@ -268,7 +268,7 @@ pub async fn persist(shared: &RespShared, session: &mut Session, mut args: Args)
     match write(
         shared,
         session,
-        WriteRequest::new(&keyspace, &key, Change::Expire(Expiry::Never)),
+        WriteRequest::new(keyspace, &key, Change::Expire(Expiry::Never)),
     )
     .await
     {

@@ -95,7 +95,7 @@ pub fn parse_set(
         expiry: expiry.unwrap_or(Expiry::Never),
     };
     let request =
-        WriteRequest::new(&keyspace(session), &key, change).when(condition.unwrap_or_default());
+        WriteRequest::new(keyspace(session), &key, change).when(condition.unwrap_or_default());
     Ok((request, get))
 }
 
@@ -119,7 +119,7 @@ pub fn set_reply(get: bool, outcome: Result<WriteOutcome, CoordinatorError>) -> 
 /// `SETNX key value`: 1 if set, 0 if the key existed.
 pub async fn setnx(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
     let (key, value) = (args.bytes()?, args.bytes()?);
-    let request = WriteRequest::put(&keyspace(session), &key, &value).when(Condition::IfAbsent);
+    let request = WriteRequest::put(keyspace(session), &key, &value).when(Condition::IfAbsent);
     match write(shared, session, request).await {
         Ok(_) => Ok(Frame::Integer(1)),
         Err(CoordinatorError::Replica(ReplicaError::ConditionFailed { .. })) => {
@@ -146,7 +146,7 @@ async fn set_expiring(
     write(
         shared,
         session,
-        WriteRequest::new(&keyspace(session), &key, change),
+        WriteRequest::new(keyspace(session), &key, change),
     )
     .await?;
     Ok(Frame::ok())
@@ -168,7 +168,7 @@ pub async fn getset(shared: &RespShared, session: &mut Session, mut args: Args) 
     let outcome = write(
         shared,
         session,
-        WriteRequest::put(&keyspace(session), &key, &value),
+        WriteRequest::put(keyspace(session), &key, &value),
     )
     .await?;
     Ok(Frame::optional_bulk(
@@ -185,7 +185,7 @@ pub async fn getdel(shared: &RespShared, session: &mut Session, mut args: Args) 
     let outcome = write(
         shared,
         session,
-        WriteRequest::delete(&keyspace(session), &key),
+        WriteRequest::delete(keyspace(session), &key),
     )
     .await?;
     Ok(Frame::optional_bulk(
@@ -216,7 +216,7 @@ pub async fn getex(shared: &RespShared, session: &mut Session, mut args: Args) -
     match write(
         shared,
         session,
-        WriteRequest::new(&keyspace(session), &key, Change::Expire(expiry)),
+        WriteRequest::new(keyspace(session), &key, Change::Expire(expiry)),
     )
     .await
     {
@@ -246,7 +246,7 @@ pub async fn mset(shared: &RespShared, session: &mut Session, mut args: Args) ->
     let keyspace = keyspace(session);
     let requests = pairs
         .chunks(2)
-        .map(|pair| WriteRequest::put(&keyspace, &pair[0], &pair[1]))
+        .map(|pair| WriteRequest::put(keyspace, &pair[0], &pair[1]))
         .collect();
     for outcome in write_many(shared, session, requests).await? {
         outcome?;
@@ -268,7 +268,7 @@ async fn increment(shared: &RespShared, session: &Session, key: &[u8], by: i64) 
     let outcome = write(
         shared,
         session,
-        WriteRequest::new(&keyspace(session), key, Change::Increment(by)),
+        WriteRequest::new(keyspace(session), key, Change::Increment(by)),
     )
     .await?;
     Ok(Frame::Integer(outcome.integer.unwrap_or_default()))
