@@ -133,6 +133,13 @@ impl ServerConfig {
         if self.weight == 0 {
             return Err(ConfigError::Invalid("weight must be at least 1".into()));
         }
+        if self.advertise.is_none() && is_unspecified_host(&self.listen) {
+            return Err(ConfigError::Invalid(format!(
+                "listen address {} is not one peers can reach; give --advertise HOST:PORT \
+                 (the address other nodes use for this one)",
+                self.listen
+            )));
+        }
         if self.rpc_timeout_ms == 0 {
             return Err(ConfigError::Invalid(
                 "rpc_timeout_ms must be at least 1".into(),
@@ -157,6 +164,14 @@ impl ServerConfig {
             ..StoreOptions::default()
         }
     }
+}
+
+/// Whether `address` (`HOST:PORT`) binds every interface (`0.0.0.0`, `[::]`) rather than
+/// naming one.
+pub fn is_unspecified_host(address: &str) -> bool {
+    address
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|socket| socket.ip().is_unspecified())
 }
 
 macro_rules! named_enum_serde {
@@ -209,5 +224,17 @@ mod tests {
         assert_eq!(config.sync, SyncPolicy::Periodic);
         assert!(toml::from_str::<ServerConfig>("engnie = \"lsm\"").is_err());
         assert!(toml::from_str::<ServerConfig>("engine = \"rocks\"").is_err());
+    }
+
+    #[test]
+    fn listening_on_every_interface_needs_an_address_peers_can_use() {
+        let mut config = ServerConfig {
+            listen: "0.0.0.0:7946".into(),
+            ..ServerConfig::default()
+        };
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("--advertise"), "{error}");
+        config.advertise = Some("10.0.0.5:7946".into());
+        config.validate().unwrap();
     }
 }

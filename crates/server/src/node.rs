@@ -158,7 +158,7 @@ impl Node {
 }
 
 /// Records `cluster status` examines per node to count keys exactly.
-pub const KEYS_COUNTED_MAX: u64 = 1_000_000;
+pub const KEYS_COUNTED_MAX: u64 = 100_000;
 
 /// A node's name when none is configured: its cluster address, or a random name when that
 /// address is not known before binding (port 0, as tests use).
@@ -293,7 +293,7 @@ async fn start_gossip(
             .advertise
             .clone()
             .unwrap_or_else(|| bound.to_string()),
-        http: http_addr.to_string(),
+        http: advertised_http(config.advertise.as_deref(), http_addr),
         zone: config.zone.clone(),
         weight: config.weight,
         status: ringkv_cluster::membership::NodeStatus::Normal,
@@ -312,6 +312,19 @@ async fn start_gossip(
         .map_err(bind_error)?;
     let _ = node.gossip.set(gossip);
     Ok((bound, rpc))
+}
+
+/// The REST address to tell peers and clients: the bound one, or — when it binds every
+/// interface — the advertised host with the bound port.
+fn advertised_http(advertise: Option<&str>, http_addr: SocketAddr) -> String {
+    let host = advertise
+        .filter(|_| http_addr.ip().is_unspecified())
+        .and_then(|address| address.rsplit_once(':'))
+        .map(|(host, _)| host);
+    match host {
+        Some(host) => format!("{host}:{}", http_addr.port()),
+        None => http_addr.to_string(),
+    }
 }
 
 /// Where the ring members are saved between runs.

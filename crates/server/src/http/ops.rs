@@ -79,7 +79,7 @@ pub async fn cluster(State(node): State<Arc<Node>>) -> Response {
 }
 
 /// How long `/v1/cluster` waits for a member's figures.
-const STATS_TIMEOUT: Duration = Duration::from_millis(1000);
+const STATS_TIMEOUT: Duration = Duration::from_millis(2000);
 
 /// A member's figures, `None` if it is down or does not answer in time.
 async fn member_stats(node: &Arc<Node>, view: &ClusterView, id: &str) -> Option<NodeStats> {
