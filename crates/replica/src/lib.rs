@@ -7,10 +7,12 @@
 //!
 //! - [`store`]: the public API: open, read, scan, write.
 //! - [`writer`]: the single writer thread and its group commit.
+//! - [`cache`]: the record cache in front of the engine.
 //! - [`sweeper`]: removes expired values and old tombstones in the background.
 //! - [`layout`]: how keyspaces, keys and the expiry index map onto engine keys.
 //! - [`metrics`]: the store's Prometheus metrics.
 
+pub mod cache;
 pub mod error;
 pub mod layout;
 pub mod metrics;

@@ -2,10 +2,12 @@
 //! from the engine by the calling thread), and writes (handed to the [writer](crate::writer)
 //! thread, which applies them in order and acknowledges them once durable).
 
+use crate::cache::{Lookup, RecordCache};
 use crate::error::ReplicaError;
 use crate::layout;
 use crate::metrics::StoreMetrics;
 use crate::writer::{Job, Writer};
+use bytes::Bytes;
 use prometheus_client::registry::Registry;
 use ringkv_core::causal::{ReplicaId, VersionVector};
 use ringkv_core::clock::WallClock;
@@ -73,6 +75,8 @@ pub struct StoreOptions {
     /// Records swept since the last compaction that make the sweeper ask the engine to
     /// reclaim their space.
     pub compact_after_swept: u64,
+    /// Bytes of recently used records cached in front of the engine (0: no cache).
+    pub cache_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -84,9 +88,16 @@ impl Default for StoreOptions {
             sweep_interval_ms: 1000,
             write_queue_max: 4096,
             compact_after_swept: 100_000,
+            cache_bytes: CACHE_BYTES_DEFAULT,
         }
     }
 }
+
+/// The record cache's size when nothing else is configured.
+pub const CACHE_BYTES_DEFAULT: u64 = 64 << 20;
+
+/// Records larger than this are not cached: one would crowd out thousands of small ones.
+const CACHED_RECORD_BYTES_MAX: usize = 64 << 10;
 
 /// A short fingerprint of a causal context, used as an HTTP ETag and for compare-and-set:
 /// every write changes the context, so it changes the version.
@@ -432,6 +443,8 @@ pub(crate) struct Shared {
     pub options: StoreOptions,
     /// Siblings swept since the engine was last asked to compact.
     pub swept_since_compaction: std::sync::atomic::AtomicU64,
+    /// Recently used records, if caching is on.
+    pub cache: Option<RecordCache>,
 }
 
 impl Shared {
@@ -447,15 +460,77 @@ impl Shared {
         ReplicaError::Corruption { detail }
     }
 
-    /// The stored record of a key.
+    /// The stored record of a key, from the cache when it holds it.
     pub fn load(&self, keyspace: &str, key: &[u8]) -> Result<Option<Record>, ReplicaError> {
-        match self.engine.get(&layout::data_key(keyspace, key)) {
+        let data_key = layout::data_key(keyspace, key);
+        let Some(cache) = &self.cache else {
+            return self.load_from_engine(keyspace, key, &data_key);
+        };
+        let miss = match cache.lookup(&data_key) {
+            Lookup::Hit(None) => return Ok(None),
+            Lookup::Hit(Some(bytes)) => {
+                return self
+                    .decode(keyspace, key, &bytes)
+                    .map(Some)
+                    .inspect_err(|_| {
+                        cache.forget(&data_key);
+                    })
+            }
+            Lookup::Miss(miss) => miss,
+        };
+        let found = match self.engine.get(&data_key) {
+            Ok(found) => found.map(Bytes::from),
+            Err(error) if error.is_corruption() => {
+                return Err(self.corrupt(keyspace, key, error.to_string()))
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let record = found
+            .as_ref()
+            .map(|bytes| self.decode(keyspace, key, bytes))
+            .transpose()?;
+        if found
+            .as_ref()
+            .is_none_or(|b| b.len() <= CACHED_RECORD_BYTES_MAX)
+        {
+            cache.fill(&data_key, miss, found);
+        }
+        Ok(record)
+    }
+
+    fn load_from_engine(
+        &self,
+        keyspace: &str,
+        key: &[u8],
+        data_key: &[u8],
+    ) -> Result<Option<Record>, ReplicaError> {
+        match self.engine.get(data_key) {
             Ok(Some(bytes)) => self.decode(keyspace, key, &bytes).map(Some),
             Ok(None) => Ok(None),
             Err(error) if error.is_corruption() => {
                 Err(self.corrupt(keyspace, key, error.to_string()))
             }
             Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Brings the cache up to date with records the writer has just stored (`None`:
+    /// deleted); large records are dropped from the cache instead.
+    pub fn cache_stored(&self, stored: Vec<(Vec<u8>, Option<Bytes>)>) {
+        let Some(cache) = &self.cache else { return };
+        for (data_key, bytes) in stored {
+            match bytes {
+                Some(bytes) if bytes.len() > CACHED_RECORD_BYTES_MAX => cache.forget(&data_key),
+                bytes => cache.update(&data_key, bytes),
+            }
+        }
+    }
+
+    /// Drops keys from the cache, so their next read goes to the engine.
+    pub fn cache_forget(&self, data_keys: impl IntoIterator<Item = Vec<u8>>) {
+        let Some(cache) = &self.cache else { return };
+        for data_key in data_keys {
+            cache.forget(&data_key);
         }
     }
 }
@@ -478,6 +553,7 @@ impl LocalStore {
         registry: &mut Registry,
     ) -> Result<Self, ReplicaError> {
         let replica_id = load_or_create_replica_id(engine.as_ref())?;
+        let cache = (options.cache_bytes > 0).then(|| RecordCache::new(options.cache_bytes));
         let shared = Arc::new(Shared {
             engine,
             clock,
@@ -486,6 +562,7 @@ impl LocalStore {
             metrics: StoreMetrics::register(registry),
             options,
             swept_since_compaction: Default::default(),
+            cache,
         });
         let (writer_tx, writer_rx) = mpsc::channel(shared.options.write_queue_max.max(1));
         let (stop_tx, stop_rx) = std::sync::mpsc::channel();
@@ -736,6 +813,14 @@ impl LocalStore {
         let mut batch = WriteBatch::new();
         batch.put(layout::meta_key(name), value.to_vec());
         Ok(self.shared.engine.write_durable(batch)?)
+    }
+
+    /// Empties the record cache: for tests and tools that change the engine's files behind
+    /// the store's back.
+    pub fn clear_cache(&self) {
+        if let Some(cache) = &self.shared.cache {
+            cache.clear();
+        }
     }
 
     /// Brings sampled gauges (disk use) up to date.

@@ -89,11 +89,13 @@ pub(crate) struct Writer {
     jobs: mpsc::Receiver<Job>,
 }
 
-/// The records a group has changed so far (`None`: deleted), and the batch that stores them.
+/// The records a group has changed so far (`None`: deleted), the batch that stores them, and
+/// — when the store caches records — their stored bytes for the cache.
 #[derive(Default)]
 struct Group {
     records: HashMap<Vec<u8>, Option<Record>>,
     batch: WriteBatch,
+    cached: Option<Vec<(Vec<u8>, Option<bytes::Bytes>)>>,
 }
 
 impl Writer {
@@ -135,7 +137,10 @@ impl Writer {
     /// even a group that changed nothing waits, since what it reports may rest on an earlier
     /// group's writes that are not durable yet.
     fn commit(&self, jobs: Vec<Job>, syncer: Option<&std::sync::mpsc::Sender<Vec<Answer>>>) {
-        let mut group = Group::default();
+        let mut group = Group {
+            cached: self.shared.cache.is_some().then(Vec::new),
+            ..Group::default()
+        };
         let count = jobs.len();
         let answers: Vec<Answer> = jobs
             .into_iter()
@@ -162,6 +167,18 @@ impl Writer {
         } else {
             self.shared.engine.write(group.batch)
         };
+        // Readers may be told of these records once the engine holds them; the cache must
+        // not answer with older ones from then on.
+        // After a failed write the engine may hold some of the group or none of it: forget
+        // those keys so the next read asks the engine.
+        if let Some(cached) = group.cached {
+            match &stored {
+                Ok(()) => self.shared.cache_stored(cached),
+                Err(_) => self
+                    .shared
+                    .cache_forget(cached.into_iter().map(|(key, _)| key)),
+            }
+        }
         self.shared.metrics.group_size.observe(count as f64);
         match (stored, syncer) {
             (Ok(()), Some(syncer)) => {
@@ -463,8 +480,13 @@ fn store(group: &mut Group, keyspace: &str, key: &[u8], old: Option<&Record>, ne
         }
     }
     let data_key = layout::data_key(keyspace, key);
-    match &new {
-        Some(record) => group.batch.put(data_key.clone(), record.encode()),
+    let encoded = new.as_ref().map(Record::encode);
+    if let Some(cached) = &mut group.cached {
+        let bytes = encoded.as_deref().map(bytes::Bytes::copy_from_slice);
+        cached.push((data_key.clone(), bytes));
+    }
+    match encoded {
+        Some(encoded) => group.batch.put(data_key.clone(), encoded),
         None => group.batch.delete(data_key.clone()),
     }
     group.records.insert(data_key, new);

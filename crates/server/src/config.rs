@@ -66,6 +66,9 @@ pub struct ServerConfig {
     pub resp_flush_enabled: bool,
     /// How long a node waits for a peer's answer before counting it as failed.
     pub rpc_timeout_ms: u64,
+    /// MiB of recently used records cached in front of the `lsm` and `btree` engines
+    /// (0: none; the `memory` engine needs none).
+    pub record_cache_mb: u64,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +97,7 @@ impl Default for ServerConfig {
             resp_password: None,
             resp_flush_enabled: true,
             rpc_timeout_ms: 2_000,
+            record_cache_mb: ringkv_replica::store::CACHE_BYTES_DEFAULT >> 20,
         }
     }
 }
@@ -161,6 +165,10 @@ impl ServerConfig {
             tombstone_grace_ms: self.tombstone_grace_ms,
             sweep_interval_ms: self.sweep_interval_ms,
             write_queue_max: self.write_queue_max,
+            cache_bytes: match self.engine {
+                EngineKind::Memory => 0,
+                EngineKind::Lsm | EngineKind::Btree => self.record_cache_mb << 20,
+            },
             ..StoreOptions::default()
         }
     }

@@ -318,6 +318,7 @@ async fn a_quorum_read_repairs_a_replica_that_lost_the_key() {
     let mut batch = ringkv_storage::WriteBatch::new();
     batch.delete(ringkv_replica::layout::data_key("default", b"fragile"));
     lost.store.engine().write_durable(batch).unwrap();
+    lost.store.clear_cache();
     assert_eq!(
         call(&nodes[2], "GET", "/v1/keys/fragile?local=true", &[], "")
             .await

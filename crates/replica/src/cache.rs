@@ -1,0 +1,160 @@
+//! The record cache: recently read or written records by engine key, in front of the engine
+//! (as RocksDB's row cache or Cassandra's row cache). A point read in an LSM tree walks the
+//! memtable's skip list and the tables' filters and indexes; a cache hit is one hash lookup.
+//! Absent keys are cached too, so a write of a new key does not search the tree to learn it is
+//! new.
+//!
+//! Entries hold the record's stored bytes, so every hit is still checked against the record's
+//! checksum when decoded. The cache is bounded in bytes (quick_cache's S3-FIFO eviction).
+//!
+//! Coherence: only the writer thread changes records, and it updates the cache after the
+//! engine has taken a group, before anyone is told the write happened. A reader that misses
+//! may race with that update — it could read the old record from the engine and put it in the
+//! cache after the writer put the new one. To prevent that, each key hashes to a *stripe*
+//! whose epoch the writer bumps with every update: a reader notes the epoch before reading the
+//! engine and fills the cache only if it has not moved.
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use quick_cache::sync::Cache;
+use quick_cache::Weighter;
+
+/// Stripes of epochs; a power of two well above the number of threads.
+const STRIPES: usize = 256;
+
+/// Bytes an entry costs beyond its key and value (hash table slot, eviction metadata).
+const ENTRY_OVERHEAD_BYTES: u64 = 64;
+
+/// A stored record's bytes, or `None` when the key has no record.
+type Cached = Option<Bytes>;
+
+#[derive(Clone)]
+struct ByBytes;
+
+impl Weighter<Vec<u8>, Cached> for ByBytes {
+    fn weight(&self, key: &Vec<u8>, value: &Cached) -> u64 {
+        key.len() as u64 + value.as_ref().map_or(0, |v| v.len() as u64) + ENTRY_OVERHEAD_BYTES
+    }
+}
+
+/// A bounded cache of stored records; see the module documentation.
+pub struct RecordCache {
+    entries: Cache<Vec<u8>, Cached, ByBytes>,
+    epochs: Box<[Mutex<u64>]>,
+}
+
+/// What a reader learned before a miss: the epoch to check when filling the cache.
+pub struct Miss {
+    stripe: usize,
+    epoch: u64,
+}
+
+/// The outcome of a lookup.
+pub enum Lookup {
+    /// The cached bytes (`None`: the key has no record).
+    Hit(Cached),
+    /// Not cached: read the engine, then [`RecordCache::fill`].
+    Miss(Miss),
+}
+
+impl RecordCache {
+    /// A cache of at most `capacity_bytes`.
+    pub fn new(capacity_bytes: u64) -> Self {
+        let estimated_items = (capacity_bytes / 256).clamp(16, 1 << 24) as usize;
+        Self {
+            entries: Cache::with_weighter(estimated_items, capacity_bytes, ByBytes),
+            epochs: (0..STRIPES).map(|_| Mutex::new(0)).collect(),
+        }
+    }
+
+    fn stripe(key: &[u8]) -> usize {
+        xxhash_rust::xxh3::xxh3_64(key) as usize % STRIPES
+    }
+
+    /// Looks `key` up.
+    pub fn lookup(&self, key: &[u8]) -> Lookup {
+        if let Some(cached) = self.entries.get(key) {
+            return Lookup::Hit(cached);
+        }
+        let stripe = Self::stripe(key);
+        let epoch = *self.epochs[stripe].lock();
+        Lookup::Miss(Miss { stripe, epoch })
+    }
+
+    /// Caches what a reader found in the engine after `miss`, unless the writer changed any
+    /// key of the stripe since (the reader's bytes may then be stale).
+    pub fn fill(&self, key: &[u8], miss: Miss, found: Cached) {
+        let epoch = self.epochs[miss.stripe].lock();
+        if *epoch == miss.epoch {
+            self.entries.insert(key.to_vec(), found);
+        }
+    }
+
+    /// The writer's update: `key` now stores `record` (`None`: deleted).
+    pub fn update(&self, key: &[u8], record: Cached) {
+        let mut epoch = self.epochs[Self::stripe(key)].lock();
+        *epoch += 1;
+        self.entries.insert(key.to_vec(), record);
+    }
+
+    /// Forgets `key` (its stored bytes were found damaged, or changed behind the store).
+    pub fn forget(&self, key: &[u8]) {
+        let mut epoch = self.epochs[Self::stripe(key)].lock();
+        *epoch += 1;
+        self.entries.remove(key);
+    }
+
+    /// Forgets everything.
+    pub fn clear(&self) {
+        let mut epochs: Vec<_> = self.epochs.iter().map(|e| e.lock()).collect();
+        for epoch in &mut epochs {
+            **epoch += 1;
+        }
+        self.entries.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fill_after_a_concurrent_update_is_dropped() {
+        let cache = RecordCache::new(1 << 20);
+        let Lookup::Miss(miss) = cache.lookup(b"k") else {
+            panic!("empty cache")
+        };
+        // The writer stores a new record while the reader was reading the engine.
+        cache.update(b"k", Some(Bytes::from_static(b"new")));
+        cache.fill(b"k", miss, Some(Bytes::from_static(b"old")));
+        assert!(matches!(cache.lookup(b"k"), Lookup::Hit(Some(v)) if v == "new"));
+    }
+
+    #[test]
+    fn misses_fill_and_absent_keys_are_cached() {
+        let cache = RecordCache::new(1 << 20);
+        let Lookup::Miss(miss) = cache.lookup(b"gone") else {
+            panic!()
+        };
+        cache.fill(b"gone", miss, None);
+        assert!(matches!(cache.lookup(b"gone"), Lookup::Hit(None)));
+        cache.forget(b"gone");
+        assert!(matches!(cache.lookup(b"gone"), Lookup::Miss(_)));
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_bytes() {
+        let cache = RecordCache::new(64 * 1024);
+        for i in 0..10_000u32 {
+            cache.update(&i.to_be_bytes(), Some(Bytes::from(vec![0u8; 100])));
+        }
+        let held: u64 = (0..10_000u32)
+            .filter(|i| matches!(cache.lookup(&i.to_be_bytes()), Lookup::Hit(_)))
+            .count() as u64;
+        assert!(
+            held * (100 + 4 + ENTRY_OVERHEAD_BYTES) <= 64 * 1024,
+            "{held} entries held"
+        );
+        assert!(held > 0);
+    }
+}
