@@ -313,9 +313,10 @@ pub fn start_deferred(
         return None;
     }
     shared.commands.fetch_add(1, Ordering::Relaxed);
+    let rest: Vec<Bytes> = arguments[1..].to_vec();
     let args = Args {
         command: "set",
-        items: arguments[1..].to_vec().into_iter(),
+        items: rest.into_iter(),
     };
     let started = strings::parse_set(shared, session, args).and_then(|(request, get)| {
         let pending = shared.node.store.submit(request)?;
