@@ -137,6 +137,12 @@ impl VersionVector {
         self.entries.iter().copied()
     }
 
+    /// An upper bound on the length of the binary form, for sizing buffers.
+    pub fn encoded_len_max(&self) -> usize {
+        // A varint count, then per entry 8 bytes of replica id and a varint counter.
+        10 + self.entries.len() * (8 + 10)
+    }
+
     /// Appends the binary form: a count, then (replica u64 LE, counter varint) pairs.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         put_varint(out, self.entries.len() as u64);
