@@ -201,6 +201,33 @@ async fn with_one_node_down_quorum_succeeds_and_all_fails_naming_how_many_answer
         message.starts_with("2 of the 3 replicas needed answered"),
         "{message}"
     );
+    assert!(message.contains(&format!("{stopped_id} is down")), "{message}");
+
+    // A key this coordinator does not hold, whose first replica is the stopped node: it is
+    // tried as the lead and again as a follower, and the error names it once.
+    let pair = call(&nodes[0], "PUT", "/v1/ks/pair", &[], r#"{"replication": 2}"#).await;
+    assert_eq!(pair.status, StatusCode::OK, "{:?}", pair.body);
+    eventually("the definition reaches the other node", async || {
+        call(&nodes[1], "GET", "/v1/ks/pair", &[], "").await.status == StatusCode::OK
+    })
+    .await;
+    let coordinator_id = &nodes[0].running.node.node_id;
+    let ring_view = view(&nodes[0]);
+    let key = (0..10_000)
+        .map(|i| format!("p{i}"))
+        .find(|key| {
+            let replicas = ring_view.ring.preference_list(key.as_bytes(), 2);
+            replicas[0].id == stopped_id && replicas[1].id != *coordinator_id
+        })
+        .expect("some key starts at the stopped node");
+    let answer = put(&nodes[0], &format!("/v1/ks/pair/keys/{key}?w=2"), "x").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    let message = answer.body["error"]["message"].as_str().unwrap();
+    assert_eq!(
+        message.matches(&format!("{stopped_id} is down")).count(),
+        1,
+        "{message}"
+    );
     let answer = call(&nodes[1], "GET", "/v1/keys/survivor?r=3", &[], "").await;
     assert_eq!(
         answer.status,

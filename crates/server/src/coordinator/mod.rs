@@ -89,11 +89,14 @@ impl Placement {
         failures: &[String],
     ) -> CoordinatorError {
         node.cluster_metrics.unavailable.inc();
-        let detail = if failures.is_empty() {
-            String::new()
-        } else {
-            format!("; {}", failures.join("; "))
-        };
+        // A replica tried as the lead and again as a follower fails twice; say it once.
+        let mut detail = String::new();
+        for (index, failure) in failures.iter().enumerate() {
+            if !failures[..index].contains(failure) {
+                detail.push_str("; ");
+                detail.push_str(failure);
+            }
+        }
         CoordinatorError::Unavailable {
             needed,
             answered,
