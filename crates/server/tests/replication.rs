@@ -201,11 +201,21 @@ async fn with_one_node_down_quorum_succeeds_and_all_fails_naming_how_many_answer
         message.starts_with("2 of the 3 replicas needed answered"),
         "{message}"
     );
-    assert!(message.contains(&format!("{stopped_id} is down")), "{message}");
+    assert!(
+        message.contains(&format!("{stopped_id} is down")),
+        "{message}"
+    );
 
     // A key this coordinator does not hold, whose first replica is the stopped node: it is
     // tried as the lead and again as a follower, and the error names it once.
-    let pair = call(&nodes[0], "PUT", "/v1/ks/pair", &[], r#"{"replication": 2}"#).await;
+    let pair = call(
+        &nodes[0],
+        "PUT",
+        "/v1/ks/pair",
+        &[],
+        r#"{"replication": 2}"#,
+    )
+    .await;
     assert_eq!(pair.status, StatusCode::OK, "{:?}", pair.body);
     eventually("the definition reaches the other node", async || {
         call(&nodes[1], "GET", "/v1/ks/pair", &[], "").await.status == StatusCode::OK
