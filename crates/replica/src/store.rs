@@ -465,7 +465,10 @@ impl Shared {
     pub fn load(&self, keyspace: &str, key: &[u8]) -> Result<Option<Record>, ReplicaError> {
         let data_key = layout::data_key(keyspace, key);
         let Some(cache) = &self.cache else {
-            return self.load_from_engine(keyspace, key, &data_key);
+            let stored = self.stored_bytes(keyspace, key, &data_key)?;
+            return stored
+                .map(|bytes| self.decode(keyspace, key, &bytes))
+                .transpose();
         };
         let miss = match cache.lookup(&data_key) {
             Lookup::Hit(None) => return Ok(None),
@@ -473,46 +476,41 @@ impl Shared {
                 return self
                     .decode(keyspace, key, &bytes)
                     .map(Some)
-                    .inspect_err(|_| {
-                        cache.forget(&data_key);
-                    })
+                    .inspect_err(|_| cache.forget(&data_key))
             }
             Lookup::Miss(miss) => miss,
         };
-        let found = match self.engine.get(&data_key) {
-            Ok(found) => found.map(Bytes::from),
-            Err(error) if error.is_corruption() => {
-                return Err(self.corrupt(keyspace, key, error.to_string()))
-            }
-            Err(error) => return Err(error.into()),
-        };
+        let found = self
+            .stored_bytes(keyspace, key, &data_key)?
+            .map(Bytes::from);
         let record = found
             .as_ref()
             .map(|bytes| self.decode(keyspace, key, bytes))
             .transpose()?;
         if found
             .as_ref()
-            .is_none_or(|b| b.len() <= CACHED_RECORD_BYTES_MAX)
+            .is_none_or(|bytes| bytes.len() <= CACHED_RECORD_BYTES_MAX)
         {
             cache.fill(&data_key, miss, found);
         }
         Ok(record)
     }
 
-    fn load_from_engine(
+    /// A key's stored bytes as the engine has them; damage the engine detects is reported as
+    /// the key's corruption.
+    fn stored_bytes(
         &self,
         keyspace: &str,
         key: &[u8],
         data_key: &[u8],
-    ) -> Result<Option<Record>, ReplicaError> {
-        match self.engine.get(data_key) {
-            Ok(Some(bytes)) => self.decode(keyspace, key, &bytes).map(Some),
-            Ok(None) => Ok(None),
-            Err(error) if error.is_corruption() => {
-                Err(self.corrupt(keyspace, key, error.to_string()))
+    ) -> Result<Option<Vec<u8>>, ReplicaError> {
+        self.engine.get(data_key).map_err(|error| {
+            if error.is_corruption() {
+                self.corrupt(keyspace, key, error.to_string())
+            } else {
+                error.into()
             }
-            Err(error) => Err(error.into()),
-        }
+        })
     }
 
     /// Brings the cache up to date with records the writer has just stored (`None`:

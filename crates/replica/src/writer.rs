@@ -167,10 +167,9 @@ impl Writer {
         } else {
             self.shared.engine.write(group.batch)
         };
-        // Readers may be told of these records once the engine holds them; the cache must
-        // not answer with older ones from then on.
-        // After a failed write the engine may hold some of the group or none of it: forget
-        // those keys so the next read asks the engine.
+        // Readers may learn of these records as soon as the engine holds them, so the cache
+        // must stop answering with older ones now. After a failed write the engine may hold
+        // some of the group or none of it: forget those keys so their next read asks it.
         if let Some(cached) = group.cached {
             match &stored {
                 Ok(()) => self.shared.cache_stored(cached),
