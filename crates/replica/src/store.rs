@@ -339,13 +339,16 @@ impl VisibleValue {
 pub struct Entry {
     /// The causal context of the record.
     pub context: VersionVector,
-    /// Its fingerprint (ETag).
-    pub version: Version,
     /// The visible values, oldest first; never empty.
     pub values: Vec<VisibleValue>,
 }
 
 impl Entry {
+    /// The record's fingerprint (ETag); computed when asked, since most reads never need it.
+    pub fn version(&self) -> Version {
+        Version::of(&self.context)
+    }
+
     /// The visible part of `record` at `now_ms`, or `None` if nothing is visible.
     pub fn visible(record: &Record, now_ms: u64) -> Option<Entry> {
         let values = record
@@ -373,11 +376,7 @@ impl Entry {
             return None;
         }
         values.sort_by_key(|v| v.timestamp);
-        Some(Entry {
-            version: Version::of(&context),
-            context,
-            values,
-        })
+        Some(Entry { context, values })
     }
 
     /// The newest sibling, taken out of the entry.
@@ -396,14 +395,20 @@ impl Entry {
 pub struct WriteOutcome {
     /// The record's context after the write.
     pub context: VersionVector,
-    /// Its fingerprint.
-    pub version: Version,
     /// What a read would have returned just before the write.
     pub previous: Option<Entry>,
     /// The new value of an [`Change::Increment`].
     pub integer: Option<i64>,
     /// The whole record after the write, when the request asked for it.
     pub record: Option<Record>,
+}
+
+impl WriteOutcome {
+    /// The record's fingerprint after the write; computed when asked, since most writes
+    /// (every RESP SET) never report it.
+    pub fn version(&self) -> Version {
+        Version::of(&self.context)
+    }
 }
 
 /// One page of a scan.

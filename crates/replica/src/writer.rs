@@ -10,8 +10,8 @@
 use crate::error::ReplicaError;
 use crate::layout::{self, ExpiryEntry};
 use crate::store::{
-    Change, Condition, ConflictMode, Entry, Expiry, MergeRequest, Shared, SyncPolicy, Version,
-    WriteOutcome, WriteRequest,
+    Change, Condition, ConflictMode, Entry, Expiry, MergeRequest, Shared, SyncPolicy, WriteOutcome,
+    WriteRequest,
 };
 use ringkv_core::causal::VersionVector;
 use ringkv_core::record::{Mutation, Record};
@@ -241,7 +241,6 @@ impl Writer {
             record.resolve_last_writer_wins();
         }
         let outcome = WriteOutcome {
-            version: Version::of(&record.context),
             context: record.context.clone(),
             previous,
             integer,
@@ -452,7 +451,7 @@ fn check_condition(condition: Condition, current: Option<&Entry>) -> Result<(), 
         Condition::Always => true,
         Condition::IfAbsent => current.is_none(),
         Condition::IfPresent => current.is_some(),
-        Condition::IfVersion(version) => current.is_some_and(|entry| entry.version == version),
+        Condition::IfVersion(version) => current.is_some_and(|entry| entry.version() == version),
     };
     if holds {
         Ok(())

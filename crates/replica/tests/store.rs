@@ -203,7 +203,7 @@ async fn racing_compare_and_set_on_one_version_has_exactly_one_winner() {
             .write(WriteRequest::put(KS, b"cas", b"0"))
             .await
             .unwrap()
-            .version;
+            .version();
         let racers: Vec<_> = (0..32)
             .map(|i| {
                 let store = Arc::clone(&f.store);
@@ -219,7 +219,7 @@ async fn racing_compare_and_set_on_one_version_has_exactly_one_winner() {
             match racer.await.unwrap() {
                 Ok(_) => winners += 1,
                 Err(ReplicaError::ConditionFailed { current }) => {
-                    assert_ne!(current.map(|entry| entry.version), Some(version))
+                    assert_ne!(current.map(|entry| entry.version()), Some(version))
                 }
                 Err(other) => panic!("unexpected {other}"),
             }

@@ -52,7 +52,7 @@ impl From<ReplicaError> for ApiError {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", message)
             }
             ReplicaError::ConditionFailed { current } => Self {
-                current_version: current.map(|entry| entry.version.to_string()),
+                current_version: current.map(|entry| entry.version().to_string()),
                 ..Self::new(
                     StatusCode::PRECONDITION_FAILED,
                     "precondition_failed",

@@ -159,10 +159,10 @@ pub async fn put_key(
         request = request.expiring_at(node.now_ms() + ttl * 1000);
     }
     let outcome = coordinator::write(&node, &keyspace, request, consistency).await?;
-    let body = json!({ "key": key, "version": outcome.version.to_string() });
+    let body = json!({ "key": key, "version": outcome.version().to_string() });
     Ok(with_version(
         Json(body).into_response(),
-        outcome.version,
+        outcome.version(),
         &outcome.context,
     ))
 }
@@ -191,9 +191,9 @@ pub async fn get_key(
         let siblings: Vec<Value> = entry.values.iter().map(|v| value_json(v, now_ms)).collect();
         let body = json!({ "key": key, "siblings": siblings, "context": entry.context.to_token() });
         let response = (StatusCode::MULTIPLE_CHOICES, Json(body)).into_response();
-        return Ok(with_version(response, entry.version, &entry.context));
+        return Ok(with_version(response, entry.version(), &entry.context));
     }
-    let (version, context) = (entry.version, entry.context.clone());
+    let (version, context) = (entry.version(), entry.context.clone());
     let response = if wants_raw(&headers) {
         let mut response = entry.into_winner().value.into_response();
         response.headers_mut().insert(
