@@ -239,6 +239,14 @@ where
         }
     }
 
+    /// Ends any backoff, so the next call connects at once: for when the caller has learned
+    /// another way (the failure detector) that the peer is back.
+    pub fn retry_now(&self) {
+        let mut backoff = self.backoff.lock();
+        backoff.until = None;
+        backoff.delay = RECONNECT_BACKOFF_MIN;
+    }
+
     /// The peer's address.
     pub fn address(&self) -> &str {
         &self.address

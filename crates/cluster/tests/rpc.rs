@@ -147,3 +147,34 @@ async fn a_down_peer_is_unavailable_and_reconnected_once_it_returns() {
     }
     assert!(failed, "calls to a stopped peer fail");
 }
+
+/// When the caller learns the peer is back (from the failure detector), `retry_now` makes the
+/// very next call connect instead of failing fast for the rest of the backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_now_ends_the_backoff_at_once() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    drop(listener);
+    let peer = Peer::<Request, u64>::new(address.to_string());
+    // Failed connects, each after the previous backoff ran out, grow it (100, 200, 400,
+    // 800 ms): the last one ends ~500 ms after this loop, far beyond the next steps.
+    for _ in 0..8 {
+        let _ = peer.call(Request::Echo { n: 1, delay_ms: 0 }, LONG).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let listener = TcpListener::bind(address).await.unwrap();
+    let _stop = start_server(listener).await;
+    let backing_off = peer.call(Request::Echo { n: 2, delay_ms: 0 }, LONG).await;
+    assert!(
+        matches!(backing_off, Err(RpcError::Unavailable { .. })),
+        "still backing off: {backing_off:?}"
+    );
+
+    peer.retry_now();
+    assert_eq!(
+        peer.call(Request::Echo { n: 3, delay_ms: 0 }, LONG)
+            .await
+            .unwrap(),
+        3
+    );
+}

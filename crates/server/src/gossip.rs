@@ -23,9 +23,15 @@ const DATAGRAM_BYTES_MAX: usize = 64 * 1024;
 /// Timer events waiting to be handled.
 const TIMER_QUEUE_MAX: usize = 4096;
 
-/// Called with every ring member (but this node) whenever the set changes, so it can be
-/// saved and the ring rebuilt at the next start before anyone is heard from.
-pub type MembersChanged = Box<dyn Fn(Vec<NodeIdentity>) + Send + Sync>;
+/// What the node is told as membership changes.
+pub struct Hooks {
+    /// Called with every ring member (but this node) whenever the set changes, so it can be
+    /// saved and the ring rebuilt at the next start before anyone is heard from.
+    pub members_changed: Box<dyn Fn(Vec<NodeIdentity>) + Send + Sync>,
+    /// Called with a member's address when the failure detector finds it alive again after
+    /// suspecting it or declaring it down, so connections to it stop backing off at once.
+    pub back_alive: Box<dyn Fn(&str) + Send + Sync>,
+}
 
 /// Who is in the cluster, as this node sees it.
 pub struct Gossip {
@@ -33,7 +39,7 @@ pub struct Gossip {
     /// Every node in the ring, by id, as last heard of.
     known: Mutex<BTreeMap<String, NodeIdentity>>,
     view: RwLock<Arc<ClusterView>>,
-    on_change: MembersChanged,
+    hooks: Hooks,
     /// The address peers reach this node's gossip on.
     pub address: SocketAddr,
 }
@@ -194,10 +200,20 @@ impl Gossip {
                 .get(&me.id)
                 .is_some_and(|(identity, _)| *identity == me);
         if changed || !same_states {
-            *self.view.write() = Arc::new(ClusterView::build(&me, &known, &seen));
+            let fresh = ClusterView::build(&me, &known, &seen);
+            for (id, (identity, liveness)) in &fresh.members {
+                let was_alive = current
+                    .members
+                    .get(id)
+                    .is_some_and(|(_, before)| *before == Liveness::Alive);
+                if *liveness == Liveness::Alive && !was_alive && *id != me.id {
+                    (self.hooks.back_alive)(&identity.address);
+                }
+            }
+            *self.view.write() = Arc::new(fresh);
         }
         if changed {
-            (self.on_change)(known.values().cloned().collect());
+            (self.hooks.members_changed)(known.values().cloned().collect());
         }
     }
 }
@@ -228,7 +244,7 @@ pub async fn start(
     me: NodeIdentity,
     seeds: &[String],
     remembered: Vec<NodeIdentity>,
-    on_change: MembersChanged,
+    hooks: Hooks,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<Arc<Gossip>> {
     let address = socket.local_addr()?;
@@ -253,7 +269,7 @@ pub async fn start(
         membership: Mutex::new(membership),
         known: Mutex::new(known),
         view: RwLock::new(Arc::new(view)),
-        on_change,
+        hooks,
         address,
     });
     tokio::spawn(run(Arc::clone(&gossip), Arc::new(socket), shutdown));

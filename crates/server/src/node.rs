@@ -302,12 +302,20 @@ async fn start_gossip(
     let remembered = remembered_members(node);
     let saver = Arc::downgrade(node);
     let saves = Arc::new(Saves::default());
-    let on_change = Box::new(move |members: Vec<NodeIdentity>| {
-        if let Some(node) = saver.upgrade() {
-            remember_members(node, Arc::clone(&saves), members);
-        }
-    });
-    let gossip = crate::gossip::start(socket, me, &config.join, remembered, on_change, signal)
+    let peers = Arc::downgrade(node);
+    let hooks = crate::gossip::Hooks {
+        members_changed: Box::new(move |members: Vec<NodeIdentity>| {
+            if let Some(node) = saver.upgrade() {
+                remember_members(node, Arc::clone(&saves), members);
+            }
+        }),
+        back_alive: Box::new(move |address: &str| {
+            if let Some(node) = peers.upgrade() {
+                node.peers.retry_now(address);
+            }
+        }),
+    };
+    let gossip = crate::gossip::start(socket, me, &config.join, remembered, hooks, signal)
         .await
         .map_err(bind_error)?;
     let _ = node.gossip.set(gossip);

@@ -162,6 +162,14 @@ impl Peers {
                 .or_insert_with(|| Arc::new(Peer::new(address))),
         )
     }
+
+    /// Lets the next call to the peer at `address` connect at once, whatever its backoff:
+    /// the failure detector has just heard from it.
+    pub fn retry_now(&self, address: &str) {
+        if let Some(client) = self.clients.lock().get(address) {
+            client.retry_now();
+        }
+    }
 }
 
 /// Answers peers' requests from this node's replica and metadata. Holds the node weakly: the
