@@ -98,12 +98,17 @@ async fn a_call_past_its_deadline_times_out_and_remote_errors_come_back() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_down_peer_is_unavailable_and_reconnected_once_it_returns() {
+/// A client of a loopback port nothing listens on (yet), and that port's address.
+async fn peer_of_a_free_port() -> (std::net::SocketAddr, Peer<Request, u64>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     drop(listener);
-    let peer = Peer::<Request, u64>::new(address.to_string());
+    (address, Peer::new(address.to_string()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_peer_is_unavailable_and_reconnected_once_it_returns() {
+    let (address, peer) = peer_of_a_free_port().await;
     let down = peer.call(Request::Echo { n: 1, delay_ms: 0 }, LONG).await;
     assert!(
         matches!(down, Err(RpcError::Unavailable { .. })),
@@ -152,10 +157,7 @@ async fn a_down_peer_is_unavailable_and_reconnected_once_it_returns() {
 /// very next call connect instead of failing fast for the rest of the backoff.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_now_ends_the_backoff_at_once() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    drop(listener);
-    let peer = Peer::<Request, u64>::new(address.to_string());
+    let (address, peer) = peer_of_a_free_port().await;
     // Failed connects, each after the previous backoff ran out, grow it (100, 200, 400,
     // 800 ms): the last one ends ~500 ms after this loop, far beyond the next steps.
     for _ in 0..8 {
