@@ -39,6 +39,9 @@ pub struct Gossip {
     /// Every node in the ring, by id, as last heard of.
     known: Mutex<BTreeMap<String, NodeIdentity>>,
     view: RwLock<Arc<ClusterView>>,
+    /// Whether `view` has this node alone, readable without the lock and the reference count
+    /// that taking the view costs (single-node requests check it every time).
+    single: std::sync::atomic::AtomicBool,
     hooks: Hooks,
     /// The address peers reach this node's gossip on.
     pub address: SocketAddr,
@@ -177,6 +180,11 @@ impl Gossip {
         Arc::clone(&self.view.read())
     }
 
+    /// Whether this node is alone in the current view; as `view().is_single()`, but cheap.
+    pub fn is_single(&self) -> bool {
+        self.single.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Brings the ring members and the view up to date with what membership knows; cheap
     /// when nothing changed.
     fn refresh(&self) {
@@ -210,7 +218,10 @@ impl Gossip {
                     (self.hooks.back_alive)(&identity.address);
                 }
             }
+            let single = fresh.is_single();
             *self.view.write() = Arc::new(fresh);
+            self.single
+                .store(single, std::sync::atomic::Ordering::Release);
         }
         if changed {
             (self.hooks.members_changed)(known.values().cloned().collect());
@@ -268,6 +279,7 @@ pub async fn start(
     let gossip = Arc::new(Gossip {
         membership: Mutex::new(membership),
         known: Mutex::new(known),
+        single: std::sync::atomic::AtomicBool::new(view.is_single()),
         view: RwLock::new(Arc::new(view)),
         hooks,
         address,

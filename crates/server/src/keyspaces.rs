@@ -92,6 +92,10 @@ pub enum KeyspaceError {
 /// The keyspaces a node knows.
 pub struct Keyspaces {
     defined: RwLock<BTreeMap<String, KeyspaceDef>>,
+    /// Bumped on every change of a definition, so connections may keep the definitions they
+    /// use and look again only after a change (reading it shares no cache line for writing,
+    /// unlike taking the lock on every request).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Keyspaces {
@@ -108,6 +112,7 @@ impl Keyspaces {
         }
         Ok(Self {
             defined: RwLock::new(defined),
+            generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -123,6 +128,17 @@ impl Keyspaces {
             conflict: Conflict::Lww,
             version: 0,
         })
+    }
+
+    /// Changes with every change of any definition.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Called with `defined` locked for writing, after it changed.
+    fn changed(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// The definition of `name`, if it exists.
@@ -165,6 +181,7 @@ impl Keyspaces {
         let bytes = serde_json::to_vec(&def).expect("a definition always serializes");
         store.meta_put(&format!("{META_PREFIX}{}", def.name), &bytes)?;
         defined.insert(def.name.clone(), def);
+        self.changed();
         Ok(true)
     }
 
@@ -214,6 +231,7 @@ impl Keyspaces {
         let bytes = serde_json::to_vec(&def).expect("a definition always serializes");
         store.meta_put(&format!("{META_PREFIX}{name}"), &bytes)?;
         defined.insert(name.to_owned(), def.clone());
+        self.changed();
         Ok(def)
     }
 }

@@ -122,6 +122,12 @@ impl Node {
         self.clock.now_ms()
     }
 
+    /// Whether this node is alone in its ring, so it serves every key itself; the same as
+    /// `view().is_single()`, without taking the view.
+    pub fn is_alone(&self) -> bool {
+        self.gossip.get().is_none_or(|gossip| gossip.is_single())
+    }
+
     /// The ring and member states requests are routed by.
     pub fn view(&self) -> Arc<ClusterView> {
         match self.gossip.get() {

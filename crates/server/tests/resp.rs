@@ -458,3 +458,37 @@ async fn pipelined_sets_share_commits_but_keep_their_order_and_errors() {
     }
     assert_eq!(c.read().await, bulk("99"), "the GET sees the last SET");
 }
+
+#[tokio::test]
+async fn a_connection_follows_a_change_of_its_keyspace_definition() {
+    // Goal: connections keep their keyspace's definition, and must still see it change.
+    // Method: write through a connection to db1 (last-writer-wins), then let the node adopt a
+    // newer definition of db1 that keeps siblings (as one spread from another node would be),
+    // then write the same key again over the same connection, as a plain SET and as
+    // pipelined SETs: every context-free write must now be kept as a sibling (under
+    // last-writer-wins only the last would remain).
+    let node = start_node(|_| {}).await;
+    let mut c = RespClient::connect(&node).await;
+    assert_eq!(c.call(&["SELECT", "1"]).await, ok());
+    assert_eq!(c.call(&["SET", "k", "first"]).await, ok());
+    let store = &node.running.node.store;
+    let siblings = serde_json::from_str(
+        r#"{"name": "db1", "replication": 1, "conflict": "siblings", "version": 1}"#,
+    )
+    .unwrap();
+    assert!(node.running.node.keyspaces.adopt(store, siblings).unwrap());
+    assert_eq!(c.call(&["SET", "k", "second"]).await, ok());
+    let mut pipeline = RespClient::encode(&[b"SET", b"k", b"third"]);
+    pipeline.extend(RespClient::encode(&[b"SET", b"k", b"fourth"]));
+    c.send_raw(&pipeline).await;
+    assert_eq!(c.read().await, ok());
+    assert_eq!(c.read().await, ok());
+    let entry = store.get("db1", b"k").unwrap().expect("k is present");
+    let mut values: Vec<_> = entry.values.iter().map(|v| v.value.clone()).collect();
+    values.sort();
+    let expected: [&[u8]; 4] = [b"first", b"fourth", b"second", b"third"];
+    assert_eq!(
+        values, expected,
+        "a context-free write joins what it did not see"
+    );
+}

@@ -62,6 +62,9 @@ impl Placement {
     /// The replicas of `key`; `None` when this node is alone in its ring and so holds every
     /// key (the fast path: no ring walk, no allocation).
     fn of(node: &Node, keyspace: &KeyspaceDef, key: &[u8]) -> Option<Self> {
+        if node.is_alone() {
+            return None;
+        }
         let view = node.view();
         if view.is_single() {
             return None;

@@ -66,7 +66,7 @@ pub async fn write_many(
     requests: Vec<WriteRequest>,
     consistency: Consistency,
 ) -> Result<Vec<Result<WriteOutcome, CoordinatorError>>, CoordinatorError> {
-    if node.view().is_single() {
+    if node.is_alone() {
         let outcomes = node.store.write_many(requests).await?;
         return Ok(outcomes
             .into_iter()

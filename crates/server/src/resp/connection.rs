@@ -40,6 +40,10 @@ pub async fn handle(
     let partial = Duration::from_millis(config.request_timeout_ms);
     let mut deferred = Vec::new();
     'connection: loop {
+        // Counted here and added once per read: a shared counter bumped by every command
+        // would bounce its cache line between the cores serving connections.
+        let mut commands = 0;
+        session.refresh_keyspace(&shared.node.keyspaces);
         loop {
             match request::check(&input) {
                 Ok(Some(length)) => {
@@ -47,6 +51,7 @@ pub async fn handle(
                     if arguments.is_empty() {
                         continue;
                     }
+                    commands += 1;
                     let reply = match commands::start_deferred(&shared, &session, &arguments) {
                         Some(Ok(write)) if deferred.len() < DEFERRED_WRITES_MAX => {
                             deferred.push(write);
@@ -86,6 +91,7 @@ pub async fn handle(
                 }
             }
         }
+        shared.commands.fetch_add(commands, Ordering::Relaxed);
         finish(&session, &mut deferred, &mut output).await;
         if !output.is_empty() {
             if stream.write_all(&output).await.is_err() {

@@ -159,8 +159,7 @@ pub async fn select(_: &RespShared, session: &mut Session, mut args: Args) -> Re
     if !(0..i64::from(DATABASES)).contains(&index) {
         return Err(CommandError::Reply(Frame::err("DB index is out of range")));
     }
-    session.db = index as u8;
-    session.keyspace = crate::resp::keyspace_of(session.db);
+    session.select(index as u8);
     Ok(Frame::ok())
 }
 

@@ -15,7 +15,7 @@ use crate::coordinator::{self, CoordinatorError};
 use crate::keyspaces::KeyspaceDef;
 use bytes::Bytes;
 use ringkv_replica::{Entry, ReplicaError, WriteOutcome, WriteRequest};
-use std::sync::atomic::Ordering;
+use std::borrow::Cow;
 
 /// Per-connection state.
 pub struct Session {
@@ -35,6 +35,9 @@ pub struct Session {
     pub closing: bool,
     /// The consistency of this connection's reads and writes (`RINGKV.CONSISTENCY`).
     pub consistency: Consistency,
+    /// The selected keyspace's definition as last looked up (`None` inside: it does not
+    /// exist), with the keyspaces' generation it was looked up at; `None` until looked up.
+    keyspace_def: Option<(u64, Option<KeyspaceDef>)>,
 }
 
 impl Session {
@@ -49,6 +52,23 @@ impl Session {
             authenticated: false,
             closing: false,
             consistency: Consistency::default(),
+            keyspace_def: None,
+        }
+    }
+
+    /// Selects database `db` and its keyspace.
+    pub fn select(&mut self, db: u8) {
+        self.db = db;
+        self.keyspace = super::keyspace_of(db);
+        self.keyspace_def = None;
+    }
+
+    /// Looks the selected keyspace's definition up again if any definition changed since
+    /// the last look, so commands read it from the session instead of the shared table.
+    pub fn refresh_keyspace(&mut self, keyspaces: &crate::keyspaces::Keyspaces) {
+        let generation = keyspaces.generation();
+        if !matches!(&self.keyspace_def, Some((seen, _)) if *seen == generation) {
+            self.keyspace_def = Some((generation, keyspaces.get(&self.keyspace)));
         }
     }
 }
@@ -248,7 +268,7 @@ const BEFORE_AUTH: &[&str] = &["auth", "hello", "quit", "reset"];
 
 /// Runs one request and returns its reply; never panics on any input.
 pub async fn execute(shared: &RespShared, session: &mut Session, arguments: Vec<Bytes>) -> Frame {
-    shared.commands.fetch_add(1, Ordering::Relaxed);
+    session.refresh_keyspace(&shared.node.keyspaces);
     let mut items = arguments.into_iter();
     let name_bytes = items.next().unwrap_or_default();
 
@@ -309,17 +329,20 @@ pub fn start_deferred(
     let is_set = arguments.len() >= 3 && arguments[0].eq_ignore_ascii_case(b"set");
     let needs_auth = shared.node.config.resp_password.is_some() && !session.authenticated;
     // In a cluster each SET is a coordinated write, run in order like any other command.
-    if !is_set || needs_auth || !shared.node.view().is_single() {
+    if !is_set || needs_auth || !shared.node.is_alone() {
         return None;
     }
-    shared.commands.fetch_add(1, Ordering::Relaxed);
+    let conflict = match keyspace_def(shared, session) {
+        Ok(keyspace) => keyspace.conflict.into(),
+        Err(error) => return Some(Err(error_frame(error))),
+    };
     let rest: Vec<Bytes> = arguments[1..].to_vec();
     let args = Args {
         command: "set",
         items: rest.into_iter(),
     };
     let started = strings::parse_set(shared, session, args).and_then(|(request, get)| {
-        let pending = shared.node.store.submit(request)?;
+        let pending = shared.node.store.submit(request.conflict(conflict))?;
         Ok(Deferred { pending, get })
     });
     Some(started.map_err(error_frame))
@@ -352,9 +375,17 @@ pub fn keyspace(session: &Session) -> &str {
     &session.keyspace
 }
 
-/// The definition of the session's keyspace.
-pub fn keyspace_def(shared: &RespShared, session: &Session) -> Result<KeyspaceDef, CommandError> {
-    shared.node.keyspaces.get(&session.keyspace).ok_or_else(|| {
+/// The definition of the session's keyspace: the session's copy while it is current.
+pub fn keyspace_def<'s>(
+    shared: &RespShared,
+    session: &'s Session,
+) -> Result<Cow<'s, KeyspaceDef>, CommandError> {
+    let keyspaces = &shared.node.keyspaces;
+    let def = match &session.keyspace_def {
+        Some((seen, def)) if *seen == keyspaces.generation() => def.as_ref().map(Cow::Borrowed),
+        _ => keyspaces.get(&session.keyspace).map(Cow::Owned),
+    };
+    def.ok_or_else(|| {
         CommandError::Reply(Frame::err(format!(
             "keyspace {} does not exist",
             session.keyspace

@@ -113,7 +113,7 @@ impl KeyPages {
 pub async fn keys(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
     let pattern = args.bytes()?;
     let mut pages = KeyPages::new(
-        keyspace_def(shared, session)?,
+        keyspace_def(shared, session)?.into_owned(),
         glob::literal_prefix(&pattern),
     );
     let mut found = Vec::new();

@@ -177,7 +177,7 @@ pub async fn config(shared: &RespShared, _: &mut Session, mut args: Args) -> Rep
 /// `DBSIZE`: the number of keys in the selected database (counted by a scan).
 pub async fn dbsize(shared: &RespShared, session: &mut Session, _: Args) -> Reply {
     Ok(Frame::Integer(
-        count_keys(shared, keyspace_def(shared, session)?).await?,
+        count_keys(shared, keyspace_def(shared, session)?.into_owned()).await?,
     ))
 }
 
@@ -231,7 +231,12 @@ fn named_keyspace(shared: &RespShared, name: &str) -> Result<KeyspaceDef, Comman
 pub async fn flushdb(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
     flush_allowed(shared, "FLUSHDB")?;
     flush_mode(&mut args)?;
-    flush_keyspace(shared, keyspace_def(shared, session)?, session.consistency).await?;
+    flush_keyspace(
+        shared,
+        keyspace_def(shared, session)?.into_owned(),
+        session.consistency,
+    )
+    .await?;
     Ok(Frame::ok())
 }
 
