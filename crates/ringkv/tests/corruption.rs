@@ -37,7 +37,25 @@ fn largest_file(dir: &Path, suffix: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("no file matching {suffix} under {}", dir.display()))
 }
 
-fn flipped_bytes_are_reported_as_corruption(engine: &str, data_file: &str) {
+/// Where a test flips bytes of a data file.
+enum Damage {
+    /// At fixed fractions of the file (compressed, checksummed blocks: anywhere is a value's).
+    Anywhere,
+    /// Inside stored values, found by their contents (files where other bytes are keys and
+    /// framing, whose damage refuses the start instead).
+    InValues,
+}
+
+/// Where the stored value of key `i` starts in `bytes`.
+fn value_position(bytes: &[u8], i: usize) -> usize {
+    let needle = format!("value-{i}-abcdefghij").into_bytes();
+    bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("the value is in the file")
+}
+
+fn flipped_bytes_are_reported_as_corruption(engine: &str, data_file: &str, damage: Damage) {
     let dir = tempfile::tempdir().unwrap();
     let flags = ["--engine", engine];
     let server = ServerProcess::start(dir.path(), &flags);
@@ -52,7 +70,10 @@ fn flipped_bytes_are_reported_as_corruption(engine: &str, data_file: &str) {
     let file = largest_file(dir.path(), data_file);
     let mut bytes = std::fs::read(&file).unwrap();
     for fraction in [3, 2] {
-        let at = bytes.len() / fraction;
+        let at = match damage {
+            Damage::Anywhere => bytes.len() / fraction,
+            Damage::InValues => value_position(&bytes, KEYS / fraction) + 8,
+        };
         bytes[at] ^= 0x5a;
     }
     std::fs::write(&file, bytes).unwrap();
@@ -91,19 +112,28 @@ fn flipped_bytes_are_reported_as_corruption(engine: &str, data_file: &str) {
 
 #[test]
 fn flipped_bytes_in_lsm_tables_are_reported_as_corruption() {
-    flipped_bytes_are_reported_as_corruption("lsm", "tables");
+    flipped_bytes_are_reported_as_corruption("lsm", "tables", Damage::Anywhere);
 }
 
 #[test]
 fn flipped_bytes_in_a_memory_snapshot_are_reported_as_corruption() {
-    flipped_bytes_are_reported_as_corruption("memory", ".snap");
+    flipped_bytes_are_reported_as_corruption("memory", ".snap", Damage::InValues);
 }
 
 #[test]
 fn damage_that_cannot_be_pinned_to_keys_refuses_the_start_with_a_clear_error() {
-    // A B-tree page or an LSM journal batch cannot be traced to the keys it held: the node
-    // must refuse to start and say why, never come up serving wrong answers.
-    for (engine, data_file) in [("btree", "btree.redb"), ("lsm", ".jnl")] {
+    // A B-tree page, an LSM journal batch or a memory snapshot's entry header (here: its
+    // key) cannot be traced to the keys it held: the node must refuse to start and say why,
+    // never come up serving wrong answers. (A memory snapshot is written at a clean stop.)
+    for (engine, data_file, needle) in [
+        (
+            "btree",
+            "btree.redb",
+            format!("value-{}-abcdefghij", KEYS / 2),
+        ),
+        ("lsm", ".jnl", format!("value-{}-abcdefghij", KEYS / 2)),
+        ("memory", ".snap", format!("key{:04}", KEYS / 2)),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let server = ServerProcess::start(dir.path(), &["--engine", engine]);
         let client = Client::new(&server.url);
@@ -112,14 +142,17 @@ fn damage_that_cannot_be_pinned_to_keys_refuses_the_start_with_a_clear_error() {
                 .put(&format!("key{i:04}"), &value_for(i), None)
                 .unwrap();
         }
-        server.kill_9();
+        if engine == "memory" {
+            server.stop();
+        } else {
+            server.kill_9();
+        }
         let file = largest_file(dir.path(), data_file);
         let mut bytes = std::fs::read(&file).unwrap();
-        let needle = format!("value-{}-abcdefghij", KEYS / 2).into_bytes();
         let at = bytes
             .windows(needle.len())
-            .position(|w| w == needle)
-            .expect("the value is in the file");
+            .position(|w| w == needle.as_bytes())
+            .expect("the bytes are in the file");
         bytes[at + 3] ^= 0x5a;
         std::fs::write(&file, bytes).unwrap();
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_ringkv"))

@@ -77,10 +77,19 @@ impl MemoryEngine {
         if let Some(&number) = files.snapshots.last() {
             let path = files.snapshot_path(number);
             let loaded = snapshot::load(&std::fs::read(&path)?, &path.display().to_string())?;
-            if loaded.skipped_bytes > 0 || !loaded.corrupt_keys.is_empty() {
+            // Entries whose header is damaged cannot be traced to their keys: serving without
+            // them would answer "absent" for keys that exist, so refuse, as the other engines do.
+            if loaded.skipped_bytes > 0 {
+                return Err(StorageError::Corruption(format!(
+                    "snapshot {} is damaged where the keys it held cannot be told ({} bytes \
+                     unreadable); restore the data directory from a backup or a replica",
+                    path.display(),
+                    loaded.skipped_bytes
+                )));
+            }
+            if !loaded.corrupt_keys.is_empty() {
                 tracing::error!(
                     snapshot = %path.display(),
-                    skipped_bytes = loaded.skipped_bytes,
                     corrupt_keys = loaded.corrupt_keys.len(),
                     "snapshot damaged; damaged keys read as corrupted until rewritten"
                 );
