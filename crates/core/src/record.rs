@@ -112,7 +112,19 @@ impl Record {
         replica: ReplicaId,
         timestamp: Timestamp,
     ) -> Result<Record, UpdateError> {
-        let mut record = stored.cloned().unwrap_or_default();
+        Self::update_owned(stored.cloned(), seen, mutation, replica, timestamp)
+    }
+
+    /// [`Record::update`] of a record the caller gives up, so the siblings the write
+    /// supersedes (usually all of them, values included) are dropped instead of copied first.
+    pub fn update_owned(
+        stored: Option<Record>,
+        seen: &VersionVector,
+        mutation: Mutation,
+        replica: ReplicaId,
+        timestamp: Timestamp,
+    ) -> Result<Record, UpdateError> {
+        let mut record = stored.unwrap_or_default();
         record.siblings.retain(|sibling| !seen.covers(sibling.dot));
         if record.siblings.len() >= SIBLINGS_MAX {
             return Err(UpdateError::TooManySiblings {

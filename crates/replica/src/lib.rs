@@ -10,10 +10,12 @@
 //! - [`cache`]: the record cache in front of the engine.
 //! - [`sweeper`]: removes expired values and old tombstones in the background.
 //! - [`layout`]: how keyspaces, keys and the expiry index map onto engine keys.
+//! - [`keyspace_ids`]: this node's numbers for keyspace names in those keys.
 //! - [`metrics`]: the store's Prometheus metrics.
 
 pub mod cache;
 pub mod error;
+pub mod keyspace_ids;
 pub mod layout;
 pub mod metrics;
 pub mod store;

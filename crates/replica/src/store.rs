@@ -4,6 +4,7 @@
 
 use crate::cache::{Lookup, RecordCache};
 use crate::error::ReplicaError;
+use crate::keyspace_ids::KeyspaceIds;
 use crate::layout;
 use crate::metrics::StoreMetrics;
 use crate::writer::{Job, Writer};
@@ -451,6 +452,8 @@ pub(crate) struct Shared {
     pub swept_since_compaction: std::sync::atomic::AtomicU64,
     /// Recently used records, if caching is on.
     pub cache: Option<RecordCache>,
+    /// This node's numbers for the keyspaces in its engine keys.
+    pub keyspace_ids: KeyspaceIds,
 }
 
 impl Shared {
@@ -468,7 +471,10 @@ impl Shared {
 
     /// The stored record of a key, from the cache when it holds it.
     pub fn load(&self, keyspace: &str, key: &[u8]) -> Result<Option<Record>, ReplicaError> {
-        let data_key = layout::data_key(keyspace, key);
+        let Some(id) = self.keyspace_ids.get(keyspace) else {
+            return Ok(None);
+        };
+        let data_key = layout::data_key(id, key);
         let Some(cache) = &self.cache else {
             let stored = self.stored_bytes(keyspace, key, &data_key)?;
             return stored
@@ -557,6 +563,11 @@ impl LocalStore {
         registry: &mut Registry,
     ) -> Result<Self, ReplicaError> {
         let replica_id = load_or_create_replica_id(engine.as_ref())?;
+        let keyspace_ids = KeyspaceIds::load(engine.as_ref())?;
+        let moved = crate::keyspace_ids::migrate_named_records(engine.as_ref(), &keyspace_ids)?;
+        if moved > 0 {
+            tracing::info!(moved, "moved records to the numbered keyspace layout");
+        }
         let cache = (options.cache_bytes > 0).then(|| RecordCache::new(options.cache_bytes));
         let shared = Arc::new(Shared {
             engine,
@@ -567,6 +578,7 @@ impl LocalStore {
             options,
             swept_since_compaction: Default::default(),
             cache,
+            keyspace_ids,
         });
         let (writer_tx, writer_rx) = mpsc::channel(shared.options.write_queue_max.max(1));
         let (stop_tx, stop_rx) = std::sync::mpsc::channel();
@@ -656,15 +668,18 @@ impl LocalStore {
         mut keep: impl FnMut(Record) -> Option<T>,
     ) -> Result<(Vec<(Vec<u8>, T)>, Option<Vec<u8>>), ReplicaError> {
         layout::validate_keyspace(keyspace).map_err(ReplicaError::Invalid)?;
+        let Some(id) = self.shared.keyspace_ids.get(keyspace) else {
+            return Ok((Vec::new(), None));
+        };
         let page_size = limit.clamp(1, SCAN_PAGE_MAX);
         let budget = limit
             .saturating_mul(SCAN_EXAMINED_PER_RESULT)
             .max(page_size);
         let mut entries = Vec::with_capacity(page_size);
-        let mut resume = after.map(|after| layout::data_key(keyspace, after));
+        let mut resume = after.map(|after| layout::data_key(id, after));
         let mut examined = 0;
         loop {
-            let mut range = layout::data_range(keyspace, prefix);
+            let mut range = layout::data_range(id, prefix);
             if let Some(resume) = &resume {
                 range = range.after(resume);
             }
@@ -676,7 +691,7 @@ impl LocalStore {
                     break;
                 };
                 examined += 1;
-                let key = layout::user_key(keyspace, &engine_key);
+                let key = layout::user_key(&engine_key);
                 let record = self.shared.decode(keyspace, key, &bytes)?;
                 if let Some(kept) = keep(record) {
                     entries.push((key.to_vec(), kept));
@@ -687,7 +702,7 @@ impl LocalStore {
             if finished || entries.len() >= limit || examined >= budget {
                 let next_after = resume
                     .filter(|_| !finished)
-                    .map(|engine_key| layout::user_key(keyspace, &engine_key).to_vec());
+                    .map(|engine_key| layout::user_key(&engine_key).to_vec());
                 return Ok((entries, next_after));
             }
         }
@@ -817,6 +832,13 @@ impl LocalStore {
         let mut batch = WriteBatch::new();
         batch.put(layout::meta_key(name), value.to_vec());
         Ok(self.shared.engine.write_durable(batch)?)
+    }
+
+    /// The engine key holding the record of `keyspace`/`key`, if this node has numbered the
+    /// keyspace (for tests and tools that reach into the engine).
+    pub fn data_key(&self, keyspace: &str, key: &[u8]) -> Option<Vec<u8>> {
+        let id = self.shared.keyspace_ids.get(keyspace)?;
+        Some(layout::data_key(id, key))
     }
 
     /// Empties the record cache: for tests and tools that change the engine's files behind

@@ -8,7 +8,7 @@
 //! synced the next one queues up, so concurrent writers share fsyncs (group commit).
 
 use crate::error::ReplicaError;
-use crate::layout::{self, ExpiryEntry};
+use crate::layout::{self, ExpiryEntry, KeyspaceId};
 use crate::store::{
     Change, Condition, ConflictMode, Entry, Expiry, MergeRequest, Shared, SyncPolicy, WriteOutcome,
     WriteRequest,
@@ -199,10 +199,22 @@ impl Writer {
         keyspace: &str,
         key: &[u8],
     ) -> Result<Option<Record>, ReplicaError> {
-        match group.records.get(&layout::data_key(keyspace, key)) {
+        // A keyspace without a number has no records, neither stored nor in this group.
+        let Some(id) = self.shared.keyspace_ids.get(keyspace) else {
+            return Ok(None);
+        };
+        match group.records.get(&layout::data_key(id, key)) {
             Some(record) => Ok(record.clone()),
             None => self.shared.load(keyspace, key),
         }
+    }
+
+    /// The number of `keyspace`, given one now if this is its first record here.
+    fn keyspace_id(&self, keyspace: &str) -> Result<KeyspaceId, ReplicaError> {
+        let shared = &self.shared;
+        shared
+            .keyspace_ids
+            .get_or_assign(shared.engine.as_ref(), keyspace)
     }
 
     fn apply_write(
@@ -230,13 +242,9 @@ impl Writer {
         let seen = seen_context(&request, stored.as_ref());
         let (mutation, integer) = resolve_change(request.change, previous.as_ref())?;
         let timestamp = shared.hlc.tick(now_ms);
-        let mut record = Record::update(
-            stored.as_ref(),
-            &seen,
-            mutation,
-            shared.replica_id,
-            timestamp,
-        )?;
+        let old_due = stored.as_ref().and_then(Record::next_dead_ms);
+        let mut record =
+            Record::update_owned(stored, &seen, mutation, shared.replica_id, timestamp)?;
         if request.conflict == ConflictMode::LastWriterWins {
             record.resolve_last_writer_wins();
         }
@@ -246,11 +254,13 @@ impl Writer {
             integer,
             record: request.return_record.then(|| record.clone()),
         };
+        let id = self.keyspace_id(&request.keyspace)?;
         store(
             group,
             &request.keyspace,
+            id,
             &request.key,
-            stored.as_ref(),
+            old_due,
             Some(record),
         );
         shared.metrics.writes.inc();
@@ -283,7 +293,9 @@ impl Writer {
         if stored.as_ref() == Some(&merged) {
             return Ok(false);
         }
-        store(group, &keyspace, &key, stored.as_ref(), Some(merged));
+        let id = self.keyspace_id(&keyspace)?;
+        let old_due = stored.as_ref().and_then(Record::next_dead_ms);
+        store(group, &keyspace, id, &key, old_due, Some(merged));
         self.shared.metrics.merges.inc();
         Ok(true)
     }
@@ -316,7 +328,15 @@ impl Writer {
             }
             removed += dropped as u64;
             let remaining = Some(record).filter(|r| !r.siblings.is_empty());
-            store(group, &entry.keyspace, &entry.key, Some(&stored), remaining);
+            let id = self.keyspace_id(&entry.keyspace)?;
+            store(
+                group,
+                &entry.keyspace,
+                id,
+                &entry.key,
+                stored.next_dead_ms(),
+                remaining,
+            );
         }
         shared.metrics.swept.inc_by(removed);
         Ok(removed)
@@ -463,9 +483,16 @@ fn check_condition(condition: Condition, current: Option<&Entry>) -> Result<(), 
 }
 
 /// Adds a record change to the group's batch, keeping the expiry index in step: one index
-/// entry per record, at the moment its earliest sibling dies.
-fn store(group: &mut Group, keyspace: &str, key: &[u8], old: Option<&Record>, new: Option<Record>) {
-    let old_due = old.and_then(Record::next_dead_ms);
+/// entry per record, at the moment its earliest sibling dies (`old_due`: when the record
+/// being replaced was due).
+fn store(
+    group: &mut Group,
+    keyspace: &str,
+    id: KeyspaceId,
+    key: &[u8],
+    old_due: Option<u64>,
+    new: Option<Record>,
+) {
     let new_due = new.as_ref().and_then(Record::next_dead_ms);
     if old_due != new_due {
         if let Some(due) = old_due {
@@ -477,7 +504,7 @@ fn store(group: &mut Group, keyspace: &str, key: &[u8], old: Option<&Record>, ne
                 .put(layout::expiry_key(due, keyspace, key), Vec::new());
         }
     }
-    let data_key = layout::data_key(keyspace, key);
+    let data_key = layout::data_key(id, key);
     let encoded = new.as_ref().map(Record::encode);
     if let Some(cached) = &mut group.cached {
         let bytes = encoded.as_deref().map(bytes::Bytes::copy_from_slice);

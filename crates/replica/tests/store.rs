@@ -308,7 +308,10 @@ async fn a_damaged_record_reads_as_corruption_and_other_keys_keep_working() {
             .await
             .unwrap();
         // Damage the stored record behind the store's back, as a bad disk would.
-        let engine_key = ringkv_replica::layout::data_key(KS, b"bad");
+        let engine_key = f
+            .store
+            .data_key(KS, b"bad")
+            .expect("the keyspace has records");
         let mut bytes = f.store.engine().get(&engine_key).unwrap().unwrap();
         let last = bytes.len() - 6;
         bytes[last] ^= 0x01;

@@ -353,7 +353,7 @@ async fn a_quorum_read_repairs_a_replica_that_lost_the_key() {
     // Replica 2 loses its copy behind the cluster's back.
     let lost = &nodes[2].running.node;
     let mut batch = ringkv_storage::WriteBatch::new();
-    batch.delete(ringkv_replica::layout::data_key("default", b"fragile"));
+    batch.delete(lost.store.data_key("default", b"fragile").unwrap());
     lost.store.engine().write_durable(batch).unwrap();
     lost.store.clear_cache();
     assert_eq!(
