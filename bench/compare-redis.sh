@@ -3,12 +3,16 @@
 # against redis-server (appendfsync always, and everysec) and ringkv (--sync always, and
 # periodic, the like-for-like with everysec). Prints one table: ops/s, p99 and ringkv / Redis.
 #
-# Usage: bench/compare-redis.sh            (environment: N, CLIENTS, SIZE, KEYS, PIPELINES)
+# Each figure is the median of ROUNDS runs, ringkv's and Redis's alternating, so that a shared
+# machine's slow moments fall on both sides; the spread (lowest-highest ops/s) is printed too.
+#
+# Usage: bench/compare-redis.sh   (environment: N, CLIENTS, SIZE, KEYS, PIPELINES, ROUNDS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N="${N:-200000}"; CLIENTS="${CLIENTS:-50}"; SIZE="${SIZE:-100}"; KEYS="${KEYS:-100000}"
 PIPELINES="${PIPELINES:-1 16}"
+ROUNDS="${ROUNDS:-3}"
 BASE_PORT="${BASE_PORT:-26379}"
 
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
@@ -49,25 +53,35 @@ start_ringkv $((BASE_PORT + 2)) always
 start_ringkv $((BASE_PORT + 3)) periodic
 for port in $((BASE_PORT)) $((BASE_PORT + 1)) $((BASE_PORT + 2)) $((BASE_PORT + 3)); do wait_ready "$port"; done
 
-# Prints "ops/s p99_ms" for each of SET and GET.
+# Prints "TEST ops/s p99_ms" for each of SET and GET.
 measure() { # port pipeline
   redis-benchmark -p "$1" -t set,get -n "$N" -c "$CLIENTS" -d "$SIZE" -r "$KEYS" -P "$2" --csv 2>/dev/null |
     awk -F'","' 'NR > 1 { gsub(/"/, "", $1); gsub(/"/, "", $2); gsub(/"/, "", $7); print $1, $2, $7 }'
 }
 
-printf '%-4s %-3s | %-24s | %-24s | %-13s\n' test P "ringkv ops/s (p99 ms)" "redis ops/s (p99 ms)" "ratio ops/s"
+# Median of the numbers on standard input.
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+spread() { sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.0f-%.0f", lo, hi }'; }
+
+printf '%-4s %-3s | %-30s | %-30s | %s\n' test P "ringkv ops/s (p99 ms) [spread]" \
+  "redis ops/s (p99 ms) [spread]" "ratio ops/s"
 for pairing in "always:$((BASE_PORT + 2)):$((BASE_PORT))" "periodic/everysec:$((BASE_PORT + 3)):$((BASE_PORT + 1))"; do
   IFS=: read -r label ringkv_port redis_port <<<"$pairing"
-  echo "-- ringkv --sync ${label%%/*} vs redis appendfsync ${label##*/}"
+  echo "-- ringkv --sync ${label%%/*} vs redis appendfsync ${label##*/} (median of $ROUNDS)"
   for pipeline in $PIPELINES; do
-    ours="$(measure "$ringkv_port" "$pipeline")"
-    theirs="$(measure "$redis_port" "$pipeline")"
+    ours=""; theirs=""
+    for _ in $(seq "$ROUNDS"); do
+      ours+="$(measure "$ringkv_port" "$pipeline")"$'\n'
+      theirs+="$(measure "$redis_port" "$pipeline")"$'\n'
+    done
     for test in SET GET; do
-      read -r _ our_rps our_p99 <<<"$(grep "^$test " <<<"$ours")"
-      read -r _ their_rps their_p99 <<<"$(grep "^$test " <<<"$theirs")"
+      column() { grep "^$test " <<<"$1" | awk -v c="$2" '{ print $c }'; }
+      our_rps="$(column "$ours" 2 | median)"; our_p99="$(column "$ours" 3 | median)"
+      their_rps="$(column "$theirs" 2 | median)"; their_p99="$(column "$theirs" 3 | median)"
       ratio="$(awk -v a="$our_rps" -v b="$their_rps" 'BEGIN { printf "%.2f", a / b }')"
-      printf '%-4s %-3s | %10.0f (%8s)    | %10.0f (%8s)    | %s\n' \
-        "$test" "$pipeline" "$our_rps" "$our_p99" "$their_rps" "$their_p99" "$ratio"
+      printf '%-4s %-3s | %8.0f (%7.3f) [%s] | %8.0f (%7.3f) [%s] | %s\n' "$test" "$pipeline" \
+        "$our_rps" "$our_p99" "$(column "$ours" 2 | spread)" \
+        "$their_rps" "$their_p99" "$(column "$theirs" 2 | spread)" "$ratio"
     done
   done
 done
