@@ -45,14 +45,26 @@ impl KeyspaceIds {
             by_name: RwLock::new(by_name),
             assigning: Mutex::new(()),
         };
-        if ids.get(DEFAULT_KEYSPACE).is_none() {
-            ids.store(engine, DEFAULT_KEYSPACE, 0)?;
+        let default = ids.by_name.read().get(DEFAULT_KEYSPACE).copied();
+        match default {
+            None => ids.store(engine, DEFAULT_KEYSPACE, 0)?,
+            Some(0) => {}
+            Some(other) => {
+                return Err(ReplicaError::Corruption {
+                    detail: format!("keyspace default is numbered {other}, not 0"),
+                })
+            }
         }
         Ok(ids)
     }
 
     /// The number of `name`, if this node has given it one (if not, it stores nothing of it).
     pub fn get(&self, name: &str) -> Option<KeyspaceId> {
+        // Numbered at load on every node; answered without the lock, whose reference count
+        // every core would otherwise write on every request to the usual keyspace.
+        if name == DEFAULT_KEYSPACE {
+            return Some(0);
+        }
         self.by_name.read().get(name).copied()
     }
 
