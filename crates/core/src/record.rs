@@ -183,8 +183,11 @@ impl Record {
     /// Keeps only the last-writer-wins winner. Safe at any time: the context still covers the
     /// dropped dots, so they cannot come back through a later sync.
     pub fn resolve_last_writer_wins(&mut self) {
-        if let Some(winner) = self.winner().cloned() {
-            self.siblings = vec![winner];
+        // In place: the winner is moved to the front, not copied (values can be 10 MiB).
+        let winner = (0..self.siblings.len()).max_by_key(|&i| self.siblings[i].lww_rank());
+        if let Some(winner) = winner {
+            self.siblings.swap(0, winner);
+            self.siblings.truncate(1);
         }
     }
 

@@ -91,10 +91,10 @@ impl RecordCache {
     }
 
     /// The writer's update: `key` now stores `record` (`None`: deleted).
-    pub fn update(&self, key: &[u8], record: Cached) {
-        let mut epoch = self.epochs[Self::stripe(key)].lock();
+    pub fn update(&self, key: Vec<u8>, record: Cached) {
+        let mut epoch = self.epochs[Self::stripe(&key)].lock();
         *epoch += 1;
-        self.entries.insert(key.to_vec(), record);
+        self.entries.insert(key, record);
     }
 
     /// Forgets `key` (its stored bytes were found damaged, or changed behind the store).
@@ -125,7 +125,7 @@ mod tests {
             panic!("empty cache")
         };
         // The writer stores a new record while the reader was reading the engine.
-        cache.update(b"k", Some(Bytes::from_static(b"new")));
+        cache.update(b"k".to_vec(), Some(Bytes::from_static(b"new")));
         cache.fill(b"k", miss, Some(Bytes::from_static(b"old")));
         assert!(matches!(cache.lookup(b"k"), Lookup::Hit(Some(v)) if v == "new"));
     }
@@ -146,7 +146,7 @@ mod tests {
     fn the_cache_stays_within_its_bytes() {
         let cache = RecordCache::new(64 * 1024);
         for i in 0..10_000u32 {
-            cache.update(&i.to_be_bytes(), Some(Bytes::from(vec![0u8; 100])));
+            cache.update(i.to_be_bytes().to_vec(), Some(Bytes::from(vec![0u8; 100])));
         }
         let held: u64 = (0..10_000u32)
             .filter(|i| matches!(cache.lookup(&i.to_be_bytes()), Lookup::Hit(_)))

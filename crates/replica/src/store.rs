@@ -531,7 +531,7 @@ impl Shared {
         for (data_key, bytes) in stored {
             match bytes {
                 Some(bytes) if bytes.len() > CACHED_RECORD_BYTES_MAX => cache.forget(&data_key),
-                bytes => cache.update(&data_key, bytes),
+                bytes => cache.update(data_key, bytes),
             }
         }
     }

@@ -505,10 +505,12 @@ fn store(
         }
     }
     let data_key = layout::data_key(id, key);
-    let encoded = new.as_ref().map(Record::encode);
+    // One buffer shared by the batch and the cache.
+    let encoded = new
+        .as_ref()
+        .map(|record| bytes::Bytes::from(record.encode()));
     if let Some(cached) = &mut group.cached {
-        let bytes = encoded.as_deref().map(bytes::Bytes::copy_from_slice);
-        cached.push((data_key.clone(), bytes));
+        cached.push((data_key.clone(), encoded.clone()));
     }
     match encoded {
         Some(encoded) => group.batch.put(data_key.clone(), encoded),

@@ -55,9 +55,7 @@ impl BtreeEngine {
             for op in &batch.ops {
                 match op {
                     WriteOp::Put { key, value } => {
-                        table
-                            .insert(key.as_slice(), value.as_slice())
-                            .map_err(convert)?;
+                        table.insert(key.as_slice(), &value[..]).map_err(convert)?;
                     }
                     WriteOp::Delete { key } => {
                         table.remove(key.as_slice()).map_err(convert)?;

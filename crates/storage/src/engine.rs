@@ -36,8 +36,8 @@ impl StorageError {
 /// One change inside a [`WriteBatch`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WriteOp {
-    /// Set `key` to `value`.
-    Put { key: Vec<u8>, value: Vec<u8> },
+    /// Set `key` to `value` (shared bytes, so a caller may keep them too without a copy).
+    Put { key: Vec<u8>, value: bytes::Bytes },
     /// Remove `key` (a no-op when absent).
     Delete { key: Vec<u8> },
 }
@@ -56,7 +56,7 @@ impl WriteBatch {
     }
 
     /// Adds a put.
-    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<bytes::Bytes>) {
         self.ops.push(WriteOp::Put {
             key: key.into(),
             value: value.into(),
@@ -219,7 +219,7 @@ pub trait Engine: Send + Sync + 'static {
     /// Sets one key (a batch of one).
     fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
         let mut batch = WriteBatch::new();
-        batch.put(key, value);
+        batch.put(key, bytes::Bytes::copy_from_slice(value));
         self.write(batch)
     }
 

@@ -68,7 +68,7 @@ impl Engine for LsmEngine {
         let mut fjall_batch = self.database.batch();
         for op in batch.ops {
             match op {
-                WriteOp::Put { key, value } => fjall_batch.insert(&self.data, key, value),
+                WriteOp::Put { key, value } => fjall_batch.insert(&self.data, key, &value[..]),
                 WriteOp::Delete { key } => fjall_batch.remove(&self.data, key),
             }
         }

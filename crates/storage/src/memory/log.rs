@@ -147,7 +147,7 @@ fn decode_payload(payload: &[u8]) -> Result<WriteBatch, String> {
                     .map_err(|e| e.to_string())?;
                 batch.ops.push(WriteOp::Put {
                     key,
-                    value: value.to_vec(),
+                    value: bytes::Bytes::copy_from_slice(value),
                 });
             }
             TAG_DELETE => batch.ops.push(WriteOp::Delete { key }),

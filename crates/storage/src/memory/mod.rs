@@ -162,7 +162,7 @@ fn apply(map: &mut Map, corrupt: &mut BTreeSet<Vec<u8>>, batch: WriteBatch) {
                 if !corrupt.is_empty() {
                     corrupt.remove(&key);
                 }
-                map.insert(key, value);
+                map.insert(key, Vec::from(value));
             }
             WriteOp::Delete { key } => {
                 if !corrupt.is_empty() {
