@@ -262,6 +262,58 @@ impl Record {
     /// Decodes bytes written by [`Record::encode`], verifying the checksum before trusting any
     /// length inside.
     pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
+        let view = RecordView::decode(bytes)?;
+        Ok(Record {
+            context: view.context,
+            siblings: view.siblings.iter().map(SiblingView::to_sibling).collect(),
+        })
+    }
+}
+
+/// A record read in place from its stored bytes: checked exactly as [`Record::decode`]
+/// checks them, but the values stay borrowed, so a read that returns one value copies nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    /// Every write this record has seen.
+    pub context: VersionVector,
+    /// The versions not yet superseded, in dot order.
+    pub siblings: Vec<SiblingView<'a>>,
+}
+
+/// One [`Sibling`] of a [`RecordView`], its value borrowed from the stored bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SiblingView<'a> {
+    /// The write that made this version.
+    pub dot: Dot,
+    /// When it was written.
+    pub timestamp: Timestamp,
+    /// Absolute expiry in unix milliseconds.
+    pub expires_at_ms: Option<u64>,
+    /// The value, or `None` for a tombstone.
+    pub value: Option<&'a [u8]>,
+}
+
+impl SiblingView<'_> {
+    /// Whether this sibling is a value a read may return at `now_ms` (as
+    /// [`Sibling::is_visible`]).
+    pub fn is_visible(&self, now_ms: u64) -> bool {
+        self.value.is_some() && self.expires_at_ms.is_none_or(|at| at > now_ms)
+    }
+
+    fn to_sibling(&self) -> Sibling {
+        Sibling {
+            dot: self.dot,
+            timestamp: self.timestamp,
+            expires_at_ms: self.expires_at_ms,
+            value: self.value.map(<[u8]>::to_vec),
+        }
+    }
+}
+
+impl<'a> RecordView<'a> {
+    /// Reads bytes written by [`Record::encode`], verifying the checksum before trusting any
+    /// length inside.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, RecordError> {
         if bytes.len() < 5 {
             return Err(RecordError::TooShort { len: bytes.len() });
         }
@@ -286,17 +338,26 @@ impl Record {
             siblings.push(decode_sibling(&mut reader)?);
         }
         reader.finish()?;
-        Ok(Record { context, siblings })
+        Ok(RecordView { context, siblings })
+    }
+
+    /// The value a single-value read returns at `now_ms`: the visible sibling with the newest
+    /// timestamp (the later in dot order on a tie), as [`Record::visible`] ordered by time.
+    pub fn newest_visible(&self, now_ms: u64) -> Option<&SiblingView<'a>> {
+        self.siblings
+            .iter()
+            .filter(|sibling| sibling.is_visible(now_ms))
+            .max_by_key(|sibling| sibling.timestamp)
     }
 }
 
-fn decode_sibling(reader: &mut Reader<'_>) -> Result<Sibling, RecordError> {
+fn decode_sibling<'a>(reader: &mut Reader<'a>) -> Result<SiblingView<'a>, RecordError> {
     let replica = ReplicaId(reader.u64()?);
     let counter = reader.varint()?;
     let timestamp = Timestamp(reader.u64()?);
     let expires_at_ms = Some(reader.varint()?).filter(|&at| at != 0);
     let value = match reader.u8()? {
-        KIND_VALUE => Some(reader.bytes("value length", VALUE_BYTES_MAX)?.to_vec()),
+        KIND_VALUE => Some(reader.bytes("value length", VALUE_BYTES_MAX)?),
         KIND_TOMBSTONE => None,
         other => {
             return Err(CodecError::Unknown {
@@ -306,7 +367,7 @@ fn decode_sibling(reader: &mut Reader<'_>) -> Result<Sibling, RecordError> {
             .into())
         }
     };
-    Ok(Sibling {
+    Ok(SiblingView {
         dot: Dot { replica, counter },
         timestamp,
         expires_at_ms,

@@ -14,7 +14,7 @@ use ringkv_core::causal::{ReplicaId, VersionVector};
 use ringkv_core::clock::WallClock;
 use ringkv_core::hlc::{HybridClock, Timestamp};
 use ringkv_core::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
-use ringkv_core::record::Record;
+use ringkv_core::record::{Record, RecordError, RecordView};
 use ringkv_storage::{Engine, WriteBatch};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -471,21 +471,33 @@ impl Shared {
 
     /// The stored record of a key, from the cache when it holds it.
     pub fn load(&self, keyspace: &str, key: &[u8]) -> Result<Option<Record>, ReplicaError> {
+        self.load_with(keyspace, key, |bytes| Record::decode(bytes))
+    }
+
+    /// A key's stored bytes, from the cache when it holds it (filling it when not), read by
+    /// `read`; bytes `read` finds damaged are reported as the key's corruption and forgotten
+    /// by the cache.
+    pub fn load_with<T>(
+        &self,
+        keyspace: &str,
+        key: &[u8],
+        read: impl FnOnce(&Bytes) -> Result<T, RecordError>,
+    ) -> Result<Option<T>, ReplicaError> {
         let Some(id) = self.keyspace_ids.get(keyspace) else {
             return Ok(None);
         };
         let data_key = layout::data_key(id, key);
+        let read = |bytes: &Bytes| {
+            read(bytes).map_err(|error| self.corrupt(keyspace, key, error.to_string()))
+        };
         let Some(cache) = &self.cache else {
             let stored = self.stored_bytes(keyspace, key, &data_key)?;
-            return stored
-                .map(|bytes| self.decode(keyspace, key, &bytes))
-                .transpose();
+            return stored.map(Bytes::from).as_ref().map(read).transpose();
         };
         let miss = match cache.lookup(&data_key) {
             Lookup::Hit(None) => return Ok(None),
             Lookup::Hit(Some(bytes)) => {
-                return self
-                    .decode(keyspace, key, &bytes)
+                return read(&bytes)
                     .map(Some)
                     .inspect_err(|_| cache.forget(&data_key))
             }
@@ -494,17 +506,14 @@ impl Shared {
         let found = self
             .stored_bytes(keyspace, key, &data_key)?
             .map(Bytes::from);
-        let record = found
-            .as_ref()
-            .map(|bytes| self.decode(keyspace, key, bytes))
-            .transpose()?;
+        let value = found.as_ref().map(read).transpose()?;
         if found
             .as_ref()
             .is_none_or(|bytes| bytes.len() <= CACHED_RECORD_BYTES_MAX)
         {
             cache.fill(&data_key, miss, found);
         }
-        Ok(record)
+        Ok(value)
     }
 
     /// A key's stored bytes as the engine has them; damage the engine detects is reported as
@@ -616,6 +625,21 @@ impl LocalStore {
             .shared
             .load(keyspace, key)?
             .and_then(|record| Entry::from_record(record, now_ms)))
+    }
+
+    /// The value a single-value read (RESP's GET) returns: the newest visible sibling's,
+    /// sharing the stored record's buffer instead of copying it; `None` if absent, deleted or
+    /// expired.
+    pub fn get_value(&self, keyspace: &str, key: &[u8]) -> Result<Option<Bytes>, ReplicaError> {
+        let now_ms = self.shared.clock.now_ms();
+        let value = self.shared.load_with(keyspace, key, |bytes| {
+            let view = RecordView::decode(bytes)?;
+            let newest = view
+                .newest_visible(now_ms)
+                .and_then(|sibling| sibling.value);
+            Ok(newest.map(|value| bytes.slice_ref(value)))
+        })?;
+        Ok(value.flatten())
     }
 
     /// The stored record of a key, dead siblings included (for replication and debugging).

@@ -137,6 +137,22 @@ proptest! {
     }
 
     #[test]
+    fn the_in_place_view_reads_what_decode_reads(steps in histories()) {
+        // The view's newest visible value is the one a read of the decoded record returns:
+        // the visible siblings ordered by time (dot order on ties), the last of them.
+        let (replicas, _) = run(&steps);
+        for record in replicas {
+            let bytes = record.encode();
+            let view = RecordView::decode(&bytes).unwrap();
+            prop_assert_eq!(&view.context, &record.context);
+            let mut visible: Vec<&Sibling> = record.visible(0).collect();
+            visible.sort_by_key(|sibling| sibling.timestamp);
+            let expected = visible.last().and_then(|sibling| sibling.value.as_deref());
+            prop_assert_eq!(view.newest_visible(0).and_then(|sibling| sibling.value), expected);
+        }
+    }
+
+    #[test]
     fn any_flipped_byte_is_detected(steps in histories(), position: prop::sample::Index, bit in 0u8..8) {
         let (replicas, _) = run(&steps);
         let mut bytes = replicas[0].encode();

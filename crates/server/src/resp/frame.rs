@@ -1,7 +1,7 @@
 //! Replies of the Redis protocol and their encoding in RESP2 or RESP3 (chosen per connection
 //! by `HELLO`). Types RESP3 adds (null, map, set) degrade to their RESP2 forms.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// One reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -12,8 +12,8 @@ pub enum Frame {
     Error(String),
     /// `:42`.
     Integer(i64),
-    /// `$3\r\nfoo`.
-    Bulk(Vec<u8>),
+    /// `$3\r\nfoo` (shared bytes: a stored value is sent without a copy of its own).
+    Bulk(Bytes),
     /// Nil: `$-1` in RESP2, `_` in RESP3.
     Null,
     /// `*n` followed by the elements.
@@ -35,12 +35,12 @@ impl Frame {
 
     /// A bulk string from text.
     pub fn text(text: impl Into<String>) -> Self {
-        Frame::Bulk(text.into().into_bytes())
+        Frame::Bulk(text.into().into_bytes().into())
     }
 
     /// Bulk string or nil.
     pub fn optional_bulk(value: Option<Vec<u8>>) -> Self {
-        value.map_or(Frame::Null, Frame::Bulk)
+        value.map_or(Frame::Null, |value| Frame::Bulk(value.into()))
     }
 
     /// Appends the encoding of this frame for protocol version `protocol` (2 or 3).
@@ -107,7 +107,10 @@ mod tests {
             "-ERR syntax error\r\n"
         );
         assert_eq!(encoded(&Frame::Integer(-2), 2), ":-2\r\n");
-        assert_eq!(encoded(&Frame::Bulk(b"hi".to_vec()), 2), "$2\r\nhi\r\n");
+        assert_eq!(
+            encoded(&Frame::Bulk(Bytes::from_static(b"hi")), 2),
+            "$2\r\nhi\r\n"
+        );
         assert_eq!(encoded(&Frame::Null, 2), "$-1\r\n");
         assert_eq!(encoded(&Frame::Null, 3), "_\r\n");
         let map = Frame::Map(vec![(Frame::text("a"), Frame::Integer(1))]);

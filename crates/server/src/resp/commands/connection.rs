@@ -11,14 +11,14 @@ use crate::resp::{RespShared, DATABASES};
 pub async fn ping(_: &RespShared, _: &mut Session, mut args: Args) -> Reply {
     match args.remaining() {
         0 => Ok(Frame::Simple("PONG".into())),
-        1 => Ok(Frame::Bulk(args.bytes()?.to_vec())),
+        1 => Ok(Frame::Bulk(args.bytes()?)),
         _ => Err(CommandError::Arity("ping")),
     }
 }
 
 /// `ECHO message`.
 pub async fn echo(_: &RespShared, _: &mut Session, mut args: Args) -> Reply {
-    Ok(Frame::Bulk(args.bytes()?.to_vec()))
+    Ok(Frame::Bulk(args.bytes()?))
 }
 
 /// `HELLO [protover [AUTH username password] [SETNAME name]]`: switches the protocol and
@@ -131,7 +131,7 @@ pub async fn client(shared: &RespShared, session: &mut Session, mut args: Args) 
             args.bytes()?;
             Frame::ok()
         }
-        "INFO" | "LIST" => Frame::Bulk(client_line(shared, session).into_bytes()),
+        "INFO" | "LIST" => Frame::text(client_line(shared, session)),
         other => {
             return Err(CommandError::Reply(Frame::err(format!(
                 "unknown subcommand '{}'. Try CLIENT HELP.",

@@ -61,7 +61,7 @@ pub async fn scan(shared: &RespShared, session: &mut Session, mut args: Args) ->
         .into_iter()
         .map(|(key, _)| key)
         .filter(|key| pattern.as_deref().is_none_or(|p| glob::matches(p, key)))
-        .map(Frame::Bulk)
+        .map(|key| Frame::Bulk(key.into()))
         .collect();
     let next = page
         .next_after
@@ -123,7 +123,7 @@ pub async fn keys(shared: &RespShared, session: &mut Session, mut args: Args) ->
                 let message = format!("more than {KEYS_MAX} keys match; use SCAN");
                 return Err(CommandError::Reply(Frame::err(message)));
             }
-            found.push(Frame::Bulk(key));
+            found.push(Frame::Bulk(key.into()));
         }
     }
     Ok(Frame::Array(found))

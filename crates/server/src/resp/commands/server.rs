@@ -119,7 +119,7 @@ pub async fn info(shared: &RespShared, _: &mut Session, mut args: Args) -> Reply
             }
         }
     }
-    Ok(Frame::Bulk(text.into_bytes()))
+    Ok(Frame::text(text))
 }
 
 /// `CONFIG GET parameter...` (a few read-only values clients and redis-benchmark ask for);

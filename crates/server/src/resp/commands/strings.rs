@@ -2,16 +2,23 @@
 //! GETDEL, GETEX, MGET, MSET, STRLEN, INCR, DECR, INCRBY, DECRBY.
 
 use super::{
-    keyspace, parse_integer, read_entry, write, write_many, Args, CommandError, Reply, Session,
+    keyspace, keyspace_def, parse_integer, read_entry, write, write_many, Args, CommandError,
+    Reply, Session,
 };
 use crate::coordinator::CoordinatorError;
 use crate::resp::frame::Frame;
 use crate::resp::RespShared;
 use ringkv_replica::{Change, Condition, Expiry, ReplicaError, WriteOutcome, WriteRequest};
 
-/// `GET key`: the value, or nil.
+/// `GET key`: the value, or nil. A node alone in its ring answers from its own replica with
+/// the stored bytes themselves (no copy of the value, no merge of replicas' answers).
 pub async fn get(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
     let key = args.bytes()?;
+    if shared.node.is_alone() {
+        let keyspace = keyspace_def(shared, session)?;
+        let value = shared.node.store.get_value(&keyspace.name, &key)?;
+        return Ok(value.map_or(Frame::Null, Frame::Bulk));
+    }
     Ok(Frame::optional_bulk(read(shared, session, &key).await?))
 }
 
