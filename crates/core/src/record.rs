@@ -265,7 +265,11 @@ impl Record {
         let view = RecordView::decode(bytes)?;
         Ok(Record {
             context: view.context,
-            siblings: view.siblings.iter().map(SiblingView::to_sibling).collect(),
+            siblings: view
+                .siblings
+                .into_iter()
+                .map(SiblingView::to_sibling)
+                .collect(),
         })
     }
 }
@@ -300,7 +304,7 @@ impl SiblingView<'_> {
         self.value.is_some() && self.expires_at_ms.is_none_or(|at| at > now_ms)
     }
 
-    fn to_sibling(&self) -> Sibling {
+    fn to_sibling(self) -> Sibling {
         Sibling {
             dot: self.dot,
             timestamp: self.timestamp,
