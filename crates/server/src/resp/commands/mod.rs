@@ -272,14 +272,13 @@ pub async fn execute(shared: &RespShared, session: &mut Session, arguments: Vec<
     let mut items = arguments.into_iter();
     let name_bytes = items.next().unwrap_or_default();
 
-    let rest: Vec<Bytes> = items.collect();
     let Some(spec) = COMMANDS
         .iter()
         .find(|spec| spec.name.as_bytes().eq_ignore_ascii_case(&name_bytes))
     else {
-        return unknown_command(&name_bytes, &rest);
+        return unknown_command(&name_bytes, items.as_slice());
     };
-    let count = rest.len() as i64 + 1;
+    let count = items.len() as i64 + 1;
     if (spec.arity >= 0 && count != spec.arity) || (spec.arity < 0 && count < -spec.arity) {
         return Frame::err(format!(
             "wrong number of arguments for '{}' command",
@@ -292,7 +291,7 @@ pub async fn execute(shared: &RespShared, session: &mut Session, arguments: Vec<
     }
     let args = Args {
         command: spec.name,
-        items: rest.into_iter(),
+        items,
     };
     dispatch(spec.name, shared, session, args)
         .await
