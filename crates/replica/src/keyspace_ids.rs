@@ -112,6 +112,10 @@ impl KeyspaceIds {
 /// Records moved per batch when a data directory of the first layout is migrated.
 const MIGRATION_BATCH_MAX: usize = 1024;
 
+/// Records moved between two progress lines of a migration (it runs before the node serves,
+/// so an operator must see that it is working).
+const MIGRATION_PROGRESS_EVERY: u64 = 100_000;
+
 /// Moves records of the first layout (the keyspace's name in every key) to numbered keys.
 /// Each batch moves its records atomically and durably (new key in, old key out), so a
 /// crash part-way leaves each record in exactly one form and the next start carries on.
@@ -126,6 +130,9 @@ pub(crate) fn migrate_named_records(
         if page.is_empty() {
             return Ok(moved);
         }
+        if moved == 0 {
+            tracing::info!("moving records to the numbered keyspace layout before serving");
+        }
         let mut batch = WriteBatch::new();
         for (old_key, value) in page {
             let (name, key) =
@@ -139,6 +146,9 @@ pub(crate) fn migrate_named_records(
             batch.put(layout::data_key(id, key), value);
             batch.delete(old_key);
             moved += 1;
+            if moved % MIGRATION_PROGRESS_EVERY == 0 {
+                tracing::info!(moved, "moving records to the numbered keyspace layout");
+            }
         }
         engine.write_durable(batch)?;
     }
