@@ -154,18 +154,15 @@ impl VersionVector {
 
     /// Reads the binary form written by [`VersionVector::encode_into`], checking the invariant.
     pub fn decode_from(reader: &mut Reader<'_>) -> Result<Self, ContextError> {
-        let count = reader.bounded_varint("context entries", CONTEXT_ENTRIES_MAX)?;
-        let mut entries = Vec::with_capacity(count);
-        for _ in 0..count {
-            let replica = ReplicaId(reader.u64()?);
-            let counter = reader.varint()?;
-            let ascending = entries.last().is_none_or(|&(last, _)| last < replica);
-            if counter == 0 || !ascending {
-                return Err(ContextError::NotCanonical);
-            }
-            entries.push((replica, counter));
-        }
+        let mut entries = Vec::new();
+        read_entries(reader, |replica, counter| entries.push((replica, counter)))?;
         Ok(Self { entries })
+    }
+
+    /// Reads past the binary form written by [`VersionVector::encode_into`], checking it as
+    /// [`VersionVector::decode_from`] does but keeping nothing (no allocation).
+    pub fn skip_from(reader: &mut Reader<'_>) -> Result<(), ContextError> {
+        read_entries(reader, |_, _| {})
     }
 
     /// The opaque token clients carry: lowercase hex of the binary form.
@@ -191,6 +188,26 @@ impl VersionVector {
         reader.finish()?;
         Ok(vector)
     }
+}
+
+/// Reads a context's entries in their binary form, handing each to `each` once checked: at
+/// most [`CONTEXT_ENTRIES_MAX`], replicas strictly ascending, no zero counter.
+fn read_entries(
+    reader: &mut Reader<'_>,
+    mut each: impl FnMut(ReplicaId, u64),
+) -> Result<(), ContextError> {
+    let count = reader.bounded_varint("context entries", CONTEXT_ENTRIES_MAX)?;
+    let mut last = None;
+    for _ in 0..count {
+        let replica = ReplicaId(reader.u64()?);
+        let counter = reader.varint()?;
+        if counter == 0 || last.is_some_and(|last| last >= replica) {
+            return Err(ContextError::NotCanonical);
+        }
+        last = Some(replica);
+        each(replica, counter);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -318,30 +318,10 @@ impl<'a> RecordView<'a> {
     /// Reads bytes written by [`Record::encode`], verifying the checksum before trusting any
     /// length inside.
     pub fn decode(bytes: &'a [u8]) -> Result<Self, RecordError> {
-        if bytes.len() < 5 {
-            return Err(RecordError::TooShort { len: bytes.len() });
-        }
-        if bytes.len() > RECORD_BYTES_MAX {
-            return Err(RecordError::TooLong { len: bytes.len() });
-        }
-        let (body, stored) = bytes.split_at(bytes.len() - 4);
-        let stored = u32::from_le_bytes(stored.try_into().expect("split left 4 bytes"));
-        let computed = crc32c::crc32c(body);
-        if stored != computed {
-            return Err(RecordError::ChecksumMismatch { stored, computed });
-        }
-        let mut reader = Reader::new(body);
-        let format = reader.u8()?;
-        if format != RECORD_FORMAT {
-            return Err(RecordError::UnknownFormat(format));
-        }
+        let mut reader = checked_body(bytes)?;
         let context = VersionVector::decode_from(&mut reader)?;
-        let count = reader.bounded_varint("siblings", SIBLINGS_MAX)?;
-        let mut siblings = Vec::with_capacity(count);
-        for _ in 0..count {
-            siblings.push(decode_sibling(&mut reader)?);
-        }
-        reader.finish()?;
+        let mut siblings = Vec::new();
+        read_siblings(&mut reader, |sibling| siblings.push(sibling))?;
         Ok(RecordView { context, siblings })
     }
 
@@ -353,6 +333,59 @@ impl<'a> RecordView<'a> {
             .filter(|sibling| sibling.is_visible(now_ms))
             .max_by_key(|sibling| sibling.timestamp)
     }
+}
+
+/// The value a single-value read returns at `now_ms` — what
+/// `RecordView::decode(bytes)?.newest_visible(now_ms)` holds — read from the stored bytes with
+/// the same checks but without building the record: the hot path of a point read.
+pub fn newest_visible_value(bytes: &[u8], now_ms: u64) -> Result<Option<&[u8]>, RecordError> {
+    let mut reader = checked_body(bytes)?;
+    VersionVector::skip_from(&mut reader)?;
+    let mut newest: Option<SiblingView<'_>> = None;
+    read_siblings(&mut reader, |sibling| {
+        // `>=`: on a tie the later sibling in dot order wins, as `max_by_key` picks it.
+        if sibling.is_visible(now_ms) && newest.is_none_or(|n| sibling.timestamp >= n.timestamp) {
+            newest = Some(sibling);
+        }
+    })?;
+    Ok(newest.and_then(|sibling| sibling.value))
+}
+
+/// The body of a stored record, past its format byte, once its length, checksum and format
+/// are checked: nothing inside is trusted before that.
+fn checked_body(bytes: &[u8]) -> Result<Reader<'_>, RecordError> {
+    if bytes.len() < 5 {
+        return Err(RecordError::TooShort { len: bytes.len() });
+    }
+    if bytes.len() > RECORD_BYTES_MAX {
+        return Err(RecordError::TooLong { len: bytes.len() });
+    }
+    let (body, stored) = bytes.split_at(bytes.len() - 4);
+    let stored = u32::from_le_bytes(stored.try_into().expect("split left 4 bytes"));
+    let computed = crc32c::crc32c(body);
+    if stored != computed {
+        return Err(RecordError::ChecksumMismatch { stored, computed });
+    }
+    let mut reader = Reader::new(body);
+    let format = reader.u8()?;
+    if format != RECORD_FORMAT {
+        return Err(RecordError::UnknownFormat(format));
+    }
+    Ok(reader)
+}
+
+/// Reads the siblings that follow the context, handing each to `each`, and checks that
+/// nothing follows them.
+fn read_siblings<'a>(
+    reader: &mut Reader<'a>,
+    mut each: impl FnMut(SiblingView<'a>),
+) -> Result<(), RecordError> {
+    let count = reader.bounded_varint("siblings", SIBLINGS_MAX)?;
+    for _ in 0..count {
+        each(decode_sibling(reader)?);
+    }
+    reader.finish()?;
+    Ok(())
 }
 
 fn decode_sibling<'a>(reader: &mut Reader<'a>) -> Result<SiblingView<'a>, RecordError> {

@@ -15,6 +15,7 @@
 
 use ringkv_core::limits::KEYSPACE_NAME_BYTES_MAX;
 use ringkv_storage::ScanRange;
+use smallvec::SmallVec;
 
 const DATA: u8 = b'r';
 const NAMED_DATA: u8 = b'd';
@@ -39,12 +40,21 @@ pub fn validate_keyspace(name: &str) -> Result<(), String> {
 
 /// The engine key of a record of keyspace number `keyspace`.
 pub fn data_key(keyspace: KeyspaceId, key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(DATA_PREFIX_BYTES + key.len());
+    lookup_key(keyspace, key).into_vec()
+}
+
+/// A record's engine key to look up and drop: on the stack unless the key is long, so a
+/// point read allocates nothing for it.
+pub fn lookup_key(keyspace: KeyspaceId, key: &[u8]) -> SmallVec<[u8; LOOKUP_KEY_INLINE_BYTES]> {
+    let mut out = SmallVec::with_capacity(DATA_PREFIX_BYTES + key.len());
     out.push(DATA);
     out.extend_from_slice(&keyspace.to_be_bytes());
     out.extend_from_slice(key);
     out
 }
+
+/// Engine key bytes [`lookup_key`] holds without allocating.
+const LOOKUP_KEY_INLINE_BYTES: usize = 64;
 
 /// Bytes a record's engine key has before the user key.
 const DATA_PREFIX_BYTES: usize = 1 + std::mem::size_of::<KeyspaceId>();

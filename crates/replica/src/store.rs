@@ -14,7 +14,7 @@ use ringkv_core::causal::{ReplicaId, VersionVector};
 use ringkv_core::clock::WallClock;
 use ringkv_core::hlc::{HybridClock, Timestamp};
 use ringkv_core::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
-use ringkv_core::record::{Record, RecordError, RecordView};
+use ringkv_core::record::{self, Record, RecordError};
 use ringkv_storage::{Engine, WriteBatch};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -486,7 +486,7 @@ impl Shared {
         let Some(id) = self.keyspace_ids.get(keyspace) else {
             return Ok(None);
         };
-        let data_key = layout::data_key(id, key);
+        let data_key = layout::lookup_key(id, key);
         let read = |bytes: &Bytes| {
             read(bytes).map_err(|error| self.corrupt(keyspace, key, error.to_string()))
         };
@@ -633,10 +633,7 @@ impl LocalStore {
     pub fn get_value(&self, keyspace: &str, key: &[u8]) -> Result<Option<Bytes>, ReplicaError> {
         let now_ms = self.shared.clock.now_ms();
         let value = self.shared.load_with(keyspace, key, |bytes| {
-            let view = RecordView::decode(bytes)?;
-            let newest = view
-                .newest_visible(now_ms)
-                .and_then(|sibling| sibling.value);
+            let newest = record::newest_visible_value(bytes, now_ms)?;
             Ok(newest.map(|value| bytes.slice_ref(value)))
         })?;
         Ok(value.flatten())

@@ -203,7 +203,7 @@ impl Writer {
         let Some(id) = self.shared.keyspace_ids.get(keyspace) else {
             return Ok(None);
         };
-        match group.records.get(&layout::data_key(id, key)) {
+        match group.records.get(&layout::lookup_key(id, key)[..]) {
             Some(record) => Ok(record.clone()),
             None => self.shared.load(keyspace, key),
         }

@@ -149,6 +149,7 @@ proptest! {
             visible.sort_by_key(|sibling| sibling.timestamp);
             let expected = visible.last().and_then(|sibling| sibling.value.as_deref());
             prop_assert_eq!(view.newest_visible(0).and_then(|sibling| sibling.value), expected);
+            prop_assert_eq!(newest_visible_value(&bytes, 0).unwrap(), expected);
         }
     }
 
@@ -159,11 +160,13 @@ proptest! {
         let at = position.index(bytes.len());
         bytes[at] ^= 1 << bit;
         prop_assert!(Record::decode(&bytes).is_err());
+        prop_assert!(newest_visible_value(&bytes, 0).is_err());
     }
 
     #[test]
     fn arbitrary_bytes_never_panic_the_decoder(bytes: Vec<u8>) {
         let _ = Record::decode(&bytes);
+        let _ = newest_visible_value(&bytes, 0);
     }
 }
 

@@ -84,12 +84,35 @@ fn read_line_number(buffer: &[u8], at: usize) -> Result<Option<(i64, usize)>, Pr
     if rest[end + 1] != b'\n' {
         return Err(protocol_error("expected CRLF after length"));
     }
-    let digits =
-        std::str::from_utf8(&rest[1..end]).map_err(|_| protocol_error("invalid length"))?;
-    let number = digits
-        .parse::<i64>()
-        .map_err(|_| protocol_error(format!("invalid length '{digits}'")))?;
+    let digits = &rest[1..end];
+    let number = parse_decimal(digits).ok_or_else(|| {
+        protocol_error(format!(
+            "invalid length '{}'",
+            String::from_utf8_lossy(digits)
+        ))
+    })?;
     Ok(Some((number, end + 2)))
+}
+
+/// Parses an optional `-` and 1 to 18 decimal digits (any longer length is refused anyway),
+/// as Redis's `string2ll` does: no `+`, no spaces. Every request header goes through it, so
+/// it reads the bytes directly rather than through `str::parse`.
+fn parse_decimal(digits: &[u8]) -> Option<i64> {
+    let (negative, digits) = match digits {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, digits),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let mut number: i64 = 0;
+    for &digit in digits {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        number = number * 10 + i64::from(digit - b'0');
+    }
+    Some(if negative { -number } else { number })
 }
 
 fn check_multibulk(buffer: &[u8]) -> Result<Option<usize>, ProtocolError> {
@@ -211,7 +234,42 @@ mod tests {
         assert!(check(&vec![b'a'; INLINE_BYTES_MAX + 2]).is_err());
     }
 
+    #[test]
+    fn length_headers_are_plain_decimals() {
+        assert_eq!(parse_decimal(b"0"), Some(0));
+        assert_eq!(parse_decimal(b"-1"), Some(-1));
+        assert_eq!(
+            parse_decimal(b"999999999999999999"),
+            Some(999_999_999_999_999_999)
+        );
+        for refused in [
+            &b""[..],
+            b"-",
+            b"+1",
+            b" 1",
+            b"1 ",
+            b"1x",
+            b"9999999999999999999",
+        ] {
+            assert_eq!(
+                parse_decimal(refused),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(refused)
+            );
+        }
+        assert_eq!(
+            check(b"*1\r\n$x\r\n"),
+            Err(protocol_error("invalid length 'x'"))
+        );
+    }
+
     proptest! {
+        #[test]
+        fn decimals_parse_as_rust_does(number in -999_999_999_999_999_999i64..=999_999_999_999_999_999) {
+            prop_assert_eq!(parse_decimal(number.to_string().as_bytes()), Some(number));
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(input: Vec<u8>) {
             let _ = parse_all(&input);
