@@ -94,25 +94,32 @@ fn read_line_number(buffer: &[u8], at: usize) -> Result<Option<(i64, usize)>, Pr
     Ok(Some((number, end + 2)))
 }
 
-/// Parses an optional `-` and 1 to 18 decimal digits (any longer length is refused anyway),
-/// as Redis's `string2ll` does: no `+`, no spaces. Every request header goes through it, so
-/// it reads the bytes directly rather than through `str::parse`.
-fn parse_decimal(digits: &[u8]) -> Option<i64> {
+/// Parses a decimal i64 as Redis reads integers: an optional `-` and digits, no `+`, no
+/// spaces, in range. Every request header and integer argument goes through it, so it reads
+/// the bytes directly rather than through `str::from_utf8` and `str::parse`.
+pub fn parse_decimal(digits: &[u8]) -> Option<i64> {
     let (negative, digits) = match digits {
         [b'-', rest @ ..] => (true, rest),
         _ => (false, digits),
     };
-    if digits.is_empty() || digits.len() > 18 {
+    if digits.is_empty() {
         return None;
     }
+    // Accumulated negatively, so that i64::MIN, one further from zero than i64::MAX, fits.
     let mut number: i64 = 0;
     for &digit in digits {
         if !digit.is_ascii_digit() {
             return None;
         }
-        number = number * 10 + i64::from(digit - b'0');
+        number = number
+            .checked_mul(10)?
+            .checked_sub(i64::from(digit - b'0'))?;
     }
-    Some(if negative { -number } else { number })
+    if negative {
+        Some(number)
+    } else {
+        number.checked_neg()
+    }
 }
 
 fn check_multibulk(buffer: &[u8]) -> Result<Option<usize>, ProtocolError> {
@@ -235,13 +242,11 @@ mod tests {
     }
 
     #[test]
-    fn length_headers_are_plain_decimals() {
+    fn integers_are_plain_decimals() {
         assert_eq!(parse_decimal(b"0"), Some(0));
         assert_eq!(parse_decimal(b"-1"), Some(-1));
-        assert_eq!(
-            parse_decimal(b"999999999999999999"),
-            Some(999_999_999_999_999_999)
-        );
+        assert_eq!(parse_decimal(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_decimal(b"-9223372036854775808"), Some(i64::MIN));
         for refused in [
             &b""[..],
             b"-",
@@ -249,7 +254,8 @@ mod tests {
             b" 1",
             b"1 ",
             b"1x",
-            b"9999999999999999999",
+            b"9223372036854775808",
+            b"-9223372036854775809",
         ] {
             assert_eq!(
                 parse_decimal(refused),
@@ -266,8 +272,10 @@ mod tests {
 
     proptest! {
         #[test]
-        fn decimals_parse_as_rust_does(number in -999_999_999_999_999_999i64..=999_999_999_999_999_999) {
+        fn decimals_parse_as_rust_does(number: i64, text in "[-+ ]?[0-9]{0,20}") {
             prop_assert_eq!(parse_decimal(number.to_string().as_bytes()), Some(number));
+            let expected = text.parse::<i64>().ok().filter(|_| !text.starts_with('+'));
+            prop_assert_eq!(parse_decimal(text.as_bytes()), expected);
         }
 
         #[test]

@@ -164,11 +164,7 @@ impl Args {
 
 /// Parses a decimal i64 exactly as Redis does (no spaces, no `+`).
 pub fn parse_integer(bytes: &[u8]) -> Result<i64, CommandError> {
-    let text = std::str::from_utf8(bytes).map_err(|_| CommandError::NotInteger)?;
-    if text.starts_with('+') || text.trim() != text {
-        return Err(CommandError::NotInteger);
-    }
-    text.parse().map_err(|_| CommandError::NotInteger)
+    super::request::parse_decimal(bytes).ok_or(CommandError::NotInteger)
 }
 
 /// One supported command.
