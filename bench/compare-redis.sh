@@ -3,8 +3,9 @@
 # against redis-server (appendfsync always, and everysec) and ringkv (--sync always, and
 # periodic, the like-for-like with everysec). Prints one table: ops/s, p99 and ringkv / Redis.
 #
-# Each figure is the median of ROUNDS runs, ringkv's and Redis's alternating, so that a shared
-# machine's slow moments fall on both sides; the spread (lowest-highest ops/s) is printed too.
+# Each figure is the median of ROUNDS runs, ringkv's and Redis's alternating (and which goes
+# first alternating by round), so that a shared machine's slow moments fall on both sides; the
+# spread (lowest-highest ops/s) is printed too.
 #
 # Usage: bench/compare-redis.sh   (environment: N, CLIENTS, SIZE, KEYS, PIPELINES, ROUNDS)
 set -euo pipefail
@@ -70,9 +71,17 @@ for pairing in "always:$((BASE_PORT + 2)):$((BASE_PORT))" "periodic/everysec:$((
   echo "-- ringkv --sync ${label%%/*} vs redis appendfsync ${label##*/} (median of $ROUNDS)"
   for pipeline in $PIPELINES; do
     ours=""; theirs=""
-    for _ in $(seq "$ROUNDS"); do
-      ours+="$(measure "$ringkv_port" "$pipeline")"$'\n'
-      theirs+="$(measure "$redis_port" "$pipeline")"$'\n'
+    for round in $(seq "$ROUNDS"); do
+      # Who goes first alternates too: a shared machine's speed drifts from one run to the next
+      # (the same binary measured up to 10 % faster in each of three back-to-back pairs), and a
+      # fixed order would hand that drift to one side.
+      if ((round % 2)); then
+        ours+="$(measure "$ringkv_port" "$pipeline")"$'\n'
+        theirs+="$(measure "$redis_port" "$pipeline")"$'\n'
+      else
+        theirs+="$(measure "$redis_port" "$pipeline")"$'\n'
+        ours+="$(measure "$ringkv_port" "$pipeline")"$'\n'
+      fi
     done
     for test in SET GET; do
       column() { grep "^$test " <<<"$1" | awk -v c="$2" '{ print $c }'; }
