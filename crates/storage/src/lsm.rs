@@ -31,6 +31,7 @@ impl LsmEngine {
         let path = directory.join("lsm");
         let database = Database::builder(&path)
             .manual_journal_persist(false)
+            .worker_threads(background_workers())
             .open()
             .map_err(|error| match convert(error) {
                 StorageError::Corruption(detail) => StorageError::Corruption(format!(
@@ -134,6 +135,17 @@ impl Engine for LsmEngine {
         self.data.rotate_memtable_and_wait().map_err(convert)?;
         self.data.major_compact().map_err(convert)
     }
+}
+
+/// fjall's flush and compaction threads: its default (one per core, at most 4), but never
+/// fewer than 2. With one worker, fjall 3.1 can deadlock under sustained writes: the worker
+/// handles a memtable rotation by a blocking `send` of the flush request into its own bounded
+/// queue, which writers keep filling with rotation requests while the memtable is over size
+/// (fjall's `inner_rotate_memtable`; upstream fjall-rs/fjall#323). A second worker keeps
+/// draining that queue.
+fn background_workers() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    cores.clamp(2, 4)
 }
 
 /// Sorts fjall's errors into damaged data, I/O, and the rest.
