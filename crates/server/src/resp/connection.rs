@@ -52,23 +52,22 @@ pub async fn handle(
                         continue;
                     }
                     commands += 1;
-                    let reply = match commands::start_deferred(&shared, &session, &arguments) {
-                        Some(Ok(write)) if deferred.len() < DEFERRED_WRITES_MAX => {
-                            deferred.push(write);
-                            continue;
+                    let reply = if commands::defers(&shared, &session, &arguments) {
+                        match commands::start_deferred(&shared, &session, arguments) {
+                            Ok(write) => {
+                                deferred.push(write);
+                                if deferred.len() >= DEFERRED_WRITES_MAX {
+                                    finish(&session, &mut deferred, &mut output).await;
+                                }
+                                continue;
+                            }
+                            Err(reply) => reply,
                         }
-                        Some(Ok(write)) => {
-                            deferred.push(write);
-                            finish(&session, &mut deferred, &mut output).await;
-                            continue;
-                        }
-                        Some(Err(reply)) => reply,
-                        None => {
-                            // Whatever comes next must see the writes before it, and its reply
-                            // must follow theirs.
-                            finish(&session, &mut deferred, &mut output).await;
-                            commands::execute(&shared, &mut session, arguments).await
-                        }
+                    } else {
+                        // Whatever comes next must see the writes before it, and its reply
+                        // must follow theirs.
+                        finish(&session, &mut deferred, &mut output).await;
+                        commands::execute(&shared, &mut session, arguments).await
                     };
                     finish(&session, &mut deferred, &mut output).await;
                     reply.encode(session.protocol, &mut output);

@@ -2,12 +2,13 @@
 //! by `HELLO`). Types RESP3 adds (null, map, set) degrade to their RESP2 forms.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use std::borrow::Cow;
 
 /// One reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
-    /// `+OK`.
-    Simple(String),
+    /// `+OK` (borrowed when static: the replies most sent allocate nothing).
+    Simple(Cow<'static, str>),
     /// `-ERR ...`: the text includes the error prefix (`ERR`, `WRONGTYPE`, `BUSY`...).
     Error(String),
     /// `:42`.

@@ -313,34 +313,40 @@ pub struct Deferred {
     get: bool,
 }
 
-/// Starts `SET` without waiting for its write, if `arguments` are a SET this session may run;
-/// `None` for any other command (run it with [`execute`] once earlier deferred writes have
-/// finished). `Some(Err)` is SET's immediate error reply.
-pub fn start_deferred(
-    shared: &RespShared,
-    session: &Session,
-    arguments: &[Bytes],
-) -> Option<Result<Deferred, Frame>> {
+/// Whether `arguments` are a command [`start_deferred`] can start: a SET this session may
+/// run on a single node. Any other command runs with [`execute`] once earlier deferred writes
+/// have finished.
+pub fn defers(shared: &RespShared, session: &Session, arguments: &[Bytes]) -> bool {
     let is_set = arguments.len() >= 3 && arguments[0].eq_ignore_ascii_case(b"set");
     let needs_auth = shared.node.config.resp_password.is_some() && !session.authenticated;
     // In a cluster each SET is a coordinated write, run in order like any other command.
-    if !is_set || needs_auth || !shared.node.is_alone() {
-        return None;
-    }
-    let conflict = match keyspace_def(shared, session) {
-        Ok(keyspace) => keyspace.conflict.into(),
-        Err(error) => return Some(Err(error_frame(error))),
-    };
-    let rest: Vec<Bytes> = arguments[1..].to_vec();
+    is_set && !needs_auth && shared.node.is_alone()
+}
+
+/// Starts a `SET` that [`defers`] accepted without waiting for its write; `Err` is its
+/// immediate error reply.
+pub fn start_deferred(
+    shared: &RespShared,
+    session: &Session,
+    arguments: Vec<Bytes>,
+) -> Result<Deferred, Frame> {
+    let conflict = keyspace_def(shared, session)
+        .map_err(error_frame)?
+        .conflict
+        .into();
+    let mut items = arguments.into_iter();
+    items.next(); // the command's name
     let args = Args {
         command: "set",
-        items: rest.into_iter(),
+        items,
     };
-    let started = strings::parse_set(shared, session, args).and_then(|(request, get)| {
-        let pending = shared.node.store.submit(request.conflict(conflict))?;
-        Ok(Deferred { pending, get })
-    });
-    Some(started.map_err(error_frame))
+    let (request, get) = strings::parse_set(shared, session, args).map_err(error_frame)?;
+    let pending = shared
+        .node
+        .store
+        .submit(request.conflict(conflict))
+        .map_err(|error| error_frame(error.into()))?;
+    Ok(Deferred { pending, get })
 }
 
 /// Waits for a deferred write and builds its reply.
