@@ -154,15 +154,23 @@ impl VersionVector {
 
     /// Reads the binary form written by [`VersionVector::encode_into`], checking the invariant.
     pub fn decode_from(reader: &mut Reader<'_>) -> Result<Self, ContextError> {
-        let mut entries = Vec::new();
-        read_entries(reader, |replica, counter| entries.push((replica, counter)))?;
+        let count = entry_count(reader)?;
+        let mut entries = Vec::with_capacity(count);
+        let mut last = None;
+        for _ in 0..count {
+            entries.push(read_entry(reader, &mut last)?);
+        }
         Ok(Self { entries })
     }
 
     /// Reads past the binary form written by [`VersionVector::encode_into`], checking it as
     /// [`VersionVector::decode_from`] does but keeping nothing (no allocation).
     pub fn skip_from(reader: &mut Reader<'_>) -> Result<(), ContextError> {
-        read_entries(reader, |_, _| {})
+        let mut last = None;
+        for _ in 0..entry_count(reader)? {
+            read_entry(reader, &mut last)?;
+        }
+        Ok(())
     }
 
     /// The opaque token clients carry: lowercase hex of the binary form.
@@ -190,24 +198,24 @@ impl VersionVector {
     }
 }
 
-/// Reads a context's entries in their binary form, handing each to `each` once checked: at
-/// most [`CONTEXT_ENTRIES_MAX`], replicas strictly ascending, no zero counter.
-fn read_entries(
+/// How many entries the context at the reader has: at most [`CONTEXT_ENTRIES_MAX`].
+fn entry_count(reader: &mut Reader<'_>) -> Result<usize, ContextError> {
+    Ok(reader.bounded_varint("context entries", CONTEXT_ENTRIES_MAX)?)
+}
+
+/// Reads one context entry, checking it against the one before (`last`, updated): replicas
+/// strictly ascending, no zero counter.
+fn read_entry(
     reader: &mut Reader<'_>,
-    mut each: impl FnMut(ReplicaId, u64),
-) -> Result<(), ContextError> {
-    let count = reader.bounded_varint("context entries", CONTEXT_ENTRIES_MAX)?;
-    let mut last = None;
-    for _ in 0..count {
-        let replica = ReplicaId(reader.u64()?);
-        let counter = reader.varint()?;
-        if counter == 0 || last.is_some_and(|last| last >= replica) {
-            return Err(ContextError::NotCanonical);
-        }
-        last = Some(replica);
-        each(replica, counter);
+    last: &mut Option<ReplicaId>,
+) -> Result<(ReplicaId, u64), ContextError> {
+    let replica = ReplicaId(reader.u64()?);
+    let counter = reader.varint()?;
+    if counter == 0 || last.is_some_and(|last| last >= replica) {
+        return Err(ContextError::NotCanonical);
     }
-    Ok(())
+    *last = Some(replica);
+    Ok((replica, counter))
 }
 
 #[cfg(test)]

@@ -320,8 +320,12 @@ impl<'a> RecordView<'a> {
     pub fn decode(bytes: &'a [u8]) -> Result<Self, RecordError> {
         let mut reader = checked_body(bytes)?;
         let context = VersionVector::decode_from(&mut reader)?;
-        let mut siblings = Vec::new();
-        read_siblings(&mut reader, |sibling| siblings.push(sibling))?;
+        let count = sibling_count(&mut reader)?;
+        let mut siblings = Vec::with_capacity(count);
+        for _ in 0..count {
+            siblings.push(decode_sibling(&mut reader)?);
+        }
+        reader.finish()?;
         Ok(RecordView { context, siblings })
     }
 
@@ -342,12 +346,14 @@ pub fn newest_visible_value(bytes: &[u8], now_ms: u64) -> Result<Option<&[u8]>, 
     let mut reader = checked_body(bytes)?;
     VersionVector::skip_from(&mut reader)?;
     let mut newest: Option<SiblingView<'_>> = None;
-    read_siblings(&mut reader, |sibling| {
+    for _ in 0..sibling_count(&mut reader)? {
+        let sibling = decode_sibling(&mut reader)?;
         // `>=`: on a tie the later sibling in dot order wins, as `max_by_key` picks it.
         if sibling.is_visible(now_ms) && newest.is_none_or(|n| sibling.timestamp >= n.timestamp) {
             newest = Some(sibling);
         }
-    })?;
+    }
+    reader.finish()?;
     Ok(newest.and_then(|sibling| sibling.value))
 }
 
@@ -374,18 +380,9 @@ fn checked_body(bytes: &[u8]) -> Result<Reader<'_>, RecordError> {
     Ok(reader)
 }
 
-/// Reads the siblings that follow the context, handing each to `each`, and checks that
-/// nothing follows them.
-fn read_siblings<'a>(
-    reader: &mut Reader<'a>,
-    mut each: impl FnMut(SiblingView<'a>),
-) -> Result<(), RecordError> {
-    let count = reader.bounded_varint("siblings", SIBLINGS_MAX)?;
-    for _ in 0..count {
-        each(decode_sibling(reader)?);
-    }
-    reader.finish()?;
-    Ok(())
+/// How many siblings follow the context: at most [`SIBLINGS_MAX`].
+fn sibling_count(reader: &mut Reader<'_>) -> Result<usize, RecordError> {
+    Ok(reader.bounded_varint("siblings", SIBLINGS_MAX)?)
 }
 
 fn decode_sibling<'a>(reader: &mut Reader<'a>) -> Result<SiblingView<'a>, RecordError> {

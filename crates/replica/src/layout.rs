@@ -40,21 +40,33 @@ pub fn validate_keyspace(name: &str) -> Result<(), String> {
 
 /// The engine key of a record of keyspace number `keyspace`.
 pub fn data_key(keyspace: KeyspaceId, key: &[u8]) -> Vec<u8> {
-    lookup_key(keyspace, key).into_vec()
+    let mut out = Vec::with_capacity(DATA_PREFIX_BYTES + key.len());
+    out.extend_from_slice(&data_prefix(keyspace));
+    out.extend_from_slice(key);
+    out
 }
 
 /// A record's engine key to look up and drop: on the stack unless the key is long, so a
 /// point read allocates nothing for it.
 pub fn lookup_key(keyspace: KeyspaceId, key: &[u8]) -> SmallVec<[u8; LOOKUP_KEY_INLINE_BYTES]> {
-    let mut out = SmallVec::with_capacity(DATA_PREFIX_BYTES + key.len());
-    out.push(DATA);
-    out.extend_from_slice(&keyspace.to_be_bytes());
-    out.extend_from_slice(key);
-    out
+    let len = DATA_PREFIX_BYTES + key.len();
+    if len > LOOKUP_KEY_INLINE_BYTES {
+        return SmallVec::from_vec(data_key(keyspace, key));
+    }
+    let mut inline = [0; LOOKUP_KEY_INLINE_BYTES];
+    inline[..DATA_PREFIX_BYTES].copy_from_slice(&data_prefix(keyspace));
+    inline[DATA_PREFIX_BYTES..len].copy_from_slice(key);
+    SmallVec::from_buf_and_len(inline, len)
 }
 
 /// Engine key bytes [`lookup_key`] holds without allocating.
 const LOOKUP_KEY_INLINE_BYTES: usize = 64;
+
+/// What every engine key of keyspace number `keyspace`'s records starts with.
+fn data_prefix(keyspace: KeyspaceId) -> [u8; DATA_PREFIX_BYTES] {
+    let [high, low] = keyspace.to_be_bytes();
+    [DATA, high, low]
+}
 
 /// Bytes a record's engine key has before the user key.
 const DATA_PREFIX_BYTES: usize = 1 + std::mem::size_of::<KeyspaceId>();
@@ -171,6 +183,22 @@ mod tests {
         assert!(data_range(1, b"ab").contains(&data_key(1, b"abc")));
         assert!(all_data_range().contains(&data_key(KeyspaceId::MAX, b"k")));
         assert_eq!(user_key(&data_key(7, b"key")), b"key");
+    }
+
+    #[test]
+    fn lookup_keys_are_data_keys_short_or_long() {
+        for len in [
+            0,
+            1,
+            LOOKUP_KEY_INLINE_BYTES - 3,
+            LOOKUP_KEY_INLINE_BYTES - 2,
+            300,
+        ] {
+            let key: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let lookup = lookup_key(258, &key);
+            assert_eq!(&lookup[..], &data_key(258, &key)[..], "key of {len} bytes");
+            assert_eq!(lookup.spilled(), len + 3 > LOOKUP_KEY_INLINE_BYTES);
+        }
     }
 
     #[test]

@@ -56,6 +56,15 @@ pub(crate) enum Job {
 }
 
 impl Job {
+    /// How many records the job may change (what the group's collections are sized for).
+    fn writes(&self) -> usize {
+        match self {
+            Job::WriteMany { requests, .. } => requests.len(),
+            Job::Sweep { entries, .. } => entries.len(),
+            Job::Write { .. } | Job::Merge { .. } => 1,
+        }
+    }
+
     fn bytes(&self) -> usize {
         match self {
             Job::Write { request, .. } => request.bytes(),
@@ -93,7 +102,9 @@ pub(crate) struct Writer {
 /// — when the store caches records — their stored bytes for the cache.
 #[derive(Default)]
 struct Group {
-    records: HashMap<Vec<u8>, Option<Record>>,
+    /// Looked up and inserted once per write; aHash (randomly keyed per process, so clients
+    /// cannot choose colliding keys) costs a fraction of std's SipHash here.
+    records: HashMap<Vec<u8>, Option<Record>, ahash::RandomState>,
     batch: WriteBatch,
     cached: Option<Vec<(Vec<u8>, Option<bytes::Bytes>)>>,
 }
@@ -117,8 +128,9 @@ impl Writer {
             (handoff, thread)
         });
         while let Some(first) = self.jobs.blocking_recv() {
-            let mut jobs = vec![first];
-            let mut bytes = jobs[0].bytes();
+            let mut jobs = Vec::with_capacity(1 + self.jobs.len().min(GROUP_WRITES_MAX - 1));
+            let mut bytes = first.bytes();
+            jobs.push(first);
             while jobs.len() < GROUP_WRITES_MAX && bytes < GROUP_BYTES_MAX {
                 let Ok(job) = self.jobs.try_recv() else { break };
                 bytes += job.bytes();
@@ -137,11 +149,17 @@ impl Writer {
     /// even a group that changed nothing waits, since what it reports may rest on an earlier
     /// group's writes that are not durable yet.
     fn commit(&self, jobs: Vec<Job>, syncer: Option<&std::sync::mpsc::Sender<Vec<Answer>>>) {
-        let mut group = Group {
-            cached: self.shared.cache.is_some().then(Vec::new),
-            ..Group::default()
-        };
         let count = jobs.len();
+        let writes: usize = jobs.iter().map(Job::writes).sum();
+        let mut group = Group {
+            records: HashMap::with_capacity_and_hasher(writes, ahash::RandomState::new()),
+            batch: WriteBatch::with_capacity(writes),
+            cached: self
+                .shared
+                .cache
+                .is_some()
+                .then(|| Vec::with_capacity(writes)),
+        };
         let answers: Vec<Answer> = jobs
             .into_iter()
             .map(|job| match job {

@@ -55,6 +55,13 @@ impl WriteBatch {
         Self::default()
     }
 
+    /// An empty batch with room for `ops` changes.
+    pub fn with_capacity(ops: usize) -> Self {
+        Self {
+            ops: Vec::with_capacity(ops),
+        }
+    }
+
     /// Adds a put.
     pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<bytes::Bytes>) {
         self.ops.push(WriteOp::Put {
