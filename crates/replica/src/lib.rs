@@ -25,5 +25,6 @@ pub mod writer;
 pub use error::ReplicaError;
 pub use store::{
     Change, Condition, ConflictMode, Entry, Expiry, LocalStore, MergeRequest, PendingWrite,
-    ScanPage, StoreOptions, SyncPolicy, Version, VisibleValue, WriteOutcome, WriteRequest,
+    PendingWrites, ScanPage, StoreOptions, SyncPolicy, Version, VisibleValue, WriteOutcome,
+    WriteRequest,
 };

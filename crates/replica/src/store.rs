@@ -276,7 +276,9 @@ impl WriteRequest {
         }
     }
 
-    fn validate(&self) -> Result<(), ReplicaError> {
+    /// Checks the request's sizes as the store will (a caller that queues requests itself can
+    /// answer a bad one at once).
+    pub fn validate(&self) -> Result<(), ReplicaError> {
         layout::validate_keyspace(&self.keyspace).map_err(ReplicaError::Invalid)?;
         if self.key.len() > KEY_BYTES_MAX {
             return Err(ReplicaError::KeyTooLong {
@@ -436,6 +438,19 @@ pub struct PendingWrite {
 impl PendingWrite {
     /// Waits until the write is applied and durable under the sync policy.
     pub async fn wait(self) -> Result<WriteOutcome, ReplicaError> {
+        self.answer.await.map_err(|_| ReplicaError::ShuttingDown)?
+    }
+}
+
+/// Writes queued together by [`LocalStore::submit_many`], not yet answered.
+pub struct PendingWrites {
+    answer: oneshot::Receiver<Result<Vec<Result<WriteOutcome, ReplicaError>>, ReplicaError>>,
+}
+
+impl PendingWrites {
+    /// Waits until the writes are applied and durable under the sync policy: each write's
+    /// outcome, in order, or the error that kept all of them from being stored.
+    pub async fn wait(self) -> Result<Vec<Result<WriteOutcome, ReplicaError>>, ReplicaError> {
         self.answer.await.map_err(|_| ReplicaError::ShuttingDown)?
     }
 }
@@ -780,6 +795,25 @@ impl LocalStore {
                 mpsc::error::TrySendError::Closed(_) => ReplicaError::ShuttingDown,
             })?;
         Ok(PendingWrite { answer })
+    }
+
+    /// Queues several writes as one job without waiting for them, refusing all of them with
+    /// [`ReplicaError::Busy`] when the queue is full: a pipeline's writes cost the writer one
+    /// job and their caller one wake-up instead of one each. They are applied in order, each
+    /// with its own outcome, in one group commit.
+    pub fn submit_many(&self, requests: Vec<WriteRequest>) -> Result<PendingWrites, ReplicaError> {
+        for request in &requests {
+            request.validate()?;
+        }
+        let (reply, answer) = oneshot::channel();
+        let writer = self.writer.as_ref().ok_or(ReplicaError::ShuttingDown)?;
+        writer
+            .try_send(Job::WriteMany { requests, reply })
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => ReplicaError::Busy,
+                mpsc::error::TrySendError::Closed(_) => ReplicaError::ShuttingDown,
+            })?;
+        Ok(PendingWrites { answer })
     }
 
     /// Counts the keys with a visible value, in every keyspace, examining at most `limit`

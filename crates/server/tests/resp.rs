@@ -441,6 +441,9 @@ async fn pipelined_sets_share_commits_but_keep_their_order_and_errors() {
         if i == 50 {
             pipeline.extend(RespClient::encode(&[b"SET", b"k", b"v", b"BOGUS"]));
             pipeline.extend(RespClient::encode(&[b"SET", b"k", b"never", b"NX", b"GET"]));
+            // Refused before it is queued: its neighbours are still written.
+            let long_key = vec![b'x'; ringkv_core::limits::KEY_BYTES_MAX + 1];
+            pipeline.extend(RespClient::encode(&[b"SET", &long_key, b"v"]));
         }
     }
     pipeline.extend(RespClient::encode(&[b"GET", b"k"]));
@@ -453,6 +456,10 @@ async fn pipelined_sets_share_commits_but_keep_their_order_and_errors() {
                 c.read().await,
                 bulk("50"),
                 "NX GET sees the SET just before it"
+            );
+            assert!(
+                matches!(c.read().await, Reply::Error(e) if e.starts_with("ERR string exceeds maximum allowed size")),
+                "an over-long key is refused"
             );
         }
     }

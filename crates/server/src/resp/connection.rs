@@ -1,10 +1,11 @@
 //! One client connection: reads requests into a buffer, executes every complete request in
 //! order, and writes all their replies with one syscall (so pipelined commands cost one write,
-//! not one each). Pipelined SETs are submitted without waiting for each other, so they share
-//! group commits; any other command first waits for the writes before it. A connection idle past `resp_idle_timeout_ms`, or that leaves a request
-//! half-sent for `request_timeout_ms`, is closed.
+//! not one each). Pipelined SETs are collected and submitted to the store together when their
+//! replies are due, so they share one queue slot and one group commit; any other command first
+//! waits for the writes before it. A connection idle past `resp_idle_timeout_ms`, or that
+//! leaves a request half-sent for `request_timeout_ms`, is closed.
 
-use super::commands::{self, Deferred, Session};
+use super::commands::{self, DeferredSets, Session};
 use super::frame::Frame;
 use super::request;
 use super::RespShared;
@@ -38,7 +39,7 @@ pub async fn handle(
     let config = &shared.node.config;
     let idle = Duration::from_millis(config.resp_idle_timeout_ms);
     let partial = Duration::from_millis(config.request_timeout_ms);
-    let mut deferred = Vec::new();
+    let mut deferred = DeferredSets::default();
     'connection: loop {
         // Counted here and added once per read: a shared counter bumped by every command
         // would bounce its cache line between the cores serving connections.
@@ -53,11 +54,11 @@ pub async fn handle(
                     }
                     commands += 1;
                     let reply = if commands::defers(&shared, &session, &arguments) {
-                        match commands::start_deferred(&shared, &session, arguments) {
-                            Ok(write) => {
-                                deferred.push(write);
+                        match commands::start_deferred(&shared, &session, arguments, &mut deferred)
+                        {
+                            Ok(()) => {
                                 if deferred.len() >= DEFERRED_WRITES_MAX {
-                                    finish(&session, &mut deferred, &mut output).await;
+                                    finish(&shared, &session, &mut deferred, &mut output).await;
                                 }
                                 continue;
                             }
@@ -66,10 +67,10 @@ pub async fn handle(
                     } else {
                         // Whatever comes next must see the writes before it, and its reply
                         // must follow theirs.
-                        finish(&session, &mut deferred, &mut output).await;
+                        finish(&shared, &session, &mut deferred, &mut output).await;
                         commands::execute(&shared, &mut session, arguments).await
                     };
-                    finish(&session, &mut deferred, &mut output).await;
+                    finish(&shared, &session, &mut deferred, &mut output).await;
                     reply.encode(session.protocol, &mut output);
                     if session.closing {
                         break;
@@ -83,7 +84,7 @@ pub async fn handle(
                 }
                 Ok(None) => break,
                 Err(error) => {
-                    finish(&session, &mut deferred, &mut output).await;
+                    finish(&shared, &session, &mut deferred, &mut output).await;
                     Frame::err(error).encode(session.protocol, &mut output);
                     session.closing = true;
                     break;
@@ -91,7 +92,7 @@ pub async fn handle(
             }
         }
         shared.commands.fetch_add(commands, Ordering::Relaxed);
-        finish(&session, &mut deferred, &mut output).await;
+        finish(&shared, &session, &mut deferred, &mut output).await;
         if !output.is_empty() {
             if stream.write_all(&output).await.is_err() {
                 break;
@@ -131,13 +132,17 @@ pub async fn handle(
     shared.connected.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// Waits for the deferred writes, in order, and encodes their replies.
-async fn finish(session: &Session, deferred: &mut Vec<Deferred>, output: &mut BytesMut) {
-    for write in deferred.drain(..) {
-        commands::finish_deferred(write)
-            .await
-            .encode(session.protocol, output);
-    }
+/// Submits the deferred SETs, waits for them, and encodes their replies in order.
+async fn finish(
+    shared: &RespShared,
+    session: &Session,
+    deferred: &mut DeferredSets,
+    output: &mut BytesMut,
+) {
+    commands::finish_deferred(shared, deferred, |reply| {
+        reply.encode(session.protocol, output)
+    })
+    .await;
 }
 
 /// Tells a connection it cannot be served, and closes it.

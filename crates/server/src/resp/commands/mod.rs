@@ -306,16 +306,31 @@ fn error_frame(error: CommandError) -> Frame {
     }
 }
 
-/// A write submitted to the store without waiting for it, so the commands after it in a
-/// pipeline can be read and submitted too, and all of them share group commits.
-pub struct Deferred {
-    pending: ringkv_replica::PendingWrite,
-    get: bool,
+/// A pipeline's SETs, parsed and checked but not yet submitted: they go to the store as one
+/// job when the connection next needs their replies (one queue slot and one wake-up for the
+/// lot), and share a group commit with each other and with other connections' writes.
+#[derive(Default)]
+pub struct DeferredSets {
+    requests: Vec<WriteRequest>,
+    /// Whether each SET had the GET option (its reply is the previous value).
+    gets: Vec<bool>,
 }
 
-/// Whether `arguments` are a command [`start_deferred`] can start: a SET this session may
-/// run on a single node. Any other command runs with [`execute`] once earlier deferred writes
-/// have finished.
+impl DeferredSets {
+    /// How many SETs are waiting.
+    pub fn len(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_empty()
+    }
+}
+
+/// Whether `arguments` are a command [`start_deferred`] can take: a SET this session may
+/// run on a single node. Any other command runs with [`execute`] once the deferred SETs
+/// before it have finished.
 pub fn defers(shared: &RespShared, session: &Session, arguments: &[Bytes]) -> bool {
     let is_set = arguments.len() >= 3 && arguments[0].eq_ignore_ascii_case(b"set");
     let needs_auth = shared.node.config.resp_password.is_some() && !session.authenticated;
@@ -323,13 +338,14 @@ pub fn defers(shared: &RespShared, session: &Session, arguments: &[Bytes]) -> bo
     is_set && !needs_auth && shared.node.is_alone()
 }
 
-/// Starts a `SET` that [`defers`] accepted without waiting for its write; `Err` is its
-/// immediate error reply.
+/// Parses a `SET` that [`defers`] accepted and adds it to `sets`; `Err` is its immediate
+/// error reply (the SETs before it must be answered first).
 pub fn start_deferred(
     shared: &RespShared,
     session: &Session,
     arguments: Vec<Bytes>,
-) -> Result<Deferred, Frame> {
+    sets: &mut DeferredSets,
+) -> Result<(), Frame> {
     let conflict = keyspace_def(shared, session)
         .map_err(error_frame)?
         .conflict
@@ -341,22 +357,46 @@ pub fn start_deferred(
         items,
     };
     let (request, get) = strings::parse_set(shared, session, args).map_err(error_frame)?;
-    let pending = shared
-        .node
-        .store
-        .submit(request.conflict(conflict))
+    request
+        .validate()
         .map_err(|error| error_frame(error.into()))?;
-    Ok(Deferred { pending, get })
+    sets.requests.push(request.conflict(conflict));
+    sets.gets.push(get);
+    Ok(())
 }
 
-/// Waits for a deferred write and builds its reply.
-pub async fn finish_deferred(deferred: Deferred) -> Frame {
-    let outcome = deferred
-        .pending
-        .wait()
-        .await
-        .map_err(CoordinatorError::from);
-    strings::set_reply(deferred.get, outcome).unwrap_or_else(error_frame)
+/// Submits the deferred SETs, waits for them and hands each one's reply, in order, to
+/// `reply`.
+pub async fn finish_deferred(
+    shared: &RespShared,
+    sets: &mut DeferredSets,
+    mut reply: impl FnMut(Frame),
+) {
+    if sets.is_empty() {
+        return;
+    }
+    let requests = std::mem::take(&mut sets.requests);
+    let count = requests.len();
+    let outcomes = match shared.node.store.submit_many(requests) {
+        Ok(pending) => pending.wait().await,
+        Err(error) => Err(error),
+    };
+    match outcomes {
+        Ok(outcomes) => {
+            for (outcome, get) in outcomes.into_iter().zip(sets.gets.drain(..)) {
+                let outcome = outcome.map_err(CoordinatorError::from);
+                reply(strings::set_reply(get, outcome).unwrap_or_else(error_frame));
+            }
+        }
+        // Not stored (a full queue, a failed commit): each SET gets the error.
+        Err(error) => {
+            let frame = error_frame(error.into());
+            sets.gets.clear();
+            for _ in 0..count {
+                reply(frame.clone());
+            }
+        }
+    }
 }
 
 /// Redis 7's reply to an unknown command, word for word.
