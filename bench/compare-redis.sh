@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Puts ringkv beside Redis in one run: the same redis-benchmark workloads, back to back,
 # against redis-server (appendfsync always, and everysec) and ringkv (--sync always, and
-# periodic, the like-for-like with everysec). Prints one table: ops/s, p99 and ringkv / Redis.
+# periodic, the like-for-like with everysec; and the in-memory engine with --sync always, which
+# keeps its data as Redis does). Prints one table: ops/s, p99 and ringkv / Redis.
 #
 # Each figure is the median of ROUNDS runs, ringkv's and Redis's alternating (and which goes
 # first alternating by round), so that a shared machine's slow moments fall on both sides; the
@@ -38,8 +39,8 @@ start_redis() { # port fsync
   redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync "$2" \
     --dir "$work/redis-$1" --daemonize yes --logfile "$work/redis-$1.log" >/dev/null
 }
-start_ringkv() { # port sync
-  "$ringkv" server --data-dir "$work/ringkv-$1" --sync "$2" --resp "127.0.0.1:$1" \
+start_ringkv() { # port sync engine
+  "$ringkv" server --data-dir "$work/ringkv-$1" --sync "$2" --engine "$3" --resp "127.0.0.1:$1" \
     --http 127.0.0.1:0 --listen 127.0.0.1:0 >"$work/ringkv-$1.log" 2>&1 &
   pids+=($!)
 }
@@ -50,9 +51,10 @@ wait_ready() {
 
 start_redis $((BASE_PORT)) always
 start_redis $((BASE_PORT + 1)) everysec
-start_ringkv $((BASE_PORT + 2)) always
-start_ringkv $((BASE_PORT + 3)) periodic
-for port in $((BASE_PORT)) $((BASE_PORT + 1)) $((BASE_PORT + 2)) $((BASE_PORT + 3)); do wait_ready "$port"; done
+start_ringkv $((BASE_PORT + 2)) always lsm
+start_ringkv $((BASE_PORT + 3)) periodic lsm
+start_ringkv $((BASE_PORT + 4)) always memory
+for port in $(seq "$BASE_PORT" $((BASE_PORT + 4))); do wait_ready "$port"; done
 
 # Prints "TEST ops/s p99_ms" for each of SET and GET.
 measure() { # port pipeline
@@ -66,9 +68,13 @@ spread() { sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.0f-%.0
 
 printf '%-4s %-3s | %-30s | %-30s | %s\n' test P "ringkv ops/s (p99 ms) [spread]" \
   "redis ops/s (p99 ms) [spread]" "ratio ops/s"
-for pairing in "always:$((BASE_PORT + 2)):$((BASE_PORT))" "periodic/everysec:$((BASE_PORT + 3)):$((BASE_PORT + 1))"; do
-  IFS=: read -r label ringkv_port redis_port <<<"$pairing"
-  echo "-- ringkv --sync ${label%%/*} vs redis appendfsync ${label##*/} (median of $ROUNDS)"
+# The default engine (lsm) against Redis's two fsync policies, then the in-memory engine
+# (log + snapshots, as Redis keeps its data) against Redis's strictest.
+for pairing in "lsm:always:$((BASE_PORT + 2)):$((BASE_PORT))" \
+  "lsm:periodic/everysec:$((BASE_PORT + 3)):$((BASE_PORT + 1))" \
+  "memory:always:$((BASE_PORT + 4)):$((BASE_PORT))"; do
+  IFS=: read -r engine label ringkv_port redis_port <<<"$pairing"
+  echo "-- ringkv --engine $engine --sync ${label%%/*} vs redis appendfsync ${label##*/} (median of $ROUNDS)"
   for pipeline in $PIPELINES; do
     ours=""; theirs=""
     for round in $(seq "$ROUNDS"); do
