@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
-/// Most writes committed as one group.
+/// Most writes committed as one group (a group may exceed it by its last job's writes).
 pub const GROUP_WRITES_MAX: usize = 1024;
 
 /// Most value bytes committed as one group (a group may exceed it by its last write).
@@ -56,7 +56,7 @@ pub(crate) enum Job {
 }
 
 impl Job {
-    /// How many records the job may change (what the group's collections are sized for).
+    /// How many records the job may change: what a group's size is counted in.
     fn writes(&self) -> usize {
         match self {
             Job::WriteMany { requests, .. } => requests.len(),
@@ -129,10 +129,11 @@ impl Writer {
         });
         while let Some(first) = self.jobs.blocking_recv() {
             let mut jobs = Vec::with_capacity(1 + self.jobs.len().min(GROUP_WRITES_MAX - 1));
-            let mut bytes = first.bytes();
+            let (mut writes, mut bytes) = (first.writes(), first.bytes());
             jobs.push(first);
-            while jobs.len() < GROUP_WRITES_MAX && bytes < GROUP_BYTES_MAX {
+            while writes < GROUP_WRITES_MAX && bytes < GROUP_BYTES_MAX {
                 let Ok(job) = self.jobs.try_recv() else { break };
+                writes += job.writes();
                 bytes += job.bytes();
                 jobs.push(job);
             }
