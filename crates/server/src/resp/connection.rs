@@ -47,8 +47,8 @@ pub async fn handle(
         session.refresh_keyspace(&shared.node.keyspaces);
         loop {
             match request::check(&input) {
-                Ok(Some(length)) => {
-                    let arguments = request::parse(&mut input, length);
+                Ok(Some(found)) => {
+                    let arguments = request::parse(&mut input, found);
                     if arguments.is_empty() {
                         continue;
                     }

@@ -2,12 +2,13 @@
 //! inline commands (`GET k\r\n`, as typed into telnet).
 //!
 //! Two phases, as in mini-redis: [`check`] walks the buffered bytes and says whether a whole
-//! request is there and how long it is, refusing any length above its limit *before* anything
-//! is buffered for it (a `$999999999` header is an error at once); [`parse`] then slices the
-//! arguments out of the complete request without copying.
+//! request is there, how long it is and where its arguments lie, refusing any length above its
+//! limit *before* anything is buffered for it (a `$999999999` header is an error at once);
+//! [`parse`] then slices the arguments out of the complete request without copying.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use ringkv_core::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use smallvec::SmallVec;
 
 /// Most arguments one request may have (Redis allows 1024*1024 too).
 pub const ARGUMENTS_MAX: usize = 1024 * 1024;
@@ -33,36 +34,45 @@ fn protocol_error(message: impl Into<String>) -> ProtocolError {
     ProtocolError(message.into())
 }
 
-/// The length of the first complete request in `buffer`, `None` if more bytes are needed.
-pub fn check(buffer: &[u8]) -> Result<Option<usize>, ProtocolError> {
-    match buffer.first() {
-        None => Ok(None),
-        Some(b'*') => check_multibulk(buffer),
-        Some(_) => check_inline(buffer),
+/// A complete request that [`check`] found at the front of the buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Found {
+    /// Its length in bytes.
+    length: usize,
+    /// Where each argument of a multibulk request lies (offset, length), noted while checking
+    /// so [`parse`] need not read the headers again; `None` for an inline request.
+    arguments: Option<SmallVec<[(usize, usize); 8]>>,
+}
+
+impl Found {
+    /// The request's length in bytes.
+    pub fn bytes(&self) -> usize {
+        self.length
     }
 }
 
-/// Splits the first request, of `length` bytes as [`check`] reported, off `buffer` and
-/// returns its arguments (empty for a blank line or `*0`).
-pub fn parse(buffer: &mut BytesMut, length: usize) -> Vec<Bytes> {
-    let mut request = buffer.split_to(length).freeze();
-    if request.first() == Some(&b'*') {
-        let (count, header) = read_line_number(&request, 0)
-            .expect("check accepted it")
-            .expect("complete");
-        request.advance(header);
-        let mut arguments = Vec::with_capacity(count.max(0) as usize);
-        for _ in 0..count.max(0) {
-            let (len, header) = read_line_number(&request, 0)
-                .expect("check accepted it")
-                .expect("complete");
-            request.advance(header);
-            arguments.push(request.split_to(len as usize));
-            request.advance(2);
-        }
-        arguments
-    } else {
-        inline_arguments(&request)
+/// The first complete request in `buffer`, `None` if more bytes are needed.
+pub fn check(buffer: &[u8]) -> Result<Option<Found>, ProtocolError> {
+    match buffer.first() {
+        None => Ok(None),
+        Some(b'*') => check_multibulk(buffer),
+        Some(_) => Ok(check_inline(buffer)?.map(|length| Found {
+            length,
+            arguments: None,
+        })),
+    }
+}
+
+/// Splits the request [`check`] found off `buffer` and returns its arguments (empty for a
+/// blank line or `*0`), sharing the buffer's bytes.
+pub fn parse(buffer: &mut BytesMut, found: Found) -> Vec<Bytes> {
+    let request = buffer.split_to(found.length).freeze();
+    match found.arguments {
+        Some(arguments) => arguments
+            .iter()
+            .map(|&(at, len)| request.slice(at..at + len))
+            .collect(),
+        None => inline_arguments(&request),
     }
 }
 
@@ -122,13 +132,14 @@ pub fn parse_decimal(digits: &[u8]) -> Option<i64> {
     }
 }
 
-fn check_multibulk(buffer: &[u8]) -> Result<Option<usize>, ProtocolError> {
+fn check_multibulk(buffer: &[u8]) -> Result<Option<Found>, ProtocolError> {
     let Some((count, mut at)) = read_line_number(buffer, 0)? else {
         return Ok(None);
     };
     if count > ARGUMENTS_MAX as i64 {
         return Err(protocol_error("invalid multibulk length"));
     }
+    let mut arguments = SmallVec::new();
     for _ in 0..count.max(0) {
         if at >= buffer.len() {
             return Ok(None);
@@ -145,6 +156,7 @@ fn check_multibulk(buffer: &[u8]) -> Result<Option<usize>, ProtocolError> {
         if !(0..=ARGUMENT_BYTES_MAX as i64).contains(&len) {
             return Err(protocol_error("invalid bulk length"));
         }
+        arguments.push((at + header, len as usize));
         at += header + len as usize + 2;
         if at > REQUEST_BYTES_MAX {
             return Err(protocol_error("request too large"));
@@ -156,7 +168,10 @@ fn check_multibulk(buffer: &[u8]) -> Result<Option<usize>, ProtocolError> {
             return Err(protocol_error("expected CRLF after bulk string"));
         }
     }
-    Ok(Some(at))
+    Ok(Some(Found {
+        length: at,
+        arguments: Some(arguments),
+    }))
 }
 
 fn check_inline(buffer: &[u8]) -> Result<Option<usize>, ProtocolError> {
@@ -203,8 +218,8 @@ mod tests {
     fn parse_all(input: &[u8]) -> Result<Vec<Vec<Bytes>>, ProtocolError> {
         let mut buffer = BytesMut::from(input);
         let mut requests = Vec::new();
-        while let Some(length) = check(&buffer)? {
-            requests.push(parse(&mut buffer, length));
+        while let Some(found) = check(&buffer)? {
+            requests.push(parse(&mut buffer, found));
         }
         Ok(requests)
     }
@@ -225,7 +240,10 @@ mod tests {
         for cut in 0..full.len() {
             assert_eq!(check(&full[..cut]), Ok(None), "cut at {cut}");
         }
-        assert_eq!(check(full), Ok(Some(full.len())));
+        assert_eq!(
+            check(full).unwrap().map(|found| found.bytes()),
+            Some(full.len())
+        );
     }
 
     #[test]
