@@ -787,13 +787,7 @@ impl LocalStore {
     pub fn submit(&self, request: WriteRequest) -> Result<PendingWrite, ReplicaError> {
         request.validate()?;
         let (reply, answer) = oneshot::channel();
-        let writer = self.writer.as_ref().ok_or(ReplicaError::ShuttingDown)?;
-        writer
-            .try_send(Job::Write { request, reply })
-            .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => ReplicaError::Busy,
-                mpsc::error::TrySendError::Closed(_) => ReplicaError::ShuttingDown,
-            })?;
+        self.enqueue(Job::Write { request, reply })?;
         Ok(PendingWrite { answer })
     }
 
@@ -806,14 +800,18 @@ impl LocalStore {
             request.validate()?;
         }
         let (reply, answer) = oneshot::channel();
-        let writer = self.writer.as_ref().ok_or(ReplicaError::ShuttingDown)?;
-        writer
-            .try_send(Job::WriteMany { requests, reply })
-            .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => ReplicaError::Busy,
-                mpsc::error::TrySendError::Closed(_) => ReplicaError::ShuttingDown,
-            })?;
+        self.enqueue(Job::WriteMany { requests, reply })?;
         Ok(PendingWrites { answer })
+    }
+
+    /// Hands a job to the writer, refusing it with [`ReplicaError::Busy`] when the queue is
+    /// full.
+    fn enqueue(&self, job: Job) -> Result<(), ReplicaError> {
+        let writer = self.writer.as_ref().ok_or(ReplicaError::ShuttingDown)?;
+        writer.try_send(job).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => ReplicaError::Busy,
+            mpsc::error::TrySendError::Closed(_) => ReplicaError::ShuttingDown,
+        })
     }
 
     /// Counts the keys with a visible value, in every keyspace, examining at most `limit`
