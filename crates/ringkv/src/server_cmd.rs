@@ -49,7 +49,7 @@ pub struct ServerArgs {
     /// When writes are acknowledged: always (after fsync), periodic or none [default: always].
     #[arg(long, env = "RINGKV_SYNC")]
     sync: Option<SyncPolicy>,
-    /// Threads serving requests [default: 0, one fewer than the cores, at least 1].
+    /// Threads serving requests [default: 0, one per core].
     #[arg(long, env = "RINGKV_IO_THREADS")]
     io_threads: Option<usize>,
     /// Print the effective configuration as TOML and exit.

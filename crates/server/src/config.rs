@@ -69,8 +69,7 @@ pub struct ServerConfig {
     /// MiB of recently used records cached in front of the `lsm` and `btree` engines
     /// (0: none; the `memory` engine needs none).
     pub record_cache_mb: u64,
-    /// Threads serving requests (the async runtime); 0 picks one fewer than the machine's
-    /// cores, at least 1, leaving a core for the store's writer thread.
+    /// Threads serving requests (the async runtime); 0: one per core.
     pub io_threads: usize,
 }
 
@@ -161,18 +160,17 @@ impl ServerConfig {
         Ok(())
     }
 
-    /// How many threads the async runtime gets. Under writes the store's writer thread keeps
-    /// a core busy by itself (it applies every write); a runtime with a thread on every core
-    /// as well makes request threads and the writer take turns on a core, and each reply waits
-    /// for its thread to be scheduled again. Measured on 2 cores, client on the same machine
-    /// (`redis-benchmark -c 50 -P 1`): one runtime thread instead of two served 12 % more SETs
-    /// and 14 % more GETs per second with 20 % less server CPU per request.
+    /// How many threads the async runtime gets: `io_threads`, or one per core. Fewer can
+    /// pay on a small machine whose writer thread is busy, since request threads then wait
+    /// less for a core: measured on 2 cores with the client on the same machine
+    /// (`redis-benchmark -c 50`, sync always), one thread instead of two served 12 % more SETs
+    /// and 14 % more GETs at `-P 1`, but 15 % fewer GETs at `-P 16`, where the request threads
+    /// themselves are the bottleneck. So the default stays one per core.
     pub fn runtime_threads(&self) -> usize {
         if self.io_threads > 0 {
             return self.io_threads;
         }
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        cores.saturating_sub(1).max(1)
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
     }
 
     /// The local store's options.
@@ -253,10 +251,9 @@ mod tests {
     }
 
     #[test]
-    fn runtime_threads_leave_a_core_for_the_writer_unless_given() {
+    fn runtime_threads_are_one_per_core_unless_given() {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        let automatic = ServerConfig::default().runtime_threads();
-        assert_eq!(automatic, (cores - 1).max(1));
+        assert_eq!(ServerConfig::default().runtime_threads(), cores);
         let given: ServerConfig = toml::from_str("io_threads = 3").unwrap();
         assert_eq!(given.runtime_threads(), 3);
     }
