@@ -202,7 +202,7 @@ const RECORD_CACHE_MB_MIN: u64 = ringkv_replica::store::CACHE_BYTES_DEFAULT >> 2
 /// `redis-benchmark -t set -n 3000000 -r 1000000 -c 50 -d 100 -P 16`, `--sync none`).
 fn record_cache_share_mb(memory: Option<u64>) -> u64 {
     memory.map_or(RECORD_CACHE_MB_MIN, |bytes| {
-        (bytes / 8 >> 20).max(RECORD_CACHE_MB_MIN)
+        ((bytes / 8) >> 20).max(RECORD_CACHE_MB_MIN)
     })
 }
 
