@@ -137,15 +137,21 @@ impl Engine for LsmEngine {
     }
 }
 
-/// fjall's flush and compaction threads: its default (one per core, at most 4), but never
-/// fewer than 2. With one worker, fjall 3.1 can deadlock under sustained writes: the worker
-/// handles a memtable rotation by a blocking `send` of the flush request into its own bounded
-/// queue, which writers keep filling with rotation requests while the memtable is over size
-/// (fjall's `inner_rotate_memtable`; upstream fjall-rs/fjall#323). A second worker keeps
-/// draining that queue.
+/// fjall's flush and compaction threads: one per core, but at least 3 and at most 4.
+///
+/// Not 1: fjall 3.1 can deadlock with one worker under sustained writes. The worker handles a
+/// memtable rotation by a blocking `send` of the flush request into its own bounded queue,
+/// which writers keep filling with rotation requests while the memtable is over size
+/// (fjall's `inner_rotate_memtable`; upstream fjall-rs/fjall#323).
+///
+/// Not 2: worker 0 never compacts while there are others; it puts each compaction request it
+/// receives back in the queue and takes the next one, so while worker 1 runs a compaction,
+/// worker 0 spins on the same request for as long as it takes (seen with `perf` during a
+/// 2 M-SET run: 15 % of the workers' CPU time in `worker_tick` and `flume::Shared::send`). With a third worker the request goes to whichever of the other two is free.
+/// Idle workers sleep in the queue's `recv`, so the extra one costs a stack, not CPU.
 fn background_workers() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    cores.clamp(2, 4)
+    cores.clamp(3, 4)
 }
 
 /// Sorts fjall's errors into damaged data, I/O, and the rest.
