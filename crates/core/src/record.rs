@@ -236,6 +236,12 @@ impl Record {
 
     /// The binary form: format byte, context, siblings, then a CRC32C of all of it.
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_for_reads().0
+    }
+
+    /// [`Record::encode`], with the [`PointRead`] of the encoding when the record has one
+    /// sibling (found while encoding, at no extra cost).
+    pub fn encode_for_reads(&self) -> (Vec<u8>, Option<PointRead>) {
         let mut out = Vec::with_capacity(self.value_bytes() + 32 + 40 * self.siblings.len());
         out.push(RECORD_FORMAT);
         self.context.encode_into(&mut out);
@@ -254,9 +260,18 @@ impl Record {
                 None => out.push(KIND_TOMBSTONE),
             }
         }
+        // A single sibling is the last thing before the checksum, so its value ends here.
+        let point = match self.siblings.as_slice() {
+            [only] => Some(PointRead::ending_at(
+                out.len(),
+                only.value.as_ref().map(Vec::len),
+                only.expires_at_ms,
+            )),
+            _ => None,
+        };
         let checksum = crc32c::crc32c(&out);
         out.extend_from_slice(&checksum.to_le_bytes());
-        out
+        (out, point)
     }
 
     /// Decodes bytes written by [`Record::encode`], verifying the checksum before trusting any
@@ -366,7 +381,7 @@ fn checked_body(bytes: &[u8]) -> Result<Reader<'_>, RecordError> {
     if bytes.len() > RECORD_BYTES_MAX {
         return Err(RecordError::TooLong { len: bytes.len() });
     }
-    let (body, stored) = bytes.split_at(bytes.len() - 4);
+    let (body, stored) = bytes.split_at(bytes.len() - CHECKSUM_BYTES);
     let stored = u32::from_le_bytes(stored.try_into().expect("split left 4 bytes"));
     let computed = crc32c::crc32c(body);
     if stored != computed {
@@ -379,6 +394,58 @@ fn checked_body(bytes: &[u8]) -> Result<Reader<'_>, RecordError> {
     }
     Ok(reader)
 }
+
+/// All a point read needs of an encoded record that has one sibling (nearly every record:
+/// siblings come only from concurrent writes): where its value lies in the bytes and when it
+/// expires. Found once, when the record is encoded or first read from storage, so a cache
+/// holding both can answer a read without decoding or checksumming the bytes again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PointRead {
+    /// The value's start and length in the encoded bytes; `None` for a tombstone.
+    value: Option<(usize, usize)>,
+    expires_at_ms: Option<u64>,
+}
+
+impl PointRead {
+    /// The summary of encoded `bytes` when they hold one sibling (`None` when they hold
+    /// several or none), checked exactly as [`Record::decode`] checks them.
+    pub fn of_encoded(bytes: &[u8]) -> Result<Option<PointRead>, RecordError> {
+        let mut reader = checked_body(bytes)?;
+        VersionVector::skip_from(&mut reader)?;
+        if sibling_count(&mut reader)? != 1 {
+            return Ok(None);
+        }
+        let sibling = decode_sibling(&mut reader)?;
+        reader.finish()?;
+        let body_len = bytes.len() - CHECKSUM_BYTES;
+        Ok(Some(PointRead::ending_at(
+            body_len,
+            sibling.value.map(<[u8]>::len),
+            sibling.expires_at_ms,
+        )))
+    }
+
+    /// A sibling whose value (of `len` bytes, `None` for a tombstone) ends at `end`.
+    fn ending_at(end: usize, len: Option<usize>, expires_at_ms: Option<u64>) -> PointRead {
+        PointRead {
+            value: len.map(|len| (end - len, len)),
+            expires_at_ms,
+        }
+    }
+
+    /// Where in the encoded bytes the value a read at `now_ms` returns lies, if it returns
+    /// one: what [`newest_visible_value`] finds for the same bytes.
+    pub fn visible(&self, now_ms: u64) -> Option<std::ops::Range<usize>> {
+        let (start, len) = self.value?;
+        if self.expires_at_ms.is_some_and(|at| at <= now_ms) {
+            return None;
+        }
+        Some(start..start + len)
+    }
+}
+
+/// The CRC32C that ends every encoded record.
+const CHECKSUM_BYTES: usize = 4;
 
 /// How many siblings follow the context: at most [`SIBLINGS_MAX`].
 fn sibling_count(reader: &mut Reader<'_>) -> Result<usize, RecordError> {

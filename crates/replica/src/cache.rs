@@ -4,8 +4,14 @@
 //! Absent keys are cached too, so a write of a new key does not search the tree to learn it is
 //! new.
 //!
-//! Entries hold the record's stored bytes, so every hit is still checked against the record's
-//! checksum when decoded. The cache is bounded in bytes (quick_cache's S3-FIFO eviction).
+//! Entries hold the record's stored bytes, checked when they came in: an engine read checks
+//! them, and the writer made them. For a record of one sibling an entry also holds its
+//! [`PointRead`], so a single-value read that hits slices the value out without decoding or
+//! checksumming the bytes again. Like RocksDB's block cache, which checks a block's checksum
+//! when it reads the block from a file and not on every hit, the checksum guards what comes
+//! from storage; memory errors are for ECC to catch. Reads that decode the whole record (every
+//! write's read of the old record, records with siblings) still check it. The cache is
+//! bounded in bytes (quick_cache's S3-FIFO eviction).
 //!
 //! Coherence: only the writer thread changes records, and it updates the cache after the
 //! engine has taken a group, before anyone is told the write happened. A reader that misses
@@ -18,6 +24,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
+use ringkv_core::record::{PointRead, RecordError};
 
 /// Stripes of epochs; a power of two well above the number of threads.
 const STRIPES: usize = 256;
@@ -25,15 +32,40 @@ const STRIPES: usize = 256;
 /// Bytes an entry costs beyond its key and value (hash table slot, eviction metadata).
 const ENTRY_OVERHEAD_BYTES: u64 = 64;
 
-/// A stored record's bytes, or `None` when the key has no record.
-type Cached = Option<Bytes>;
+/// A stored record, or `None` when the key has no record.
+pub type Cached = Option<StoredRecord>;
+
+/// A record's stored bytes, with their [`PointRead`] when the record has one sibling.
+#[derive(Clone, Debug)]
+pub struct StoredRecord {
+    /// The encoded record.
+    pub bytes: Bytes,
+    /// Where a point read finds the value; `None`: decode the bytes.
+    pub point: Option<PointRead>,
+}
+
+impl StoredRecord {
+    /// Bytes read from the engine, checked (checksum and structure) to find their point read.
+    pub fn from_engine(bytes: Bytes) -> Result<Self, RecordError> {
+        let point = PointRead::of_encoded(&bytes)?;
+        Ok(Self { bytes, point })
+    }
+
+    /// The value a single-value read at `now_ms` returns, when the point read knows it
+    /// (`None` inside: no visible value); `None`: decode the bytes to find out.
+    pub fn point_value(&self, now_ms: u64) -> Option<Option<Bytes>> {
+        let point = self.point?;
+        Some(point.visible(now_ms).map(|range| self.bytes.slice(range)))
+    }
+}
 
 #[derive(Clone)]
 struct ByBytes;
 
 impl Weighter<Vec<u8>, Cached> for ByBytes {
     fn weight(&self, key: &Vec<u8>, value: &Cached) -> u64 {
-        key.len() as u64 + value.as_ref().map_or(0, |v| v.len() as u64) + ENTRY_OVERHEAD_BYTES
+        let bytes = value.as_ref().map_or(0, |v| v.bytes.len() as u64);
+        key.len() as u64 + bytes + ENTRY_OVERHEAD_BYTES
     }
 }
 
@@ -118,6 +150,13 @@ impl RecordCache {
 mod tests {
     use super::*;
 
+    fn stored(bytes: &[u8]) -> StoredRecord {
+        StoredRecord {
+            bytes: Bytes::copy_from_slice(bytes),
+            point: None,
+        }
+    }
+
     #[test]
     fn a_fill_after_a_concurrent_update_is_dropped() {
         let cache = RecordCache::new(1 << 20);
@@ -125,9 +164,9 @@ mod tests {
             panic!("empty cache")
         };
         // The writer stores a new record while the reader was reading the engine.
-        cache.update(b"k".to_vec(), Some(Bytes::from_static(b"new")));
-        cache.fill(b"k", miss, Some(Bytes::from_static(b"old")));
-        assert!(matches!(cache.lookup(b"k"), Lookup::Hit(Some(v)) if v == "new"));
+        cache.update(b"k".to_vec(), Some(stored(b"new")));
+        cache.fill(b"k", miss, Some(stored(b"old")));
+        assert!(matches!(cache.lookup(b"k"), Lookup::Hit(Some(v)) if v.bytes == "new"));
     }
 
     #[test]
@@ -146,7 +185,7 @@ mod tests {
     fn the_cache_stays_within_its_bytes() {
         let cache = RecordCache::new(64 * 1024);
         for i in 0..10_000u32 {
-            cache.update(i.to_be_bytes().to_vec(), Some(Bytes::from(vec![0u8; 100])));
+            cache.update(i.to_be_bytes().to_vec(), Some(stored(&[0u8; 100])));
         }
         let held: u64 = (0..10_000u32)
             .filter(|i| matches!(cache.lookup(&i.to_be_bytes()), Lookup::Hit(_)))

@@ -2,7 +2,7 @@
 //! from the engine by the calling thread), and writes (handed to the [writer](crate::writer)
 //! thread, which applies them in order and acknowledges them once durable).
 
-use crate::cache::{Lookup, RecordCache};
+use crate::cache::{Cached, Lookup, RecordCache, StoredRecord};
 use crate::error::ReplicaError;
 use crate::keyspace_ids::KeyspaceIds;
 use crate::layout;
@@ -486,45 +486,50 @@ impl Shared {
 
     /// The stored record of a key, from the cache when it holds it.
     pub fn load(&self, keyspace: &str, key: &[u8]) -> Result<Option<Record>, ReplicaError> {
-        self.load_with(keyspace, key, |bytes| Record::decode(bytes))
+        self.load_with(keyspace, key, |stored| Record::decode(&stored.bytes))
     }
 
-    /// A key's stored bytes, from the cache when it holds it (filling it when not), read by
-    /// `read`; bytes `read` finds damaged are reported as the key's corruption and forgotten
-    /// by the cache.
+    /// A key's stored record, from the cache when it holds it (filling it when not), read by
+    /// `read`; bytes found damaged are reported as the key's corruption and forgotten by the
+    /// cache.
     pub fn load_with<T>(
         &self,
         keyspace: &str,
         key: &[u8],
-        read: impl FnOnce(&Bytes) -> Result<T, RecordError>,
+        read: impl FnOnce(&StoredRecord) -> Result<T, RecordError>,
     ) -> Result<Option<T>, ReplicaError> {
         let Some(id) = self.keyspace_ids.get(keyspace) else {
             return Ok(None);
         };
         let data_key = layout::lookup_key(id, key);
-        let read = |bytes: &Bytes| {
-            read(bytes).map_err(|error| self.corrupt(keyspace, key, error.to_string()))
-        };
+        let corrupt = |error: RecordError| self.corrupt(keyspace, key, error.to_string());
         let Some(cache) = &self.cache else {
             let stored = self.stored_bytes(keyspace, key, &data_key)?;
-            return stored.map(Bytes::from).as_ref().map(read).transpose();
+            let record = stored.map(|bytes| StoredRecord {
+                bytes: bytes.into(),
+                point: None,
+            });
+            return record.as_ref().map(read).transpose().map_err(corrupt);
         };
         let miss = match cache.lookup(&data_key) {
             Lookup::Hit(None) => return Ok(None),
-            Lookup::Hit(Some(bytes)) => {
-                return read(&bytes)
+            Lookup::Hit(Some(stored)) => {
+                return read(&stored)
                     .map(Some)
+                    .map_err(corrupt)
                     .inspect_err(|_| cache.forget(&data_key))
             }
             Lookup::Miss(miss) => miss,
         };
         let found = self
             .stored_bytes(keyspace, key, &data_key)?
-            .map(Bytes::from);
-        let value = found.as_ref().map(read).transpose()?;
+            .map(|bytes| StoredRecord::from_engine(bytes.into()))
+            .transpose()
+            .map_err(corrupt)?;
+        let value = found.as_ref().map(read).transpose().map_err(corrupt)?;
         if found
             .as_ref()
-            .is_none_or(|bytes| bytes.len() <= CACHED_RECORD_BYTES_MAX)
+            .is_none_or(|stored| stored.bytes.len() <= CACHED_RECORD_BYTES_MAX)
         {
             cache.fill(&data_key, miss, found);
         }
@@ -550,12 +555,14 @@ impl Shared {
 
     /// Brings the cache up to date with records the writer has just stored (`None`:
     /// deleted); large records are dropped from the cache instead.
-    pub fn cache_stored(&self, stored: Vec<(Vec<u8>, Option<Bytes>)>) {
+    pub fn cache_stored(&self, stored: Vec<(Vec<u8>, Cached)>) {
         let Some(cache) = &self.cache else { return };
-        for (data_key, bytes) in stored {
-            match bytes {
-                Some(bytes) if bytes.len() > CACHED_RECORD_BYTES_MAX => cache.forget(&data_key),
-                bytes => cache.update(data_key, bytes),
+        for (data_key, record) in stored {
+            match record {
+                Some(record) if record.bytes.len() > CACHED_RECORD_BYTES_MAX => {
+                    cache.forget(&data_key)
+                }
+                record => cache.update(data_key, record),
             }
         }
     }
@@ -647,7 +654,11 @@ impl LocalStore {
     /// expired.
     pub fn get_value(&self, keyspace: &str, key: &[u8]) -> Result<Option<Bytes>, ReplicaError> {
         let now_ms = self.shared.clock.now_ms();
-        let value = self.shared.load_with(keyspace, key, |bytes| {
+        let value = self.shared.load_with(keyspace, key, |stored| {
+            if let Some(value) = stored.point_value(now_ms) {
+                return Ok(value);
+            }
+            let bytes = &stored.bytes;
             let newest = record::newest_visible_value(bytes, now_ms)?;
             Ok(newest.map(|value| bytes.slice_ref(value)))
         })?;

@@ -7,6 +7,7 @@
 //! one fsync for all of them, and only then answers each caller. While one group is being
 //! synced the next one queues up, so concurrent writers share fsyncs (group commit).
 
+use crate::cache::{Cached, StoredRecord};
 use crate::error::ReplicaError;
 use crate::layout::{self, ExpiryEntry, KeyspaceId};
 use crate::store::{
@@ -106,7 +107,7 @@ struct Group {
     /// cannot choose colliding keys) costs a fraction of std's SipHash here.
     records: HashMap<Vec<u8>, Option<Record>, ahash::RandomState>,
     batch: WriteBatch,
-    cached: Option<Vec<(Vec<u8>, Option<bytes::Bytes>)>>,
+    cached: Option<Vec<(Vec<u8>, Cached)>>,
 }
 
 impl Writer {
@@ -525,15 +526,19 @@ fn store(
     }
     let data_key = layout::data_key(id, key);
     // One buffer shared by the batch and the cache.
-    let encoded = new
-        .as_ref()
-        .map(|record| bytes::Bytes::from(record.encode()));
-    if let Some(cached) = &mut group.cached {
-        cached.push((data_key.clone(), encoded.clone()));
-    }
-    match encoded {
-        Some(encoded) => group.batch.put(data_key.clone(), encoded),
+    let encoded = new.as_ref().map(|record| {
+        let (bytes, point) = record.encode_for_reads();
+        StoredRecord {
+            bytes: bytes.into(),
+            point,
+        }
+    });
+    match &encoded {
+        Some(stored) => group.batch.put(data_key.clone(), stored.bytes.clone()),
         None => group.batch.delete(data_key.clone()),
+    }
+    if let Some(cached) = &mut group.cached {
+        cached.push((data_key.clone(), encoded));
     }
     group.records.insert(data_key, new);
 }

@@ -129,11 +129,22 @@ async fn expired_value_is_invisible_at_once_and_swept_later() {
             value_of(&f.store, "ttl").is_some(),
             "{kind}: visible before expiry"
         );
+        // The single-value read, from the record as the writer cached it and as read back
+        // from the engine.
+        for cached_by in ["writer", "engine"] {
+            let value = f.store.get_value(KS, b"ttl").unwrap();
+            assert_eq!(value.as_deref(), Some(&b"v"[..]), "{kind}, {cached_by}");
+            f.store.clear_cache();
+        }
         clock.advance(1);
         assert!(
             value_of(&f.store, "ttl").is_none(),
             "{kind}: invisible at expiry"
         );
+        for cached_by in ["engine", "reader"] {
+            let value = f.store.get_value(KS, b"ttl").unwrap();
+            assert_eq!(value, None, "{kind}: invisible at expiry, {cached_by}");
+        }
         // Still stored until swept.
         assert!(f.store.get_record(KS, b"ttl").unwrap().is_some());
         assert_eq!(f.store.sweep_now().await.unwrap(), 1);
@@ -286,6 +297,9 @@ async fn siblings_keyspace_keeps_concurrent_writes_until_a_context_write_resolve
     let entry = f.store.get("carts", b"k").unwrap().unwrap();
     let values: Vec<_> = entry.values.iter().map(|v| v.value.clone()).collect();
     assert_eq!(values, vec![b"a".to_vec(), b"b".to_vec()]);
+    // A single-value read of a record with siblings returns the newest.
+    let newest = f.store.get_value("carts", b"k").unwrap();
+    assert_eq!(newest.as_deref(), Some(&b"b"[..]));
     f.store
         .write(siblings(b"ab").with_context(entry.context))
         .await
@@ -321,13 +335,20 @@ async fn a_damaged_record_reads_as_corruption_and_other_keys_keep_working() {
 
         assert!(
             matches!(
+                f.store.get_value(KS, b"bad"),
+                Err(ReplicaError::Corruption { .. })
+            ),
+            "{kind}"
+        );
+        assert!(
+            matches!(
                 f.store.get(KS, b"bad"),
                 Err(ReplicaError::Corruption { .. })
             ),
             "{kind}"
         );
         assert_eq!(value_of(&f.store, "good").as_deref(), Some(&b"fine"[..]));
-        assert_eq!(metric(&f.registry, "ringkv_store_corruption_total"), 1.0);
+        assert_eq!(metric(&f.registry, "ringkv_store_corruption_total"), 2.0);
         // A compare-and-set cannot be checked against damaged data; a plain write repairs it.
         let cas = f
             .store

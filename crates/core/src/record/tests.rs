@@ -161,12 +161,46 @@ proptest! {
         bytes[at] ^= 1 << bit;
         prop_assert!(Record::decode(&bytes).is_err());
         prop_assert!(newest_visible_value(&bytes, 0).is_err());
+        prop_assert!(PointRead::of_encoded(&bytes).is_err());
+    }
+
+    #[test]
+    fn a_point_read_returns_what_a_decoding_read_returns(
+        value in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300)),
+        expires_at_ms in proptest::option::of(1u64..1_000),
+        extra_siblings in 0usize..3,
+        nows in proptest::collection::vec(0u64..1_100, 1..8),
+    ) {
+        let sibling = |counter: u64, value: Option<Vec<u8>>| Sibling {
+            dot: Dot { replica: ReplicaId(1), counter },
+            timestamp: Timestamp::from_wall_ms(counter),
+            expires_at_ms,
+            value,
+        };
+        let record = Record {
+            context: VersionVector::new(),
+            siblings: (0..=extra_siblings as u64)
+                .map(|counter| sibling(counter + 1, value.clone()))
+                .collect(),
+        };
+        let (bytes, point) = record.encode_for_reads();
+        prop_assert_eq!(&bytes, &record.encode());
+        prop_assert_eq!(PointRead::of_encoded(&bytes).unwrap(), point);
+        // Only a record of one sibling has a point read; the others take the full decode.
+        prop_assert_eq!(point.is_some(), extra_siblings == 0);
+        if let Some(point) = point {
+            for now in nows {
+                let expected = newest_visible_value(&bytes, now).unwrap();
+                prop_assert_eq!(point.visible(now).map(|range| &bytes[range]), expected);
+            }
+        }
     }
 
     #[test]
     fn arbitrary_bytes_never_panic_the_decoder(bytes: Vec<u8>) {
         let _ = Record::decode(&bytes);
         let _ = newest_visible_value(&bytes, 0);
+        let _ = PointRead::of_encoded(&bytes);
     }
 }
 
