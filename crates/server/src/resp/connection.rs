@@ -9,7 +9,7 @@ use super::commands::{self, DeferredSets, Session};
 use super::frame::Frame;
 use super::request;
 use super::RespShared;
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,27 +48,44 @@ pub async fn handle(
         loop {
             match request::check(&input) {
                 Ok(Some(found)) => {
-                    let arguments = request::parse(&mut input, found);
-                    if arguments.is_empty() {
-                        continue;
-                    }
-                    commands += 1;
-                    let reply = if commands::defers(&shared, &session, &arguments) {
-                        match commands::start_deferred(&shared, &session, arguments, &mut deferred)
-                        {
-                            Ok(()) => {
-                                if deferred.len() >= DEFERRED_WRITES_MAX {
-                                    finish(&shared, &session, &mut deferred, &mut output).await;
-                                }
-                                continue;
-                            }
-                            Err(reply) => reply,
-                        }
-                    } else {
-                        // Whatever comes next must see the writes before it, and its reply
-                        // must follow theirs.
+                    let local_get = found
+                        .get_key(&input)
+                        .filter(|_| commands::gets_locally(&shared, &session));
+                    let reply = if let Some(key) = local_get {
+                        // The most common read, answered in place: no argument vector, no
+                        // command lookup. It must see the writes before it.
+                        commands += 1;
                         finish(&shared, &session, &mut deferred, &mut output).await;
-                        commands::execute(&shared, &mut session, arguments).await
+                        let reply = commands::get_local(&shared, &session, key);
+                        input.advance(found.bytes());
+                        reply
+                    } else {
+                        let arguments = request::parse(&mut input, found);
+                        if arguments.is_empty() {
+                            continue;
+                        }
+                        commands += 1;
+                        if commands::defers(&shared, &session, &arguments) {
+                            match commands::start_deferred(
+                                &shared,
+                                &session,
+                                arguments,
+                                &mut deferred,
+                            ) {
+                                Ok(()) => {
+                                    if deferred.len() >= DEFERRED_WRITES_MAX {
+                                        finish(&shared, &session, &mut deferred, &mut output).await;
+                                    }
+                                    continue;
+                                }
+                                Err(reply) => reply,
+                            }
+                        } else {
+                            // Whatever comes next must see the writes before it, and its
+                            // reply must follow theirs.
+                            finish(&shared, &session, &mut deferred, &mut output).await;
+                            commands::execute(&shared, &mut session, arguments).await
+                        }
                     };
                     finish(&shared, &session, &mut deferred, &mut output).await;
                     reply.encode(session.protocol, &mut output);

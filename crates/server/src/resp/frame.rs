@@ -46,19 +46,20 @@ impl Frame {
 
     /// Appends the encoding of this frame for protocol version `protocol` (2 or 3).
     pub fn encode(&self, protocol: u8, out: &mut BytesMut) {
+        let mut digits = itoa::Buffer::new();
         match self {
             Frame::Simple(text) => line(out, b'+', text.as_bytes()),
             Frame::Error(text) => line(out, b'-', text.as_bytes()),
-            Frame::Integer(value) => line(out, b':', itoa(*value).as_bytes()),
+            Frame::Integer(value) => line(out, b':', decimal(&mut digits, *value)),
             Frame::Bulk(bytes) => {
-                line(out, b'$', itoa(bytes.len() as i64).as_bytes());
+                line(out, b'$', decimal(&mut digits, bytes.len()));
                 out.put_slice(bytes);
                 out.put_slice(b"\r\n");
             }
             Frame::Null if protocol >= 3 => out.put_slice(b"_\r\n"),
             Frame::Null => out.put_slice(b"$-1\r\n"),
             Frame::Array(items) => {
-                line(out, b'*', itoa(items.len() as i64).as_bytes());
+                line(out, b'*', decimal(&mut digits, items.len()));
                 for item in items {
                     item.encode(protocol, out);
                 }
@@ -69,7 +70,7 @@ impl Frame {
                 } else {
                     (b'*', pairs.len() * 2)
                 };
-                line(out, marker, itoa(count as i64).as_bytes());
+                line(out, marker, decimal(&mut digits, count));
                 for (key, value) in pairs {
                     key.encode(protocol, out);
                     value.encode(protocol, out);
@@ -86,8 +87,10 @@ fn line(out: &mut BytesMut, marker: u8, body: &[u8]) {
     out.put_slice(b"\r\n");
 }
 
-fn itoa(value: i64) -> String {
-    value.to_string()
+/// `value` in decimal, formatted in `digits` (on the stack: a reply allocates nothing for its
+/// lengths).
+fn decimal(digits: &mut itoa::Buffer, value: impl itoa::Integer) -> &[u8] {
+    digits.format(value).as_bytes()
 }
 
 #[cfg(test)]

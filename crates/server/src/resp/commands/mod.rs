@@ -281,8 +281,7 @@ pub async fn execute(shared: &RespShared, session: &mut Session, arguments: Vec<
             spec.name
         ));
     }
-    let needs_auth = shared.node.config.resp_password.is_some() && !session.authenticated;
-    if needs_auth && !BEFORE_AUTH.contains(&spec.name) {
+    if needs_auth(shared, session) && !BEFORE_AUTH.contains(&spec.name) {
         return Frame::Error("NOAUTH Authentication required.".into());
     }
     let args = Args {
@@ -333,9 +332,26 @@ impl DeferredSets {
 /// before it have finished.
 pub fn defers(shared: &RespShared, session: &Session, arguments: &[Bytes]) -> bool {
     let is_set = arguments.len() >= 3 && arguments[0].eq_ignore_ascii_case(b"set");
-    let needs_auth = shared.node.config.resp_password.is_some() && !session.authenticated;
     // In a cluster each SET is a coordinated write, run in order like any other command.
-    is_set && !needs_auth && shared.node.is_alone()
+    is_set && !needs_auth(shared, session) && shared.node.is_alone()
+}
+
+/// Whether this session's `GET`s may be answered with [`get_local`] instead of
+/// [`execute`]: the node is alone in its ring (so its replica has the answer) and the
+/// session needs no `AUTH` first.
+pub fn gets_locally(shared: &RespShared, session: &Session) -> bool {
+    !needs_auth(shared, session) && shared.node.is_alone()
+}
+
+/// `GET key` from this node's own replica, when [`gets_locally`] allows it: the reply
+/// [`execute`] would give, without building the request's arguments.
+pub fn get_local(shared: &RespShared, session: &Session, key: &[u8]) -> Frame {
+    strings::get_local(shared, session, key).unwrap_or_else(error_frame)
+}
+
+/// Whether the session must authenticate before running anything but [`BEFORE_AUTH`].
+fn needs_auth(shared: &RespShared, session: &Session) -> bool {
+    shared.node.config.resp_password.is_some() && !session.authenticated
 }
 
 /// Parses a `SET` that [`defers`] accepted and adds it to `sets`; `Err` is its immediate

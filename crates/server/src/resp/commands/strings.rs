@@ -15,11 +15,16 @@ use ringkv_replica::{Change, Condition, Expiry, ReplicaError, WriteOutcome, Writ
 pub async fn get(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
     let key = args.bytes()?;
     if shared.node.is_alone() {
-        let keyspace = keyspace_def(shared, session)?;
-        let value = shared.node.store.get_value(&keyspace.name, &key)?;
-        return Ok(value.map_or(Frame::Null, Frame::Bulk));
+        return get_local(shared, session, &key);
     }
     Ok(Frame::optional_bulk(read(shared, session, &key).await?))
+}
+
+/// `GET key` from this node's own replica.
+pub fn get_local(shared: &RespShared, session: &Session, key: &[u8]) -> Reply {
+    let keyspace = keyspace_def(shared, session)?;
+    let value = shared.node.store.get_value(&keyspace.name, key)?;
+    Ok(value.map_or(Frame::Null, Frame::Bulk))
 }
 
 /// The visible value of a key (the newest sibling, if there are several).
