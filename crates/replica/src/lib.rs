@@ -25,6 +25,6 @@ pub mod writer;
 pub use error::ReplicaError;
 pub use store::{
     Change, Condition, ConflictMode, Entry, Expiry, LocalStore, MergeRequest, PendingWrite,
-    PendingWrites, ScanPage, StoreOptions, SyncPolicy, Version, VisibleValue, WriteOutcome,
+    PendingWrites, Report, ScanPage, StoreOptions, SyncPolicy, Version, VisibleValue, WriteOutcome,
     WriteRequest,
 };

@@ -184,6 +184,17 @@ pub enum Change {
     Expire(Expiry),
 }
 
+impl Change {
+    /// Whether the new version depends on the value it replaces (its integer or expiry).
+    pub fn reads_current(&self) -> bool {
+        match self {
+            Change::Put { expiry, .. } => matches!(expiry, Expiry::Keep),
+            Change::Delete => false,
+            Change::Increment(_) | Change::Expire(_) => true,
+        }
+    }
+}
+
 /// One write of one key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteRequest {
@@ -412,6 +423,25 @@ impl WriteOutcome {
     pub fn version(&self) -> Version {
         Version::of(&self.context)
     }
+}
+
+/// The parts of a [`WriteOutcome`] a caller of [`LocalStore::submit_many`] reads; the others
+/// come back empty, and the writer neither copies them nor the caller frees them. A SET in a
+/// pipeline reads only whether it applied (and, with its GET option, what it replaced).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// [`WriteOutcome::previous`].
+    pub previous: bool,
+    /// [`WriteOutcome::context`] (and so its version).
+    pub context: bool,
+}
+
+impl Report {
+    /// Every part of the outcome.
+    pub const FULL: Report = Report {
+        previous: true,
+        context: true,
+    };
 }
 
 /// One page of a scan.
@@ -779,6 +809,7 @@ impl LocalStore {
         }
         let (reply, answer) = oneshot::channel();
         let writer = self.writer.as_ref().ok_or(ReplicaError::ShuttingDown)?;
+        let requests = requests.into_iter().map(|r| (r, Report::FULL)).collect();
         writer
             .send(Job::WriteMany { requests, reply })
             .await
@@ -805,9 +836,12 @@ impl LocalStore {
     /// Queues several writes as one job without waiting for them, refusing all of them with
     /// [`ReplicaError::Busy`] when the queue is full: a pipeline's writes cost the writer one
     /// job and their caller one wake-up instead of one each. They are applied in order, each
-    /// with its own outcome, in one group commit.
-    pub fn submit_many(&self, requests: Vec<WriteRequest>) -> Result<PendingWrites, ReplicaError> {
-        for request in &requests {
+    /// with its own outcome, in one group commit; each outcome holds what its [`Report`] asks.
+    pub fn submit_many(
+        &self,
+        requests: Vec<(WriteRequest, Report)>,
+    ) -> Result<PendingWrites, ReplicaError> {
+        for (request, _) in &requests {
             request.validate()?;
         }
         let (reply, answer) = oneshot::channel();

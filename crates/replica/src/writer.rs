@@ -11,8 +11,8 @@ use crate::cache::{Cached, StoredRecord};
 use crate::error::ReplicaError;
 use crate::layout::{self, ExpiryEntry, KeyspaceId};
 use crate::store::{
-    Change, Condition, ConflictMode, Entry, Expiry, MergeRequest, Shared, SyncPolicy, WriteOutcome,
-    WriteRequest,
+    Change, Condition, ConflictMode, Entry, Expiry, MergeRequest, Report, Shared, SyncPolicy,
+    WriteOutcome, WriteRequest,
 };
 use ringkv_core::causal::VersionVector;
 use ringkv_core::record::{Mutation, Record};
@@ -40,7 +40,7 @@ pub(crate) enum Job {
     },
     /// Several writes applied in one engine batch: other readers see all or none of them.
     WriteMany {
-        requests: Vec<WriteRequest>,
+        requests: Vec<(WriteRequest, Report)>,
         reply: ManyReply,
     },
     /// Another replica's record of a key (replication, read repair) to merge with the
@@ -69,7 +69,7 @@ impl Job {
     fn bytes(&self) -> usize {
         match self {
             Job::Write { request, .. } => request.bytes(),
-            Job::WriteMany { requests, .. } => requests.iter().map(WriteRequest::bytes).sum(),
+            Job::WriteMany { requests, .. } => requests.iter().map(|(r, _)| r.bytes()).sum(),
             Job::Merge { request, .. } => request.key.len() + request.record.value_bytes(),
             Job::Sweep { entries, .. } => entries.len() * 64,
         }
@@ -166,12 +166,12 @@ impl Writer {
             .into_iter()
             .map(|job| match job {
                 Job::Write { request, reply } => {
-                    Answer::Write(reply, self.apply_write(&mut group, request))
+                    Answer::Write(reply, self.apply_write(&mut group, request, Report::FULL))
                 }
                 Job::WriteMany { requests, reply } => {
                     let outcomes = requests
                         .into_iter()
-                        .map(|r| self.apply_write(&mut group, r));
+                        .map(|(r, report)| self.apply_write(&mut group, r, report));
                     Answer::WriteMany(reply, outcomes.collect())
                 }
                 Job::Merge { request, reply } => {
@@ -241,6 +241,7 @@ impl Writer {
         &self,
         group: &mut Group,
         request: WriteRequest,
+        report: Report,
     ) -> Result<WriteOutcome, ReplicaError> {
         let shared = &self.shared;
         let now_ms = shared.clock.now_ms();
@@ -250,8 +251,14 @@ impl Writer {
             Err(ReplicaError::Corruption { .. }) if request.condition == Condition::Always => None,
             Err(error) => return Err(error),
         };
+        // What a read would see now, copied only when something needs it: the condition, a
+        // change built on the current value, or the caller.
+        let reads_current = report.previous
+            || request.condition != Condition::Always
+            || request.change.reads_current();
         let previous = stored
             .as_ref()
+            .filter(|_| reads_current)
             .and_then(|record| Entry::visible(record, now_ms));
         check_condition(request.condition, previous.as_ref()).inspect_err(|_| {
             shared.metrics.condition_failures.inc();
@@ -269,8 +276,12 @@ impl Writer {
             record.resolve_last_writer_wins();
         }
         let outcome = WriteOutcome {
-            context: record.context.clone(),
-            previous,
+            context: if report.context {
+                record.context.clone()
+            } else {
+                VersionVector::new()
+            },
+            previous: previous.filter(|_| report.previous),
             integer,
             record: request.return_record.then(|| record.clone()),
         };

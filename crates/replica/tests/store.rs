@@ -4,8 +4,8 @@
 use prometheus_client::registry::Registry;
 use ringkv_core::clock::{ManualClock, SystemClock, WallClock};
 use ringkv_replica::{
-    Change, Condition, ConflictMode, Expiry, LocalStore, ReplicaError, StoreOptions, SyncPolicy,
-    WriteRequest,
+    Change, Condition, ConflictMode, Expiry, LocalStore, ReplicaError, Report, StoreOptions,
+    SyncPolicy, WriteRequest,
 };
 use ringkv_storage::{open, EngineKind, ScanRange};
 use std::sync::Arc;
@@ -643,6 +643,59 @@ async fn write_many_applies_every_write_and_reports_each() {
     ));
     assert_eq!(value_of(&f.store, "a"), None);
     assert_eq!(value_of(&f.store, "b").as_deref(), Some(&b"2"[..]));
+}
+
+#[tokio::test]
+async fn submitted_writes_report_only_what_their_caller_asks_for() {
+    let f = fixture(EngineKind::Lsm, Arc::new(SystemClock));
+    f.store
+        .write(WriteRequest::put(KS, b"k", b"old"))
+        .await
+        .unwrap();
+    let bare = Report {
+        previous: false,
+        context: false,
+    };
+    let with_previous = Report {
+        previous: true,
+        ..bare
+    };
+    let outcomes = f
+        .store
+        .submit_many(vec![
+            (WriteRequest::put(KS, b"k", b"1"), bare),
+            (WriteRequest::put(KS, b"k", b"2"), with_previous),
+            (WriteRequest::put(KS, b"k", b"3"), Report::FULL),
+            // A condition still sees the current value when the caller asks for nothing.
+            (
+                WriteRequest::put(KS, b"k", b"no").when(Condition::IfAbsent),
+                bare,
+            ),
+            (WriteRequest::new(KS, b"n", Change::Increment(5)), bare),
+            (WriteRequest::new(KS, b"n", Change::Increment(5)), bare),
+        ])
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let outcome = |i: usize| outcomes[i].as_ref().unwrap();
+    assert_eq!(outcome(0).previous, None);
+    assert!(outcome(0).context.is_empty(), "{:?}", outcome(0).context);
+    let previous = outcome(1).previous.as_ref().expect("asked for");
+    assert_eq!(previous.winner().value, b"1");
+    assert!(outcome(1).context.is_empty());
+    assert_eq!(outcome(2).previous.as_ref().unwrap().winner().value, b"2");
+    assert!(!outcome(2).context.is_empty());
+    assert!(matches!(
+        &outcomes[3],
+        Err(ReplicaError::ConditionFailed { current: Some(current) }) if current.winner().value == b"3"
+    ));
+    assert_eq!(
+        outcome(5).integer,
+        Some(10),
+        "an increment reads the current value"
+    );
+    assert_eq!(value_of(&f.store, "k").as_deref(), Some(&b"3"[..]));
 }
 
 /// The record cache never answers with a value older than one already acknowledged, however

@@ -14,7 +14,7 @@ use crate::consistency::Consistency;
 use crate::coordinator::{self, CoordinatorError};
 use crate::keyspaces::KeyspaceDef;
 use bytes::Bytes;
-use ringkv_replica::{Entry, ReplicaError, WriteOutcome, WriteRequest};
+use ringkv_replica::{Entry, ReplicaError, Report, WriteOutcome, WriteRequest};
 use std::borrow::Cow;
 
 /// Per-connection state.
@@ -307,12 +307,12 @@ fn error_frame(error: CommandError) -> Frame {
 
 /// A pipeline's SETs, parsed and checked but not yet submitted: they go to the store as one
 /// job when the connection next needs their replies (one queue slot and one wake-up for the
-/// lot), and share a group commit with each other and with other connections' writes.
+/// lot), and share a group commit with each other and with other connections' writes. Each
+/// asks only for what its reply needs: whether it applied, and with the GET option what it
+/// replaced.
 #[derive(Default)]
 pub struct DeferredSets {
-    requests: Vec<WriteRequest>,
-    /// Whether each SET had the GET option (its reply is the previous value).
-    gets: Vec<bool>,
+    requests: Vec<(WriteRequest, Report)>,
 }
 
 impl DeferredSets {
@@ -376,8 +376,11 @@ pub fn start_deferred(
     request
         .validate()
         .map_err(|error| error_frame(error.into()))?;
-    sets.requests.push(request.conflict(conflict));
-    sets.gets.push(get);
+    let report = Report {
+        previous: get,
+        context: false,
+    };
+    sets.requests.push((request.conflict(conflict), report));
     Ok(())
 }
 
@@ -392,14 +395,14 @@ pub async fn finish_deferred(
         return;
     }
     let requests = std::mem::take(&mut sets.requests);
-    let count = requests.len();
+    let gets: Vec<bool> = requests.iter().map(|(_, report)| report.previous).collect();
     let outcomes = match shared.node.store.submit_many(requests) {
         Ok(pending) => pending.wait().await,
         Err(error) => Err(error),
     };
     match outcomes {
         Ok(outcomes) => {
-            for (outcome, get) in outcomes.into_iter().zip(sets.gets.drain(..)) {
+            for (outcome, get) in outcomes.into_iter().zip(gets) {
                 let outcome = outcome.map_err(CoordinatorError::from);
                 reply(strings::set_reply(get, outcome).unwrap_or_else(error_frame));
             }
@@ -407,8 +410,7 @@ pub async fn finish_deferred(
         // Not stored (a full queue, a failed commit): each SET gets the error.
         Err(error) => {
             let frame = error_frame(error.into());
-            sets.gets.clear();
-            for _ in 0..count {
+            for _ in 0..gets.len() {
                 reply(frame.clone());
             }
         }
