@@ -15,6 +15,17 @@ const ENGINE: &str = "lsm";
 /// The fjall tree that holds every key.
 const DATA_TREE: &str = "data";
 
+/// The memtable's size before it is sealed and flushed: 16 MiB, not fjall's 64 MiB. Every
+/// write of a key is its own entry in the memtable's skip list, so a smaller list is shallower
+/// and more of it stays in the CPU's caches, and a flush is shorter. Measured with
+/// `redis-benchmark -t set -n 2000000 -c 50 -d 100 -r 100000 -P 16`, `--sync always`, runs
+/// alternated: 131 k vs 124 k ops/s (means of 4 and 5 runs, within this machine's noise), the
+/// writer thread's CPU −14 %, the flush workers' +61 %, the whole server's −4 %; the slowest
+/// request 77–173 ms instead of 245–1,014 ms. With 1 M keys, throughput and CPU within noise,
+/// the slowest request 122–152 ms instead of 243–296 ms. fjall stores the size with the tree
+/// when it creates it, so a data directory keeps the size it was created with.
+const MEMTABLE_BYTES: u64 = 16 << 20;
+
 /// How long a checkpoint waits for the memtable to reach disk.
 const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -42,7 +53,9 @@ impl LsmEngine {
                 other => other,
             })?;
         let data = database
-            .keyspace(DATA_TREE, KeyspaceCreateOptions::default)
+            .keyspace(DATA_TREE, || {
+                KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+            })
             .map_err(convert)?;
         Ok(Self {
             database,
