@@ -394,7 +394,9 @@ pub async fn finish_deferred(
     if sets.is_empty() {
         return;
     }
-    let requests = std::mem::take(&mut sets.requests);
+    // The next pipeline is likely as deep as this one: room for it, not growth by doubling.
+    let depth = sets.requests.len();
+    let requests = std::mem::replace(&mut sets.requests, Vec::with_capacity(depth));
     let gets: Vec<bool> = requests.iter().map(|(_, report)| report.previous).collect();
     let outcomes = match shared.node.store.submit_many(requests) {
         Ok(pending) => pending.wait().await,
