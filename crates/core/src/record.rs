@@ -148,6 +148,22 @@ impl Record {
         Ok(record)
     }
 
+    /// The record after a write that supersedes every version `replaced` summarises (a
+    /// last-writer-wins write without a causal context): what [`Record::update_owned`] gives
+    /// for the replaced record with its own context as `seen`, built without its siblings.
+    pub fn replace(
+        replaced: Option<Replaced>,
+        mutation: Mutation,
+        replica: ReplicaId,
+        timestamp: Timestamp,
+    ) -> Result<Record, UpdateError> {
+        let stored = replaced.map(|replaced| Record {
+            context: replaced.context,
+            siblings: Vec::new(),
+        });
+        Self::update_owned(stored, &VersionVector::new(), mutation, replica, timestamp)
+    }
+
     /// Merges two replicas' records of one key: a sibling survives unless the other side's
     /// context covers its dot and the other side no longer holds it.
     pub fn sync(&self, other: &Record) -> Record {
@@ -313,6 +329,14 @@ pub struct SiblingView<'a> {
 }
 
 impl SiblingView<'_> {
+    /// As [`Sibling::dead_since_ms`].
+    pub fn dead_since_ms(&self) -> Option<u64> {
+        match self.value {
+            None => Some(self.timestamp.wall_ms()),
+            Some(_) => self.expires_at_ms,
+        }
+    }
+
     /// Whether this sibling is a value a read may return at `now_ms` (as
     /// [`Sibling::is_visible`]).
     pub fn is_visible(&self, now_ms: u64) -> bool {
@@ -393,6 +417,76 @@ fn checked_body(bytes: &[u8]) -> Result<Reader<'_>, RecordError> {
         return Err(RecordError::UnknownFormat(format));
     }
     Ok(reader)
+}
+
+/// What a write that supersedes every version of a key needs of the record it replaces:
+/// its context, and the two facts the writer keeps up to date elsewhere (the hybrid clock,
+/// the expiry index). Read from stored bytes without copying any value out of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replaced {
+    /// Every write the record has seen.
+    pub context: VersionVector,
+    /// [`Record::newest_timestamp`].
+    pub newest_timestamp: Option<Timestamp>,
+    /// [`Record::next_dead_ms`].
+    pub next_dead_ms: Option<u64>,
+}
+
+impl Replaced {
+    /// The summary of encoded `bytes`, checked as [`Record::decode`] checks them. `None` when
+    /// the record's context does not cover each of its siblings (never so for a record built
+    /// by this module), so that superseding its context would not supersede them all.
+    pub fn of_encoded(bytes: &[u8]) -> Result<Option<Replaced>, RecordError> {
+        let mut reader = checked_body(bytes)?;
+        let context = VersionVector::decode_from(&mut reader)?;
+        let mut summary = Summary::default();
+        for _ in 0..sibling_count(&mut reader)? {
+            let sibling = decode_sibling(&mut reader)?;
+            if !context.covers(sibling.dot) {
+                return Ok(None);
+            }
+            summary.add(sibling.timestamp, sibling.dead_since_ms());
+        }
+        reader.finish()?;
+        Ok(Some(summary.with(context)))
+    }
+
+    /// The summary of a record in memory; `None` as for [`Replaced::of_encoded`].
+    pub fn of_record(record: &Record) -> Option<Replaced> {
+        let mut summary = Summary::default();
+        for sibling in &record.siblings {
+            if !record.context.covers(sibling.dot) {
+                return None;
+            }
+            summary.add(sibling.timestamp, sibling.dead_since_ms());
+        }
+        Some(summary.with(record.context.clone()))
+    }
+}
+
+/// The newest timestamp and earliest death over a record's siblings.
+#[derive(Default)]
+struct Summary {
+    newest_timestamp: Option<Timestamp>,
+    next_dead_ms: Option<u64>,
+}
+
+impl Summary {
+    fn add(&mut self, timestamp: Timestamp, dead_since_ms: Option<u64>) {
+        self.newest_timestamp = self.newest_timestamp.max(Some(timestamp));
+        self.next_dead_ms = match (self.next_dead_ms, dead_since_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    fn with(self, context: VersionVector) -> Replaced {
+        Replaced {
+            context,
+            newest_timestamp: self.newest_timestamp,
+            next_dead_ms: self.next_dead_ms,
+        }
+    }
 }
 
 /// All a point read needs of an encoded record that has one sibling (nearly every record:

@@ -15,7 +15,7 @@ use crate::store::{
     WriteOutcome, WriteRequest,
 };
 use ringkv_core::causal::VersionVector;
-use ringkv_core::record::{Mutation, Record};
+use ringkv_core::record::{Mutation, Record, Replaced};
 use ringkv_storage::{StorageError, WriteBatch};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -243,6 +243,11 @@ impl Writer {
         request: WriteRequest,
         report: Report,
     ) -> Result<WriteOutcome, ReplicaError> {
+        if supersedes_all(&request, report) {
+            if let Some(replacing) = self.replacing(group, &request.keyspace, &request.key)? {
+                return self.apply_replacing(group, request, report, replacing);
+            }
+        }
         let shared = &self.shared;
         let now_ms = shared.clock.now_ms();
         let stored = match self.current(group, &request.keyspace, &request.key) {
@@ -267,34 +272,118 @@ impl Writer {
             shared.hlc.observe(newest);
         }
         let seen = seen_context(&request, stored.as_ref());
-        let (mutation, integer) = resolve_change(request.change, previous.as_ref())?;
+        let WriteRequest {
+            keyspace,
+            key,
+            change,
+            conflict,
+            return_record,
+            ..
+        } = request;
+        let (mutation, integer) = resolve_change(change, previous.as_ref())?;
         let timestamp = shared.hlc.tick(now_ms);
         let old_due = stored.as_ref().and_then(Record::next_dead_ms);
         let mut record =
             Record::update_owned(stored, &seen, mutation, shared.replica_id, timestamp)?;
-        if request.conflict == ConflictMode::LastWriterWins {
+        if conflict == ConflictMode::LastWriterWins {
             record.resolve_last_writer_wins();
         }
+        let written = Written {
+            old_due,
+            previous: previous.filter(|_| report.previous),
+            integer,
+            return_record,
+        };
+        self.store_written(group, &keyspace, &key, report, record, written)
+    }
+
+    /// [`Writer::apply_write`] of a write that [`supersedes_all`] the key's versions, from the
+    /// summary of what it replaces (`None`: nothing): what the general path computes, without
+    /// decoding the old value only to drop it.
+    fn apply_replacing(
+        &self,
+        group: &mut Group,
+        request: WriteRequest,
+        report: Report,
+        replacing: Option<Replaced>,
+    ) -> Result<WriteOutcome, ReplicaError> {
+        let shared = &self.shared;
+        let now_ms = shared.clock.now_ms();
+        if let Some(newest) = replacing.as_ref().and_then(|r| r.newest_timestamp) {
+            shared.hlc.observe(newest);
+        }
+        let WriteRequest {
+            keyspace,
+            key,
+            change,
+            return_record,
+            ..
+        } = request;
+        let (mutation, integer) = resolve_change(change, None)?;
+        let timestamp = shared.hlc.tick(now_ms);
+        let old_due = replacing.as_ref().and_then(|r| r.next_dead_ms);
+        let record = Record::replace(replacing, mutation, shared.replica_id, timestamp)?;
+        let written = Written {
+            old_due,
+            previous: None,
+            integer,
+            return_record,
+        };
+        self.store_written(group, &keyspace, &key, report, record, written)
+    }
+
+    /// What a write that [`supersedes_all`] replaces; `Ok(None)` when its record cannot be
+    /// summarised so (see [`Replaced::of_encoded`]) and the general path must apply it.
+    fn replacing(
+        &self,
+        group: &Group,
+        keyspace: &str,
+        key: &[u8],
+    ) -> Result<Option<Option<Replaced>>, ReplicaError> {
+        let Some(id) = self.shared.keyspace_ids.get(keyspace) else {
+            return Ok(Some(None));
+        };
+        if let Some(record) = group.records.get(&layout::lookup_key(id, key)[..]) {
+            return Ok(match record {
+                Some(record) => Replaced::of_record(record).map(Some),
+                None => Some(None),
+            });
+        }
+        let loaded = self
+            .shared
+            .load_with(keyspace, key, |stored| Replaced::of_encoded(&stored.bytes));
+        match loaded {
+            Ok(None) => Ok(Some(None)),
+            Ok(Some(summary)) => Ok(summary.map(Some)),
+            // The write is unconditional, so it replaces a damaged record: that repairs it.
+            Err(ReplicaError::Corruption { .. }) => Ok(Some(None)),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Adds an applied write's new record to the group and builds its outcome.
+    fn store_written(
+        &self,
+        group: &mut Group,
+        keyspace: &str,
+        key: &[u8],
+        report: Report,
+        record: Record,
+        written: Written,
+    ) -> Result<WriteOutcome, ReplicaError> {
         let outcome = WriteOutcome {
             context: if report.context {
                 record.context.clone()
             } else {
                 VersionVector::new()
             },
-            previous: previous.filter(|_| report.previous),
-            integer,
-            record: request.return_record.then(|| record.clone()),
+            previous: written.previous,
+            integer: written.integer,
+            record: written.return_record.then(|| record.clone()),
         };
-        let id = self.keyspace_id(&request.keyspace)?;
-        store(
-            group,
-            &request.keyspace,
-            id,
-            &request.key,
-            old_due,
-            Some(record),
-        );
-        shared.metrics.writes.inc();
+        let id = self.keyspace_id(keyspace)?;
+        store(group, keyspace, id, key, written.old_due, Some(record));
+        self.shared.metrics.writes.inc();
         Ok(outcome)
     }
 
@@ -412,6 +501,28 @@ fn answer_all(answers: Vec<Answer>, committed: &Result<(), StorageError>) {
 /// The context a write supersedes: what the client read if it sent a context; otherwise,
 /// everything this replica holds for last-writer-wins writes and for deletes, and nothing for
 /// a put into a siblings keyspace (it becomes a sibling, as in Riak's allow_mult).
+/// What an applied write reports besides its new record.
+struct Written {
+    /// When the replaced record was due in the expiry index.
+    old_due: Option<u64>,
+    previous: Option<Entry>,
+    integer: Option<i64>,
+    /// Whether the outcome carries the new record.
+    return_record: bool,
+}
+
+/// Whether `request` supersedes every version of its key whatever they hold, so applying it
+/// needs only a summary of the record it replaces: a last-writer-wins put or delete without a
+/// causal context (it sees the stored context, which covers every stored sibling), that no
+/// condition, change or caller needs the current value for. A plain SET.
+fn supersedes_all(request: &WriteRequest, report: Report) -> bool {
+    request.context.is_none()
+        && request.conflict == ConflictMode::LastWriterWins
+        && request.condition == Condition::Always
+        && !request.change.reads_current()
+        && !report.previous
+}
+
 fn seen_context(request: &WriteRequest, stored: Option<&Record>) -> VersionVector {
     let stored_context = || {
         stored

@@ -698,6 +698,71 @@ async fn submitted_writes_report_only_what_their_caller_asks_for() {
     assert_eq!(value_of(&f.store, "k").as_deref(), Some(&b"3"[..]));
 }
 
+/// Pipelined SETs that ask for nothing back replace records from a summary instead of the
+/// decoded record: the expiry index, the clock and damaged records are handled as any write
+/// handles them.
+#[tokio::test]
+async fn bare_overwrites_keep_the_expiry_index_and_repair_damage() {
+    for kind in EngineKind::ALL {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let f = fixture(kind, clock.clone());
+        let bare = Report {
+            previous: false,
+            context: false,
+        };
+        let submit = |requests: Vec<WriteRequest>| {
+            let requests = requests.into_iter().map(|r| (r, bare)).collect();
+            f.store.submit_many(requests).unwrap().wait()
+        };
+        let index = || f.store.engine().scan(&ScanRange::prefix(b"x"), 10).unwrap();
+        // Replacing a record changed earlier in the same group, then one stored before.
+        submit(vec![
+            WriteRequest::put(KS, b"a", b"1").expiring_at(2_000_000),
+            WriteRequest::put(KS, b"a", b"2"),
+            WriteRequest::put(KS, b"b", b"1").expiring_at(2_000_000),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(index().len(), 1, "{kind}: only b expires");
+        f.store.clear_cache();
+        let outcomes = submit(vec![WriteRequest::put(KS, b"b", b"2")])
+            .await
+            .unwrap();
+        assert!(outcomes[0].is_ok());
+        assert!(index().is_empty(), "{kind}: b's entry left with its expiry");
+        let before = f.store.get(KS, b"b").unwrap().unwrap();
+        // A delete leaves a tombstone, due for reaping; the write after it sees its context.
+        submit(vec![WriteRequest::delete(KS, b"b")]).await.unwrap();
+        assert_eq!(value_of(&f.store, "b"), None);
+        assert_eq!(index().len(), 1, "{kind}: the tombstone is due");
+        submit(vec![WriteRequest::put(KS, b"b", b"3")])
+            .await
+            .unwrap();
+        let after = f.store.get(KS, b"b").unwrap().unwrap();
+        assert!(after.context.descends(&before.context), "{kind}");
+        assert!(
+            after.winner().timestamp > before.winner().timestamp,
+            "{kind}"
+        );
+        assert!(index().is_empty(), "{kind}");
+        // A damaged record is replaced, as by any unconditional write.
+        let engine_key = f.store.data_key(KS, b"a").unwrap();
+        let mut bytes = f.store.engine().get(&engine_key).unwrap().unwrap();
+        let last = bytes.len() - 6;
+        bytes[last] ^= 0x01;
+        f.store.engine().put(&engine_key, &bytes).unwrap();
+        f.store.clear_cache();
+        submit(vec![WriteRequest::put(KS, b"a", b"repaired")])
+            .await
+            .unwrap();
+        assert_eq!(
+            value_of(&f.store, "a").as_deref(),
+            Some(&b"repaired"[..]),
+            "{kind}"
+        );
+    }
+}
+
 /// The record cache never answers with a value older than one already acknowledged, however
 /// readers filling it race with the writer (a stale fill would show here as a value going
 /// backwards).

@@ -162,6 +162,31 @@ proptest! {
         prop_assert!(Record::decode(&bytes).is_err());
         prop_assert!(newest_visible_value(&bytes, 0).is_err());
         prop_assert!(PointRead::of_encoded(&bytes).is_err());
+        prop_assert!(Replaced::of_encoded(&bytes).is_err());
+    }
+
+    #[test]
+    fn replacing_a_summary_gives_what_updating_the_record_gives(
+        steps in histories(),
+        delete in any::<bool>(),
+        expires_at_ms in proptest::option::of(1u64..1_000),
+    ) {
+        let (replicas, _) = run(&steps);
+        for record in replicas {
+            let replaced = Replaced::of_encoded(&record.encode()).unwrap();
+            prop_assert_eq!(&replaced, &Replaced::of_record(&record));
+            let replaced = replaced.expect("records built here cover their siblings");
+            prop_assert_eq!(replaced.newest_timestamp, record.newest_timestamp());
+            prop_assert_eq!(replaced.next_dead_ms, record.next_dead_ms());
+            let mutation = Mutation {
+                value: (!delete).then(|| b"new".to_vec()),
+                expires_at_ms,
+            };
+            let (replica, at) = (ReplicaId(2), Timestamp::from_wall_ms(5_000));
+            let updated =
+                Record::update_owned(Some(record.clone()), &record.context, mutation.clone(), replica, at);
+            prop_assert_eq!(Record::replace(Some(replaced), mutation, replica, at).unwrap(), updated.unwrap());
+        }
     }
 
     #[test]
@@ -201,6 +226,7 @@ proptest! {
         let _ = Record::decode(&bytes);
         let _ = newest_visible_value(&bytes, 0);
         let _ = PointRead::of_encoded(&bytes);
+        let _ = Replaced::of_encoded(&bytes);
     }
 }
 
@@ -223,6 +249,14 @@ fn write(
         Timestamp::from_wall_ms(at),
     )
     .unwrap()
+}
+
+#[test]
+fn a_record_whose_context_misses_a_sibling_has_no_replacement_summary() {
+    let mut record = write(None, &VersionVector::new(), "a", 1, 10);
+    record.context = VersionVector::new();
+    assert_eq!(Replaced::of_record(&record), None);
+    assert_eq!(Replaced::of_encoded(&record.encode()).unwrap(), None);
 }
 
 #[test]
