@@ -7,7 +7,7 @@
 
 use super::commands::{self, DeferredSets, Session};
 use super::frame::Frame;
-use super::request;
+use super::request::{self, Common};
 use super::RespShared;
 use bytes::{Buf, BytesMut};
 use std::sync::atomic::Ordering;
@@ -48,44 +48,59 @@ pub async fn handle(
         loop {
             match request::check(&input) {
                 Ok(Some(found)) => {
-                    let local_get = found
-                        .get_key(&input)
-                        .filter(|_| commands::gets_locally(&shared, &session));
-                    let reply = if let Some(key) = local_get {
-                        // The most common read, answered in place: no argument vector, no
-                        // command lookup. It must see the writes before it.
-                        commands += 1;
-                        finish(&shared, &session, &mut deferred, &mut output).await;
-                        let reply = commands::get_local(&shared, &session, key);
-                        input.advance(found.bytes());
-                        reply
-                    } else {
-                        let arguments = request::parse(&mut input, found);
-                        if arguments.is_empty() {
-                            continue;
+                    // The reply, or `None` for a SET deferred until its pipeline's end.
+                    let reply = match found.common(&input) {
+                        // The most common commands, run in place: no argument vector, no
+                        // command lookup.
+                        Some(Common::Get { key }) if commands::gets_locally(&shared, &session) => {
+                            commands += 1;
+                            // A read must see the writes before it.
+                            finish(&shared, &session, &mut deferred, &mut output).await;
+                            let reply = commands::get_local(&shared, &session, key);
+                            input.advance(found.bytes());
+                            Some(reply)
                         }
-                        commands += 1;
-                        if commands::defers(&shared, &session, &arguments) {
-                            match commands::start_deferred(
+                        Some(Common::Set { key, value })
+                            if commands::sets_deferred(&shared, &session) =>
+                        {
+                            commands += 1;
+                            let started = commands::start_plain_set(
                                 &shared,
                                 &session,
-                                arguments,
+                                key,
+                                value,
                                 &mut deferred,
-                            ) {
-                                Ok(()) => {
-                                    if deferred.len() >= DEFERRED_WRITES_MAX {
-                                        finish(&shared, &session, &mut deferred, &mut output).await;
-                                    }
-                                    continue;
-                                }
-                                Err(reply) => reply,
-                            }
-                        } else {
-                            // Whatever comes next must see the writes before it, and its
-                            // reply must follow theirs.
-                            finish(&shared, &session, &mut deferred, &mut output).await;
-                            commands::execute(&shared, &mut session, arguments).await
+                            );
+                            input.advance(found.bytes());
+                            started.err()
                         }
+                        _ => {
+                            let arguments = request::parse(&mut input, found);
+                            if arguments.is_empty() {
+                                continue;
+                            }
+                            commands += 1;
+                            if commands::defers(&shared, &session, &arguments) {
+                                commands::start_deferred(
+                                    &shared,
+                                    &session,
+                                    arguments,
+                                    &mut deferred,
+                                )
+                                .err()
+                            } else {
+                                // Whatever comes next must see the writes before it, and its
+                                // reply must follow theirs.
+                                finish(&shared, &session, &mut deferred, &mut output).await;
+                                Some(commands::execute(&shared, &mut session, arguments).await)
+                            }
+                        }
+                    };
+                    let Some(reply) = reply else {
+                        if deferred.len() >= DEFERRED_WRITES_MAX {
+                            finish(&shared, &session, &mut deferred, &mut output).await;
+                        }
+                        continue;
                     };
                     finish(&shared, &session, &mut deferred, &mut output).await;
                     reply.encode(session.protocol, &mut output);

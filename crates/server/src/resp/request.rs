@@ -50,17 +50,33 @@ impl Found {
         self.length
     }
 
-    /// The key of a multibulk `GET key` (the name in any case), read in place from `buffer`,
-    /// which holds this request at its front: the one command common enough to be answered
-    /// without building its arguments.
-    pub fn get_key<'b>(&self, buffer: &'b [u8]) -> Option<&'b [u8]> {
-        let [(name_at, name_len), (key_at, key_len)] = self.arguments.as_deref()? else {
-            return None;
-        };
-        let name = &buffer[*name_at..name_at + name_len];
-        name.eq_ignore_ascii_case(b"get")
-            .then(|| &buffer[*key_at..key_at + key_len])
+    /// The request as one of the [`Common`] commands, read in place from `buffer` (which
+    /// holds this request at its front); `None` for any other request, inline ones included.
+    pub fn common<'b>(&self, buffer: &'b [u8]) -> Option<Common<'b>> {
+        let argument = |&(at, len): &(usize, usize)| &buffer[at..at + len];
+        match self.arguments.as_deref()? {
+            [name, key] if argument(name).eq_ignore_ascii_case(b"get") => {
+                Some(Common::Get { key: argument(key) })
+            }
+            [name, key, value] if argument(name).eq_ignore_ascii_case(b"set") => {
+                Some(Common::Set {
+                    key: argument(key),
+                    value: argument(value),
+                })
+            }
+            _ => None,
+        }
     }
+}
+
+/// The two commands common enough to be run without building their arguments: `GET key` and
+/// `SET key value` without options (names in any case).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Common<'b> {
+    /// `GET key`.
+    Get { key: &'b [u8] },
+    /// `SET key value`.
+    Set { key: &'b [u8], value: &'b [u8] },
 }
 
 /// The first complete request in `buffer`, `None` if more bytes are needed.
@@ -328,30 +344,38 @@ mod tests {
         }
 
         #[test]
-        fn the_in_place_get_key_is_the_parsed_key_of_a_get(
+        fn common_commands_read_in_place_are_what_the_parser_finds(
             name in "(?i:get|gets|set|ge|mget)",
-            keys in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..3),
+            arguments in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..4),
             inline in any::<bool>(),
         ) {
             let mut wire = Vec::new();
             if inline {
                 wire.extend_from_slice(name.as_bytes());
-                wire.extend_from_slice(b" k\r\n");
+                wire.extend_from_slice(b" k v\r\n");
             } else {
-                wire.extend_from_slice(format!("*{}\r\n${}\r\n{name}\r\n", keys.len() + 1, name.len()).as_bytes());
-                for key in &keys {
-                    wire.extend_from_slice(format!("${}\r\n", key.len()).as_bytes());
-                    wire.extend_from_slice(key);
+                wire.extend_from_slice(format!("*{}\r\n${}\r\n{name}\r\n", arguments.len() + 1, name.len()).as_bytes());
+                for argument in &arguments {
+                    wire.extend_from_slice(format!("${}\r\n", argument.len()).as_bytes());
+                    wire.extend_from_slice(argument);
                     wire.extend_from_slice(b"\r\n");
                 }
             }
             let found = check(&wire).unwrap().unwrap();
-            let in_place = found.get_key(&wire).map(<[u8]>::to_vec);
+            let common = found.common(&wire);
             let parsed = parse(&mut BytesMut::from(&wire[..]), found);
-            // Only a multibulk GET of exactly one key is answered in place (inline requests,
-            // rare, take the general path), and then with the key the parser finds.
-            let is_get = !inline && parsed.len() == 2 && parsed[0].eq_ignore_ascii_case(b"get");
-            prop_assert_eq!(in_place, is_get.then(|| parsed[1].to_vec()));
+            // Only multibulk requests are read in place (inline ones, rare, take the general
+            // path), and then with the arguments the parser finds.
+            let expected = match &parsed[..] {
+                [get, key] if !inline && get.eq_ignore_ascii_case(b"get") => {
+                    Some(Common::Get { key })
+                }
+                [set, key, value] if !inline && set.eq_ignore_ascii_case(b"set") => {
+                    Some(Common::Set { key, value })
+                }
+                _ => None,
+            };
+            prop_assert_eq!(common, expected);
         }
     }
 }

@@ -332,8 +332,14 @@ impl DeferredSets {
 /// before it have finished.
 pub fn defers(shared: &RespShared, session: &Session, arguments: &[Bytes]) -> bool {
     let is_set = arguments.len() >= 3 && arguments[0].eq_ignore_ascii_case(b"set");
-    // In a cluster each SET is a coordinated write, run in order like any other command.
-    is_set && !needs_auth(shared, session) && shared.node.is_alone()
+    is_set && sets_deferred(shared, session)
+}
+
+/// Whether this session's SETs are deferred ([`start_deferred`], [`start_plain_set`]): the
+/// node is alone (in a cluster each SET is a coordinated write, run in order like any other
+/// command) and the session needs no `AUTH` first.
+pub fn sets_deferred(shared: &RespShared, session: &Session) -> bool {
+    !needs_auth(shared, session) && shared.node.is_alone()
 }
 
 /// Whether this session's `GET`s may be answered with [`get_local`] instead of
@@ -362,10 +368,6 @@ pub fn start_deferred(
     arguments: Vec<Bytes>,
     sets: &mut DeferredSets,
 ) -> Result<(), Frame> {
-    let conflict = keyspace_def(shared, session)
-        .map_err(error_frame)?
-        .conflict
-        .into();
     let mut items = arguments.into_iter();
     items.next(); // the command's name
     let args = Args {
@@ -373,6 +375,33 @@ pub fn start_deferred(
         items,
     };
     let (request, get) = strings::parse_set(shared, session, args).map_err(error_frame)?;
+    defer(shared, session, request, get, sets)
+}
+
+/// [`start_deferred`] of a `SET key value` without options, read in place from the request.
+pub fn start_plain_set(
+    shared: &RespShared,
+    session: &Session,
+    key: &[u8],
+    value: &[u8],
+    sets: &mut DeferredSets,
+) -> Result<(), Frame> {
+    let request = WriteRequest::put(keyspace(session), key, value);
+    defer(shared, session, request, false, sets)
+}
+
+/// Checks a parsed SET and adds it to `sets`, in the keyspace's conflict mode.
+fn defer(
+    shared: &RespShared,
+    session: &Session,
+    request: WriteRequest,
+    get: bool,
+    sets: &mut DeferredSets,
+) -> Result<(), Frame> {
+    let conflict = keyspace_def(shared, session)
+        .map_err(error_frame)?
+        .conflict
+        .into();
     request
         .validate()
         .map_err(|error| error_frame(error.into()))?;
