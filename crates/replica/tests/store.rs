@@ -47,6 +47,18 @@ fn metric(registry: &Registry, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("metric {name} not found in\n{text}"))
 }
 
+/// Damages the stored record of `key` behind the store's back, as a bad disk would, and
+/// empties the cache (which may still hold the good copy: damage is found when the disk is
+/// read).
+fn damage(store: &LocalStore, key: &[u8]) {
+    let engine_key = store.data_key(KS, key).expect("the keyspace has records");
+    let mut bytes = store.engine().get(&engine_key).unwrap().unwrap();
+    let last = bytes.len() - 6;
+    bytes[last] ^= 0x01;
+    store.engine().put(&engine_key, &bytes).unwrap();
+    store.clear_cache();
+}
+
 fn value_of(store: &LocalStore, key: &str) -> Option<Vec<u8>> {
     store
         .get(KS, key.as_bytes())
@@ -321,17 +333,7 @@ async fn a_damaged_record_reads_as_corruption_and_other_keys_keep_working() {
             .write(WriteRequest::put(KS, b"bad", b"soon damaged"))
             .await
             .unwrap();
-        // Damage the stored record behind the store's back, as a bad disk would.
-        let engine_key = f
-            .store
-            .data_key(KS, b"bad")
-            .expect("the keyspace has records");
-        let mut bytes = f.store.engine().get(&engine_key).unwrap().unwrap();
-        let last = bytes.len() - 6;
-        bytes[last] ^= 0x01;
-        f.store.engine().put(&engine_key, &bytes).unwrap();
-        // The good copy may still be cached; damage is found when the disk is read.
-        f.store.clear_cache();
+        damage(&f.store, b"bad");
 
         assert!(
             matches!(
@@ -746,12 +748,7 @@ async fn bare_overwrites_keep_the_expiry_index_and_repair_damage() {
         );
         assert!(index().is_empty(), "{kind}");
         // A damaged record is replaced, as by any unconditional write.
-        let engine_key = f.store.data_key(KS, b"a").unwrap();
-        let mut bytes = f.store.engine().get(&engine_key).unwrap().unwrap();
-        let last = bytes.len() - 6;
-        bytes[last] ^= 0x01;
-        f.store.engine().put(&engine_key, &bytes).unwrap();
-        f.store.clear_cache();
+        damage(&f.store, b"a");
         submit(vec![WriteRequest::put(KS, b"a", b"repaired")])
             .await
             .unwrap();
