@@ -535,10 +535,7 @@ impl Shared {
         let corrupt = |error: RecordError| self.corrupt(keyspace, key, error.to_string());
         let Some(cache) = &self.cache else {
             let stored = self.stored_bytes(keyspace, key, &data_key)?;
-            let record = stored.map(|bytes| StoredRecord {
-                bytes: bytes.into(),
-                point: None,
-            });
+            let record = stored.map(|bytes| StoredRecord { bytes, point: None });
             return record.as_ref().map(read).transpose().map_err(corrupt);
         };
         let miss = match cache.lookup(&data_key) {
@@ -553,7 +550,7 @@ impl Shared {
         };
         let found = self
             .stored_bytes(keyspace, key, &data_key)?
-            .map(|bytes| StoredRecord::from_engine(bytes.into()))
+            .map(StoredRecord::from_engine)
             .transpose()
             .map_err(corrupt)?;
         let value = found.as_ref().map(read).transpose().map_err(corrupt)?;
@@ -573,8 +570,8 @@ impl Shared {
         keyspace: &str,
         key: &[u8],
         data_key: &[u8],
-    ) -> Result<Option<Vec<u8>>, ReplicaError> {
-        self.engine.get(data_key).map_err(|error| {
+    ) -> Result<Option<Bytes>, ReplicaError> {
+        self.engine.get_bytes(data_key).map_err(|error| {
             if error.is_corruption() {
                 self.corrupt(keyspace, key, error.to_string())
             } else {

@@ -190,6 +190,12 @@ pub trait Engine: Send + Sync + 'static {
     /// The value of `key`, if present.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
 
+    /// [`Engine::get`] as shared bytes: an engine that keeps values in memory hands out a
+    /// reference instead of a copy.
+    fn get_bytes(&self, key: &[u8]) -> Result<Option<bytes::Bytes>, StorageError> {
+        Ok(self.get(key)?.map(bytes::Bytes::from))
+    }
+
     /// Applies every change of `batch` atomically.
     fn write(&self, batch: WriteBatch) -> Result<(), StorageError>;
 

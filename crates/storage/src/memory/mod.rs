@@ -14,6 +14,7 @@ pub mod log;
 pub mod snapshot;
 
 use crate::engine::{Engine, KeyValue, ScanRange, StorageError, WriteBatch, WriteOp};
+use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
@@ -24,8 +25,10 @@ use std::sync::Arc;
 
 const ENGINE: &str = "memory";
 
-/// The ordered map every key lives in.
-type Map = BTreeMap<Vec<u8>, Vec<u8>>;
+/// The ordered map every key lives in. Values are shared bytes: a write stores the batch's
+/// own buffer, a read hands out a reference to it, and a snapshot's copy of the map copies
+/// no value.
+type Map = BTreeMap<Vec<u8>, Bytes>;
 
 /// Settings of the memory engine.
 #[derive(Clone, Debug)]
@@ -94,7 +97,11 @@ impl MemoryEngine {
                     "snapshot damaged; damaged keys read as corrupted until rewritten"
                 );
             }
-            map = loaded.entries;
+            map = loaded
+                .entries
+                .into_iter()
+                .map(|(key, value)| (key, Bytes::from(value)))
+                .collect();
             corrupt_keys = loaded.corrupt_keys;
         }
         let replayed_bytes = replay_logs(&files, &mut map, &mut corrupt_keys)?;
@@ -162,7 +169,7 @@ fn apply(map: &mut Map, corrupt: &mut BTreeSet<Vec<u8>>, batch: WriteBatch) {
                 if !corrupt.is_empty() {
                     corrupt.remove(&key);
                 }
-                map.insert(key, Vec::from(value));
+                map.insert(key, value);
             }
             WriteOp::Delete { key } => {
                 if !corrupt.is_empty() {
@@ -230,6 +237,10 @@ impl Engine for MemoryEngine {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.get_bytes(key)?.map(Vec::from))
+    }
+
+    fn get_bytes(&self, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
         let shared = &self.shared;
         if let Some(value) = shared.map.read().get(key) {
             return Ok(Some(value.clone()));
@@ -282,7 +293,7 @@ impl Engine for MemoryEngine {
         let entries: Vec<KeyValue> = map
             .range::<[u8], _>(range.as_bounds())
             .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.clone(), v.to_vec()))
             .collect();
         drop(map);
         let corrupt = self.shared.corrupt_keys.read();
