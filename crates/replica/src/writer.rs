@@ -498,9 +498,6 @@ fn answer_all(answers: Vec<Answer>, committed: &Result<(), StorageError>) {
     }
 }
 
-/// The context a write supersedes: what the client read if it sent a context; otherwise,
-/// everything this replica holds for last-writer-wins writes and for deletes, and nothing for
-/// a put into a siblings keyspace (it becomes a sibling, as in Riak's allow_mult).
 /// What an applied write reports besides its new record.
 struct Written {
     /// When the replaced record was due in the expiry index.
@@ -523,6 +520,9 @@ fn supersedes_all(request: &WriteRequest, report: Report) -> bool {
         && !report.previous
 }
 
+/// The context a write supersedes: what the client read if it sent a context; otherwise,
+/// everything this replica holds for last-writer-wins writes and for deletes, and nothing for
+/// a put into a siblings keyspace (it becomes a sibling, as in Riak's allow_mult).
 fn seen_context(request: &WriteRequest, stored: Option<&Record>) -> VersionVector {
     let stored_context = || {
         stored
