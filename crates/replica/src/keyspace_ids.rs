@@ -1,5 +1,5 @@
 //! This node's numbers for keyspace names, used in engine keys instead of the names (see
-//! [`layout`](crate::layout)).
+//! [`layout`]).
 //!
 //! The numbers are local: each node numbers the keyspaces it stores in the order it first
 //! writes to them, and keeps the numbering in its metadata (`m | keyspace-id/NAME` → u16

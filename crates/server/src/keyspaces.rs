@@ -261,7 +261,7 @@ pub fn announce(node: &Arc<Node>, def: &KeyspaceDef) {
     }
 }
 
-/// Metadata anti-entropy: every [`SPREAD_INTERVAL`], pulls a random live peer's definitions
+/// Metadata anti-entropy: every `SPREAD_INTERVAL`, pulls a random live peer's definitions
 /// and adopts the newer ones. Runs until `shutdown` turns true.
 pub async fn spread(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     loop {

@@ -3,7 +3,7 @@
 //! many answers as the request's consistency needs, merges versions and repairs stale
 //! replicas.
 //!
-//! - [`write`]: one replica (the *lead*) applies the write and issues its dot; the resulting
+//! - [`write()`]: one replica (the *lead*) applies the write and issues its dot; the resulting
 //!   record goes to the other replicas, which merge it; W acknowledgements answer the client.
 //! - [`read`]: every replica is asked; R answers are merged; replicas found stale or missing
 //!   the key are sent the merged record (read repair).

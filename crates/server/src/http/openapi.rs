@@ -32,7 +32,7 @@ pub struct Operation {
     pub method: &'static str,
     /// Route, with `{name}` path parameters (axum and OpenAPI share the syntax).
     pub path: &'static str,
-    /// OpenAPI operationId; also selects the handler in [`super::handler`].
+    /// OpenAPI operationId; also selects the handler in `super::handler`.
     pub id: &'static str,
     /// One line on what it does.
     pub summary: &'static str,
