@@ -160,8 +160,9 @@ impl Engine for LsmEngine {
 /// Not 2: worker 0 never compacts while there are others; it puts each compaction request it
 /// receives back in the queue and takes the next one, so while worker 1 runs a compaction,
 /// worker 0 spins on the same request for as long as it takes (seen with `perf` during a
-/// 2 M-SET run: 15 % of the workers' CPU time in `worker_tick` and `flume::Shared::send`). With a third worker the request goes to whichever of the other two is free.
-/// Idle workers sleep in the queue's `recv`, so the extra one costs a stack, not CPU.
+/// 2 M-SET run: 15 % of the workers' CPU time in `worker_tick` and `flume::Shared::send`).
+/// With a third worker the request goes to whichever of the other two is free. Idle workers
+/// sleep in the queue's `recv`, so the extra one costs a stack, not CPU.
 fn background_workers() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     cores.clamp(3, 4)

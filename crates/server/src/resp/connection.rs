@@ -52,7 +52,9 @@ pub async fn handle(
                     let reply = match found.common(&input) {
                         // The most common commands, run in place: no argument vector, no
                         // command lookup.
-                        Some(Common::Get { key }) if commands::gets_locally(&shared, &session) => {
+                        Some(Common::Get { key })
+                            if commands::serves_locally(&shared, &session) =>
+                        {
                             commands += 1;
                             // A read must see the writes before it.
                             finish(&shared, &session, &mut deferred, &mut output).await;
@@ -61,7 +63,7 @@ pub async fn handle(
                             Some(reply)
                         }
                         Some(Common::Set { key, value })
-                            if commands::sets_deferred(&shared, &session) =>
+                            if commands::serves_locally(&shared, &session) =>
                         {
                             commands += 1;
                             let started = commands::start_plain_set(

@@ -332,24 +332,19 @@ impl DeferredSets {
 /// before it have finished.
 pub fn defers(shared: &RespShared, session: &Session, arguments: &[Bytes]) -> bool {
     let is_set = arguments.len() >= 3 && arguments[0].eq_ignore_ascii_case(b"set");
-    is_set && sets_deferred(shared, session)
+    is_set && serves_locally(shared, session)
 }
 
-/// Whether this session's SETs are deferred ([`start_deferred`], [`start_plain_set`]): the
-/// node is alone (in a cluster each SET is a coordinated write, run in order like any other
-/// command) and the session needs no `AUTH` first.
-pub fn sets_deferred(shared: &RespShared, session: &Session) -> bool {
+/// Whether this session's GETs and SETs are served by this node's own replica without
+/// [`execute`]: GETs answered by [`get_local`], SETs deferred ([`start_deferred`],
+/// [`start_plain_set`]). So when the node is alone in its ring (in a cluster each read and
+/// write is coordinated, run in order like any other command) and the session needs no
+/// `AUTH` first.
+pub fn serves_locally(shared: &RespShared, session: &Session) -> bool {
     !needs_auth(shared, session) && shared.node.is_alone()
 }
 
-/// Whether this session's `GET`s may be answered with [`get_local`] instead of
-/// [`execute`]: the node is alone in its ring (so its replica has the answer) and the
-/// session needs no `AUTH` first.
-pub fn gets_locally(shared: &RespShared, session: &Session) -> bool {
-    !needs_auth(shared, session) && shared.node.is_alone()
-}
-
-/// `GET key` from this node's own replica, when [`gets_locally`] allows it: the reply
+/// `GET key` from this node's own replica, when [`serves_locally`] allows it: the reply
 /// [`execute`] would give, without building the request's arguments.
 pub fn get_local(shared: &RespShared, session: &Session, key: &[u8]) -> Frame {
     strings::get_local(shared, session, key).unwrap_or_else(error_frame)
