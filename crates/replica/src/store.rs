@@ -2,7 +2,7 @@
 //! from the engine by the calling thread), and writes (handed to the [writer](crate::writer)
 //! thread, which applies them in order and acknowledges them once durable).
 
-use crate::cache::{Cached, Lookup, RecordCache, StoredRecord};
+use crate::cache::{CacheKey, Cached, Lookup, RecordCache, StoredRecord};
 use crate::error::ReplicaError;
 use crate::keyspace_ids::KeyspaceIds;
 use crate::layout;
@@ -582,7 +582,7 @@ impl Shared {
 
     /// Brings the cache up to date with records the writer has just stored (`None`:
     /// deleted); large records are dropped from the cache instead.
-    pub fn cache_stored(&self, stored: Vec<(Vec<u8>, Cached)>) {
+    pub fn cache_stored(&self, stored: Vec<(CacheKey, Cached)>) {
         let Some(cache) = &self.cache else { return };
         for (data_key, record) in stored {
             match record {
@@ -595,7 +595,7 @@ impl Shared {
     }
 
     /// Drops keys from the cache, so their next read goes to the engine.
-    pub fn cache_forget(&self, data_keys: impl IntoIterator<Item = Vec<u8>>) {
+    pub fn cache_forget(&self, data_keys: impl IntoIterator<Item = CacheKey>) {
         let Some(cache) = &self.cache else { return };
         for data_key in data_keys {
             cache.forget(&data_key);

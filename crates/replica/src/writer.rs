@@ -7,7 +7,7 @@
 //! one fsync for all of them, and only then answers each caller. While one group is being
 //! synced the next one queues up, so concurrent writers share fsyncs (group commit).
 
-use crate::cache::{Cached, StoredRecord};
+use crate::cache::{CacheKey, Cached, StoredRecord};
 use crate::error::ReplicaError;
 use crate::layout::{self, ExpiryEntry, KeyspaceId};
 use crate::store::{
@@ -107,7 +107,7 @@ struct Group {
     /// cannot choose colliding keys) costs a fraction of std's SipHash here.
     records: HashMap<Vec<u8>, Option<Record>, ahash::RandomState>,
     batch: WriteBatch,
-    cached: Option<Vec<(Vec<u8>, Cached)>>,
+    cached: Option<Vec<(CacheKey, Cached)>>,
 }
 
 impl Writer {
@@ -660,7 +660,7 @@ fn store(
         None => group.batch.delete(data_key.clone()),
     }
     if let Some(cached) = &mut group.cached {
-        cached.push((data_key.clone(), encoded));
+        cached.push((CacheKey::from_slice(&data_key), encoded));
     }
     group.records.insert(data_key, new);
 }
