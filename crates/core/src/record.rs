@@ -159,7 +159,7 @@ impl Record {
     ) -> Result<Record, UpdateError> {
         let stored = replaced.map(|replaced| Record {
             context: replaced.context,
-            siblings: Vec::new(),
+            siblings: Vec::with_capacity(1),
         });
         Self::update_owned(stored, &VersionVector::new(), mutation, replica, timestamp)
     }

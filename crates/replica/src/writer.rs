@@ -105,7 +105,7 @@ pub(crate) struct Writer {
 struct Group {
     /// Looked up and inserted once per write; aHash (randomly keyed per process, so clients
     /// cannot choose colliding keys) costs a fraction of std's SipHash here.
-    records: HashMap<Vec<u8>, Option<Record>, ahash::RandomState>,
+    records: HashMap<CacheKey, Option<Record>, ahash::RandomState>,
     batch: WriteBatch,
     cached: Option<Vec<(CacheKey, Cached)>>,
 }
@@ -655,14 +655,16 @@ fn store(
             point,
         }
     });
+    // The batch takes the key's one allocation; the group and the cache hold it inline.
+    let short_key = CacheKey::from_slice(&data_key);
     match &encoded {
-        Some(stored) => group.batch.put(data_key.clone(), stored.bytes.clone()),
-        None => group.batch.delete(data_key.clone()),
+        Some(stored) => group.batch.put(data_key, stored.bytes.clone()),
+        None => group.batch.delete(data_key),
     }
     if let Some(cached) = &mut group.cached {
-        cached.push((CacheKey::from_slice(&data_key), encoded));
+        cached.push((short_key.clone(), encoded));
     }
-    group.records.insert(data_key, new);
+    group.records.insert(short_key, new);
 }
 
 /// A commit error for one caller (errors are not `Clone`; each caller gets its own).
