@@ -192,6 +192,18 @@ mod tests {
     }
 
     #[test]
+    fn keys_longer_than_the_inline_bytes_are_found_by_their_bytes() {
+        let cache = RecordCache::new(1 << 20);
+        let long: Vec<u8> = (0..100u8).collect();
+        let short = &long[..CACHE_KEY_INLINE_BYTES];
+        cache.update(CacheKey::from_slice(&long), Some(stored(b"long")));
+        cache.update(CacheKey::from_slice(short), Some(stored(b"short")));
+        assert!(matches!(cache.lookup(&long), Lookup::Hit(Some(v)) if v.bytes == "long"));
+        assert!(matches!(cache.lookup(short), Lookup::Hit(Some(v)) if v.bytes == "short"));
+        assert!(matches!(cache.lookup(&long[..99]), Lookup::Miss(_)));
+    }
+
+    #[test]
     fn the_cache_stays_within_its_bytes() {
         let cache = RecordCache::new(64 * 1024);
         for i in 0..10_000u32 {
