@@ -655,16 +655,17 @@ fn store(
             point,
         }
     });
-    // The batch takes the key's one allocation; the group and the cache hold it inline.
-    let short_key = CacheKey::from_slice(&data_key);
+    // The batch takes the key's allocation; the group and the cache hold copies inline
+    // (unless the key is long), so a write allocates its key once.
+    let cache_key = CacheKey::from_slice(&data_key);
     match &encoded {
         Some(stored) => group.batch.put(data_key, stored.bytes.clone()),
         None => group.batch.delete(data_key),
     }
     if let Some(cached) = &mut group.cached {
-        cached.push((short_key.clone(), encoded));
+        cached.push((cache_key.clone(), encoded));
     }
-    group.records.insert(short_key, new);
+    group.records.insert(cache_key, new);
 }
 
 /// A commit error for one caller (errors are not `Clone`; each caller gets its own).
