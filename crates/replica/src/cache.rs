@@ -1,6 +1,6 @@
 //! The record cache: recently read or written records by engine key, in front of the engine
-//! (as RocksDB's row cache or Cassandra's row cache). A point read in an LSM tree walks the
-//! memtable's skip list and the tables' filters and indexes; a cache hit is one hash lookup.
+//! (as RocksDB's row cache or Cassandra's row cache). A point read in an LSM tree searches
+//! the memtables and the tables' filters and indexes; a cache hit is one hash lookup.
 //! Absent keys are cached too, so a write of a new key does not search the tree to learn it is
 //! new.
 //!

@@ -122,16 +122,17 @@ fn flipped_bytes_in_a_memory_snapshot_are_reported_as_corruption() {
 
 #[test]
 fn damage_that_cannot_be_pinned_to_keys_refuses_the_start_with_a_clear_error() {
-    // A B-tree page, an LSM journal batch or a memory snapshot's entry header (here: its
-    // key) cannot be traced to the keys it held: the node must refuse to start and say why,
-    // never come up serving wrong answers. (A memory snapshot is written at a clean stop.)
+    // A B-tree page, a frame in the middle of the lsm engine's log or a memory snapshot's
+    // entry header (here: its key) cannot be traced to the keys it held: the node must refuse
+    // to start and say why, never come up serving wrong answers. (A memory snapshot is written
+    // at a clean stop.)
     for (engine, data_file, needle) in [
         (
             "btree",
             "btree.redb",
             format!("value-{}-abcdefghij", KEYS / 2),
         ),
-        ("lsm", ".jnl", format!("value-{}-abcdefghij", KEYS / 2)),
+        ("lsm", ".wal", format!("value-{}-abcdefghij", KEYS / 2)),
         ("memory", ".snap", format!("key{:04}", KEYS / 2)),
     ] {
         let dir = tempfile::tempdir().unwrap();

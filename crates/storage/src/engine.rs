@@ -247,7 +247,8 @@ pub trait Engine: Send + Sync + 'static {
 /// The engines a node can run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum EngineKind {
-    /// Log-structured merge tree (fjall): the default, for write-heavy and large data.
+    /// Log-structured merge tree (its own log and memtables, fjall's tables): the default,
+    /// for write-heavy and large data.
     #[default]
     Lsm,
     /// Copy-on-write B-tree (redb).

@@ -1,9 +1,11 @@
 //! Storage: the [`Engine`] trait every layer above writes through, and the engines behind it.
 //!
 //! - [`engine`]: the trait, write batches, scan ranges and errors. It depends on no engine.
-//! - [`lsm`]: the default engine, a log-structured merge tree (fjall).
+//! - [`lsm`]: the default engine, a log-structured merge tree: its own log and memtables,
+//!   fjall's tables and compaction.
 //! - [`btree`]: a copy-on-write B-tree (redb), for read-heavy data that fits its page cache.
 //! - [`memory`]: an ordered in-memory map made durable by a write-ahead log and snapshots.
+//! - [`wal`]: the write-ahead log the lsm and memory engines share.
 //! - [`conformance`]: the one test suite every engine must pass.
 //!
 //! Engines store opaque bytes. Versioning, checksums of values and TTL live above, in the
@@ -14,6 +16,7 @@ pub mod conformance;
 pub mod engine;
 pub mod lsm;
 pub mod memory;
+pub mod wal;
 
 pub use engine::{
     open, Engine, EngineKind, KeyValue, ScanRange, StorageError, WriteBatch, WriteOp,

@@ -1,14 +1,19 @@
-//! Runs the conformance suite (`ringkv_storage::conformance`) against every engine.
+//! Runs the conformance suite (`ringkv_storage::conformance`) against every engine, and
+//! against the lsm engine with memtables so small that nearly every write seals one, so the
+//! suite's reads find data in the tables, in sealed memtables and in the active one.
 
-use ringkv_storage::{conformance, open, EngineKind};
+use ringkv_storage::lsm::{LsmEngine, LsmOptions};
+use ringkv_storage::{conformance, open, Engine, EngineKind};
+use std::path::Path;
+use std::sync::Arc;
 
 macro_rules! suite_for {
-    ($engine:ident, $kind:expr) => {
+    ($engine:ident, $open:expr) => {
         mod $engine {
             use super::*;
 
-            fn opener() -> impl Fn(&std::path::Path) -> std::sync::Arc<dyn ringkv_storage::Engine> {
-                |path| open($kind, path).expect("engine opens")
+            fn opener() -> impl Fn(&Path) -> Arc<dyn Engine> {
+                $open
             }
 
             #[test]
@@ -56,6 +61,18 @@ macro_rules! suite_for {
     };
 }
 
-suite_for!(lsm, EngineKind::Lsm);
-suite_for!(btree, EngineKind::Btree);
-suite_for!(memory, EngineKind::Memory);
+fn of_kind(kind: EngineKind) -> impl Fn(&Path) -> Arc<dyn Engine> {
+    move |path| open(kind, path).expect("engine opens")
+}
+
+fn lsm_flushing_often(path: &Path) -> Arc<dyn Engine> {
+    let options = LsmOptions {
+        memtable_bytes: 512,
+    };
+    Arc::new(LsmEngine::open_with(path, options).expect("engine opens"))
+}
+
+suite_for!(lsm, of_kind(EngineKind::Lsm));
+suite_for!(lsm_flushing_often, lsm_flushing_often);
+suite_for!(btree, of_kind(EngineKind::Btree));
+suite_for!(memory, of_kind(EngineKind::Memory));

@@ -7,17 +7,17 @@
 //! file and the map copied under the log lock (writers wait for the copy), then written in the
 //! background; once it is durable, the logs and snapshots it covers are deleted.
 //!
-//! Restart loads the newest snapshot and replays the logs after it; see [`log`] for how a torn
+//! Restart loads the newest snapshot and replays the logs after it; see [`crate::wal`] for how a torn
 //! last append is told apart from damage.
 
-pub mod log;
 pub mod snapshot;
 
 use crate::engine::{Engine, KeyValue, ScanRange, StorageError, WriteBatch, WriteOp};
+use crate::wal::{self as log, create_log, sync_directory};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -144,16 +144,7 @@ fn replay_logs(
     let logs: Vec<u64> = files.logs.iter().copied().filter(|&n| n >= first).collect();
     let mut replayed = 0;
     for (index, &number) in logs.iter().enumerate() {
-        let path = files.log_path(number);
-        let bytes = std::fs::read(&path)?;
-        let is_newest = index + 1 == logs.len();
-        let replay = log::replay(&bytes, is_newest, &path.display().to_string())?;
-        if replay.torn_tail {
-            tracing::warn!(log = %path.display(), at = replay.valid_bytes, "dropping torn last log record");
-            let file = OpenOptions::new().write(true).open(&path)?;
-            file.set_len(replay.valid_bytes)?;
-            file.sync_all()?;
-        }
+        let replay = log::replay_file(&files.directory, number, index + 1 == logs.len())?;
         for batch in replay.batches {
             apply(map, corrupt_keys, batch);
         }
@@ -179,20 +170,6 @@ fn apply(map: &mut Map, corrupt: &mut BTreeSet<Vec<u8>>, batch: WriteBatch) {
             }
         }
     }
-}
-
-fn create_log(directory: &Path, number: u64) -> Result<File, StorageError> {
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(Files::log_path_in(directory, number))?;
-    sync_directory(directory)?;
-    Ok(file)
-}
-
-fn sync_directory(directory: &Path) -> Result<(), StorageError> {
-    File::open(directory)?.sync_all()?;
-    Ok(())
 }
 
 impl Shared {
@@ -356,7 +333,7 @@ impl Files {
                     .parse::<u64>()
                     .ok()
             };
-            if let Some(n) = number("log-", ".wal") {
+            if let Some(n) = log::log_number(&name) {
                 files.logs.push(n);
             } else if let Some(n) = number("snapshot-", ".snap") {
                 files.snapshots.push(n);
@@ -382,11 +359,7 @@ impl Files {
     }
 
     fn log_path(&self, number: u64) -> PathBuf {
-        Self::log_path_in(&self.directory, number)
-    }
-
-    fn log_path_in(directory: &Path, number: u64) -> PathBuf {
-        directory.join(format!("log-{number:020}.wal"))
+        log::log_path(&self.directory, number)
     }
 
     fn snapshot_path(&self, number: u64) -> PathBuf {

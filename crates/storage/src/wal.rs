@@ -1,5 +1,6 @@
-//! The memory engine's write-ahead log: one frame per write batch, so a batch is replayed
-//! whole or not at all.
+//! The write-ahead log of the lsm and memory engines: one frame per write batch, so a batch
+//! is replayed whole or not at all, in numbered files (`log-N.wal`) that an engine deletes
+//! once what they hold is stored elsewhere.
 //!
 //! Frame: `payload length (u32 LE) | CRC32C of payload (u32 LE) | payload`, where the payload
 //! is a varint count of operations, each `tag (0 put, 1 delete) | key | value` with varint
@@ -10,6 +11,8 @@
 use crate::engine::{StorageError, WriteBatch, WriteOp};
 use ringkv_core::codec::{put_bytes, put_varint, Reader};
 use ringkv_core::limits::{KEY_BYTES_MAX, RECORD_BYTES_MAX};
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
 
 /// Largest frame written or accepted: bounds what a corrupt length can make replay allocate.
 pub const FRAME_BYTES_MAX: usize = 1 << 30;
@@ -23,35 +26,103 @@ const TAG_DELETE: u8 = 1;
 
 /// Encodes `batch` as one frame.
 pub fn encode_frame(batch: &WriteBatch) -> Result<Vec<u8>, StorageError> {
-    let mut payload = Vec::with_capacity(64);
-    put_varint(&mut payload, batch.ops.len() as u64);
+    // The header goes in front of a payload whose length is not known yet: reserve it and
+    // fill it in after, so the frame is built in one buffer.
+    let mut frame = Vec::with_capacity(HEADER_BYTES + 16 + batch_bytes(batch));
+    frame.resize(HEADER_BYTES, 0);
+    put_varint(&mut frame, batch.ops.len() as u64);
     for op in &batch.ops {
         match op {
             WriteOp::Put { key, value } => {
-                payload.push(TAG_PUT);
-                put_bytes(&mut payload, key);
-                put_bytes(&mut payload, value);
+                frame.push(TAG_PUT);
+                put_bytes(&mut frame, key);
+                put_bytes(&mut frame, value);
             }
             WriteOp::Delete { key } => {
-                payload.push(TAG_DELETE);
-                put_bytes(&mut payload, key);
+                frame.push(TAG_DELETE);
+                put_bytes(&mut frame, key);
             }
         }
     }
-    if payload.len() > FRAME_BYTES_MAX || batch.ops.len() > FRAME_OPS_MAX {
+    let payload_len = frame.len() - HEADER_BYTES;
+    if payload_len > FRAME_BYTES_MAX || batch.ops.len() > FRAME_OPS_MAX {
         return Err(StorageError::Engine {
-            engine: "memory",
-            message: format!(
-                "write batch of {} bytes is above the log frame limit",
-                payload.len()
-            ),
+            engine: "log",
+            message: format!("write batch of {payload_len} bytes is above the log frame limit"),
         });
     }
-    let mut frame = Vec::with_capacity(HEADER_BYTES + payload.len());
-    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-    frame.extend_from_slice(&payload);
+    let checksum = crc32c::crc32c(&frame[HEADER_BYTES..]);
+    frame[..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    frame[4..HEADER_BYTES].copy_from_slice(&checksum.to_le_bytes());
     Ok(frame)
+}
+
+/// The key and value bytes of `batch`, plus a few bytes per operation for tags and lengths.
+fn batch_bytes(batch: &WriteBatch) -> usize {
+    batch
+        .ops
+        .iter()
+        .map(|op| match op {
+            WriteOp::Put { key, value } => key.len() + value.len() + 8,
+            WriteOp::Delete { key } => key.len() + 4,
+        })
+        .sum()
+}
+
+/// The path of log `number` in `directory`.
+pub fn log_path(directory: &Path, number: u64) -> PathBuf {
+    directory.join(format!("log-{number:020}.wal"))
+}
+
+/// The number of a log file's name, if it is one.
+pub fn log_number(name: &str) -> Option<u64> {
+    name.strip_prefix("log-")?
+        .strip_suffix(".wal")?
+        .parse()
+        .ok()
+}
+
+/// The numbers of the logs in `directory`, oldest first.
+pub fn list_logs(directory: &Path) -> Result<Vec<u64>, StorageError> {
+    let mut numbers = Vec::new();
+    for entry in std::fs::read_dir(directory)? {
+        if let Some(number) = log_number(&entry?.file_name().to_string_lossy()) {
+            numbers.push(number);
+        }
+    }
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+/// Creates log `number` for appending, and makes its name durable.
+pub fn create_log(directory: &Path, number: u64) -> Result<File, StorageError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path(directory, number))?;
+    sync_directory(directory)?;
+    Ok(file)
+}
+
+/// Makes the names in `directory` (files created, renamed or removed) durable.
+pub fn sync_directory(directory: &Path) -> Result<(), StorageError> {
+    File::open(directory)?.sync_all()?;
+    Ok(())
+}
+
+/// Reads log `number` of `directory` and returns its batches and its valid length. A torn
+/// tail (`is_newest` only) is cut off the file, so later appends follow the valid frames.
+pub fn replay_file(directory: &Path, number: u64, is_newest: bool) -> Result<Replay, StorageError> {
+    let path = log_path(directory, number);
+    let bytes = std::fs::read(&path)?;
+    let replay = replay(&bytes, is_newest, &path.display().to_string())?;
+    if replay.torn_tail {
+        tracing::warn!(log = %path.display(), at = replay.valid_bytes, "dropping torn last log record");
+        let file = OpenOptions::new().write(true).open(&path)?;
+        file.set_len(replay.valid_bytes)?;
+        file.sync_all()?;
+    }
+    Ok(replay)
 }
 
 /// What replaying one log file found.

@@ -1,0 +1,115 @@
+//! The flusher thread: writes sealed memtables into fjall, oldest first, then deletes the
+//! logs they came from.
+//!
+//! A memtable leaves the list of sealed ones only once fjall's ingestion has made its tables
+//! durable and visible, so every read finds its entries in one place or the other. A crash
+//! between the ingestion and the deletion of the logs replays them again at the next open,
+//! which only writes the same entries again.
+
+use super::{convert, Sealed, Shared};
+use crate::engine::StorageError;
+use crate::wal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Runs of tables in fjall's first level above which a flush waits for compaction: fjall
+/// itself slows writers at 20 and halts them at 30, and every run is one more place each
+/// read of a missing key must look.
+const L0_TABLES_MAX: usize = 20;
+
+/// The longest a flush waits for compaction; after it, the flush goes ahead regardless.
+const COMPACTION_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// How long the flusher waits before retrying a failed flush.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Flushes sealed memtables until the engine closes.
+pub(super) fn run(shared: &Shared) {
+    let _reports_a_panic = PanicReport(shared);
+    while let Some(sealed) = next(shared) {
+        let result = ingest(shared, &sealed).and_then(|()| finish(shared, &sealed));
+        let mut state = shared.flush.lock();
+        match result {
+            Ok(()) => state.error = None,
+            Err(error) => {
+                tracing::error!(%error, "memtable flush failed; retrying");
+                state.error = Some(error.to_string());
+                shared.flushed.notify_all();
+                if !state.closing {
+                    shared.flush_wanted.wait_for(&mut state, RETRY_AFTER);
+                }
+            }
+        }
+        shared.flushed.notify_all();
+    }
+}
+
+/// Tells writers waiting for room that no flush will make it, if the flusher panics: they
+/// fail with its error instead of waiting for ever.
+struct PanicReport<'a>(&'a Shared);
+
+impl Drop for PanicReport<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut state = self.0.flush.lock();
+            state.error = Some("the flusher thread panicked; restart the node".into());
+            self.0.flushed.notify_all();
+        }
+    }
+}
+
+/// The oldest sealed memtable, waiting for one; `None` once the engine is closing (what is
+/// left is in the log, for the next open).
+fn next(shared: &Shared) -> Option<Arc<Sealed>> {
+    let mut state = shared.flush.lock();
+    loop {
+        if state.closing {
+            return None;
+        }
+        if let Some(oldest) = shared.memtables.read().sealed.first() {
+            return Some(Arc::clone(oldest));
+        }
+        shared.flush_wanted.wait(&mut state);
+    }
+}
+
+/// Writes `sealed` into fjall as tables of its own.
+fn ingest(shared: &Shared, sealed: &Sealed) -> Result<(), StorageError> {
+    wait_for_compaction(shared);
+    let mut ingestion = shared.data.start_ingestion().map_err(convert)?;
+    for (key, slot) in sealed.memtable.iter() {
+        match slot {
+            Some(value) => ingestion.write(key.as_slice(), value.as_ref()),
+            None => ingestion.write_tombstone(key.as_slice()),
+        }
+        .map_err(convert)?;
+    }
+    ingestion.finish().map_err(convert)
+}
+
+/// Drops `sealed` from the list, now that fjall holds it, and deletes its logs.
+fn finish(shared: &Shared, sealed: &Arc<Sealed>) -> Result<(), StorageError> {
+    {
+        let mut memtables = shared.memtables.write();
+        let oldest = memtables.sealed.first();
+        debug_assert!(oldest.is_some_and(|oldest| Arc::ptr_eq(oldest, sealed)));
+        memtables.sealed.remove(0);
+    }
+    for number in wal::list_logs(&shared.log_directory)? {
+        if number <= sealed.last_log {
+            std::fs::remove_file(wal::log_path(&shared.log_directory, number))?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits, within [`COMPACTION_WAIT_MAX`], while fjall's first level holds too many tables.
+fn wait_for_compaction(shared: &Shared) {
+    let deadline = Instant::now() + COMPACTION_WAIT_MAX;
+    while shared.data.l0_table_count() >= L0_TABLES_MAX && Instant::now() < deadline {
+        if shared.flush.lock().closing {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,211 @@
+//! The lsm engine's own write path: the log replayed after a crash, memtables flushed into
+//! fjall's tables and their logs deleted, newer flushes winning over older ones across
+//! restarts, deletes in memory hiding values in the tables, and data an older ringkv left in
+//! fjall's own journal.
+
+use ringkv_storage::lsm::{LsmEngine, LsmOptions};
+use ringkv_storage::{Engine, ScanRange};
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+fn open(dir: &Path, memtable_bytes: usize) -> LsmEngine {
+    LsmEngine::open_with(dir, LsmOptions { memtable_bytes }).unwrap()
+}
+
+fn logs(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found: Vec<_> = std::fs::read_dir(dir.join("lsm-log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    found.sort();
+    found
+}
+
+fn key(i: u32) -> Vec<u8> {
+    format!("key{i:05}").into_bytes()
+}
+
+fn get(engine: &LsmEngine, key: &[u8]) -> Option<Vec<u8>> {
+    engine.get(key).unwrap()
+}
+
+#[test]
+fn writes_that_reached_the_log_survive_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // Never sealed: everything is in the log and the active memtable when it drops.
+        let engine = open(dir.path(), usize::MAX);
+        for i in 0..500 {
+            engine.put(&key(i), b"v").unwrap();
+        }
+        engine.delete(&key(7)).unwrap();
+    }
+    let engine = open(dir.path(), usize::MAX);
+    assert_eq!(get(&engine, &key(499)).as_deref(), Some(&b"v"[..]));
+    assert_eq!(get(&engine, &key(7)), None);
+    assert_eq!(engine.scan(&ScanRange::all(), 1000).unwrap().len(), 499);
+}
+
+#[test]
+fn a_checkpoint_moves_every_write_into_the_tables_and_deletes_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), 4096);
+    for i in 0..2000 {
+        engine.put(&key(i), &i.to_le_bytes()).unwrap();
+    }
+    assert!(logs(dir.path()).len() > 1, "memtables were sealed");
+    engine.checkpoint().unwrap();
+    assert_eq!(logs(dir.path()).len(), 1, "only the active log is left");
+    drop(engine);
+    // Nothing to replay: the reads come from fjall's tables.
+    let engine = open(dir.path(), 4096);
+    for i in [0, 999, 1999] {
+        assert_eq!(get(&engine, &key(i)), Some(i.to_le_bytes().to_vec()));
+    }
+    assert_eq!(engine.scan(&ScanRange::all(), 5000).unwrap().len(), 2000);
+}
+
+#[test]
+fn a_later_flush_wins_over_an_earlier_one_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..3u8 {
+        let engine = open(dir.path(), 4096);
+        if round > 0 {
+            assert_eq!(get(&engine, b"k"), Some(vec![round - 1]));
+        }
+        engine.put(b"k", &[round]).unwrap();
+        engine.checkpoint().unwrap();
+    }
+    let engine = open(dir.path(), 4096);
+    assert_eq!(get(&engine, b"k"), Some(vec![2]));
+    engine.delete(b"k").unwrap();
+    engine.checkpoint().unwrap();
+    drop(engine);
+    let engine = open(dir.path(), 4096);
+    assert_eq!(get(&engine, b"k"), None);
+    assert!(engine.scan(&ScanRange::all(), 10).unwrap().is_empty());
+}
+
+#[test]
+fn deletes_in_the_memtable_hide_values_in_the_tables_from_scans() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), usize::MAX);
+    for i in 0..100 {
+        engine.put(&key(i), b"v").unwrap();
+    }
+    engine.checkpoint().unwrap();
+    // Keep every tenth key: a page of 3 needs several passes over 9 deletes at a time.
+    for i in (0..100).filter(|i| i % 10 != 0) {
+        engine.delete(&key(i)).unwrap();
+    }
+    let first = engine.scan(&ScanRange::all(), 3).unwrap();
+    let first: Vec<_> = first.into_iter().map(|(k, _)| k).collect();
+    assert_eq!(first, vec![key(0), key(10), key(20)]);
+    let mut paged = Vec::new();
+    let mut range = ScanRange::all();
+    for _ in 0..100 {
+        let page = engine.scan(&range, 3).unwrap();
+        let Some((last, _)) = page.last() else { break };
+        range = range.after(&last.clone());
+        paged.extend(page.into_iter().map(|(k, _)| k));
+    }
+    assert_eq!(paged, (0..100).step_by(10).map(key).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_torn_last_append_is_dropped_and_the_log_goes_on_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = open(dir.path(), usize::MAX);
+        engine.put(b"a", b"1").unwrap();
+        engine.put(b"b", b"2").unwrap();
+    }
+    let newest = logs(dir.path()).pop().unwrap();
+    let length = std::fs::metadata(&newest).unwrap().len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&newest)
+        .unwrap();
+    file.set_len(length - 1).unwrap();
+    drop(file);
+    {
+        let engine = open(dir.path(), usize::MAX);
+        assert_eq!(get(&engine, b"a").as_deref(), Some(&b"1"[..]));
+        assert_eq!(
+            get(&engine, b"b"),
+            None,
+            "the torn write is not applied in part"
+        );
+        engine.put(b"c", b"3").unwrap();
+    }
+    let engine = open(dir.path(), usize::MAX);
+    assert_eq!(get(&engine, b"a").as_deref(), Some(&b"1"[..]));
+    assert_eq!(get(&engine, b"c").as_deref(), Some(&b"3"[..]));
+}
+
+#[test]
+fn data_in_fjalls_own_journal_is_read_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // What the engine wrote before it had a log of its own: fjall's batches and journal.
+        let database = fjall::Database::builder(dir.path().join("lsm"))
+            .open()
+            .unwrap();
+        let data = database
+            .keyspace("data", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        data.insert("old", "journal").unwrap();
+        database.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    {
+        let engine = open(dir.path(), 4096);
+        assert_eq!(get(&engine, b"old").as_deref(), Some(&b"journal"[..]));
+        engine.put(b"new", b"log").unwrap();
+        engine.checkpoint().unwrap();
+    }
+    let engine = open(dir.path(), 4096);
+    assert_eq!(get(&engine, b"old").as_deref(), Some(&b"journal"[..]));
+    assert_eq!(get(&engine, b"new").as_deref(), Some(&b"log"[..]));
+}
+
+#[test]
+fn readers_never_miss_a_write_while_memtables_are_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(open(dir.path(), 2048));
+    let written = Arc::new(AtomicU32::new(0));
+    let reader = {
+        let (engine, written) = (Arc::clone(&engine), Arc::clone(&written));
+        std::thread::spawn(move || {
+            let mut checked = 0u32;
+            for round in 0..200_000u32 {
+                let done = written.load(Ordering::Acquire);
+                if done >= 3000 {
+                    break;
+                }
+                if done == 0 {
+                    std::thread::yield_now();
+                    continue;
+                }
+                let i = round % done;
+                assert_eq!(
+                    engine.get(&key(i)).unwrap(),
+                    Some(i.to_le_bytes().to_vec()),
+                    "key {i} of {done} written"
+                );
+                checked += 1;
+            }
+            checked
+        })
+    };
+    for i in 0..3000 {
+        engine.put(&key(i), &i.to_le_bytes()).unwrap();
+        written.store(i + 1, Ordering::Release);
+    }
+    let checked = reader.join().unwrap();
+    assert!(checked > 0, "the reader read while the writer wrote");
+    assert!(
+        logs(dir.path()).len() < 3000 * 20 / 2048,
+        "flushed logs were deleted"
+    );
+}
