@@ -79,8 +79,8 @@ fn ingest(shared: &Shared, sealed: &Sealed) -> Result<(), StorageError> {
     let mut ingestion = shared.data.start_ingestion().map_err(convert)?;
     for (key, slot) in sealed.memtable.iter() {
         match slot {
-            Some(value) => ingestion.write(key.as_slice(), value.as_ref()),
-            None => ingestion.write_tombstone(key.as_slice()),
+            Some(value) => ingestion.write(key, value.as_ref()),
+            None => ingestion.write_tombstone(key),
         }
         .map_err(convert)?;
     }

@@ -2,12 +2,19 @@
 //!
 //! A `BTreeMap` rather than a skip list: the single writer needs no concurrent inserts, and a
 //! key written again replaces its entry in place instead of adding a version, so a memtable
-//! holds one entry per key however often the key is rewritten.
+//! holds one entry per key however often the key is rewritten. Keys are held in the tree's
+//! nodes themselves when short (as nearly all are): a search compares the keys of a node
+//! without following a pointer from each to a separate allocation.
 
 use crate::engine::{WriteBatch, WriteOp};
 use bytes::Bytes;
+use smallvec::SmallVec;
 use std::collections::BTreeMap;
 use std::ops::Bound;
+
+/// A memtable key: inline up to 24 bytes, which holds ringkv's record keys of up to 21 bytes
+/// (a 3-byte prefix and `key:000000012345`, or a UUID's 16 bytes).
+type Key = SmallVec<[u8; 24]>;
 
 /// What a memtable holds for a key: its value, or `None` for a delete, which must hide any
 /// older value in the tables below.
@@ -20,7 +27,7 @@ const ENTRY_OVERHEAD_BYTES: usize = 64;
 /// An ordered map of recent writes, with the bytes it holds.
 #[derive(Default)]
 pub struct Memtable {
-    entries: BTreeMap<Vec<u8>, Slot>,
+    entries: BTreeMap<Key, Slot>,
     bytes: usize,
 }
 
@@ -34,7 +41,7 @@ impl Memtable {
             };
             let added = slot.as_ref().map_or(0, Bytes::len);
             let key_len = key.len();
-            match self.entries.insert(key, slot) {
+            match self.entries.insert(Key::from_slice(&key), slot) {
                 Some(replaced) => {
                     self.bytes -= replaced.as_ref().map_or(0, Bytes::len);
                     self.bytes += added;
@@ -58,13 +65,15 @@ impl Memtable {
         self.entries
             .range::<[u8], _>(bounds)
             .take(limit)
-            .map(|(key, slot)| (key.clone(), slot.clone()))
+            .map(|(key, slot)| (key.to_vec(), slot.clone()))
             .collect()
     }
 
     /// Every entry in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&Vec<u8>, &Slot)> {
-        self.entries.iter()
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Slot)> {
+        self.entries
+            .iter()
+            .map(|(key, slot)| (key.as_slice(), slot))
     }
 
     /// Roughly the memory the entries take.
