@@ -209,3 +209,22 @@ fn readers_never_miss_a_write_while_memtables_are_flushed() {
         "flushed logs were deleted"
     );
 }
+
+#[test]
+fn a_key_rewritten_over_and_over_does_not_grow_one_log_without_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let memtable_bytes = 4096;
+    let engine = open(dir.path(), memtable_bytes);
+    for i in 0..2000u32 {
+        engine.put(b"hot", &[i as u8; 100]).unwrap();
+    }
+    // The memtable never holds more than one entry; the logs are still cut at four times its
+    // size, and at most the sealed ones waiting for a flush and the active one are left.
+    let log_bytes: u64 = logs(dir.path())
+        .iter()
+        .map(|log| std::fs::metadata(log).unwrap().len())
+        .sum();
+    let bound = 4 * (4 * memtable_bytes as u64 + 200);
+    assert!(log_bytes <= bound, "{log_bytes} bytes of log, over {bound}");
+    assert_eq!(get(&engine, b"hot"), Some(vec![(1999 % 256) as u8; 100]));
+}

@@ -4,8 +4,9 @@
 //! A write batch is appended to the write-ahead log ([`crate::wal`]) and applied to the active
 //! [`Memtable`]. `write` returns once the append has reached the operating system, so a write
 //! survives a crash of the process; [`Engine::sync`] (fdatasync of the log) makes it survive
-//! power loss. Once the memtable holds [`LsmOptions::memtable_bytes`] it is sealed and the log
-//! moves on to a new file. The flusher thread ([`flush`]) writes each sealed memtable into
+//! power loss. Once the memtable holds [`LsmOptions::memtable_bytes`], or its log
+//! [`LOG_BYTES_PER_MEMTABLE`] times as much (keys rewritten over and over grow the log, not the
+//! memtable), the memtable is sealed and the log moves on to a new file. The flusher thread ([`flush`]) writes each sealed memtable into
 //! fjall as sorted tables with fjall's bulk ingestion, which registers them as the newest run
 //! once they are durable, and then deletes the logs the memtable came from. fjall compacts the
 //! runs in the background and checksums every block it stores: damaged table files come back
@@ -49,6 +50,12 @@ const DATA_TREE: &str = "data";
 /// one table and takes a fraction of a second, and a restart replays at most a few of them
 /// from the log.
 pub const MEMTABLE_BYTES: usize = 16 << 20;
+
+/// How many times the memtable's bytes its log may grow to before the memtable is sealed:
+/// each rewrite of a key adds a frame to the log but replaces an entry in the memtable, and a
+/// log is only deleted once its memtable is flushed, so without this bound a few hot keys would
+/// grow one log (and the replay after a crash) without end.
+pub const LOG_BYTES_PER_MEMTABLE: u64 = 4;
 
 /// Settings of the lsm engine.
 #[derive(Clone, Debug)]
@@ -321,7 +328,9 @@ impl Engine for LsmEngine {
         let mut log = shared.log.lock();
         // Sealed before the append rather than after it, so that a write that cannot seal
         // (no room, no new log) fails without having been applied.
-        if shared.memtables.read().active.bytes() >= shared.options.memtable_bytes {
+        let memtable_bytes = shared.options.memtable_bytes;
+        let log_full = log.bytes >= (memtable_bytes as u64).saturating_mul(LOG_BYTES_PER_MEMTABLE);
+        if log_full || shared.memtables.read().active.bytes() >= memtable_bytes {
             shared.seal(&mut log)?;
         }
         if let Err(error) = (&*log.file).write_all(&frame) {
@@ -330,7 +339,11 @@ impl Engine for LsmEngine {
             return Err(error.into());
         }
         log.bytes += frame.len() as u64;
-        shared.memtables.write().active.apply(batch);
+        // The memtable is locked before the log is let go, so writes reach it in log order,
+        // and a sync that wants the log need not wait for the batch to be applied.
+        let mut memtables = shared.memtables.write();
+        drop(log);
+        memtables.active.apply(batch);
         Ok(())
     }
 
