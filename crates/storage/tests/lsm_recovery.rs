@@ -13,10 +13,12 @@ fn open(dir: &Path, memtable_bytes: usize) -> LsmEngine {
     LsmEngine::open_with(dir, LsmOptions { memtable_bytes }).unwrap()
 }
 
+/// The numbered logs (not the one made ahead of time), oldest first.
 fn logs(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut found: Vec<_> = std::fs::read_dir(dir.join("lsm-log"))
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
         .collect();
     found.sort();
     found
@@ -227,4 +229,39 @@ fn a_key_rewritten_over_and_over_does_not_grow_one_log_without_end() {
     let bound = 4 * (4 * memtable_bytes as u64 + 200);
     assert!(log_bytes <= bound, "{log_bytes} bytes of log, over {bound}");
     assert_eq!(get(&engine, b"hot"), Some(vec![(1999 % 256) as u8; 100]));
+}
+
+#[test]
+fn logs_made_ahead_of_time_are_used_and_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let memtable_bytes = 4096;
+    let spare = dir.path().join("lsm-log").join("next.wal.tmp");
+    {
+        let engine = open(dir.path(), memtable_bytes);
+        // The flusher makes the next log once it starts.
+        for _ in 0..500 {
+            if spare.exists() && std::fs::metadata(&spare).unwrap().len() > 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(spare.exists(), "a log was made ahead of time");
+        for i in 0..40 {
+            engine.put(&key(i), &[7; 100]).unwrap();
+        }
+        // The memtable was sealed once: the new log is the one made ahead of time, zeros
+        // after its frames.
+        let newest = logs(dir.path()).pop().unwrap();
+        let length = std::fs::metadata(&newest).unwrap().len();
+        assert!(
+            length >= 2 * memtable_bytes as u64,
+            "{} is {length} bytes",
+            newest.display()
+        );
+    }
+    // Dropped without a checkpoint: what the logs hold is replayed, zeros and all.
+    let engine = open(dir.path(), memtable_bytes);
+    for i in 0..40 {
+        assert_eq!(get(&engine, &key(i)), Some(vec![7; 100]), "key {i}");
+    }
 }

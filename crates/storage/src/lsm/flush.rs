@@ -20,13 +20,18 @@ const L0_TABLES_MAX: usize = 20;
 /// The longest a flush waits for compaction; after it, the flush goes ahead regardless.
 const COMPACTION_WAIT_MAX: Duration = Duration::from_secs(30);
 
+/// The most bytes of a log made ahead of time.
+const SPARE_BYTES_MAX: usize = 64 << 20;
+
 /// How long the flusher waits before retrying a failed flush.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Flushes sealed memtables until the engine closes.
 pub(super) fn run(shared: &Shared) {
     let _reports_a_panic = PanicReport(shared);
-    while let Some(sealed) = next(shared) {
+    loop {
+        prepare_spare(shared);
+        let Some(sealed) = next(shared) else { return };
         let result = ingest(shared, &sealed).and_then(|()| finish(shared, &sealed));
         let mut state = shared.flush.lock();
         match result {
@@ -41,6 +46,23 @@ pub(super) fn run(shared: &Shared) {
             }
         }
         shared.flushed.notify_all();
+    }
+}
+
+/// Makes the next log ahead of time, unless one is waiting: twice the memtable's bytes of
+/// zeros, about what a memtable's log grows to. Without one, a seal creates an empty log.
+fn prepare_spare(shared: &Shared) {
+    if shared.spare.lock().is_some() {
+        return;
+    }
+    let bytes = shared
+        .options
+        .memtable_bytes
+        .saturating_mul(2)
+        .min(SPARE_BYTES_MAX);
+    match wal::prepare_log(&shared.log_directory, bytes as u64) {
+        Ok(file) => *shared.spare.lock() = Some(file),
+        Err(error) => tracing::warn!(%error, "could not make the next log ahead of time"),
     }
 }
 

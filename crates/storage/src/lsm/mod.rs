@@ -36,7 +36,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, LsmError, PersistMode};
 use memtable::{Memtable, Slot};
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::fs::File;
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -100,6 +100,8 @@ struct Shared {
     /// The log's directory.
     log_directory: PathBuf,
     log: Mutex<ActiveLog>,
+    /// A log made ahead of time by the flusher, for the next seal ([`wal::prepare_log`]).
+    spare: Mutex<Option<File>>,
     memtables: RwLock<Memtables>,
     /// Held through a sync, so a sync that finds no older log to sync cannot return while
     /// another is still syncing it.
@@ -163,6 +165,11 @@ impl LsmEngine {
             .map_err(convert)?;
         let log_directory = directory.join("lsm-log");
         std::fs::create_dir_all(&log_directory)?;
+        // A log the last process was making ahead of time may be incomplete.
+        match std::fs::remove_file(wal::spare_path(&log_directory)) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error.into()),
+            _ => {}
+        }
         let (memtables, last_replayed) = replay(&log_directory)?;
         let number = last_replayed.map_or(1, |last| last + 1);
         let file = wal::create_log(&log_directory, number)?;
@@ -178,6 +185,7 @@ impl LsmEngine {
                 bytes: 0,
                 unsynced: Vec::new(),
             }),
+            spare: Mutex::new(None),
             memtables: RwLock::new(memtables),
             syncing: Mutex::new(()),
             flush: Mutex::new(FlushState::default()),
@@ -237,7 +245,25 @@ impl Shared {
     fn seal(&self, log: &mut ActiveLog) -> Result<(), StorageError> {
         self.wait_for_room()?;
         let number = log.number + 1;
-        let file = Arc::new(wal::create_log(&self.log_directory, number)?);
+        // Renamed under the lock, so the flusher cannot start the next one at the same path
+        // before this one has left it.
+        let mut spare = self.spare.lock();
+        let installed =
+            spare
+                .take()
+                .and_then(|file| match wal::install_log(&self.log_directory, number) {
+                    Ok(()) => Some(file),
+                    Err(error) => {
+                        tracing::warn!(%error, "the log made ahead of time could not be used");
+                        None
+                    }
+                });
+        drop(spare);
+        let file = match installed {
+            Some(file) => file,
+            None => wal::create_log(&self.log_directory, number)?,
+        };
+        let file = Arc::new(file);
         let previous = std::mem::replace(&mut log.file, file);
         log.unsynced.push(previous);
         let last_log = std::mem::replace(&mut log.number, number);
@@ -333,7 +359,8 @@ impl Engine for LsmEngine {
         if log_full || shared.memtables.read().active.bytes() >= memtable_bytes {
             shared.seal(&mut log)?;
         }
-        if let Err(error) = (&*log.file).write_all(&frame) {
+        // At the frames' end, not the file's: a log made ahead of time is zeros after them.
+        if let Err(error) = log.file.write_all_at(&frame, log.bytes) {
             // A partial frame in the middle of the log would read as damage on replay.
             let _ = log.file.set_len(log.bytes);
             return Err(error.into());
