@@ -7,7 +7,8 @@ use ringkv_replica::{
     Change, Condition, ConflictMode, Expiry, LocalStore, ReplicaError, Report, StoreOptions,
     SyncPolicy, WriteRequest,
 };
-use ringkv_storage::{open, EngineKind, ScanRange};
+use ringkv_storage::lsm::{LsmEngine, LsmOptions};
+use ringkv_storage::{open, Engine, EngineKind, ScanRange};
 use std::sync::Arc;
 
 const KS: &str = "default";
@@ -484,7 +485,12 @@ async fn disk_use_falls_after_mass_expiry() {
     // removed) and compare the engine's disk use before and after.
     let clock = Arc::new(ManualClock::new(1_000));
     let dir = tempfile::tempdir().unwrap();
-    let engine = open(EngineKind::Lsm, dir.path()).unwrap();
+    // Memtables of 1 MiB keep the logs the engine makes ahead of time (zero-filled, twice a
+    // memtable each, counted as disk use) small beside the 20 MB of values.
+    let lsm = LsmOptions {
+        memtable_bytes: 1 << 20,
+    };
+    let engine: Arc<dyn Engine> = Arc::new(LsmEngine::open_with(dir.path(), lsm).unwrap());
     let options = StoreOptions {
         compact_after_swept: 10_000,
         sweep_interval_ms: 3_600_000,

@@ -32,7 +32,11 @@ fn largest_file(dir: &Path, suffix: &str) -> PathBuf {
     walk(dir, &mut files);
     files
         .into_iter()
-        .filter(|p| p.to_string_lossy().contains(suffix))
+        // A file still being made (the lsm engine's next log, `.tmp`) holds no records yet.
+        .filter(|p| {
+            let name = p.to_string_lossy();
+            name.contains(suffix) && !name.ends_with(".tmp")
+        })
         .max_by_key(|p| std::fs::metadata(p).unwrap().len())
         .unwrap_or_else(|| panic!("no file matching {suffix} under {}", dir.display()))
 }

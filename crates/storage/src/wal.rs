@@ -95,10 +95,11 @@ pub fn list_logs(directory: &Path) -> Result<Vec<u64>, StorageError> {
     Ok(numbers)
 }
 
-/// Creates log `number`, empty, and makes its name durable.
+/// Creates log `number`, empty, and makes its name durable. A log of that number already
+/// there is an error: its frames are never written over.
 pub fn create_log(directory: &Path, number: u64) -> Result<File, StorageError> {
     let file = OpenOptions::new()
-        .create(true)
+        .create_new(true)
         .write(true)
         .open(log_path(directory, number))?;
     sync_directory(directory)?;
