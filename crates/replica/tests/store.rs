@@ -434,6 +434,147 @@ async fn concurrent_writers_share_fsyncs() {
     );
 }
 
+/// An engine that notes, for every key it stores, the number of the batch that stored it, and
+/// how many batches the last finished sync covers: a key is durable once its batch number is
+/// within that.
+struct SyncWatch {
+    inner: Arc<dyn Engine>,
+    state: parking_lot::Mutex<SyncState>,
+}
+
+#[derive(Default)]
+struct SyncState {
+    batches: u64,
+    stored_in: std::collections::HashMap<Vec<u8>, u64>,
+    synced_through: u64,
+}
+
+impl SyncWatch {
+    /// Whether the batch that last stored a key ending in `key` had been synced.
+    fn durable(&self, key: &[u8]) -> bool {
+        let state = self.state.lock();
+        let batch = state
+            .stored_in
+            .iter()
+            .find(|(stored, _)| stored.ends_with(key))
+            .map(|(_, batch)| *batch)
+            .expect("the key was stored");
+        batch <= state.synced_through
+    }
+}
+
+impl Engine for SyncWatch {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ringkv_storage::StorageError> {
+        self.inner.get(key)
+    }
+    fn write(&self, batch: ringkv_storage::WriteBatch) -> Result<(), ringkv_storage::StorageError> {
+        let keys: Vec<Vec<u8>> = batch
+            .ops
+            .iter()
+            .map(|op| match op {
+                ringkv_storage::WriteOp::Put { key, .. }
+                | ringkv_storage::WriteOp::Delete { key } => key.clone(),
+            })
+            .collect();
+        self.inner.write(batch)?;
+        let mut state = self.state.lock();
+        state.batches += 1;
+        let batch = state.batches;
+        state
+            .stored_in
+            .extend(keys.into_iter().map(|key| (key, batch)));
+        Ok(())
+    }
+    fn sync(&self) -> Result<(), ringkv_storage::StorageError> {
+        let covers = self.state.lock().batches;
+        self.inner.sync()?;
+        let mut state = self.state.lock();
+        state.synced_through = state.synced_through.max(covers);
+        Ok(())
+    }
+    fn scan(
+        &self,
+        range: &ScanRange,
+        limit: usize,
+    ) -> Result<Vec<ringkv_storage::KeyValue>, ringkv_storage::StorageError> {
+        self.inner.scan(range, limit)
+    }
+    fn disk_bytes(&self) -> u64 {
+        self.inner.disk_bytes()
+    }
+    fn approximate_entries(&self) -> u64 {
+        self.inner.approximate_entries()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_acknowledged_write_was_synced_in_small_and_large_groups() {
+    // Goal: under sync = always no write is acknowledged before a sync that covers it, both
+    // where the writer syncs a small group itself and where the syncer thread syncs a large
+    // one. Method: an engine that tracks which batches each finished sync covers; writes one
+    // at a time (small groups), many concurrent ones and batches of 200 (large groups); check
+    // each write's batch was synced the moment its acknowledgement arrives.
+    let dir = tempfile::tempdir().unwrap();
+    let watch = Arc::new(SyncWatch {
+        inner: open(EngineKind::Lsm, dir.path()).unwrap(),
+        state: Default::default(),
+    });
+    let options = StoreOptions {
+        sweep_interval_ms: 3_600_000,
+        ..Default::default()
+    };
+    let engine: Arc<dyn Engine> = watch.clone();
+    let store = Arc::new(
+        LocalStore::open(
+            engine,
+            options,
+            Arc::new(SystemClock),
+            &mut Registry::default(),
+        )
+        .unwrap(),
+    );
+    for i in 0..20 {
+        let key = format!("alone-{i:03}");
+        store
+            .write(WriteRequest::put(KS, key.as_bytes(), b"v"))
+            .await
+            .unwrap();
+        assert!(watch.durable(key.as_bytes()), "{key} acknowledged unsynced");
+    }
+    let tasks: Vec<_> = (0..300)
+        .map(|i| {
+            let (store, watch) = (Arc::clone(&store), Arc::clone(&watch));
+            tokio::spawn(async move {
+                if i % 30 == 0 {
+                    let keys: Vec<String> =
+                        (0..200).map(|j| format!("many-{i:03}-{j:03}")).collect();
+                    let requests = keys
+                        .iter()
+                        .map(|key| WriteRequest::put(KS, key.as_bytes(), b"v"))
+                        .collect();
+                    for outcome in store.write_many(requests).await.unwrap() {
+                        outcome.unwrap();
+                    }
+                    keys.iter().all(|key| watch.durable(key.as_bytes()))
+                } else {
+                    let key = format!("crowd-{i:03}");
+                    store
+                        .write(WriteRequest::put(KS, key.as_bytes(), b"v"))
+                        .await
+                        .unwrap();
+                    watch.durable(key.as_bytes())
+                }
+            })
+        })
+        .collect();
+    for (i, task) in tasks.into_iter().enumerate() {
+        assert!(task.await.unwrap(), "write {i} acknowledged unsynced");
+    }
+}
+
 #[tokio::test]
 async fn oversized_keys_and_values_are_refused() {
     let f = fixture(EngineKind::Memory, Arc::new(SystemClock));
