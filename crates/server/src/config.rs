@@ -165,9 +165,12 @@ impl ServerConfig {
     /// How many threads the async runtime gets: `io_threads`, or one per core. Fewer can
     /// pay on a small machine whose writer thread is busy, since request threads then wait
     /// less for a core: measured on 2 cores with the client on the same machine
-    /// (`redis-benchmark -c 50`, sync always), one thread instead of two served 12 % more SETs
-    /// and 14 % more GETs at `-P 1`, but 15 % fewer GETs at `-P 16`, where the request threads
-    /// themselves are the bottleneck. So the default stays one per core.
+    /// (`redis-benchmark -c 50 -d 100`, sync always), one thread instead of two served 14-25 %
+    /// more SETs at `-P 16` (lsm 270/261 k vs 215/209 k ops/s, memory 370/386 k vs 326/338 k),
+    /// as many at `-P 1` and 15 % more GETs at `-P 1`, but 5-15 % fewer GETs at `-P 16`, where
+    /// the request threads themselves are the bottleneck. The default stays one per core: a
+    /// request thread reads the engine in place, and with a single one, a read that has to
+    /// wait for the disk would hold up every connection.
     pub fn runtime_threads(&self) -> usize {
         if self.io_threads > 0 {
             return self.io_threads;
