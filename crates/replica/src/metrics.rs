@@ -22,6 +22,9 @@ pub struct StoreMetrics {
     pub group_size: Histogram,
     /// Explicit syncs (fsyncs) issued.
     pub syncs: Counter,
+    /// How long each explicit sync took, in seconds: the disk's share of a write's latency
+    /// under `sync = always` (etcd's `wal_fsync_duration_seconds`).
+    pub sync_seconds: Histogram,
     /// Records or siblings the sweeper removed.
     pub swept: Counter,
     /// Bytes the engine occupies on disk, refreshed by the sweeper.
@@ -40,6 +43,7 @@ impl StoreMetrics {
             condition_failures: Counter::default(),
             group_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             syncs: Counter::default(),
+            sync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
             swept: Counter::default(),
             disk_bytes: Gauge::default(),
             engine_entries: Gauge::default(),
@@ -74,6 +78,11 @@ impl StoreMetrics {
             "syncs",
             "Explicit syncs (fsync) issued",
             metrics.syncs.clone(),
+        );
+        store.register(
+            "sync_seconds",
+            "Time each explicit sync (fsync) took",
+            metrics.sync_seconds.clone(),
         );
         store.register(
             "swept",

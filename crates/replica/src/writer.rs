@@ -166,7 +166,6 @@ impl Writer {
     /// even a group that changed nothing waits, since what it reports may rest on an earlier
     /// group's writes that are not durable yet.
     fn commit(&self, jobs: Vec<Job>, syncer: Option<&std::sync::mpsc::Sender<Vec<Answer>>>) {
-        let count = jobs.len();
         let writes: usize = jobs.iter().map(Job::writes).sum();
         let small = writes < INLINE_SYNC_WRITES_MAX
             && jobs.iter().map(Job::bytes).sum::<usize>() < INLINE_SYNC_BYTES_MAX;
@@ -215,12 +214,9 @@ impl Writer {
                     .cache_forget(cached.into_iter().map(|(key, _)| key)),
             }
         }
-        self.shared.metrics.group_size.observe(count as f64);
+        self.shared.metrics.group_size.observe(writes as f64);
         match (stored, syncer) {
-            (Ok(()), Some(_)) if small => {
-                self.shared.metrics.syncs.inc();
-                answer_all(answers, &self.shared.engine.sync());
-            }
+            (Ok(()), Some(_)) if small => answer_all(answers, &sync(&self.shared)),
             (Ok(()), Some(syncer)) => {
                 if let Err(std::sync::mpsc::SendError(answers)) = syncer.send(answers) {
                     answer_all(
@@ -490,12 +486,21 @@ fn run_syncer(shared: &Shared, groups: &std::sync::mpsc::Receiver<Vec<Answer>>) 
     while let Ok(first) = groups.recv() {
         let mut waiting = vec![first];
         waiting.extend(groups.try_iter());
-        shared.metrics.syncs.inc();
-        let synced = shared.engine.sync();
+        let synced = sync(shared);
         for answers in waiting {
             answer_all(answers, &synced);
         }
     }
+}
+
+/// Syncs the engine, counted and timed.
+fn sync(shared: &Shared) -> Result<(), StorageError> {
+    let started = std::time::Instant::now();
+    let synced = shared.engine.sync();
+    shared.metrics.syncs.inc();
+    let elapsed = started.elapsed().as_secs_f64();
+    shared.metrics.sync_seconds.observe(elapsed);
+    synced
 }
 
 /// Sends each caller its outcome, or the error that kept its group from being stored.

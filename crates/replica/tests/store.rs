@@ -432,6 +432,15 @@ async fn concurrent_writers_share_fsyncs() {
         syncs < writes,
         "group commit: {syncs} fsyncs for {writes} writes"
     );
+    // Every sync is timed, and every write counted in a group's size.
+    assert_eq!(
+        metric(&f.registry, "ringkv_store_sync_seconds_count"),
+        syncs
+    );
+    assert_eq!(
+        metric(&f.registry, "ringkv_store_group_commit_writes_sum"),
+        writes
+    );
 }
 
 /// An engine that notes, for every key it stores, the number of the batch that stored it, and
