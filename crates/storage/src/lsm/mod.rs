@@ -2,12 +2,13 @@
 //! tables are fjall's.
 //!
 //! A write batch is appended to the write-ahead log ([`crate::wal`]) and applied to the active
-//! [`Memtable`]. `write` returns once the append has reached the operating system, so a write
-//! survives a crash of the process; [`Engine::sync`] (fdatasync of the log) makes it survive
-//! power loss. Once the memtable holds [`LsmOptions::memtable_bytes`], or its log
-//! [`LOG_BYTES_PER_MEMTABLE`] times as much (keys rewritten over and over grow the log, not the
-//! memtable), the memtable is sealed and the log moves on to a new file. The flusher thread ([`flush`]) writes each sealed memtable into
-//! fjall as sorted tables with fjall's bulk ingestion, which registers them as the newest run
+//! memtable (an ordered map, module `memtable`). `write` returns once the append has reached
+//! the operating system, so a write survives a crash of the process; [`Engine::sync`]
+//! (fdatasync of the log) makes it survive power loss. Once the memtable holds
+//! [`LsmOptions::memtable_bytes`], or its log [`LOG_BYTES_PER_MEMTABLE`] times as much (keys
+//! rewritten over and over grow the log, not the memtable), the memtable is sealed and the log
+//! moves on to a new file, made ahead of time. The flusher thread (module `flush`) writes each
+//! sealed memtable into fjall as sorted tables with fjall's bulk ingestion, which registers them as the newest run
 //! once they are durable, and then deletes the logs the memtable came from. fjall compacts the
 //! runs in the background and checksums every block it stores: damaged table files come back
 //! as [`StorageError::Corruption`].
