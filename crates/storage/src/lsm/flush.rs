@@ -122,7 +122,10 @@ fn finish(shared: &Shared, sealed: &Arc<Sealed>) -> Result<(), StorageError> {
             std::fs::remove_file(wal::log_path(&shared.log_directory, number))?;
         }
     }
-    Ok(())
+    // Made durable before a later flush deletes newer logs: after a power loss, an old log
+    // that came back beside fjall's newer tables without the newer logs would be replayed
+    // over them, and older values would win.
+    wal::sync_directory(&shared.log_directory)
 }
 
 /// Waits, within [`COMPACTION_WAIT_MAX`], while fjall's first level holds too many tables.
