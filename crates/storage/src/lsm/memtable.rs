@@ -41,7 +41,8 @@ impl Memtable {
             };
             let added = slot.as_ref().map_or(0, Bytes::len);
             let key_len = key.len();
-            match self.entries.insert(Key::from_slice(&key), slot) {
+            // A short key moves into the tree's node; a long one keeps its allocation.
+            match self.entries.insert(Key::from_vec(key), slot) {
                 Some(replaced) => {
                     self.bytes -= replaced.as_ref().map_or(0, Bytes::len);
                     self.bytes += added;
