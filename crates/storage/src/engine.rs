@@ -251,7 +251,7 @@ pub enum EngineKind {
     /// for write-heavy and large data.
     #[default]
     Lsm,
-    /// Copy-on-write B-tree (redb).
+    /// ringkv's log and memtables over a copy-on-write B-tree (redb).
     Btree,
     /// In-memory ordered map with a write-ahead log and snapshots.
     Memory,

@@ -1,17 +1,21 @@
 //! Storage: the [`Engine`] trait every layer above writes through, and the engines behind it.
 //!
 //! - [`engine`]: the trait, write batches, scan ranges and errors. It depends on no engine.
-//! - [`lsm`]: the default engine, a log-structured merge tree: its own log and memtables,
-//!   fjall's tables and compaction.
-//! - [`btree`]: a copy-on-write B-tree (redb), for read-heavy data that fits its page cache.
+//! - [`buffered`]: ringkv's own write path — log, memtables and the flusher — in front of an
+//!   ordered store of tables; the lsm and btree engines are both built on it.
+//! - [`lsm`]: the default engine, a log-structured merge tree: [`buffered`] over fjall's
+//!   tables and compaction.
+//! - [`btree`]: [`buffered`] over a copy-on-write B-tree (redb), for read-heavy data that
+//!   fits its page cache.
 //! - [`memory`]: an ordered in-memory map made durable by a write-ahead log and snapshots.
-//! - [`wal`]: the write-ahead log the lsm and memory engines share.
+//! - [`wal`]: the write-ahead log every engine writes first.
 //! - [`conformance`]: the one test suite every engine must pass.
 //!
 //! Engines store opaque bytes. Versioning, checksums of values and TTL live above, in the
 //! replica layer; durability policy (when to call [`Engine::sync`]) lives there too.
 
 pub mod btree;
+pub mod buffered;
 pub mod conformance;
 pub mod engine;
 pub mod lsm;

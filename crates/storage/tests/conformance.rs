@@ -1,7 +1,10 @@
 //! Runs the conformance suite (`ringkv_storage::conformance`) against every engine, and
-//! against the lsm engine with memtables so small that nearly every write seals one, so the
-//! suite's reads find data in the tables, in sealed memtables and in the active one.
+//! against the lsm and btree engines with memtables so small that nearly every write seals
+//! one, so the suite's reads find data in the tables, in sealed memtables and in the active
+//! one.
 
+use ringkv_storage::btree::BtreeEngine;
+use ringkv_storage::buffered::BufferOptions;
 use ringkv_storage::lsm::{LsmEngine, LsmOptions};
 use ringkv_storage::{conformance, open, Engine, EngineKind};
 use std::path::Path;
@@ -74,5 +77,13 @@ fn lsm_flushing_often(path: &Path) -> Arc<dyn Engine> {
 
 suite_for!(lsm, of_kind(EngineKind::Lsm));
 suite_for!(lsm_flushing_often, lsm_flushing_often);
+fn btree_flushing_often(path: &Path) -> Arc<dyn Engine> {
+    let options = BufferOptions {
+        memtable_bytes: 512,
+    };
+    Arc::new(BtreeEngine::open_btree(path, options).expect("engine opens"))
+}
+
 suite_for!(btree, of_kind(EngineKind::Btree));
+suite_for!(btree_flushing_often, btree_flushing_often);
 suite_for!(memory, of_kind(EngineKind::Memory));

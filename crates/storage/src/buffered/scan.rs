@@ -1,6 +1,6 @@
-//! Scans of the lsm engine: the memtables' entries merged over the tables', a pass at a time.
+//! Scans: the memtables' entries merged over the tables', a pass at a time.
 //!
-//! Each source (the active memtable, each sealed one, fjall's tables) gives at most as many
+//! Each source (the active memtable, each sealed one, the tables) gives at most as many
 //! entries as the page wants. Where a source gave that many it may hold more, so the merge is
 //! exact only up to the smallest last key among such sources: its *horizon*. Deletes in a
 //! memtable hide entries below, so a pass can end with fewer visible entries than wanted; the

@@ -1,23 +1,19 @@
-//! The flusher thread: writes sealed memtables into fjall, oldest first, then deletes the
-//! logs they came from.
+//! The flusher thread: writes sealed memtables into the tables, oldest first, then deletes
+//! the logs they came from.
 //!
-//! A memtable leaves the list of sealed ones only once fjall's ingestion has made its tables
-//! durable and visible, so every read finds its entries in one place or the other. A crash
-//! between the ingestion and the deletion of the logs replays them again at the next open,
-//! which only writes the same entries again.
+//! A memtable leaves the list of sealed ones only once the tables hold its entries durably
+//! and visibly, so every read finds them in one place or the other. A crash between the
+//! ingestion and the deletion of the logs replays them again at the next open, which only
+//! writes the same entries again.
 
-use super::{convert, Sealed, Shared};
+use super::{Sealed, Shared, Tables};
 use crate::engine::StorageError;
 use crate::wal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Runs of tables in fjall's first level above which a flush waits for compaction: fjall
-/// itself slows writers at 20 and halts them at 30, and every run is one more place each
-/// read of a missing key must look.
-const L0_TABLES_MAX: usize = 20;
-
-/// The longest a flush waits for compaction; after it, the flush goes ahead regardless.
+/// The longest a flush waits while the tables are [backlogged](Tables::backlogged); after
+/// it, the flush goes ahead regardless.
 const COMPACTION_WAIT_MAX: Duration = Duration::from_secs(30);
 
 /// The most bytes of a log made ahead of time.
@@ -27,7 +23,7 @@ const SPARE_BYTES_MAX: usize = 64 << 20;
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Flushes sealed memtables until the engine closes.
-pub(super) fn run(shared: &Shared) {
+pub(super) fn run<T: Tables>(shared: &Shared<T>) {
     let _reports_a_panic = PanicReport(shared);
     loop {
         prepare_spare(shared);
@@ -51,7 +47,7 @@ pub(super) fn run(shared: &Shared) {
 
 /// Makes the next log ahead of time, unless one is waiting: twice the memtable's bytes of
 /// zeros, about what a memtable's log grows to. Without one, a seal creates an empty log.
-fn prepare_spare(shared: &Shared) {
+fn prepare_spare<T: Tables>(shared: &Shared<T>) {
     if shared.spare.lock().is_some() {
         return;
     }
@@ -68,9 +64,9 @@ fn prepare_spare(shared: &Shared) {
 
 /// Tells writers waiting for room that no flush will make it, if the flusher panics: they
 /// fail with its error instead of waiting for ever.
-struct PanicReport<'a>(&'a Shared);
+struct PanicReport<'a, T: Tables>(&'a Shared<T>);
 
-impl Drop for PanicReport<'_> {
+impl<T: Tables> Drop for PanicReport<'_, T> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let mut state = self.0.flush.lock();
@@ -82,7 +78,7 @@ impl Drop for PanicReport<'_> {
 
 /// The oldest sealed memtable, waiting for one; `None` once the engine is closing (what is
 /// left is in the log, for the next open).
-fn next(shared: &Shared) -> Option<Arc<Sealed>> {
+fn next<T: Tables>(shared: &Shared<T>) -> Option<Arc<Sealed>> {
     let mut state = shared.flush.lock();
     loop {
         if state.closing {
@@ -95,22 +91,14 @@ fn next(shared: &Shared) -> Option<Arc<Sealed>> {
     }
 }
 
-/// Writes `sealed` into fjall as tables of its own.
-fn ingest(shared: &Shared, sealed: &Sealed) -> Result<(), StorageError> {
-    wait_for_compaction(shared);
-    let mut ingestion = shared.data.start_ingestion().map_err(convert)?;
-    for (key, slot) in sealed.memtable.iter() {
-        match slot {
-            Some(value) => ingestion.write(key, value.as_ref()),
-            None => ingestion.write_tombstone(key),
-        }
-        .map_err(convert)?;
-    }
-    ingestion.finish().map_err(convert)
+/// Writes `sealed` into the tables.
+fn ingest<T: Tables>(shared: &Shared<T>, sealed: &Sealed) -> Result<(), StorageError> {
+    wait_while_backlogged(shared);
+    shared.tables.ingest(sealed.memtable.iter())
 }
 
-/// Drops `sealed` from the list, now that fjall holds it, and deletes its logs.
-fn finish(shared: &Shared, sealed: &Arc<Sealed>) -> Result<(), StorageError> {
+/// Drops `sealed` from the list, now that the tables hold it, and deletes its logs.
+fn finish<T: Tables>(shared: &Shared<T>, sealed: &Arc<Sealed>) -> Result<(), StorageError> {
     {
         let mut memtables = shared.memtables.write();
         let oldest = memtables.sealed.first();
@@ -123,15 +111,15 @@ fn finish(shared: &Shared, sealed: &Arc<Sealed>) -> Result<(), StorageError> {
         }
     }
     // Made durable before a later flush deletes newer logs: after a power loss, an old log
-    // that came back beside fjall's newer tables without the newer logs would be replayed
+    // that came back beside the tables' newer entries without the newer logs would be replayed
     // over them, and older values would win.
     wal::sync_directory(&shared.log_directory)
 }
 
-/// Waits, within [`COMPACTION_WAIT_MAX`], while fjall's first level holds too many tables.
-fn wait_for_compaction(shared: &Shared) {
+/// Waits, within [`COMPACTION_WAIT_MAX`], while the tables are backlogged.
+fn wait_while_backlogged<T: Tables>(shared: &Shared<T>) {
     let deadline = Instant::now() + COMPACTION_WAIT_MAX;
-    while shared.data.l0_table_count() >= L0_TABLES_MAX && Instant::now() < deadline {
+    while shared.tables.backlogged() && Instant::now() < deadline {
         if shared.flush.lock().closing {
             return;
         }

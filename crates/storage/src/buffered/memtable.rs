@@ -1,4 +1,4 @@
-//! The lsm engine's memtables: the writes since the last flush, in key order, in memory.
+//! The memtables: the writes since the last flush, in key order, in memory.
 //!
 //! A `BTreeMap` rather than a skip list: the single writer needs no concurrent inserts, and a
 //! key written again replaces its entry in place instead of adding a version, so a memtable

@@ -1,21 +1,43 @@
-//! The lsm engine's own write path: the log replayed after a crash, memtables flushed into
-//! fjall's tables and their logs deleted, newer flushes winning over older ones across
-//! restarts, deletes in memory hiding values in the tables, and data an older ringkv left in
-//! fjall's own journal.
+//! The write path the lsm and btree engines share (`ringkv_storage::buffered`), run against
+//! both: the log replayed after a crash, memtables flushed into the tables and their logs
+//! deleted, newer flushes winning over older ones across restarts, deletes in memory hiding
+//! values in the tables; and for lsm, data an older ringkv left in fjall's own journal.
 
-use ringkv_storage::lsm::{LsmEngine, LsmOptions};
+use ringkv_storage::btree::BtreeEngine;
+use ringkv_storage::buffered::BufferOptions;
+use ringkv_storage::lsm::LsmEngine;
 use ringkv_storage::{Engine, ScanRange};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-fn open(dir: &Path, memtable_bytes: usize) -> LsmEngine {
-    LsmEngine::open_with(dir, LsmOptions { memtable_bytes }).unwrap()
+/// The engines built on the shared write path.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Lsm,
+    Btree,
+}
+
+impl Kind {
+    fn log_dir(self) -> &'static str {
+        match self {
+            Kind::Lsm => "lsm-log",
+            Kind::Btree => "btree-log",
+        }
+    }
+}
+
+fn open(kind: Kind, dir: &Path, memtable_bytes: usize) -> Arc<dyn Engine> {
+    let options = BufferOptions { memtable_bytes };
+    match kind {
+        Kind::Lsm => Arc::new(LsmEngine::open_with(dir, options).unwrap()),
+        Kind::Btree => Arc::new(BtreeEngine::open_btree(dir, options).unwrap()),
+    }
 }
 
 /// The numbered logs (not the one made ahead of time), oldest first.
-fn logs(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut found: Vec<_> = std::fs::read_dir(dir.join("lsm-log"))
+fn logs(kind: Kind, dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found: Vec<_> = std::fs::read_dir(dir.join(kind.log_dir()))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "wal"))
@@ -28,71 +50,94 @@ fn key(i: u32) -> Vec<u8> {
     format!("key{i:05}").into_bytes()
 }
 
-fn get(engine: &LsmEngine, key: &[u8]) -> Option<Vec<u8>> {
+fn get(engine: &Arc<dyn Engine>, key: &[u8]) -> Option<Vec<u8>> {
     engine.get(key).unwrap()
 }
 
-#[test]
-fn writes_that_reached_the_log_survive_a_crash() {
+/// A test of each engine for each test function of one `Kind`.
+macro_rules! for_both {
+    ($($test:ident),* $(,)?) => {
+        mod lsm {
+            $(#[test] fn $test() { super::$test(super::Kind::Lsm) })*
+        }
+        mod btree {
+            $(#[test] fn $test() { super::$test(super::Kind::Btree) })*
+        }
+    };
+}
+
+for_both!(
+    writes_that_reached_the_log_survive_a_crash,
+    a_checkpoint_moves_every_write_into_the_tables_and_deletes_the_logs,
+    a_later_flush_wins_over_an_earlier_one_across_restarts,
+    deletes_in_the_memtable_hide_values_in_the_tables_from_scans,
+    a_torn_last_append_is_dropped_and_the_log_goes_on_after_it,
+    readers_never_miss_a_write_while_memtables_are_flushed,
+    a_key_rewritten_over_and_over_does_not_grow_one_log_without_end,
+    logs_made_ahead_of_time_are_used_and_replayed,
+);
+
+fn writes_that_reached_the_log_survive_a_crash(kind: Kind) {
     let dir = tempfile::tempdir().unwrap();
     {
         // Never sealed: everything is in the log and the active memtable when it drops.
-        let engine = open(dir.path(), usize::MAX);
+        let engine = open(kind, dir.path(), usize::MAX);
         for i in 0..500 {
             engine.put(&key(i), b"v").unwrap();
         }
         engine.delete(&key(7)).unwrap();
     }
-    let engine = open(dir.path(), usize::MAX);
+    let engine = open(kind, dir.path(), usize::MAX);
     assert_eq!(get(&engine, &key(499)).as_deref(), Some(&b"v"[..]));
     assert_eq!(get(&engine, &key(7)), None);
     assert_eq!(engine.scan(&ScanRange::all(), 1000).unwrap().len(), 499);
 }
 
-#[test]
-fn a_checkpoint_moves_every_write_into_the_tables_and_deletes_the_logs() {
+fn a_checkpoint_moves_every_write_into_the_tables_and_deletes_the_logs(kind: Kind) {
     let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path(), 4096);
+    let engine = open(kind, dir.path(), 4096);
     for i in 0..2000 {
         engine.put(&key(i), &i.to_le_bytes()).unwrap();
     }
-    assert!(logs(dir.path()).len() > 1, "memtables were sealed");
+    assert!(logs(kind, dir.path()).len() > 1, "memtables were sealed");
     engine.checkpoint().unwrap();
-    assert_eq!(logs(dir.path()).len(), 1, "only the active log is left");
+    assert_eq!(
+        logs(kind, dir.path()).len(),
+        1,
+        "only the active log is left"
+    );
     drop(engine);
-    // Nothing to replay: the reads come from fjall's tables.
-    let engine = open(dir.path(), 4096);
+    // Nothing to replay: the reads come from the tables.
+    let engine = open(kind, dir.path(), 4096);
     for i in [0, 999, 1999] {
         assert_eq!(get(&engine, &key(i)), Some(i.to_le_bytes().to_vec()));
     }
     assert_eq!(engine.scan(&ScanRange::all(), 5000).unwrap().len(), 2000);
 }
 
-#[test]
-fn a_later_flush_wins_over_an_earlier_one_across_restarts() {
+fn a_later_flush_wins_over_an_earlier_one_across_restarts(kind: Kind) {
     let dir = tempfile::tempdir().unwrap();
     for round in 0..3u8 {
-        let engine = open(dir.path(), 4096);
+        let engine = open(kind, dir.path(), 4096);
         if round > 0 {
             assert_eq!(get(&engine, b"k"), Some(vec![round - 1]));
         }
         engine.put(b"k", &[round]).unwrap();
         engine.checkpoint().unwrap();
     }
-    let engine = open(dir.path(), 4096);
+    let engine = open(kind, dir.path(), 4096);
     assert_eq!(get(&engine, b"k"), Some(vec![2]));
     engine.delete(b"k").unwrap();
     engine.checkpoint().unwrap();
     drop(engine);
-    let engine = open(dir.path(), 4096);
+    let engine = open(kind, dir.path(), 4096);
     assert_eq!(get(&engine, b"k"), None);
     assert!(engine.scan(&ScanRange::all(), 10).unwrap().is_empty());
 }
 
-#[test]
-fn deletes_in_the_memtable_hide_values_in_the_tables_from_scans() {
+fn deletes_in_the_memtable_hide_values_in_the_tables_from_scans(kind: Kind) {
     let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path(), usize::MAX);
+    let engine = open(kind, dir.path(), usize::MAX);
     for i in 0..100 {
         engine.put(&key(i), b"v").unwrap();
     }
@@ -115,15 +160,14 @@ fn deletes_in_the_memtable_hide_values_in_the_tables_from_scans() {
     assert_eq!(paged, (0..100).step_by(10).map(key).collect::<Vec<_>>());
 }
 
-#[test]
-fn a_torn_last_append_is_dropped_and_the_log_goes_on_after_it() {
+fn a_torn_last_append_is_dropped_and_the_log_goes_on_after_it(kind: Kind) {
     let dir = tempfile::tempdir().unwrap();
     {
-        let engine = open(dir.path(), usize::MAX);
+        let engine = open(kind, dir.path(), usize::MAX);
         engine.put(b"a", b"1").unwrap();
         engine.put(b"b", b"2").unwrap();
     }
-    let newest = logs(dir.path()).pop().unwrap();
+    let newest = logs(kind, dir.path()).pop().unwrap();
     let length = std::fs::metadata(&newest).unwrap().len();
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -132,7 +176,7 @@ fn a_torn_last_append_is_dropped_and_the_log_goes_on_after_it() {
     file.set_len(length - 1).unwrap();
     drop(file);
     {
-        let engine = open(dir.path(), usize::MAX);
+        let engine = open(kind, dir.path(), usize::MAX);
         assert_eq!(get(&engine, b"a").as_deref(), Some(&b"1"[..]));
         assert_eq!(
             get(&engine, b"b"),
@@ -141,40 +185,14 @@ fn a_torn_last_append_is_dropped_and_the_log_goes_on_after_it() {
         );
         engine.put(b"c", b"3").unwrap();
     }
-    let engine = open(dir.path(), usize::MAX);
+    let engine = open(kind, dir.path(), usize::MAX);
     assert_eq!(get(&engine, b"a").as_deref(), Some(&b"1"[..]));
     assert_eq!(get(&engine, b"c").as_deref(), Some(&b"3"[..]));
 }
 
-#[test]
-fn data_in_fjalls_own_journal_is_read_and_kept() {
+fn readers_never_miss_a_write_while_memtables_are_flushed(kind: Kind) {
     let dir = tempfile::tempdir().unwrap();
-    {
-        // What the engine wrote before it had a log of its own: fjall's batches and journal.
-        let database = fjall::Database::builder(dir.path().join("lsm"))
-            .open()
-            .unwrap();
-        let data = database
-            .keyspace("data", fjall::KeyspaceCreateOptions::default)
-            .unwrap();
-        data.insert("old", "journal").unwrap();
-        database.persist(fjall::PersistMode::SyncAll).unwrap();
-    }
-    {
-        let engine = open(dir.path(), 4096);
-        assert_eq!(get(&engine, b"old").as_deref(), Some(&b"journal"[..]));
-        engine.put(b"new", b"log").unwrap();
-        engine.checkpoint().unwrap();
-    }
-    let engine = open(dir.path(), 4096);
-    assert_eq!(get(&engine, b"old").as_deref(), Some(&b"journal"[..]));
-    assert_eq!(get(&engine, b"new").as_deref(), Some(&b"log"[..]));
-}
-
-#[test]
-fn readers_never_miss_a_write_while_memtables_are_flushed() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Arc::new(open(dir.path(), 2048));
+    let engine = open(kind, dir.path(), 2048);
     let written = Arc::new(AtomicU32::new(0));
     let reader = {
         let (engine, written) = (Arc::clone(&engine), Arc::clone(&written));
@@ -207,22 +225,21 @@ fn readers_never_miss_a_write_while_memtables_are_flushed() {
     let checked = reader.join().unwrap();
     assert!(checked > 0, "the reader read while the writer wrote");
     assert!(
-        logs(dir.path()).len() < 3000 * 20 / 2048,
+        logs(kind, dir.path()).len() < 3000 * 20 / 2048,
         "flushed logs were deleted"
     );
 }
 
-#[test]
-fn a_key_rewritten_over_and_over_does_not_grow_one_log_without_end() {
+fn a_key_rewritten_over_and_over_does_not_grow_one_log_without_end(kind: Kind) {
     let dir = tempfile::tempdir().unwrap();
     let memtable_bytes = 4096;
-    let engine = open(dir.path(), memtable_bytes);
+    let engine = open(kind, dir.path(), memtable_bytes);
     for i in 0..2000u32 {
         engine.put(b"hot", &[i as u8; 100]).unwrap();
     }
     // The memtable never holds more than one entry; the logs are still cut at four times its
     // size, and at most the sealed ones waiting for a flush and the active one are left.
-    let log_bytes: u64 = logs(dir.path())
+    let log_bytes: u64 = logs(kind, dir.path())
         .iter()
         .map(|log| std::fs::metadata(log).unwrap().len())
         .sum();
@@ -231,13 +248,12 @@ fn a_key_rewritten_over_and_over_does_not_grow_one_log_without_end() {
     assert_eq!(get(&engine, b"hot"), Some(vec![(1999 % 256) as u8; 100]));
 }
 
-#[test]
-fn logs_made_ahead_of_time_are_used_and_replayed() {
+fn logs_made_ahead_of_time_are_used_and_replayed(kind: Kind) {
     let dir = tempfile::tempdir().unwrap();
     let memtable_bytes = 4096;
-    let spare = dir.path().join("lsm-log").join("next.wal.tmp");
+    let spare = dir.path().join(kind.log_dir()).join("next.wal.tmp");
     {
-        let engine = open(dir.path(), memtable_bytes);
+        let engine = open(kind, dir.path(), memtable_bytes);
         // The flusher makes the next log once it starts.
         for _ in 0..500 {
             if spare.exists() && std::fs::metadata(&spare).unwrap().len() > 0 {
@@ -251,7 +267,7 @@ fn logs_made_ahead_of_time_are_used_and_replayed() {
         }
         // The memtable was sealed once: the new log is the one made ahead of time, zeros
         // after its frames.
-        let newest = logs(dir.path()).pop().unwrap();
+        let newest = logs(kind, dir.path()).pop().unwrap();
         let length = std::fs::metadata(&newest).unwrap().len();
         assert!(
             length >= 2 * memtable_bytes as u64,
@@ -260,8 +276,33 @@ fn logs_made_ahead_of_time_are_used_and_replayed() {
         );
     }
     // Dropped without a checkpoint: what the logs hold is replayed, zeros and all.
-    let engine = open(dir.path(), memtable_bytes);
+    let engine = open(kind, dir.path(), memtable_bytes);
     for i in 0..40 {
         assert_eq!(get(&engine, &key(i)), Some(vec![7; 100]), "key {i}");
     }
+}
+
+#[test]
+fn data_in_fjalls_own_journal_is_read_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // What the engine wrote before it had a log of its own: fjall's batches and journal.
+        let database = fjall::Database::builder(dir.path().join("lsm"))
+            .open()
+            .unwrap();
+        let data = database
+            .keyspace("data", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        data.insert("old", "journal").unwrap();
+        database.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    {
+        let engine = open(Kind::Lsm, dir.path(), 4096);
+        assert_eq!(get(&engine, b"old").as_deref(), Some(&b"journal"[..]));
+        engine.put(b"new", b"log").unwrap();
+        engine.checkpoint().unwrap();
+    }
+    let engine = open(Kind::Lsm, dir.path(), 4096);
+    assert_eq!(get(&engine, b"old").as_deref(), Some(&b"journal"[..]));
+    assert_eq!(get(&engine, b"new").as_deref(), Some(&b"log"[..]));
 }

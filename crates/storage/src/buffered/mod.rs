@@ -1,30 +1,26 @@
-//! The default engine: a log-structured merge tree whose write path is ringkv's own and whose
-//! tables are fjall's.
+//! Engines whose writes go to ringkv's own write-ahead log and memtables, in front of an
+//! ordered store of [`Tables`]: fjall's LSM tree for the `lsm` engine, redb's B-tree for
+//! `btree`.
 //!
-//! A write batch is appended to the write-ahead log ([`crate::wal`]) and applied to the active
-//! memtable (an ordered map, module `memtable`). `write` returns once the append has reached
-//! the operating system, so a write survives a crash of the process; [`Engine::sync`]
+//! A write batch is appended to the log ([`crate::wal`]) and applied to the active memtable
+//! (an ordered map, module `memtable`). `write` returns once the append has reached the
+//! operating system, so a write survives a crash of the process; [`Engine::sync`]
 //! (fdatasync of the log) makes it survive power loss. Once the memtable holds
-//! [`LsmOptions::memtable_bytes`], or its log [`LOG_BYTES_PER_MEMTABLE`] times as much (keys
-//! rewritten over and over grow the log, not the memtable), the memtable is sealed and the log
-//! moves on to a new file, made ahead of time. The flusher thread (module `flush`) writes each
-//! sealed memtable into fjall as sorted tables with fjall's bulk ingestion, which registers them as the newest run
-//! once they are durable, and then deletes the logs the memtable came from. fjall compacts the
-//! runs in the background and checksums every block it stores: damaged table files come back
-//! as [`StorageError::Corruption`].
+//! [`BufferOptions::memtable_bytes`], or its log [`LOG_BYTES_PER_MEMTABLE`] times as much
+//! (keys rewritten over and over grow the log, not the memtable), the memtable is sealed and
+//! the log moves on to a new file, made ahead of time. The flusher thread (module `flush`)
+//! writes each sealed memtable into the tables in one durable step, and then deletes the logs
+//! the memtable came from.
 //!
-//! Reads look in the active memtable, then the sealed ones from newest to oldest, then fjall.
+//! Reads look in the active memtable, then the sealed ones from newest to oldest, then the
+//! tables.
 //!
-//! Why not fjall's own journal and memtable, which this engine wrote through before: under
-//! `redis-benchmark -t set -c 50 -P 16 -d 100 -r 100000` with `--sync always`,
-//! - the writer thread spent 35 % of its time in fjall's skip list, where every write of a key
-//!   is one more entry and every compare runs past the keys' shared prefix;
-//! - each fsync held fjall's journal lock, so the writer's next commit waited for it;
-//! - fjall's flush threads spent most of their time walking and dropping skip lists.
-//!
-//! The memory engine, with the same writer over a `BTreeMap` and its own log, ran that
-//! benchmark 1.6 times as fast. This engine keeps that write path and fjall's tables,
-//! compaction and block cache.
+//! Why the tables' own write paths are not used: fjall's journal and skip list cost the
+//! writer 35 % of its time and blocked it on the journal's lock during each fsync (see the
+//! `lsm` module); a redb transaction per batch copies every page on the path to each key it
+//! writes, so 1 M single puts through the `Engine` trait ran at 0.38× RocksDB's fillrandom.
+//! One flush of a sealed memtable is one bulk ingestion, or one redb transaction, for
+//! hundreds of thousands of writes.
 
 mod flush;
 mod memtable;
@@ -33,19 +29,15 @@ mod scan;
 use crate::engine::{Engine, KeyValue, ScanRange, StorageError, WriteBatch};
 use crate::wal;
 use bytes::Bytes;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, LsmError, PersistMode};
-use memtable::{Memtable, Slot};
+use memtable::Memtable;
+pub use memtable::Slot;
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::fs::File;
+use std::ops::Bound;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const ENGINE: &str = "lsm";
-
-/// The fjall tree that holds every key.
-const DATA_TREE: &str = "data";
 
 /// The memtable's size when it is sealed and flushed, by default. A flush of 16 MiB writes
 /// one table and takes a fraction of a second, and a restart replays at most a few of them
@@ -58,18 +50,69 @@ pub const MEMTABLE_BYTES: usize = 16 << 20;
 /// grow one log (and the replay after a crash) without end.
 pub const LOG_BYTES_PER_MEMTABLE: u64 = 4;
 
-/// Settings of the lsm engine.
+/// Settings of the log and memtables.
 #[derive(Clone, Debug)]
-pub struct LsmOptions {
+pub struct BufferOptions {
     /// Bytes of keys and values after which the active memtable is sealed and flushed.
     pub memtable_bytes: usize,
 }
 
-impl Default for LsmOptions {
+impl Default for BufferOptions {
     fn default() -> Self {
         Self {
             memtable_bytes: MEMTABLE_BYTES,
         }
+    }
+}
+
+/// Entries of the tables in key order, as of when the iterator was made.
+pub type TableRange<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Bytes), StorageError>> + 'a>;
+
+/// The ordered store behind the memtables: where a sealed memtable goes, and where reads
+/// look after the memtables.
+pub trait Tables: Send + Sync + 'static {
+    /// The engine's name, as `--engine` spells it; also names its log directory
+    /// (`NAME-log`) and flusher thread.
+    const NAME: &'static str;
+
+    /// The stored value of `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StorageError>;
+
+    /// The stored entries within `bounds`, as of this call: called while the memtables are
+    /// locked, so a memtable that is flushed meanwhile is seen in one place or the other.
+    fn range(&self, bounds: (Bound<&[u8]>, Bound<&[u8]>)) -> Result<TableRange<'_>, StorageError>;
+
+    /// Stores a sealed memtable's entries, in key order (`None`: delete the key), all or
+    /// none, durably: once this returns, reads find them here and the logs they came from
+    /// are deleted.
+    fn ingest<'a>(
+        &self,
+        entries: impl Iterator<Item = (&'a [u8], &'a Slot)>,
+    ) -> Result<(), StorageError>;
+
+    /// Whether a flush should wait before adding to the tables (an LSM tree's first level
+    /// holds too many runs); the flusher asks again every few milliseconds, for a while.
+    fn backlogged(&self) -> bool {
+        false
+    }
+
+    /// Roughly how many entries the tables hold.
+    fn approximate_len(&self) -> u64;
+
+    /// Bytes the tables occupy on disk.
+    fn disk_bytes(&self) -> u64;
+
+    /// Where the tables live: reads and checkpoints fail once it is gone.
+    fn path(&self) -> &Path;
+
+    /// Called by a checkpoint once every memtable has reached the tables.
+    fn checkpoint(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    /// Reclaims the space of deleted data now.
+    fn compact(&self) -> Result<(), StorageError> {
+        Ok(())
     }
 }
 
@@ -78,26 +121,19 @@ impl Default for LsmOptions {
 /// filling memory.
 const SEALED_MAX: usize = 2;
 
-/// How long a checkpoint waits for the memtables to reach fjall.
+/// How long a checkpoint waits for the memtables to reach the tables.
 const CHECKPOINT_WAIT: Duration = Duration::from_secs(30);
 
-/// The memtable size fjall's own tree is created with. ringkv writes into fjall only by
-/// ingestion, so fjall's memtable holds only what an older ringkv left in fjall's journal.
-const FJALL_MEMTABLE_BYTES: u64 = 16 << 20;
-
-/// fjall's tables, ringkv's log and memtables.
-pub struct LsmEngine {
-    shared: Arc<Shared>,
+/// ringkv's log and memtables in front of `T`.
+pub struct Buffered<T: Tables> {
+    shared: Arc<Shared<T>>,
     flusher: Option<std::thread::JoinHandle<()>>,
 }
 
 /// What the engine's callers and its flusher share.
-struct Shared {
-    options: LsmOptions,
-    database: Database,
-    data: Keyspace,
-    /// fjall's directory.
-    path: PathBuf,
+struct Shared<T> {
+    options: BufferOptions,
+    tables: T,
     /// The log's directory.
     log_directory: PathBuf,
     log: Mutex<ActiveLog>,
@@ -144,27 +180,11 @@ struct FlushState {
     error: Option<String>,
 }
 
-impl LsmEngine {
-    /// Opens or creates the engine in `directory` with the default settings.
-    pub fn open(directory: &Path) -> Result<Self, StorageError> {
-        Self::open_with(directory, LsmOptions::default())
-    }
-
-    /// Opens or creates the engine in `directory`: opens fjall's tables and replays the log
-    /// into a memtable, which is flushed in the background.
-    pub fn open_with(directory: &Path, options: LsmOptions) -> Result<Self, StorageError> {
-        let path = directory.join("lsm");
-        let database = Database::builder(&path)
-            .manual_journal_persist(false)
-            .worker_threads(background_workers())
-            .open()
-            .map_err(|error| damaged_on_open(&path, error))?;
-        let data = database
-            .keyspace(DATA_TREE, || {
-                KeyspaceCreateOptions::default().max_memtable_size(FJALL_MEMTABLE_BYTES)
-            })
-            .map_err(convert)?;
-        let log_directory = directory.join("lsm-log");
+impl<T: Tables> Buffered<T> {
+    /// Puts a log and memtables in `directory/NAME-log` in front of `tables`, replaying the
+    /// log into a memtable, which is flushed in the background.
+    pub fn over(tables: T, directory: &Path, options: BufferOptions) -> Result<Self, StorageError> {
+        let log_directory = directory.join(format!("{}-log", T::NAME));
         std::fs::create_dir_all(&log_directory)?;
         // A log the last process was making ahead of time may be incomplete.
         match std::fs::remove_file(wal::spare_path(&log_directory)) {
@@ -176,9 +196,7 @@ impl LsmEngine {
         let file = wal::create_log(&log_directory, number)?;
         let shared = Arc::new(Shared {
             options,
-            database,
-            data,
-            path,
+            tables,
             log_directory,
             log: Mutex::new(ActiveLog {
                 file: Arc::new(file),
@@ -196,7 +214,7 @@ impl LsmEngine {
         let flusher = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
-                .name("ringkv-lsm-flush".into())
+                .name(format!("ringkv-{}-flush", T::NAME))
                 .spawn(move || flush::run(&shared))?
         };
         Ok(Self {
@@ -227,8 +245,8 @@ fn replay(directory: &Path) -> Result<(Memtables, Option<u64>), StorageError> {
     Ok((memtables, last))
 }
 
-impl Shared {
-    /// What the memtables hold for `key`, newest first; `None`: ask fjall.
+impl<T: Tables> Shared<T> {
+    /// What the memtables hold for `key`, newest first; `None`: ask the tables.
     fn memtable_slot(&self, key: &[u8]) -> Option<Slot> {
         let memtables = self.memtables.read();
         if let Some(slot) = memtables.active.get(key) {
@@ -288,7 +306,7 @@ impl Shared {
         while self.memtables.read().sealed.len() >= SEALED_MAX {
             if let Some(error) = &state.error {
                 return Err(StorageError::Engine {
-                    engine: ENGINE,
+                    engine: T::NAME,
                     message: format!("memtables cannot be flushed to the tables: {error}"),
                 });
             }
@@ -298,15 +316,17 @@ impl Shared {
         Ok(())
     }
 
-    /// Waits until every memtable sealed so far has reached fjall, within [`CHECKPOINT_WAIT`].
+    /// Waits until every memtable sealed so far has reached the tables, within
+    /// [`CHECKPOINT_WAIT`].
     fn wait_for_flushes(&self) -> Result<(), StorageError> {
         let deadline = Instant::now() + CHECKPOINT_WAIT;
         let mut state = self.flush.lock();
         while !self.memtables.read().sealed.is_empty() {
-            if !self.path.exists() {
+            let path = self.tables.path();
+            if !path.exists() {
                 return Err(StorageError::Io(std::io::Error::new(
                     std::io::ErrorKind::NotFound,
-                    format!("{} no longer exists", self.path.display()),
+                    format!("{} no longer exists", path.display()),
                 )));
             }
             if Instant::now() >= deadline {
@@ -315,7 +335,7 @@ impl Shared {
                     .clone()
                     .unwrap_or_else(|| "still running".into());
                 return Err(StorageError::Engine {
-                    engine: ENGINE,
+                    engine: T::NAME,
                     message: format!(
                         "memtable flush did not finish within {CHECKPOINT_WAIT:?}: {why}"
                     ),
@@ -328,9 +348,9 @@ impl Shared {
     }
 }
 
-impl Engine for LsmEngine {
+impl<T: Tables> Engine for Buffered<T> {
     fn name(&self) -> &'static str {
-        ENGINE
+        T::NAME
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
@@ -338,12 +358,12 @@ impl Engine for LsmEngine {
     }
 
     fn get_bytes(&self, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
-        // A memtable that is flushed after this look is in fjall before it leaves the list.
+        // A memtable that is flushed after this look is in the tables before it leaves the
+        // list.
         if let Some(slot) = self.shared.memtable_slot(key) {
             return Ok(slot);
         }
-        let value = self.shared.data.get(key).map_err(convert)?;
-        Ok(value.map(|value| Bytes::copy_from_slice(&value)))
+        self.shared.tables.get(key)
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
@@ -414,7 +434,7 @@ impl Engine for LsmEngine {
             .chain(memtables.sealed.iter().map(|sealed| &sealed.memtable))
             .map(Memtable::len)
             .sum();
-        self.shared.data.approximate_len() as u64 + in_memory as u64
+        self.shared.tables.approximate_len() + in_memory as u64
     }
 
     fn disk_bytes(&self) -> u64 {
@@ -426,7 +446,7 @@ impl Engine for LsmEngine {
                     .sum()
             })
             .unwrap_or(0);
-        self.shared.database.disk_space().unwrap_or(0) + logs
+        self.shared.tables.disk_bytes() + logs
     }
 
     fn checkpoint(&self) -> Result<(), StorageError> {
@@ -437,24 +457,19 @@ impl Engine for LsmEngine {
             }
         }
         self.shared.wait_for_flushes()?;
-        // What an older ringkv left in fjall's own journal goes to its tables too.
-        self.shared.data.rotate_memtable().map_err(convert)?;
-        self.shared
-            .database
-            .persist(PersistMode::SyncData)
-            .map_err(convert)
+        self.shared.tables.checkpoint()
     }
 
     fn compact(&self) -> Result<(), StorageError> {
         self.checkpoint()?;
-        self.shared.data.major_compact().map_err(convert)
+        self.shared.tables.compact()
     }
 }
 
-impl LsmEngine {
-    /// One pass of a scan: each memtable's entries in `range` and fjall's, newest first, at
-    /// most `limit` from each. They are taken under the memtables' lock, so a memtable that
-    /// the flusher moves into fjall meanwhile is seen in one of the two places.
+impl<T: Tables> Buffered<T> {
+    /// One pass of a scan: each memtable's entries in `range` and the tables', newest first,
+    /// at most `limit` from each. They are taken under the memtables' lock, so a memtable that
+    /// the flusher moves into the tables meanwhile is seen in one of the two places.
     fn runs(&self, range: &ScanRange, limit: usize) -> Result<Vec<scan::Run>, StorageError> {
         let fetch = limit.max(1);
         let bounds = range.as_bounds();
@@ -464,76 +479,24 @@ impl LsmEngine {
                 .chain(memtables.sealed.iter().rev().map(|sealed| &sealed.memtable))
                 .map(|memtable| scan::Run::new(memtable.range(bounds, fetch), fetch))
                 .collect();
-            (runs, self.shared.data.range::<&[u8], _>(bounds))
+            (runs, self.shared.tables.range(bounds)?)
         };
         let mut stored = Vec::new();
-        for guard in tables.take(fetch) {
-            let (key, value) = guard.into_inner().map_err(convert)?;
-            stored.push((key.to_vec(), Some(Bytes::copy_from_slice(&value))));
+        for entry in tables.take(fetch) {
+            let (key, value) = entry?;
+            stored.push((key, Some(value)));
         }
         runs.push(scan::Run::new(stored, fetch));
         Ok(runs)
     }
 }
 
-impl Drop for LsmEngine {
+impl<T: Tables> Drop for Buffered<T> {
     fn drop(&mut self) {
         self.shared.flush.lock().closing = true;
         self.shared.flush_wanted.notify_all();
         if let Some(flusher) = self.flusher.take() {
             let _ = flusher.join();
         }
-    }
-}
-
-/// fjall's compaction threads: one per core, but at least 3 and at most 4.
-///
-/// Not 1: fjall 3.1 can deadlock with one worker under sustained writes. The worker handles a
-/// memtable rotation by a blocking `send` of the flush request into its own bounded queue,
-/// which writers keep filling with rotation requests while the memtable is over size
-/// (fjall's `inner_rotate_memtable`; upstream fjall-rs/fjall#323).
-///
-/// Not 2: worker 0 never compacts while there are others; it puts each compaction request it
-/// receives back in the queue and takes the next one, so while worker 1 runs a compaction,
-/// worker 0 spins on the same request for as long as it takes (seen with `perf` during a
-/// 2 M-SET run: 15 % of the workers' CPU time in `worker_tick` and `flume::Shared::send`).
-/// With a third worker the request goes to whichever of the other two is free. Idle workers
-/// sleep in the queue's `recv`, so the extra one costs a stack, not CPU.
-fn background_workers() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    cores.clamp(3, 4)
-}
-
-/// An error opening fjall, worded for the operator when it means damaged files.
-fn damaged_on_open(path: &Path, error: fjall::Error) -> StorageError {
-    match convert(error) {
-        StorageError::Corruption(detail) => StorageError::Corruption(format!(
-            "the journal or tables in {} are damaged ({detail}). Data after the damage \
-             cannot be replayed; restore the directory from a backup or a replica",
-            path.display()
-        )),
-        other => other,
-    }
-}
-
-/// Sorts fjall's errors into damaged data, I/O, and the rest.
-fn convert(error: fjall::Error) -> StorageError {
-    match error {
-        fjall::Error::Io(io) | fjall::Error::Storage(LsmError::Io(io)) => StorageError::Io(io),
-        fjall::Error::Storage(
-            inner @ (LsmError::ChecksumMismatch { .. }
-            | LsmError::Decompress(_)
-            | LsmError::InvalidTag(_)
-            | LsmError::InvalidTrailer
-            | LsmError::InvalidHeader(_)),
-        ) => StorageError::Corruption(format!("{inner:?}")),
-        other @ (fjall::Error::Decompress(_)
-        | fjall::Error::InvalidTrailer
-        | fjall::Error::InvalidTag(_)
-        | fjall::Error::JournalRecovery(_)) => StorageError::Corruption(format!("{other:?}")),
-        other => StorageError::Engine {
-            engine: ENGINE,
-            message: format!("{other:?}"),
-        },
     }
 }
