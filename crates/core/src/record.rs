@@ -399,6 +399,21 @@ pub fn newest_visible_value(bytes: &[u8], now_ms: u64) -> Result<Option<&[u8]>, 
 /// The body of a stored record, past its format byte, once its length, checksum and format
 /// are checked: nothing inside is trusted before that.
 fn checked_body(bytes: &[u8]) -> Result<Reader<'_>, RecordError> {
+    let (body, stored) = split_checksum(bytes)?;
+    let computed = crc32c::crc32c(body);
+    if stored != computed {
+        return Err(RecordError::ChecksumMismatch { stored, computed });
+    }
+    body_reader(body)
+}
+
+/// [`checked_body`] without the checksum, for bytes verified before.
+fn unchecked_body(bytes: &[u8]) -> Result<Reader<'_>, RecordError> {
+    body_reader(split_checksum(bytes)?.0)
+}
+
+/// An encoded record's body and the checksum stored after it, once its length is plausible.
+fn split_checksum(bytes: &[u8]) -> Result<(&[u8], u32), RecordError> {
     if bytes.len() < 5 {
         return Err(RecordError::TooShort { len: bytes.len() });
     }
@@ -407,10 +422,11 @@ fn checked_body(bytes: &[u8]) -> Result<Reader<'_>, RecordError> {
     }
     let (body, stored) = bytes.split_at(bytes.len() - CHECKSUM_BYTES);
     let stored = u32::from_le_bytes(stored.try_into().expect("split left 4 bytes"));
-    let computed = crc32c::crc32c(body);
-    if stored != computed {
-        return Err(RecordError::ChecksumMismatch { stored, computed });
-    }
+    Ok((body, stored))
+}
+
+/// A reader of a record's body, past its format byte.
+fn body_reader(body: &[u8]) -> Result<Reader<'_>, RecordError> {
     let mut reader = Reader::new(body);
     let format = reader.u8()?;
     if format != RECORD_FORMAT {
@@ -437,7 +453,18 @@ impl Replaced {
     /// the record's context does not cover each of its siblings (never so for a record built
     /// by this module), so that superseding its context would not supersede them all.
     pub fn of_encoded(bytes: &[u8]) -> Result<Option<Replaced>, RecordError> {
-        let mut reader = checked_body(bytes)?;
+        Self::of_body(checked_body(bytes)?)
+    }
+
+    /// [`Replaced::of_encoded`] of bytes whose checksum was verified when they entered memory
+    /// (or that this process encoded): the structure is still checked, the checksum is not
+    /// computed again. The writer reads the record every plain SET replaces from the record
+    /// cache, whose entries are checked as they come in, as a block cache checks a block.
+    pub fn of_checked(bytes: &[u8]) -> Result<Option<Replaced>, RecordError> {
+        Self::of_body(unchecked_body(bytes)?)
+    }
+
+    fn of_body(mut reader: Reader<'_>) -> Result<Option<Replaced>, RecordError> {
         let context = VersionVector::decode_from(&mut reader)?;
         let mut summary = Summary::default();
         for _ in 0..sibling_count(&mut reader)? {

@@ -9,8 +9,9 @@
 //! [`PointRead`], so a single-value read that hits slices the value out without decoding or
 //! checksumming the bytes again. Like RocksDB's block cache, which checks a block's checksum
 //! when it reads the block from a file and not on every hit, the checksum guards what comes
-//! from storage; memory errors are for ECC to catch. Reads that decode the whole record (every
-//! write's read of the old record, records with siblings) still check it. The cache is
+//! from storage; memory errors are for ECC to catch. The writer's summary of the record a plain
+//! SET replaces skips it too; reads that decode the whole record (records with siblings,
+//! conditional and read-modify-write changes) still check it. The cache is
 //! bounded in bytes (quick_cache's S3-FIFO eviction).
 //!
 //! Coherence: only the writer thread changes records, and it updates the cache after the
@@ -45,7 +46,8 @@ const CACHE_KEY_INLINE_BYTES: usize = 24;
 /// A stored record, or `None` when the key has no record.
 pub type Cached = Option<StoredRecord>;
 
-/// A record's stored bytes, with their [`PointRead`] when the record has one sibling.
+/// A record's stored bytes, checked (or made by the writer), with their [`PointRead`] when
+/// the record has one sibling.
 #[derive(Clone, Debug)]
 pub struct StoredRecord {
     /// The encoded record.

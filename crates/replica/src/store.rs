@@ -521,7 +521,7 @@ impl Shared {
 
     /// A key's stored record, from the cache when it holds it (filling it when not), read by
     /// `read`; bytes found damaged are reported as the key's corruption and forgotten by the
-    /// cache.
+    /// cache. `read` gets bytes whose checksum has been verified (or that the writer made).
     pub fn load_with<T>(
         &self,
         keyspace: &str,
@@ -535,7 +535,10 @@ impl Shared {
         let corrupt = |error: RecordError| self.corrupt(keyspace, key, error.to_string());
         let Some(cache) = &self.cache else {
             let stored = self.stored_bytes(keyspace, key, &data_key)?;
-            let record = stored.map(|bytes| StoredRecord { bytes, point: None });
+            let record = stored
+                .map(StoredRecord::from_engine)
+                .transpose()
+                .map_err(corrupt)?;
             return record.as_ref().map(read).transpose().map_err(corrupt);
         };
         let miss = match cache.lookup(&data_key) {

@@ -368,7 +368,7 @@ impl Writer {
         }
         let loaded = self
             .shared
-            .load_with(keyspace, key, |stored| Replaced::of_encoded(&stored.bytes));
+            .load_with(keyspace, key, |stored| Replaced::of_checked(&stored.bytes));
         match loaded {
             Ok(None) => Ok(Some(None)),
             Ok(Some(summary)) => Ok(summary.map(Some)),
