@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # Where a request's CPU goes: the same redis-benchmark run against redis-server (appendfsync
-# always) and a ringkv node (--sync always), alternating, with the CPU each process spent per
-# operation (user and kernel), ringkv's per thread (connections, writer, syncer, flusher,
-# compaction), the benchmark's own, and ringkv's writes per fsync (group commit).
+# always, or everysec with SYNC=periodic) and a ringkv node (--sync $SYNC), alternating. For
+# each it prints the CPU spent per operation (user and kernel): ringkv's per thread
+# (connections, writer, syncer, flusher, compaction), the benchmark's own, and ringkv's writes
+# per fsync (group commit).
 #
 # Throughput on a shared 2-core machine drifts by 10 % or more between runs; CPU per operation
 # drifts less and says which side of the machine a change moved. A thread near 1000 us of
 # CPU per ms of run (printed as "busy") is the bottleneck: see the `busy` column.
 #
-# Usage: bench/cpu-per-op.sh   (environment: N, CLIENTS, SIZE, KEYS, PIPELINE, TEST, ROUNDS)
+# Usage: bench/cpu-per-op.sh   (environment: N, CLIENTS, SIZE, KEYS, PIPELINE, TEST, SYNC, ROUNDS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N="${N:-200000}"; CLIENTS="${CLIENTS:-50}"; SIZE="${SIZE:-100}"; KEYS="${KEYS:-100000}"
-PIPELINE="${PIPELINE:-1}"; TEST="${TEST:-set}"; ROUNDS="${ROUNDS:-3}"
+PIPELINE="${PIPELINE:-1}"; TEST="${TEST:-set}"; ROUNDS="${ROUNDS:-3}"; SYNC="${SYNC:-always}"
+case "$SYNC" in
+  always) appendfsync=always ;;
+  periodic) appendfsync=everysec ;;
+  *) echo "SYNC must be always or periodic (the like-for-like of appendfsync everysec)" >&2; exit 2 ;;
+esac
 BASE_PORT="${BASE_PORT:-26479}"
 
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
@@ -37,9 +43,9 @@ trap cleanup EXIT
 
 mkdir -p "$work/redis"
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly yes \
-  --appendfsync always --dir "$work/redis" --daemonize yes --pidfile "$work/redis.pid" \
+  --appendfsync "$appendfsync" --dir "$work/redis" --daemonize yes --pidfile "$work/redis.pid" \
   --logfile "$work/redis.log" >/dev/null
-"$ringkv" server --data-dir "$work/ringkv" --sync always --resp "127.0.0.1:$ringkv_port" \
+"$ringkv" server --data-dir "$work/ringkv" --sync "$SYNC" --resp "127.0.0.1:$ringkv_port" \
   --http "127.0.0.1:$metrics_port" --listen 127.0.0.1:0 >"$work/ringkv.log" 2>&1 &
 pids+=($!); ringkv_pid=$!
 for port in "$redis_port" "$ringkv_port"; do
@@ -80,7 +86,8 @@ report() { # label before after elapsed_ms
         label, $1, user + sys, user, sys, (user + sys) * n / ms }'
 }
 
-echo "redis-benchmark -t $TEST -n $N -c $CLIENTS -d $SIZE -r $KEYS -P $PIPELINE, $ROUNDS rounds"
+echo "redis-benchmark -t $TEST -n $N -c $CLIENTS -d $SIZE -r $KEYS -P $PIPELINE, $ROUNDS rounds;" \
+  "ringkv --sync $SYNC, redis appendfsync $appendfsync"
 for round in $(seq "$ROUNDS"); do
   for side in redis ringkv; do
     if [ "$side" = redis ]; then pid=$redis_pid; port=$redis_port; else pid=$ringkv_pid; port=$ringkv_port; fi
@@ -91,7 +98,7 @@ for round in $(seq "$ROUNDS"); do
     bench1=$(children_ticks); syncs1=$(syncs)
     extra=""
     if [ "$side" = ringkv ]; then
-      extra=", $(awk -v n="$N" -v s="$((syncs1 - syncs0))" 'BEGIN { printf "%.1f", s ? n / s : 0 }') writes per fsync"
+      extra=", $(awk -v n="$N" -v s="$((syncs1 - syncs0))" 'BEGIN { if (s) printf "%.1f", n / s; else printf "no" }') writes per fsync"
     fi
     printf '%s %-6s %9.0f ops/s; benchmark %.2f us/op%s\n' "$round" "$side" "$ops" \
       "$(awk -v t="$((bench1 - bench0))" -v hz="$ticks" -v n="$N" 'BEGIN { print t / hz * 1e6 / n }')" "$extra"
