@@ -17,10 +17,8 @@ PIPELINES="${PIPELINES:-1 16}"
 ROUNDS="${ROUNDS:-3}"
 BASE_PORT="${BASE_PORT:-26379}"
 
-if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
-  echo "installing redis-server and redis-tools..." >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
+source bench/redis-helpers.sh
+need_redis
 cargo build --release --quiet
 ringkv=target/release/ringkv
 
@@ -43,10 +41,6 @@ start_ringkv() { # port sync engine
   "$ringkv" server --data-dir "$work/ringkv-$1" --sync "$2" --engine "$3" --resp "127.0.0.1:$1" \
     --http 127.0.0.1:0 --listen 127.0.0.1:0 >"$work/ringkv-$1.log" 2>&1 &
   pids+=($!)
-}
-wait_ready() {
-  for _ in $(seq 100); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "server on port $1 did not start" >&2; exit 1
 }
 
 start_redis $((BASE_PORT)) always

@@ -22,10 +22,8 @@ case "$SYNC" in
 esac
 BASE_PORT="${BASE_PORT:-26479}"
 
-if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
-  echo "installing redis-server and redis-tools..." >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
+source bench/redis-helpers.sh
+need_redis
 cargo build --release --quiet
 ringkv=target/release/ringkv
 ticks="$(getconf CLK_TCK)"
@@ -48,10 +46,7 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly yes \
 "$ringkv" server --data-dir "$work/ringkv" --sync "$SYNC" --resp "127.0.0.1:$ringkv_port" \
   --http "127.0.0.1:$metrics_port" --listen 127.0.0.1:0 >"$work/ringkv.log" 2>&1 &
 pids+=($!); ringkv_pid=$!
-for port in "$redis_port" "$ringkv_port"; do
-  for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-  redis-cli -p "$port" ping >/dev/null || { echo "server on port $port did not start" >&2; exit 1; }
-done
+for port in "$redis_port" "$ringkv_port"; do wait_ready "$port"; done
 redis_pid="$(cat "$work/redis.pid")"
 
 # "name user system" in clock ticks, for a process (one line) or for each of its threads,

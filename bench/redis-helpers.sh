@@ -1,0 +1,15 @@
+# Shared by the scripts that run redis-server beside ringkv; source it from the repository root.
+
+# Installs redis-server and redis-tools (redis-benchmark, redis-cli) unless both are present.
+need_redis() {
+  if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+    echo "installing redis-server and redis-tools..." >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
+  fi
+}
+
+# Waits up to 10 s for a Redis-protocol server on 127.0.0.1:PORT to answer PING; exits if none.
+wait_ready() { # port
+  for _ in $(seq 100); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "server on port $1 did not start" >&2; exit 1
+}
