@@ -15,8 +15,8 @@ LEVELS="${LEVELS:-one quorum all}"
 TARGETS="${TARGETS:-redis http}"
 WORKLOADS="${WORKLOADS:-set get a}"
 
-cargo build --release --quiet
-ringkv=target/release/ringkv
+source bench/common.sh
+build_ringkv
 
 work="$(mktemp -d)"
 pids=()

@@ -17,10 +17,9 @@ PIPELINES="${PIPELINES:-1 16}"
 ROUNDS="${ROUNDS:-3}"
 BASE_PORT="${BASE_PORT:-26379}"
 
-source bench/redis-helpers.sh
+source bench/common.sh
 need_redis
-cargo build --release --quiet
-ringkv=target/release/ringkv
+build_ringkv
 
 work="$(mktemp -d)"
 pids=()

@@ -22,10 +22,9 @@ case "$SYNC" in
 esac
 BASE_PORT="${BASE_PORT:-26479}"
 
-source bench/redis-helpers.sh
+source bench/common.sh
 need_redis
-cargo build --release --quiet
-ringkv=target/release/ringkv
+build_ringkv
 ticks="$(getconf CLK_TCK)"
 
 work="$(mktemp -d)"

@@ -1,4 +1,10 @@
-# Shared by the scripts that run redis-server beside ringkv; source it from the repository root.
+# Shared by the benchmark scripts; source it from the repository root.
+
+# Builds the release binary and sets `ringkv` to its path.
+build_ringkv() {
+  cargo build --release --quiet
+  ringkv=target/release/ringkv
+}
 
 # Installs redis-server and redis-tools (redis-benchmark, redis-cli) unless both are present.
 need_redis() {
