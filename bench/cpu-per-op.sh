@@ -85,18 +85,21 @@ echo "redis-benchmark -t $TEST -n $N -c $CLIENTS -d $SIZE -r $KEYS -P $PIPELINE,
 for round in $(seq "$ROUNDS"); do
   for side in redis ringkv; do
     if [ "$side" = redis ]; then pid=$redis_pid; port=$redis_port; else pid=$ringkv_pid; port=$ringkv_port; fi
-    process_ticks "$pid" >"$work/p0"; thread_ticks "$pid" >"$work/t0"
-    bench0=$(children_ticks); syncs0=$(syncs)
+    process_ticks "$pid" >"$work/p0"; thread_ticks "$pid" >"$work/t0"; syncs0=$(syncs)
+    # Read right around the run, so the helpers' own processes are not counted as the
+    # benchmark's.
+    bench0=$(children_ticks)
     read -r ops elapsed <<<"$(run "$port")"
-    process_ticks "$pid" >"$work/p1"; thread_ticks "$pid" >"$work/t1"
-    bench1=$(children_ticks); syncs1=$(syncs)
+    bench1=$(children_ticks)
+    process_ticks "$pid" >"$work/p1"; thread_ticks "$pid" >"$work/t1"; syncs1=$(syncs)
     extra=""
     if [ "$side" = ringkv ]; then
-      extra=", $(awk -v n="$N" -v s="$((syncs1 - syncs0))" 'BEGIN { if (s) printf "%.1f", n / s; else printf "no" }') writes per fsync"
+      extra=", $(awk -v n="$N" -v s="$((syncs1 - syncs0))" \
+        'BEGIN { if (s) printf "%.1f writes per fsync", n / s; else printf "no fsync" }')"
     fi
     printf '%s %-6s %9.0f ops/s; benchmark %.2f us/op%s\n' "$round" "$side" "$ops" \
       "$(awk -v t="$((bench1 - bench0))" -v hz="$ticks" -v n="$N" 'BEGIN { print t / hz * 1e6 / n }')" "$extra"
     report "$side" "$work/p0" "$work/p1" "$elapsed"
-    [ "$side" = ringkv ] && report thread "$work/t0" "$work/t1" "$elapsed"
+    if [ "$side" = ringkv ]; then report thread "$work/t0" "$work/t1" "$elapsed"; fi
   done
 done
