@@ -458,8 +458,9 @@ impl Replaced {
 
     /// [`Replaced::of_encoded`] of bytes whose checksum was verified when they entered memory
     /// (or that this process encoded): the structure is still checked, the checksum is not
-    /// computed again. The writer reads the record every plain SET replaces from the record
-    /// cache, whose entries are checked as they come in, as a block cache checks a block.
+    /// computed again. The record every plain SET replaces is read so from the record cache
+    /// (by the SET's submitter, or by the writer), whose entries are checked as they come in,
+    /// as a block cache checks a block.
     pub fn of_checked(bytes: &[u8]) -> Result<Option<Replaced>, RecordError> {
         Self::of_body(unchecked_body(bytes)?)
     }

@@ -20,6 +20,14 @@
 //! cache after the writer put the new one. To prevent that, each key hashes to a *stripe*
 //! whose epoch the writer bumps with every update: a reader notes the epoch before reading the
 //! engine and fills the cache only if it has not moved.
+//!
+//! Snapshots: a caller about to submit a plain SET may read the record it will replace from
+//! the cache ([`RecordCache::snapshot`]), off the writer thread, and hand the writer what it
+//! found with the key's [`SlotVersion`]: a counter, one of [`VERSION_SLOTS`] that keys hash to,
+//! which the writer advances after each change it makes to the cache. If the counter has not
+//! moved when the writer applies the SET ([`RecordCache::unchanged_since`]), no key of its
+//! slot has changed since the snapshot, so the writer uses it instead of looking the record
+//! up itself.
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -27,9 +35,16 @@ use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 use ringkv_core::record::{PointRead, RecordError};
 use smallvec::SmallVec;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Stripes of epochs; a power of two well above the number of threads.
 const STRIPES: usize = 256;
+
+/// Version counters of [`RecordCache::snapshot`]s. So many that a snapshot is rarely
+/// spoiled by another key's change (at 300 k writes per second, a millisecond between
+/// snapshot and use sees 300 changes, spread over these slots); a multiple of [`STRIPES`], so
+/// that the keys of one slot are all of one stripe, whose lock orders the slot's changes.
+const VERSION_SLOTS: usize = 1 << 16;
 
 /// Bytes an entry costs beyond its key and value (hash table slot, eviction metadata).
 const ENTRY_OVERHEAD_BYTES: u64 = 64;
@@ -85,6 +100,14 @@ impl Weighter<CacheKey, Cached> for ByBytes {
 pub struct RecordCache {
     entries: Cache<CacheKey, Cached, ByBytes>,
     epochs: Box<[Mutex<u64>]>,
+    versions: Box<[AtomicU64]>,
+}
+
+/// Where a key's [`RecordCache::snapshot`] was taken: its version slot's counter then.
+#[derive(Clone, Copy, Debug)]
+pub struct SlotVersion {
+    slot: usize,
+    count: u64,
 }
 
 /// What a reader learned before a miss: the epoch to check when filling the cache.
@@ -108,11 +131,16 @@ impl RecordCache {
         Self {
             entries: Cache::with_weighter(estimated_items, capacity_bytes, ByBytes),
             epochs: (0..STRIPES).map(|_| Mutex::new(0)).collect(),
+            versions: (0..VERSION_SLOTS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
-    fn stripe(key: &[u8]) -> usize {
-        xxhash_rust::xxh3::xxh3_64(key) as usize % STRIPES
+    fn slot(key: &[u8]) -> usize {
+        xxhash_rust::xxh3::xxh3_64(key) as usize % VERSION_SLOTS
+    }
+
+    fn stripe(slot: usize) -> usize {
+        slot % STRIPES
     }
 
     /// Looks `key` up.
@@ -120,7 +148,7 @@ impl RecordCache {
         if let Some(cached) = self.entries.get(key) {
             return Lookup::Hit(cached);
         }
-        let stripe = Self::stripe(key);
+        let stripe = Self::stripe(Self::slot(key));
         let epoch = *self.epochs[stripe].lock();
         Lookup::Miss(Miss { stripe, epoch })
     }
@@ -134,18 +162,39 @@ impl RecordCache {
         }
     }
 
+    /// What the cache holds for `key`, if anything, and the key's [`SlotVersion`] as of a moment
+    /// no later than the lookup: see the module documentation.
+    pub fn snapshot(&self, key: &[u8]) -> Option<(Cached, SlotVersion)> {
+        let slot = Self::slot(key);
+        // Acquire: a count that an update's increment wrote comes with the entry it inserted
+        // before, so the lookup below sees that entry or a later one (which moved the count).
+        let count = self.versions[slot].load(Ordering::Acquire);
+        let cached = self.entries.get(key)?;
+        Some((cached, SlotVersion { slot, count }))
+    }
+
+    /// Whether no key of `version`'s slot has changed in the cache since its snapshot. Exact
+    /// for the writer thread, which makes the changes; another thread may see a change late.
+    pub fn unchanged_since(&self, version: SlotVersion) -> bool {
+        self.versions[version.slot].load(Ordering::Acquire) == version.count
+    }
+
     /// The writer's update: `key` now stores `record` (`None`: deleted).
     pub fn update(&self, key: CacheKey, record: Cached) {
-        let mut epoch = self.epochs[Self::stripe(&key)].lock();
+        let slot = Self::slot(&key);
+        let mut epoch = self.epochs[Self::stripe(slot)].lock();
         *epoch += 1;
         self.entries.insert(key, record);
+        self.versions[slot].fetch_add(1, Ordering::Release);
     }
 
     /// Forgets `key` (its stored bytes were found damaged, or changed behind the store).
     pub fn forget(&self, key: &[u8]) {
-        let mut epoch = self.epochs[Self::stripe(key)].lock();
+        let slot = Self::slot(key);
+        let mut epoch = self.epochs[Self::stripe(slot)].lock();
         *epoch += 1;
         self.entries.remove(key);
+        self.versions[slot].fetch_add(1, Ordering::Release);
     }
 
     /// Forgets everything.
@@ -155,6 +204,9 @@ impl RecordCache {
             **epoch += 1;
         }
         self.entries.clear();
+        for version in &self.versions {
+            version.fetch_add(1, Ordering::Release);
+        }
     }
 }
 
@@ -179,6 +231,35 @@ mod tests {
         cache.update(CacheKey::from_slice(b"k"), Some(stored(b"new")));
         cache.fill(b"k", miss, Some(stored(b"old")));
         assert!(matches!(cache.lookup(b"k"), Lookup::Hit(Some(v)) if v.bytes == "new"));
+    }
+
+    #[test]
+    fn a_snapshot_stays_current_until_its_key_or_the_cache_changes() {
+        let cache = RecordCache::new(1 << 20);
+        assert!(cache.snapshot(b"k").is_none(), "nothing cached");
+        cache.update(CacheKey::from_slice(b"k"), Some(stored(b"1")));
+        let (cached, version) = cache.snapshot(b"k").unwrap();
+        assert_eq!(cached.unwrap().bytes, "1");
+        assert!(cache.unchanged_since(version));
+        // A reader's fill does not change what is stored.
+        let Lookup::Miss(miss) = cache.lookup(b"other") else {
+            panic!("not cached")
+        };
+        cache.fill(b"other", miss, None);
+        assert!(cache.unchanged_since(version));
+        cache.update(CacheKey::from_slice(b"k"), Some(stored(b"2")));
+        assert!(!cache.unchanged_since(version), "an update moves it");
+        let (_, version) = cache.snapshot(b"k").unwrap();
+        cache.forget(b"k");
+        assert!(!cache.unchanged_since(version), "forgetting moves it");
+        cache.update(CacheKey::from_slice(b"k"), None);
+        let (cached, version) = cache.snapshot(b"k").unwrap();
+        assert!(cached.is_none(), "an absent key is a snapshot too");
+        cache.clear();
+        assert!(
+            !cache.unchanged_since(version),
+            "clearing moves every version"
+        );
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub struct StoreMetrics {
     pub merges: Counter,
     /// Writes refused because their condition did not hold.
     pub condition_failures: Counter,
+    /// Plain SETs applied from their submitter's snapshot of the record they replace, without
+    /// the writer looking it up (see [`crate::cache::RecordCache::snapshot`]).
+    pub writes_from_snapshot: Counter,
     /// Writes per group commit.
     pub group_size: Histogram,
     /// Explicit syncs (fsyncs) issued.
@@ -41,6 +44,7 @@ impl StoreMetrics {
             writes: Counter::default(),
             merges: Counter::default(),
             condition_failures: Counter::default(),
+            writes_from_snapshot: Counter::default(),
             group_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             syncs: Counter::default(),
             sync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
@@ -68,6 +72,11 @@ impl StoreMetrics {
             "condition_failures",
             "Conditional writes refused because the condition did not hold",
             metrics.condition_failures.clone(),
+        );
+        store.register(
+            "writes_from_snapshot",
+            "Plain SETs applied from their submitter's cached view of the record they replace",
+            metrics.writes_from_snapshot.clone(),
         );
         store.register(
             "group_commit_writes",

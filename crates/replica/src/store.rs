@@ -2,7 +2,7 @@
 //! from the engine by the calling thread), and writes (handed to the [writer](crate::writer)
 //! thread, which applies them in order and acknowledges them once durable).
 
-use crate::cache::{CacheKey, Cached, Lookup, RecordCache, StoredRecord};
+use crate::cache::{CacheKey, Cached, Lookup, RecordCache, SlotVersion, StoredRecord};
 use crate::error::ReplicaError;
 use crate::keyspace_ids::KeyspaceIds;
 use crate::layout;
@@ -501,7 +501,33 @@ pub(crate) struct Shared {
     pub keyspace_ids: KeyspaceIds,
 }
 
+/// What the record cache held, before a write was queued, for the record the write replaces,
+/// summarised: the writer uses it if the key's [`SlotVersion`] has not moved since, instead of
+/// looking the record up itself (see [`RecordCache::snapshot`]).
+pub(crate) struct SeenReplaced {
+    pub version: SlotVersion,
+    /// `None`: the key had no record.
+    pub replacing: Option<record::Replaced>,
+}
+
 impl Shared {
+    /// The cache's summary of the record `request` replaces, for a write the writer applies
+    /// from such a summary ([`crate::writer::supersedes_all`]) when the cache holds the key.
+    /// A record that cannot be summarised, or that fails to, is left to the writer.
+    pub fn seen_replaced(&self, request: &WriteRequest, report: Report) -> Option<SeenReplaced> {
+        if !crate::writer::supersedes_all(request, report) {
+            return None;
+        }
+        let cache = self.cache.as_ref()?;
+        let id = self.keyspace_ids.get(&request.keyspace)?;
+        let (cached, version) = cache.snapshot(&layout::lookup_key(id, &request.key))?;
+        let replacing = match cached {
+            Some(stored) => Some(record::Replaced::of_checked(&stored.bytes).ok()??),
+            None => None,
+        };
+        Some(SeenReplaced { version, replacing })
+    }
+
     /// Decodes stored bytes, counting and logging damage.
     pub fn decode(&self, keyspace: &str, key: &[u8], bytes: &[u8]) -> Result<Record, ReplicaError> {
         Record::decode(bytes).map_err(|error| self.corrupt(keyspace, key, error.to_string()))
@@ -809,7 +835,10 @@ impl LocalStore {
         }
         let (reply, answer) = oneshot::channel();
         let writer = self.writer.as_ref().ok_or(ReplicaError::ShuttingDown)?;
-        let requests = requests.into_iter().map(|r| (r, Report::FULL)).collect();
+        let requests = requests
+            .into_iter()
+            .map(|r| (r, Report::FULL, None))
+            .collect();
         writer
             .send(Job::WriteMany { requests, reply })
             .await
@@ -844,6 +873,15 @@ impl LocalStore {
         for (request, _) in &requests {
             request.validate()?;
         }
+        // The records plain SETs replace, read here: the caller's thread has time to spare,
+        // the single writer has none.
+        let requests = requests
+            .into_iter()
+            .map(|(request, report)| {
+                let seen = self.shared.seen_replaced(&request, report);
+                (request, report, seen)
+            })
+            .collect();
         let (reply, answer) = oneshot::channel();
         self.enqueue(Job::WriteMany { requests, reply })?;
         Ok(PendingWrites { answer })
@@ -1006,4 +1044,64 @@ fn load_or_create_replica_id(engine: &dyn Engine) -> Result<ReplicaId, ReplicaEr
     batch.put(key, id.0.to_le_bytes().to_vec());
     engine.write_durable(batch)?;
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringkv_core::clock::SystemClock;
+    use ringkv_storage::{EngineKind, ScanRange};
+
+    const BARE: Report = Report {
+        previous: false,
+        context: false,
+    };
+
+    /// Applies `request` as a pipeline of one that comes with `seen`.
+    async fn apply_with(store: &LocalStore, request: WriteRequest, seen: SeenReplaced) {
+        let (reply, answer) = oneshot::channel();
+        let requests = vec![(request, BARE, Some(seen))];
+        store.enqueue(Job::WriteMany { requests, reply }).unwrap();
+        let mut outcomes = answer.await.unwrap().unwrap();
+        outcomes.remove(0).unwrap();
+    }
+
+    /// The writer uses a submitter's snapshot of the record a SET replaces only while it is
+    /// current: the SET here replaces a record that expires, whose expiry-index entry must go
+    /// with it, and replacing the older record a stale snapshot saw would leave that entry.
+    #[tokio::test]
+    async fn a_snapshot_is_used_while_current_and_never_once_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = ringkv_storage::open(EngineKind::Lsm, dir.path()).unwrap();
+        let clock = Arc::new(SystemClock);
+        let registry = &mut Registry::default();
+        let store = LocalStore::open(engine, StoreOptions::default(), clock, registry).unwrap();
+        let index = || {
+            let index = store.shared.engine.scan(&ScanRange::prefix(b"x"), 10);
+            index.unwrap().len()
+        };
+        let expiring = |value: &[u8]| {
+            let due = SystemClock.now_ms() + 1_000_000_000;
+            WriteRequest::put("default", b"k", value).expiring_at(due)
+        };
+        let plain = || WriteRequest::put("default", b"k", b"plain");
+        let from_snapshot = || store.shared.metrics.writes_from_snapshot.get();
+
+        store
+            .write(WriteRequest::put("default", b"k", b"1"))
+            .await
+            .unwrap();
+        let stale = store.shared.seen_replaced(&plain(), BARE).expect("cached");
+        store.write(expiring(b"2")).await.unwrap();
+        assert_eq!(index(), 1);
+        apply_with(&store, plain(), stale).await;
+        assert_eq!(index(), 0, "the replaced record's expiry entry is gone");
+        assert_eq!(from_snapshot(), 0, "a stale snapshot is not used");
+
+        store.write(expiring(b"3")).await.unwrap();
+        let current = store.shared.seen_replaced(&plain(), BARE).expect("cached");
+        apply_with(&store, plain(), current).await;
+        assert_eq!(index(), 0);
+        assert_eq!(from_snapshot(), 1, "a current snapshot is used");
+    }
 }

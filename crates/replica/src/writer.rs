@@ -13,8 +13,8 @@ use crate::cache::{CacheKey, Cached, StoredRecord};
 use crate::error::ReplicaError;
 use crate::layout::{self, ExpiryEntry, KeyspaceId};
 use crate::store::{
-    Change, Condition, ConflictMode, Entry, Expiry, MergeRequest, Report, Shared, SyncPolicy,
-    WriteOutcome, WriteRequest,
+    Change, Condition, ConflictMode, Entry, Expiry, MergeRequest, Report, SeenReplaced, Shared,
+    SyncPolicy, WriteOutcome, WriteRequest,
 };
 use ringkv_core::causal::VersionVector;
 use ringkv_core::record::{Mutation, Record, Replaced};
@@ -52,8 +52,9 @@ pub(crate) enum Job {
         reply: oneshot::Sender<Result<WriteOutcome, ReplicaError>>,
     },
     /// Several writes applied in one engine batch: other readers see all or none of them.
+    /// Each may come with what its submitter saw of the record it replaces.
     WriteMany {
-        requests: Vec<(WriteRequest, Report)>,
+        requests: Vec<(WriteRequest, Report, Option<SeenReplaced>)>,
         reply: ManyReply,
     },
     /// Another replica's record of a key (replication, read repair) to merge with the
@@ -82,7 +83,7 @@ impl Job {
     fn bytes(&self) -> usize {
         match self {
             Job::Write { request, .. } => request.bytes(),
-            Job::WriteMany { requests, .. } => requests.iter().map(|(r, _)| r.bytes()).sum(),
+            Job::WriteMany { requests, .. } => requests.iter().map(|(r, ..)| r.bytes()).sum(),
             Job::Merge { request, .. } => request.key.len() + request.record.value_bytes(),
             Job::Sweep { entries, .. } => entries.len() * 64,
         }
@@ -181,13 +182,14 @@ impl Writer {
         let answers: Vec<Answer> = jobs
             .into_iter()
             .map(|job| match job {
-                Job::Write { request, reply } => {
-                    Answer::Write(reply, self.apply_write(&mut group, request, Report::FULL))
-                }
+                Job::Write { request, reply } => Answer::Write(
+                    reply,
+                    self.apply_write(&mut group, request, Report::FULL, None),
+                ),
                 Job::WriteMany { requests, reply } => {
                     let outcomes = requests
                         .into_iter()
-                        .map(|(r, report)| self.apply_write(&mut group, r, report));
+                        .map(|(r, report, seen)| self.apply_write(&mut group, r, report, seen));
                     Answer::WriteMany(reply, outcomes.collect())
                 }
                 Job::Merge { request, reply } => {
@@ -259,9 +261,11 @@ impl Writer {
         group: &mut Group,
         request: WriteRequest,
         report: Report,
+        seen: Option<SeenReplaced>,
     ) -> Result<WriteOutcome, ReplicaError> {
         if supersedes_all(&request, report) {
-            if let Some(replacing) = self.replacing(group, &request.keyspace, &request.key)? {
+            let replacing = self.replacing(group, &request.keyspace, &request.key, seen)?;
+            if let Some(replacing) = replacing {
                 return self.apply_replacing(group, request, report, replacing);
             }
         }
@@ -350,12 +354,15 @@ impl Writer {
     }
 
     /// What a write that [`supersedes_all`] replaces; `Ok(None)` when its record cannot be
-    /// summarised so (see [`Replaced::of_encoded`]) and the general path must apply it.
+    /// summarised so (see [`Replaced::of_encoded`]) and the general path must apply it. What
+    /// the submitter `seen` is used unless this group or a cache change since has made it
+    /// stale.
     fn replacing(
         &self,
         group: &Group,
         keyspace: &str,
         key: &[u8],
+        seen: Option<SeenReplaced>,
     ) -> Result<Option<Option<Replaced>>, ReplicaError> {
         let Some(id) = self.shared.keyspace_ids.get(keyspace) else {
             return Ok(Some(None));
@@ -365,6 +372,13 @@ impl Writer {
                 Some(record) => Replaced::of_record(record).map(Some),
                 None => Some(None),
             });
+        }
+        // Every change to a stored record moves its cache version once the engine has it;
+        // changes earlier in this group are in `group.records`, looked up above.
+        let cache = self.shared.cache.as_ref();
+        if let Some(seen) = seen.filter(|s| cache.is_some_and(|c| c.unchanged_since(s.version))) {
+            self.shared.metrics.writes_from_snapshot.inc();
+            return Ok(Some(seen.replacing));
         }
         let loaded = self
             .shared
@@ -538,7 +552,7 @@ struct Written {
 /// needs only a summary of the record it replaces: a last-writer-wins put or delete without a
 /// causal context (it sees the stored context, which covers every stored sibling), that no
 /// condition, change or caller needs the current value for. A plain SET.
-fn supersedes_all(request: &WriteRequest, report: Report) -> bool {
+pub(crate) fn supersedes_all(request: &WriteRequest, report: Report) -> bool {
     request.context.is_none()
         && request.conflict == ConflictMode::LastWriterWins
         && request.condition == Condition::Always

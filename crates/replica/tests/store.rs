@@ -916,6 +916,57 @@ async fn bare_overwrites_keep_the_expiry_index_and_repair_damage() {
     }
 }
 
+/// A pipelined SET is applied from what its submitter saw of the record it replaces (the
+/// cache's copy, read before the SET was queued) while that record has not changed since.
+/// Pipelines queued back to back, most before the ones ahead of them were applied, must each
+/// replace the last: every other write sets an expiry of its own, so a write that replaced
+/// anything but its predecessor would leave an expiry-index entry behind. (That a stale
+/// snapshot is refused is shown deterministically by the store's unit tests.)
+#[tokio::test]
+async fn pipelines_queued_back_to_back_build_on_each_other() {
+    let f = fixture(EngineKind::Lsm, Arc::new(SystemClock));
+    let bare = Report {
+        previous: false,
+        context: false,
+    };
+    for key in [&b"k"[..], b"other"] {
+        f.store
+            .write(WriteRequest::put(KS, key, b"0"))
+            .await
+            .unwrap();
+    }
+    let far = SystemClock.now_ms() + 1_000_000_000;
+    let writes = 200u64;
+    let mut pending = Vec::new();
+    for i in 1..=writes {
+        let value = i.to_string().into_bytes();
+        let put = |key: &[u8]| {
+            let request = WriteRequest::put(KS, key, &value);
+            match i % 2 {
+                1 => request.expiring_at(far + i),
+                _ => request,
+            }
+        };
+        let requests = vec![(put(b"k"), bare), (put(b"other"), bare)];
+        pending.push(f.store.submit_many(requests).unwrap());
+    }
+    for writes in pending {
+        for outcome in writes.wait().await.unwrap() {
+            outcome.unwrap();
+        }
+    }
+    for key in ["k", "other"] {
+        assert_eq!(
+            value_of(&f.store, key),
+            Some(writes.to_string().into_bytes())
+        );
+    }
+    let index = f.store.engine().scan(&ScanRange::prefix(b"x"), 10).unwrap();
+    assert!(index.is_empty(), "stale expiry entries: {}", index.len());
+    // The first pipeline's snapshots were taken with nothing queued ahead: still current.
+    assert!(metric(&f.registry, "ringkv_store_writes_from_snapshot") >= 2.0);
+}
+
 /// The record cache never answers with a value older than one already acknowledged, however
 /// readers filling it race with the writer (a stale fill would show here as a value going
 /// backwards).
