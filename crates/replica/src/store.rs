@@ -676,7 +676,10 @@ impl LocalStore {
         threads.push(spawn("ringkv-background", {
             let shared = Arc::clone(&shared);
             let writer_tx = writer_tx.clone();
-            move || crate::sweeper::run_background(shared, writer_tx, stop_rx)
+            move || {
+                ringkv_storage::background::lower_this_thread();
+                crate::sweeper::run_background(shared, writer_tx, stop_rx)
+            }
         })?);
         Ok(Self {
             shared,

@@ -1,5 +1,6 @@
 //! Storage: the [`Engine`] trait every layer above writes through, and the engines behind it.
 //!
+//! - [`background`]: the lower CPU priority of background threads.
 //! - [`engine`]: the trait, write batches, scan ranges and errors. It depends on no engine.
 //! - [`buffered`]: ringkv's own write path — log, memtables and the flusher — in front of an
 //!   ordered store of tables; the lsm and btree engines are both built on it.
@@ -14,6 +15,7 @@
 //! Engines store opaque bytes. Versioning, checksums of values and TTL live above, in the
 //! replica layer; durability policy (when to call [`Engine::sync`]) lives there too.
 
+pub mod background;
 pub mod btree;
 pub mod buffered;
 pub mod conformance;

@@ -62,11 +62,21 @@ impl Buffered<FjallTables> {
     /// older ringkv left in fjall's own journal) and ringkv's log.
     pub fn open_with(directory: &Path, options: LsmOptions) -> Result<Self, StorageError> {
         let path = directory.join("lsm");
-        let database = Database::builder(&path)
-            .manual_journal_persist(false)
-            .worker_threads(background_workers())
-            .open()
-            .map_err(|error| damaged_on_open(&path, error))?;
+        // fjall starts its worker threads (compactions, its own flushes) while it opens: opened
+        // from a thread at background priority, they inherit that priority.
+        let opened = std::thread::scope(|scope| {
+            let opening = scope.spawn(|| {
+                crate::background::lower_this_thread();
+                Database::builder(&path)
+                    .manual_journal_persist(false)
+                    .worker_threads(background_workers())
+                    .open()
+            });
+            opening
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        });
+        let database = opened.map_err(|error| damaged_on_open(&path, error))?;
         let data = database
             .keyspace(DATA_TREE, || {
                 KeyspaceCreateOptions::default().max_memtable_size(FJALL_MEMTABLE_BYTES)

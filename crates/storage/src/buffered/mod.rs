@@ -215,7 +215,10 @@ impl<T: Tables> Buffered<T> {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name(format!("ringkv-{}-flush", T::NAME))
-                .spawn(move || flush::run(&shared))?
+                .spawn(move || {
+                    crate::background::lower_this_thread();
+                    flush::run(&shared)
+                })?
         };
         Ok(Self {
             shared,

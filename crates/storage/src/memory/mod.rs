@@ -251,6 +251,7 @@ impl Engine for MemoryEngine {
             std::thread::Builder::new()
                 .name("ringkv-memory-snapshot".into())
                 .spawn(move || {
+                    crate::background::lower_this_thread();
                     if let Err(error) = shared.finish_snapshot(number, copy) {
                         tracing::error!(%error, "memory engine snapshot failed; the log keeps growing");
                     }
