@@ -23,7 +23,7 @@
 //!
 //! Snapshots: a caller about to submit a plain SET may read the record it will replace from
 //! the cache ([`RecordCache::snapshot`]), off the writer thread, and hand the writer what it
-//! found with the key's [`SlotVersion`]: a counter, one of [`VERSION_SLOTS`] that keys hash to,
+//! found with the key's [`SlotVersion`]: a counter, one of 65,536 that keys hash to,
 //! which the writer advances after each change it makes to the cache. If the counter has not
 //! moved when the writer applies the SET ([`RecordCache::unchanged_since`]), no key of its
 //! slot has changed since the snapshot, so the writer uses it instead of looking the record
@@ -174,7 +174,9 @@ impl RecordCache {
     }
 
     /// Whether no key of `version`'s slot has changed in the cache since its snapshot. Exact
-    /// for the writer thread, which makes the changes; another thread may see a change late.
+    /// for the writer thread, which makes every change to stored records; a reader's
+    /// [`RecordCache::forget`] of damaged bytes, which changes no stored record, may reach it
+    /// late.
     pub fn unchanged_since(&self, version: SlotVersion) -> bool {
         self.versions[version.slot].load(Ordering::Acquire) == version.count
     }

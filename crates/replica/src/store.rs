@@ -513,7 +513,8 @@ pub(crate) struct SeenReplaced {
 impl Shared {
     /// The cache's summary of the record `request` replaces, for a write the writer applies
     /// from such a summary ([`crate::writer::supersedes_all`]) when the cache holds the key.
-    /// A record that cannot be summarised, or that fails to, is left to the writer.
+    /// A record that cannot be summarised so, or whose bytes fail the structure check, is left
+    /// to the writer.
     pub fn seen_replaced(&self, request: &WriteRequest, report: Report) -> Option<SeenReplaced> {
         if !crate::writer::supersedes_all(request, report) {
             return None;
