@@ -167,6 +167,7 @@ impl Writer {
     /// even a group that changed nothing waits, since what it reports may rest on an earlier
     /// group's writes that are not durable yet.
     fn commit(&self, jobs: Vec<Job>, syncer: Option<&std::sync::mpsc::Sender<Vec<Answer>>>) {
+        let started = std::time::Instant::now();
         let writes: usize = jobs.iter().map(Job::writes).sum();
         let small = writes < INLINE_SYNC_WRITES_MAX
             && jobs.iter().map(Job::bytes).sum::<usize>() < INLINE_SYNC_BYTES_MAX;
@@ -216,7 +217,11 @@ impl Writer {
                     .cache_forget(cached.into_iter().map(|(key, _)| key)),
             }
         }
-        self.shared.metrics.group_size.observe(writes as f64);
+        let metrics = &self.shared.metrics;
+        metrics.group_size.observe(writes as f64);
+        metrics
+            .group_seconds
+            .observe(started.elapsed().as_secs_f64());
         match (stored, syncer) {
             (Ok(()), Some(_)) if small => answer_all(answers, &sync(&self.shared)),
             (Ok(()), Some(syncer)) => {

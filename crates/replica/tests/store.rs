@@ -441,6 +441,12 @@ async fn concurrent_writers_share_fsyncs() {
         metric(&f.registry, "ringkv_store_group_commit_writes_sum"),
         writes
     );
+    // Every group is timed too.
+    assert_eq!(
+        metric(&f.registry, "ringkv_store_group_commit_seconds_count"),
+        metric(&f.registry, "ringkv_store_group_commit_writes_count")
+    );
+    assert!(metric(&f.registry, "ringkv_store_group_commit_seconds_sum") > 0.0);
 }
 
 /// An engine that notes, for every key it stores, the number of the batch that stored it, and
