@@ -23,15 +23,15 @@ const FOOTER_MARK: u32 = u32::MAX;
 const FOOTER_BYTES: usize = 4 + 8 + 4;
 
 /// Writes `entries` to `path` and fsyncs it.
-pub fn write<'a, V: AsRef<[u8]> + 'a>(
+pub fn write<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     path: &Path,
-    entries: impl Iterator<Item = (&'a Vec<u8>, &'a V)>,
+    entries: impl Iterator<Item = (K, V)>,
 ) -> Result<(), StorageError> {
     let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
     out.write_all(MAGIC)?;
     let mut count: u64 = 0;
     for (key, value) in entries {
-        let value = value.as_ref();
+        let (key, value) = (key.as_ref(), value.as_ref());
         out.write_all(&header(key, value))?;
         out.write_all(key)?;
         out.write_all(value)?;
