@@ -264,13 +264,17 @@ fn logs_made_ahead_of_time_are_used_and_replayed(kind: Kind) {
         }
         assert!(spare.exists(), "a log was made ahead of time");
         // A seal takes the log made ahead of time if the flusher has finished making it (it
-        // is synced first), else creates one; seal until one was taken, a bounded number of
-        // times, so the test does not rest on how long the sync takes.
+        // is synced first), else creates one; seal once per round until one was taken, a
+        // bounded number of times, so the test does not rest on how long the sync takes.
         let mut used = false;
         for _round in 0..50 {
-            for _ in 0..40 {
+            let before = logs(kind, dir.path()).pop();
+            for _ in 0..1000 {
                 engine.put(&key(written), &[7; 100]).unwrap();
                 written += 1;
+                if logs(kind, dir.path()).pop() != before {
+                    break;
+                }
             }
             // Zeros after its frames: the newest log is one made ahead of time.
             let newest = logs(kind, dir.path()).pop().unwrap();

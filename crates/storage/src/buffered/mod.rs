@@ -196,7 +196,8 @@ impl<T: Tables> Buffered<T> {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error.into()),
             _ => {}
         }
-        let (memtables, last_replayed) = replay(&log_directory)?;
+        let (mut memtables, last_replayed) = replay(&log_directory)?;
+        memtables.active = Memtable::sized_for(options.memtable_bytes);
         let number = last_replayed.map_or(1, |last| last + 1);
         let file = wal::create_log(&log_directory, number)?;
         let shared = Arc::new(Shared {
@@ -297,7 +298,8 @@ impl<T: Tables> Shared<T> {
         log.bytes = 0;
         {
             let mut memtables = self.memtables.write();
-            let memtable = std::mem::take(&mut memtables.active);
+            let next = Memtable::sized_for(self.options.memtable_bytes);
+            let memtable = std::mem::replace(&mut memtables.active, next);
             memtables
                 .sealed
                 .push(Arc::new(Sealed { memtable, last_log }));
@@ -385,7 +387,11 @@ impl<T: Tables> Engine for Buffered<T> {
         // (no room, no new log) fails without having been applied.
         let memtable_bytes = shared.options.memtable_bytes;
         let log_full = log.bytes >= (memtable_bytes as u64).saturating_mul(LOG_BYTES_PER_MEMTABLE);
-        if log_full || shared.memtables.read().active.bytes() >= memtable_bytes {
+        let memtable_full = {
+            let active = &shared.memtables.read().active;
+            active.bytes() >= memtable_bytes || active.lacks_room_for(batch.len())
+        };
+        if log_full || memtable_full {
             shared.seal(&mut log)?;
         }
         // At the frames' end, not the file's: a log made ahead of time is zeros after them.
