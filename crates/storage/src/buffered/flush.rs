@@ -29,6 +29,9 @@ pub(super) fn run<T: Tables>(shared: &Shared<T>) {
         prepare_spare(shared);
         let Some(sealed) = next(shared) else { return };
         let result = ingest(shared, &sealed).and_then(|()| finish(shared, &sealed));
+        if result.is_ok() {
+            keep_for_reuse(shared, sealed);
+        }
         let mut state = shared.flush.lock();
         match result {
             Ok(()) => state.error = None,
@@ -114,6 +117,23 @@ fn finish<T: Tables>(shared: &Shared<T>, sealed: &Arc<Sealed>) -> Result<(), Sto
     // that came back beside the tables' newer entries without the newer logs would be replayed
     // over them, and older values would win.
     wal::sync_directory(&shared.log_directory)
+}
+
+/// Empties a flushed memtable (dropping its entries here, off the writer's path) and keeps it
+/// for the next seal, unless one is kept already, a reader still holds it, or its table was
+/// not reserved for the memtable's budget (the one replayed from the log at open).
+fn keep_for_reuse<T: Tables>(shared: &Shared<T>, sealed: Arc<Sealed>) {
+    if shared.spare_memtable.lock().is_some() {
+        return;
+    }
+    let budget = shared.options.memtable_bytes;
+    if let Ok(Sealed { mut memtable, .. }) = Arc::try_unwrap(sealed) {
+        if !memtable.is_sized_for(budget) {
+            return;
+        }
+        memtable.clear();
+        *shared.spare_memtable.lock() = Some(memtable);
+    }
 }
 
 /// Waits, within [`COMPACTION_WAIT_MAX`], while the tables are backlogged.

@@ -3,12 +3,13 @@
 //! `btree`.
 //!
 //! A write batch is appended to the log ([`crate::wal`]) and applied to the active memtable
-//! (an ordered map, module `memtable`). `write` returns once the append has reached the
-//! operating system, so a write survives a crash of the process; [`Engine::sync`]
-//! (fdatasync of the log) makes it survive power loss. Once the memtable holds
-//! [`BufferOptions::memtable_bytes`], or its log [`LOG_BYTES_PER_MEMTABLE`] times as much
-//! (keys rewritten over and over grow the log, not the memtable), the memtable is sealed and
-//! the log moves on to a new file, made ahead of time. The flusher thread (module `flush`)
+//! (a hash map with its keys in order, module `memtable`). `write` returns once the append
+//! has reached the operating system, so a write survives a crash of the process;
+//! [`Engine::sync`] (fdatasync of the log) makes it survive power loss. Once the memtable
+//! holds [`BufferOptions::memtable_bytes`] (or as many keys as its hash table was reserved
+//! for), or its log [`LOG_BYTES_PER_MEMTABLE`] times as much (keys rewritten over and over
+//! grow the log, not the memtable), the memtable is sealed and the log moves on to a new
+//! file, made ahead of time; the new memtable is the last one flushed, emptied. The flusher thread (module `flush`)
 //! writes each sealed memtable into the tables in one durable step, and then deletes the logs
 //! the memtable came from.
 //!
@@ -144,6 +145,8 @@ struct Shared<T> {
     log: Mutex<ActiveLog>,
     /// A log made ahead of time by the flusher, for the next seal ([`wal::prepare_log`]).
     spare: Mutex<Option<File>>,
+    /// A flushed memtable, emptied by the flusher, for the next seal to reuse.
+    spare_memtable: Mutex<Option<Memtable>>,
     memtables: RwLock<Memtables>,
     /// Held through a sync, so a sync that finds no older log to sync cannot return while
     /// another is still syncing it.
@@ -211,6 +214,7 @@ impl<T: Tables> Buffered<T> {
                 unsynced: Vec::new(),
             }),
             spare: Mutex::new(None),
+            spare_memtable: Mutex::new(None),
             memtables: RwLock::new(memtables),
             syncing: Mutex::new(()),
             flush: Mutex::new(FlushState::default()),
@@ -298,7 +302,8 @@ impl<T: Tables> Shared<T> {
         log.bytes = 0;
         {
             let mut memtables = self.memtables.write();
-            let next = Memtable::sized_for(self.options.memtable_bytes);
+            let next = self.spare_memtable.lock().take();
+            let next = next.unwrap_or_else(|| Memtable::sized_for(self.options.memtable_bytes));
             let memtable = std::mem::replace(&mut memtables.active, next);
             memtables
                 .sealed
