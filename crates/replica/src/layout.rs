@@ -14,7 +14,7 @@
 //! - `m | name` → node metadata, such as the replica id.
 
 use ringkv_core::limits::KEYSPACE_NAME_BYTES_MAX;
-use ringkv_storage::ScanRange;
+use ringkv_storage::{BatchKey, ScanRange};
 use smallvec::SmallVec;
 
 const DATA: u8 = b'r';
@@ -41,6 +41,15 @@ pub fn validate_keyspace(name: &str) -> Result<(), String> {
 /// The engine key of a record of keyspace number `keyspace`.
 pub fn data_key(keyspace: KeyspaceId, key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(DATA_PREFIX_BYTES + key.len());
+    out.extend_from_slice(&data_prefix(keyspace));
+    out.extend_from_slice(key);
+    out
+}
+
+/// A record's engine key for a write batch (and the record cache, whose keys are of the same
+/// type): inline unless the key is long, so a write allocates nothing for it.
+pub fn batch_key(keyspace: KeyspaceId, key: &[u8]) -> BatchKey {
+    let mut out = BatchKey::new();
     out.extend_from_slice(&data_prefix(keyspace));
     out.extend_from_slice(key);
     out

@@ -691,7 +691,7 @@ fn store(
                 .put(layout::expiry_key(due, keyspace, key), Vec::new());
         }
     }
-    let data_key = layout::data_key(id, key);
+    let data_key = layout::batch_key(id, key);
     // One buffer shared by the batch and the cache.
     let encoded = new.as_ref().map(|record| {
         let (bytes, point) = record.encode_for_reads();
@@ -700,9 +700,8 @@ fn store(
             point,
         }
     });
-    // The batch takes the key's allocation; the group and the cache hold copies inline
-    // (unless the key is long), so a write allocates its key once.
-    let cache_key = CacheKey::from_slice(&data_key);
+    // The batch, the group and the cache hold copies inline (unless the key is long).
+    let cache_key = data_key.clone();
     match &encoded {
         Some(stored) => group.batch.put(data_key, stored.bytes.clone()),
         None => group.batch.delete(data_key),

@@ -491,7 +491,7 @@ impl Engine for SyncWatch {
             .iter()
             .map(|op| match op {
                 ringkv_storage::WriteOp::Put { key, .. }
-                | ringkv_storage::WriteOp::Delete { key } => key.clone(),
+                | ringkv_storage::WriteOp::Delete { key } => key.to_vec(),
             })
             .collect();
         self.inner.write(batch)?;

@@ -33,13 +33,18 @@ impl StorageError {
     }
 }
 
+/// A key inside a [`WriteBatch`]: inline up to 24 bytes, which holds ringkv's record keys of
+/// up to 21 bytes (a 3-byte prefix and `key:000000012345`, or a UUID's 16 bytes), so that
+/// building a batch allocates nothing for its keys and the memtables keep them as they come.
+pub type BatchKey = smallvec::SmallVec<[u8; 24]>;
+
 /// One change inside a [`WriteBatch`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WriteOp {
     /// Set `key` to `value` (shared bytes, so a caller may keep them too without a copy).
-    Put { key: Vec<u8>, value: bytes::Bytes },
+    Put { key: BatchKey, value: bytes::Bytes },
     /// Remove `key` (a no-op when absent).
-    Delete { key: Vec<u8> },
+    Delete { key: BatchKey },
 }
 
 /// Changes applied all together or not at all.
@@ -63,7 +68,7 @@ impl WriteBatch {
     }
 
     /// Adds a put.
-    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<bytes::Bytes>) {
+    pub fn put(&mut self, key: impl Into<BatchKey>, value: impl Into<bytes::Bytes>) {
         self.ops.push(WriteOp::Put {
             key: key.into(),
             value: value.into(),
@@ -71,7 +76,7 @@ impl WriteBatch {
     }
 
     /// Adds a delete.
-    pub fn delete(&mut self, key: impl Into<Vec<u8>>) {
+    pub fn delete(&mut self, key: impl Into<BatchKey>) {
         self.ops.push(WriteOp::Delete { key: key.into() });
     }
 

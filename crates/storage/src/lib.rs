@@ -25,5 +25,5 @@ pub mod memory;
 pub mod wal;
 
 pub use engine::{
-    open, Engine, EngineKind, KeyValue, ScanRange, StorageError, WriteBatch, WriteOp,
+    open, BatchKey, Engine, EngineKind, KeyValue, ScanRange, StorageError, WriteBatch, WriteOp,
 };

@@ -267,7 +267,7 @@ fn decode_payload(payload: &[u8]) -> Result<WriteBatch, String> {
         let key = reader
             .bytes("key", KEY_BYTES_MAX * 2)
             .map_err(|e| e.to_string())?
-            .to_vec();
+            .into();
         match tag {
             TAG_PUT => {
                 let value = reader

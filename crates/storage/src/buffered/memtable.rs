@@ -15,16 +15,14 @@
 //! and reports itself full before the table would have to grow: growing would move every
 //! entry at once, a stall of milliseconds on the writer's path.
 
-use crate::engine::{WriteBatch, WriteOp};
+use crate::engine::{BatchKey, WriteBatch, WriteOp};
 use bytes::Bytes;
-use smallvec::SmallVec;
 use std::collections::{hash_map, BTreeSet, HashMap};
 use std::ops::Bound;
 
-/// A memtable key: inline up to 24 bytes, which holds ringkv's record keys of up to 21 bytes
-/// (a 3-byte prefix and `key:000000012345`, or a UUID's 16 bytes), so neither index follows a
+/// A memtable key, as the batch brought it: inline when short, so neither index follows a
 /// pointer to compare it.
-type Key = SmallVec<[u8; 24]>;
+type Key = BatchKey;
 
 /// What a memtable holds for a key: its value, or `None` for a delete, which must hide any
 /// older value in the tables below.
@@ -87,8 +85,7 @@ impl Memtable {
             };
             let added = slot.as_ref().map_or(0, Bytes::len);
             let key_len = key.len();
-            // A short key moves into the map's bucket; a long one keeps its allocation.
-            match self.slots.entry(Key::from_vec(key)) {
+            match self.slots.entry(key) {
                 hash_map::Entry::Occupied(mut entry) => {
                     let replaced = entry.insert(slot);
                     self.bytes -= replaced.as_ref().map_or(0, Bytes::len);

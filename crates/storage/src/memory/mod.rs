@@ -198,15 +198,15 @@ fn apply(map: &mut Map, corrupt: &mut BTreeSet<Vec<u8>>, batch: WriteBatch) {
         match op {
             WriteOp::Put { key, value } => {
                 if !corrupt.is_empty() {
-                    corrupt.remove(&key);
+                    corrupt.remove(key.as_slice());
                 }
-                map.insert(key, value);
+                map.insert(key.into_vec(), value);
             }
             WriteOp::Delete { key } => {
                 if !corrupt.is_empty() {
-                    corrupt.remove(&key);
+                    corrupt.remove(key.as_slice());
                 }
-                map.remove(&key);
+                map.remove(key.as_slice());
             }
         }
     }
