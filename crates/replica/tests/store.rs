@@ -449,6 +449,105 @@ async fn concurrent_writers_share_fsyncs() {
     assert!(metric(&f.registry, "ringkv_store_group_commit_seconds_sum") > 0.0);
 }
 
+/// An engine whose next write, once armed, waits to be released: while the writer is held in
+/// it, a test can queue jobs behind it.
+struct HeldWrite {
+    inner: Arc<dyn Engine>,
+    /// Taken by the first write after arming: it says it has arrived, then waits.
+    armed: parking_lot::Mutex<Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>>,
+}
+
+impl Engine for HeldWrite {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ringkv_storage::StorageError> {
+        self.inner.get(key)
+    }
+    fn write(&self, batch: ringkv_storage::WriteBatch) -> Result<(), ringkv_storage::StorageError> {
+        let armed = self.armed.lock().take();
+        if let Some((arrived, release)) = armed {
+            arrived.send(()).unwrap();
+            release
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("the test releases the write");
+        }
+        self.inner.write(batch)
+    }
+    fn sync(&self) -> Result<(), ringkv_storage::StorageError> {
+        self.inner.sync()
+    }
+    fn scan(
+        &self,
+        range: &ScanRange,
+        limit: usize,
+    ) -> Result<Vec<ringkv_storage::KeyValue>, ringkv_storage::StorageError> {
+        self.inner.scan(range, limit)
+    }
+    fn disk_bytes(&self) -> u64 {
+        self.inner.disk_bytes()
+    }
+    fn approximate_entries(&self) -> u64 {
+        self.inner.approximate_entries()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_that_arrive_while_a_small_group_is_stored_share_its_sync() {
+    // Goal: jobs queued while a small group is being applied and stored are stored before its
+    // sync and covered by it, instead of waiting for a sync of their own. Method: hold the
+    // writer inside the engine write of one SET, queue two more, release it; all three are
+    // acknowledged (so synced) after exactly one sync, in two groups.
+    let dir = tempfile::tempdir().unwrap();
+    let held = Arc::new(HeldWrite {
+        inner: open(EngineKind::Lsm, dir.path()).unwrap(),
+        armed: Default::default(),
+    });
+    let mut registry = Registry::default();
+    let options = StoreOptions {
+        sweep_interval_ms: 3_600_000,
+        ..Default::default()
+    };
+    assert_eq!(options.sync, SyncPolicy::Always);
+    let engine: Arc<dyn Engine> = held.clone();
+    let store = LocalStore::open(engine, options, Arc::new(SystemClock), &mut registry).unwrap();
+    store
+        .write(WriteRequest::put(KS, b"before", b"v"))
+        .await
+        .unwrap();
+    let syncs_before = metric(&registry, "ringkv_store_syncs_total");
+    let groups_before = metric(&registry, "ringkv_store_group_commit_writes_count");
+    let (arrived_tx, arrived) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    *held.armed.lock() = Some((arrived_tx, release_rx));
+    let first = store.submit(WriteRequest::put(KS, b"a", b"1")).unwrap();
+    arrived
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the writer stores the first SET");
+    let queued = [
+        store.submit(WriteRequest::put(KS, b"b", b"2")).unwrap(),
+        store.submit(WriteRequest::put(KS, b"c", b"3")).unwrap(),
+    ];
+    release.send(()).unwrap();
+    first.wait().await.unwrap();
+    for pending in queued {
+        pending.wait().await.unwrap();
+    }
+    assert_eq!(
+        metric(&registry, "ringkv_store_group_commit_writes_count") - groups_before,
+        2.0,
+        "the first SET, then the two that queued behind it"
+    );
+    assert_eq!(
+        metric(&registry, "ringkv_store_syncs_total") - syncs_before,
+        1.0,
+        "one sync covers both groups"
+    );
+    for (key, value) in [("a", b"1"), ("b", b"2"), ("c", b"3")] {
+        assert_eq!(value_of(&store, key).as_deref(), Some(value.as_slice()));
+    }
+}
+
 /// An engine that notes, for every key it stores, the number of the batch that stored it, and
 /// how many batches the last finished sync covers: a key is durable once its batch number is
 /// within that.
