@@ -38,10 +38,10 @@ pub const GROUP_BYTES_MAX: usize = 64 << 20;
 /// clients (`-P 16`) make groups of hundreds, which still overlap.
 pub const INLINE_SYNC_WRITES_MAX: usize = 64;
 
-/// Most writes a small group and the jobs that arrived while it was applied are synced by the
-/// writer itself (see the writer's `store_arrivals`); when more than that are queued, the writer is
-/// busy and hands the sync to the syncer. Above the number of clients that send one request
-/// at a time in the usual benchmarks (50), so that they are all synced in place.
+/// Most writes of a small group and of the jobs that arrived while it was applied that the
+/// writer syncs itself (see the writer's `store_arrivals`); when more are queued, the writer
+/// is busy and hands the sync to the syncer. Above the number of clients that send one
+/// request at a time in the usual benchmarks (50), so that they are all synced in place.
 pub const ARRIVALS_WRITES_MAX: usize = 2 * INLINE_SYNC_WRITES_MAX;
 
 /// Value bytes from which a group is handed to the syncer whatever its number of writes.
