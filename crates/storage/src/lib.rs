@@ -25,5 +25,6 @@ pub mod memory;
 pub mod wal;
 
 pub use engine::{
-    open, BatchKey, Engine, EngineKind, KeyValue, ScanRange, StorageError, WriteBatch, WriteOp,
+    copy_key, open, BatchKey, Engine, EngineKind, KeyValue, ScanRange, StorageError, WriteBatch,
+    WriteOp,
 };

@@ -92,7 +92,7 @@ impl Memtable {
                     self.bytes += added;
                 }
                 hash_map::Entry::Vacant(entry) => {
-                    self.order.insert(entry.key().clone());
+                    self.order.insert(crate::engine::copy_key(entry.key()));
                     entry.insert(slot);
                     self.bytes += key_len + added + ENTRY_OVERHEAD_BYTES;
                 }

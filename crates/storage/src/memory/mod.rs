@@ -22,7 +22,9 @@
 
 pub mod snapshot;
 
-use crate::engine::{BatchKey, Engine, KeyValue, ScanRange, StorageError, WriteBatch, WriteOp};
+use crate::engine::{
+    copy_key, BatchKey, Engine, KeyValue, ScanRange, StorageError, WriteBatch, WriteOp,
+};
 use crate::wal::{self as log, create_log, sync_directory};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
@@ -168,10 +170,10 @@ fn entries_in_chunks(map: &RwLock<Map>) -> impl Iterator<Item = (BatchKey, Bytes
             .read()
             .range::<[u8], _>((lower, Bound::Unbounded))
             .take(SNAPSHOT_CHUNK_ENTRIES)
-            .map(|(key, value)| (key.clone(), value.clone()))
+            .map(|(key, value)| (copy_key(key), value.clone()))
             .collect();
         finished = chunk.len() < SNAPSHOT_CHUNK_ENTRIES;
-        resume = chunk.last().map(|(key, _)| key.clone());
+        resume = chunk.last().map(|(key, _)| copy_key(key));
         Some(chunk)
     })
     .flatten()
