@@ -282,6 +282,7 @@ impl Record {
                 out.len(),
                 only.value.as_ref().map(Vec::len),
                 only.expires_at_ms,
+                Some(only.timestamp).filter(|_| self.context.covers(only.dot)),
             )),
             _ => None,
         };
@@ -479,6 +480,24 @@ impl Replaced {
         Ok(Some(summary.with(context)))
     }
 
+    /// [`Replaced::of_checked`] of bytes whose [`PointRead`] is `point`: the same summary,
+    /// for which only the context is decoded (the rest is in `point`).
+    pub fn of_point(bytes: &[u8], point: &PointRead) -> Result<Option<Replaced>, RecordError> {
+        let Some(timestamp) = point.covered_timestamp else {
+            return Ok(None);
+        };
+        let context = VersionVector::decode_from(&mut unchecked_body(bytes)?)?;
+        let next_dead_ms = match point.value {
+            None => Some(timestamp.wall_ms()),
+            Some(_) => point.expires_at_ms,
+        };
+        Ok(Some(Replaced {
+            context,
+            newest_timestamp: Some(timestamp),
+            next_dead_ms,
+        }))
+    }
+
     /// The summary of a record in memory; `None` as for [`Replaced::of_encoded`].
     pub fn of_record(record: &Record) -> Option<Replaced> {
         let mut summary = Summary::default();
@@ -521,11 +540,17 @@ impl Summary {
 /// siblings come only from concurrent writes): where its value lies in the bytes and when it
 /// expires. Found once, when the record is encoded or first read from storage, so a cache
 /// holding both can answer a read without decoding or checksumming the bytes again.
+///
+/// It also keeps the sibling's timestamp when the record's context covers the sibling (as it
+/// does in every record this module builds), so that the summary a plain SET needs of the
+/// record it replaces ([`Replaced::of_point`]) decodes only the context.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PointRead {
     /// The value's start and length in the encoded bytes; `None` for a tombstone.
     value: Option<(usize, usize)>,
     expires_at_ms: Option<u64>,
+    /// The sibling's timestamp if the context covers its dot; `None` if it does not.
+    covered_timestamp: Option<Timestamp>,
 }
 
 impl PointRead {
@@ -533,7 +558,7 @@ impl PointRead {
     /// several or none), checked exactly as [`Record::decode`] checks them.
     pub fn of_encoded(bytes: &[u8]) -> Result<Option<PointRead>, RecordError> {
         let mut reader = checked_body(bytes)?;
-        VersionVector::skip_from(&mut reader)?;
+        let context = VersionVector::decode_from(&mut reader)?;
         if sibling_count(&mut reader)? != 1 {
             return Ok(None);
         }
@@ -544,14 +569,21 @@ impl PointRead {
             body_len,
             sibling.value.map(<[u8]>::len),
             sibling.expires_at_ms,
+            Some(sibling.timestamp).filter(|_| context.covers(sibling.dot)),
         )))
     }
 
     /// A sibling whose value (of `len` bytes, `None` for a tombstone) ends at `end`.
-    fn ending_at(end: usize, len: Option<usize>, expires_at_ms: Option<u64>) -> PointRead {
+    fn ending_at(
+        end: usize,
+        len: Option<usize>,
+        expires_at_ms: Option<u64>,
+        covered_timestamp: Option<Timestamp>,
+    ) -> PointRead {
         PointRead {
             value: len.map(|len| (end - len, len)),
             expires_at_ms,
+            covered_timestamp,
         }
     }
 

@@ -33,7 +33,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
-use ringkv_core::record::{PointRead, RecordError};
+use ringkv_core::record::{PointRead, RecordError, Replaced};
 use smallvec::SmallVec;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -76,6 +76,15 @@ impl StoredRecord {
     pub fn from_engine(bytes: Bytes) -> Result<Self, RecordError> {
         let point = PointRead::of_encoded(&bytes)?;
         Ok(Self { bytes, point })
+    }
+
+    /// What a write that supersedes every version of the key needs of this record
+    /// ([`Replaced::of_checked`]), read through the point read when there is one.
+    pub fn replaced(&self) -> Result<Option<Replaced>, RecordError> {
+        match &self.point {
+            Some(point) => Replaced::of_point(&self.bytes, point),
+            None => Replaced::of_checked(&self.bytes),
+        }
     }
 
     /// The value a single-value read at `now_ms` returns, when the point read knows it

@@ -523,7 +523,7 @@ impl Shared {
         let id = self.keyspace_ids.get(&request.keyspace)?;
         let (cached, version) = cache.snapshot(&layout::lookup_key(id, &request.key))?;
         let replacing = match cached {
-            Some(stored) => Some(record::Replaced::of_checked(&stored.bytes).ok()??),
+            Some(stored) => Some(stored.replaced().ok()??),
             None => None,
         };
         Some(SeenReplaced { version, replacing })

@@ -445,9 +445,7 @@ impl Writer {
             self.shared.metrics.writes_from_snapshot.inc();
             return Ok(Some(seen.replacing));
         }
-        let loaded = self
-            .shared
-            .load_with(keyspace, key, |stored| Replaced::of_checked(&stored.bytes));
+        let loaded = self.shared.load_with(keyspace, key, StoredRecord::replaced);
         match loaded {
             Ok(None) => Ok(Some(None)),
             Ok(Some(summary)) => Ok(summary.map(Some)),

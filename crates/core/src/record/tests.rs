@@ -176,6 +176,11 @@ proptest! {
             let replaced = Replaced::of_encoded(&record.encode()).unwrap();
             prop_assert_eq!(&replaced, &Replaced::of_record(&record));
             prop_assert_eq!(&replaced, &Replaced::of_checked(&record.encode()).unwrap());
+            // Through the point read, for a record of one sibling, as the record cache reads it.
+            let (bytes, point) = record.encode_for_reads();
+            if let Some(point) = point {
+                prop_assert_eq!(&Replaced::of_point(&bytes, &point).unwrap(), &replaced);
+            }
             let replaced = replaced.expect("records built here cover their siblings");
             prop_assert_eq!(replaced.newest_timestamp, record.newest_timestamp());
             prop_assert_eq!(replaced.next_dead_ms, record.next_dead_ms());
@@ -215,6 +220,9 @@ proptest! {
         // Only a record of one sibling has a point read; the others take the full decode.
         prop_assert_eq!(point.is_some(), extra_siblings == 0);
         if let Some(point) = point {
+            // The context covers no sibling here: no summary, as from the whole record.
+            prop_assert_eq!(Replaced::of_point(&bytes, &point).unwrap(), None);
+            prop_assert_eq!(Replaced::of_checked(&bytes).unwrap(), None);
             for now in nows {
                 let expected = newest_visible_value(&bytes, now).unwrap();
                 prop_assert_eq!(point.visible(now).map(|range| &bytes[range]), expected);
