@@ -107,6 +107,27 @@ pub fn parse(buffer: &mut BytesMut, found: Found) -> Vec<Bytes> {
 /// Reads `<marker><decimal>\r\n` at `at`; returns the number and the bytes it took.
 fn read_line_number(buffer: &[u8], at: usize) -> Result<Option<(i64, usize)>, ProtocolError> {
     let rest = &buffer[at..];
+    // Every header a client sends is a few digits and CRLF: read those in one pass. Up to 18
+    // digits cannot overflow; anything else (a sign, more digits, bad bytes, a line not all
+    // here yet) takes the checked path below.
+    let (mut number, mut end) = (0i64, 1);
+    while end < rest.len().min(19) {
+        let digit = rest[end].wrapping_sub(b'0');
+        if digit > 9 {
+            break;
+        }
+        number = number * 10 + i64::from(digit);
+        end += 1;
+    }
+    if end > 1 && rest.get(end..end + 2) == Some(b"\r\n") {
+        return Ok(Some((number, end + 2)));
+    }
+    read_line_number_checked(rest)
+}
+
+/// [`read_line_number`] of any line: refuses what is not a length, waits for what is not
+/// all here.
+fn read_line_number_checked(rest: &[u8]) -> Result<Option<(i64, usize)>, ProtocolError> {
     // A length line is short; refuse a long one before waiting for its end.
     let window = &rest[..rest.len().min(32)];
     let Some(end) = window.iter().position(|&b| b == b'\r') else {
@@ -322,6 +343,18 @@ mod tests {
             prop_assert_eq!(parse_decimal(number.to_string().as_bytes()), Some(number));
             let expected = text.parse::<i64>().ok().filter(|_| !text.starts_with('+'));
             prop_assert_eq!(parse_decimal(text.as_bytes()), expected);
+        }
+
+        #[test]
+        fn length_lines_read_as_the_checked_path_reads_them(
+            line in "[*$](-?[0-9]{0,22}|[0-9]{1,3}x)(\r\n?)?[0-9]?",
+            split in any::<prop::sample::Index>(),
+        ) {
+            // Whole lines, lines cut anywhere (more bytes to come), and malformed ones.
+            let whole = line.as_bytes();
+            for bytes in [whole, &whole[..split.index(whole.len() + 1).max(1)]] {
+                prop_assert_eq!(read_line_number(bytes, 0), read_line_number_checked(bytes));
+            }
         }
 
         #[test]
