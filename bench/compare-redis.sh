@@ -49,8 +49,11 @@ start_ringkv $((BASE_PORT + 3)) periodic lsm
 start_ringkv $((BASE_PORT + 4)) always memory
 for port in $(seq "$BASE_PORT" $((BASE_PORT + 4))); do wait_ready "$port"; done
 
-# Prints "TEST ops/s p99_ms" for each of SET and GET.
+# Prints "TEST ops/s p99_ms" for each of SET and GET. Each run starts with nothing left to
+# write back from the one before (a memtable flush, an AOF's tail), whose writes would slow
+# this run's fsyncs: an order effect worth 5-10 % between back-to-back runs at -P 1.
 measure() { # port pipeline
+  sync
   redis-benchmark -p "$1" -t set,get -n "$N" -c "$CLIENTS" -d "$SIZE" -r "$KEYS" -P "$2" --csv 2>/dev/null |
     awk -F'","' 'NR > 1 { gsub(/"/, "", $1); gsub(/"/, "", $2); gsub(/"/, "", $7); print $1, $2, $7 }'
 }
