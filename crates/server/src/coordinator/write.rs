@@ -37,7 +37,7 @@ pub async fn write(
         _ => return Ok(node.store.try_write(request).await?),
     };
     let needed = consistency.writes(placement.replicas.len());
-    let key = request.key.clone();
+    let key = request.key.to_vec();
     let mut failures = Vec::new();
     let Some((lead, mut outcome)) = apply_at_lead(node, &placement, request, &mut failures).await?
     else {
@@ -167,7 +167,7 @@ async fn catch_up(
     }
     let update = PeerRequest::Merge(MergeRequest {
         keyspace: request.keyspace.clone(),
-        key: request.key.clone(),
+        key: request.key.to_vec(),
         record: merged,
         conflict: request.conflict,
     });
