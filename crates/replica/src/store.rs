@@ -203,8 +203,9 @@ pub type WriteKey = smallvec::SmallVec<[u8; 24]>;
 /// One write of one key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteRequest {
-    /// The keyspace.
-    pub keyspace: String,
+    /// The keyspace's name, inline when short (24 bytes; all builtin names are), for the
+    /// reasons [`WriteKey`] gives.
+    pub keyspace: compact_str::CompactString,
     /// The key, inline when short (as [`WriteKey`] says why).
     pub key: WriteKey,
     /// What the write does.
@@ -242,7 +243,7 @@ impl WriteRequest {
     /// A write of `change` to `keyspace`/`key`.
     pub fn new(keyspace: &str, key: &[u8], change: Change) -> Self {
         Self {
-            keyspace: keyspace.to_owned(),
+            keyspace: keyspace.into(),
             key: WriteKey::from_slice(key),
             change,
             context: None,
@@ -1067,14 +1068,23 @@ mod tests {
     };
 
     #[test]
-    fn a_write_requests_key_goes_on_the_wire_as_a_byte_vector_does() {
-        // Nodes exchange write requests (postcard); the inline key must not change the bytes,
-        // so that nodes of the releases before and after it still understand each other.
+    fn a_write_requests_names_go_on_the_wire_as_a_string_and_a_byte_vector_do() {
+        // Nodes exchange write requests (postcard); keeping the keyspace and key inline must
+        // not change the bytes, so that nodes of releases before and after still understand
+        // each other.
         for key in [&b"k"[..], &[7u8; 24], &[9u8; 200]] {
             let inline = postcard::to_stdvec(&WriteKey::from_slice(key)).unwrap();
             assert_eq!(inline, postcard::to_stdvec(&key.to_vec()).unwrap());
             let back: WriteKey = postcard::from_bytes(&inline).unwrap();
             assert_eq!(&back[..], key);
+        }
+        for name in ["default", "a-keyspace-name-longer-than-24-bytes"] {
+            let request = WriteRequest::put(name, b"k", b"v");
+            let wire = postcard::to_stdvec(&request.keyspace).unwrap();
+            assert_eq!(wire, postcard::to_stdvec(&name.to_owned()).unwrap());
+            let back: WriteRequest =
+                postcard::from_bytes(&postcard::to_stdvec(&request).unwrap()).unwrap();
+            assert_eq!(back, request);
         }
     }
 

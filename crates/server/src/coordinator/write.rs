@@ -166,7 +166,7 @@ async fn catch_up(
         return Ok(());
     }
     let update = PeerRequest::Merge(MergeRequest {
-        keyspace: request.keyspace.clone(),
+        keyspace: request.keyspace.to_string(),
         key: request.key.to_vec(),
         record: merged,
         conflict: request.conflict,
