@@ -258,37 +258,36 @@ impl Record {
     /// [`Record::encode`], with the [`PointRead`] of the encoding when the record has one
     /// sibling (found while encoding, at no extra cost).
     pub fn encode_for_reads(&self) -> (Vec<u8>, Option<PointRead>) {
-        let mut out = Vec::with_capacity(self.value_bytes() + 32 + 40 * self.siblings.len());
-        out.push(RECORD_FORMAT);
-        self.context.encode_into(&mut out);
-        put_varint(&mut out, self.siblings.len() as u64);
-        for sibling in &self.siblings {
-            out.extend_from_slice(&sibling.dot.replica.0.to_le_bytes());
-            put_varint(&mut out, sibling.dot.counter);
-            out.extend_from_slice(&sibling.timestamp.0.to_le_bytes());
-            // Expiry 0 means none: no value is written already expired at the epoch.
-            put_varint(&mut out, sibling.expires_at_ms.unwrap_or(0));
-            match &sibling.value {
-                Some(value) => {
-                    out.push(KIND_VALUE);
-                    put_bytes(&mut out, value);
-                }
-                None => out.push(KIND_TOMBSTONE),
-            }
-        }
-        // A single sibling is the last thing before the checksum, so its value ends here.
-        let point = match self.siblings.as_slice() {
-            [only] => Some(PointRead::ending_at(
-                out.len(),
-                only.value.as_ref().map(Vec::len),
-                only.expires_at_ms,
-                Some(only.timestamp).filter(|_| self.context.covers(only.dot)),
-            )),
-            _ => None,
+        encode_parts(&self.context, &self.siblings)
+    }
+
+    /// What [`Record::replace`] gives, encoded as [`Record::encode_for_reads`] would encode
+    /// it, without building the record: a plain SET's whole write on the writer thread, so
+    /// it allocates no list for the one sibling and frees none.
+    pub fn encode_replacement(
+        replaced: Option<Replaced>,
+        mutation: Mutation,
+        replica: ReplicaId,
+        timestamp: Timestamp,
+    ) -> EncodedRecord {
+        let mut context = replaced
+            .map(|replaced| replaced.context)
+            .unwrap_or_default();
+        // As `update_owned` numbers a write.
+        let counter = (context.get(replica) + 1).max(timestamp.0);
+        context.observe(replica, counter);
+        let sibling = Sibling {
+            dot: Dot { replica, counter },
+            timestamp,
+            expires_at_ms: mutation.expires_at_ms,
+            value: mutation.value,
         };
-        let checksum = crc32c::crc32c(&out);
-        out.extend_from_slice(&checksum.to_le_bytes());
-        (out, point)
+        let (bytes, point) = encode_parts(&context, std::slice::from_ref(&sibling));
+        EncodedRecord {
+            bytes,
+            point,
+            next_dead_ms: sibling.dead_since_ms(),
+        }
     }
 
     /// Decodes bytes written by [`Record::encode`], verifying the checksum before trusting any
@@ -600,6 +599,57 @@ impl PointRead {
 
 /// The CRC32C that ends every encoded record.
 const CHECKSUM_BYTES: usize = 4;
+
+/// A record encoded by [`Record::encode_replacement`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodedRecord {
+    /// [`Record::encode`]'s bytes.
+    pub bytes: Vec<u8>,
+    /// The point read of the bytes (the record has one sibling).
+    pub point: Option<PointRead>,
+    /// [`Record::next_dead_ms`].
+    pub next_dead_ms: Option<u64>,
+}
+
+/// The binary form of a record of `context` and `siblings` (see [`Record::encode`]), and
+/// its [`PointRead`] when there is one sibling.
+fn encode_parts(context: &VersionVector, siblings: &[Sibling]) -> (Vec<u8>, Option<PointRead>) {
+    let value_bytes: usize = siblings
+        .iter()
+        .map(|s| s.value.as_ref().map_or(0, Vec::len))
+        .sum();
+    let mut out = Vec::with_capacity(value_bytes + 32 + 40 * siblings.len());
+    out.push(RECORD_FORMAT);
+    context.encode_into(&mut out);
+    put_varint(&mut out, siblings.len() as u64);
+    for sibling in siblings {
+        out.extend_from_slice(&sibling.dot.replica.0.to_le_bytes());
+        put_varint(&mut out, sibling.dot.counter);
+        out.extend_from_slice(&sibling.timestamp.0.to_le_bytes());
+        // Expiry 0 means none: no value is written already expired at the epoch.
+        put_varint(&mut out, sibling.expires_at_ms.unwrap_or(0));
+        match &sibling.value {
+            Some(value) => {
+                out.push(KIND_VALUE);
+                put_bytes(&mut out, value);
+            }
+            None => out.push(KIND_TOMBSTONE),
+        }
+    }
+    // A single sibling is the last thing before the checksum, so its value ends here.
+    let point = match siblings {
+        [only] => Some(PointRead::ending_at(
+            out.len(),
+            only.value.as_ref().map(Vec::len),
+            only.expires_at_ms,
+            Some(only.timestamp).filter(|_| context.covers(only.dot)),
+        )),
+        _ => None,
+    };
+    let checksum = crc32c::crc32c(&out);
+    out.extend_from_slice(&checksum.to_le_bytes());
+    (out, point)
+}
 
 /// How many siblings follow the context: at most [`SIBLINGS_MAX`].
 fn sibling_count(reader: &mut Reader<'_>) -> Result<usize, RecordError> {

@@ -126,7 +126,9 @@ pub(crate) struct Writer {
 struct Group {
     /// Looked up and inserted once per write; aHash (randomly keyed per process, so clients
     /// cannot choose colliding keys) costs a fraction of std's SipHash here.
-    records: HashMap<CacheKey, Option<Record>, ahash::RandomState>,
+    /// Kept as stored (`None`: deleted): a later write of the key in the group decodes what
+    /// it needs, and the group holds no second copy of each value.
+    records: HashMap<CacheKey, Option<StoredRecord>, ahash::RandomState>,
     batch: WriteBatch,
     cached: Option<Vec<(CacheKey, Cached)>>,
 }
@@ -308,7 +310,8 @@ impl Writer {
             return Ok(None);
         };
         match group.records.get(&layout::lookup_key(id, key)[..]) {
-            Some(record) => Ok(record.clone()),
+            Some(Some(stored)) => self.shared.decode(keyspace, key, &stored.bytes).map(Some),
+            Some(None) => Ok(None),
             None => self.shared.load(keyspace, key),
         }
     }
@@ -408,6 +411,31 @@ impl Writer {
         let (mutation, integer) = resolve_change(change, None)?;
         let timestamp = shared.hlc.tick(now_ms);
         let old_due = replacing.as_ref().and_then(|r| r.next_dead_ms);
+        if !return_record && !report.context {
+            // Nothing needs the new record but its bytes: encode them straight away.
+            let encoded =
+                Record::encode_replacement(replacing, mutation, shared.replica_id, timestamp);
+            let stored = StoredRecord {
+                bytes: encoded.bytes.into(),
+                point: encoded.point,
+            };
+            let id = self.keyspace_id(&keyspace)?;
+            store_encoded(
+                group,
+                &keyspace,
+                id,
+                &key,
+                (old_due, encoded.next_dead_ms),
+                Some(stored),
+            );
+            shared.metrics.writes.inc();
+            return Ok(WriteOutcome {
+                context: VersionVector::new(),
+                previous: None,
+                integer,
+                record: None,
+            });
+        }
         let record = Record::replace(replacing, mutation, shared.replica_id, timestamp)?;
         let written = Written {
             old_due,
@@ -434,7 +462,8 @@ impl Writer {
         };
         if let Some(record) = group.records.get(&layout::lookup_key(id, key)[..]) {
             return Ok(match record {
-                Some(record) => Replaced::of_record(record).map(Some),
+                // Bytes this writer made; failing that, the general path finds out why.
+                Some(stored) => stored.replaced().ok().flatten().map(Some),
                 None => Some(None),
             });
         }
@@ -749,6 +778,26 @@ fn store(
     new: Option<Record>,
 ) {
     let new_due = new.as_ref().and_then(Record::next_dead_ms);
+    let encoded = new.as_ref().map(|record| {
+        let (bytes, point) = record.encode_for_reads();
+        StoredRecord {
+            bytes: bytes.into(),
+            point,
+        }
+    });
+    store_encoded(group, keyspace, id, key, (old_due, new_due), encoded);
+}
+
+/// [`store`] of a record already encoded, which dies at `due.1` (the one it replaces at
+/// `due.0`).
+fn store_encoded(
+    group: &mut Group,
+    keyspace: &str,
+    id: KeyspaceId,
+    key: &[u8],
+    (old_due, new_due): (Option<u64>, Option<u64>),
+    encoded: Option<StoredRecord>,
+) {
     if old_due != new_due {
         if let Some(due) = old_due {
             group.batch.delete(layout::expiry_key(due, keyspace, key));
@@ -760,24 +809,17 @@ fn store(
         }
     }
     let data_key = layout::batch_key(id, key);
-    // One buffer shared by the batch and the cache.
-    let encoded = new.as_ref().map(|record| {
-        let (bytes, point) = record.encode_for_reads();
-        StoredRecord {
-            bytes: bytes.into(),
-            point,
-        }
-    });
-    // The batch, the group and the cache hold copies inline (unless the key is long).
+    // One buffer shared by the batch, the group and the cache, which hold their keys inline
+    // (unless the key is long).
     let cache_key = copy_key(&data_key);
     match &encoded {
         Some(stored) => group.batch.put(data_key, stored.bytes.clone()),
         None => group.batch.delete(data_key),
     }
     if let Some(cached) = &mut group.cached {
-        cached.push((copy_key(&cache_key), encoded));
+        cached.push((copy_key(&cache_key), encoded.clone()));
     }
-    group.records.insert(cache_key, new);
+    group.records.insert(cache_key, encoded);
 }
 
 /// A commit error for one caller (errors are not `Clone`; each caller gets its own).

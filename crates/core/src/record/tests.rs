@@ -191,7 +191,19 @@ proptest! {
             let (replica, at) = (ReplicaId(2), Timestamp::from_wall_ms(5_000));
             let updated =
                 Record::update_owned(Some(record.clone()), &record.context, mutation.clone(), replica, at);
-            prop_assert_eq!(Record::replace(Some(replaced), mutation, replica, at).unwrap(), updated.unwrap());
+            let replacing = Record::replace(Some(replaced.clone()), mutation.clone(), replica, at).unwrap();
+            prop_assert_eq!(&replacing, updated.as_ref().unwrap());
+            // Encoded in one step, as the writer does for a plain SET: the same bytes.
+            for (replaced, expected) in [
+                (Some(replaced), replacing),
+                (None, Record::replace(None, mutation.clone(), replica, at).unwrap()),
+            ] {
+                let encoded = Record::encode_replacement(replaced, mutation.clone(), replica, at);
+                let (bytes, point) = expected.encode_for_reads();
+                prop_assert_eq!(&encoded.bytes, &bytes);
+                prop_assert_eq!(encoded.point, point);
+                prop_assert_eq!(encoded.next_dead_ms, expected.next_dead_ms());
+            }
         }
     }
 
