@@ -244,10 +244,7 @@ impl Record {
 
     /// Bytes of every sibling's value.
     pub fn value_bytes(&self) -> usize {
-        self.siblings
-            .iter()
-            .map(|s| s.value.as_ref().map_or(0, Vec::len))
-            .sum()
+        value_bytes(&self.siblings)
     }
 
     /// The binary form: format byte, context, siblings, then a CRC32C of all of it.
@@ -611,14 +608,18 @@ pub struct EncodedRecord {
     pub next_dead_ms: Option<u64>,
 }
 
+/// Bytes of the siblings' values.
+fn value_bytes(siblings: &[Sibling]) -> usize {
+    siblings
+        .iter()
+        .map(|s| s.value.as_ref().map_or(0, Vec::len))
+        .sum()
+}
+
 /// The binary form of a record of `context` and `siblings` (see [`Record::encode`]), and
 /// its [`PointRead`] when there is one sibling.
 fn encode_parts(context: &VersionVector, siblings: &[Sibling]) -> (Vec<u8>, Option<PointRead>) {
-    let value_bytes: usize = siblings
-        .iter()
-        .map(|s| s.value.as_ref().map_or(0, Vec::len))
-        .sum();
-    let mut out = Vec::with_capacity(value_bytes + 32 + 40 * siblings.len());
+    let mut out = Vec::with_capacity(value_bytes(siblings) + 32 + 40 * siblings.len());
     out.push(RECORD_FORMAT);
     context.encode_into(&mut out);
     put_varint(&mut out, siblings.len() as u64);
