@@ -132,11 +132,7 @@ impl Record {
             });
         }
         record.context.merge(seen);
-        // Counters are seeded from the hybrid clock, which ticks at least once per write, so
-        // a counter stays unique even after the record was reaped and its context forgotten.
-        let counter = (record.context.get(replica) + 1).max(timestamp.0);
-        let dot = Dot { replica, counter };
-        record.context.observe(replica, counter);
+        let dot = next_dot(&mut record.context, replica, timestamp);
         let sibling = Sibling {
             dot,
             timestamp,
@@ -270,11 +266,8 @@ impl Record {
         let mut context = replaced
             .map(|replaced| replaced.context)
             .unwrap_or_default();
-        // As `update_owned` numbers a write.
-        let counter = (context.get(replica) + 1).max(timestamp.0);
-        context.observe(replica, counter);
         let sibling = Sibling {
-            dot: Dot { replica, counter },
+            dot: next_dot(&mut context, replica, timestamp),
             timestamp,
             expires_at_ms: mutation.expires_at_ms,
             value: mutation.value,
@@ -602,10 +595,20 @@ const CHECKSUM_BYTES: usize = 4;
 pub struct EncodedRecord {
     /// [`Record::encode`]'s bytes.
     pub bytes: Vec<u8>,
-    /// The point read of the bytes (the record has one sibling).
+    /// The point read of the bytes: always there, as the record has one sibling.
     pub point: Option<PointRead>,
     /// [`Record::next_dead_ms`].
     pub next_dead_ms: Option<u64>,
+}
+
+/// The dot of `replica`'s next write at `timestamp` into a record of `context`, which it
+/// then covers. Counters are seeded from the hybrid clock, which ticks at least once per
+/// write, so a counter stays unique even after the record was reaped and its context
+/// forgotten.
+fn next_dot(context: &mut VersionVector, replica: ReplicaId, timestamp: Timestamp) -> Dot {
+    let counter = (context.get(replica) + 1).max(timestamp.0);
+    context.observe(replica, counter);
+    Dot { replica, counter }
 }
 
 /// Bytes of the siblings' values.
