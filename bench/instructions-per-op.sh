@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Instructions a ringkv node executes per operation (user space, every thread), counted by
 # valgrind's callgrind while redis-benchmark drives it, and the functions that execute most of
-# them. Unlike ops/s or CPU time on a shared machine, the count repeats to within a few in ten
-# thousand from run to run, so it shows a change of 1 % in the request path's work; it does
-# not see cache misses, the kernel or waiting, which `cpu-per-op.sh` and `perf` do.
+# them. Unlike ops/s or CPU time on a shared machine, the count repeats from run to run: to a
+# few in ten thousand, except that a memtable flush falls inside the counted window in some
+# runs and not in others, which moves the total by about 1.5 % (two clusters of counts; run
+# it three times and compare like with like). It does not see cache misses, the kernel or
+# waiting, which `cpu-per-op.sh` and `perf` do.
 #
 # The node runs under valgrind with instrumentation off while WARM operations fill its caches
 # and memtable (a steady state, as in a long redis-benchmark run), then on for N operations.
