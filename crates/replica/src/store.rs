@@ -415,12 +415,14 @@ impl Entry {
 pub struct WriteOutcome {
     /// The record's context after the write.
     pub context: VersionVector,
-    /// What a read would have returned just before the write.
-    pub previous: Option<Entry>,
+    /// What a read would have returned just before the write, when the request asked for it.
+    /// Boxed, like `record`: few writes carry either, and every outcome is moved several times
+    /// on its way from the writer to the caller (136 bytes unboxed, 56 boxed).
+    pub previous: Option<Box<Entry>>,
     /// The new value of an [`Change::Increment`].
     pub integer: Option<i64>,
     /// The whole record after the write, when the request asked for it.
-    pub record: Option<Record>,
+    pub record: Option<Box<Record>>,
 }
 
 impl WriteOutcome {

@@ -500,9 +500,9 @@ impl Writer {
             } else {
                 VersionVector::new()
             },
-            previous: written.previous,
+            previous: written.previous.map(Box::new),
             integer: written.integer,
-            record: written.return_record.then(|| record.clone()),
+            record: written.return_record.then(|| Box::new(record.clone())),
         };
         let id = self.keyspace_id(keyspace)?;
         store(group, keyspace, id, key, written.old_due, Some(record));

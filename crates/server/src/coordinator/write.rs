@@ -43,7 +43,7 @@ pub async fn write(
     else {
         return Err(placement.unavailable(node, needed, 0, &failures));
     };
-    let record = outcome
+    let record = *outcome
         .record
         .take()
         .expect("the lead was asked to return the record");
