@@ -499,3 +499,24 @@ async fn a_connection_follows_a_change_of_its_keyspace_definition() {
         "a context-free write joins what it did not see"
     );
 }
+
+#[tokio::test]
+async fn connections_are_closed_when_the_node_stops() {
+    let node = start_node(|_| {}).await;
+    let mut idle = RespClient::connect(&node).await;
+    assert_eq!(idle.call(&["PING"]).await, Reply::Simple("PONG".into()));
+    // A connection that has been round its read loop several times waits on the same stop
+    // signal as one that has read once.
+    let mut busy = RespClient::connect(&node).await;
+    for round in 0..5 {
+        let value = round.to_string();
+        assert_eq!(busy.call(&["SET", "k", &value]).await, ok());
+        assert_eq!(busy.call(&["GET", "k"]).await, bulk(&value));
+    }
+    let support::TestNode { running, dir: _dir } = node;
+    tokio::time::timeout(std::time::Duration::from_secs(10), running.shutdown())
+        .await
+        .expect("the node stops in time");
+    assert!(idle.closed().await, "the idle client is disconnected");
+    assert!(busy.closed().await, "the busy client is disconnected");
+}

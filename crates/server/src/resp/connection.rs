@@ -40,6 +40,10 @@ pub async fn handle(
     let idle = Duration::from_millis(config.resp_idle_timeout_ms);
     let partial = Duration::from_millis(config.request_timeout_ms);
     let mut deferred = DeferredSets::default();
+    // One wait for the whole connection rather than a new one per read: each new one locks
+    // the channel and registers a waiter, about 300 instructions per request at -P 1.
+    let stop = shutdown.wait_for(|stop| *stop);
+    tokio::pin!(stop);
     'connection: loop {
         // Counted here and added once per read: a shared counter bumped by every command
         // would bounce its cache line between the cores serving connections.
@@ -155,7 +159,7 @@ pub async fn handle(
         };
         let read = tokio::select! {
             read = read => read,
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            _ = &mut stop => break,
         };
         match read {
             Some(Ok(0)) | Some(Err(_)) | None => break,
