@@ -61,6 +61,25 @@ pub struct Mutation {
     pub expires_at_ms: Option<u64>,
 }
 
+/// A [`Mutation`] whose value is borrowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MutationView<'a> {
+    /// The value, or `None` to delete.
+    pub value: Option<&'a [u8]>,
+    /// Absolute expiry in unix milliseconds.
+    pub expires_at_ms: Option<u64>,
+}
+
+impl Mutation {
+    /// The mutation with its value borrowed.
+    pub fn view(&self) -> MutationView<'_> {
+        MutationView {
+            value: self.value.as_deref(),
+            expires_at_ms: self.expires_at_ms,
+        }
+    }
+}
+
 /// Why a write cannot be applied to a record.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum UpdateError {
@@ -254,19 +273,20 @@ impl Record {
         encode_parts(&self.context, &self.siblings)
     }
 
-    /// What [`Record::replace`] gives, encoded as [`Record::encode_for_reads`] would encode
-    /// it, without building the record: a plain SET's whole write on the writer thread, so
-    /// it allocates no list for the one sibling and frees none.
+    /// What [`Record::replace`] gives for `mutation`, encoded as [`Record::encode_for_reads`]
+    /// would encode it, without building the record: a plain SET's whole write, which
+    /// allocates no list for the one sibling and frees none. It only reads the value, so the
+    /// submitter of a SET can encode it ahead of the writer while its request keeps the value.
     pub fn encode_replacement(
         replaced: Option<Replaced>,
-        mutation: Mutation,
+        mutation: MutationView<'_>,
         replica: ReplicaId,
         timestamp: Timestamp,
     ) -> EncodedRecord {
         let mut context = replaced
             .map(|replaced| replaced.context)
             .unwrap_or_default();
-        let sibling = Sibling {
+        let sibling = SiblingView {
             dot: next_dot(&mut context, replica, timestamp),
             timestamp,
             expires_at_ms: mutation.expires_at_ms,
@@ -612,27 +632,69 @@ fn next_dot(context: &mut VersionVector, replica: ReplicaId, timestamp: Timestam
 }
 
 /// Bytes of the siblings' values.
-fn value_bytes(siblings: &[Sibling]) -> usize {
+fn value_bytes(siblings: &[impl EncodableSibling]) -> usize {
     siblings
         .iter()
-        .map(|s| s.value.as_ref().map_or(0, Vec::len))
+        .map(|s| s.value().map_or(0, <[u8]>::len))
         .sum()
+}
+
+/// A sibling as the encoder reads it: owned ([`Sibling`]) or borrowed ([`SiblingView`]).
+trait EncodableSibling {
+    fn dot(&self) -> Dot;
+    fn timestamp(&self) -> Timestamp;
+    fn expires_at_ms(&self) -> Option<u64>;
+    fn value(&self) -> Option<&[u8]>;
+}
+
+impl EncodableSibling for Sibling {
+    fn dot(&self) -> Dot {
+        self.dot
+    }
+    fn timestamp(&self) -> Timestamp {
+        self.timestamp
+    }
+    fn expires_at_ms(&self) -> Option<u64> {
+        self.expires_at_ms
+    }
+    fn value(&self) -> Option<&[u8]> {
+        self.value.as_deref()
+    }
+}
+
+impl EncodableSibling for SiblingView<'_> {
+    fn dot(&self) -> Dot {
+        self.dot
+    }
+    fn timestamp(&self) -> Timestamp {
+        self.timestamp
+    }
+    fn expires_at_ms(&self) -> Option<u64> {
+        self.expires_at_ms
+    }
+    fn value(&self) -> Option<&[u8]> {
+        self.value
+    }
 }
 
 /// The binary form of a record of `context` and `siblings` (see [`Record::encode`]), and
 /// its [`PointRead`] when there is one sibling.
-fn encode_parts(context: &VersionVector, siblings: &[Sibling]) -> (Vec<u8>, Option<PointRead>) {
+fn encode_parts(
+    context: &VersionVector,
+    siblings: &[impl EncodableSibling],
+) -> (Vec<u8>, Option<PointRead>) {
     let mut out = Vec::with_capacity(value_bytes(siblings) + 32 + 40 * siblings.len());
     out.push(RECORD_FORMAT);
     context.encode_into(&mut out);
     put_varint(&mut out, siblings.len() as u64);
     for sibling in siblings {
-        out.extend_from_slice(&sibling.dot.replica.0.to_le_bytes());
-        put_varint(&mut out, sibling.dot.counter);
-        out.extend_from_slice(&sibling.timestamp.0.to_le_bytes());
+        let dot = sibling.dot();
+        out.extend_from_slice(&dot.replica.0.to_le_bytes());
+        put_varint(&mut out, dot.counter);
+        out.extend_from_slice(&sibling.timestamp().0.to_le_bytes());
         // Expiry 0 means none: no value is written already expired at the epoch.
-        put_varint(&mut out, sibling.expires_at_ms.unwrap_or(0));
-        match &sibling.value {
+        put_varint(&mut out, sibling.expires_at_ms().unwrap_or(0));
+        match sibling.value() {
             Some(value) => {
                 out.push(KIND_VALUE);
                 put_bytes(&mut out, value);
@@ -644,9 +706,9 @@ fn encode_parts(context: &VersionVector, siblings: &[Sibling]) -> (Vec<u8>, Opti
     let point = match siblings {
         [only] => Some(PointRead::ending_at(
             out.len(),
-            only.value.as_ref().map(Vec::len),
-            only.expires_at_ms,
-            Some(only.timestamp).filter(|_| context.covers(only.dot)),
+            only.value().map(<[u8]>::len),
+            only.expires_at_ms(),
+            Some(only.timestamp()).filter(|_| context.covers(only.dot())),
         )),
         _ => None,
     };

@@ -510,19 +510,35 @@ pub(crate) struct Shared {
 }
 
 /// What the record cache held, before a write was queued, for the record the write replaces,
-/// summarised: the writer uses it if the key's [`SlotVersion`] has not moved since, instead of
-/// looking the record up itself (see [`RecordCache::snapshot`]).
+/// and what the submitter prepared from it: the writer uses it if the key's [`SlotVersion`]
+/// has not moved since, instead of looking the record up itself (see
+/// [`RecordCache::snapshot`]).
 pub(crate) struct SeenReplaced {
     pub version: SlotVersion,
-    /// `None`: the key had no record.
-    pub replacing: Option<record::Replaced>,
+    pub write: SeenWrite,
+}
+
+/// The part of a write that [`Shared::seen_replaced`] did ahead of the writer.
+pub(crate) enum SeenWrite {
+    /// The summary of the record the write replaces (`None`: the key had no record).
+    Summary(Option<record::Replaced>),
+    /// A plain SET that needs nothing back, encoded from that summary: all that is left for
+    /// the writer is to store it. `dues` are the replaced and the new record's expiry-index
+    /// times ([`record::Record::next_dead_ms`]).
+    Encoded {
+        stored: StoredRecord,
+        dues: (Option<u64>, Option<u64>),
+    },
 }
 
 impl Shared {
     /// The cache's summary of the record `request` replaces, for a write the writer applies
-    /// from such a summary ([`crate::writer::supersedes_all`]) when the cache holds the key.
-    /// A record that cannot be summarised so, or whose bytes fail the structure check, is left
-    /// to the writer.
+    /// from such a summary ([`crate::writer::supersedes_all`]) when the cache holds the key,
+    /// and for a plain SET the new record itself: encoding it (the value's copy and the
+    /// checksum) is most of a SET's work, and the caller's thread has time to spare where
+    /// the single writer has none. Its timestamp is ticked here, so a write the writer finds
+    /// stale and applies itself skips one. A record that cannot be summarised so, or whose
+    /// bytes fail the structure check, is left to the writer.
     pub fn seen_replaced(&self, request: &WriteRequest, report: Report) -> Option<SeenReplaced> {
         if !crate::writer::supersedes_all(request, report) {
             return None;
@@ -534,7 +550,35 @@ impl Shared {
             Some(stored) => Some(stored.replaced().ok()??),
             None => None,
         };
-        Some(SeenReplaced { version, replacing })
+        let write = match plain_put(request, report) {
+            Some(mutation) => self.encode_ahead(replacing, mutation),
+            None => SeenWrite::Summary(replacing),
+        };
+        Some(SeenReplaced { version, write })
+    }
+
+    /// A SET of `mutation` over the record `replacing` summarises, encoded as the writer's
+    /// own path for it ([`record::Record::encode_replacement`]) encodes it.
+    fn encode_ahead(
+        &self,
+        replacing: Option<record::Replaced>,
+        mutation: record::MutationView<'_>,
+    ) -> SeenWrite {
+        let now_ms = self.clock.now_ms();
+        if let Some(newest) = replacing.as_ref().and_then(|r| r.newest_timestamp) {
+            self.hlc.observe(newest);
+        }
+        let timestamp = self.hlc.tick(now_ms);
+        let old_due = replacing.as_ref().and_then(|r| r.next_dead_ms);
+        let encoded =
+            record::Record::encode_replacement(replacing, mutation, self.replica_id, timestamp);
+        SeenWrite::Encoded {
+            stored: StoredRecord {
+                bytes: encoded.bytes.into(),
+                point: encoded.point,
+            },
+            dues: (old_due, encoded.next_dead_ms),
+        }
     }
 
     /// Decodes stored bytes, counting and logging damage.
@@ -1058,6 +1102,28 @@ fn load_or_create_replica_id(engine: &dyn Engine) -> Result<ReplicaId, ReplicaEr
     Ok(id)
 }
 
+/// The mutation of a write that [`crate::writer::supersedes_all`] when it is a put whose
+/// caller needs nothing back but whether it applied: what [`Shared::seen_replaced`] encodes
+/// ahead of the writer.
+fn plain_put<'r>(request: &'r WriteRequest, report: Report) -> Option<record::MutationView<'r>> {
+    if request.return_record || report.context {
+        return None;
+    }
+    let Change::Put { value, expiry } = &request.change else {
+        return None;
+    };
+    let expires_at_ms = match *expiry {
+        Expiry::Never => None,
+        Expiry::At(at) => Some(at),
+        // It keeps the replaced value's expiry: not a write that supersedes all.
+        Expiry::Keep => return None,
+    };
+    Some(record::MutationView {
+        value: Some(value),
+        expires_at_ms,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1132,9 +1198,69 @@ mod tests {
         assert_eq!(from_snapshot(), 0, "a stale snapshot is not used");
 
         store.write(expiring(b"3")).await.unwrap();
+        let before = store.get("default", b"k").unwrap().unwrap();
         let current = store.shared.seen_replaced(&plain(), BARE).expect("cached");
+        assert!(
+            matches!(current.write, SeenWrite::Encoded { .. }),
+            "a plain SET is encoded ahead"
+        );
         apply_with(&store, plain(), current).await;
         assert_eq!(index(), 0);
         assert_eq!(from_snapshot(), 1, "a current snapshot is used");
+        let after = store.get("default", b"k").unwrap().unwrap();
+        assert_eq!(after.values.len(), 1);
+        assert_eq!(after.winner().value, b"plain");
+        assert!(
+            after.context.descends(&before.context) && after.context != before.context,
+            "the SET supersedes what it replaced: {:?} after {:?}",
+            after.context,
+            before.context
+        );
+    }
+
+    /// Two SETs of one key in one pipeline, both seen before either was applied: the second
+    /// replaces the first, not the record both snapshots saw, so the first's expiry-index
+    /// entry goes and its version is superseded.
+    #[tokio::test]
+    async fn a_pipeline_that_sets_a_key_twice_replaces_its_own_first_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = ringkv_storage::open(EngineKind::Lsm, dir.path()).unwrap();
+        let clock = Arc::new(SystemClock);
+        let registry = &mut Registry::default();
+        let store = LocalStore::open(engine, StoreOptions::default(), clock, registry).unwrap();
+        store
+            .write(WriteRequest::put("default", b"k", b"0"))
+            .await
+            .unwrap();
+        let due = SystemClock.now_ms() + 1_000_000_000;
+        let first = WriteRequest::put("default", b"k", b"1").expiring_at(due);
+        let second = WriteRequest::put("default", b"k", b"2");
+        let requests: Vec<_> = [first, second]
+            .into_iter()
+            .map(|request| {
+                let seen = store.shared.seen_replaced(&request, BARE).expect("cached");
+                (request, BARE, Some(seen))
+            })
+            .collect();
+        let (reply, answer) = oneshot::channel();
+        store.enqueue(Job::WriteMany { requests, reply }).unwrap();
+        for outcome in answer.await.unwrap().unwrap() {
+            outcome.unwrap();
+        }
+        let index = store.shared.engine.scan(&ScanRange::prefix(b"x"), 10);
+        assert_eq!(
+            index.unwrap().len(),
+            0,
+            "the first SET's expiry entry is gone"
+        );
+        let entry = store.get("default", b"k").unwrap().unwrap();
+        assert_eq!(entry.values.len(), 1);
+        assert_eq!(entry.winner().value, b"2");
+        assert_eq!(entry.winner().expires_at_ms, None);
+        assert_eq!(
+            store.shared.metrics.writes_from_snapshot.get(),
+            1,
+            "only the first SET could use its snapshot"
+        );
     }
 }

@@ -14,8 +14,8 @@ use crate::cache::{CacheKey, Cached, StoredRecord};
 use crate::error::ReplicaError;
 use crate::layout::{self, ExpiryEntry, KeyspaceId};
 use crate::store::{
-    Change, Condition, ConflictMode, Entry, Expiry, MergeRequest, Report, SeenReplaced, Shared,
-    SyncPolicy, WriteOutcome, WriteRequest,
+    Change, Condition, ConflictMode, Entry, Expiry, MergeRequest, Report, SeenReplaced, SeenWrite,
+    Shared, SyncPolicy, WriteOutcome, WriteRequest,
 };
 use ringkv_core::causal::VersionVector;
 use ringkv_core::record::{Mutation, Record, Replaced};
@@ -332,9 +332,14 @@ impl Writer {
         seen: Option<SeenReplaced>,
     ) -> Result<WriteOutcome, ReplicaError> {
         if supersedes_all(&request, report) {
-            let replacing = self.replacing(group, &request.keyspace, &request.key, seen)?;
-            if let Some(replacing) = replacing {
-                return self.apply_replacing(group, request, report, replacing);
+            match self.replacing(group, &request.keyspace, &request.key, seen)? {
+                Some(SeenWrite::Encoded { stored, dues }) => {
+                    return self.store_ahead(group, &request, stored, dues);
+                }
+                Some(SeenWrite::Summary(replacing)) => {
+                    return self.apply_replacing(group, request, report, replacing);
+                }
+                None => {}
             }
         }
         let shared = &self.shared;
@@ -413,8 +418,12 @@ impl Writer {
         let old_due = replacing.as_ref().and_then(|r| r.next_dead_ms);
         if !return_record && !report.context {
             // Nothing needs the new record but its bytes: encode them straight away.
-            let encoded =
-                Record::encode_replacement(replacing, mutation, shared.replica_id, timestamp);
+            let encoded = Record::encode_replacement(
+                replacing,
+                mutation.view(),
+                shared.replica_id,
+                timestamp,
+            );
             let stored = StoredRecord {
                 bytes: encoded.bytes.into(),
                 point: encoded.point,
@@ -456,15 +465,19 @@ impl Writer {
         keyspace: &str,
         key: &[u8],
         seen: Option<SeenReplaced>,
-    ) -> Result<Option<Option<Replaced>>, ReplicaError> {
+    ) -> Result<Option<SeenWrite>, ReplicaError> {
         let Some(id) = self.shared.keyspace_ids.get(keyspace) else {
-            return Ok(Some(None));
+            return Ok(Some(SeenWrite::Summary(None)));
         };
         if let Some(record) = group.records.get(&layout::lookup_key(id, key)[..]) {
             return Ok(match record {
                 // Bytes this writer made; failing that, the general path finds out why.
-                Some(stored) => stored.replaced().ok().flatten().map(Some),
-                None => Some(None),
+                Some(stored) => stored
+                    .replaced()
+                    .ok()
+                    .flatten()
+                    .map(|r| SeenWrite::Summary(Some(r))),
+                None => Some(SeenWrite::Summary(None)),
             });
         }
         // Every change to a stored record moves its cache version once the engine has it;
@@ -472,16 +485,42 @@ impl Writer {
         let cache = self.shared.cache.as_ref();
         if let Some(seen) = seen.filter(|s| cache.is_some_and(|c| c.unchanged_since(s.version))) {
             self.shared.metrics.writes_from_snapshot.inc();
-            return Ok(Some(seen.replacing));
+            return Ok(Some(seen.write));
         }
         let loaded = self.shared.load_with(keyspace, key, StoredRecord::replaced);
         match loaded {
-            Ok(None) => Ok(Some(None)),
-            Ok(Some(summary)) => Ok(summary.map(Some)),
+            Ok(None) => Ok(Some(SeenWrite::Summary(None))),
+            Ok(Some(summary)) => Ok(summary.map(|r| SeenWrite::Summary(Some(r)))),
             // The write is unconditional, so it replaces a damaged record: that repairs it.
-            Err(ReplicaError::Corruption { .. }) => Ok(Some(None)),
+            Err(ReplicaError::Corruption { .. }) => Ok(Some(SeenWrite::Summary(None))),
             Err(error) => Err(error),
         }
+    }
+
+    /// Stores a plain SET its submitter encoded ([`SeenWrite::Encoded`]).
+    fn store_ahead(
+        &self,
+        group: &mut Group,
+        request: &WriteRequest,
+        stored: StoredRecord,
+        dues: (Option<u64>, Option<u64>),
+    ) -> Result<WriteOutcome, ReplicaError> {
+        let id = self.keyspace_id(&request.keyspace)?;
+        store_encoded(
+            group,
+            &request.keyspace,
+            id,
+            &request.key,
+            dues,
+            Some(stored),
+        );
+        self.shared.metrics.writes.inc();
+        Ok(WriteOutcome {
+            context: VersionVector::new(),
+            previous: None,
+            integer: None,
+            record: None,
+        })
     }
 
     /// Adds an applied write's new record to the group and builds its outcome.

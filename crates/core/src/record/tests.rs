@@ -198,7 +198,7 @@ proptest! {
                 (Some(replaced), replacing),
                 (None, Record::replace(None, mutation.clone(), replica, at).unwrap()),
             ] {
-                let encoded = Record::encode_replacement(replaced, mutation.clone(), replica, at);
+                let encoded = Record::encode_replacement(replaced, mutation.view(), replica, at);
                 let (bytes, point) = expected.encode_for_reads();
                 prop_assert_eq!(&encoded.bytes, &bytes);
                 prop_assert_eq!(encoded.point, point);
