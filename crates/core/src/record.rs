@@ -596,6 +596,12 @@ impl PointRead {
         }
     }
 
+    /// Where the value is in the encoded bytes, whether or not it has expired; `None` for a
+    /// tombstone.
+    pub fn value_range(&self) -> Option<std::ops::Range<usize>> {
+        self.value.map(|(start, len)| start..start + len)
+    }
+
     /// Where in the encoded bytes the value a read at `now_ms` returns lies, if it returns
     /// one: what [`newest_visible_value`] finds for the same bytes.
     pub fn visible(&self, now_ms: u64) -> Option<std::ops::Range<usize>> {

@@ -531,6 +531,35 @@ pub(crate) enum SeenWrite {
     },
 }
 
+/// A write validated and made ready for the writer by the submitting thread
+/// ([`LocalStore::prepare`], [`LocalStore::prepare_put`]), to be submitted with others by
+/// [`LocalStore::submit_prepared`].
+pub struct PreparedWrite {
+    pub(crate) request: WriteRequest,
+    pub(crate) report: Report,
+    pub(crate) seen: Option<SeenReplaced>,
+}
+
+impl PreparedWrite {
+    /// What the write's outcome will hold.
+    pub fn report(&self) -> Report {
+        self.report
+    }
+
+    /// Value bytes the write carries, for sizing groups: a value that was encoded ahead
+    /// ([`SeenWrite::Encoded`]) is in the encoded record rather than in the request.
+    pub(crate) fn bytes(&self) -> usize {
+        let encoded = match &self.seen {
+            Some(SeenReplaced {
+                write: SeenWrite::Encoded { stored, .. },
+                ..
+            }) => stored.bytes.len(),
+            _ => 0,
+        };
+        self.request.bytes() + encoded
+    }
+}
+
 impl Shared {
     /// The cache's summary of the record `request` replaces, for a write the writer applies
     /// from such a summary ([`crate::writer::supersedes_all`]) when the cache holds the key,
@@ -540,6 +569,17 @@ impl Shared {
     /// stale and applies itself skips one. A record that cannot be summarised so, or whose
     /// bytes fail the structure check, is left to the writer.
     pub fn seen_replaced(&self, request: &WriteRequest, report: Report) -> Option<SeenReplaced> {
+        self.seen_replaced_putting(request, report, plain_put(request, report))
+    }
+
+    /// [`Shared::seen_replaced`], given the mutation of a plain put (whose value need not be
+    /// in `request`) or `None` for any other write.
+    fn seen_replaced_putting(
+        &self,
+        request: &WriteRequest,
+        report: Report,
+        put: Option<record::MutationView<'_>>,
+    ) -> Option<SeenReplaced> {
         if !crate::writer::supersedes_all(request, report) {
             return None;
         }
@@ -550,7 +590,7 @@ impl Shared {
             Some(stored) => Some(stored.replaced().ok()??),
             None => None,
         };
-        let write = match plain_put(request, report) {
+        let write = match put {
             Some(mutation) => self.encode_ahead(replacing, mutation),
             None => SeenWrite::Summary(replacing),
         };
@@ -893,7 +933,11 @@ impl LocalStore {
         let writer = self.writer.as_ref().ok_or(ReplicaError::ShuttingDown)?;
         let requests = requests
             .into_iter()
-            .map(|r| (r, Report::FULL, None))
+            .map(|request| PreparedWrite {
+                request,
+                report: Report::FULL,
+                seen: None,
+            })
             .collect();
         writer
             .send(Job::WriteMany { requests, reply })
@@ -926,18 +970,80 @@ impl LocalStore {
         &self,
         requests: Vec<(WriteRequest, Report)>,
     ) -> Result<PendingWrites, ReplicaError> {
-        for (request, _) in &requests {
-            request.validate()?;
-        }
-        // The records plain SETs replace, read here: the caller's thread has time to spare,
-        // the single writer has none.
-        let requests = requests
+        let prepared = requests
             .into_iter()
-            .map(|(request, report)| {
-                let seen = self.shared.seen_replaced(&request, report);
-                (request, report, seen)
+            .map(|(request, report)| self.prepare(request, report))
+            .collect::<Result<_, _>>()?;
+        self.submit_prepared(prepared)
+    }
+
+    /// Validates a write and does on the caller's thread what can be done ahead of the
+    /// writer: the caller's thread has time to spare, the single writer has none. For a
+    /// plain SET, it reads the record it replaces from the cache and encodes the new one
+    /// ([`Shared::seen_replaced`]).
+    pub fn prepare(
+        &self,
+        request: WriteRequest,
+        report: Report,
+    ) -> Result<PreparedWrite, ReplicaError> {
+        request.validate()?;
+        let seen = self.shared.seen_replaced(&request, report);
+        Ok(PreparedWrite {
+            request,
+            report,
+            seen,
+        })
+    }
+
+    /// [`LocalStore::prepare`] of a plain SET of `value` (no expiry, in `conflict` mode),
+    /// copying the value only if the record could not be encoded ahead: then the writer
+    /// needs it; otherwise the encoded record holds it, and the value is copied once rather
+    /// than twice (the RESP server's SET).
+    pub fn prepare_put(
+        &self,
+        keyspace: &str,
+        key: &[u8],
+        value: &[u8],
+        conflict: ConflictMode,
+        report: Report,
+    ) -> Result<PreparedWrite, ReplicaError> {
+        if value.len() > VALUE_BYTES_MAX {
+            return Err(ReplicaError::ValueTooLarge {
+                len: value.len(),
+                max: VALUE_BYTES_MAX,
+            });
+        }
+        let mut request = WriteRequest::put(keyspace, key, b"").conflict(conflict);
+        request.validate()?;
+        let put = (!report.context).then_some(record::MutationView {
+            value: Some(value),
+            expires_at_ms: None,
+        });
+        let seen = self.shared.seen_replaced_putting(&request, report, put);
+        if !matches!(
+            seen,
+            Some(SeenReplaced {
+                write: SeenWrite::Encoded { .. },
+                ..
             })
-            .collect();
+        ) {
+            request.change = Change::Put {
+                value: value.to_vec(),
+                expiry: Expiry::Never,
+            };
+        }
+        Ok(PreparedWrite {
+            request,
+            report,
+            seen,
+        })
+    }
+
+    /// Queues prepared writes as one job, as [`LocalStore::submit_many`] does.
+    pub fn submit_prepared(
+        &self,
+        requests: Vec<PreparedWrite>,
+    ) -> Result<PendingWrites, ReplicaError> {
         let (reply, answer) = oneshot::channel();
         self.enqueue(Job::WriteMany { requests, reply })?;
         Ok(PendingWrites { answer })
@@ -1159,7 +1265,11 @@ mod tests {
     /// Applies `request` as a pipeline of one that comes with `seen`.
     async fn apply_with(store: &LocalStore, request: WriteRequest, seen: SeenReplaced) {
         let (reply, answer) = oneshot::channel();
-        let requests = vec![(request, BARE, Some(seen))];
+        let requests = vec![PreparedWrite {
+            request,
+            report: BARE,
+            seen: Some(seen),
+        }];
         store.enqueue(Job::WriteMany { requests, reply }).unwrap();
         let mut outcomes = answer.await.unwrap().unwrap();
         outcomes.remove(0).unwrap();
@@ -1218,6 +1328,90 @@ mod tests {
         );
     }
 
+    /// A SET prepared from a borrowed value leaves the value to its encoded record; when the
+    /// writer applies it itself after all (a stale snapshot, or an earlier SET of the key in
+    /// the same job), it takes the value back from that record.
+    #[tokio::test]
+    async fn a_set_prepared_ahead_stores_its_value_however_it_is_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = ringkv_storage::open(EngineKind::Lsm, dir.path()).unwrap();
+        let clock = Arc::new(SystemClock);
+        let registry = &mut Registry::default();
+        let store = LocalStore::open(engine, StoreOptions::default(), clock, registry).unwrap();
+        let lww = ConflictMode::LastWriterWins;
+        let value = |store: &LocalStore| store.get("default", b"k").unwrap().unwrap();
+        let submit = |writes: Vec<PreparedWrite>| async {
+            for outcome in store.submit_prepared(writes).unwrap().wait().await.unwrap() {
+                outcome.unwrap();
+            }
+        };
+        store
+            .write(WriteRequest::put("default", b"k", b"0"))
+            .await
+            .unwrap();
+
+        // Current snapshot: stored as encoded ahead.
+        let prepared = store
+            .prepare_put("default", b"k", b"ahead", lww, BARE)
+            .unwrap();
+        assert!(
+            matches!(
+                &prepared.request.change,
+                Change::Put { value, .. } if value.is_empty()
+            ),
+            "the value is left to the encoded record"
+        );
+        submit(vec![prepared]).await;
+        assert_eq!(value(&store).winner().value, b"ahead");
+
+        // Stale snapshot: the writer applies it from the value it takes back.
+        let prepared = store
+            .prepare_put("default", b"k", b"stale", lww, BARE)
+            .unwrap();
+        store
+            .write(WriteRequest::put("default", b"k", b"between"))
+            .await
+            .unwrap();
+        submit(vec![prepared]).await;
+        assert_eq!(value(&store).winner().value, b"stale");
+
+        // Two in one job: the second replaces the first.
+        let first = store
+            .prepare_put("default", b"k", b"first", lww, BARE)
+            .unwrap();
+        let second = store
+            .prepare_put("default", b"k", b"second", lww, BARE)
+            .unwrap();
+        submit(vec![first, second]).await;
+        let entry = value(&store);
+        assert_eq!(entry.values.len(), 1);
+        assert_eq!(entry.winner().value, b"second");
+
+        // An empty value is a value.
+        let prepared = store.prepare_put("default", b"k", b"", lww, BARE).unwrap();
+        store
+            .write(WriteRequest::put("default", b"k", b"x"))
+            .await
+            .unwrap();
+        submit(vec![prepared]).await;
+        assert_eq!(value(&store).winner().value, b"");
+
+        // A key the cache does not hold: the request keeps its value.
+        let prepared = store
+            .prepare_put("default", b"new", b"v", lww, BARE)
+            .unwrap();
+        assert!(prepared.seen.is_none());
+        submit(vec![prepared]).await;
+        let entry = store.get("default", b"new").unwrap().unwrap();
+        assert_eq!(entry.winner().value, b"v");
+
+        let too_large = vec![0u8; VALUE_BYTES_MAX + 1];
+        assert!(matches!(
+            store.prepare_put("default", b"k", &too_large, lww, BARE),
+            Err(ReplicaError::ValueTooLarge { .. })
+        ));
+    }
+
     /// Two SETs of one key in one pipeline, both seen before either was applied: the second
     /// replaces the first, not the record both snapshots saw, so the first's expiry-index
     /// entry goes and its version is superseded.
@@ -1239,7 +1433,11 @@ mod tests {
             .into_iter()
             .map(|request| {
                 let seen = store.shared.seen_replaced(&request, BARE).expect("cached");
-                (request, BARE, Some(seen))
+                PreparedWrite {
+                    request,
+                    report: BARE,
+                    seen: Some(seen),
+                }
             })
             .collect();
         let (reply, answer) = oneshot::channel();

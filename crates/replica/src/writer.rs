@@ -14,8 +14,8 @@ use crate::cache::{CacheKey, Cached, StoredRecord};
 use crate::error::ReplicaError;
 use crate::layout::{self, ExpiryEntry, KeyspaceId};
 use crate::store::{
-    Change, Condition, ConflictMode, Entry, Expiry, MergeRequest, Report, SeenReplaced, SeenWrite,
-    Shared, SyncPolicy, WriteOutcome, WriteRequest,
+    Change, Condition, ConflictMode, Entry, Expiry, MergeRequest, PreparedWrite, Report,
+    SeenReplaced, SeenWrite, Shared, SyncPolicy, WriteOutcome, WriteRequest,
 };
 use ringkv_core::causal::VersionVector;
 use ringkv_core::record::{Mutation, Record, Replaced};
@@ -61,7 +61,7 @@ pub(crate) enum Job {
     /// Several writes applied in one engine batch: other readers see all or none of them.
     /// Each may come with what its submitter saw of the record it replaces.
     WriteMany {
-        requests: Vec<(WriteRequest, Report, Option<SeenReplaced>)>,
+        requests: Vec<PreparedWrite>,
         reply: ManyReply,
     },
     /// Another replica's record of a key (replication, read repair) to merge with the
@@ -90,7 +90,7 @@ impl Job {
     fn bytes(&self) -> usize {
         match self {
             Job::Write { request, .. } => request.bytes(),
-            Job::WriteMany { requests, .. } => requests.iter().map(|(r, ..)| r.bytes()).sum(),
+            Job::WriteMany { requests, .. } => requests.iter().map(PreparedWrite::bytes).sum(),
             Job::Merge { request, .. } => request.key.len() + request.record.value_bytes(),
             Job::Sweep { entries, .. } => entries.len() * 64,
         }
@@ -263,7 +263,7 @@ impl Writer {
                 Job::WriteMany { requests, reply } => {
                     let outcomes = requests
                         .into_iter()
-                        .map(|(r, report, seen)| self.apply_write(&mut group, r, report, seen));
+                        .map(|w| self.apply_write(&mut group, w.request, w.report, w.seen));
                     Answer::WriteMany(reply, outcomes.collect())
                 }
                 Job::Merge { request, reply } => {
@@ -331,17 +331,21 @@ impl Writer {
         report: Report,
         seen: Option<SeenReplaced>,
     ) -> Result<WriteOutcome, ReplicaError> {
+        let mut request = request;
+        let mut seen = seen;
         if supersedes_all(&request, report) {
-            match self.replacing(group, &request.keyspace, &request.key, seen)? {
+            match self.replacing(group, &request.keyspace, &request.key, &mut seen)? {
                 Some(SeenWrite::Encoded { stored, dues }) => {
                     return self.store_ahead(group, &request, stored, dues);
                 }
                 Some(SeenWrite::Summary(replacing)) => {
+                    restore_value(&mut request, seen);
                     return self.apply_replacing(group, request, report, replacing);
                 }
                 None => {}
             }
         }
+        restore_value(&mut request, seen);
         let shared = &self.shared;
         let now_ms = shared.clock.now_ms();
         let stored = match self.current(group, &request.keyspace, &request.key) {
@@ -464,7 +468,7 @@ impl Writer {
         group: &Group,
         keyspace: &str,
         key: &[u8],
-        seen: Option<SeenReplaced>,
+        seen: &mut Option<SeenReplaced>,
     ) -> Result<Option<SeenWrite>, ReplicaError> {
         let Some(id) = self.shared.keyspace_ids.get(keyspace) else {
             return Ok(Some(SeenWrite::Summary(None)));
@@ -483,9 +487,10 @@ impl Writer {
         // Every change to a stored record moves its cache version once the engine has it;
         // changes earlier in this group are in `group.records`, looked up above.
         let cache = self.shared.cache.as_ref();
-        if let Some(seen) = seen.filter(|s| cache.is_some_and(|c| c.unchanged_since(s.version))) {
+        if let Some(current) = seen.take_if(|s| cache.is_some_and(|c| c.unchanged_since(s.version)))
+        {
             self.shared.metrics.writes_from_snapshot.inc();
-            return Ok(Some(seen.write));
+            return Ok(Some(current.write));
         }
         let loaded = self.shared.load_with(keyspace, key, StoredRecord::replaced);
         match loaded {
@@ -687,6 +692,27 @@ struct Written {
     integer: Option<i64>,
     /// Whether the outcome carries the new record.
     return_record: bool,
+}
+
+/// Puts back the value of a SET whose submitter encoded it ahead and left it out of the
+/// request ([`crate::LocalStore::prepare_put`]), when the writer applies the SET itself after
+/// all (its snapshot went stale, or the group changed the key first): the encoded record
+/// holds exactly the value.
+fn restore_value(request: &mut WriteRequest, seen: Option<SeenReplaced>) {
+    let Some(SeenReplaced {
+        write: SeenWrite::Encoded { stored, .. },
+        ..
+    }) = seen
+    else {
+        return;
+    };
+    if let Change::Put { value, .. } = &mut request.change {
+        if let Some(range) = stored.point.and_then(|point| point.value_range()) {
+            if value.is_empty() {
+                value.extend_from_slice(&stored.bytes[range]);
+            }
+        }
+    }
 }
 
 /// Whether `request` supersedes every version of its key whatever they hold, so applying it

@@ -14,6 +14,7 @@ use crate::consistency::Consistency;
 use crate::coordinator::{self, CoordinatorError};
 use crate::keyspaces::KeyspaceDef;
 use bytes::Bytes;
+use ringkv_replica::store::{ConflictMode, PreparedWrite};
 use ringkv_replica::{Entry, ReplicaError, Report, WriteOutcome, WriteRequest};
 use std::borrow::Cow;
 
@@ -312,7 +313,7 @@ fn error_frame(error: CommandError) -> Frame {
 /// replaced.
 #[derive(Default)]
 pub struct DeferredSets {
-    requests: Vec<(WriteRequest, Report)>,
+    requests: Vec<PreparedWrite>,
 }
 
 impl DeferredSets {
@@ -373,7 +374,9 @@ pub fn start_deferred(
     defer(shared, session, request, get, sets)
 }
 
-/// [`start_deferred`] of a `SET key value` without options, read in place from the request.
+/// [`start_deferred`] of a `SET key value` without options, read in place from the request:
+/// the value is copied once, into the record the store encodes ahead of its writer
+/// ([`ringkv_replica::LocalStore::prepare_put`]).
 pub fn start_plain_set(
     shared: &RespShared,
     session: &Session,
@@ -381,8 +384,18 @@ pub fn start_plain_set(
     value: &[u8],
     sets: &mut DeferredSets,
 ) -> Result<(), Frame> {
-    let request = WriteRequest::put(keyspace(session), key, value);
-    defer(shared, session, request, false, sets)
+    let conflict = keyspace_conflict(shared, session)?;
+    let report = Report {
+        previous: false,
+        context: false,
+    };
+    let prepared = shared
+        .node
+        .store
+        .prepare_put(keyspace(session), key, value, conflict, report)
+        .map_err(|error| error_frame(error.into()))?;
+    sets.requests.push(prepared);
+    Ok(())
 }
 
 /// Checks a parsed SET and adds it to `sets`, in the keyspace's conflict mode.
@@ -393,19 +406,26 @@ fn defer(
     get: bool,
     sets: &mut DeferredSets,
 ) -> Result<(), Frame> {
-    let conflict = keyspace_def(shared, session)
-        .map_err(error_frame)?
-        .conflict
-        .into();
-    request
-        .validate()
-        .map_err(|error| error_frame(error.into()))?;
+    let conflict = keyspace_conflict(shared, session)?;
     let report = Report {
         previous: get,
         context: false,
     };
-    sets.requests.push((request.conflict(conflict), report));
+    let prepared = shared
+        .node
+        .store
+        .prepare(request.conflict(conflict), report)
+        .map_err(|error| error_frame(error.into()))?;
+    sets.requests.push(prepared);
     Ok(())
+}
+
+/// How the session's keyspace resolves concurrent writes.
+fn keyspace_conflict(shared: &RespShared, session: &Session) -> Result<ConflictMode, Frame> {
+    Ok(keyspace_def(shared, session)
+        .map_err(error_frame)?
+        .conflict
+        .into())
 }
 
 /// Submits the deferred SETs, waits for them and hands each one's reply, in order, to
@@ -421,8 +441,8 @@ pub async fn finish_deferred(
     // The next pipeline is likely as deep as this one: room for it, not growth by doubling.
     let depth = sets.requests.len();
     let requests = std::mem::replace(&mut sets.requests, Vec::with_capacity(depth));
-    let gets: Vec<bool> = requests.iter().map(|(_, report)| report.previous).collect();
-    let outcomes = match shared.node.store.submit_many(requests) {
+    let gets: Vec<bool> = requests.iter().map(|w| w.report().previous).collect();
+    let outcomes = match shared.node.store.submit_prepared(requests) {
         Ok(pending) => pending.wait().await,
         Err(error) => Err(error),
     };
