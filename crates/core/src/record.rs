@@ -32,6 +32,16 @@ pub struct Sibling {
 }
 
 impl Sibling {
+    /// The sibling with its value borrowed.
+    pub fn view(&self) -> SiblingView<'_> {
+        SiblingView {
+            dot: self.dot,
+            timestamp: self.timestamp,
+            expires_at_ms: self.expires_at_ms,
+            value: self.value.as_deref(),
+        }
+    }
+
     /// Whether this sibling is a value a read may return at `now_ms`.
     pub fn is_visible(&self, now_ms: u64) -> bool {
         self.value.is_some() && self.expires_at_ms.is_none_or(|at| at > now_ms)
@@ -270,7 +280,7 @@ impl Record {
     /// [`Record::encode`], with the [`PointRead`] of the encoding when the record has one
     /// sibling (found while encoding, at no extra cost).
     pub fn encode_for_reads(&self) -> (Vec<u8>, Option<PointRead>) {
-        encode_parts(&self.context, &self.siblings)
+        encode_parts(&self.context, self.siblings.iter().map(Sibling::view))
     }
 
     /// What [`Record::replace`] gives for `mutation`, encoded as [`Record::encode_for_reads`]
@@ -292,7 +302,7 @@ impl Record {
             expires_at_ms: mutation.expires_at_ms,
             value: mutation.value,
         };
-        let (bytes, point) = encode_parts(&context, std::slice::from_ref(&sibling));
+        let (bytes, point) = encode_parts(&context, std::iter::once(sibling));
         EncodedRecord {
             bytes,
             point,
@@ -638,83 +648,52 @@ fn next_dot(context: &mut VersionVector, replica: ReplicaId, timestamp: Timestam
 }
 
 /// Bytes of the siblings' values.
-fn value_bytes(siblings: &[impl EncodableSibling]) -> usize {
+fn value_bytes(siblings: &[Sibling]) -> usize {
     siblings
         .iter()
-        .map(|s| s.value().map_or(0, <[u8]>::len))
+        .map(|s| s.value.as_ref().map_or(0, Vec::len))
         .sum()
 }
 
-/// A sibling as the encoder reads it: owned ([`Sibling`]) or borrowed ([`SiblingView`]).
-trait EncodableSibling {
-    fn dot(&self) -> Dot;
-    fn timestamp(&self) -> Timestamp;
-    fn expires_at_ms(&self) -> Option<u64>;
-    fn value(&self) -> Option<&[u8]>;
-}
-
-impl EncodableSibling for Sibling {
-    fn dot(&self) -> Dot {
-        self.dot
-    }
-    fn timestamp(&self) -> Timestamp {
-        self.timestamp
-    }
-    fn expires_at_ms(&self) -> Option<u64> {
-        self.expires_at_ms
-    }
-    fn value(&self) -> Option<&[u8]> {
-        self.value.as_deref()
-    }
-}
-
-impl EncodableSibling for SiblingView<'_> {
-    fn dot(&self) -> Dot {
-        self.dot
-    }
-    fn timestamp(&self) -> Timestamp {
-        self.timestamp
-    }
-    fn expires_at_ms(&self) -> Option<u64> {
-        self.expires_at_ms
-    }
-    fn value(&self) -> Option<&[u8]> {
-        self.value
-    }
-}
-
 /// The binary form of a record of `context` and `siblings` (see [`Record::encode`]), and
-/// its [`PointRead`] when there is one sibling.
-fn encode_parts(
+/// its [`PointRead`] when there is one sibling. The siblings come as views, so a value the
+/// caller only borrows is encoded without a copy of its own first.
+fn encode_parts<'a>(
     context: &VersionVector,
-    siblings: &[impl EncodableSibling],
+    siblings: impl ExactSizeIterator<Item = SiblingView<'a>> + Clone,
 ) -> (Vec<u8>, Option<PointRead>) {
-    let mut out = Vec::with_capacity(value_bytes(siblings) + 32 + 40 * siblings.len());
+    let count = siblings.len();
+    let value_bytes: usize = siblings
+        .clone()
+        .map(|s| s.value.map_or(0, <[u8]>::len))
+        .sum();
+    let mut out = Vec::with_capacity(value_bytes + 32 + 40 * count);
     out.push(RECORD_FORMAT);
     context.encode_into(&mut out);
-    put_varint(&mut out, siblings.len() as u64);
+    put_varint(&mut out, count as u64);
+    let mut last = None;
     for sibling in siblings {
-        let dot = sibling.dot();
-        out.extend_from_slice(&dot.replica.0.to_le_bytes());
-        put_varint(&mut out, dot.counter);
-        out.extend_from_slice(&sibling.timestamp().0.to_le_bytes());
+        out.extend_from_slice(&sibling.dot.replica.0.to_le_bytes());
+        put_varint(&mut out, sibling.dot.counter);
+        out.extend_from_slice(&sibling.timestamp.0.to_le_bytes());
         // Expiry 0 means none: no value is written already expired at the epoch.
-        put_varint(&mut out, sibling.expires_at_ms().unwrap_or(0));
-        match sibling.value() {
+        put_varint(&mut out, sibling.expires_at_ms.unwrap_or(0));
+        match sibling.value {
             Some(value) => {
                 out.push(KIND_VALUE);
                 put_bytes(&mut out, value);
             }
             None => out.push(KIND_TOMBSTONE),
         }
+        last = Some(sibling);
     }
     // A single sibling is the last thing before the checksum, so its value ends here.
-    let point = match siblings {
-        [only] => Some(PointRead::ending_at(
+    let point = match last {
+        Some(only) if count == 1 => Some(PointRead::ending_at(
             out.len(),
-            only.value().map(<[u8]>::len),
-            only.expires_at_ms(),
-            Some(only.timestamp()).filter(|_| context.covers(only.dot())),
+            only.value.map(<[u8]>::len),
+            only.expires_at_ms,
+            Some(only.timestamp).filter(|_| context.covers(only.dot)),
         )),
         _ => None,
     };

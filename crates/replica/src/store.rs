@@ -1262,6 +1262,19 @@ mod tests {
         }
     }
 
+    /// A store over a new LSM engine in `dir`.
+    fn open_store(dir: &tempfile::TempDir) -> LocalStore {
+        let engine = ringkv_storage::open(EngineKind::Lsm, dir.path()).unwrap();
+        let registry = &mut Registry::default();
+        LocalStore::open(
+            engine,
+            StoreOptions::default(),
+            Arc::new(SystemClock),
+            registry,
+        )
+        .unwrap()
+    }
+
     /// Applies `request` as a pipeline of one that comes with `seen`.
     async fn apply_with(store: &LocalStore, request: WriteRequest, seen: SeenReplaced) {
         let (reply, answer) = oneshot::channel();
@@ -1281,10 +1294,7 @@ mod tests {
     #[tokio::test]
     async fn a_snapshot_is_used_while_current_and_never_once_stale() {
         let dir = tempfile::tempdir().unwrap();
-        let engine = ringkv_storage::open(EngineKind::Lsm, dir.path()).unwrap();
-        let clock = Arc::new(SystemClock);
-        let registry = &mut Registry::default();
-        let store = LocalStore::open(engine, StoreOptions::default(), clock, registry).unwrap();
+        let store = open_store(&dir);
         let index = || {
             let index = store.shared.engine.scan(&ScanRange::prefix(b"x"), 10);
             index.unwrap().len()
@@ -1334,26 +1344,25 @@ mod tests {
     #[tokio::test]
     async fn a_set_prepared_ahead_stores_its_value_however_it_is_applied() {
         let dir = tempfile::tempdir().unwrap();
-        let engine = ringkv_storage::open(EngineKind::Lsm, dir.path()).unwrap();
-        let clock = Arc::new(SystemClock);
-        let registry = &mut Registry::default();
-        let store = LocalStore::open(engine, StoreOptions::default(), clock, registry).unwrap();
+        let store = open_store(&dir);
         let lww = ConflictMode::LastWriterWins;
-        let value = |store: &LocalStore| store.get("default", b"k").unwrap().unwrap();
+        let prepare = |value: &[u8]| {
+            store
+                .prepare_put("default", b"k", value, lww, BARE)
+                .unwrap()
+        };
+        let overwrite =
+            |value: &'static [u8]| store.write(WriteRequest::put("default", b"k", value));
+        let stored = || store.get("default", b"k").unwrap().unwrap();
         let submit = |writes: Vec<PreparedWrite>| async {
             for outcome in store.submit_prepared(writes).unwrap().wait().await.unwrap() {
                 outcome.unwrap();
             }
         };
-        store
-            .write(WriteRequest::put("default", b"k", b"0"))
-            .await
-            .unwrap();
+        overwrite(b"0").await.unwrap();
 
         // Current snapshot: stored as encoded ahead.
-        let prepared = store
-            .prepare_put("default", b"k", b"ahead", lww, BARE)
-            .unwrap();
+        let prepared = prepare(b"ahead");
         assert!(
             matches!(
                 &prepared.request.change,
@@ -1362,39 +1371,25 @@ mod tests {
             "the value is left to the encoded record"
         );
         submit(vec![prepared]).await;
-        assert_eq!(value(&store).winner().value, b"ahead");
+        assert_eq!(stored().winner().value, b"ahead");
 
         // Stale snapshot: the writer applies it from the value it takes back.
-        let prepared = store
-            .prepare_put("default", b"k", b"stale", lww, BARE)
-            .unwrap();
-        store
-            .write(WriteRequest::put("default", b"k", b"between"))
-            .await
-            .unwrap();
+        let prepared = prepare(b"stale");
+        overwrite(b"between").await.unwrap();
         submit(vec![prepared]).await;
-        assert_eq!(value(&store).winner().value, b"stale");
+        assert_eq!(stored().winner().value, b"stale");
 
         // Two in one job: the second replaces the first.
-        let first = store
-            .prepare_put("default", b"k", b"first", lww, BARE)
-            .unwrap();
-        let second = store
-            .prepare_put("default", b"k", b"second", lww, BARE)
-            .unwrap();
-        submit(vec![first, second]).await;
-        let entry = value(&store);
+        submit(vec![prepare(b"first"), prepare(b"second")]).await;
+        let entry = stored();
         assert_eq!(entry.values.len(), 1);
         assert_eq!(entry.winner().value, b"second");
 
         // An empty value is a value.
-        let prepared = store.prepare_put("default", b"k", b"", lww, BARE).unwrap();
-        store
-            .write(WriteRequest::put("default", b"k", b"x"))
-            .await
-            .unwrap();
+        let prepared = prepare(b"");
+        overwrite(b"x").await.unwrap();
         submit(vec![prepared]).await;
-        assert_eq!(value(&store).winner().value, b"");
+        assert_eq!(stored().winner().value, b"");
 
         // A key the cache does not hold: the request keeps its value.
         let prepared = store
@@ -1418,10 +1413,7 @@ mod tests {
     #[tokio::test]
     async fn a_pipeline_that_sets_a_key_twice_replaces_its_own_first_set() {
         let dir = tempfile::tempdir().unwrap();
-        let engine = ringkv_storage::open(EngineKind::Lsm, dir.path()).unwrap();
-        let clock = Arc::new(SystemClock);
-        let registry = &mut Registry::default();
-        let store = LocalStore::open(engine, StoreOptions::default(), clock, registry).unwrap();
+        let store = open_store(&dir);
         store
             .write(WriteRequest::put("default", b"k", b"0"))
             .await

@@ -326,6 +326,13 @@ impl DeferredSets {
     pub fn is_empty(&self) -> bool {
         self.requests.is_empty()
     }
+
+    /// Adds a prepared SET; `Err` is the reply of one that could not be prepared.
+    fn push(&mut self, prepared: Result<PreparedWrite, ReplicaError>) -> Result<(), Frame> {
+        let prepared = prepared.map_err(|error| error_frame(error.into()))?;
+        self.requests.push(prepared);
+        Ok(())
+    }
 }
 
 /// Whether `arguments` are a command [`start_deferred`] can take: a SET this session may
@@ -385,17 +392,9 @@ pub fn start_plain_set(
     sets: &mut DeferredSets,
 ) -> Result<(), Frame> {
     let conflict = keyspace_conflict(shared, session)?;
-    let report = Report {
-        previous: false,
-        context: false,
-    };
-    let prepared = shared
-        .node
-        .store
-        .prepare_put(keyspace(session), key, value, conflict, report)
-        .map_err(|error| error_frame(error.into()))?;
-    sets.requests.push(prepared);
-    Ok(())
+    let store = &shared.node.store;
+    let prepared = store.prepare_put(keyspace(session), key, value, conflict, set_report(false));
+    sets.push(prepared)
 }
 
 /// Checks a parsed SET and adds it to `sets`, in the keyspace's conflict mode.
@@ -407,17 +406,19 @@ fn defer(
     sets: &mut DeferredSets,
 ) -> Result<(), Frame> {
     let conflict = keyspace_conflict(shared, session)?;
-    let report = Report {
-        previous: get,
-        context: false,
-    };
     let prepared = shared
         .node
         .store
-        .prepare(request.conflict(conflict), report)
-        .map_err(|error| error_frame(error.into()))?;
-    sets.requests.push(prepared);
-    Ok(())
+        .prepare(request.conflict(conflict), set_report(get));
+    sets.push(prepared)
+}
+
+/// What a SET's reply needs of its outcome: with the GET option, what it replaced.
+fn set_report(get: bool) -> Report {
+    Report {
+        previous: get,
+        context: false,
+    }
 }
 
 /// How the session's keyspace resolves concurrent writes.
