@@ -546,17 +546,19 @@ impl PreparedWrite {
         self.report
     }
 
-    /// Value bytes the write carries, for sizing groups: a value that was encoded ahead
-    /// ([`SeenWrite::Encoded`]) is in the encoded record rather than in the request.
+    /// Bytes of key and value, for sizing groups ([`WriteRequest::bytes`]): a value encoded
+    /// ahead ([`SeenWrite::Encoded`]) may be in the encoded record only.
     pub(crate) fn bytes(&self) -> usize {
-        let encoded = match &self.seen {
+        match &self.seen {
             Some(SeenReplaced {
                 write: SeenWrite::Encoded { stored, .. },
                 ..
-            }) => stored.bytes.len(),
-            _ => 0,
-        };
-        self.request.bytes() + encoded
+            }) => self
+                .request
+                .bytes()
+                .max(self.request.key.len() + stored.bytes.len()),
+            _ => self.request.bytes(),
+        }
     }
 }
 
@@ -980,7 +982,7 @@ impl LocalStore {
     /// Validates a write and does on the caller's thread what can be done ahead of the
     /// writer: the caller's thread has time to spare, the single writer has none. For a
     /// plain SET, it reads the record it replaces from the cache and encodes the new one
-    /// ([`Shared::seen_replaced`]).
+    /// (`Shared::seen_replaced`).
     pub fn prepare(
         &self,
         request: WriteRequest,
@@ -1007,14 +1009,14 @@ impl LocalStore {
         conflict: ConflictMode,
         report: Report,
     ) -> Result<PreparedWrite, ReplicaError> {
+        let mut request = WriteRequest::put(keyspace, key, b"").conflict(conflict);
+        request.validate()?;
         if value.len() > VALUE_BYTES_MAX {
             return Err(ReplicaError::ValueTooLarge {
                 len: value.len(),
                 max: VALUE_BYTES_MAX,
             });
         }
-        let mut request = WriteRequest::put(keyspace, key, b"").conflict(conflict);
-        request.validate()?;
         let put = (!report.context).then_some(record::MutationView {
             value: Some(value),
             expires_at_ms: None,

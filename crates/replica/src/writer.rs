@@ -9,6 +9,10 @@
 //! group is synced by a second thread while the writer applies the next one; a small one by
 //! the writer itself, which saves two thread wake-ups where little could overlap, after it has
 //! also stored what arrived while the group was applied, so that one sync covers both.
+//!
+//! What can be done off this thread is: a plain SET arrives with its new record already
+//! encoded by its submitter from a snapshot of the cache ([`crate::store::PreparedWrite`]),
+//! and the writer only checks that the snapshot still holds before storing it.
 
 use crate::cache::{CacheKey, Cached, StoredRecord};
 use crate::error::ReplicaError;
@@ -59,7 +63,8 @@ pub(crate) enum Job {
         reply: oneshot::Sender<Result<WriteOutcome, ReplicaError>>,
     },
     /// Several writes applied in one engine batch: other readers see all or none of them.
-    /// Each may come with what its submitter saw of the record it replaces.
+    /// Each may come with what its submitter saw of the record it replaces, and a plain SET
+    /// with its new record already encoded ([`SeenWrite::Encoded`]).
     WriteMany {
         requests: Vec<PreparedWrite>,
         reply: ManyReply,
@@ -327,12 +332,10 @@ impl Writer {
     fn apply_write(
         &self,
         group: &mut Group,
-        request: WriteRequest,
+        mut request: WriteRequest,
         report: Report,
-        seen: Option<SeenReplaced>,
+        mut seen: Option<SeenReplaced>,
     ) -> Result<WriteOutcome, ReplicaError> {
-        let mut request = request;
-        let mut seen = seen;
         if supersedes_all(&request, report) {
             match self.replacing(group, &request.keyspace, &request.key, &mut seen)? {
                 Some(SeenWrite::Encoded { stored, dues }) => {
