@@ -152,15 +152,17 @@ fn resp_value(key: usize, seq: u64) -> Vec<u8> {
     value
 }
 
-/// A RESP command, encoded.
+/// A RESP command, encoded by the server's own frame encoder (an array of bulk strings).
 fn resp_command(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
+    use ringkv_server::resp::frame::Frame;
+    let frame = Frame::Array(
+        args.iter()
+            .map(|arg| Frame::Bulk(bytes::Bytes::copy_from_slice(arg)))
+            .collect(),
+    );
+    let mut out = bytes::BytesMut::new();
+    frame.encode(2, &mut out);
+    out.to_vec()
 }
 
 /// Reads one simple or bulk reply (`None`: a nil bulk); `Err` once the connection is gone.
