@@ -7,6 +7,7 @@
 //!
 //! - [`store`]: the public API: open, read, scan, write.
 //! - [`writer`]: the single writer thread and its group commit.
+//! - [`loop_commit`]: writes committed by the event-loop thread that submitted them.
 //! - [`cache`]: the record cache in front of the engine.
 //! - [`sweeper`]: removes expired values and old tombstones in the background.
 //! - [`layout`]: how keyspaces, keys and the expiry index map onto engine keys.
@@ -17,12 +18,14 @@ pub mod cache;
 pub mod error;
 pub mod keyspace_ids;
 pub mod layout;
+pub mod loop_commit;
 pub mod metrics;
 pub mod store;
 pub mod sweeper;
 pub mod writer;
 
 pub use error::ReplicaError;
+pub use loop_commit::{commit_parked, LoopCommits};
 pub use store::{
     Change, Condition, ConflictMode, Entry, Expiry, LocalStore, MergeRequest, PendingWrite,
     PendingWrites, Report, ScanPage, StoreOptions, SyncPolicy, Version, VisibleValue, WriteOutcome,

@@ -6,8 +6,9 @@ use crate::cache::{CacheKey, Cached, Lookup, RecordCache, SlotVersion, StoredRec
 use crate::error::ReplicaError;
 use crate::keyspace_ids::KeyspaceIds;
 use crate::layout;
+use crate::loop_commit::{self, LoopCommits, Queued};
 use crate::metrics::StoreMetrics;
-use crate::writer::{Job, Writer};
+use crate::writer::{Job, Writer, WriterThread};
 use bytes::Bytes;
 use prometheus_client::registry::Registry;
 use ringkv_core::causal::{ReplicaId, VersionVector};
@@ -730,7 +731,11 @@ impl Shared {
 /// A node's local replica of the keys it stores.
 pub struct LocalStore {
     shared: Arc<Shared>,
-    writer: Option<mpsc::Sender<Job>>,
+    /// Held by whoever applies a group: the writer thread, or a thread committing its own
+    /// writes ([`LocalStore::commit_on_this_thread`]).
+    writer: Arc<parking_lot::Mutex<Writer>>,
+    /// The writer thread's queue.
+    jobs: Option<mpsc::Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
     stop: Option<std::sync::mpsc::Sender<()>>,
 }
@@ -764,9 +769,10 @@ impl LocalStore {
         });
         let (writer_tx, writer_rx) = mpsc::channel(shared.options.write_queue_max.max(1));
         let (stop_tx, stop_rx) = std::sync::mpsc::channel();
+        let writer = Arc::new(parking_lot::Mutex::new(Writer::new(Arc::clone(&shared))));
         let mut threads = vec![spawn("ringkv-writer", {
-            let writer = Writer::new(Arc::clone(&shared), writer_rx);
-            move || writer.run()
+            let thread = WriterThread::new(Arc::clone(&writer), writer_rx);
+            move || thread.run()
         })?];
         threads.push(spawn("ringkv-background", {
             let shared = Arc::clone(&shared);
@@ -778,7 +784,8 @@ impl LocalStore {
         })?);
         Ok(Self {
             shared,
-            writer: Some(writer_tx),
+            writer,
+            jobs: Some(writer_tx),
             threads,
             stop: Some(stop_tx),
         })
@@ -913,11 +920,7 @@ impl LocalStore {
     pub async fn write(&self, request: WriteRequest) -> Result<WriteOutcome, ReplicaError> {
         request.validate()?;
         let (reply, answer) = oneshot::channel();
-        let writer = self.writer.as_ref().ok_or(ReplicaError::ShuttingDown)?;
-        writer
-            .send(Job::Write { request, reply })
-            .await
-            .map_err(|_| ReplicaError::ShuttingDown)?;
+        self.send(Job::Write { request, reply }).await?;
         answer.await.map_err(|_| ReplicaError::ShuttingDown)?
     }
 
@@ -932,7 +935,6 @@ impl LocalStore {
             request.validate()?;
         }
         let (reply, answer) = oneshot::channel();
-        let writer = self.writer.as_ref().ok_or(ReplicaError::ShuttingDown)?;
         let requests = requests
             .into_iter()
             .map(|request| PreparedWrite {
@@ -941,10 +943,7 @@ impl LocalStore {
                 seen: None,
             })
             .collect();
-        writer
-            .send(Job::WriteMany { requests, reply })
-            .await
-            .map_err(|_| ReplicaError::ShuttingDown)?;
+        self.send(Job::WriteMany { requests, reply }).await?;
         answer.await.map_err(|_| ReplicaError::ShuttingDown)?
     }
 
@@ -1051,11 +1050,36 @@ impl LocalStore {
         Ok(PendingWrites { answer })
     }
 
-    /// Hands a job to the writer, refusing it with [`ReplicaError::Busy`] when the queue is
-    /// full.
+    /// Makes the calling thread commit the writes it submits to this store itself, when its
+    /// runtime parks, instead of handing them to the writer thread (see [`loop_commit`]):
+    /// for a thread that serves connections on a current-thread runtime built with
+    /// `on_thread_park(ringkv_replica::commit_parked)`, and called inside it. Lasts until the
+    /// returned value is dropped, which commits what is still queued.
+    pub fn commit_on_this_thread(&self) -> LoopCommits {
+        LoopCommits::start(
+            Arc::clone(&self.writer),
+            self.shared.options.write_queue_max,
+        )
+    }
+
+    /// Hands a job to this thread's own commits or to the writer, waiting for room in the
+    /// writer's queue.
+    async fn send(&self, job: Job) -> Result<(), ReplicaError> {
+        let Queued::Elsewhere(job) = loop_commit::queue(&self.writer, job, false)? else {
+            return Ok(());
+        };
+        let jobs = self.jobs.as_ref().ok_or(ReplicaError::ShuttingDown)?;
+        jobs.send(job).await.map_err(|_| ReplicaError::ShuttingDown)
+    }
+
+    /// Hands a job to this thread's own commits or to the writer, refusing it with
+    /// [`ReplicaError::Busy`] when the queue is full.
     fn enqueue(&self, job: Job) -> Result<(), ReplicaError> {
-        let writer = self.writer.as_ref().ok_or(ReplicaError::ShuttingDown)?;
-        writer.try_send(job).map_err(|error| match error {
+        let Queued::Elsewhere(job) = loop_commit::queue(&self.writer, job, true)? else {
+            return Ok(());
+        };
+        let jobs = self.jobs.as_ref().ok_or(ReplicaError::ShuttingDown)?;
+        jobs.try_send(job).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => ReplicaError::Busy,
             mpsc::error::TrySendError::Closed(_) => ReplicaError::ShuttingDown,
         })
@@ -1103,11 +1127,7 @@ impl LocalStore {
             });
         }
         let (reply, answer) = oneshot::channel();
-        let writer = self.writer.as_ref().ok_or(ReplicaError::ShuttingDown)?;
-        writer
-            .send(Job::Merge { request, reply })
-            .await
-            .map_err(|_| ReplicaError::ShuttingDown)?;
+        self.send(Job::Merge { request, reply }).await?;
         answer.await.map_err(|_| ReplicaError::ShuttingDown)?
     }
 
@@ -1160,7 +1180,7 @@ impl LocalStore {
     /// its own every `sweep_interval_ms`). Returns how many siblings were removed.
     pub async fn sweep_now(&self) -> Result<u64, ReplicaError> {
         let writer = self
-            .writer
+            .jobs
             .as_ref()
             .ok_or(ReplicaError::ShuttingDown)?
             .clone();
@@ -1177,7 +1197,7 @@ impl Drop for LocalStore {
         // drained every queued write; a final checkpoint makes a clean shutdown durable and
         // leaves little in the engine's log to replay.
         self.stop.take();
-        self.writer.take();
+        self.jobs.take();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
