@@ -49,9 +49,13 @@ pub struct ServerArgs {
     /// When writes are acknowledged: always (after fsync), periodic or none [default: always].
     #[arg(long, env = "RINGKV_SYNC")]
     sync: Option<SyncPolicy>,
-    /// Threads serving requests [default: 0, one per core].
+    /// Threads serving REST and cluster requests [default: 0, one per core].
     #[arg(long, env = "RINGKV_IO_THREADS")]
     io_threads: Option<usize>,
+    /// Event loops serving Redis-protocol connections, each committing its connections'
+    /// writes itself; 0: one per core [default: 1].
+    #[arg(long, env = "RINGKV_RESP_THREADS")]
+    resp_threads: Option<usize>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -88,6 +92,7 @@ impl ServerArgs {
         config.weight = self.weight.unwrap_or(config.weight);
         config.sync = self.sync.unwrap_or(config.sync);
         config.io_threads = self.io_threads.unwrap_or(config.io_threads);
+        config.resp_threads = self.resp_threads.unwrap_or(config.resp_threads);
         config.validate()?;
         Ok(config)
     }
@@ -110,7 +115,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let running = ringkv_server::start(config.clone()).await?;
         println!(
-            "ringkv node {} serving http={} resp={} cluster={} engine={} data={} sync={} io_threads={}",
+            "ringkv node {} serving http={} resp={} cluster={} engine={} data={} sync={} io_threads={} resp_threads={}",
             running.node.node_id,
             running.http_addr,
             running.resp_addr,
@@ -118,7 +123,8 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             config.engine,
             config.data_dir.display(),
             config.sync,
-            config.runtime_threads()
+            config.runtime_threads(),
+            config.resp_loops()
         );
         wait_for_stop_signal().await?;
         tracing::info!("stopping: finishing in-flight requests");

@@ -71,8 +71,11 @@ pub struct ServerConfig {
     /// memory (or of the container's limit), at least 64 MiB; it only fills as records are
     /// read and written.
     pub record_cache_mb: u64,
-    /// Threads serving requests (the async runtime); 0: one per core.
+    /// Threads serving REST and cluster requests (the async runtime); 0: one per core.
     pub io_threads: usize,
+    /// Event loops serving Redis-protocol connections, each a thread that commits its
+    /// connections' writes itself (see [`ServerConfig::resp_loops`]); 0: one per core.
+    pub resp_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -103,6 +106,7 @@ impl Default for ServerConfig {
             rpc_timeout_ms: 2_000,
             record_cache_mb: record_cache_share_mb(memory_bytes()),
             io_threads: 0,
+            resp_threads: RESP_THREADS_DEFAULT,
         }
     }
 }
@@ -162,20 +166,25 @@ impl ServerConfig {
         Ok(())
     }
 
-    /// How many threads the async runtime gets: `io_threads`, or one per core. Fewer can
-    /// pay on a small machine whose writer thread is busy, since request threads then wait
-    /// less for a core: measured on 2 cores with the client on the same machine
-    /// (`redis-benchmark -c 50 -d 100`, sync always), one thread instead of two served 14-25 %
-    /// more SETs at `-P 16` (lsm 270/261 k vs 215/209 k ops/s, memory 370/386 k vs 326/338 k),
-    /// as many at `-P 1` and 15 % more GETs at `-P 1`, but 5-15 % fewer GETs at `-P 16`, where
-    /// the request threads themselves are the bottleneck. The default stays one per core: a
-    /// request thread reads the engine in place, and with a single one, a read that has to
-    /// wait for the disk would hold up every connection.
+    /// How many threads the async runtime gets (REST, cluster RPC, gossip, and the replicas'
+    /// reads and writes they serve): `io_threads`, or one per core. Redis-protocol
+    /// connections have event loops of their own ([`ServerConfig::resp_loops`]).
     pub fn runtime_threads(&self) -> usize {
         if self.io_threads > 0 {
             return self.io_threads;
         }
-        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+        cores()
+    }
+
+    /// How many event loops serve Redis-protocol connections: `resp_threads`, or one per
+    /// core when that is 0. Each loop commits the writes of its own connections as one group
+    /// per turn, so more loops read and parse in parallel but split the writes into smaller
+    /// groups, each with a sync of its own.
+    pub fn resp_loops(&self) -> usize {
+        if self.resp_threads > 0 {
+            return self.resp_threads;
+        }
+        cores()
     }
 
     /// The local store's options.
@@ -203,6 +212,18 @@ const RECORD_CACHE_MB_MIN: u64 = ringkv_replica::store::CACHE_BYTES_DEFAULT >> 2
 /// engine; with a million keys written at random, 64 MiB held too few of them: 3 M SETs ran
 /// at 71 k/s with 64 MiB, 119 k/s with this default on a 24 GiB machine (3 GiB;
 /// `redis-benchmark -t set -n 3000000 -r 1000000 -c 50 -d 100 -P 16`, `--sync none`).
+/// Redis-protocol event loops by default: one, as Redis has. Measured on 2 cores with the
+/// client on the same machine (`redis-benchmark -t set -c 50 -d 100`, sync always, 4
+/// alternating rounds): one loop served 52-70 k SETs/s at `-P 1` where two served 34-50 k
+/// (each loop's groups were half as large, 12 writes per sync instead of 25), and 299-373 k
+/// at `-P 16` where two served 297-352 k.
+pub const RESP_THREADS_DEFAULT: usize = 1;
+
+/// The cores this process may use.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
 fn record_cache_share_mb(memory: Option<u64>) -> u64 {
     memory.map_or(RECORD_CACHE_MB_MIN, |bytes| {
         ((bytes / 8) >> 20).max(RECORD_CACHE_MB_MIN)
@@ -307,6 +328,16 @@ mod tests {
         assert_eq!(ServerConfig::default().runtime_threads(), cores);
         let given: ServerConfig = toml::from_str("io_threads = 3").unwrap();
         assert_eq!(given.runtime_threads(), 3);
+    }
+
+    #[test]
+    fn redis_protocol_loops_are_one_unless_given_and_zero_means_one_per_core() {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        assert_eq!(ServerConfig::default().resp_loops(), 1);
+        let given: ServerConfig = toml::from_str("resp_threads = 3").unwrap();
+        assert_eq!(given.resp_loops(), 3);
+        let per_core: ServerConfig = toml::from_str("resp_threads = 0").unwrap();
+        assert_eq!(per_core.resp_loops(), cores);
     }
 
     #[test]

@@ -260,7 +260,12 @@ pub async fn serve(node: Arc<Node>) -> Result<RunningNode, NodeError> {
         source,
     })?;
     let resp_shared = Arc::new(crate::resp::RespShared::new(Arc::clone(&node)));
-    let resp_task = tokio::spawn(crate::resp::serve(resp, resp_shared, signal.clone()));
+    let loops = crate::resp::loops::RespLoops::start(node.config.resp_loops(), &node, &signal)
+        .map_err(|source| NodeError::Bind {
+            address: node.config.resp.clone(),
+            source,
+        })?;
+    let resp_task = tokio::spawn(crate::resp::serve(resp, resp_shared, loops, signal.clone()));
     let (cluster_addr, rpc) = start_gossip(&node, http_addr, signal.clone()).await?;
     let rpc_task = tokio::spawn(ringkv_cluster::rpc::serve(
         rpc,

@@ -9,6 +9,7 @@ pub mod commands;
 pub mod connection;
 pub mod frame;
 pub mod glob;
+pub mod loops;
 pub mod request;
 
 use crate::node::Node;
@@ -102,11 +103,13 @@ impl RespShared {
     }
 }
 
-/// Accepts Redis-protocol connections until `shutdown` turns true. At most
+/// Accepts Redis-protocol connections until `shutdown` turns true, and serves them on the
+/// node's event loops ([`loops`]); returns once those have stopped. At most
 /// `connections_max` are served at once; one more is told so and closed, as Redis does.
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<RespShared>,
+    loops: loops::RespLoops,
     shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(shared.node.config.connections_max));
@@ -114,7 +117,7 @@ pub async fn serve(
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = stop.wait_for(|stop| *stop) => return,
+            _ = stop.wait_for(|stop| *stop) => break,
         };
         let (stream, _peer) = match accepted {
             Ok(connection) => connection,
@@ -129,7 +132,7 @@ pub async fn serve(
         match Arc::clone(&permits).try_acquire_owned() {
             Ok(permit) => {
                 let (shared, shutdown) = (Arc::clone(&shared), shutdown.clone());
-                tokio::spawn(async move {
+                loops.serve(stream, move |stream| async move {
                     connection::handle(stream, shared, shutdown).await;
                     drop(permit);
                 });
@@ -142,4 +145,6 @@ pub async fn serve(
             }
         }
     }
+    drop(shared);
+    loops.stopped().await;
 }
