@@ -520,3 +520,60 @@ async fn connections_are_closed_when_the_node_stops() {
     assert!(idle.closed().await, "the idle client is disconnected");
     assert!(busy.closed().await, "the busy client is disconnected");
 }
+
+#[tokio::test]
+async fn several_event_loops_serve_their_connections_and_stop_with_the_node() {
+    // Goal: with more than one event loop, each connection's writes are committed by its own
+    // loop, in order, and visible to every other connection; the node still stops in time.
+    // Method: six connections over three loops each pipeline SETs of one key of their own
+    // and a GET of it, then read each other's keys.
+    let node = start_node(|config| config.resp_threads = 3).await;
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        clients.push(RespClient::connect(&node).await);
+    }
+    let mut pipelines = Vec::new();
+    for (index, mut client) in clients.into_iter().enumerate() {
+        pipelines.push(tokio::spawn(async move {
+            let key = format!("loop-key-{index}");
+            let mut pipeline = Vec::new();
+            for i in 0..50 {
+                let value = format!("{index}-{i}");
+                pipeline.extend(RespClient::encode(&[
+                    b"SET",
+                    key.as_bytes(),
+                    value.as_bytes(),
+                ]));
+            }
+            pipeline.extend(RespClient::encode(&[b"GET", key.as_bytes()]));
+            client.send_raw(&pipeline).await;
+            for i in 0..50 {
+                assert_eq!(client.read().await, ok(), "SET {i} of connection {index}");
+            }
+            assert_eq!(client.read().await, bulk(&format!("{index}-49")));
+            client
+        }));
+    }
+    let mut clients = Vec::new();
+    for pipeline in pipelines {
+        clients.push(pipeline.await.unwrap());
+    }
+    for (reader, client) in clients.iter_mut().enumerate() {
+        let other = (reader + 1) % 6;
+        let key = format!("loop-key-{other}");
+        assert_eq!(
+            client.call(&["GET", &key]).await,
+            bulk(&format!("{other}-49"))
+        );
+    }
+    let support::TestNode { running, dir: _dir } = node;
+    tokio::time::timeout(std::time::Duration::from_secs(10), running.shutdown())
+        .await
+        .expect("the node stops in time");
+    for client in &mut clients {
+        assert!(
+            client.closed().await,
+            "every loop's clients are disconnected"
+        );
+    }
+}
