@@ -6,7 +6,7 @@ use crate::cache::{CacheKey, Cached, Lookup, RecordCache, SlotVersion, StoredRec
 use crate::error::ReplicaError;
 use crate::keyspace_ids::KeyspaceIds;
 use crate::layout;
-use crate::loop_commit::{self, LoopCommits, Queued};
+use crate::loop_commit::{LoopCommits, LoopQueue, Queued};
 use crate::metrics::StoreMetrics;
 use crate::writer::{Job, Writer, WriterThread};
 use bytes::Bytes;
@@ -731,9 +731,8 @@ impl Shared {
 /// A node's local replica of the keys it stores.
 pub struct LocalStore {
     shared: Arc<Shared>,
-    /// Held by whoever applies a group: the writer thread, or a thread committing its own
-    /// writes ([`LocalStore::commit_on_this_thread`]).
-    writer: Arc<parking_lot::Mutex<Writer>>,
+    /// The writes of threads that commit their own ([`LocalStore::commit_on_this_thread`]).
+    loops: Arc<LoopQueue>,
     /// The writer thread's queue.
     jobs: Option<mpsc::Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
@@ -782,9 +781,10 @@ impl LocalStore {
                 crate::sweeper::run_background(shared, writer_tx, stop_rx)
             }
         })?);
+        let loops = Arc::new(LoopQueue::new(writer, shared.options.write_queue_max));
         Ok(Self {
             shared,
-            writer,
+            loops,
             jobs: Some(writer_tx),
             threads,
             stop: Some(stop_tx),
@@ -1051,21 +1051,18 @@ impl LocalStore {
     }
 
     /// Makes the calling thread commit the writes it submits to this store itself, when its
-    /// runtime parks, instead of handing them to the writer thread (see [`loop_commit`]):
+    /// runtime parks, instead of handing them to the writer thread (see [`crate::loop_commit`]):
     /// for a thread that serves connections on a current-thread runtime built with
     /// `on_thread_park(ringkv_replica::commit_parked)`, and called inside it. Lasts until the
     /// returned value is dropped, which commits what is still queued.
     pub fn commit_on_this_thread(&self) -> LoopCommits {
-        LoopCommits::start(
-            Arc::clone(&self.writer),
-            self.shared.options.write_queue_max,
-        )
+        LoopCommits::start(Arc::clone(&self.loops))
     }
 
     /// Hands a job to this thread's own commits or to the writer, waiting for room in the
     /// writer's queue.
     async fn send(&self, job: Job) -> Result<(), ReplicaError> {
-        let Queued::Elsewhere(job) = loop_commit::queue(&self.writer, job, false)? else {
+        let Queued::Elsewhere(job) = self.loops.offer(job, false)? else {
             return Ok(());
         };
         let jobs = self.jobs.as_ref().ok_or(ReplicaError::ShuttingDown)?;
@@ -1075,7 +1072,7 @@ impl LocalStore {
     /// Hands a job to this thread's own commits or to the writer, refusing it with
     /// [`ReplicaError::Busy`] when the queue is full.
     fn enqueue(&self, job: Job) -> Result<(), ReplicaError> {
-        let Queued::Elsewhere(job) = loop_commit::queue(&self.writer, job, true)? else {
+        let Queued::Elsewhere(job) = self.loops.offer(job, true)? else {
             return Ok(());
         };
         let jobs = self.jobs.as_ref().ok_or(ReplicaError::ShuttingDown)?;

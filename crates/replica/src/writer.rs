@@ -25,7 +25,7 @@ use crate::store::{
     Change, Condition, ConflictMode, Entry, Expiry, MergeRequest, PreparedWrite, Report,
     SeenReplaced, SeenWrite, Shared, SyncPolicy, WriteOutcome, WriteRequest,
 };
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use ringkv_core::causal::VersionVector;
 use ringkv_core::record::{Mutation, Record, Replaced};
 use ringkv_storage::{copy_key, StorageError, WriteBatch};
@@ -304,17 +304,16 @@ impl Writer {
     /// policy says, then answers them.
     ///
     /// A small group is synced in place, as Redis's event loop does, holding the writer
-    /// through the sync: another thread committing its own then waits for this sync and syncs
-    /// once after it, where two syncs at once would each wait for the other's (the engine
-    /// runs one at a time) and double the wait of both groups. A large one is handed to the
+    /// through the sync: another committing thread then waits for this sync and commits
+    /// what was queued meanwhile in one group after it, where two syncs at once would each
+    /// wait for the other's (the engine runs one at a time). A large one is handed to the
     /// syncer, as the writer thread's are, so that the thread serves the requests that came
     /// in meanwhile while the disk works (`redis-benchmark -P 16`, whose 50 pipelines arrive
     /// in about two waves).
-    pub fn commit_queued(writer: &Mutex<Writer>, jobs: Vec<Job>) {
+    pub fn commit_queued(guard: MutexGuard<'_, Writer>, jobs: Vec<Job>) {
         let mut jobs = jobs.into_iter();
         let mut waiting = Vec::new();
         let (mut writes, mut bytes) = (0, 0);
-        let guard = writer.lock();
         while let Some(first) = jobs.next() {
             let (group, group_writes, group_bytes) = gather(first, || jobs.next());
             writes += group_writes;
