@@ -23,7 +23,7 @@
 use crate::error::ReplicaError;
 use crate::writer::{Job, Writer};
 use parking_lot::Mutex;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +57,8 @@ struct Here {
     queue: Arc<LoopQueue>,
     /// Told when this thread queues the first job of an empty queue.
     armed: Arc<Notify>,
+    /// Whether this thread has queued jobs since it last took the queue.
+    queued: Cell<bool>,
 }
 
 /// How a job offered to this thread's queue fared.
@@ -93,26 +95,62 @@ impl LoopQueue {
                     here.armed.notify_one();
                 }
                 jobs.push(job);
+                here.queued.set(true);
                 Ok(Queued::Here)
             }
             _ => Ok(Queued::Elsewhere(job)),
         })
     }
 
-    /// Commits every queued job. Waits for the writer first, so whoever queued a job and
-    /// then commits finds it either committed by the thread that held the writer, or still
-    /// queued: none is left behind.
-    fn commit(&self) {
-        if self.jobs.lock().is_empty() {
-            return;
+    /// Commits what is queued, in one group, unless the writer is busy: whoever holds it
+    /// then commits it after (see below), so a thread that finds it busy goes back to its
+    /// connections instead of waiting, and its writes join the next group instead of making
+    /// a smaller one of their own. (Waiting made each of two loops sync about half of what
+    /// one loop syncs: 13 writes per sync instead of 25, with 50 clients of one SET each.)
+    ///
+    /// Once done, a thread checks the queue again: what was queued while it held the writer
+    /// is either in the queue then, or its thread found the writer free. It goes on
+    /// committing, unless `took_own` says a group held some of its own writes: their
+    /// answers are its to send, and it commits what is queued when it next parks.
+    pub(crate) fn commit(&self, mut took_own: impl FnMut() -> bool) {
+        loop {
+            if self.jobs.lock().is_empty() {
+                return;
+            }
+            let Some(writer) = self.writer.try_lock() else {
+                return;
+            };
+            let Some(jobs) = self.take() else {
+                return;
+            };
+            let own = took_own();
+            self.committed.fetch_add(1, Ordering::Relaxed);
+            Writer::commit_queued(writer, jobs);
+            if own {
+                return;
+            }
         }
+    }
+
+    /// Commits what is queued, waiting for the writer if it is busy.
+    fn commit_now(&self) {
         let writer = self.writer.lock();
-        let jobs = std::mem::take(&mut *self.jobs.lock());
-        if jobs.is_empty() {
-            return;
+        if let Some(jobs) = self.take() {
+            self.committed.fetch_add(1, Ordering::Relaxed);
+            Writer::commit_queued(writer, jobs);
         }
-        self.committed.fetch_add(1, Ordering::Relaxed);
-        Writer::commit_queued(writer, jobs);
+    }
+
+    /// Takes every queued job, if any, leaving room for as many: the next group is likely
+    /// about as large, and growing a vector to it push by push cost more instructions per
+    /// SET than its own queueing (`redis-benchmark -P 1`, callgrind).
+    fn take(&self) -> Option<Vec<Job>> {
+        let mut jobs = self.jobs.lock();
+        if jobs.is_empty() {
+            return None;
+        }
+        let room = jobs.len();
+        Some(std::mem::replace(&mut *jobs, Vec::with_capacity(room)))
     }
 }
 
@@ -122,7 +160,17 @@ impl LoopQueue {
 pub fn commit_parked() {
     HERE.with_borrow(|here| {
         if let Some(here) = here {
-            here.queue.commit();
+            here.queue.commit(|| here.queued.replace(false));
+        }
+    });
+}
+
+/// Commits everything queued for the store this thread commits for, if any, waiting for the
+/// writer if need be: for a thread that stops committing, which must leave nothing behind.
+fn commit_all_here() {
+    HERE.with_borrow(|here| {
+        if let Some(here) = here {
+            here.queue.commit_now();
         }
     });
 }
@@ -139,11 +187,12 @@ impl LoopCommits {
     /// store per thread: what an earlier one queued is committed first). Must be called
     /// inside a current-thread runtime built with `on_thread_park(commit_parked)`.
     pub(crate) fn start(queue: Arc<LoopQueue>) -> Self {
-        commit_parked();
+        commit_all_here();
         let armed = Arc::new(Notify::new());
         HERE.set(Some(Here {
             queue: Arc::clone(&queue),
             armed: Arc::clone(&armed),
+            queued: Cell::new(false),
         }));
         let fallback = tokio::spawn(async move {
             loop {
@@ -151,7 +200,7 @@ impl LoopCommits {
                 let armed_at = queue.committed.load(Ordering::Relaxed);
                 tokio::time::sleep(FALLBACK).await;
                 if queue.committed.load(Ordering::Relaxed) == armed_at {
-                    queue.commit();
+                    commit_parked();
                 }
             }
         });
@@ -162,7 +211,7 @@ impl LoopCommits {
 impl Drop for LoopCommits {
     fn drop(&mut self) {
         self.fallback.abort();
-        commit_parked();
+        commit_all_here();
         HERE.set(None);
     }
 }

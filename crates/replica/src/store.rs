@@ -769,8 +769,12 @@ impl LocalStore {
         let (writer_tx, writer_rx) = mpsc::channel(shared.options.write_queue_max.max(1));
         let (stop_tx, stop_rx) = std::sync::mpsc::channel();
         let writer = Arc::new(parking_lot::Mutex::new(Writer::new(Arc::clone(&shared))));
+        let loops = Arc::new(LoopQueue::new(
+            Arc::clone(&writer),
+            shared.options.write_queue_max,
+        ));
         let mut threads = vec![spawn("ringkv-writer", {
-            let thread = WriterThread::new(Arc::clone(&writer), writer_rx);
+            let thread = WriterThread::new(writer, Arc::clone(&loops), writer_rx);
             move || thread.run()
         })?];
         threads.push(spawn("ringkv-background", {
@@ -781,7 +785,6 @@ impl LocalStore {
                 crate::sweeper::run_background(shared, writer_tx, stop_rx)
             }
         })?);
-        let loops = Arc::new(LoopQueue::new(writer, shared.options.write_queue_max));
         Ok(Self {
             shared,
             loops,

@@ -21,6 +21,7 @@
 use crate::cache::{CacheKey, Cached, StoredRecord};
 use crate::error::ReplicaError;
 use crate::layout::{self, ExpiryEntry, KeyspaceId};
+use crate::loop_commit::LoopQueue;
 use crate::store::{
     Change, Condition, ConflictMode, Entry, Expiry, MergeRequest, PreparedWrite, Report,
     SeenReplaced, SeenWrite, Shared, SyncPolicy, WriteOutcome, WriteRequest,
@@ -139,6 +140,9 @@ pub(crate) struct Writer {
 pub(crate) struct WriterThread {
     shared: Arc<Shared>,
     writer: Arc<Mutex<Writer>>,
+    /// What committing threads queued: committed after each group, since a thread that found
+    /// the writer busy left its writes to whoever held it.
+    loops: Arc<LoopQueue>,
     jobs: mpsc::Receiver<Job>,
 }
 
@@ -170,11 +174,16 @@ fn gather(first: Job, mut next: impl FnMut() -> Option<Job>) -> (Vec<Job>, usize
 }
 
 impl WriterThread {
-    pub fn new(writer: Arc<Mutex<Writer>>, jobs: mpsc::Receiver<Job>) -> Self {
+    pub fn new(
+        writer: Arc<Mutex<Writer>>,
+        loops: Arc<LoopQueue>,
+        jobs: mpsc::Receiver<Job>,
+    ) -> Self {
         let shared = Arc::clone(&writer.lock().shared);
         Self {
             shared,
             writer,
+            loops,
             jobs,
         }
     }
@@ -201,6 +210,7 @@ impl WriterThread {
                 bytes,
                 syncer.as_ref().map(|(handoff, _)| handoff),
             );
+            self.loops.commit(|| false);
         }
         if let Some((handoff, thread)) = syncer {
             self.writer.lock().syncer = None;
@@ -304,15 +314,15 @@ impl Writer {
     /// policy says, then answers them.
     ///
     /// A small group is synced in place, as Redis's event loop does, holding the writer
-    /// through the sync: another committing thread then waits for this sync and commits
-    /// what was queued meanwhile in one group after it, where two syncs at once would each
-    /// wait for the other's (the engine runs one at a time). A large one is handed to the
+    /// through the sync: what other committing threads queue meanwhile waits for it and
+    /// joins the next group, where a sync of their own beside it would wait for this one
+    /// anyway (the engine runs one at a time). A large one is handed to the
     /// syncer, as the writer thread's are, so that the thread serves the requests that came
     /// in meanwhile while the disk works (`redis-benchmark -P 16`, whose 50 pipelines arrive
     /// in about two waves).
     pub fn commit_queued(guard: MutexGuard<'_, Writer>, jobs: Vec<Job>) {
+        let mut waiting = Vec::with_capacity(jobs.len());
         let mut jobs = jobs.into_iter();
-        let mut waiting = Vec::new();
         let (mut writes, mut bytes) = (0, 0);
         while let Some(first) = jobs.next() {
             let (group, group_writes, group_bytes) = gather(first, || jobs.next());
