@@ -213,10 +213,11 @@ const RECORD_CACHE_MB_MIN: u64 = ringkv_replica::store::CACHE_BYTES_DEFAULT >> 2
 /// at 71 k/s with 64 MiB, 119 k/s with this default on a 24 GiB machine (3 GiB;
 /// `redis-benchmark -t set -n 3000000 -r 1000000 -c 50 -d 100 -P 16`, `--sync none`).
 /// Redis-protocol event loops by default: one, as Redis has. Measured on 2 cores with the
-/// client on the same machine (`redis-benchmark -t set -c 50 -d 100`, sync always, 4
-/// alternating rounds): one loop served 52-70 k SETs/s at `-P 1` where two served 34-50 k
-/// (each loop's groups were half as large, 12 writes per sync instead of 25), and 299-373 k
-/// at `-P 16` where two served 297-352 k.
+/// client on the same machine (`redis-benchmark -c 50 -d 100`, sync always, `perf stat` on
+/// the node, 2 runs each): one loop served 52-56 k SETs/s at `-P 1` on 12.6-13.0 µs of CPU per
+/// SET, where two served 45-49 k on 17.3-17.7 µs (each loop's groups are smaller, and the
+/// loops wake each other); at `-P 16`, 292-312 k SETs/s against 256-281 k. Two loops read in
+/// parallel, which served a few more GETs at `-P 16` (628-678 k against 618-631 k).
 pub const RESP_THREADS_DEFAULT: usize = 1;
 
 /// The cores this process may use.
