@@ -5,7 +5,7 @@
 //! for the network again (tokio's `on_thread_park`). The answers wake tasks of that same
 //! thread, so a request crosses no thread on its way to the disk and back. (A large group is
 //! synced by the writer thread's syncer instead, so that the thread can serve what arrived
-//! meanwhile: see [`Writer::commit_queued`].) A store's committing threads share one queue,
+//! meanwhile: see `Writer::commit_queued`.) A store's committing threads share one queue,
 //! and whichever parks first commits every one's writes.
 //!
 //! Through the writer thread, each group costs two hand-offs that this saves: the submitter
@@ -14,7 +14,7 @@
 //! made 0.43 context switches per SET that way and 0.14-0.18 this way, as Redis does (0.13),
 //! and spent 15.5 µs of CPU per SET instead of 18-21.
 //!
-//! Committing takes the store's [`Writer`], so it is still one group at a time across the
+//! Committing takes the store's `Writer`, so it is still one group at a time across the
 //! writer thread and every committing thread.
 //!
 //! A runtime that never runs out of work would never park, so a fallback task commits a

@@ -1,8 +1,8 @@
-//! Applying writes: the [`Writer`], of which each store has one behind a mutex, so that one
+//! Applying writes: the `Writer`, of which each store has one behind a mutex, so that one
 //! group is applied at a time and every read-merge-write and every condition check is atomic
 //! without locks of its own; and the writer thread, which commits the writes queued for it.
 //! Threads that serve connections on event loops of their own commit their writes with the
-//! same [`Writer`] instead ([`crate::loop_commit`]).
+//! same `Writer` instead ([`crate::loop_commit`]).
 //!
 //! The writer thread takes whatever writes are queued (up to [`GROUP_WRITES_MAX`] or
 //! [`GROUP_BYTES_MAX`]), applies them in order against the stored records plus the ones
