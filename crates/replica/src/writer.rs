@@ -128,7 +128,7 @@ enum Answer {
 /// What applies writes to the stored records: one [`Mutex`] of it per store, so that only one
 /// group is applied at a time — every read-merge-write and condition check is atomic without
 /// locks of its own. The [`WriterThread`] holds it while it stores a group, and so does a
-/// thread that commits its own writes ([`crate::commit_here`]).
+/// thread that commits its own writes ([`crate::loop_commit`]).
 pub(crate) struct Writer {
     shared: Arc<Shared>,
     /// The writer thread's syncer, while it runs (under `sync = always`): large groups that
@@ -233,12 +233,12 @@ impl WriterThread {
         syncer: Option<&std::sync::mpsc::Sender<Vec<Answer>>>,
     ) {
         let small = writes < INLINE_SYNC_WRITES_MAX && bytes < INLINE_SYNC_BYTES_MAX;
-        let writer = Arc::clone(&self.writer);
-        let writer = writer.lock();
+        let writer = self.writer.lock();
         let (answers, stored) = writer.store_group(jobs, writes);
         match (stored, syncer) {
             (Ok(()), Some(syncer)) if small => {
-                let (answers, busy) = self.store_arrivals(&writer, answers, writes, bytes);
+                let (answers, busy) =
+                    Self::store_arrivals(&mut self.jobs, &writer, answers, writes, bytes);
                 drop(writer);
                 if busy {
                     hand_to_syncer(syncer, answers);
@@ -272,7 +272,7 @@ impl WriterThread {
     /// Redis's `appendfsync always` does the same in effect: one fsync per turn of its event
     /// loop covers every command the turn read.
     fn store_arrivals(
-        &mut self,
+        queue: &mut mpsc::Receiver<Job>,
         writer: &Writer,
         mut waiting: Vec<Answer>,
         mut writes: usize,
@@ -282,7 +282,7 @@ impl WriterThread {
             let mut jobs = Vec::new();
             let mut added = 0;
             while writes + added < ARRIVALS_WRITES_MAX && bytes < INLINE_SYNC_BYTES_MAX {
-                let Ok(job) = self.jobs.try_recv() else { break };
+                let Ok(job) = queue.try_recv() else { break };
                 added += job.writes();
                 bytes += job.bytes();
                 jobs.push(job);
@@ -297,7 +297,7 @@ impl WriterThread {
             }
         }
         let full = writes >= ARRIVALS_WRITES_MAX || bytes >= INLINE_SYNC_BYTES_MAX;
-        (waiting, full && !self.jobs.is_empty())
+        (waiting, full && !queue.is_empty())
     }
 }
 
