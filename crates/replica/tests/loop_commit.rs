@@ -1,7 +1,7 @@
 //! Writes committed by the event-loop thread that submitted them (`LocalStore::
-//! commit_on_this_thread`): when the thread parks and not before, never by the writer thread,
-//! by a fallback when the thread never parks, one group at a time with the writer thread, and
-//! nothing left behind when the thread stops committing.
+//! commit_on_this_thread`): when the thread parks (the second time) and not before, never by
+//! the writer thread, by a fallback when the thread never parks, one group at a time with the
+//! writer thread, and nothing left behind when the thread stops committing.
 
 use prometheus_client::registry::Registry;
 use ringkv_core::clock::SystemClock;
@@ -72,6 +72,10 @@ fn a_queued_write_waits_for_its_thread_and_is_committed_when_that_thread_commits
         std::thread::sleep(Duration::from_millis(200));
         assert!(poll_once(answer.as_mut()).is_pending());
         assert_eq!(store.get_value(KS, b"k").unwrap(), None);
+        // The first park puts the commit off, to look at the network once more; the next
+        // commits.
+        commit_parked();
+        assert!(poll_once(answer.as_mut()).is_pending());
         commit_parked();
         assert!(matches!(poll_once(answer.as_mut()), Poll::Ready(Ok(_))));
         assert_eq!(
