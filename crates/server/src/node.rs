@@ -35,6 +35,9 @@ pub enum NodeError {
     /// The local store failed to open.
     #[error("cannot open local store")]
     Replica(#[from] ReplicaError),
+    /// The Redis-protocol event loops could not be started (no threads left, and the like).
+    #[error("cannot start the Redis-protocol event loops: {0}")]
+    EventLoops(std::io::Error),
     /// An address could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -261,10 +264,7 @@ pub async fn serve(node: Arc<Node>) -> Result<RunningNode, NodeError> {
     })?;
     let resp_shared = Arc::new(crate::resp::RespShared::new(Arc::clone(&node)));
     let loops = crate::resp::loops::RespLoops::start(node.config.resp_loops(), &node, &signal)
-        .map_err(|source| NodeError::Bind {
-            address: node.config.resp.clone(),
-            source,
-        })?;
+        .map_err(NodeError::EventLoops)?;
     let resp_task = tokio::spawn(crate::resp::serve(resp, resp_shared, loops, signal.clone()));
     let (cluster_addr, rpc) = start_gossip(&node, http_addr, signal.clone()).await?;
     let rpc_task = tokio::spawn(ringkv_cluster::rpc::serve(
