@@ -119,9 +119,10 @@ impl LoopQueue {
     ///
     /// Once done, a thread checks the queue again: what was queued while it held the writer
     /// is either in the queue then, or its thread found the writer free. It goes on
-    /// committing, unless `took_own` says a group held some of its own writes: their
-    /// answers are its to send, and it commits what is queued when it next parks.
-    pub(crate) fn commit(&self, mut took_own: impl FnMut() -> bool) {
+    /// committing unless `done` says it has other work: a committing thread whose group held
+    /// some of its own writes has their answers to send (and commits what is queued when it
+    /// next parks), and the writer thread has its own queue.
+    pub(crate) fn commit(&self, mut done: impl FnMut() -> bool) {
         loop {
             if self.is_empty() {
                 return;
@@ -132,10 +133,10 @@ impl LoopQueue {
             let Some(jobs) = self.take() else {
                 return;
             };
-            let own = took_own();
+            let done = done();
             self.committed.fetch_add(1, Ordering::Relaxed);
             Writer::commit_queued(writer, jobs);
-            if own {
+            if done {
                 return;
             }
         }

@@ -210,7 +210,9 @@ impl WriterThread {
                 bytes,
                 syncer.as_ref().map(|(handoff, _)| handoff),
             );
-            self.loops.commit(|| false);
+            // Until writes of its own are queued again: under steady loads on both sides it
+            // would otherwise keep committing the loops' writes while its own wait.
+            self.loops.commit(|| !self.jobs.is_empty());
         }
         if let Some((handoff, thread)) = syncer {
             self.writer.lock().syncer = None;
