@@ -11,7 +11,8 @@
 # and memtable (a steady state, as in a long redis-benchmark run), then on for N operations.
 #
 # Usage: bench/instructions-per-op.sh [BINARY]   (environment: N, WARM, CLIENTS, SIZE, KEYS,
-#        PIPELINE, TEST, ENGINE, SYNC, TOP; BINARY defaults to this tree's release build)
+#        PIPELINE, TEST, ENGINE, SYNC, TOP; KEEP=FILE keeps callgrind's output for
+#        callgrind_annotate; BINARY defaults to this tree's release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,6 +55,7 @@ callgrind_control --instr=off "$pid" >/dev/null 2>&1
 callgrind_control --dump "$pid" >/dev/null 2>&1
 for _ in $(seq 100); do [ -s "$work/callgrind.out.1" ] && break; sleep 0.1; done
 
+if [ -n "${KEEP:-}" ]; then cp "$work/callgrind.out.1" "$KEEP"; fi
 total=$(awk '/^totals:/ { print $2 }' "$work/callgrind.out.1")
 echo "redis-benchmark -t $TEST -n $N (after $WARM) -c $CLIENTS -d $SIZE -r $KEYS -P $PIPELINE;" \
   "ringkv --engine $ENGINE --sync $SYNC"

@@ -75,6 +75,7 @@ for_both!(
     readers_never_miss_a_write_while_memtables_are_flushed,
     a_key_rewritten_over_and_over_does_not_grow_one_log_without_end,
     logs_made_ahead_of_time_are_used_and_replayed,
+    a_full_log_file_moves_on_to_one_made_ahead_without_a_seal,
 );
 
 fn writes_that_reached_the_log_survive_a_crash(kind: Kind) {
@@ -290,6 +291,64 @@ fn logs_made_ahead_of_time_are_used_and_replayed(kind: Kind) {
     let engine = open(kind, dir.path(), memtable_bytes);
     for i in 0..written {
         assert_eq!(get(&engine, &key(i)), Some(vec![7; 100]), "key {i}");
+    }
+}
+
+fn a_full_log_file_moves_on_to_one_made_ahead_without_a_seal(kind: Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    let memtable_bytes = 1 << 20;
+    // What the flusher makes ahead of time: twice the memtable's bytes.
+    let made_ahead = 2 * memtable_bytes as u64;
+    let spare = dir.path().join(kind.log_dir()).join("next.wal.tmp");
+    let rounds = 25_000u32;
+    {
+        let engine = open(kind, dir.path(), memtable_bytes);
+        for _ in 0..500 {
+            if spare.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(spare.exists(), "a log was made ahead of time");
+        // Made in full (zeros written, then synced), for the first write to find it ready.
+        for _ in 0..500 {
+            if std::fs::metadata(&spare).is_ok_and(|m| m.len() == made_ahead) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        // 100 keys rewritten: the memtable stays small, the log grows past 3 MB (under the
+        // 4 MB at which the memtable would be sealed).
+        for i in 0..rounds {
+            engine
+                .put(&key(i % 100), &i.to_le_bytes().repeat(25))
+                .unwrap();
+        }
+        let sizes: Vec<u64> = logs(kind, dir.path())
+            .iter()
+            .map(|log| std::fs::metadata(log).unwrap().len())
+            .collect();
+        // The log created empty at open moved on at the first write, since one made ahead
+        // was ready; that one filled up and the log moved on again. No file grew past what
+        // was made ahead (one created empty grows only until the next is ready).
+        assert!(sizes.len() >= 3, "log files: {sizes:?}");
+        assert!(
+            sizes.iter().all(|&size| size <= made_ahead),
+            "a log grew past the {made_ahead} bytes made ahead of time: {sizes:?}"
+        );
+        assert_eq!(sizes[1], made_ahead, "log files: {sizes:?}");
+    }
+    // Dropped without a checkpoint: no memtable was sealed, so every write is replayed from
+    // the files of the log, in order.
+    let engine = open(kind, dir.path(), memtable_bytes);
+    for k in 0..100 {
+        let last = rounds - 100 + k;
+        assert_eq!(
+            get(&engine, &key(k)),
+            Some(last.to_le_bytes().repeat(25)),
+            "key {k}"
+        );
     }
 }
 

@@ -9,7 +9,11 @@
 //! holds [`BufferOptions::memtable_bytes`] (or as many keys as its hash table was reserved
 //! for), or its log [`LOG_BYTES_PER_MEMTABLE`] times as much (keys rewritten over and over
 //! grow the log, not the memtable), the memtable is sealed and the log moves on to a new
-//! file, made ahead of time; the new memtable is the last one flushed, emptied. The flusher thread (module `flush`)
+//! file; the new memtable is the last one flushed, emptied. The log also moves on, without a
+//! seal, when its file is full: a log is written into files the flusher makes ahead of time,
+//! zeros of a fixed size, because a sync of frames written over zeros writes just them, where
+//! a sync of an append must also write the file's new size and blocks (0.1 ms instead of
+//! 0.19-0.29 on this machine's disk). The flusher thread (module `flush`)
 //! writes each sealed memtable into the tables in one durable step, and then deletes the logs
 //! the memtable came from.
 //!
@@ -143,16 +147,15 @@ struct Shared<T> {
     /// The log's directory.
     log_directory: PathBuf,
     log: Mutex<ActiveLog>,
-    /// A log made ahead of time by the flusher, for the next seal ([`wal::prepare_log`]).
+    /// A log file made ahead of time by the flusher, for the log to move on to
+    /// ([`wal::prepare_log`]).
     spare: Mutex<Option<File>>,
     /// A flushed memtable, emptied by the flusher, for the next seal to reuse.
     spare_memtable: Mutex<Option<Memtable>>,
     memtables: RwLock<Memtables>,
-    /// Held through a sync, so a sync that finds no older log to sync cannot return while
-    /// another is still syncing it.
-    syncing: Mutex<()>,
     flush: Mutex<FlushState>,
-    /// Wakes the flusher: a memtable was sealed, or the engine is closing.
+    /// Wakes the flusher: a memtable was sealed, the log took the file made ahead of time, or
+    /// the engine is closing.
     flush_wanted: Condvar,
     /// Wakes writers waiting for room: a flush finished or failed.
     flushed: Condvar,
@@ -164,8 +167,12 @@ struct ActiveLog {
     number: u64,
     /// Bytes of whole frames in `file`: after a failed append the file is cut back to them.
     bytes: u64,
-    /// Logs of sealed memtables that the next sync must also sync.
-    unsynced: Vec<Arc<File>>,
+    /// Bytes of zeros `file` was made ahead of time with, which frames fill before they grow
+    /// it; 0 for a file created empty (at open, or when no file made ahead was ready).
+    made_ahead: u64,
+    /// Bytes of frames in the logs of the active memtable: what [`LOG_BYTES_PER_MEMTABLE`]
+    /// bounds.
+    memtable_log_bytes: u64,
 }
 
 /// The active memtable and the sealed ones, oldest first.
@@ -211,12 +218,12 @@ impl<T: Tables> Buffered<T> {
                 file: Arc::new(file),
                 number,
                 bytes: 0,
-                unsynced: Vec::new(),
+                made_ahead: 0,
+                memtable_log_bytes: 0,
             }),
             spare: Mutex::new(None),
             spare_memtable: Mutex::new(None),
             memtables: RwLock::new(memtables),
-            syncing: Mutex::new(()),
             flush: Mutex::new(FlushState::default()),
             flush_wanted: Condvar::new(),
             flushed: Condvar::new(),
@@ -276,6 +283,40 @@ impl<T: Tables> Shared<T> {
     /// log; a full queue of sealed memtables makes it wait for the flusher.
     fn seal(&self, log: &mut ActiveLog) -> Result<(), StorageError> {
         self.wait_for_room()?;
+        let last_log = log.number;
+        self.next_log(log)?;
+        log.memtable_log_bytes = 0;
+        {
+            let mut memtables = self.memtables.write();
+            let next = self.spare_memtable.lock().take();
+            let next = next.unwrap_or_else(|| Memtable::sized_for(self.options.memtable_bytes));
+            let memtable = std::mem::replace(&mut memtables.active, next);
+            memtables
+                .sealed
+                .push(Arc::new(Sealed { memtable, last_log }));
+        }
+        let _state = self.flush.lock();
+        self.flush_wanted.notify_one();
+        Ok(())
+    }
+
+    /// Whether a frame of `frame_bytes` would grow the log's file while a file made ahead of
+    /// time is ready for it to move on to.
+    fn made_ahead_log_waits(&self, log: &ActiveLog, frame_bytes: usize) -> bool {
+        log.bytes + frame_bytes as u64 > log.made_ahead && self.spare.lock().is_some()
+    }
+
+    /// Moves the log on to a new file, the one made ahead of time if the flusher has it
+    /// ready (and asks it for the next), else a new empty one. The caller holds the log.
+    ///
+    /// The old file is synced first, if it holds frames: a later sync then covers only the
+    /// new one, and a power loss cannot leave frames of the new file on disk after a torn
+    /// end of the old one, which the replay would take for damage (only the newest log may
+    /// end torn).
+    fn next_log(&self, log: &mut ActiveLog) -> Result<(), StorageError> {
+        if log.bytes > 0 {
+            log.file.sync_data()?;
+        }
         let number = log.number + 1;
         // Renamed under the lock, so the flusher cannot start the next one at the same path
         // before this one has left it.
@@ -291,26 +332,19 @@ impl<T: Tables> Shared<T> {
                     }
                 });
         drop(spare);
-        let file = match installed {
-            Some(file) => file,
-            None => wal::create_log(&self.log_directory, number)?,
+        let (file, made_ahead) = match installed {
+            Some(file) => {
+                let made_ahead = file.metadata()?.len();
+                let _state = self.flush.lock();
+                self.flush_wanted.notify_one();
+                (file, made_ahead)
+            }
+            None => (wal::create_log(&self.log_directory, number)?, 0),
         };
-        let file = Arc::new(file);
-        let previous = std::mem::replace(&mut log.file, file);
-        log.unsynced.push(previous);
-        let last_log = std::mem::replace(&mut log.number, number);
+        log.file = Arc::new(file);
+        log.number = number;
         log.bytes = 0;
-        {
-            let mut memtables = self.memtables.write();
-            let next = self.spare_memtable.lock().take();
-            let next = next.unwrap_or_else(|| Memtable::sized_for(self.options.memtable_bytes));
-            let memtable = std::mem::replace(&mut memtables.active, next);
-            memtables
-                .sealed
-                .push(Arc::new(Sealed { memtable, last_log }));
-        }
-        let _state = self.flush.lock();
-        self.flush_wanted.notify_one();
+        log.made_ahead = made_ahead;
         Ok(())
     }
 
@@ -391,13 +425,16 @@ impl<T: Tables> Engine for Buffered<T> {
         // Sealed before the append rather than after it, so that a write that cannot seal
         // (no room, no new log) fails without having been applied.
         let memtable_bytes = shared.options.memtable_bytes;
-        let log_full = log.bytes >= (memtable_bytes as u64).saturating_mul(LOG_BYTES_PER_MEMTABLE);
+        let log_full = log.memtable_log_bytes
+            >= (memtable_bytes as u64).saturating_mul(LOG_BYTES_PER_MEMTABLE);
         let memtable_full = {
             let active = &shared.memtables.read().active;
             active.bytes() >= memtable_bytes || active.lacks_room_for(batch.len())
         };
         if log_full || memtable_full {
             shared.seal(&mut log)?;
+        } else if shared.made_ahead_log_waits(&log, frame.len()) {
+            shared.next_log(&mut log)?;
         }
         // At the frames' end, not the file's: a log made ahead of time is zeros after them.
         if let Err(error) = log.file.write_all_at(&frame, log.bytes) {
@@ -406,6 +443,7 @@ impl<T: Tables> Engine for Buffered<T> {
             return Err(error.into());
         }
         log.bytes += frame.len() as u64;
+        log.memtable_log_bytes += frame.len() as u64;
         // The memtable is locked before the log is let go, so writes reach it in log order,
         // and a sync that wants the log need not wait for the batch to be applied.
         let mut memtables = shared.memtables.write();
@@ -415,21 +453,8 @@ impl<T: Tables> Engine for Buffered<T> {
     }
 
     fn sync(&self) -> Result<(), StorageError> {
-        let _syncing = self.shared.syncing.lock();
-        let (current, older) = {
-            let mut log = self.shared.log.lock();
-            (Arc::clone(&log.file), std::mem::take(&mut log.unsynced))
-        };
-        for (index, file) in older.iter().enumerate() {
-            if let Err(error) = file.sync_data() {
-                self.shared
-                    .log
-                    .lock()
-                    .unsynced
-                    .splice(0..0, older[index..].iter().cloned());
-                return Err(error.into());
-            }
-        }
+        // Earlier files of the log were synced when it moved on from them.
+        let current = Arc::clone(&self.shared.log.lock().file);
         current.sync_data()?;
         Ok(())
     }
