@@ -10,6 +10,7 @@
 //!   fits its page cache.
 //! - [`memory`]: an ordered in-memory map made durable by a write-ahead log and snapshots.
 //! - [`wal`]: the write-ahead log every engine writes first.
+//! - [`log_files`]: the files the log is written into, made ahead of time.
 //! - [`conformance`]: the one test suite every engine must pass.
 //!
 //! Engines store opaque bytes. Versioning, checksums of values and TTL live above, in the
@@ -20,6 +21,7 @@ pub mod btree;
 pub mod buffered;
 pub mod conformance;
 pub mod engine;
+pub mod log_files;
 pub mod lsm;
 pub mod memory;
 pub mod wal;

@@ -1,13 +1,17 @@
 //! The write path the lsm and btree engines share (`ringkv_storage::buffered`), run against
 //! both: the log replayed after a crash, memtables flushed into the tables and their logs
 //! deleted, newer flushes winning over older ones across restarts, deletes in memory hiding
-//! values in the tables; and for lsm, data an older ringkv left in fjall's own journal.
+//! values in the tables, log files made ahead of time and moved on from when full; and for
+//! lsm, data an older ringkv left in fjall's own journal.
 
 use ringkv_storage::btree::BtreeEngine;
 use ringkv_storage::buffered::BufferOptions;
 use ringkv_storage::lsm::LsmEngine;
 use ringkv_storage::{Engine, ScanRange};
 use std::path::Path;
+
+mod common;
+use common::wait_for_spare;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -239,12 +243,15 @@ fn a_key_rewritten_over_and_over_does_not_grow_one_log_without_end(kind: Kind) {
         engine.put(b"hot", &[i as u8; 100]).unwrap();
     }
     // The memtable never holds more than one entry; the logs are still cut at four times its
-    // size, and at most the sealed ones waiting for a flush and the active one are left.
+    // size, and at most the sealed ones waiting for a flush and the active one are left. Each
+    // memtable's last log file may end in zeros, made ahead of time: up to twice the
+    // memtable's bytes. (The flusher may delete a log between the listing and the look.)
     let log_bytes: u64 = logs(kind, dir.path())
         .iter()
-        .map(|log| std::fs::metadata(log).unwrap().len())
+        .filter_map(|log| std::fs::metadata(log).ok())
+        .map(|m| m.len())
         .sum();
-    let bound = 4 * (4 * memtable_bytes as u64 + 200);
+    let bound = 4 * (4 * memtable_bytes as u64 + 200 + 2 * memtable_bytes as u64);
     assert!(log_bytes <= bound, "{log_bytes} bytes of log, over {bound}");
     assert_eq!(get(&engine, b"hot"), Some(vec![(1999 % 256) as u8; 100]));
 }
@@ -297,33 +304,24 @@ fn logs_made_ahead_of_time_are_used_and_replayed(kind: Kind) {
 fn a_full_log_file_moves_on_to_one_made_ahead_without_a_seal(kind: Kind) {
     let dir = tempfile::tempdir().unwrap();
     let memtable_bytes = 1 << 20;
-    // What the flusher makes ahead of time: twice the memtable's bytes.
+    // What is made ahead of time: twice the memtable's bytes.
     let made_ahead = 2 * memtable_bytes as u64;
     let spare = dir.path().join(kind.log_dir()).join("next.wal.tmp");
     let rounds = 25_000u32;
     {
         let engine = open(kind, dir.path(), memtable_bytes);
-        for _ in 0..500 {
-            if spare.exists() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        assert!(spare.exists(), "a log was made ahead of time");
-        // Made in full (zeros written, then synced), for the first write to find it ready.
-        for _ in 0..500 {
-            if std::fs::metadata(&spare).is_ok_and(|m| m.len() == made_ahead) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        wait_for_spare(&spare, made_ahead);
         // 100 keys rewritten: the memtable stays small, the log grows past 3 MB (under the
         // 4 MB at which the memtable would be sealed).
         for i in 0..rounds {
             engine
                 .put(&key(i % 100), &i.to_le_bytes().repeat(25))
                 .unwrap();
+            // A file made ahead of time takes a moment to make: the writes wait for it, as
+            // they would not, so the test does not rest on how fast the disk is.
+            if i % 1000 == 999 {
+                wait_for_spare(&spare, made_ahead);
+            }
         }
         let sizes: Vec<u64> = logs(kind, dir.path())
             .iter()
@@ -331,7 +329,7 @@ fn a_full_log_file_moves_on_to_one_made_ahead_without_a_seal(kind: Kind) {
             .collect();
         // The log created empty at open moved on at the first write, since one made ahead
         // was ready; that one filled up and the log moved on again. No file grew past what
-        // was made ahead (one created empty grows only until the next is ready).
+        // was made ahead.
         assert!(sizes.len() >= 3, "log files: {sizes:?}");
         assert!(
             sizes.iter().all(|&size| size <= made_ahead),

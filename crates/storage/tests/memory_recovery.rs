@@ -1,15 +1,20 @@
 //! Recovery of the memory engine: snapshots plus the log after them, log truncation once a
-//! snapshot covers it, and a torn last append dropped rather than applied in part.
+//! snapshot covers it, a torn last append dropped rather than applied in part, and a log
+//! written into files made ahead of time, moving on from each when it is full.
 
 use ringkv_storage::memory::{MemoryEngine, MemoryOptions};
 use ringkv_storage::{Engine, ScanRange, WriteBatch};
 use std::path::Path;
+
+mod common;
+use common::wait_for_spare;
 
 fn open(dir: &Path, snapshot_after_log_bytes: u64) -> MemoryEngine {
     MemoryEngine::open(
         dir,
         MemoryOptions {
             snapshot_after_log_bytes,
+            ..MemoryOptions::default()
         },
     )
     .unwrap()
@@ -128,4 +133,54 @@ fn a_damaged_snapshot_value_reads_as_corruption_for_that_key_only() {
         engine.get(b"hurt").unwrap().as_deref(),
         Some(&b"rewritten"[..])
     );
+}
+
+#[test]
+fn a_full_log_file_moves_on_to_one_made_ahead_and_every_file_is_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_file_bytes = 1 << 20;
+    let options = MemoryOptions {
+        snapshot_after_log_bytes: u64::MAX,
+        log_file_bytes,
+    };
+    let spare = dir.path().join("memory").join("next.wal.tmp");
+    let rounds = 25_000u32;
+    {
+        let engine = MemoryEngine::open(dir.path(), options.clone()).unwrap();
+        wait_for_spare(&spare, log_file_bytes);
+        // About 3 MB of frames, no snapshot.
+        for i in 0..rounds {
+            let key = format!("k{:03}", i % 100);
+            engine
+                .put(key.as_bytes(), &i.to_le_bytes().repeat(25))
+                .unwrap();
+            // A file made ahead of time takes a moment to make: the writes wait for it, as
+            // they would not, so the test does not rest on how fast the disk is.
+            if i % 1000 == 999 {
+                wait_for_spare(&spare, log_file_bytes);
+            }
+        }
+        let sizes: Vec<u64> = files(dir.path(), ".wal")
+            .iter()
+            .map(|log| std::fs::metadata(log).unwrap().len())
+            .collect();
+        // The log created empty at open moved on at the first write; the files made ahead
+        // filled up, and the log moved on from each. None grew past what was made ahead.
+        assert!(sizes.len() >= 3, "log files: {sizes:?}");
+        assert!(
+            sizes.iter().all(|&size| size <= log_file_bytes),
+            "a log grew past the {log_file_bytes} bytes made ahead of time: {sizes:?}"
+        );
+        assert_eq!(sizes[1], log_file_bytes, "log files: {sizes:?}");
+    }
+    let engine = MemoryEngine::open(dir.path(), options).unwrap();
+    for k in 0..100 {
+        let last = rounds - 100 + k;
+        let key = format!("k{k:03}");
+        assert_eq!(
+            engine.get(key.as_bytes()).unwrap(),
+            Some(last.to_le_bytes().repeat(25)),
+            "key {k}"
+        );
+    }
 }

@@ -16,9 +16,6 @@ use std::time::{Duration, Instant};
 /// it, the flush goes ahead regardless.
 const COMPACTION_WAIT_MAX: Duration = Duration::from_secs(30);
 
-/// The most bytes of a log made ahead of time.
-const SPARE_BYTES_MAX: usize = 64 << 20;
-
 /// How long the flusher waits before retrying a failed flush.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -26,12 +23,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 pub(super) fn run<T: Tables>(shared: &Shared<T>) {
     let _reports_a_panic = PanicReport(shared);
     loop {
-        let spare_made = prepare_spare(shared);
-        let sealed = match next(shared, spare_made) {
-            Next::Flush(sealed) => sealed,
-            Next::MakeLog => continue,
-            Next::Close => return,
-        };
+        let Some(sealed) = next(shared) else { return };
         let result = ingest(shared, &sealed).and_then(|()| finish(shared, &sealed));
         if result.is_ok() {
             keep_for_reuse(shared, sealed);
@@ -52,30 +44,6 @@ pub(super) fn run<T: Tables>(shared: &Shared<T>) {
     }
 }
 
-/// Makes the log's next file ahead of time, unless one is waiting: twice the memtable's bytes
-/// of zeros (at most [`SPARE_BYTES_MAX`]). Without one, the log moves on to an empty file
-/// that grows with each append, until this one is ready. Returns whether one is ready.
-fn prepare_spare<T: Tables>(shared: &Shared<T>) -> bool {
-    if shared.spare.lock().is_some() {
-        return true;
-    }
-    let bytes = shared
-        .options
-        .memtable_bytes
-        .saturating_mul(2)
-        .min(SPARE_BYTES_MAX);
-    match wal::prepare_log(&shared.log_directory, bytes as u64) {
-        Ok(file) => {
-            *shared.spare.lock() = Some(file);
-            true
-        }
-        Err(error) => {
-            tracing::warn!(%error, "could not make the next log ahead of time");
-            false
-        }
-    }
-}
-
 /// Tells writers waiting for room that no flush will make it, if the flusher panics: they
 /// fail with its error instead of waiting for ever.
 struct PanicReport<'a, T: Tables>(&'a Shared<T>);
@@ -90,32 +58,16 @@ impl<T: Tables> Drop for PanicReport<'_, T> {
     }
 }
 
-/// What the flusher does next.
-enum Next {
-    /// Flush the oldest sealed memtable.
-    Flush(Arc<Sealed>),
-    /// Make the log's next file: the log took the last one (or making it failed).
-    MakeLog,
-    /// Stop: the engine is closing (what is left is in the log, for the next open).
-    Close,
-}
-
-/// Waits for work. `spare_made` says whether the last attempt to make the log's next file
-/// succeeded: after a failure, the next attempt waits [`RETRY_AFTER`].
-fn next<T: Tables>(shared: &Shared<T>, spare_made: bool) -> Next {
+/// The oldest sealed memtable, waiting for one; `None` once the engine is closing (what is
+/// left is in the log, for the next open).
+fn next<T: Tables>(shared: &Shared<T>) -> Option<Arc<Sealed>> {
     let mut state = shared.flush.lock();
     loop {
         if state.closing {
-            return Next::Close;
+            return None;
         }
         if let Some(oldest) = shared.memtables.read().sealed.first() {
-            return Next::Flush(Arc::clone(oldest));
-        }
-        if shared.spare.lock().is_none() {
-            if !spare_made {
-                shared.flush_wanted.wait_for(&mut state, RETRY_AFTER);
-            }
-            return Next::MakeLog;
+            return Some(Arc::clone(oldest));
         }
         shared.flush_wanted.wait(&mut state);
     }

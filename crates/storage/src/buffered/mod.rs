@@ -9,11 +9,9 @@
 //! holds [`BufferOptions::memtable_bytes`] (or as many keys as its hash table was reserved
 //! for), or its log [`LOG_BYTES_PER_MEMTABLE`] times as much (keys rewritten over and over
 //! grow the log, not the memtable), the memtable is sealed and the log moves on to a new
-//! file; the new memtable is the last one flushed, emptied. The log also moves on, without a
-//! seal, when its file is full: a log is written into files the flusher makes ahead of time,
-//! zeros of a fixed size, because a sync of frames written over zeros writes just them, where
-//! a sync of an append must also write the file's new size and blocks (0.1 ms instead of
-//! 0.19-0.29 on this machine's disk). The flusher thread (module `flush`)
+//! file; the new memtable is the last one flushed, emptied. The log's files are made ahead of
+//! time, and the log also moves on, without a seal, when its file is full (see
+//! [`crate::log_files`]). The flusher thread (module `flush`)
 //! writes each sealed memtable into the tables in one durable step, and then deletes the logs
 //! the memtable came from.
 //!
@@ -32,14 +30,13 @@ mod memtable;
 mod scan;
 
 use crate::engine::{Engine, KeyValue, ScanRange, StorageError, WriteBatch};
+use crate::log_files::{LogFile, SpareLog};
 use crate::wal;
 use bytes::Bytes;
 use memtable::Memtable;
 pub use memtable::Slot;
 use parking_lot::{Condvar, Mutex, RwLock};
-use std::fs::File;
 use std::ops::Bound;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -131,6 +128,10 @@ pub trait Tables: Send + Sync + 'static {
 /// filling memory.
 const SEALED_MAX: usize = 2;
 
+/// The most bytes of a log file made ahead of time; it is twice the memtable's bytes below
+/// that.
+const SPARE_BYTES_MAX: usize = 64 << 20;
+
 /// How long a checkpoint waits for the memtables to reach the tables.
 const CHECKPOINT_WAIT: Duration = Duration::from_secs(30);
 
@@ -147,29 +148,21 @@ struct Shared<T> {
     /// The log's directory.
     log_directory: PathBuf,
     log: Mutex<ActiveLog>,
-    /// A log file made ahead of time by the flusher, for the log to move on to
-    /// ([`wal::prepare_log`]).
-    spare: Mutex<Option<File>>,
+    /// The next file of the log, made ahead of time.
+    spare: SpareLog,
     /// A flushed memtable, emptied by the flusher, for the next seal to reuse.
     spare_memtable: Mutex<Option<Memtable>>,
     memtables: RwLock<Memtables>,
     flush: Mutex<FlushState>,
-    /// Wakes the flusher: a memtable was sealed, the log took the file made ahead of time, or
-    /// the engine is closing.
+    /// Wakes the flusher: a memtable was sealed, or the engine is closing.
     flush_wanted: Condvar,
     /// Wakes writers waiting for room: a flush finished or failed.
     flushed: Condvar,
 }
 
-/// The log file being appended to.
+/// The log file being written to.
 struct ActiveLog {
-    file: Arc<File>,
-    number: u64,
-    /// Bytes of whole frames in `file`: after a failed append the file is cut back to them.
-    bytes: u64,
-    /// Bytes of zeros `file` was made ahead of time with, which frames fill before they grow
-    /// it; 0 for a file created empty (at open, or when no file made ahead was ready).
-    made_ahead: u64,
+    file: LogFile,
     /// Bytes of frames in the logs of the active memtable: what [`LOG_BYTES_PER_MEMTABLE`]
     /// bounds.
     memtable_log_bytes: u64,
@@ -201,27 +194,30 @@ impl<T: Tables> Buffered<T> {
     pub fn over(tables: T, directory: &Path, options: BufferOptions) -> Result<Self, StorageError> {
         let log_directory = directory.join(format!("{}-log", T::NAME));
         std::fs::create_dir_all(&log_directory)?;
-        // A log the last process was making ahead of time may be incomplete.
-        match std::fs::remove_file(wal::spare_path(&log_directory)) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error.into()),
-            _ => {}
-        }
+        let spare_bytes = options
+            .memtable_bytes
+            .saturating_mul(2)
+            .min(SPARE_BYTES_MAX);
+        let spare = SpareLog::start(
+            &log_directory,
+            spare_bytes as u64,
+            &format!("ringkv-{}-logs", T::NAME),
+        )?;
         let (mut memtables, last_replayed) = replay(&log_directory)?;
         memtables.active = Memtable::sized_for(options.memtable_bytes);
         let number = last_replayed.map_or(1, |last| last + 1);
-        let file = wal::create_log(&log_directory, number)?;
+        // Created empty: the first file made ahead of time is not ready yet (the first write
+        // after it is moves the log on to it).
+        let file = LogFile::open(&log_directory, number, &spare)?;
         let shared = Arc::new(Shared {
             options,
             tables,
             log_directory,
             log: Mutex::new(ActiveLog {
-                file: Arc::new(file),
-                number,
-                bytes: 0,
-                made_ahead: 0,
+                file,
                 memtable_log_bytes: 0,
             }),
-            spare: Mutex::new(None),
+            spare,
             spare_memtable: Mutex::new(None),
             memtables: RwLock::new(memtables),
             flush: Mutex::new(FlushState::default()),
@@ -283,8 +279,8 @@ impl<T: Tables> Shared<T> {
     /// log; a full queue of sealed memtables makes it wait for the flusher.
     fn seal(&self, log: &mut ActiveLog) -> Result<(), StorageError> {
         self.wait_for_room()?;
-        let last_log = log.number;
-        self.next_log(log)?;
+        let last_log = log.file.number();
+        log.file.move_on(&self.log_directory, &self.spare)?;
         log.memtable_log_bytes = 0;
         {
             let mut memtables = self.memtables.write();
@@ -297,54 +293,6 @@ impl<T: Tables> Shared<T> {
         }
         let _state = self.flush.lock();
         self.flush_wanted.notify_one();
-        Ok(())
-    }
-
-    /// Whether a frame of `frame_bytes` would grow the log's file while a file made ahead of
-    /// time is ready for it to move on to.
-    fn made_ahead_log_waits(&self, log: &ActiveLog, frame_bytes: usize) -> bool {
-        log.bytes + frame_bytes as u64 > log.made_ahead && self.spare.lock().is_some()
-    }
-
-    /// Moves the log on to a new file, the one made ahead of time if the flusher has it
-    /// ready (and asks it for the next), else a new empty one. The caller holds the log.
-    ///
-    /// The old file is synced first, if it holds frames: a later sync then covers only the
-    /// new one, and a power loss cannot leave frames of the new file on disk after a torn
-    /// end of the old one, which the replay would take for damage (only the newest log may
-    /// end torn).
-    fn next_log(&self, log: &mut ActiveLog) -> Result<(), StorageError> {
-        if log.bytes > 0 {
-            log.file.sync_data()?;
-        }
-        let number = log.number + 1;
-        // Renamed under the lock, so the flusher cannot start the next one at the same path
-        // before this one has left it.
-        let mut spare = self.spare.lock();
-        let installed =
-            spare
-                .take()
-                .and_then(|file| match wal::install_log(&self.log_directory, number) {
-                    Ok(()) => Some(file),
-                    Err(error) => {
-                        tracing::warn!(%error, "the log made ahead of time could not be used");
-                        None
-                    }
-                });
-        drop(spare);
-        let (file, made_ahead) = match installed {
-            Some(file) => {
-                let made_ahead = file.metadata()?.len();
-                let _state = self.flush.lock();
-                self.flush_wanted.notify_one();
-                (file, made_ahead)
-            }
-            None => (wal::create_log(&self.log_directory, number)?, 0),
-        };
-        log.file = Arc::new(file);
-        log.number = number;
-        log.bytes = 0;
-        log.made_ahead = made_ahead;
         Ok(())
     }
 
@@ -433,16 +381,10 @@ impl<T: Tables> Engine for Buffered<T> {
         };
         if log_full || memtable_full {
             shared.seal(&mut log)?;
-        } else if shared.made_ahead_log_waits(&log, frame.len()) {
-            shared.next_log(&mut log)?;
+        } else if log.file.should_move_on(frame.len(), &shared.spare) {
+            log.file.move_on(&shared.log_directory, &shared.spare)?;
         }
-        // At the frames' end, not the file's: a log made ahead of time is zeros after them.
-        if let Err(error) = log.file.write_all_at(&frame, log.bytes) {
-            // A partial frame in the middle of the log would read as damage on replay.
-            let _ = log.file.set_len(log.bytes);
-            return Err(error.into());
-        }
-        log.bytes += frame.len() as u64;
+        log.file.write(&frame)?;
         log.memtable_log_bytes += frame.len() as u64;
         // The memtable is locked before the log is let go, so writes reach it in log order,
         // and a sync that wants the log need not wait for the batch to be applied.
@@ -454,7 +396,7 @@ impl<T: Tables> Engine for Buffered<T> {
 
     fn sync(&self) -> Result<(), StorageError> {
         // Earlier files of the log were synced when it moved on from them.
-        let current = Arc::clone(&self.shared.log.lock().file);
+        let current = self.shared.log.lock().file.file();
         current.sync_data()?;
         Ok(())
     }

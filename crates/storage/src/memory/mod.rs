@@ -2,7 +2,8 @@
 //! scan in key order) made durable by a write-ahead log and periodic snapshots.
 //!
 //! Files in its directory: `log-N.wal` and `snapshot-N.snap`, where snapshot N holds the state
-//! after every log below N, and log N continues from it. A snapshot is taken once the logs since
+//! after every log below N, and log N continues from it (then log N+1 and on, when a log's
+//! file is full: the files are made ahead of time, see [`crate::log_files`]). A snapshot is taken once the logs since
 //! the last one pass [`MemoryOptions::snapshot_after_log_bytes`]: the log is switched to a new
 //! file, and a background thread writes the map out a chunk at a time, so writers wait for
 //! one chunk's copy at most, never for the whole map's. Once the snapshot is durable, the logs
@@ -25,12 +26,12 @@ pub mod snapshot;
 use crate::engine::{
     copy_key, BatchKey, Engine, KeyValue, ScanRange, StorageError, WriteBatch, WriteOp,
 };
-use crate::wal::{self as log, create_log, sync_directory};
+use crate::log_files::{LogFile, SpareLog};
+use crate::wal::{self as log, sync_directory};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::Write;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,12 +51,15 @@ type Map = BTreeMap<BatchKey, Bytes>;
 pub struct MemoryOptions {
     /// Log bytes written since the last snapshot that trigger the next one.
     pub snapshot_after_log_bytes: u64,
+    /// Bytes of each file of the log, made ahead of time (see [`crate::log_files`]).
+    pub log_file_bytes: u64,
 }
 
 impl Default for MemoryOptions {
     fn default() -> Self {
         Self {
             snapshot_after_log_bytes: 64 << 20,
+            log_file_bytes: 64 << 20,
         }
     }
 }
@@ -73,13 +77,14 @@ struct Shared {
     /// until the key is written again.
     corrupt_keys: RwLock<BTreeSet<Vec<u8>>>,
     log: Mutex<ActiveLog>,
+    /// The next file of the log, made ahead of time.
+    spare: SpareLog,
     snapshot_running: AtomicBool,
 }
 
-/// The log file being appended to.
+/// The log file being written to.
 struct ActiveLog {
-    file: Arc<File>,
-    number: u64,
+    file: LogFile,
     bytes_since_snapshot: u64,
 }
 
@@ -120,18 +125,20 @@ impl MemoryEngine {
             corrupt_keys = loaded.corrupt_keys;
         }
         let replayed_bytes = replay_logs(&files, &mut map, &mut corrupt_keys)?;
-        let number = files.next_number();
-        let file = create_log(&directory, number)?;
+        let spare = SpareLog::start(&directory, options.log_file_bytes, "ringkv-memory-logs")?;
+        // Created empty: the first file made ahead of time is not ready yet (the first write
+        // after it is moves the log on to it).
+        let file = LogFile::open(&directory, files.next_number(), &spare)?;
         let shared = Shared {
             directory,
             options,
             map: RwLock::new(map),
             corrupt_keys: RwLock::new(corrupt_keys),
             log: Mutex::new(ActiveLog {
-                file: Arc::new(file),
-                number,
+                file,
                 bytes_since_snapshot: replayed_bytes,
             }),
+            spare,
             snapshot_running: AtomicBool::new(false),
         };
         Ok(Self {
@@ -218,17 +225,13 @@ fn apply(map: &mut Map, corrupt: &mut BTreeSet<Vec<u8>>, batch: WriteBatch) {
 }
 
 impl Shared {
-    /// Switches to a new log and copies the map; the caller holds the log lock so no write
-    /// slips between the two. Returns the snapshot's number and the copy.
-    /// Switches to log `number` for a snapshot of that number; returns it and the log's file.
+    /// Moves the log on to a new file for a snapshot of its number; the caller holds the log
+    /// lock, so no write slips in between. Returns the number and the new log's file.
     fn start_snapshot(&self, log: &mut ActiveLog) -> Result<(u64, Arc<File>), StorageError> {
-        // The old log may hold writes not yet synced; later syncs only reach the new one.
-        log.file.sync_data()?;
-        let number = log.number + 1;
-        log.file = Arc::new(create_log(&self.directory, number)?);
-        log.number = number;
+        // Syncs the old log first: later syncs only reach the new one.
+        log.file.move_on(&self.directory, &self.spare)?;
         log.bytes_since_snapshot = 0;
-        Ok((number, Arc::clone(&log.file)))
+        Ok((log.file.number(), log.file.file()))
     }
 
     /// Writes the copy as snapshot `number`, then deletes what it covers.
@@ -289,7 +292,10 @@ impl Engine for MemoryEngine {
         let frame = log::encode_frame(&batch)?;
         let shared = &self.shared;
         let mut log = shared.log.lock();
-        (&*log.file).write_all(&frame)?;
+        if log.file.should_move_on(frame.len(), &shared.spare) {
+            log.file.move_on(&shared.directory, &shared.spare)?;
+        }
+        log.file.write(&frame)?;
         log.bytes_since_snapshot += frame.len() as u64;
         apply(
             &mut shared.map.write(),
@@ -316,7 +322,7 @@ impl Engine for MemoryEngine {
     }
 
     fn sync(&self) -> Result<(), StorageError> {
-        let file = Arc::clone(&self.shared.log.lock().file);
+        let file = self.shared.log.lock().file.file();
         file.sync_data()?;
         Ok(())
     }
@@ -434,6 +440,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let options = MemoryOptions {
             snapshot_after_log_bytes: u64::MAX,
+            ..MemoryOptions::default()
         };
         let key = |i: usize| format!("k{i:05}").into_bytes();
         let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
