@@ -399,8 +399,9 @@ impl Files {
                 files.logs.push(n);
             } else if let Some(n) = number("snapshot-", ".snap") {
                 files.snapshots.push(n);
-            } else if name.ends_with(".tmp") {
+            } else if name.starts_with("snapshot-") && name.ends_with(".tmp") {
                 // A snapshot the process died writing; the logs it would cover are all still here.
+                // (Not the log file being made ahead of time, also a `.tmp`: see `SpareLog`.)
                 std::fs::remove_file(directory.join(&name))?;
             }
         }
@@ -432,6 +433,28 @@ impl Files {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Listing the files (as every snapshot does) deletes what a snapshot left half written,
+    /// but not the log file being made ahead of time, which is also a `.tmp`: deleting it
+    /// made the log move on to an empty file after each snapshot.
+    #[test]
+    fn listing_the_files_removes_half_written_snapshots_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let half_written = dir.path().join(format!("snapshot-{:020}.tmp", 3));
+        std::fs::write(&half_written, b"part").unwrap();
+        std::fs::write(log::spare_path(dir.path()), [0; 64]).unwrap();
+        std::fs::write(log::log_path(dir.path(), 2), b"").unwrap();
+        let files = Files::list(dir.path()).unwrap();
+        assert_eq!(files.logs, vec![2]);
+        assert!(
+            !half_written.exists(),
+            "the half-written snapshot was removed"
+        );
+        assert!(
+            log::spare_path(dir.path()).exists(),
+            "the log file made ahead of time was kept"
+        );
+    }
 
     /// A snapshot written while writes go on (before the chunk it is reading, after it, new
     /// keys, deletes) and the log after it give back exactly the last state on restart.
