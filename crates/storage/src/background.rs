@@ -24,6 +24,49 @@ pub fn lower_this_thread() {
     }
 }
 
+/// Bytes a background writer writes between syncs ([`PacedFile`]).
+pub const BACKGROUND_SYNC_BYTES: u64 = 1 << 20;
+
+/// A file written in the background (a log file made ahead of time, a snapshot), synced
+/// every [`BACKGROUND_SYNC_BYTES`] as it is written: an fsync of the log, which clients wait
+/// for, flushes the disk's cache, so it waits for every write the disk holds, and one that
+/// came while tens of MB of background writes were in flight took 6-50 ms instead of 0.1.
+/// Against the memory engine, 3 runs of `redis-benchmark -t set -n 400000 -c 50 -P 16` twice
+/// over, alternating: 4-6 log syncs over 6.4 ms instead of 14-28, and the slowest SET of a
+/// run 10-17 ms instead of 11-66 ms.
+pub struct PacedFile {
+    file: std::fs::File,
+    unsynced: u64,
+}
+
+impl PacedFile {
+    /// Paces the writes to `file`.
+    pub fn new(file: std::fs::File) -> Self {
+        Self { file, unsynced: 0 }
+    }
+
+    /// The file, its last writes not synced yet.
+    pub fn into_inner(self) -> std::fs::File {
+        self.file
+    }
+}
+
+impl std::io::Write for PacedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.file.write(buf)?;
+        self.unsynced += written as u64;
+        if self.unsynced >= BACKGROUND_SYNC_BYTES {
+            self.file.sync_data()?;
+            self.unsynced = 0;
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -111,7 +111,8 @@ pub fn spare_path(directory: &Path) -> PathBuf {
     directory.join("next.wal.tmp")
 }
 
-/// Makes a log ahead of time: `bytes` zeros, durable, under [`spare_path`] until
+/// Makes a log ahead of time: `bytes` zeros (synced as they are written, see
+/// [`crate::background::PacedFile`]), durable, under [`spare_path`] until
 /// [`install_log`] numbers it. Frames written into it (at their offsets, not appended) fill
 /// space the file already has, so an fdatasync writes the frames and nothing else, where an
 /// append must also write the file's new size and blocks: with frames of 20 KB, 0.099 ms per
@@ -122,13 +123,15 @@ pub fn prepare_log(directory: &Path, bytes: u64) -> Result<File, StorageError> {
         .truncate(true)
         .write(true)
         .open(spare_path(directory))?;
+    let mut out = crate::background::PacedFile::new(file);
     let zeros = vec![0u8; 1 << 20];
     let mut left = bytes;
     while left > 0 {
         let chunk = left.min(zeros.len() as u64) as usize;
-        (&file).write_all(&zeros[..chunk])?;
+        out.write_all(&zeros[..chunk])?;
         left -= chunk as u64;
     }
+    let file = out.into_inner();
     file.sync_all()?;
     Ok(file)
 }

@@ -61,7 +61,12 @@ fn restart_loads_the_snapshot_and_replays_the_log_after_it() {
 #[test]
 fn logs_covered_by_a_snapshot_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path(), 4096);
+    // Small log files, so that the files made ahead of time weigh little beside the data.
+    let options = MemoryOptions {
+        snapshot_after_log_bytes: 4096,
+        log_file_bytes: 4096,
+    };
+    let engine = MemoryEngine::open(dir.path(), options).unwrap();
     for i in 0..2000u32 {
         engine
             .put(format!("k{}", i % 100).as_bytes(), &[7u8; 64])

@@ -27,7 +27,9 @@ pub fn write<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     path: &Path,
     entries: impl Iterator<Item = (K, V)>,
 ) -> Result<(), StorageError> {
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    // Synced as it is written, so that the log's syncs never wait behind all of it.
+    let paced = crate::background::PacedFile::new(File::create(path)?);
+    let mut out = BufWriter::with_capacity(1 << 20, paced);
     out.write_all(MAGIC)?;
     let mut count: u64 = 0;
     for (key, value) in entries {
@@ -40,7 +42,8 @@ pub fn write<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     out.write_all(&FOOTER_MARK.to_le_bytes())?;
     out.write_all(&count.to_le_bytes())?;
     out.write_all(&crc32c::crc32c(&count.to_le_bytes()).to_le_bytes())?;
-    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    let paced = out.into_inner().map_err(|e| e.into_error())?;
+    paced.into_inner().sync_all()?;
     Ok(())
 }
 
