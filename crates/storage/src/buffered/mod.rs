@@ -207,7 +207,7 @@ impl<T: Tables> Buffered<T> {
         memtables.active = Memtable::sized_for(options.memtable_bytes);
         let number = last_replayed.map_or(1, |last| last + 1);
         // Created empty: the first file made ahead of time is not ready yet (the first write
-        // after it is moves the log on to it).
+        // after it is ready moves the log on to it).
         let file = LogFile::open(&log_directory, number, &spare)?;
         let shared = Arc::new(Shared {
             options,

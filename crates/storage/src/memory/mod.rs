@@ -127,7 +127,7 @@ impl MemoryEngine {
         let replayed_bytes = replay_logs(&files, &mut map, &mut corrupt_keys)?;
         let spare = SpareLog::start(&directory, options.log_file_bytes, "ringkv-memory-logs")?;
         // Created empty: the first file made ahead of time is not ready yet (the first write
-        // after it is moves the log on to it).
+        // after it is ready moves the log on to it).
         let file = LogFile::open(&directory, files.next_number(), &spare)?;
         let shared = Shared {
             directory,
