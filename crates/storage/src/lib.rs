@@ -1,6 +1,6 @@
 //! Storage: the [`Engine`] trait every layer above writes through, and the engines behind it.
 //!
-//! - [`background`]: the lower CPU priority of background threads.
+//! - [`background`]: the lower CPU priority of background threads, and their paced writes.
 //! - [`engine`]: the trait, write batches, scan ranges and errors. It depends on no engine.
 //! - [`buffered`]: ringkv's own write path — log, memtables and the flusher — in front of an
 //!   ordered store of tables; the lsm and btree engines are both built on it.
