@@ -20,6 +20,7 @@ pub mod keyspace_ids;
 pub mod layout;
 pub mod loop_commit;
 pub mod metrics;
+mod record_bytes;
 pub mod store;
 pub mod sweeper;
 pub mod writer;

@@ -617,7 +617,7 @@ impl Shared {
             record::Record::encode_replacement(replacing, mutation, self.replica_id, timestamp);
         SeenWrite::Encoded {
             stored: StoredRecord {
-                bytes: encoded.bytes.into(),
+                bytes: crate::record_bytes::shared(encoded.bytes),
                 point: encoded.point,
             },
             dues: (old_due, encoded.next_dead_ms),

@@ -542,7 +542,7 @@ impl Writer {
                 timestamp,
             );
             let stored = StoredRecord {
-                bytes: encoded.bytes.into(),
+                bytes: crate::record_bytes::shared(encoded.bytes),
                 point: encoded.point,
             };
             let id = self.keyspace_id(&keyspace)?;
@@ -959,7 +959,7 @@ fn store(
     let encoded = new.as_ref().map(|record| {
         let (bytes, point) = record.encode_for_reads();
         StoredRecord {
-            bytes: bytes.into(),
+            bytes: crate::record_bytes::shared(bytes),
             point,
         }
     });
