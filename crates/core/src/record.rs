@@ -293,6 +293,26 @@ impl Record {
         replica: ReplicaId,
         timestamp: Timestamp,
     ) -> EncodedRecord {
+        let mut bytes = Vec::new();
+        let (point, next_dead_ms) =
+            Self::encode_replacement_into(&mut bytes, replaced, mutation, replica, timestamp);
+        EncodedRecord {
+            bytes,
+            point,
+            next_dead_ms,
+        }
+    }
+
+    /// [`Record::encode_replacement`] into `out`, which it empties first: a caller that
+    /// copies the bytes elsewhere reuses one buffer instead of allocating one per record.
+    /// Returns the point read and [`Record::next_dead_ms`].
+    pub fn encode_replacement_into(
+        out: &mut Vec<u8>,
+        replaced: Option<Replaced>,
+        mutation: MutationView<'_>,
+        replica: ReplicaId,
+        timestamp: Timestamp,
+    ) -> (Option<PointRead>, Option<u64>) {
         let mut context = replaced
             .map(|replaced| replaced.context)
             .unwrap_or_default();
@@ -302,12 +322,8 @@ impl Record {
             expires_at_ms: mutation.expires_at_ms,
             value: mutation.value,
         };
-        let (bytes, point) = encode_parts(&context, std::iter::once(sibling));
-        EncodedRecord {
-            bytes,
-            point,
-            next_dead_ms: sibling.dead_since_ms(),
-        }
+        let point = encode_parts_into(out, &context, std::iter::once(sibling));
+        (point, sibling.dead_since_ms())
     }
 
     /// Decodes bytes written by [`Record::encode`], verifying the checksum before trusting any
@@ -662,26 +678,38 @@ fn encode_parts<'a>(
     context: &VersionVector,
     siblings: impl ExactSizeIterator<Item = SiblingView<'a>> + Clone,
 ) -> (Vec<u8>, Option<PointRead>) {
+    let mut out = Vec::new();
+    let point = encode_parts_into(&mut out, context, siblings);
+    (out, point)
+}
+
+/// [`encode_parts`] into `out`, emptied first; returns the point read.
+fn encode_parts_into<'a>(
+    out: &mut Vec<u8>,
+    context: &VersionVector,
+    siblings: impl ExactSizeIterator<Item = SiblingView<'a>> + Clone,
+) -> Option<PointRead> {
     let count = siblings.len();
     let value_bytes: usize = siblings
         .clone()
         .map(|s| s.value.map_or(0, <[u8]>::len))
         .sum();
-    let mut out = Vec::with_capacity(value_bytes + 32 + 40 * count);
+    out.clear();
+    out.reserve(value_bytes + 32 + 40 * count);
     out.push(RECORD_FORMAT);
-    context.encode_into(&mut out);
-    put_varint(&mut out, count as u64);
+    context.encode_into(out);
+    put_varint(out, count as u64);
     let mut last = None;
     for sibling in siblings {
         out.extend_from_slice(&sibling.dot.replica.0.to_le_bytes());
-        put_varint(&mut out, sibling.dot.counter);
+        put_varint(out, sibling.dot.counter);
         out.extend_from_slice(&sibling.timestamp.0.to_le_bytes());
         // Expiry 0 means none: no value is written already expired at the epoch.
-        put_varint(&mut out, sibling.expires_at_ms.unwrap_or(0));
+        put_varint(out, sibling.expires_at_ms.unwrap_or(0));
         match sibling.value {
             Some(value) => {
                 out.push(KIND_VALUE);
-                put_bytes(&mut out, value);
+                put_bytes(out, value);
             }
             None => out.push(KIND_TOMBSTONE),
         }
@@ -697,9 +725,9 @@ fn encode_parts<'a>(
         )),
         _ => None,
     };
-    let checksum = crc32c::crc32c(&out);
+    let checksum = crc32c::crc32c(out);
     out.extend_from_slice(&checksum.to_le_bytes());
-    (out, point)
+    point
 }
 
 /// How many siblings follow the context: at most [`SIBLINGS_MAX`].

@@ -613,14 +613,15 @@ impl Shared {
         }
         let timestamp = self.hlc.tick(now_ms);
         let old_due = replacing.as_ref().and_then(|r| r.next_dead_ms);
-        let encoded =
-            record::Record::encode_replacement(replacing, mutation, self.replica_id, timestamp);
+        let (stored, new_due) = crate::record_bytes::encode_replacement(
+            replacing,
+            mutation,
+            self.replica_id,
+            timestamp,
+        );
         SeenWrite::Encoded {
-            stored: StoredRecord {
-                bytes: crate::record_bytes::shared(encoded.bytes),
-                point: encoded.point,
-            },
-            dues: (old_due, encoded.next_dead_ms),
+            stored,
+            dues: (old_due, new_due),
         }
     }
 

@@ -535,25 +535,14 @@ impl Writer {
         let old_due = replacing.as_ref().and_then(|r| r.next_dead_ms);
         if !return_record && !report.context {
             // Nothing needs the new record but its bytes: encode them straight away.
-            let encoded = Record::encode_replacement(
+            let (stored, new_due) = crate::record_bytes::encode_replacement(
                 replacing,
                 mutation.view(),
                 shared.replica_id,
                 timestamp,
             );
-            let stored = StoredRecord {
-                bytes: crate::record_bytes::shared(encoded.bytes),
-                point: encoded.point,
-            };
             let id = self.keyspace_id(&keyspace)?;
-            store_encoded(
-                group,
-                &keyspace,
-                id,
-                &key,
-                (old_due, encoded.next_dead_ms),
-                Some(stored),
-            );
+            store_encoded(group, &keyspace, id, &key, (old_due, new_due), Some(stored));
             shared.metrics.writes.inc();
             return Ok(WriteOutcome {
                 context: VersionVector::new(),

@@ -198,11 +198,16 @@ proptest! {
                 (Some(replaced), replacing),
                 (None, Record::replace(None, mutation.clone(), replica, at).unwrap()),
             ] {
-                let encoded = Record::encode_replacement(replaced, mutation.view(), replica, at);
+                let encoded = Record::encode_replacement(replaced.clone(), mutation.view(), replica, at);
                 let (bytes, point) = expected.encode_for_reads();
                 prop_assert_eq!(&encoded.bytes, &bytes);
                 prop_assert_eq!(encoded.point, point);
                 prop_assert_eq!(encoded.next_dead_ms, expected.next_dead_ms());
+                // Into a buffer that held something else: the same bytes, nothing left over.
+                let mut reused = vec![0xAB; 700];
+                let into = Record::encode_replacement_into(&mut reused, replaced, mutation.view(), replica, at);
+                prop_assert_eq!(&reused, &bytes);
+                prop_assert_eq!(into, (point, expected.next_dead_ms()));
             }
         }
     }
