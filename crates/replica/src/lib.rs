@@ -14,6 +14,7 @@
 //! - [`keyspace_ids`]: this node's numbers for keyspace names in those keys.
 //! - [`metrics`]: the store's Prometheus metrics.
 
+mod answers;
 pub mod cache;
 pub mod error;
 pub mod keyspace_ids;

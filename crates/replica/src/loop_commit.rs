@@ -20,6 +20,7 @@
 //! A runtime that never runs out of work would never park, so a fallback task commits a
 //! group that has waited [`FALLBACK`] without a park.
 
+use crate::answers::Mailbox;
 use crate::error::ReplicaError;
 use crate::writer::{Job, Writer};
 use parking_lot::Mutex;
@@ -64,6 +65,9 @@ struct Here {
     /// Woken to make the runtime look at the network again instead of waiting on it: a task
     /// that is ready to run keeps it from parking.
     nudge: Arc<Notify>,
+    /// Where the syncer leaves the answers of the groups this thread hands it, for this
+    /// thread to send ([`crate::answers`]).
+    mailbox: Arc<Mailbox>,
 }
 
 /// How a job offered to this thread's queue fared.
@@ -122,7 +126,9 @@ impl LoopQueue {
     /// committing unless `done` says it has other work: a committing thread whose group held
     /// some of its own writes has their answers to send (and commits what is queued when it
     /// next parks), and the writer thread has its own queue.
-    pub(crate) fn commit(&self, mut done: impl FnMut() -> bool) {
+    ///
+    /// The syncer leaves the answers of a group it syncs in `mailbox`, if given.
+    pub(crate) fn commit(&self, mut done: impl FnMut() -> bool, mailbox: Option<&Arc<Mailbox>>) {
         loop {
             if self.is_empty() {
                 return;
@@ -135,7 +141,7 @@ impl LoopQueue {
             };
             let done = done();
             self.committed.fetch_add(1, Ordering::Relaxed);
-            Writer::commit_queued(writer, jobs);
+            Writer::commit_queued(writer, jobs, mailbox);
             if done {
                 return;
             }
@@ -147,7 +153,7 @@ impl LoopQueue {
         let writer = self.writer.lock();
         if let Some(jobs) = self.take() {
             self.committed.fetch_add(1, Ordering::Relaxed);
-            Writer::commit_queued(writer, jobs);
+            Writer::commit_queued(writer, jobs, None);
         }
     }
 
@@ -189,7 +195,8 @@ pub fn commit_parked() {
 
 /// Commits what is queued unless the writer is busy, without putting it off.
 fn commit_now_here(here: &Here) {
-    here.queue.commit(|| here.queued.replace(false));
+    here.queue
+        .commit(|| here.queued.replace(false), Some(&here.mailbox));
 }
 
 /// Commits everything queued for the store this thread commits for, if any, waiting for the
@@ -208,6 +215,8 @@ fn commit_all_here() {
 pub struct LoopCommits {
     fallback: tokio::task::JoinHandle<()>,
     nudged: tokio::task::JoinHandle<()>,
+    answering: tokio::task::JoinHandle<()>,
+    mailbox: Arc<Mailbox>,
 }
 
 impl LoopCommits {
@@ -218,13 +227,19 @@ impl LoopCommits {
         commit_all_here();
         let armed = Arc::new(Notify::new());
         let nudge = Arc::new(Notify::new());
+        let mailbox = Arc::new(Mailbox::default());
         HERE.set(Some(Here {
             queue: Arc::clone(&queue),
             armed: Arc::clone(&armed),
             queued: Cell::new(false),
             looked_again: Cell::new(false),
             nudge: Arc::clone(&nudge),
+            mailbox: Arc::clone(&mailbox),
         }));
+        let answering = tokio::spawn({
+            let mailbox = Arc::clone(&mailbox);
+            async move { mailbox.answer().await }
+        });
         let nudged = tokio::spawn(async move {
             loop {
                 nudge.notified().await;
@@ -244,7 +259,12 @@ impl LoopCommits {
                 }
             }
         });
-        Self { fallback, nudged }
+        Self {
+            fallback,
+            nudged,
+            answering,
+            mailbox,
+        }
     }
 }
 
@@ -254,5 +274,8 @@ impl Drop for LoopCommits {
         self.nudged.abort();
         commit_all_here();
         HERE.set(None);
+        // Groups still being synced are answered by the syncer from now on.
+        self.answering.abort();
+        self.mailbox.close();
     }
 }

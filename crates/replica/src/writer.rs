@@ -18,6 +18,7 @@
 //! encoded by its submitter from a snapshot of the cache ([`crate::store::PreparedWrite`]),
 //! and the writer only checks that the snapshot still holds before storing it.
 
+use crate::answers::{answer_all, copied, Answer, Mailbox};
 use crate::cache::{CacheKey, Cached, StoredRecord};
 use crate::error::ReplicaError;
 use crate::layout::{self, ExpiryEntry, KeyspaceId};
@@ -108,23 +109,6 @@ impl Job {
     }
 }
 
-/// The answer a job gets once its group is committed.
-enum Answer {
-    Write(
-        oneshot::Sender<Result<WriteOutcome, ReplicaError>>,
-        Result<WriteOutcome, ReplicaError>,
-    ),
-    WriteMany(ManyReply, Vec<Result<WriteOutcome, ReplicaError>>),
-    Merge(
-        oneshot::Sender<Result<bool, ReplicaError>>,
-        Result<bool, ReplicaError>,
-    ),
-    Sweep(
-        oneshot::Sender<Result<u64, ReplicaError>>,
-        Result<u64, ReplicaError>,
-    ),
-}
-
 /// What applies writes to the stored records: one [`Mutex`] of it per store, so that only one
 /// group is applied at a time — every read-merge-write and condition check is atomic without
 /// locks of its own. The [`WriterThread`] holds it while it stores a group, and so does a
@@ -133,7 +117,17 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     /// The writer thread's syncer, while it runs (under `sync = always`): large groups that
     /// a committing thread stores are synced there, as the writer thread's are.
-    syncer: Option<std::sync::mpsc::Sender<Vec<Answer>>>,
+    syncer: Option<Syncer>,
+}
+
+/// Where groups go to be synced by the syncer thread.
+type Syncer = std::sync::mpsc::Sender<Handoff>;
+
+/// A stored group's answers, for the syncer to send after its next sync, or to leave in the
+/// mailbox of the thread that committed the group (see [`crate::answers`]).
+struct Handoff {
+    answers: Vec<Answer>,
+    mailbox: Option<Arc<Mailbox>>,
 }
 
 /// The writer thread: commits the writes queued on the store's channel.
@@ -193,7 +187,7 @@ impl WriterThread {
     /// fsync runs (pipelined group commit); it stops once the writer has handed it everything.
     pub fn run(mut self) {
         let syncer = (self.shared.options.sync == SyncPolicy::Always).then(|| {
-            let (handoff, groups) = std::sync::mpsc::channel::<Vec<Answer>>();
+            let (handoff, groups) = std::sync::mpsc::channel::<Handoff>();
             let shared = Arc::clone(&self.shared);
             let thread = std::thread::Builder::new()
                 .name("ringkv-syncer".into())
@@ -212,7 +206,7 @@ impl WriterThread {
             );
             // Until writes of its own are queued again: under steady loads on both sides it
             // would otherwise keep committing the loops' writes while its own wait.
-            self.loops.commit(|| !self.jobs.is_empty());
+            self.loops.commit(|| !self.jobs.is_empty(), None);
         }
         if let Some((handoff, thread)) = syncer {
             self.writer.lock().syncer = None;
@@ -227,13 +221,7 @@ impl WriterThread {
     /// before it, so answers may overtake those of an earlier group still being synced):
     /// even a group that changed nothing waits, since what it reports may rest on an earlier
     /// group's writes that are not durable yet.
-    fn commit(
-        &mut self,
-        jobs: Vec<Job>,
-        writes: usize,
-        bytes: usize,
-        syncer: Option<&std::sync::mpsc::Sender<Vec<Answer>>>,
-    ) {
+    fn commit(&mut self, jobs: Vec<Job>, writes: usize, bytes: usize, syncer: Option<&Syncer>) {
         let small = writes < INLINE_SYNC_WRITES_MAX && bytes < INLINE_SYNC_BYTES_MAX;
         let writer = self.writer.lock();
         let (answers, stored) = writer.store_group(jobs, writes);
@@ -243,14 +231,14 @@ impl WriterThread {
                     Self::store_arrivals(&mut self.jobs, &writer, answers, writes, bytes);
                 drop(writer);
                 if busy {
-                    hand_to_syncer(syncer, answers);
+                    hand_to_syncer(syncer, answers, None);
                 } else {
                     answer_all(answers, &sync(&self.shared));
                 }
             }
             (Ok(()), Some(syncer)) => {
                 drop(writer);
-                hand_to_syncer(syncer, answers);
+                hand_to_syncer(syncer, answers, None);
             }
             (stored, _) => {
                 drop(writer);
@@ -322,7 +310,14 @@ impl Writer {
     /// syncer, as the writer thread's are, so that the thread serves the requests that came
     /// in meanwhile while the disk works (`redis-benchmark -P 16`, whose 50 pipelines arrive
     /// in about two waves).
-    pub fn commit_queued(guard: MutexGuard<'_, Writer>, jobs: Vec<Job>) {
+    ///
+    /// Answers that the syncer sends go to `mailbox`, if given, for the committing thread to
+    /// send them itself.
+    pub fn commit_queued(
+        guard: MutexGuard<'_, Writer>,
+        jobs: Vec<Job>,
+        mailbox: Option<&Arc<Mailbox>>,
+    ) {
         let mut waiting = Vec::with_capacity(jobs.len());
         let mut jobs = jobs.into_iter();
         let (mut writes, mut bytes) = (0, 0);
@@ -342,7 +337,7 @@ impl Writer {
         }
         let small = writes < INLINE_SYNC_WRITES_MAX && bytes < INLINE_SYNC_BYTES_MAX;
         match &guard.syncer {
-            Some(syncer) if !small => hand_to_syncer(syncer, waiting),
+            Some(syncer) if !small => hand_to_syncer(syncer, waiting, mailbox.cloned()),
             _ => {
                 let synced = sync(&guard.shared);
                 drop(guard);
@@ -732,14 +727,17 @@ impl Writer {
 }
 
 /// The syncer thread: waits for groups stored by the writer, syncs once for all of those
-/// waiting, then answers them.
-fn run_syncer(shared: &Shared, groups: &std::sync::mpsc::Receiver<Vec<Answer>>) {
+/// waiting, then answers them (or leaves their answers in their committing thread's mailbox).
+fn run_syncer(shared: &Shared, groups: &std::sync::mpsc::Receiver<Handoff>) {
     while let Ok(first) = groups.recv() {
         let mut waiting = vec![first];
         waiting.extend(groups.try_iter());
         let synced = sync(shared);
-        for answers in waiting {
-            answer_all(answers, &synced);
+        for Handoff { answers, mailbox } in waiting {
+            match mailbox {
+                Some(mailbox) => mailbox.deliver(answers, copied(&synced)),
+                None => answer_all(answers, &synced),
+            }
         }
     }
 }
@@ -754,34 +752,16 @@ fn sync(shared: &Shared) -> Result<(), StorageError> {
     synced
 }
 
-/// Hands stored groups' answers to the syncer, to be sent after its next sync.
-fn hand_to_syncer(syncer: &std::sync::mpsc::Sender<Vec<Answer>>, answers: Vec<Answer>) {
-    if let Err(std::sync::mpsc::SendError(answers)) = syncer.send(answers) {
+/// Hands a stored group's answers to the syncer, to be sent after its next sync (or left in
+/// `mailbox`).
+fn hand_to_syncer(syncer: &Syncer, answers: Vec<Answer>, mailbox: Option<Arc<Mailbox>>) {
+    if let Err(std::sync::mpsc::SendError(Handoff { answers, .. })) =
+        syncer.send(Handoff { answers, mailbox })
+    {
         answer_all(
             answers,
             &Err(StorageError::Io(std::io::Error::other("syncer stopped"))),
         );
-    }
-}
-
-/// Sends each caller its outcome, or the error that kept its group from being stored.
-fn answer_all(answers: Vec<Answer>, committed: &Result<(), StorageError>) {
-    for answer in answers {
-        // A caller that gave up waiting is not an error of the write.
-        match answer {
-            Answer::Write(reply, outcome) => {
-                let _ = reply.send(committed.as_ref().map_err(fresh_error).and(outcome));
-            }
-            Answer::WriteMany(reply, outcomes) => {
-                let _ = reply.send(committed.as_ref().map_err(fresh_error).map(|()| outcomes));
-            }
-            Answer::Merge(reply, outcome) => {
-                let _ = reply.send(committed.as_ref().map_err(fresh_error).and(outcome));
-            }
-            Answer::Sweep(reply, outcome) => {
-                let _ = reply.send(committed.as_ref().map_err(fresh_error).and(outcome));
-            }
-        }
     }
 }
 
@@ -986,14 +966,4 @@ fn store_encoded(
         cached.push((copy_key(&cache_key), encoded.clone()));
     }
     group.records.insert(cache_key, encoded);
-}
-
-/// A commit error for one caller (errors are not `Clone`; each caller gets its own).
-fn fresh_error(error: &StorageError) -> ReplicaError {
-    match error {
-        StorageError::Corruption(detail) => ReplicaError::Corruption {
-            detail: detail.clone(),
-        },
-        other => ReplicaError::Storage(StorageError::Io(std::io::Error::other(other.to_string()))),
-    }
 }
