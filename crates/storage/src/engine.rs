@@ -54,6 +54,15 @@ pub enum WriteOp {
     Delete { key: BatchKey },
 }
 
+impl WriteOp {
+    /// The key the change is to.
+    pub fn key(&self) -> &BatchKey {
+        match self {
+            WriteOp::Put { key, .. } | WriteOp::Delete { key } => key,
+        }
+    }
+}
+
 /// Changes applied all together or not at all.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WriteBatch {
