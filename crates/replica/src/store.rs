@@ -2,7 +2,7 @@
 //! from the engine by the calling thread), and writes (handed to the [writer](crate::writer)
 //! thread, which applies them in order and acknowledges them once durable).
 
-use crate::cache::{CacheKey, Cached, ChangeCount, Lookup, RecordCache, StoredRecord};
+use crate::cache::{CacheKey, Cached, Lookup, RecordCache, SlotVersion, StoredRecord};
 use crate::error::ReplicaError;
 use crate::keyspace_ids::KeyspaceIds;
 use crate::layout;
@@ -511,11 +511,11 @@ pub(crate) struct Shared {
 }
 
 /// What the record cache held, before a write was queued, for the record the write replaces,
-/// and what the submitter prepared from it: the writer uses it if the cache's [`ChangeCount`]
+/// and what the submitter prepared from it: the writer uses it if the key's [`SlotVersion`]
 /// has not moved since, instead of looking the record up itself (see
 /// [`RecordCache::snapshot`]).
 pub(crate) struct SeenReplaced {
-    pub count: ChangeCount,
+    pub version: SlotVersion,
     pub write: SeenWrite,
 }
 
@@ -588,7 +588,7 @@ impl Shared {
         }
         let cache = self.cache.as_ref()?;
         let id = self.keyspace_ids.get(&request.keyspace)?;
-        let (cached, count) = cache.snapshot(&layout::lookup_key(id, &request.key))?;
+        let (cached, version) = cache.snapshot(&layout::lookup_key(id, &request.key))?;
         let replacing = match cached {
             Some(stored) => Some(stored.replaced().ok()??),
             None => None,
@@ -597,7 +597,7 @@ impl Shared {
             Some(mutation) => self.encode_ahead(replacing, mutation),
             None => SeenWrite::Summary(replacing),
         };
-        Some(SeenReplaced { count, write })
+        Some(SeenReplaced { version, write })
     }
 
     /// A SET of `mutation` over the record `replacing` summarises, encoded as the writer's

@@ -581,10 +581,11 @@ impl Writer {
                 None => Some(SeenWrite::Summary(None)),
             });
         }
-        // Every change to a stored record moves the cache's change count once the engine has
-        // it; changes earlier in this group are in `group.records`, looked up above.
+        // Every change to a stored record moves its cache version once the engine has it;
+        // changes earlier in this group are in `group.records`, looked up above.
         let cache = self.shared.cache.as_ref();
-        if let Some(current) = seen.take_if(|s| cache.is_some_and(|c| c.unchanged_since(s.count))) {
+        if let Some(current) = seen.take_if(|s| cache.is_some_and(|c| c.unchanged_since(s.version)))
+        {
             self.shared.metrics.writes_from_snapshot.inc();
             return Ok(Some(current.write));
         }
