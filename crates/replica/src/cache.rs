@@ -23,7 +23,7 @@
 //!
 //! Snapshots: a caller about to submit a plain SET may read the record it will replace from
 //! the cache ([`RecordCache::snapshot`]), off the writer thread, and hand the writer what it
-//! found with the key's [`SlotVersion`]: a counter, one of 65,536 that keys hash to,
+//! found with the key's [`SlotVersion`]: a counter, one of 4,096 that keys hash to,
 //! which the writer advances after each change it makes to the cache. If the counter has not
 //! moved when the writer applies the SET ([`RecordCache::unchanged_since`]), no key of its
 //! slot has changed since the snapshot, so the writer uses it instead of looking the record
