@@ -79,6 +79,11 @@ impl SpareLog {
         })
     }
 
+    /// Bytes of each file it makes.
+    pub fn file_bytes(&self) -> u64 {
+        self.shared.bytes
+    }
+
     /// Whether a file is ready to be taken.
     pub fn is_ready(&self) -> bool {
         self.shared.state.lock().file.is_some()

@@ -80,6 +80,7 @@ for_both!(
     a_key_rewritten_over_and_over_does_not_grow_one_log_without_end,
     logs_made_ahead_of_time_are_used_and_replayed,
     a_full_log_file_moves_on_to_one_made_ahead_without_a_seal,
+    a_memtable_sealed_by_its_log_takes_no_file_made_ahead_for_a_few_frames,
 );
 
 fn writes_that_reached_the_log_survive_a_crash(kind: Kind) {
@@ -347,6 +348,37 @@ fn a_full_log_file_moves_on_to_one_made_ahead_without_a_seal(kind: Kind) {
             Some(last.to_le_bytes().repeat(25)),
             "key {k}"
         );
+    }
+}
+
+fn a_memtable_sealed_by_its_log_takes_no_file_made_ahead_for_a_few_frames(kind: Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    // Files made ahead of 2 MB; the memtable is sealed once its log reaches 4 MB.
+    let memtable_bytes = 1 << 20;
+    let made_ahead = 2 * memtable_bytes as u64;
+    let spare = dir.path().join(kind.log_dir()).join("next.wal.tmp");
+    let engine = open(kind, dir.path(), memtable_bytes);
+    wait_for_spare(&spare, made_ahead);
+    // 100 keys rewritten with 1 KB values: the memtable stays small, so its log seals it,
+    // three times over in about 13 MB of frames.
+    let value = vec![7u8; 1000];
+    for i in 0..13_000u32 {
+        engine.put(&key(i % 100), &value).unwrap();
+        // Every file made ahead is ready when the log wants it, whatever the disk's speed.
+        if i % 100 == 99 {
+            wait_for_spare(&spare, made_ahead);
+        }
+    }
+    let logs = logs(kind, dir.path());
+    let last = logs.last().unwrap().file_stem().unwrap().to_string_lossy();
+    let last: u64 = last.trim_start_matches("log-").parse().unwrap();
+    // Log 1 was created empty at open; 13 MB of frames then fill 7 files of 2 MB, two per
+    // memtable, so the last is log 8 (9 leaves room for one file created empty). Had each
+    // seal come one file late, just after the log moved on, that file would hold a few
+    // frames, and the log would have used files up to 12.
+    assert!(last <= 9, "the log used files up to {last}");
+    for k in 0..100 {
+        assert_eq!(get(&engine, &key(k)), Some(value.clone()), "key {k}");
     }
 }
 

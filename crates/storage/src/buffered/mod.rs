@@ -11,7 +11,8 @@
 //! grow the log, not the memtable), the memtable is sealed and the log moves on to a new
 //! file; the new memtable is the last one flushed, emptied. The log's files are made ahead of
 //! time, and the log also moves on, without a seal, when its file is full (see
-//! [`crate::log_files`]). The flusher thread (module `flush`)
+//! [`crate::log_files`]), unless the memtable's log would pass its bound in the next file:
+//! then the memtable is sealed there instead. The flusher thread (module `flush`)
 //! writes each sealed memtable into the tables in one durable step, and then deletes the logs
 //! the memtable came from.
 //!
@@ -373,8 +374,8 @@ impl<T: Tables> Engine for Buffered<T> {
         // Sealed before the append rather than after it, so that a write that cannot seal
         // (no room, no new log) fails without having been applied.
         let memtable_bytes = shared.options.memtable_bytes;
-        let log_full = log.memtable_log_bytes
-            >= (memtable_bytes as u64).saturating_mul(LOG_BYTES_PER_MEMTABLE);
+        let log_bound = (memtable_bytes as u64).saturating_mul(LOG_BYTES_PER_MEMTABLE);
+        let log_full = log.memtable_log_bytes >= log_bound;
         let memtable_full = {
             let active = &shared.memtables.read().active;
             active.bytes() >= memtable_bytes || active.lacks_room_for(batch.len())
@@ -382,7 +383,16 @@ impl<T: Tables> Engine for Buffered<T> {
         if log_full || memtable_full {
             shared.seal(&mut log)?;
         } else if log.file.should_move_on(frame.len(), &shared.spare) {
-            log.file.move_on(&shared.log_directory, &shared.spare)?;
+            // A memtable whose log would pass its bound in the next file is sealed now, and
+            // the seal moves the log on. Moving on alone would take that file for the few
+            // frames left before the bound, and the seal that follows would leave it mostly
+            // zeros: with 64 MiB files and 128 MiB of log per memtable, every third file made
+            // ahead, 64 MiB of zeros copied into the page cache under the node's load.
+            if log.memtable_log_bytes + shared.spare.file_bytes() > log_bound {
+                shared.seal(&mut log)?;
+            } else {
+                log.file.move_on(&shared.log_directory, &shared.spare)?;
+            }
         }
         log.file.write(&frame)?;
         log.memtable_log_bytes += frame.len() as u64;
