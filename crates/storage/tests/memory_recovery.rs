@@ -141,6 +141,54 @@ fn a_damaged_snapshot_value_reads_as_corruption_for_that_key_only() {
 }
 
 #[test]
+fn a_snapshot_due_in_the_next_log_file_starts_when_the_log_moves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    // Files of 1 MB made ahead, a snapshot after every 1 MB of log, as by default (64 MiB).
+    let log_file_bytes = 1 << 20;
+    let options = MemoryOptions {
+        snapshot_after_log_bytes: log_file_bytes,
+        log_file_bytes,
+    };
+    let spare = dir.path().join("memory").join("next.wal.tmp");
+    let value = vec![7u8; 1000];
+    {
+        let engine = MemoryEngine::open(dir.path(), options.clone()).unwrap();
+        wait_for_spare(&spare, log_file_bytes);
+        // About 6.5 MB of frames: 100 keys rewritten with 1 KB values.
+        for i in 0..6_500u32 {
+            let key = format!("k{:03}", i % 100);
+            engine.put(key.as_bytes(), &value).unwrap();
+            // Every file made ahead is ready when the log wants it, whatever the disk's speed.
+            if i % 100 == 99 {
+                wait_for_spare(&spare, log_file_bytes);
+            }
+        }
+        let last = files(dir.path(), ".wal")
+            .iter()
+            .filter_map(|log| {
+                let name = log.file_stem()?.to_string_lossy().into_owned();
+                name.trim_start_matches("log-").parse::<u64>().ok()
+            })
+            .max()
+            .unwrap();
+        // About one file per MB of frames, one per snapshot: files up to log 9 on the
+        // machine this was written on. Had each snapshot moved the log on one file late,
+        // just after the log itself did, every other file would hold a few frames, and the
+        // log would have used twice as many: files up to log 18.
+        assert!(last <= 11, "the log used files up to {last}");
+    }
+    let engine = MemoryEngine::open(dir.path(), options).unwrap();
+    for k in 0..100 {
+        let key = format!("k{k:03}");
+        assert_eq!(
+            engine.get(key.as_bytes()).unwrap(),
+            Some(value.clone()),
+            "key {k}"
+        );
+    }
+}
+
+#[test]
 fn a_full_log_file_moves_on_to_one_made_ahead_and_every_file_is_replayed() {
     let dir = tempfile::tempdir().unwrap();
     let log_file_bytes = 1 << 20;

@@ -225,6 +225,21 @@ fn apply(map: &mut Map, corrupt: &mut BTreeSet<Vec<u8>>, batch: WriteBatch) {
 }
 
 impl Shared {
+    /// Starts a snapshot unless one is running: moves the log on (see
+    /// [`Shared::start_snapshot`]) and returns the snapshot's number and log, which
+    /// [`Shared::finish_snapshot`] takes.
+    fn begin_snapshot(
+        &self,
+        log: &mut ActiveLog,
+    ) -> Result<Option<(u64, Arc<File>)>, StorageError> {
+        if self.snapshot_running.swap(true, Ordering::AcqRel) {
+            return Ok(None);
+        }
+        self.start_snapshot(log)
+            .map(Some)
+            .inspect_err(|_| self.snapshot_running.store(false, Ordering::Release))
+    }
+
     /// Moves the log on to a new file for a snapshot of its number; the caller holds the log
     /// lock, so no write slips in between. Returns the number and the new log's file.
     fn start_snapshot(&self, log: &mut ActiveLog) -> Result<(u64, Arc<File>), StorageError> {
@@ -292,8 +307,21 @@ impl Engine for MemoryEngine {
         let frame = log::encode_frame(&batch)?;
         let shared = &self.shared;
         let mut log = shared.log.lock();
+        let mut snapshot = None;
         if log.file.should_move_on(frame.len(), &shared.spare) {
-            log.file.move_on(&shared.directory, &shared.spare)?;
+            // A snapshot that would fall due in the next file starts now, and moves the log
+            // on itself. Moving on alone would take that file for the few frames left before
+            // the snapshot, which would then leave it mostly zeros: with the default 64 MiB
+            // files and snapshots every 64 MiB of log, every other file made ahead.
+            let options = &shared.options;
+            let due_in_next = log.bytes_since_snapshot + shared.spare.file_bytes()
+                > options.snapshot_after_log_bytes;
+            if due_in_next {
+                snapshot = shared.begin_snapshot(&mut log)?;
+            }
+            if snapshot.is_none() {
+                log.file.move_on(&shared.directory, &shared.spare)?;
+            }
         }
         log.file.write(&frame)?;
         log.bytes_since_snapshot += frame.len() as u64;
@@ -302,12 +330,12 @@ impl Engine for MemoryEngine {
             &mut shared.corrupt_keys.write(),
             batch,
         );
-        let due = log.bytes_since_snapshot >= shared.options.snapshot_after_log_bytes;
-        if due && !shared.snapshot_running.swap(true, Ordering::AcqRel) {
-            let started = shared.start_snapshot(&mut log);
-            drop(log);
-            let (number, log) =
-                started.inspect_err(|_| shared.snapshot_running.store(false, Ordering::Release))?;
+        if snapshot.is_none() && log.bytes_since_snapshot >= shared.options.snapshot_after_log_bytes
+        {
+            snapshot = shared.begin_snapshot(&mut log)?;
+        }
+        drop(log);
+        if let Some((number, log)) = snapshot {
             let shared = Arc::clone(shared);
             std::thread::Builder::new()
                 .name("ringkv-memory-snapshot".into())
