@@ -140,6 +140,30 @@ fn a_damaged_snapshot_value_reads_as_corruption_for_that_key_only() {
     );
 }
 
+/// The number of the newest file of `dir`'s engine ending in `suffix` (`log-N.wal`,
+/// `snapshot-N.snap`).
+fn newest(dir: &Path, suffix: &str) -> Option<u64> {
+    files(dir, suffix)
+        .iter()
+        .filter_map(|file| {
+            let name = file.file_name()?.to_string_lossy().into_owned();
+            let digits = name.strip_suffix(suffix)?.rsplit('-').next()?.to_owned();
+            digits.parse().ok()
+        })
+        .max()
+}
+
+/// Waits, a bounded time, until `engine` writes no snapshot.
+fn wait_for_snapshot(engine: &MemoryEngine) {
+    for _ in 0..500 {
+        if !engine.is_snapshotting() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("a snapshot took over 5 s");
+}
+
 #[test]
 fn a_snapshot_due_in_the_next_log_file_starts_when_the_log_moves_on() {
     let dir = tempfile::tempdir().unwrap();
@@ -158,24 +182,25 @@ fn a_snapshot_due_in_the_next_log_file_starts_when_the_log_moves_on() {
         for i in 0..6_500u32 {
             let key = format!("k{:03}", i % 100);
             engine.put(key.as_bytes(), &value).unwrap();
-            // Every file made ahead is ready when the log wants it, whatever the disk's speed.
+            // Every file made ahead is ready when the log wants it, and the snapshot before
+            // has finished when the next falls due (a snapshot still running is not started
+            // again, and the log moves on without one), whatever the speed of the disk and of
+            // the background threads.
             if i % 100 == 99 {
                 wait_for_spare(&spare, log_file_bytes);
+                wait_for_snapshot(&engine);
             }
         }
-        let last = files(dir.path(), ".wal")
-            .iter()
-            .filter_map(|log| {
-                let name = log.file_stem()?.to_string_lossy().into_owned();
-                name.trim_start_matches("log-").parse::<u64>().ok()
-            })
-            .max()
-            .unwrap();
+        let last = newest(dir.path(), ".wal").unwrap();
         // About one file per MB of frames, one per snapshot: files up to log 9 on the
         // machine this was written on. Had each snapshot moved the log on one file late,
         // just after the log itself did, every other file would hold a few frames, and the
         // log would have used twice as many: files up to log 18.
         assert!(last <= 11, "the log used files up to {last}");
+        assert!(
+            newest(dir.path(), ".snap").is_some(),
+            "snapshots were taken"
+        );
     }
     let engine = MemoryEngine::open(dir.path(), options).unwrap();
     for k in 0..100 {

@@ -89,6 +89,13 @@ struct ActiveLog {
 }
 
 impl MemoryEngine {
+    /// Whether a snapshot is being written in the background: a snapshot that falls due
+    /// meanwhile waits for it (the log grows on), so a caller that wants the engine's files
+    /// to follow its writes exactly, as a test does, waits for this.
+    pub fn is_snapshotting(&self) -> bool {
+        self.shared.snapshot_running.load(Ordering::Acquire)
+    }
+
     /// Opens the engine in `directory/memory`: loads the newest snapshot, replays later logs,
     /// and starts a fresh log.
     pub fn open(directory: &Path, options: MemoryOptions) -> Result<Self, StorageError> {
