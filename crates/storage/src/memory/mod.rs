@@ -247,6 +247,25 @@ impl Shared {
             .inspect_err(|_| self.snapshot_running.store(false, Ordering::Release))
     }
 
+    /// Writes snapshot `number` ([`Shared::finish_snapshot`]) on a thread of its own, at
+    /// background priority; if that thread cannot start, the snapshot is given up, so that a
+    /// later one can start.
+    fn spawn_snapshot(self: &Arc<Self>, number: u64, log: Arc<File>) -> Result<(), StorageError> {
+        let shared = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("ringkv-memory-snapshot".into())
+            .spawn(move || {
+                crate::background::lower_this_thread();
+                if let Err(error) = shared.finish_snapshot(number, &log) {
+                    tracing::error!(%error, "memory engine snapshot failed; the log keeps growing");
+                }
+            });
+        spawned.map(drop).map_err(|error| {
+            self.snapshot_running.store(false, Ordering::Release);
+            error.into()
+        })
+    }
+
     /// Moves the log on to a new file for a snapshot of its number; the caller holds the log
     /// lock, so no write slips in between. Returns the number and the new log's file.
     fn start_snapshot(&self, log: &mut ActiveLog) -> Result<(u64, Arc<File>), StorageError> {
@@ -330,30 +349,29 @@ impl Engine for MemoryEngine {
                 log.file.move_on(&shared.directory, &shared.spare)?;
             }
         }
-        log.file.write(&frame)?;
-        log.bytes_since_snapshot += frame.len() as u64;
-        apply(
-            &mut shared.map.write(),
-            &mut shared.corrupt_keys.write(),
-            batch,
-        );
-        if snapshot.is_none() && log.bytes_since_snapshot >= shared.options.snapshot_after_log_bytes
-        {
-            snapshot = shared.begin_snapshot(&mut log)?;
+        let mut failed = log.file.write(&frame).err();
+        if failed.is_none() {
+            log.bytes_since_snapshot += frame.len() as u64;
+            apply(
+                &mut shared.map.write(),
+                &mut shared.corrupt_keys.write(),
+                batch,
+            );
+            let due = log.bytes_since_snapshot >= shared.options.snapshot_after_log_bytes;
+            if snapshot.is_none() && due {
+                match shared.begin_snapshot(&mut log) {
+                    Ok(started) => snapshot = started,
+                    Err(error) => failed = Some(error),
+                }
+            }
         }
         drop(log);
+        // A snapshot started above runs even if the write failed after it: the log has moved
+        // on for it, and until it ends no other starts.
         if let Some((number, log)) = snapshot {
-            let shared = Arc::clone(shared);
-            std::thread::Builder::new()
-                .name("ringkv-memory-snapshot".into())
-                .spawn(move || {
-                    crate::background::lower_this_thread();
-                    if let Err(error) = shared.finish_snapshot(number, &log) {
-                        tracing::error!(%error, "memory engine snapshot failed; the log keeps growing");
-                    }
-                })?;
+            shared.spawn_snapshot(number, log)?;
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     fn sync(&self) -> Result<(), StorageError> {
