@@ -7,7 +7,7 @@ use ringkv_storage::{Engine, ScanRange, WriteBatch};
 use std::path::Path;
 
 mod common;
-use common::wait_for_spare;
+use common::{wait_for_spare, LogFilesSeen};
 
 fn open(dir: &Path, snapshot_after_log_bytes: u64) -> MemoryEngine {
     MemoryEngine::open(
@@ -258,6 +258,49 @@ fn a_full_log_file_moves_on_to_one_made_ahead_and_every_file_is_replayed() {
         assert_eq!(
             engine.get(key.as_bytes()).unwrap(),
             Some(last.to_le_bytes().repeat(25)),
+            "key {k}"
+        );
+    }
+}
+
+#[test]
+fn retired_logs_are_written_over_and_replay_reads_only_their_new_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    // Files of 1 MB made ahead, a snapshot after every 1 MB of log; each snapshot retires the
+    // log before it.
+    let log_file_bytes = 1 << 20;
+    let options = MemoryOptions {
+        snapshot_after_log_bytes: log_file_bytes,
+        log_file_bytes,
+    };
+    let spare = dir.path().join("memory").join("next.wal.tmp");
+    // 100 keys rewritten with 1 KB values that differ every round: about 8 MB of frames. A
+    // log that read frames of its file's earlier life would set keys back to older values.
+    let value = |round: u32| round.to_le_bytes().repeat(250);
+    let rounds = 8_000u32;
+    let mut seen = LogFilesSeen::default();
+    {
+        let engine = MemoryEngine::open(dir.path(), options.clone()).unwrap();
+        wait_for_spare(&spare, log_file_bytes);
+        for i in 0..rounds {
+            let key = format!("k{:03}", i % 100);
+            engine.put(key.as_bytes(), &value(i)).unwrap();
+            if i % 100 == 99 {
+                wait_for_spare(&spare, log_file_bytes);
+                wait_for_snapshot(&engine);
+                seen.look(&files(dir.path(), ".wal"));
+            }
+        }
+        let written_over = seen.written_over();
+        assert!(written_over >= 2, "{written_over} files were written over");
+    }
+    let engine = MemoryEngine::open(dir.path(), options).unwrap();
+    for k in 0..100 {
+        let key = format!("k{k:03}");
+        let last = rounds - 100 + k;
+        assert_eq!(
+            engine.get(key.as_bytes()).unwrap(),
+            Some(value(last)),
             "key {k}"
         );
     }

@@ -79,7 +79,7 @@ fn ingest<T: Tables>(shared: &Shared<T>, sealed: &Sealed) -> Result<(), StorageE
     shared.tables.ingest(sealed.memtable.iter())
 }
 
-/// Drops `sealed` from the list, now that the tables hold it, and deletes its logs.
+/// Drops `sealed` from the list, now that the tables hold it, and retires its logs.
 fn finish<T: Tables>(shared: &Shared<T>, sealed: &Arc<Sealed>) -> Result<(), StorageError> {
     {
         let mut memtables = shared.memtables.write();
@@ -89,12 +89,12 @@ fn finish<T: Tables>(shared: &Shared<T>, sealed: &Arc<Sealed>) -> Result<(), Sto
     }
     for number in wal::list_logs(&shared.log_directory)? {
         if number <= sealed.last_log {
-            std::fs::remove_file(wal::log_path(&shared.log_directory, number))?;
+            shared.spare.retire(number)?;
         }
     }
     // Made durable before a later flush deletes newer logs: after a power loss, an old log
     // that came back beside the tables' newer entries without the newer logs would be replayed
-    // over them, and older values would win.
+    // over them, and older values would win. (A retired log is renamed, not a log any more.)
     wal::sync_directory(&shared.log_directory)
 }
 

@@ -368,7 +368,7 @@ impl<T: Tables> Engine for Buffered<T> {
         if batch.is_empty() {
             return Ok(());
         }
-        let frame = wal::encode_frame(&batch)?;
+        let mut frame = wal::encode_frame(&batch)?;
         let shared = &self.shared;
         let mut log = shared.log.lock();
         // Sealed before the append rather than after it, so that a write that cannot seal
@@ -382,7 +382,7 @@ impl<T: Tables> Engine for Buffered<T> {
         };
         if log_full || memtable_full {
             shared.seal(&mut log)?;
-        } else if log.file.should_move_on(frame.len(), &shared.spare) {
+        } else if log.file.should_move_on(&frame, &shared.spare) {
             // A memtable whose log would pass its bound in the next file is sealed now, and
             // the seal moves the log on. Moving on alone would take that file for the few
             // frames left before the bound, and the seal that follows would leave it mostly
@@ -394,8 +394,8 @@ impl<T: Tables> Engine for Buffered<T> {
                 log.file.move_on(&shared.log_directory, &shared.spare)?;
             }
         }
-        log.file.write(&frame)?;
-        log.memtable_log_bytes += frame.len() as u64;
+        log.file.write(&mut frame)?;
+        log.memtable_log_bytes += frame.frame_bytes() as u64;
         // The memtable is locked before the log is let go, so writes reach it in log order,
         // and a sync that wants the log need not wait for the batch to be applied.
         let mut memtables = shared.memtables.write();

@@ -6,8 +6,9 @@
 //! file is full: the files are made ahead of time, see [`crate::log_files`]). A snapshot is taken once the logs since
 //! the last one pass [`MemoryOptions::snapshot_after_log_bytes`]: the log is switched to a new
 //! file, and a background thread writes the map out a chunk at a time, so writers wait for
-//! one chunk's copy at most, never for the whole map's. Once the snapshot is durable, the logs
-//! and snapshots it covers are deleted.
+//! one chunk's copy at most, never for the whole map's. Once the snapshot is durable, the
+//! snapshots it covers are deleted, and the logs it covers retired (written over as later logs,
+//! see [`crate::log_files`]).
 //!
 //! Such a snapshot is fuzzy: writes made while it is written may or may not be in it. It is
 //! still the state after every log below N: each key holds its value from the switch or a
@@ -275,7 +276,7 @@ impl Shared {
         Ok((log.file.number(), log.file.file()))
     }
 
-    /// Writes the copy as snapshot `number`, then deletes what it covers.
+    /// Writes the copy as snapshot `number`, then retires what it covers.
     fn finish_snapshot(&self, number: u64, log: &File) -> Result<(), StorageError> {
         let result = self.write_snapshot(number, log, entries_in_chunks(&self.map));
         self.snapshot_running.store(false, Ordering::Release);
@@ -283,7 +284,7 @@ impl Shared {
     }
 
     /// Writes snapshot `number` from `entries` (the map's, in key order), syncs `log` (log
-    /// `number`, which holds every write the entries may include), then deletes what the
+    /// `number`, which holds every write the entries may include), then retires what the
     /// snapshot covers.
     fn write_snapshot(
         &self,
@@ -297,8 +298,8 @@ impl Shared {
         log.sync_data()?;
         std::fs::rename(&temporary, files.snapshot_path(number))?;
         sync_directory(&self.directory)?;
-        for old in files.logs.iter().filter(|&&n| n < number) {
-            std::fs::remove_file(files.log_path(*old))?;
+        for &old in files.logs.iter().filter(|&&n| n < number) {
+            self.spare.retire(old)?;
         }
         for old in files.snapshots.iter().filter(|&&n| n < number) {
             std::fs::remove_file(files.snapshot_path(*old))?;
@@ -330,11 +331,11 @@ impl Engine for MemoryEngine {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
-        let frame = log::encode_frame(&batch)?;
+        let mut frame = log::encode_frame(&batch)?;
         let shared = &self.shared;
         let mut log = shared.log.lock();
         let mut snapshot = None;
-        if log.file.should_move_on(frame.len(), &shared.spare) {
+        if log.file.should_move_on(&frame, &shared.spare) {
             // A snapshot that would fall due in the next file starts now, and moves the log
             // on itself. Moving on alone would take that file for the few frames left before
             // the snapshot, which would then leave it mostly zeros: with the default 64 MiB
@@ -349,9 +350,9 @@ impl Engine for MemoryEngine {
                 log.file.move_on(&shared.directory, &shared.spare)?;
             }
         }
-        let mut failed = log.file.write(&frame).err();
+        let mut failed = log.file.write(&mut frame).err();
         if failed.is_none() {
-            log.bytes_since_snapshot += frame.len() as u64;
+            log.bytes_since_snapshot += frame.frame_bytes() as u64;
             apply(
                 &mut shared.map.write(),
                 &mut shared.corrupt_keys.write(),
@@ -472,10 +473,6 @@ impl Files {
             .copied()
             .unwrap_or(0);
         highest + 1
-    }
-
-    fn log_path(&self, number: u64) -> PathBuf {
-        log::log_path(&self.directory, number)
     }
 
     fn snapshot_path(&self, number: u64) -> PathBuf {
