@@ -23,10 +23,15 @@ const WRITERS: usize = 4;
 const WRITES_PER_WRITER_MAX: usize = 50_000;
 
 fn iterations() -> usize {
-    std::env::var("RINGKV_CRASH_ITERATIONS")
+    env_or("RINGKV_CRASH_ITERATIONS", 2)
+}
+
+/// The number in environment variable `name`, or `default`.
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2)
+        .unwrap_or(default)
 }
 
 /// The value written for a key: derived from the key so a read can be checked exactly, and
@@ -143,11 +148,24 @@ const RESP_KEYS: usize = 500;
 /// SETs per pipeline in the RESP crash test, as `redis-benchmark -P 16` sends them.
 const RESP_PIPELINE: usize = 16;
 
+/// Bytes added to every value of the RESP crash test (`RINGKV_CRASH_RESP_PAD_BYTES`, default
+/// 0): with large values a soak fills the log fast enough to cross memtable seals, flushes
+/// and log files written over as later logs between two kills.
+fn resp_pad() -> u64 {
+    env_or("RINGKV_CRASH_RESP_PAD_BYTES", 0) as u64
+}
+
+/// Longest wait, in ms, before the kill in the RESP crash test (`RINGKV_CRASH_RESP_KILL_MS`,
+/// default 1200; the wait is random, from a sixth of it).
+fn resp_kill_ms() -> u64 {
+    env_or("RINGKV_CRASH_RESP_KILL_MS", 1200) as u64
+}
+
 /// The value of `key`'s write number `seq`: it starts with the number, so a read says which
 /// write it is, and its length varies so that a torn or misplaced value would show.
 fn resp_value(key: usize, seq: u64) -> Vec<u8> {
     let mut value = format!("{seq}-").into_bytes();
-    let len = (key as u64 * 7 + seq) % 300;
+    let len = (key as u64 * 7 + seq) % 300 + resp_pad();
     value.extend((0..len).map(|i| b'a' + ((key as u64 + seq + i) % 26) as u8));
     value
 }
@@ -232,14 +250,15 @@ fn pipelined_resp_overwrites_survive_kill_9() {
             .collect();
         resp_pipeline(&mut stream, &mut reader, &gets).unwrap();
 
-        let delay = Duration::from_millis(rng.random_range(200..1200));
+        let kill_ms = resp_kill_ms().max(2);
+        let delay = Duration::from_millis(rng.random_range(kill_ms / 6..kill_ms));
         let killer = std::thread::spawn(move || {
             std::thread::sleep(delay);
             server.kill_9();
         });
         let mut pipelines = 0;
-        // Bounded: a pipeline takes far less than the 1.2 s the kill may wait.
-        while pipelines < 100_000 {
+        // Bounded: a pipeline takes far less than the time the kill may wait.
+        while pipelines < 1_000_000 {
             let batch: Vec<(usize, u64)> = (0..RESP_PIPELINE)
                 .map(|i| (rng.random_range(0..RESP_KEYS), next + i as u64))
                 .collect();
