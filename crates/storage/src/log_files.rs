@@ -126,14 +126,15 @@ impl SpareLog {
     }
 
     /// Retires log `number`, whose writes are stored elsewhere now: it is kept to be written
-    /// over as a later log if it is as long as the files made ahead, holds frames of the
-    /// current format only, and fewer than [`RECYCLED_MAX`] are kept; else it is deleted.
-    /// Either way its name is gone; the caller makes that durable when it must.
+    /// over as a later log if it is at least as long as the files made ahead (it is cut to
+    /// their length: a log grows past it when no file was ready to move on to), holds frames
+    /// of the current format only, and fewer than [`RECYCLED_MAX`] are kept; else it is
+    /// deleted. Either way its name is gone; the caller makes that durable when it must.
     pub fn retire(&self, number: u64) -> Result<(), StorageError> {
         let directory = &self.shared.directory;
         let path = wal::log_path(directory, number);
         let room = self.shared.state.lock().recycled.len() < RECYCLED_MAX;
-        if room && self.may_reuse(&path)? {
+        if room && self.made_reusable(&path)? {
             let recycled = wal::recycled_path(directory, number);
             std::fs::rename(&path, &recycled)?;
             self.shared.state.lock().recycled.push_back(recycled);
@@ -143,9 +144,22 @@ impl SpareLog {
         Ok(())
     }
 
-    fn may_reuse(&self, path: &Path) -> Result<bool, StorageError> {
-        let file = File::open(path)?;
-        Ok(file.metadata()?.len() >= self.shared.bytes && wal::holds_only_numbered_frames(&file)?)
+    /// Whether the log at `path` can be written over as a later log, cut to the length of a
+    /// file made ahead if it is.
+    fn made_reusable(&self, path: &Path) -> Result<bool, StorageError> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
+        let bytes = self.shared.bytes;
+        let len = file.metadata()?.len();
+        if len < bytes || !wal::holds_only_numbered_frames(&file)? {
+            return Ok(false);
+        }
+        if len > bytes {
+            file.set_len(bytes)?;
+        }
+        Ok(true)
     }
 
     /// Takes the ready file, if any, as log `number` (renamed, durably), with its length.
@@ -349,8 +363,7 @@ mod tests {
     }
 
     #[test]
-    fn a_log_too_short_to_be_written_over_is_deleted_and_retired_files_do_not_outlive_the_process()
-    {
+    fn retired_logs_are_kept_at_the_length_made_ahead_and_not_past_the_process() {
         let dir = tempfile::tempdir().unwrap();
         {
             let spare = SpareLog::start(dir.path(), BYTES, "test-logs").unwrap();
@@ -359,6 +372,11 @@ mod tests {
             spare.retire(1).unwrap();
             assert!(!wal::log_path(dir.path(), 1).exists());
             assert!(!wal::recycled_path(dir.path(), 1).exists());
+            // Grown past them (no file was ready to move on to): kept, cut to their length.
+            std::fs::write(wal::log_path(dir.path(), 2), vec![0u8; 3 * BYTES as usize]).unwrap();
+            spare.retire(2).unwrap();
+            let kept = std::fs::metadata(wal::recycled_path(dir.path(), 2)).unwrap();
+            assert_eq!(kept.len(), BYTES);
         }
         // One left by a process that stopped before writing over it.
         std::fs::write(wal::recycled_path(dir.path(), 7), vec![0u8; BYTES as usize]).unwrap();

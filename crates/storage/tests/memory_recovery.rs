@@ -164,53 +164,66 @@ fn wait_for_snapshot(engine: &MemoryEngine) {
     panic!("a snapshot took over 5 s");
 }
 
-#[test]
-fn a_snapshot_due_in_the_next_log_file_starts_when_the_log_moves_on() {
-    let dir = tempfile::tempdir().unwrap();
-    // Files of 1 MB made ahead, a snapshot after every 1 MB of log, as by default (64 MiB).
-    let log_file_bytes = 1 << 20;
-    let options = MemoryOptions {
-        snapshot_after_log_bytes: log_file_bytes,
-        log_file_bytes,
-    };
-    let spare = dir.path().join("memory").join("next.wal.tmp");
-    let value = vec![7u8; 1000];
+/// Log files of 1 MB made ahead, and a snapshot after every 1 MB of log, as by default (64 MiB).
+const SMALL_FILES: MemoryOptions = MemoryOptions {
+    snapshot_after_log_bytes: 1 << 20,
+    log_file_bytes: 1 << 20,
+};
+
+/// Writes `value(i)` to key `i % 100` for `i` in `0..rounds` through an engine in `dir` with
+/// [`SMALL_FILES`], then drops it and reopens it. Every 100 writes it waits until the next
+/// file made ahead is ready and the snapshot before has finished (a snapshot still running is
+/// not started again, and the log moves on without one), so the files follow the writes
+/// whatever the speed of the disk and of the background threads; and calls `look` there.
+/// Returns the reopened engine, after checking that each key holds its last value.
+fn write_through_snapshots(
+    dir: &Path,
+    rounds: u32,
+    value: impl Fn(u32) -> Vec<u8>,
+    mut look: impl FnMut(),
+) -> MemoryEngine {
+    let spare = dir.join("memory").join("next.wal.tmp");
     {
-        let engine = MemoryEngine::open(dir.path(), options.clone()).unwrap();
-        wait_for_spare(&spare, log_file_bytes);
-        // About 6.5 MB of frames: 100 keys rewritten with 1 KB values.
-        for i in 0..6_500u32 {
+        let engine = MemoryEngine::open(dir, SMALL_FILES).unwrap();
+        wait_for_spare(&spare, SMALL_FILES.log_file_bytes);
+        for i in 0..rounds {
             let key = format!("k{:03}", i % 100);
-            engine.put(key.as_bytes(), &value).unwrap();
-            // Every file made ahead is ready when the log wants it, and the snapshot before
-            // has finished when the next falls due (a snapshot still running is not started
-            // again, and the log moves on without one), whatever the speed of the disk and of
-            // the background threads.
+            engine.put(key.as_bytes(), &value(i)).unwrap();
             if i % 100 == 99 {
-                wait_for_spare(&spare, log_file_bytes);
+                wait_for_spare(&spare, SMALL_FILES.log_file_bytes);
                 wait_for_snapshot(&engine);
+                look();
             }
         }
-        let last = newest(dir.path(), ".wal").unwrap();
-        // About one file per MB of frames, one per snapshot: files up to log 9 on the
-        // machine this was written on. Had each snapshot moved the log on one file late,
-        // just after the log itself did, every other file would hold a few frames, and the
-        // log would have used twice as many: files up to log 18.
-        assert!(last <= 11, "the log used files up to {last}");
-        assert!(
-            newest(dir.path(), ".snap").is_some(),
-            "snapshots were taken"
-        );
     }
-    let engine = MemoryEngine::open(dir.path(), options).unwrap();
+    let engine = MemoryEngine::open(dir, SMALL_FILES).unwrap();
     for k in 0..100 {
         let key = format!("k{k:03}");
+        let last = rounds - 100 + k;
         assert_eq!(
             engine.get(key.as_bytes()).unwrap(),
-            Some(value.clone()),
+            Some(value(last)),
             "key {k}"
         );
     }
+    engine
+}
+
+#[test]
+fn a_snapshot_due_in_the_next_log_file_starts_when_the_log_moves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    // About 6.5 MB of frames: 100 keys rewritten with 1 KB values.
+    write_through_snapshots(dir.path(), 6_500, |_| vec![7u8; 1000], || {});
+    let last = newest(dir.path(), ".wal").unwrap();
+    // About one file per MB of frames, one per snapshot: files up to log 9 on the machine
+    // this was written on (10 after the reopen). Had each snapshot moved the log on one file
+    // late, just after the log itself did, every other file would hold a few frames, and the
+    // log would have used twice as many: files up to log 18.
+    assert!(last <= 12, "the log used files up to {last}");
+    assert!(
+        newest(dir.path(), ".snap").is_some(),
+        "snapshots were taken"
+    );
 }
 
 #[test]
@@ -266,42 +279,16 @@ fn a_full_log_file_moves_on_to_one_made_ahead_and_every_file_is_replayed() {
 #[test]
 fn retired_logs_are_written_over_and_replay_reads_only_their_new_frames() {
     let dir = tempfile::tempdir().unwrap();
-    // Files of 1 MB made ahead, a snapshot after every 1 MB of log; each snapshot retires the
-    // log before it.
-    let log_file_bytes = 1 << 20;
-    let options = MemoryOptions {
-        snapshot_after_log_bytes: log_file_bytes,
-        log_file_bytes,
-    };
-    let spare = dir.path().join("memory").join("next.wal.tmp");
-    // 100 keys rewritten with 1 KB values that differ every round: about 8 MB of frames. A
-    // log that read frames of its file's earlier life would set keys back to older values.
-    let value = |round: u32| round.to_le_bytes().repeat(250);
-    let rounds = 8_000u32;
+    // Each snapshot retires the log before it. 100 keys rewritten with 1 KB values that
+    // differ every round, about 8 MB of frames: a log that read frames of its file's earlier
+    // life would set keys back to older values.
     let mut seen = LogFilesSeen::default();
-    {
-        let engine = MemoryEngine::open(dir.path(), options.clone()).unwrap();
-        wait_for_spare(&spare, log_file_bytes);
-        for i in 0..rounds {
-            let key = format!("k{:03}", i % 100);
-            engine.put(key.as_bytes(), &value(i)).unwrap();
-            if i % 100 == 99 {
-                wait_for_spare(&spare, log_file_bytes);
-                wait_for_snapshot(&engine);
-                seen.look(&files(dir.path(), ".wal"));
-            }
-        }
-        let written_over = seen.written_over();
-        assert!(written_over >= 2, "{written_over} files were written over");
-    }
-    let engine = MemoryEngine::open(dir.path(), options).unwrap();
-    for k in 0..100 {
-        let key = format!("k{k:03}");
-        let last = rounds - 100 + k;
-        assert_eq!(
-            engine.get(key.as_bytes()).unwrap(),
-            Some(value(last)),
-            "key {k}"
-        );
-    }
+    write_through_snapshots(
+        dir.path(),
+        8_000,
+        |round| round.to_le_bytes().repeat(250),
+        || seen.look(&files(dir.path(), ".wal")),
+    );
+    let written_over = seen.written_over();
+    assert!(written_over >= 2, "{written_over} files were written over");
 }
