@@ -78,9 +78,16 @@ impl SpareLog {
         // A file the last process was making may be incomplete, and one it retired may hold
         // frames numbered as this process's logs will be (numbers start over once no log is
         // left): neither is used.
-        match std::fs::remove_file(wal::spare_path(directory)) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error.into()),
-            _ => {}
+        for leftover in [
+            wal::spare_path(directory),
+            wal::unfinished_spare_path(directory),
+        ] {
+            match std::fs::remove_file(leftover) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(error.into())
+                }
+                _ => {}
+            }
         }
         for entry in std::fs::read_dir(directory)? {
             let entry = entry?;
@@ -194,13 +201,19 @@ impl Spare {
             let recycled = state.recycled.pop_front();
             drop(state);
             let made = match &recycled {
-                Some(path) => wal::reuse_log(&self.directory, path).inspect_err(|error| {
-                    tracing::warn!(%error, "could not write over a retired log file");
-                    let _ = std::fs::remove_file(path);
-                }),
+                Some(path) => wal::reuse_log(path),
                 None => wal::prepare_log(&self.directory, self.bytes),
             };
             state = self.state.lock();
+            // Renamed to where a ready file waits under the lock, so that a file is there
+            // exactly when one is ready (what tests wait for).
+            let made = made.and_then(|file| {
+                let from = recycled
+                    .clone()
+                    .unwrap_or_else(|| wal::unfinished_spare_path(&self.directory));
+                std::fs::rename(from, wal::spare_path(&self.directory))?;
+                Ok(file)
+            });
             match made {
                 Ok(file) => {
                     match recycled {
@@ -209,13 +222,19 @@ impl Spare {
                     }
                     state.file = Some(file);
                 }
-                Err(_) if recycled.is_some() => {}
-                Err(error) => {
-                    tracing::warn!(%error, "could not make the next log file ahead of time");
-                    if !state.closing {
-                        self.wanted.wait_for(&mut state, RETRY_AFTER);
+                Err(error) => match &recycled {
+                    // The next file is made of zeros instead.
+                    Some(path) => {
+                        tracing::warn!(%error, "could not write over a retired log file");
+                        let _ = std::fs::remove_file(path);
                     }
-                }
+                    None => {
+                        tracing::warn!(%error, "could not make the next log file ahead of time");
+                        if !state.closing {
+                            self.wanted.wait_for(&mut state, RETRY_AFTER);
+                        }
+                    }
+                },
             }
         }
     }
@@ -355,7 +374,10 @@ mod tests {
         ready(&spare);
         log.move_on(dir.path(), &spare).unwrap();
         assert_eq!(log.number(), 4);
-        assert_eq!(spare.files_made(), (3, 1));
+        // (The maker may have made the file after log 4's already.)
+        let (made, reused) = spare.files_made();
+        assert_eq!(reused, 1);
+        assert!((3..=4).contains(&made), "{made} files made of zeros");
         // Before any frame of its own, log 4 holds none, though its file holds log 1's.
         assert!(keys_of(dir.path(), 4).is_empty());
         write(&mut log, "new");

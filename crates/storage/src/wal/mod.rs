@@ -164,21 +164,27 @@ pub fn create_log(directory: &Path, number: u64) -> Result<File, StorageError> {
     Ok(file)
 }
 
-/// Where a log made ahead of time waits for its number.
+/// Where a log made ahead of time waits for its number, once it is ready: a file is there
+/// only then (see [`crate::log_files`]).
 pub fn spare_path(directory: &Path) -> PathBuf {
     directory.join("next.wal.tmp")
 }
 
+/// Where a log made ahead of time is made, before it is ready.
+pub fn unfinished_spare_path(directory: &Path) -> PathBuf {
+    directory.join("next.wal.unfinished")
+}
+
 /// Makes a log ahead of time: `bytes` zeros (synced as they are written, see
-/// [`crate::background::PacedFile`]), durable, under [`spare_path`] until
-/// [`install_log`] numbers it. Frames are written into it at their offsets, over the zeros;
+/// [`crate::background::PacedFile`]), durable, at [`unfinished_spare_path`], for the caller
+/// to move to [`spare_path`]. Frames are written into it at their offsets, over the zeros;
 /// [`crate::log_files`] says why and measures it.
 pub fn prepare_log(directory: &Path, bytes: u64) -> Result<File, StorageError> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(true)
         .write(true)
-        .open(spare_path(directory))?;
+        .open(unfinished_spare_path(directory))?;
     let mut out = crate::background::PacedFile::new(file);
     let zeros = vec![0u8; 1 << 20];
     let mut left = bytes;
@@ -192,7 +198,7 @@ pub fn prepare_log(directory: &Path, bytes: u64) -> Result<File, StorageError> {
     Ok(file)
 }
 
-/// Numbers the log made by [`prepare_log`] as log `number`, durably.
+/// Numbers the log waiting at [`spare_path`] as log `number`, durably.
 pub fn install_log(directory: &Path, number: u64) -> Result<(), StorageError> {
     std::fs::rename(spare_path(directory), log_path(directory, number))?;
     sync_directory(directory)
@@ -230,14 +236,11 @@ pub fn holds_only_numbered_frames(file: &File) -> std::io::Result<bool> {
     }
 }
 
-/// Makes retired log `recycled` the next log file (at [`spare_path`], for [`install_log`]):
-/// its frames are written over, and the kernel is asked to read it into memory ahead, so
-/// that a frame which ends in the middle of a page does not wait for the disk to read the
-/// rest of that page.
-pub fn reuse_log(directory: &Path, recycled: &Path) -> Result<File, StorageError> {
-    let spare = spare_path(directory);
-    std::fs::rename(recycled, &spare)?;
-    let file = OpenOptions::new().read(true).write(true).open(&spare)?;
+/// Opens retired log `recycled` to be made the next log file, written over, and asks the
+/// kernel to read it into memory ahead, so that a frame which ends in the middle of a page
+/// does not wait for the disk to read the rest of that page.
+pub fn reuse_log(recycled: &Path) -> Result<File, StorageError> {
+    let file = OpenOptions::new().read(true).write(true).open(recycled)?;
     // Advice only: without it the writes are correct, and only slower.
     if let Err(error) = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::WillNeed) {
         tracing::debug!(%error, "could not ask for a log file to be read ahead");

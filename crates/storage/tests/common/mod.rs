@@ -5,22 +5,16 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// Waits, a bounded time, until the log file made ahead of time at `spare` is whole; having
-/// waited, gives its maker time to sync it and hand it over (it is whole before it is synced).
+/// Waits, a bounded time, until a log file made ahead of time is ready at `spare` (a file is
+/// there only then), at least `bytes` long.
 pub fn wait_for_spare(spare: &Path, bytes: u64) {
-    // A retired log made the next file may be longer than the files made of zeros.
-    let whole = || std::fs::metadata(spare).is_ok_and(|m| m.len() >= bytes);
-    if whole() {
-        return;
-    }
-    for _ in 0..500 {
-        if whole() {
-            break;
+    for _ in 0..1000 {
+        if std::fs::metadata(spare).is_ok_and(|m| m.len() >= bytes) {
+            return;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    assert!(whole(), "a log file was made ahead of time");
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    panic!("no log file was made ahead of time within 10 s");
 }
 
 /// The files a log was written into, seen by name over a run: an inode seen under two names is
