@@ -72,12 +72,12 @@ struct SpareState {
 }
 
 impl SpareLog {
-    /// Starts the thread that makes files of `bytes` zeros for the log in `directory`,
-    /// named `thread_name`, at background priority.
+    /// Starts the thread that makes files of `bytes` for the log in `directory` (of zeros, or
+    /// of retired logs), named `thread_name`, at background priority.
     pub fn start(directory: &Path, bytes: u64, thread_name: &str) -> Result<Self, StorageError> {
-        // A file the last process was making may be incomplete, and one it retired may hold
-        // frames numbered as this process's logs will be (numbers start over once no log is
-        // left): neither is used.
+        // A file the last process was making is incomplete, and one it retired (kept, or made
+        // the next file) may hold frames numbered as this process's logs will be: numbers
+        // start over once no log is left. None is used.
         for leftover in [
             wal::spare_path(directory),
             wal::unfinished_spare_path(directory),
