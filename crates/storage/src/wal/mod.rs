@@ -348,20 +348,32 @@ fn read_frame(rest: &[u8], number: u64) -> Read<'_> {
     if field == 0 {
         return Read::End;
     }
-    let stored_number = u64::from_le_bytes(header[8..].try_into().expect("8 bytes"));
-    if field & NUMBERED != 0 && stored_number != number {
-        return Read::End;
-    }
     let payload_len = (field & !NUMBERED) as usize;
     if field & NUMBERED == 0 || payload_len == 0 || payload_len > FRAME_BYTES_MAX {
         return Read::Failed("not a frame header");
     }
     let len = HEADER_BYTES + payload_len;
+    let stored_number = &header[8..];
+    let this_log = number.to_le_bytes();
+    let checksum_with =
+        |payload: &[u8], number: &[u8]| crc32c::crc32c_append(crc32c::crc32c(payload), number);
+    let stored = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+    if stored_number != this_log {
+        // A frame of an earlier life of the file, unless its checksum says it was written
+        // as this log's: then its number was damaged.
+        let damaged = rest
+            .get(HEADER_BYTES..len)
+            .is_some_and(|payload| checksum_with(payload, &this_log) == stored);
+        return if damaged {
+            Read::Failed("log number damaged")
+        } else {
+            Read::End
+        };
+    }
     let Some(payload) = rest.get(HEADER_BYTES..len) else {
         return Read::Failed("frame cut short");
     };
-    let stored = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
-    if crc32c::crc32c_append(crc32c::crc32c(payload), &header[8..]) != stored {
+    if checksum_with(payload, stored_number) != stored {
         return Read::Failed("checksum mismatch");
     }
     Read::Frame { payload, len }
@@ -545,6 +557,14 @@ mod tests {
                 assert!(error.is_corruption(), "{what}: {error}");
             }
         }
+    }
+
+    #[test]
+    fn a_last_frame_whose_log_number_was_damaged_is_not_taken_for_an_old_frame() {
+        let mut log = log_of(7, &["a", "b"]);
+        log[frame_len("a") + 9] ^= 0x01;
+        assert!(replay(&log, 7, false, "t").unwrap_err().is_corruption());
+        assert_eq!(replay(&log, 7, true, "t").unwrap().batches, batches(&["a"]));
     }
 
     #[test]
