@@ -135,7 +135,7 @@ impl SpareLog {
     /// Retires log `number`, whose writes are stored elsewhere now: it is kept to be written
     /// over as a later log if it is at least as long as the files made ahead (it is cut to
     /// their length: a log grows past it when no file was ready to move on to), holds frames
-    /// of the current format only, and fewer than [`RECYCLED_MAX`] are kept; else it is
+    /// of the current format only, and fewer than `RECYCLED_MAX` (2) are kept; else it is
     /// deleted. Either way its name is gone; the caller makes that durable when it must.
     pub fn retire(&self, number: u64) -> Result<(), StorageError> {
         let directory = &self.shared.directory;

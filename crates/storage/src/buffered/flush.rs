@@ -1,9 +1,10 @@
-//! The flusher thread: writes sealed memtables into the tables, oldest first, then deletes
-//! the logs they came from.
+//! The flusher thread: writes sealed memtables into the tables, oldest first, then retires
+//! the logs they came from (see [`crate::log_files::SpareLog::retire`]: each is written over
+//! as a later log, or deleted).
 //!
 //! A memtable leaves the list of sealed ones only once the tables hold its entries durably
 //! and visibly, so every read finds them in one place or the other. A crash between the
-//! ingestion and the deletion of the logs replays them again at the next open, which only
+//! ingestion and the retiring of the logs replays them again at the next open, which only
 //! writes the same entries again.
 
 use super::{Sealed, Shared, Tables};
@@ -92,7 +93,7 @@ fn finish<T: Tables>(shared: &Shared<T>, sealed: &Arc<Sealed>) -> Result<(), Sto
             shared.spare.retire(number)?;
         }
     }
-    // Made durable before a later flush deletes newer logs: after a power loss, an old log
+    // Made durable before a later flush retires newer logs: after a power loss, an old log
     // that came back beside the tables' newer entries without the newer logs would be replayed
     // over them, and older values would win. (A retired log is renamed, not a log any more.)
     wal::sync_directory(&shared.log_directory)

@@ -13,8 +13,8 @@
 //! time, and the log also moves on, without a seal, when its file is full (see
 //! [`crate::log_files`]), unless the memtable's log would pass its bound in the next file:
 //! then the memtable is sealed there instead. The flusher thread (module `flush`)
-//! writes each sealed memtable into the tables in one durable step, and then deletes the logs
-//! the memtable came from.
+//! writes each sealed memtable into the tables in one durable step, and then retires the logs
+//! the memtable came from (they are written over as later logs, or deleted).
 //!
 //! Reads look in the active memtable, then the sealed ones from newest to oldest, then the
 //! tables.
@@ -54,7 +54,7 @@ pub const MEMTABLE_BYTES: usize = 32 << 20;
 
 /// How many times the memtable's bytes its log may grow to before the memtable is sealed:
 /// each rewrite of a key adds a frame to the log but replaces an entry in the memtable, and a
-/// log is only deleted once its memtable is flushed, so without this bound a few hot keys would
+/// log is only retired once its memtable is flushed, so without this bound a few hot keys would
 /// grow one log (and the replay after a crash) without end.
 pub const LOG_BYTES_PER_MEMTABLE: u64 = 4;
 
