@@ -13,7 +13,7 @@
 //!   deleted), so the sweeper reads only what is due instead of scanning everything.
 //! - `m | name` → node metadata, such as the replica id.
 
-use ringkv_core::limits::KEYSPACE_NAME_BYTES_MAX;
+use ringkv_core::limits::{ENGINE_KEY_PREFIX_BYTES_MAX, KEYSPACE_NAME_BYTES_MAX};
 use ringkv_storage::{BatchKey, ScanRange};
 use smallvec::SmallVec;
 
@@ -84,6 +84,13 @@ fn data_prefix(keyspace: KeyspaceId) -> [u8; DATA_PREFIX_BYTES] {
 /// Bytes a record's engine key has before the user key.
 const DATA_PREFIX_BYTES: usize = 1 + std::mem::size_of::<KeyspaceId>();
 
+/// Most bytes an expiry-index key has before the user key: tag, due time, name length, name.
+const EXPIRY_PREFIX_BYTES_MAX: usize = 1 + 8 + 1 + KEYSPACE_NAME_BYTES_MAX;
+
+// Every engine key the replica makes of a user key within the limit fits every engine.
+const _: () = assert!(DATA_PREFIX_BYTES <= ENGINE_KEY_PREFIX_BYTES_MAX);
+const _: () = assert!(EXPIRY_PREFIX_BYTES_MAX <= ENGINE_KEY_PREFIX_BYTES_MAX);
+
 /// The engine range holding the records of keyspace `keyspace` whose keys start with
 /// `prefix`.
 pub fn data_range(keyspace: KeyspaceId, prefix: &[u8]) -> ScanRange {
@@ -116,7 +123,7 @@ pub fn parse_named_data_key(engine_key: &[u8]) -> Option<(&str, &[u8])> {
 
 /// The expiry-index key for a record of `keyspace`/`key` due at `due_ms`.
 pub fn expiry_key(due_ms: u64, keyspace: &str, key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(11 + keyspace.len() + key.len());
+    let mut out = Vec::with_capacity(EXPIRY_PREFIX_BYTES_MAX + key.len());
     out.push(EXPIRY);
     out.extend_from_slice(&due_ms.to_be_bytes());
     out.push(keyspace.len() as u8);

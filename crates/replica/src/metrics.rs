@@ -38,6 +38,9 @@ pub struct StoreMetrics {
     pub disk_bytes: Gauge<u64, AtomicU64>,
     /// Entries the engine holds, roughly (records plus expiry-index entries).
     pub engine_entries: Gauge<u64, AtomicU64>,
+    /// Changes the engine's log held that it refused to replay when the node started
+    /// (keys longer than any engine stores, left by an earlier build).
+    pub changes_refused_at_open: Gauge<u64, AtomicU64>,
 }
 
 impl StoreMetrics {
@@ -56,6 +59,7 @@ impl StoreMetrics {
             swept: Counter::default(),
             disk_bytes: Gauge::default(),
             engine_entries: Gauge::default(),
+            changes_refused_at_open: Gauge::default(),
         };
         let store = registry.sub_registry_with_prefix("ringkv_store");
         store.register(
@@ -117,6 +121,11 @@ impl StoreMetrics {
             "engine_entries",
             "Entries the storage engine holds, roughly (records plus expiry-index entries)",
             metrics.engine_entries.clone(),
+        );
+        store.register(
+            "changes_refused_at_open",
+            "Logged changes the engine refused to replay at start (keys no engine stores)",
+            metrics.changes_refused_at_open.clone(),
         );
         metrics
     }

@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 use ringkv_core::causal::{ReplicaId, VersionVector};
 use ringkv_core::clock::WallClock;
 use ringkv_core::hlc::{HybridClock, Timestamp};
-use ringkv_core::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use ringkv_core::limits::{self, KEY_BYTES_MAX, SCAN_PAGE_RECORDS_MAX, VALUE_BYTES_MAX};
 use ringkv_core::record::{self, Record, RecordError};
 use ringkv_storage::{Engine, WriteBatch};
 use serde::{Deserialize, Serialize};
@@ -298,12 +298,7 @@ impl WriteRequest {
     /// answer a bad one at once).
     pub fn validate(&self) -> Result<(), ReplicaError> {
         layout::validate_keyspace(&self.keyspace).map_err(ReplicaError::Invalid)?;
-        if self.key.len() > KEY_BYTES_MAX {
-            return Err(ReplicaError::KeyTooLong {
-                len: self.key.len(),
-                max: KEY_BYTES_MAX,
-            });
-        }
+        check_key(&self.key)?;
         let len = match &self.change {
             Change::Put { value, .. } => value.len(),
             _ => 0,
@@ -460,6 +455,18 @@ pub struct ScanPage {
     pub entries: Vec<(Vec<u8>, Entry)>,
     /// Pass as `after` to get the next page; `None` when the scan is complete.
     pub next_after: Option<Vec<u8>>,
+}
+
+/// Fails if `key` is longer than a client may store: the one check every read and write of
+/// the replica makes, whichever API or peer it came from.
+pub fn check_key(key: &[u8]) -> Result<(), ReplicaError> {
+    if limits::key_fits(key) {
+        return Ok(());
+    }
+    Err(ReplicaError::KeyTooLong {
+        len: key.len(),
+        max: KEY_BYTES_MAX,
+    })
 }
 
 /// Raw entries a scan examines per visible entry requested before it returns a short page
@@ -651,6 +658,7 @@ impl Shared {
         key: &[u8],
         read: impl FnOnce(&StoredRecord) -> Result<T, RecordError>,
     ) -> Result<Option<T>, ReplicaError> {
+        check_key(key)?;
         let Some(id) = self.keyspace_ids.get(keyspace) else {
             return Ok(None);
         };
@@ -756,12 +764,16 @@ impl LocalStore {
             tracing::info!(moved, "moved records to the numbered keyspace layout");
         }
         let cache = (options.cache_bytes > 0).then(|| RecordCache::new(options.cache_bytes));
+        let metrics = StoreMetrics::register(registry);
+        metrics
+            .changes_refused_at_open
+            .set(engine.changes_refused_at_open());
         let shared = Arc::new(Shared {
             engine,
             clock,
             hlc: HybridClock::new(),
             replica_id,
-            metrics: StoreMetrics::register(registry),
+            metrics,
             options,
             swept_since_compaction: Default::default(),
             cache,
@@ -880,9 +892,15 @@ impl LocalStore {
         mut keep: impl FnMut(Record) -> Option<T>,
     ) -> Result<(Vec<(Vec<u8>, T)>, Option<Vec<u8>>), ReplicaError> {
         layout::validate_keyspace(keyspace).map_err(ReplicaError::Invalid)?;
+        check_key(after.unwrap_or_default())?;
         let Some(id) = self.shared.keyspace_ids.get(keyspace) else {
             return Ok((Vec::new(), None));
         };
+        if !limits::key_fits(prefix) {
+            // No key is that long, so none starts with it.
+            return Ok((Vec::new(), None));
+        }
+        let limit = limit.min(SCAN_PAGE_RECORDS_MAX);
         let page_size = limit.clamp(1, SCAN_PAGE_MAX);
         let budget = limit
             .saturating_mul(SCAN_EXAMINED_PER_RESULT)
@@ -1121,12 +1139,7 @@ impl LocalStore {
     /// is durable; `true` if the local copy changed. Waits for room in the write queue.
     pub async fn merge(&self, request: MergeRequest) -> Result<bool, ReplicaError> {
         layout::validate_keyspace(&request.keyspace).map_err(ReplicaError::Invalid)?;
-        if request.key.len() > KEY_BYTES_MAX {
-            return Err(ReplicaError::KeyTooLong {
-                len: request.key.len(),
-                max: KEY_BYTES_MAX,
-            });
-        }
+        check_key(&request.key)?;
         let (reply, answer) = oneshot::channel();
         self.send(Job::Merge { request, reply }).await?;
         answer.await.map_err(|_| ReplicaError::ShuttingDown)?

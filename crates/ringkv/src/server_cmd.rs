@@ -106,6 +106,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     init_logging();
+    make_panics_fatal();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(config.runtime_threads())
@@ -149,6 +150,24 @@ fn init_logging() {
         .with_ansi(colour)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Makes a panic on any thread of the node end the process, logged: a thread that died
+/// would otherwise leave the node answering `/healthz` while part of it can no longer serve
+/// (a dead Redis-protocol loop, writer or flusher). Ending at once is safe: every write
+/// acknowledged is in the log already, as after a kill -9, and a supervisor restarts the node.
+fn make_panics_fatal() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            "a thread of the node panicked, so the node stops now (acknowledged writes are \
+             durable; restart it): {info}"
+        );
+        report(info);
+        std::process::abort();
+    }));
 }
 
 async fn wait_for_stop_signal() -> anyhow::Result<()> {

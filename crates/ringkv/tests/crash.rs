@@ -16,7 +16,7 @@ use ringkv_client::Client;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::ServerProcess;
+use support::{resp_command, resp_pipeline, resp_reply, ServerProcess};
 
 const WRITERS: usize = 4;
 /// Writes per writer per iteration, at most: bounds the loop if the kill comes late.
@@ -168,52 +168,6 @@ fn resp_value(key: usize, seq: u64) -> Vec<u8> {
     let len = (key as u64 * 7 + seq) % 300 + resp_pad();
     value.extend((0..len).map(|i| b'a' + ((key as u64 + seq + i) % 26) as u8));
     value
-}
-
-/// A RESP command, encoded by the server's own frame encoder (an array of bulk strings).
-fn resp_command(args: &[&[u8]]) -> Vec<u8> {
-    use ringkv_server::resp::frame::Frame;
-    let frame = Frame::Array(
-        args.iter()
-            .map(|arg| Frame::Bulk(bytes::Bytes::copy_from_slice(arg)))
-            .collect(),
-    );
-    let mut out = bytes::BytesMut::new();
-    frame.encode(2, &mut out);
-    out.to_vec()
-}
-
-/// Reads one simple or bulk reply (`None`: a nil bulk); `Err` once the connection is gone.
-fn resp_reply(reader: &mut impl std::io::BufRead) -> std::io::Result<Option<Vec<u8>>> {
-    let mut line = Vec::new();
-    if reader.read_until(b'\n', &mut line)? == 0 {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
-    }
-    let line = &line[..line.len().saturating_sub(2)];
-    match line.first() {
-        Some(b'$') => {
-            let len: i64 = std::str::from_utf8(&line[1..]).unwrap().parse().unwrap();
-            if len < 0 {
-                return Ok(None);
-            }
-            let mut data = vec![0; len as usize + 2];
-            reader.read_exact(&mut data)?;
-            data.truncate(len as usize);
-            Ok(Some(data))
-        }
-        _ => Ok(Some(line.to_vec())),
-    }
-}
-
-/// Runs `commands` as one pipeline and returns their replies.
-fn resp_pipeline(
-    stream: &mut std::net::TcpStream,
-    reader: &mut impl std::io::BufRead,
-    commands: &[Vec<u8>],
-) -> std::io::Result<Vec<Option<Vec<u8>>>> {
-    use std::io::Write;
-    stream.write_all(&commands.concat())?;
-    commands.iter().map(|_| resp_reply(reader)).collect()
 }
 
 /// Goal: pipelined RESP SETs that overwrite cached keys — the path on which a connection

@@ -64,6 +64,10 @@ pub struct ServerConfig {
     pub resp_password: Option<String>,
     /// Whether FLUSHDB and FLUSHALL are allowed.
     pub resp_flush_enabled: bool,
+    /// Whether the `DEBUG` command is allowed (Redis's `enable-debug-command`, off by
+    /// default as there): `DEBUG PANIC` stops the node as a bug would, for testing what
+    /// follows.
+    pub resp_debug_enabled: bool,
     /// How long a node waits for a peer's answer before counting it as failed.
     pub rpc_timeout_ms: u64,
     /// MiB of recently used records cached in front of the `lsm` and `btree` engines
@@ -103,6 +107,7 @@ impl Default for ServerConfig {
             request_timeout_ms: 30_000,
             resp_password: None,
             resp_flush_enabled: true,
+            resp_debug_enabled: false,
             rpc_timeout_ms: 2_000,
             record_cache_mb: record_cache_share_mb(memory_bytes()),
             io_threads: 0,

@@ -54,6 +54,36 @@ pub fn exact_bytes(open: Opener<'_>) {
     );
 }
 
+/// The longest key an engine takes is stored, survives a reopen (which flushes the lsm and
+/// btree engines' memtables into their tables), and one byte more is refused with an error,
+/// before the log, with nothing of its batch applied: no key can panic a table later.
+pub fn keys_up_to_the_engine_limit(open: Opener<'_>) {
+    use crate::engine::StorageError;
+    use ringkv_core::limits::ENGINE_KEY_BYTES_MAX;
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let longest = vec![b'k'; ENGINE_KEY_BYTES_MAX];
+    let too_long = vec![b'k'; ENGINE_KEY_BYTES_MAX + 1];
+    {
+        let engine = open(directory.path());
+        engine.put(&longest, b"fits").unwrap();
+        let mut batch = WriteBatch::new();
+        batch.put(b"neighbour".as_slice(), b"x".as_slice());
+        batch.put(too_long.as_slice(), b"too long".as_slice());
+        let refused = engine.write(batch);
+        assert!(
+            matches!(refused, Err(StorageError::KeyTooLong { len }) if len == too_long.len()),
+            "{refused:?}"
+        );
+        assert_eq!(engine.get(b"neighbour").unwrap(), None);
+        assert_eq!(engine.get(&too_long).unwrap(), None);
+        engine.sync().unwrap();
+        engine.checkpoint().unwrap();
+    }
+    let engine = open(directory.path());
+    assert_eq!(engine.get(&longest).unwrap().as_deref(), Some(&b"fits"[..]));
+    assert_eq!(engine.changes_refused_at_open(), 0);
+}
+
 /// A batch applies in order, the later change to a key winning.
 pub fn batches_apply_in_order(open: Opener<'_>) {
     let (_dir, engine) = fresh(open);

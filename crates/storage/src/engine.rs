@@ -2,6 +2,7 @@
 //! batches and an explicit durability point. Small and object-safe so an engine is chosen at
 //! run time (`--engine`) and the same conformance suite runs against every one.
 
+use ringkv_core::limits::ENGINE_KEY_BYTES_MAX;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
@@ -24,6 +25,10 @@ pub enum StorageError {
         engine: &'static str,
         message: String,
     },
+    /// A key longer than any engine stores ([`ENGINE_KEY_BYTES_MAX`]): refused before it
+    /// reaches the log, since a table that met it later could not flush it.
+    #[error("key of {len} bytes is above the engine's limit of {ENGINE_KEY_BYTES_MAX}")]
+    KeyTooLong { len: usize },
 }
 
 impl StorageError {
@@ -104,6 +109,20 @@ impl WriteBatch {
     /// How many changes the batch holds.
     pub fn len(&self) -> usize {
         self.ops.len()
+    }
+
+    /// Fails if any key is longer than an engine stores.
+    pub fn check_keys(&self) -> Result<(), StorageError> {
+        match self
+            .ops
+            .iter()
+            .find(|op| op.key().len() > ENGINE_KEY_BYTES_MAX)
+        {
+            Some(op) => Err(StorageError::KeyTooLong {
+                len: op.key().len(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Appends every change of `other`.
@@ -243,6 +262,13 @@ pub trait Engine: Send + Sync + 'static {
     /// shutdown), so a restart replays little and damage to a log can lose little.
     fn checkpoint(&self) -> Result<(), StorageError> {
         Ok(())
+    }
+
+    /// Changes that the engine's logs held but that it refused to replay when it opened
+    /// (keys longer than [`ENGINE_KEY_BYTES_MAX`], written by earlier builds): each was
+    /// logged as an error, and the rest of the log was replayed.
+    fn changes_refused_at_open(&self) -> u64 {
+        0
     }
 
     /// Asks the engine to reclaim space held by deleted data now rather than later.

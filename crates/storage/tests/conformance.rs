@@ -30,6 +30,11 @@ macro_rules! suite_for {
             }
 
             #[test]
+            fn keys_up_to_the_engine_limit() {
+                conformance::keys_up_to_the_engine_limit(&opener());
+            }
+
+            #[test]
             fn batches_apply_in_order() {
                 conformance::batches_apply_in_order(&opener());
             }

@@ -26,6 +26,16 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts a node on `data_dir` with extra flags, and waits until it serves.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with(data_dir, extra, Stdio::inherit())
+    }
+
+    /// [`ServerProcess::start`] with the node's log (its standard error) written to `log`.
+    pub fn start_logging_to(data_dir: &Path, extra: &[&str], log: &Path) -> Self {
+        let file = std::fs::File::create(log).expect("the log file can be created");
+        Self::start_with(data_dir, extra, Stdio::from(file))
+    }
+
+    fn start_with(data_dir: &Path, extra: &[&str], stderr: Stdio) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringkv"))
             .arg("server")
             .arg("--data-dir")
@@ -41,7 +51,7 @@ impl ServerProcess {
             .args(extra)
             .env("RINGKV_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("the ringkv binary starts");
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -118,6 +128,18 @@ impl ServerProcess {
         }
     }
 
+    /// Waits up to `limit` for the process to end by itself; its exit status if it did.
+    pub fn wait_for_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("the child can be polled") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child
@@ -149,4 +171,101 @@ pub fn tool_available(name: &str) -> bool {
         eprintln!("SKIPPED: {name} is not installed (apt-get install redis-tools python3-redis)");
     }
     found
+}
+
+/// A RESP command, encoded by the server's own frame encoder (an array of bulk strings).
+pub fn resp_command(args: &[&[u8]]) -> Vec<u8> {
+    use ringkv_server::resp::frame::Frame;
+    let frame = Frame::Array(
+        args.iter()
+            .map(|arg| Frame::Bulk(bytes::Bytes::copy_from_slice(arg)))
+            .collect(),
+    );
+    let mut out = bytes::BytesMut::new();
+    frame.encode(2, &mut out);
+    out.to_vec()
+}
+
+/// Reads one simple or bulk reply (`None`: a nil bulk); `Err` once the connection is gone.
+pub fn resp_reply(reader: &mut impl std::io::BufRead) -> std::io::Result<Option<Vec<u8>>> {
+    let mut line = Vec::new();
+    if reader.read_until(b'\n', &mut line)? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    let line = &line[..line.len().saturating_sub(2)];
+    match line.first() {
+        Some(b'$') => {
+            let len: i64 = std::str::from_utf8(&line[1..]).unwrap().parse().unwrap();
+            if len < 0 {
+                return Ok(None);
+            }
+            let mut data = vec![0; len as usize + 2];
+            reader.read_exact(&mut data)?;
+            data.truncate(len as usize);
+            Ok(Some(data))
+        }
+        _ => Ok(Some(line.to_vec())),
+    }
+}
+
+/// Runs `commands` as one pipeline and returns their replies.
+pub fn resp_pipeline(
+    stream: &mut std::net::TcpStream,
+    reader: &mut impl std::io::BufRead,
+    commands: &[Vec<u8>],
+) -> std::io::Result<Vec<Option<Vec<u8>>>> {
+    use std::io::Write;
+    stream.write_all(&commands.concat())?;
+    commands.iter().map(|_| resp_reply(reader)).collect()
+}
+
+/// A RESP connection to `port` with a reader over it, bounded by a 30 s timeout per read.
+pub fn resp_connect(port: u16) -> (std::net::TcpStream, BufReader<std::net::TcpStream>) {
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("RESP connects");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("a read timeout can be set");
+    let reader = BufReader::new(stream.try_clone().expect("the stream can be cloned"));
+    (stream, reader)
+}
+
+/// One REST request over a fresh connection (`Connection: close`): the status code and the
+/// body. `path` is sent exactly as given, so a test controls its percent-encoding.
+pub fn http_request(
+    url: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let address = url.strip_prefix("http://").expect("an http:// URL");
+    let mut stream = std::net::TcpStream::connect(address).expect("REST connects");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("a read timeout can be set");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\ncontent-length: {}\r\n{headers}\r\n",
+        body.len()
+    );
+    stream
+        .write_all(head.as_bytes())
+        .expect("the request is sent");
+    stream.write_all(body).expect("the body is sent");
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).expect("the reply is read");
+    let split = reply
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete HTTP head");
+    let status = std::str::from_utf8(&reply[9..12])
+        .ok()
+        .and_then(|code| code.parse().ok())
+        .expect("a status code");
+    (status, reply[split + 4..].to_vec())
+}
+
+/// `bytes` with every byte percent-encoded: the longest form a key can take in a URL.
+pub fn percent_encode_all(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("%{b:02X}")).collect()
 }

@@ -26,6 +26,8 @@ pub async fn read(
     key: &[u8],
     consistency: Consistency,
 ) -> Result<Option<Entry>, CoordinatorError> {
+    // A bad request is answered here, once, rather than by every replica it would reach.
+    ringkv_replica::store::check_key(key)?;
     let placement = match Placement::of(node, keyspace, key) {
         Some(placement) if !placement.is_local_only() => placement,
         _ => return read_local(node, keyspace, key),

@@ -32,6 +32,8 @@ pub async fn write(
     request: WriteRequest,
     consistency: Consistency,
 ) -> Result<WriteOutcome, CoordinatorError> {
+    // A bad request is answered here, once, rather than by every replica it would reach.
+    request.validate()?;
     let placement = match Placement::of(node, keyspace, &request.key) {
         Some(placement) if !placement.is_local_only() => placement,
         _ => return Ok(node.store.try_write(request).await?),

@@ -7,7 +7,7 @@ use crate::coordinator;
 use crate::keyspaces::KeyspaceDef;
 use crate::node::Node;
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +17,6 @@ use ringkv_core::causal::VersionVector;
 use ringkv_replica::{Condition, Version, VisibleValue, WriteRequest};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The keyspace `/v1/keys` addresses.
@@ -38,32 +37,46 @@ const LIST_LIMIT_MAX: usize = 10_000;
 pub struct Addressed {
     /// The keyspace's definition.
     pub keyspace: KeyspaceDef,
-    /// The key (empty for the listing routes).
-    pub key: String,
+    /// The key, percent-decoded to bytes: any key a Redis client stores, UTF-8 or not, is
+    /// addressable here (empty for the listing routes).
+    pub key: Vec<u8>,
 }
 
 impl FromRequestParts<Arc<Node>> for Addressed {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, node: &Arc<Node>) -> Result<Self, ApiError> {
-        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, node)
-            .await
-            .map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
-        let name = params
-            .get("keyspace")
-            .map_or(DEFAULT_KEYSPACE, String::as_str);
-        let keyspace = node.keyspaces.get(name).ok_or_else(|| {
+        // Read from the raw path rather than axum's path parameters, which refuse a key
+        // that is not UTF-8 once percent-decoded.
+        let segments: Vec<&str> = parts.uri.path().split('/').collect();
+        let (name, raw_key) = match segments.as_slice() {
+            ["", "v1", "keys"] => (DEFAULT_KEYSPACE, ""),
+            ["", "v1", "keys", key] => (DEFAULT_KEYSPACE, *key),
+            ["", "v1", "ks", name, "keys"] => (*name, ""),
+            ["", "v1", "ks", name, "keys", key] => (*name, *key),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "not a path of a key or of a keyspace's keys",
+                ))
+            }
+        };
+        let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+        let key = percent_encoding::percent_decode_str(raw_key).collect();
+        let keyspace = node.keyspaces.get(&name).ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "keyspace_not_found",
                 format!("no keyspace {name:?}; create it with PUT /v1/ks/{name}"),
             )
         })?;
-        Ok(Self {
-            keyspace,
-            key: params.get("key").cloned().unwrap_or_default(),
-        })
+        Ok(Self { keyspace, key })
     }
+}
+
+/// A key as the JSON answers show it (a key that is not UTF-8 with its bad bytes replaced:
+/// binary keys are best read with the key the client sent).
+fn key_text(key: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(key)
 }
 
 /// Query parameters, with a bad query answered as the API's own JSON error (axum's plain
@@ -151,7 +164,7 @@ pub async fn put_key(
         (None, None) => None,
     };
     let mut request = from_headers(
-        WriteRequest::put(&keyspace.name, key.as_bytes(), &value),
+        WriteRequest::put(&keyspace.name, &key, &value),
         &keyspace,
         &headers,
     )?;
@@ -159,7 +172,7 @@ pub async fn put_key(
         request = request.expiring_at(node.now_ms() + ttl * 1000);
     }
     let outcome = coordinator::write(&node, &keyspace, request, consistency).await?;
-    let body = json!({ "key": key, "version": outcome.version().to_string() });
+    let body = json!({ "key": key_text(&key), "version": outcome.version().to_string() });
     Ok(with_version(
         Json(body).into_response(),
         outcome.version(),
@@ -181,15 +194,15 @@ pub async fn get_key(
         &[("r", params.r.as_deref())],
     )?;
     let entry = if params.local == Some(true) {
-        coordinator::read_local(&node, &keyspace, key.as_bytes())?
+        coordinator::read_local(&node, &keyspace, &key)?
     } else {
-        coordinator::read(&node, &keyspace, key.as_bytes(), consistency).await?
+        coordinator::read(&node, &keyspace, &key, consistency).await?
     }
     .ok_or_else(ApiError::key_not_found)?;
     let now_ms = node.now_ms();
     if entry.values.len() > 1 {
         let siblings: Vec<Value> = entry.values.iter().map(|v| value_json(v, now_ms)).collect();
-        let body = json!({ "key": key, "siblings": siblings, "context": entry.context.to_token() });
+        let body = json!({ "key": key_text(&key), "siblings": siblings, "context": entry.context.to_token() });
         let response = (StatusCode::MULTIPLE_CHOICES, Json(body)).into_response();
         return Ok(with_version(response, entry.version(), &entry.context));
     }
@@ -203,7 +216,7 @@ pub async fn get_key(
         response
     } else {
         let mut body = value_json(entry.winner(), now_ms);
-        body["key"] = json!(key);
+        body["key"] = json!(key_text(&key));
         body["version"] = json!(version.to_string());
         Json(body).into_response()
     };
@@ -226,12 +239,15 @@ pub async fn delete_key(
         return Err(ApiError::bad_request("local applies to reads only"));
     }
     let request = from_headers(
-        WriteRequest::delete(&keyspace.name, key.as_bytes()),
+        WriteRequest::delete(&keyspace.name, &key),
         &keyspace,
         &headers,
     )?;
     let outcome = coordinator::write(&node, &keyspace, request, consistency).await?;
-    Ok(Json(json!({ "key": key, "deleted": outcome.previous.is_some() })).into_response())
+    Ok(
+        Json(json!({ "key": key_text(&key), "deleted": outcome.previous.is_some() }))
+            .into_response(),
+    )
 }
 
 /// Query parameters of `GET /v1/keys`.
@@ -257,18 +273,23 @@ pub async fn list_keys(
             .filter(|limit| (1..=LIST_LIMIT_MAX).contains(limit))
             .ok_or_else(|| ApiError::bad_request(format!("limit must be 1 to {LIST_LIMIT_MAX}")))?,
     };
-    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
-    let prefix = params.prefix.unwrap_or_default();
-    let page =
-        coordinator::scan(&node, &keyspace, prefix.as_bytes(), after.as_deref(), limit).await?;
+    let prefix = params.prefix.unwrap_or_default().into_bytes();
+    let after = match params.cursor.as_deref() {
+        Some(cursor) => Some([prefix.as_slice(), &decode_cursor(cursor)?].concat()),
+        None => None,
+    };
+    let page = coordinator::scan(&node, &keyspace, &prefix, after.as_deref(), limit).await?;
     let keys: Vec<String> = page
         .entries
         .iter()
         .map(|(key, _)| String::from_utf8_lossy(key).into_owned())
         .collect();
-    let cursor = page
-        .next_after
-        .map(|key| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key));
+    // The cursor names the key to resume after by what follows the prefix: the prefix is
+    // in the URL already, and the two together must fit a URI for any key.
+    let cursor = page.next_after.map(|key| {
+        let suffix = key.get(prefix.len()..).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(suffix)
+    });
     Ok(Json(json!({ "keys": keys, "cursor": cursor })).into_response())
 }
 

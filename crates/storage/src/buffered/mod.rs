@@ -37,6 +37,7 @@ use bytes::Bytes;
 use memtable::Memtable;
 pub use memtable::Slot;
 use parking_lot::{Condvar, Mutex, RwLock};
+use ringkv_core::limits::ENGINE_KEY_BYTES_MAX;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -159,6 +160,8 @@ struct Shared<T> {
     flush_wanted: Condvar,
     /// Wakes writers waiting for room: a flush finished or failed.
     flushed: Condvar,
+    /// Changes the log held that replay refused (see [`Engine::changes_refused_at_open`]).
+    refused_at_open: u64,
 }
 
 /// The log file being written to.
@@ -204,7 +207,7 @@ impl<T: Tables> Buffered<T> {
             spare_bytes as u64,
             &format!("ringkv-{}-logs", T::NAME),
         )?;
-        let (mut memtables, last_replayed) = replay(&log_directory)?;
+        let (mut memtables, last_replayed, refused_at_open) = replay(&log_directory)?;
         memtables.active = Memtable::sized_for(options.memtable_bytes);
         let number = last_replayed.map_or(1, |last| last + 1);
         // Created empty: the first file made ahead of time is not ready yet (the first write
@@ -224,6 +227,7 @@ impl<T: Tables> Buffered<T> {
             flush: Mutex::new(FlushState::default()),
             flush_wanted: Condvar::new(),
             flushed: Condvar::new(),
+            refused_at_open,
         });
         let flusher = {
             let shared = Arc::clone(&shared);
@@ -242,12 +246,15 @@ impl<T: Tables> Buffered<T> {
 }
 
 /// Replays every log into memtables: the writes are sealed at once, to be flushed, and the
-/// number of the last log replayed is returned (the logs stay until the flush).
-fn replay(directory: &Path) -> Result<(Memtables, Option<u64>), StorageError> {
+/// number of the last log replayed is returned (the logs stay until the flush), and how many
+/// changes replay refused.
+fn replay(directory: &Path) -> Result<(Memtables, Option<u64>, u64), StorageError> {
     let logs = wal::list_logs(directory)?;
     let mut memtable = Memtable::default();
+    let mut refused = 0;
     for (index, &number) in logs.iter().enumerate() {
         let replay = wal::replay_file(directory, number, index + 1 == logs.len())?;
+        refused += replay.refused;
         for batch in replay.batches {
             memtable.apply(batch);
         }
@@ -259,7 +266,7 @@ fn replay(directory: &Path) -> Result<(Memtables, Option<u64>), StorageError> {
             .sealed
             .push(Arc::new(Sealed { memtable, last_log }));
     }
-    Ok((memtables, last))
+    Ok((memtables, last, refused))
 }
 
 impl<T: Tables> Shared<T> {
@@ -356,6 +363,10 @@ impl<T: Tables> Engine for Buffered<T> {
     }
 
     fn get_bytes(&self, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
+        // No such key was ever written, and a table may not take it even as a question.
+        if key.len() > ENGINE_KEY_BYTES_MAX {
+            return Ok(None);
+        }
         // A memtable that is flushed after this look is in the tables before it leaves the
         // list.
         if let Some(slot) = self.shared.memtable_slot(key) {
@@ -422,6 +433,10 @@ impl<T: Tables> Engine for Buffered<T> {
             }
         }
         Ok(page)
+    }
+
+    fn changes_refused_at_open(&self) -> u64 {
+        self.shared.refused_at_open
     }
 
     fn approximate_entries(&self) -> u64 {

@@ -81,6 +81,8 @@ struct Shared {
     /// The next file of the log, made ahead of time.
     spare: SpareLog,
     snapshot_running: AtomicBool,
+    /// Changes the logs held that replay refused (see [`Engine::changes_refused_at_open`]).
+    refused_at_open: u64,
 }
 
 /// The log file being written to.
@@ -132,7 +134,7 @@ impl MemoryEngine {
                 .collect();
             corrupt_keys = loaded.corrupt_keys;
         }
-        let replayed_bytes = replay_logs(&files, &mut map, &mut corrupt_keys)?;
+        let (replayed_bytes, refused_at_open) = replay_logs(&files, &mut map, &mut corrupt_keys)?;
         let spare = SpareLog::start(&directory, options.log_file_bytes, "ringkv-memory-logs")?;
         // Created empty: the first file made ahead of time is not ready yet (the first write
         // after it is ready moves the log on to it).
@@ -148,6 +150,7 @@ impl MemoryEngine {
             }),
             spare,
             snapshot_running: AtomicBool::new(false),
+            refused_at_open,
         };
         Ok(Self {
             shared: Arc::new(shared),
@@ -194,23 +197,25 @@ fn entries_in_chunks(map: &RwLock<Map>) -> impl Iterator<Item = (BatchKey, Bytes
     .flatten()
 }
 
-/// Replays every log at or after the newest snapshot into `map`; returns the bytes replayed.
+/// Replays every log at or after the newest snapshot into `map`; returns the bytes replayed
+/// and how many changes replay refused.
 fn replay_logs(
     files: &Files,
     map: &mut Map,
     corrupt_keys: &mut BTreeSet<Vec<u8>>,
-) -> Result<u64, StorageError> {
+) -> Result<(u64, u64), StorageError> {
     let first = files.snapshots.last().copied().unwrap_or(0);
     let logs: Vec<u64> = files.logs.iter().copied().filter(|&n| n >= first).collect();
-    let mut replayed = 0;
+    let (mut replayed, mut refused) = (0, 0);
     for (index, &number) in logs.iter().enumerate() {
         let replay = log::replay_file(&files.directory, number, index + 1 == logs.len())?;
+        refused += replay.refused;
         for batch in replay.batches {
             apply(map, corrupt_keys, batch);
         }
         replayed += replay.valid_bytes;
     }
-    Ok(replayed)
+    Ok((replayed, refused))
 }
 
 fn apply(map: &mut Map, corrupt: &mut BTreeSet<Vec<u8>>, batch: WriteBatch) {
@@ -401,6 +406,10 @@ impl Engine for MemoryEngine {
             )));
         }
         Ok(entries)
+    }
+
+    fn changes_refused_at_open(&self) -> u64 {
+        self.shared.refused_at_open
     }
 
     fn approximate_entries(&self) -> u64 {

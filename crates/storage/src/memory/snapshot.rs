@@ -11,7 +11,7 @@
 //! forward to the next header whose checksum holds and reports the bytes it skipped.
 
 use crate::engine::StorageError;
-use ringkv_core::limits::{KEY_BYTES_MAX, RECORD_BYTES_MAX};
+use ringkv_core::limits::{RECORD_BYTES_MAX, STORED_KEY_BYTES_READ_MAX};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -114,7 +114,7 @@ fn entry_at(rest: &[u8]) -> Option<(&[u8], &[u8], bool, usize)> {
     let header = rest.get(..HEADER_BYTES)?;
     let field = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4 bytes"));
     let (key_len, value_len) = (field(0) as usize, field(4) as usize);
-    if key_len > KEY_BYTES_MAX * 2 || value_len > RECORD_BYTES_MAX {
+    if key_len > STORED_KEY_BYTES_READ_MAX || value_len > RECORD_BYTES_MAX {
         return None;
     }
     let key = rest.get(HEADER_BYTES..HEADER_BYTES + key_len)?;

@@ -48,6 +48,7 @@ pub fn replay(bytes: &[u8], is_newest: bool, name: &str) -> Result<Replay, Stora
         batches,
         valid_bytes: offset as u64,
         torn_tail: false,
+        refused: 0,
     })
 }
 
@@ -80,6 +81,7 @@ fn torn_or_corrupt(
             batches,
             valid_bytes: offset as u64,
             torn_tail: true,
+            refused: 0,
         });
     }
     Err(damaged(name, offset, what))

@@ -25,7 +25,7 @@
 
 use crate::engine::{StorageError, WriteBatch, WriteOp};
 use ringkv_core::codec::{put_bytes, put_varint, Reader};
-use ringkv_core::limits::{KEY_BYTES_MAX, RECORD_BYTES_MAX};
+use ringkv_core::limits::{ENGINE_KEY_BYTES_MAX, RECORD_BYTES_MAX, STORED_KEY_BYTES_READ_MAX};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -80,6 +80,14 @@ impl Frame {
 
 /// Encodes `batch` as one frame.
 pub fn encode_frame(batch: &WriteBatch) -> Result<Frame, StorageError> {
+    // A key the tables cannot take must never reach the log: its replay would fail every
+    // restart.
+    batch.check_keys()?;
+    encode_any_frame(batch)
+}
+
+/// [`encode_frame`] without the check of its keys: what an earlier build could write.
+fn encode_any_frame(batch: &WriteBatch) -> Result<Frame, StorageError> {
     // The header goes in front of a payload whose length is not known yet: reserve it and
     // fill it in after, so the frame is built in one buffer.
     let capacity = HEADER_BYTES + 16 + batch_bytes(batch) + END_MARK_BYTES;
@@ -253,7 +261,8 @@ pub fn reuse_log(recycled: &Path) -> Result<File, StorageError> {
 pub fn replay_file(directory: &Path, number: u64, is_newest: bool) -> Result<Replay, StorageError> {
     let path = log_path(directory, number);
     let bytes = std::fs::read(&path)?;
-    let replay = replay(&bytes, number, is_newest, &path.display().to_string())?;
+    let mut replay = replay(&bytes, number, is_newest, &path.display().to_string())?;
+    replay.refused = refuse_overlong_keys(&mut replay.batches, &path);
     if replay.torn_tail {
         tracing::warn!(log = %path.display(), at = replay.valid_bytes, "dropping torn last log record");
         let file = OpenOptions::new().write(true).open(&path)?;
@@ -272,6 +281,34 @@ pub struct Replay {
     pub valid_bytes: u64,
     /// Whether a torn tail was found after `valid_bytes`.
     pub torn_tail: bool,
+    /// Changes left out of `batches` because their keys are longer than an engine stores
+    /// (an earlier build let them into its log).
+    pub refused: u64,
+}
+
+/// Takes every change whose key no engine stores out of `batches`, each with a logged error,
+/// and returns how many: a log that holds one must not stop a node from starting. Only that
+/// change is dropped, not its batch, whose other changes were acknowledged to their clients.
+fn refuse_overlong_keys(batches: &mut [WriteBatch], path: &Path) -> u64 {
+    let mut refused = 0;
+    for batch in batches {
+        batch.ops.retain(|op| {
+            let len = op.key().len();
+            let fits = len <= ENGINE_KEY_BYTES_MAX;
+            if !fits {
+                refused += 1;
+                tracing::error!(
+                    log = %path.display(),
+                    key_bytes = len,
+                    key_start = %String::from_utf8_lossy(&op.key()[..len.min(64)]),
+                    "log holds a change to a key longer than {ENGINE_KEY_BYTES_MAX} bytes, \
+                     which no engine stores: the change is dropped, the rest replayed"
+                );
+            }
+            fits
+        });
+    }
+    refused
 }
 
 /// Decodes every frame of log `number`, a file's `bytes`. `is_newest` says whether a torn
@@ -318,6 +355,7 @@ pub fn replay(
     match failure {
         Some(what) if !is_newest => Err(damaged(name, offset, what)),
         failure => Ok(Replay {
+            refused: 0,
             batches,
             valid_bytes: offset as u64,
             torn_tail: failure.is_some(),
@@ -409,7 +447,7 @@ fn decode_payload(payload: &[u8]) -> Result<WriteBatch, String> {
     for _ in 0..count {
         let tag = reader.u8().map_err(|e| e.to_string())?;
         let key = reader
-            .bytes("key", KEY_BYTES_MAX * 2)
+            .bytes("key", STORED_KEY_BYTES_READ_MAX)
             .map_err(|e| e.to_string())?
             .into();
         match tag {
@@ -472,6 +510,36 @@ mod tests {
     fn old_log() -> Vec<u8> {
         let keys: Vec<String> = (0..20).map(|i| format!("old-{i}")).collect();
         log_of(3, &keys.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn changes_to_keys_no_engine_stores_are_refused_one_by_one_at_replay() {
+        // A log as an earlier build could leave it: a batch that holds a key one byte over
+        // the engine limit beside a change acknowledged to another client.
+        let directory = tempfile::tempdir().unwrap();
+        let too_long = vec![b'k'; ENGINE_KEY_BYTES_MAX + 1];
+        let mut poisoned = batch("before");
+        poisoned.put(too_long.as_slice(), b"v".as_slice());
+        poisoned.put(b"neighbour".as_slice(), b"v".as_slice());
+        assert!(matches!(
+            encode_frame(&poisoned),
+            Err(StorageError::KeyTooLong { .. })
+        ));
+        let mut log = Vec::new();
+        for batch in [batch("first"), poisoned.clone(), batch("last")] {
+            let mut frame = encode_any_frame(&batch).unwrap();
+            log.truncate(log.len() - log.len().min(END_MARK_BYTES));
+            log.extend_from_slice(frame.stamped(1));
+        }
+        std::fs::write(log_path(directory.path(), 1), &log).unwrap();
+
+        let replay = replay_file(directory.path(), 1, true).unwrap();
+        assert_eq!(replay.refused, 1);
+        poisoned.ops.remove(2);
+        assert_eq!(
+            replay.batches,
+            vec![batch("first"), poisoned, batch("last")]
+        );
     }
 
     #[test]

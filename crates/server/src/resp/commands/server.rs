@@ -1,4 +1,4 @@
-//! Server commands: COMMAND, INFO, CONFIG GET, DBSIZE, FLUSHDB, FLUSHALL, TIME.
+//! Server commands: COMMAND, INFO, CONFIG GET, DBSIZE, FLUSHDB, FLUSHALL, TIME, DEBUG.
 
 use super::scan::{count_keys, KeyPages};
 use super::{keyspace_def, Args, CommandError, Reply, Session, COMMANDS};
@@ -258,4 +258,22 @@ pub async fn time(shared: &RespShared, _: &mut Session, _: Args) -> Reply {
         Frame::text((now_ms / 1000).to_string()),
         Frame::text(((now_ms % 1000) * 1000).to_string()),
     ]))
+}
+
+/// `DEBUG PANIC`, only where `resp_debug_enabled` allows it: panics the connection's thread,
+/// as a bug would, so tests can see that a node stops on a panic instead of serving on with a
+/// dead thread.
+pub async fn debug(shared: &RespShared, _: &mut Session, mut args: Args) -> Reply {
+    if !shared.node.config.resp_debug_enabled {
+        return Err(CommandError::Reply(Frame::err(
+            "DEBUG command not allowed: set resp_debug_enabled = true in the node's configuration",
+        )));
+    }
+    match args.word()?.as_str() {
+        "PANIC" => panic!("DEBUG PANIC from a Redis-protocol client"),
+        other => Err(CommandError::Reply(Frame::err(format!(
+            "unknown subcommand '{}'. Try DEBUG PANIC.",
+            other.to_ascii_lowercase()
+        )))),
+    }
 }
