@@ -57,9 +57,21 @@ pub struct ServerConfig {
     pub http_in_flight_max: usize,
     /// A Redis-protocol connection idle this long is closed (Redis's `timeout`; 0 = never).
     pub resp_idle_timeout_ms: u64,
-    /// A REST connection that sends nothing this long while the server waits to read, or a
-    /// Redis-protocol request left half-sent this long, is closed (silent and slow clients).
+    /// How long a client may take to send one whole request, and to read any part of an
+    /// answer; past it the connection is closed (silent, slow and stalled clients). For REST
+    /// the time runs from the connection's start or the node's last answer on it; for the
+    /// Redis protocol from a request's first byte (a connection idle between requests is
+    /// `resp_idle_timeout_ms`'s business).
     pub request_timeout_ms: u64,
+    /// Most bytes one Redis-protocol connection's reply may hold (a large `MGET`, `KEYS`,
+    /// `SCAN`): a command whose reply would pass it is answered with an error and its client
+    /// disconnected, logged and counted in `ringkv_resp_disconnects{reason="reply_limit"}`.
+    /// Redis's `client-output-buffer-limit` leaves normal clients unbounded; this must at
+    /// least hold one value of the largest size.
+    pub resp_reply_bytes_max: u64,
+    /// Most bytes all Redis-protocol connections' large replies may hold together; a reply
+    /// that would pass it is refused the same way.
+    pub resp_replies_bytes_max: u64,
     /// Password Redis-protocol clients must send with AUTH (Redis's `requirepass`).
     pub resp_password: Option<String>,
     /// Whether FLUSHDB and FLUSHALL are allowed.
@@ -105,6 +117,8 @@ impl Default for ServerConfig {
             http_in_flight_max: 4096,
             resp_idle_timeout_ms: 0,
             request_timeout_ms: 30_000,
+            resp_reply_bytes_max: 128 << 20,
+            resp_replies_bytes_max: 1 << 30,
             resp_password: None,
             resp_flush_enabled: true,
             resp_debug_enabled: false,
@@ -162,6 +176,15 @@ impl ServerConfig {
             return Err(ConfigError::Invalid(
                 "rpc_timeout_ms must be at least 1".into(),
             ));
+        }
+        let largest_reply = ringkv_core::limits::VALUE_BYTES_MAX as u64 + 64;
+        if self.resp_reply_bytes_max < largest_reply
+            || self.resp_replies_bytes_max < self.resp_reply_bytes_max
+        {
+            return Err(ConfigError::Invalid(format!(
+                "resp_reply_bytes_max must be at least {largest_reply} (one value of the \
+                 largest size), and resp_replies_bytes_max at least resp_reply_bytes_max"
+            )));
         }
         if self.connections_max == 0 || self.http_in_flight_max == 0 || self.write_queue_max == 0 {
             return Err(ConfigError::Invalid(

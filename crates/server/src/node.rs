@@ -68,6 +68,8 @@ pub struct Node {
     pub peers: crate::peers::Peers,
     /// The coordinator's metrics.
     pub cluster_metrics: crate::coordinator::ClusterMetrics,
+    /// The Redis-protocol server's metrics.
+    pub resp_metrics: crate::resp::metrics::RespMetrics,
     /// The view of a node that is not serving yet: itself alone.
     alone: std::sync::OnceLock<Arc<ClusterView>>,
     clock: Arc<dyn WallClock>,
@@ -99,6 +101,7 @@ impl Node {
         let keyspaces = crate::keyspaces::Keyspaces::load(&store)?;
         let http_metrics = HttpMetrics::register(&mut registry);
         let cluster_metrics = crate::coordinator::ClusterMetrics::register(&mut registry);
+        let resp_metrics = crate::resp::metrics::RespMetrics::register(&mut registry);
         let node_id = config
             .node_id
             .clone()
@@ -109,6 +112,7 @@ impl Node {
             gossip: std::sync::OnceLock::new(),
             peers: crate::peers::Peers::default(),
             cluster_metrics,
+            resp_metrics,
             alone: std::sync::OnceLock::new(),
             config,
             store,

@@ -1,7 +1,8 @@
 //! The REST API's listener: at most `connections_max` connections at once (further clients
-//! wait in the kernel's accept queue, not in our memory), and a connection that sends nothing
-//! for `request_timeout_ms` while the server waits to read is closed, so silent and slow
-//! clients cannot hold connections for ever.
+//! wait in the kernel's accept queue, not in our memory), and each request must arrive whole
+//! within `request_timeout_ms` of the connection's start or of the node's last answer on it:
+//! the clock is not restarted by the bytes a client sends, so a client that trickles a byte
+//! a second cannot hold a connection, and silent clients are closed too.
 
 use std::future::Future;
 use std::io;
@@ -22,8 +23,8 @@ pub struct LimitedListener {
 }
 
 impl LimitedListener {
-    /// Wraps `inner`: at most `connections_max` open connections, each closed after
-    /// `read_timeout` without receiving a byte.
+    /// Wraps `inner`: at most `connections_max` open connections, each closed when a read
+    /// is still waiting `read_timeout` after the connection opened or last answered.
     pub fn new(inner: TcpListener, connections_max: usize, read_timeout: Duration) -> Self {
         Self {
             inner,
@@ -69,7 +70,8 @@ impl axum::serve::Listener for LimitedListener {
     }
 }
 
-/// A connection that holds one permit and fails a read that waits too long.
+/// A connection that holds one permit and fails a read still waiting at its deadline: the
+/// time of its start or of its last write, plus the timeout.
 pub struct LimitedStream {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
@@ -84,18 +86,42 @@ impl AsyncRead for LimitedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match Pin::new(&mut self.stream).poll_read(cx, buf) {
-            Poll::Ready(result) => {
+            Poll::Ready(result) => Poll::Ready(result),
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "client did not send its request in time",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl LimitedStream {
+    /// Starts the next request's time once the node has written (part of) an answer: the
+    /// client may not send its next request before it has read this one.
+    /// A write still waiting at the deadline fails too: a client that reads nothing of its
+    /// answer for the timeout would otherwise hold the connection for ever.
+    fn answered(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match written {
+            Poll::Ready(Ok(bytes)) if bytes > 0 => {
                 let next = Instant::now() + self.timeout;
                 self.deadline.as_mut().reset(next);
-                Poll::Ready(result)
+                Poll::Ready(Ok(bytes))
             }
             Poll::Pending => match self.deadline.as_mut().poll(cx) {
                 Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    "client sent nothing in time",
+                    "client read nothing of its answer in time",
                 ))),
                 Poll::Pending => Poll::Pending,
             },
+            other => other,
         }
     }
 }
@@ -106,7 +132,8 @@ impl AsyncWrite for LimitedStream {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, data)
+        let written = Pin::new(&mut self.stream).poll_write(cx, data);
+        self.answered(cx, written)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -122,7 +149,8 @@ impl AsyncWrite for LimitedStream {
         cx: &mut Context<'_>,
         buffers: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, buffers)
+        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, buffers);
+        self.answered(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {

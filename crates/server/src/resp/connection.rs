@@ -2,11 +2,17 @@
 //! order, and writes all their replies with one syscall (so pipelined commands cost one write,
 //! not one each). Pipelined SETs are collected and submitted to the store together when their
 //! replies are due, so they share one queue slot and one group commit; any other command first
-//! waits for the writes before it. A connection idle past `resp_idle_timeout_ms`, or that
-//! leaves a request half-sent for `request_timeout_ms`, is closed.
+//! waits for the writes before it. A connection idle past `resp_idle_timeout_ms` is closed;
+//! so is one that takes longer than `request_timeout_ms` to send one request (however slowly
+//! its bytes trickle in), or that reads nothing of its replies for that long.
+//!
+//! A large reply is counted against the bounds on reply memory ([`super::replies`]) and
+//! written from the values it holds, as the client reads it.
 
 use super::commands::{self, DeferredSets, Session};
 use super::frame::Frame;
+use super::metrics::Disconnect;
+use super::replies::REPLY_METERED_BYTES_MIN;
 use super::request::{self, Common};
 use super::RespShared;
 use bytes::{Buf, BytesMut};
@@ -16,6 +22,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// Replies buffered before they are written even though more requests are pending.
 const WRITE_BUFFER_FLUSH_BYTES: usize = 1 << 20;
@@ -38,7 +45,9 @@ pub async fn handle(
     let mut output = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let config = &shared.node.config;
     let idle = Duration::from_millis(config.resp_idle_timeout_ms);
-    let partial = Duration::from_millis(config.request_timeout_ms);
+    let request_time = Duration::from_millis(config.request_timeout_ms);
+    // When the request the buffer holds the start of must be whole.
+    let mut request_deadline: Option<Instant> = None;
     let mut deferred = DeferredSets::default();
     // One wait for the whole connection rather than a new one per read: each new one locks
     // the channel and registers a waiter, about 300 instructions per request at -P 1.
@@ -109,15 +118,18 @@ pub async fn handle(
                         continue;
                     };
                     finish(&shared, &session, &mut deferred, &mut output).await;
-                    reply.encode(session.protocol, &mut output);
+                    let sent = send(&shared, &mut session, &mut stream, &mut output, reply).await;
+                    if ended(&shared, &session, sent) {
+                        break 'connection;
+                    }
                     if session.closing {
                         break;
                     }
                     if output.len() >= WRITE_BUFFER_FLUSH_BYTES {
-                        if stream.write_all(&output).await.is_err() {
+                        let written = write_out(&mut stream, &mut output, request_time).await;
+                        if ended(&shared, &session, written) {
                             break 'connection;
                         }
-                        output.clear();
                     }
                 }
                 Ok(None) => break,
@@ -131,30 +143,31 @@ pub async fn handle(
         }
         shared.commands.fetch_add(commands, Ordering::Relaxed);
         finish(&shared, &session, &mut deferred, &mut output).await;
-        if !output.is_empty() {
-            if stream.write_all(&output).await.is_err() {
-                break;
-            }
-            output.clear();
-        }
-        if session.closing {
+        let written = write_out(&mut stream, &mut output, request_time).await;
+        if ended(&shared, &session, written) || session.closing {
             break;
         }
         if input.capacity() - input.len() < READ_CHUNK_BYTES / 4 {
             input.reserve(READ_CHUNK_BYTES);
         }
-        // Zero idle timeout means none (Redis's `timeout 0`); a half-sent request always has one.
-        let limit = if !input.is_empty() {
-            Some(partial)
-        } else {
-            Some(idle).filter(|d| !d.is_zero())
+        // A request's time runs from its first byte: what is left in the buffer started
+        // arriving in this round if a request was completed in it, else earlier.
+        request_deadline = match (input.is_empty(), request_deadline) {
+            (true, _) => None,
+            (false, Some(deadline)) if commands == 0 => Some(deadline),
+            (false, _) => Some(Instant::now() + request_time),
         };
         let read = async {
-            match limit {
-                Some(limit) => tokio::time::timeout(limit, stream.read_buf(&mut input))
+            match (request_deadline, Some(idle).filter(|d| !d.is_zero())) {
+                (Some(deadline), _) => {
+                    let read = tokio::time::timeout_at(deadline, stream.read_buf(&mut input));
+                    read.await.map_err(|_| Disconnect::RequestTimeout)
+                }
+                // Zero idle timeout means none (Redis's `timeout 0`).
+                (None, Some(idle)) => tokio::time::timeout(idle, stream.read_buf(&mut input))
                     .await
-                    .ok(),
-                None => Some(stream.read_buf(&mut input).await),
+                    .or(Ok(Ok(0))),
+                (None, None) => Ok(stream.read_buf(&mut input).await),
             }
         };
         let read = tokio::select! {
@@ -162,12 +175,112 @@ pub async fn handle(
             _ = &mut stop => break,
         };
         match read {
-            Some(Ok(0)) | Some(Err(_)) | None => break,
-            Some(Ok(_)) => {}
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => {
+                // The first bytes of a request start its time.
+                request_deadline.get_or_insert_with(|| Instant::now() + request_time);
+            }
+            Err(reason) => {
+                ended(&shared, &session, Err(Ended::Disconnected(reason)));
+                break;
+            }
         }
     }
+    shared.replies.release(&mut session.reply_bytes);
     let _ = stream.shutdown().await;
     shared.connected.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Why a connection stopped being served before the client closed it.
+enum Ended {
+    /// The client went away or the socket failed.
+    ClientGone,
+    /// The node closed it.
+    Disconnected(Disconnect),
+}
+
+/// Whether `outcome` ends the connection; a disconnection by the node is counted and logged.
+fn ended(shared: &RespShared, session: &Session, outcome: Result<(), Ended>) -> bool {
+    match outcome {
+        Ok(()) => false,
+        Err(Ended::ClientGone) => true,
+        Err(Ended::Disconnected(reason)) => {
+            shared.node.resp_metrics.disconnected(reason);
+            tracing::info!(
+                client = session.id,
+                reason = reason.name(),
+                "disconnecting a Redis-protocol client"
+            );
+            true
+        }
+    }
+}
+
+/// Adds `reply` to the connection's output. A small one is encoded into the buffer; a large
+/// one is counted against the bounds on reply memory (a client past them gets an error and
+/// is disconnected), then written out after the buffer, from the values it holds.
+async fn send(
+    shared: &RespShared,
+    session: &mut Session,
+    stream: &mut TcpStream,
+    output: &mut BytesMut,
+    reply: Frame,
+) -> Result<(), Ended> {
+    let bytes = reply.encoded_bytes_max();
+    if bytes < REPLY_METERED_BYTES_MIN {
+        if session.reply_bytes > 0 {
+            shared.replies.release(&mut session.reply_bytes);
+        }
+        reply.encode(session.protocol, output);
+        return Ok(());
+    }
+    if let Err(limit) = shared.replies.settle(&mut session.reply_bytes, bytes) {
+        commands::refuse_reply(shared, session, limit).encode(session.protocol, output);
+        return Ok(());
+    }
+    let stall = Duration::from_millis(shared.node.config.request_timeout_ms);
+    let written = async {
+        write_out(stream, output, stall).await?;
+        for piece in reply.encode_pieces(session.protocol) {
+            write_progressing(stream, &piece, stall).await?;
+        }
+        Ok(())
+    }
+    .await;
+    drop(reply);
+    shared.replies.release(&mut session.reply_bytes);
+    written
+}
+
+/// Writes and empties the output buffer.
+async fn write_out(
+    stream: &mut TcpStream,
+    output: &mut BytesMut,
+    stall: Duration,
+) -> Result<(), Ended> {
+    if output.is_empty() {
+        return Ok(());
+    }
+    write_progressing(stream, output, stall).await?;
+    output.clear();
+    Ok(())
+}
+
+/// Writes all of `bytes` as the client reads them; a client that reads nothing for `stall`
+/// is disconnected (it would hold its reply's memory for ever).
+async fn write_progressing(
+    stream: &mut TcpStream,
+    mut bytes: &[u8],
+    stall: Duration,
+) -> Result<(), Ended> {
+    while !bytes.is_empty() {
+        match tokio::time::timeout(stall, stream.write(bytes)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(Ended::ClientGone),
+            Ok(Ok(written)) => bytes = &bytes[written..],
+            Err(_) => return Err(Ended::Disconnected(Disconnect::ReplyStalled)),
+        }
+    }
+    Ok(())
 }
 
 /// Submits the deferred SETs, waits for them, and encodes their replies in order.

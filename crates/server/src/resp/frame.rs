@@ -80,6 +80,75 @@ impl Frame {
     }
 }
 
+impl Frame {
+    /// Bytes the encoding takes at most (each length counted at its longest).
+    pub fn encoded_bytes_max(&self) -> usize {
+        const HEADER_BYTES_MAX: usize = 1 + 20 + 2;
+        match self {
+            Frame::Simple(text) => text.len() + 3,
+            Frame::Error(text) => text.len() + 3,
+            Frame::Integer(_) | Frame::Null => HEADER_BYTES_MAX,
+            Frame::Bulk(bytes) => HEADER_BYTES_MAX + bytes.len() + 2,
+            Frame::Array(items) => {
+                HEADER_BYTES_MAX + items.iter().map(Frame::encoded_bytes_max).sum::<usize>()
+            }
+            Frame::Map(pairs) => {
+                let pair_bytes = |(key, value): &(Frame, Frame)| {
+                    key.encoded_bytes_max() + value.encoded_bytes_max()
+                };
+                HEADER_BYTES_MAX + pairs.iter().map(pair_bytes).sum::<usize>()
+            }
+        }
+    }
+
+    /// The encoding as pieces to write in order: bulk strings of at least
+    /// [`SHARED_PIECE_BYTES_MIN`] are their own pieces, shared with the frame rather than
+    /// copied, so a large reply is written from the values it holds.
+    pub fn encode_pieces(&self, protocol: u8) -> Vec<Bytes> {
+        let mut pieces = Vec::new();
+        let mut small = BytesMut::new();
+        self.encode_into_pieces(protocol, &mut small, &mut pieces);
+        if !small.is_empty() {
+            pieces.push(small.freeze());
+        }
+        pieces
+    }
+
+    fn encode_into_pieces(&self, protocol: u8, small: &mut BytesMut, pieces: &mut Vec<Bytes>) {
+        let mut digits = itoa::Buffer::new();
+        match self {
+            Frame::Bulk(bytes) if bytes.len() >= SHARED_PIECE_BYTES_MIN => {
+                line(small, b'$', decimal(&mut digits, bytes.len()));
+                pieces.push(small.split().freeze());
+                pieces.push(bytes.clone());
+                small.put_slice(b"\r\n");
+            }
+            Frame::Array(items) => {
+                line(small, b'*', decimal(&mut digits, items.len()));
+                for item in items {
+                    item.encode_into_pieces(protocol, small, pieces);
+                }
+            }
+            Frame::Map(pairs) => {
+                let (marker, count) = if protocol >= 3 {
+                    (b'%', pairs.len())
+                } else {
+                    (b'*', pairs.len() * 2)
+                };
+                line(small, marker, decimal(&mut digits, count));
+                for (key, value) in pairs {
+                    key.encode_into_pieces(protocol, small, pieces);
+                    value.encode_into_pieces(protocol, small, pieces);
+                }
+            }
+            other => other.encode(protocol, small),
+        }
+    }
+}
+
+/// Bulk strings at least this long are written from the frame's own bytes, not copied.
+pub const SHARED_PIECE_BYTES_MIN: usize = 16 * 1024;
+
 fn line(out: &mut BytesMut, marker: u8, body: &[u8]) {
     out.reserve(body.len() + 3);
     out.put_u8(marker);
@@ -101,6 +170,31 @@ mod tests {
         let mut out = BytesMut::new();
         frame.encode(protocol, &mut out);
         String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn pieces_encode_as_the_frame_does_and_share_large_values() {
+        let large = Bytes::from(vec![b'v'; SHARED_PIECE_BYTES_MIN]);
+        let frame = Frame::Array(vec![
+            Frame::text("small"),
+            Frame::Bulk(large.clone()),
+            Frame::Null,
+            Frame::Map(vec![(Frame::Bulk(large.clone()), Frame::Integer(7))]),
+        ]);
+        for protocol in [2, 3] {
+            let pieces = frame.encode_pieces(protocol);
+            let joined: Vec<u8> = pieces.concat();
+            assert_eq!(joined, encoded(&frame, protocol).into_bytes());
+            let shared = pieces
+                .iter()
+                .filter(|p| p.as_ptr() == large.as_ptr())
+                .count();
+            assert_eq!(
+                shared, 2,
+                "each large value is written from the frame's own bytes"
+            );
+            assert!(frame.encoded_bytes_max() >= joined.len());
+        }
     }
 
     #[test]

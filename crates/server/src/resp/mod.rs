@@ -10,6 +10,8 @@ pub mod connection;
 pub mod frame;
 pub mod glob;
 pub mod loops;
+pub mod metrics;
+pub mod replies;
 pub mod request;
 
 use crate::node::Node;
@@ -25,6 +27,17 @@ pub const DATABASES: u8 = 16;
 
 /// SCAN cursors remembered per node; the oldest is forgotten first.
 const CURSORS_MAX: usize = 65_536;
+
+/// Bytes of keys the remembered SCAN cursors may hold together (each holds the key its scan
+/// resumes after, up to `KEY_BYTES_MAX`); the oldest are forgotten first.
+const CURSOR_BYTES_MAX: usize = 64 << 20;
+
+/// What one remembered cursor costs beyond its key: its id, database and place in the order.
+const CURSOR_OVERHEAD_BYTES: usize = 64;
+
+const _: () = assert!(
+    CURSOR_BYTES_MAX >= 1024 * (ringkv_core::limits::KEY_BYTES_MAX + CURSOR_OVERHEAD_BYTES)
+);
 
 /// The keyspace of Redis database `db`.
 pub fn keyspace_of(db: u8) -> String {
@@ -45,24 +58,41 @@ pub struct RespShared {
     pub connected: AtomicUsize,
     /// Commands executed since start.
     pub commands: AtomicU64,
+    /// Memory held by large replies, bounded.
+    pub replies: replies::ReplyMemory,
     next_client_id: AtomicU64,
     cursors: parking_lot::Mutex<Cursors>,
 }
 
 /// SCAN cursors: Redis clients expect a decimal cursor, but our scans resume after a key, so
 /// each cursor handed out names the key to resume after (as kvrocks does). Shared by every
-/// connection, so a client may continue a scan on another connection of its pool.
+/// connection, so a client may continue a scan on another connection of its pool. Cursor ids
+/// are random, so one client cannot guess another's, and the table is bounded in count and
+/// in bytes, the oldest forgotten first.
 #[derive(Default)]
 struct Cursors {
-    next: u64,
     positions: HashMap<u64, (u8, Vec<u8>)>,
     order: VecDeque<u64>,
+    /// Bytes the remembered cursors hold, by [`cursor_bytes`].
+    bytes: usize,
+}
+
+/// What remembering a cursor at `key` costs.
+fn cursor_bytes(key: &[u8]) -> usize {
+    key.len() + CURSOR_OVERHEAD_BYTES
 }
 
 impl RespShared {
     /// Shared state for `node`'s connections.
     pub fn new(node: Arc<Node>) -> Self {
+        let config = &node.config;
+        let replies = replies::ReplyMemory::new(
+            usize::try_from(config.resp_reply_bytes_max).unwrap_or(usize::MAX),
+            usize::try_from(config.resp_replies_bytes_max).unwrap_or(usize::MAX),
+            node.resp_metrics.reply_bytes.clone(),
+        );
         Self {
+            replies,
             node,
             started: Instant::now(),
             connected: AtomicUsize::new(0),
@@ -77,26 +107,43 @@ impl RespShared {
         self.next_client_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Remembers where a scan of `db` stopped; returns the cursor to hand out (never 0).
+    /// Remembers where a scan of `db` stopped; returns the cursor to hand out (a random
+    /// number, never 0).
     pub fn save_cursor(&self, db: u8, after: Vec<u8>) -> u64 {
-        let mut cursors = self.cursors.lock();
-        cursors.next += 1;
-        let id = cursors.next;
-        cursors.positions.insert(id, (db, after));
-        cursors.order.push_back(id);
-        while cursors.order.len() > CURSORS_MAX {
-            if let Some(oldest) = cursors.order.pop_front() {
-                cursors.positions.remove(&oldest);
+        self.cursors.lock().save(db, after)
+    }
+
+    /// Where cursor `id` of `db` resumes; `None` if unknown, forgotten, or of another
+    /// database.
+    pub fn cursor(&self, db: u8, id: u64) -> Option<Vec<u8>> {
+        self.cursors.lock().get(db, id)
+    }
+}
+
+impl Cursors {
+    fn save(&mut self, db: u8, after: Vec<u8>) -> u64 {
+        let id = loop {
+            let id = rand::random::<u64>();
+            if id != 0 && !self.positions.contains_key(&id) {
+                break id;
+            }
+        };
+        self.bytes += cursor_bytes(&after);
+        self.positions.insert(id, (db, after));
+        self.order.push_back(id);
+        while self.order.len() > CURSORS_MAX || self.bytes > CURSOR_BYTES_MAX {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some((_, key)) = self.positions.remove(&oldest) {
+                self.bytes -= cursor_bytes(&key);
             }
         }
         id
     }
 
-    /// Where cursor `id` of `db` resumes; `None` if unknown or forgotten.
-    pub fn cursor(&self, db: u8, id: u64) -> Option<Vec<u8>> {
-        let cursors = self.cursors.lock();
-        cursors
-            .positions
+    fn get(&self, db: u8, id: u64) -> Option<Vec<u8>> {
+        self.positions
             .get(&id)
             .filter(|(cursor_db, _)| *cursor_db == db)
             .map(|(_, key)| key.clone())
@@ -147,4 +194,40 @@ pub async fn serve(
     }
     drop(shared);
     loops.stopped().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringkv_core::limits::KEY_BYTES_MAX;
+
+    #[test]
+    fn cursors_are_bounded_in_bytes_and_count_and_not_guessable() {
+        let mut cursors = Cursors::default();
+        let first = cursors.save(0, vec![b'k'; KEY_BYTES_MAX]);
+        let second = cursors.save(0, b"short".to_vec());
+        assert_ne!(second, first + 1, "ids are not handed out in sequence");
+        assert_eq!(cursors.get(0, second).as_deref(), Some(&b"short"[..]));
+        assert_eq!(
+            cursors.get(1, second),
+            None,
+            "a cursor serves its own database only"
+        );
+        for i in 0..2 * CURSOR_BYTES_MAX / KEY_BYTES_MAX {
+            cursors.save(0, vec![i as u8; KEY_BYTES_MAX]);
+            assert!(cursors.bytes <= CURSOR_BYTES_MAX);
+        }
+        assert_eq!(cursors.get(0, first), None, "the oldest is forgotten first");
+        let held: usize = cursors
+            .positions
+            .values()
+            .map(|(_, k)| cursor_bytes(k))
+            .sum();
+        assert_eq!(held, cursors.bytes);
+        for _ in 0..CURSORS_MAX + 10 {
+            cursors.save(0, Vec::new());
+        }
+        assert_eq!(cursors.positions.len(), CURSORS_MAX);
+        assert_eq!(cursors.order.len(), CURSORS_MAX);
+    }
 }

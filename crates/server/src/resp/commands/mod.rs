@@ -9,6 +9,8 @@ mod server;
 mod strings;
 
 use super::frame::Frame;
+use super::metrics::Disconnect;
+use super::replies::ReplyLimit;
 use super::RespShared;
 use crate::consistency::Consistency;
 use crate::coordinator::{self, CoordinatorError};
@@ -36,6 +38,8 @@ pub struct Session {
     pub closing: bool,
     /// The consistency of this connection's reads and writes (`RINGKV.CONSISTENCY`).
     pub consistency: Consistency,
+    /// Bytes of reply memory the connection holds (see [`crate::resp::replies`]).
+    pub reply_bytes: usize,
     /// The selected keyspace's definition as last looked up (`None` inside: it does not
     /// exist), with the keyspaces' generation it was looked up at; `None` until looked up.
     keyspace_def: Option<(u64, Option<KeyspaceDef>)>,
@@ -53,6 +57,7 @@ impl Session {
             authenticated: false,
             closing: false,
             consistency: Consistency::default(),
+            reply_bytes: 0,
             keyspace_def: None,
         }
     }
@@ -85,6 +90,8 @@ pub enum CommandError {
     NotInteger,
     /// A ready-made error reply.
     Reply(Frame),
+    /// The reply would pass a bound on reply memory: the client is disconnected.
+    ReplyTooLarge(ReplyLimit),
 }
 
 impl From<CoordinatorError> for CommandError {
@@ -290,9 +297,37 @@ pub async fn execute(shared: &RespShared, session: &mut Session, arguments: Vec<
         command: spec.name,
         items,
     };
-    dispatch(spec.name, shared, session, args)
-        .await
-        .unwrap_or_else(error_frame)
+    match dispatch(spec.name, shared, session, args).await {
+        Ok(reply) => reply,
+        Err(CommandError::ReplyTooLarge(limit)) => refuse_reply(shared, session, limit),
+        Err(error) => error_frame(error),
+    }
+}
+
+/// Counts `bytes` more of the reply being built against the bounds on reply memory, so a
+/// command that gathers many values stops before it holds too many.
+pub fn charge_reply(
+    shared: &RespShared,
+    session: &mut Session,
+    bytes: usize,
+) -> Result<(), CommandError> {
+    shared
+        .replies
+        .charge(&mut session.reply_bytes, bytes)
+        .map_err(CommandError::ReplyTooLarge)
+}
+
+/// The last reply of a client whose reply would pass `limit`: what it held is let go, and
+/// the connection closes once this is written (logged and counted).
+pub fn refuse_reply(shared: &RespShared, session: &mut Session, limit: ReplyLimit) -> Frame {
+    shared.replies.release(&mut session.reply_bytes);
+    session.closing = true;
+    shared
+        .node
+        .resp_metrics
+        .disconnected(Disconnect::ReplyLimit);
+    tracing::warn!(client = session.id, %limit, "disconnecting a Redis-protocol client");
+    Frame::err(format!("{limit}; closing the connection"))
 }
 
 /// The reply for a command that failed.
@@ -304,6 +339,7 @@ fn error_frame(error: CommandError) -> Frame {
         CommandError::Syntax => Frame::err("syntax error"),
         CommandError::NotInteger => Frame::err("value is not an integer or out of range"),
         CommandError::Reply(frame) => frame,
+        CommandError::ReplyTooLarge(limit) => Frame::err(limit),
     }
 }
 

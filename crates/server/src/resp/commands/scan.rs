@@ -56,13 +56,13 @@ pub async fn scan(shared: &RespShared, session: &mut Session, mut args: Args) ->
         .unwrap_or_default();
     let keyspace = keyspace_def(shared, session)?;
     let page = coordinator::scan(&shared.node, &keyspace, &prefix, after.as_deref(), count).await?;
-    let keys = page
-        .entries
-        .into_iter()
-        .map(|(key, _)| key)
-        .filter(|key| pattern.as_deref().is_none_or(|p| glob::matches(p, key)))
-        .map(|key| Frame::Bulk(key.into()))
-        .collect();
+    let mut keys = Vec::new();
+    for (key, _) in page.entries {
+        if pattern.as_deref().is_none_or(|p| glob::matches(p, &key)) {
+            super::charge_reply(shared, session, key.len() + 16)?;
+            keys.push(Frame::Bulk(key.into()));
+        }
+    }
     let next = page
         .next_after
         .map_or(0, |after| shared.save_cursor(session.db, after));
@@ -123,6 +123,7 @@ pub async fn keys(shared: &RespShared, session: &mut Session, mut args: Args) ->
                 let message = format!("more than {KEYS_MAX} keys match; use SCAN");
                 return Err(CommandError::Reply(Frame::err(message)));
             }
+            super::charge_reply(shared, session, key.len() + 16)?;
             found.push(Frame::Bulk(key.into()));
         }
     }

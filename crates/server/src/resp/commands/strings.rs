@@ -244,7 +244,9 @@ pub async fn getex(shared: &RespShared, session: &mut Session, mut args: Args) -
 pub async fn mget(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
     let mut values = Vec::new();
     for key in args.rest() {
-        values.push(Frame::optional_bulk(read(shared, session, &key).await?));
+        let value = read(shared, session, &key).await?;
+        super::charge_reply(shared, session, value.as_ref().map_or(0, Vec::len) + 16)?;
+        values.push(Frame::optional_bulk(value));
     }
     Ok(Frame::Array(values))
 }
