@@ -6,5 +6,6 @@
 //!
 //! Membership, the coordinator and handoff build on this (issue 5).
 
+pub mod frames;
 pub mod membership;
 pub mod rpc;

@@ -1,11 +1,18 @@
 //! The cluster RPC: one long-lived TCP connection per peer, many requests in flight on it.
 //!
 //! Wire format: frames of `u32 length | postcard(Envelope)`, at most [`FRAME_BYTES_MAX`]
-//! (tokio-util's length-delimited codec refuses longer ones before buffering). A request
-//! carries an id and a deadline; the reply carries the same id, so replies may come back in
-//! any order. Messages start with a protocol version so adjacent releases can talk during a
-//! rolling upgrade: a node refuses frames of a version it does not know.
+//! ([`crate::frames`] refuses longer ones, and buffers a frame only as its bytes arrive). A
+//! request carries an id and a deadline; the reply carries the same id, so replies may come
+//! back in any order. Messages start with a protocol version so adjacent releases can talk
+//! during a rolling upgrade: a node refuses frames of a version it does not know.
+//!
+//! The port is open to the network, so the server bounds what a connection can hold: at
+//! most [`CONNECTIONS_MAX`] connections, [`REQUESTS_IN_FLIGHT_MAX`] requests running per
+//! connection (further frames wait unread), a deadline of at most [`DEADLINE_MAX`] whatever
+//! the caller asks, a frame (and a new connection's first one) finished within
+//! [`FRAME_RECEIVE_MAX`], and a connection idle for [`IDLE_MAX`] closed.
 
+use crate::frames::FrameCodec;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
@@ -16,9 +23,10 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio_util::codec::{FramedRead, FramedWrite};
 
 /// Largest frame: a maximal value plus its record and envelope.
 pub const FRAME_BYTES_MAX: usize = 48 << 20;
@@ -28,6 +36,31 @@ pub const PROTOCOL_VERSION: u16 = 1;
 
 /// Frames queued for one connection's writer before callers wait for room.
 const OUTGOING_QUEUE_MAX: usize = 1024;
+
+/// Connections served at once; one more is closed at once. Each peer keeps one connection
+/// to this node, so this bounds the cluster's size to about as many nodes.
+pub const CONNECTIONS_MAX: usize = 128;
+
+/// Requests one connection may have running at once; the connection's next frame is read
+/// only when one finishes.
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 1024;
+
+/// The longest a request runs, whatever deadline its caller sent.
+pub const DEADLINE_MAX: Duration = Duration::from_secs(60);
+
+/// How long a frame may take to arrive once its first byte has, and a new connection to
+/// send its first whole frame; past it the connection is closed.
+pub const FRAME_RECEIVE_MAX: Duration = Duration::from_secs(10);
+
+/// A connection that sends no frame for this long is closed (its peer reconnects on its
+/// next call).
+pub const IDLE_MAX: Duration = Duration::from_secs(300);
+
+/// How often a connection checks its time limits.
+const LIMITS_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+const _: () = assert!(FRAME_RECEIVE_MAX.as_millis() < IDLE_MAX.as_millis());
+const _: () = assert!(REQUESTS_IN_FLIGHT_MAX <= OUTGOING_QUEUE_MAX);
 
 /// Wait before reconnecting to a peer after a failure; doubles per failure up to the max.
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -88,19 +121,24 @@ pub async fn serve<Req, Resp, S>(
     S: Service<Req, Resp>,
 {
     let mut stop = shutdown.clone();
+    let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = stop.wait_for(|stop| *stop) => return,
         };
         match accepted {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
+                let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                    tracing::warn!(%peer, "refusing an RPC connection: {CONNECTIONS_MAX} are open");
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_connection::<Req, Resp, S>(
-                    stream,
-                    Arc::clone(&service),
-                    shutdown.clone(),
-                ));
+                let (service, shutdown) = (Arc::clone(&service), shutdown.clone());
+                tokio::spawn(async move {
+                    serve_connection::<Req, Resp, S>(stream, service, shutdown).await;
+                    drop(permit);
+                });
             }
             Err(error) => {
                 tracing::warn!(%error, "accepting an RPC connection failed");
@@ -110,10 +148,21 @@ pub async fn serve<Req, Resp, S>(
     }
 }
 
-fn codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .max_frame_length(FRAME_BYTES_MAX)
-        .new_codec()
+fn codec() -> FrameCodec {
+    FrameCodec::new(FRAME_BYTES_MAX)
+}
+
+/// Why a connection must be closed for its pace, if it must: a frame (or the first one)
+/// taking too long to arrive, or no frame for too long.
+fn too_slow(codec: &FrameCodec, last_frame: Instant, frames_seen: bool) -> Option<&'static str> {
+    let started = codec.partial_since();
+    if started.is_some_and(|started| started.elapsed() > FRAME_RECEIVE_MAX) {
+        return Some("a frame took too long to arrive");
+    }
+    if !frames_seen && last_frame.elapsed() > FRAME_RECEIVE_MAX {
+        return Some("no frame arrived in time after connecting");
+    }
+    (last_frame.elapsed() > IDLE_MAX).then_some("idle")
 }
 
 async fn serve_connection<Req, Resp, S>(
@@ -125,15 +174,39 @@ async fn serve_connection<Req, Resp, S>(
     Resp: Serialize + Send + 'static,
     S: Service<Req, Resp>,
 {
-    let (mut sink, mut frames) = Framed::new(stream, codec()).split();
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let (read_half, write_half) = stream.into_split();
+    let mut frames = FramedRead::new(read_half, codec());
+    let mut sink = FramedWrite::new(write_half, codec());
     let (replies, mut outgoing) = mpsc::channel::<Bytes>(OUTGOING_QUEUE_MAX);
     let writer = tokio::spawn(async move { while write_batch(&mut sink, &mut outgoing).await {} });
+    let in_flight = Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_MAX));
+    let mut check = tokio::time::interval(LIMITS_CHECK_INTERVAL);
+    let (mut last_frame, mut frames_seen) = (Instant::now(), false);
     loop {
         let frame = tokio::select! {
             frame = frames.next() => frame,
+            _ = check.tick() => {
+                if let Some(why) = too_slow(frames.decoder(), last_frame, frames_seen) {
+                    tracing::warn!(%peer, "closing an RPC connection: {why}");
+                    break;
+                }
+                continue;
+            }
             _ = shutdown.wait_for(|stop| *stop) => break,
         };
-        let Some(Ok(frame)) = frame else { break };
+        let frame = match frame {
+            Some(Ok(frame)) => frame,
+            Some(Err(error)) => {
+                tracing::warn!(%peer, %error, "closing an RPC connection");
+                break;
+            }
+            None => break,
+        };
+        (last_frame, frames_seen) = (Instant::now(), true);
         let Ok(RequestFrame {
             version,
             id,
@@ -151,9 +224,15 @@ async fn serve_connection<Req, Resp, S>(
             );
             break;
         }
+        // Waits while the connection has its fill of requests running: its next frames
+        // wait in the network instead of in tasks.
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            break;
+        };
         let (service, replies) = (Arc::clone(&service), replies.clone());
         tokio::spawn(async move {
-            let deadline = Duration::from_millis(deadline_ms.into());
+            let _permit = permit;
+            let deadline = Duration::from_millis(deadline_ms.into()).min(DEADLINE_MAX);
             // Past its deadline nobody waits for the answer: stop working on it.
             let Ok(body) = tokio::time::timeout(deadline, service.handle(body)).await else {
                 return;
@@ -176,7 +255,7 @@ async fn serve_connection<Req, Resp, S>(
 /// load many frames share one system call. `false` once the queue is closed or the
 /// connection broke.
 async fn write_batch(
-    sink: &mut futures_util::stream::SplitSink<Framed<TcpStream, LengthDelimitedCodec>, Bytes>,
+    sink: &mut FramedWrite<OwnedWriteHalf, FrameCodec>,
     queue: &mut mpsc::Receiver<Bytes>,
 ) -> bool {
     let Some(first) = queue.recv().await else {
@@ -327,7 +406,9 @@ where
 
     /// Starts the reader and writer tasks of a new connection.
     fn open(&self, stream: TcpStream) -> Link<Resp> {
-        let (mut sink, mut frames) = Framed::new(stream, codec()).split();
+        let (read_half, write_half) = stream.into_split();
+        let mut frames = FramedRead::new(read_half, codec());
+        let mut sink = FramedWrite::new(write_half, codec());
         let (outgoing, mut queue) = mpsc::channel::<Bytes>(OUTGOING_QUEUE_MAX);
         let waiters: Waiters<Resp> = Arc::default();
         let (closed_tx, closed) = watch::channel(false);

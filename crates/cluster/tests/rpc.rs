@@ -180,3 +180,73 @@ async fn retry_now_ends_the_backoff_at_once() {
         3
     );
 }
+
+/// A connection that speaks raw frames to the server, as a stranger on the network could.
+async fn raw_connection(address: std::net::SocketAddr) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(address).await.unwrap()
+}
+
+/// Whether the server closes `stream` within `limit`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(limit, stream.read(&mut byte)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+/// Goal: connections that declare huge frames and then stop, or send nothing, are closed
+/// within the frame time limit, while a real peer is still served. (That the declared size
+/// takes no memory ahead of its bytes is `frames`' unit test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_and_silent_connections_are_closed_and_real_peers_served() {
+    use ringkv_cluster::rpc::{FRAME_BYTES_MAX, FRAME_RECEIVE_MAX};
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let _stop = start_server(listener).await;
+    let mut stalled = Vec::new();
+    for _ in 0..40 {
+        let mut stream = raw_connection(address).await;
+        stream
+            .write_all(&(FRAME_BYTES_MAX as u32).to_be_bytes())
+            .await
+            .unwrap();
+        stream.write_all(&[0; 100]).await.unwrap();
+        stalled.push(stream);
+    }
+    let mut silent = raw_connection(address).await;
+    let peer = Peer::<Request, u64>::new(address.to_string());
+    assert_eq!(
+        peer.call(Request::Echo { n: 5, delay_ms: 0 }, LONG).await,
+        Ok(5)
+    );
+    let limit = FRAME_RECEIVE_MAX + Duration::from_secs(5);
+    for stream in stalled.iter_mut().chain([&mut silent]) {
+        assert!(
+            closed_within(stream, limit).await,
+            "closed within {limit:?}"
+        );
+    }
+    assert_eq!(
+        peer.call(Request::Echo { n: 6, delay_ms: 0 }, LONG).await,
+        Ok(6)
+    );
+}
+
+/// Goal: the number of connections is bounded: one past the limit is closed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_are_closed_at_once() {
+    use ringkv_cluster::rpc::CONNECTIONS_MAX;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let _stop = start_server(listener).await;
+    let mut held = Vec::new();
+    for _ in 0..CONNECTIONS_MAX {
+        held.push(raw_connection(address).await);
+    }
+    let mut extra = raw_connection(address).await;
+    assert!(closed_within(&mut extra, Duration::from_secs(3)).await);
+    assert!(!closed_within(&mut held[0], Duration::from_millis(200)).await);
+}
