@@ -184,7 +184,9 @@ impl VersionVector {
     pub fn from_token(token: &str) -> Result<Self, ContextError> {
         let token = token.trim();
         // Each entry is at most 8 + 10 bytes; refuse longer tokens before decoding.
-        if !token.len().is_multiple_of(2) || token.len() > 2 * (10 + CONTEXT_ENTRIES_MAX * 18) {
+        // Hex is ASCII: checked first, so slicing by bytes below stays on char boundaries.
+        let well_formed = token.is_ascii() && token.len().is_multiple_of(2);
+        if !well_formed || token.len() > 2 * (10 + CONTEXT_ENTRIES_MAX * 18) {
             return Err(ContextError::NotHex);
         }
         let bytes = (0..token.len())
@@ -260,6 +262,11 @@ mod tests {
         fn any_token_text_is_refused_or_parsed_without_panic(s in "[0-9a-f]{0,80}") {
             let _ = VersionVector::from_token(&s);
         }
+
+        #[test]
+        fn any_text_at_all_is_refused_or_parsed_without_panic(s in "\\PC{0,40}") {
+            let _ = VersionVector::from_token(&s);
+        }
     }
 
     #[test]
@@ -286,5 +293,7 @@ mod tests {
             Err(ContextError::NotCanonical)
         );
         assert_eq!(VersionVector::from_token("zz"), Err(ContextError::NotHex));
+        // A character of two bytes across a pair of hex digits.
+        assert_eq!(VersionVector::from_token("aéb"), Err(ContextError::NotHex));
     }
 }

@@ -50,15 +50,17 @@ impl HybridClock {
     }
 
     /// A fresh timestamp above every one issued or observed so far, and at least `wall_ms`.
+    /// Once a peer's record has made the clock observe the largest timestamp, ticks stay
+    /// there instead of wrapping to zero (which would make every later write lose).
     pub fn tick(&self, wall_ms: u64) -> Timestamp {
         let floor = Timestamp::from_wall_ms(wall_ms).0;
         let previous = self
             .last
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
-                Some(floor.max(last + 1))
+                Some(floor.max(last.saturating_add(1)))
             })
             .expect("the update closure always returns Some");
-        Timestamp(floor.max(previous + 1))
+        Timestamp(floor.max(previous.saturating_add(1)))
     }
 
     /// Records a timestamp seen from elsewhere so later ticks exceed it.
@@ -79,6 +81,14 @@ mod tests {
         let c = clock.tick(1_000);
         assert!(a < b && b < c);
         assert_eq!(a.wall_ms(), 1_000);
+    }
+
+    #[test]
+    fn observing_the_largest_timestamp_does_not_wrap_the_clock() {
+        let clock = HybridClock::new();
+        clock.observe(Timestamp(u64::MAX));
+        assert_eq!(clock.tick(1_000), Timestamp(u64::MAX));
+        assert_eq!(clock.tick(u64::MAX), Timestamp(u64::MAX));
     }
 
     #[test]

@@ -163,6 +163,12 @@ impl Keyspaces {
     /// whether it was taken.
     pub fn adopt(&self, store: &LocalStore, def: KeyspaceDef) -> Result<bool, KeyspaceError> {
         ringkv_replica::layout::validate_keyspace(&def.name).map_err(KeyspaceError::Invalid)?;
+        if def.version > DEFINITION_VERSION_MAX {
+            return Err(KeyspaceError::Invalid(format!(
+                "definition version {} is above the highest, {DEFINITION_VERSION_MAX}",
+                def.version
+            )));
+        }
         if !(1..=REPLICATION_MAX).contains(&def.replication) {
             return Err(KeyspaceError::Invalid("replication out of range".into()));
         }
@@ -226,7 +232,7 @@ impl Keyspaces {
             name: name.to_owned(),
             replication: request.replication,
             conflict: request.conflict,
-            version: existing.map_or(1, |e| e.version + 1),
+            version: next_version(existing.as_ref())?,
         };
         let bytes = serde_json::to_vec(&def).expect("a definition always serializes");
         store.meta_put(&format!("{META_PREFIX}{name}"), &bytes)?;
@@ -234,6 +240,28 @@ impl Keyspaces {
         self.changed();
         Ok(def)
     }
+}
+
+/// Highest version a definition may carry: more changes than any keyspace will see, and far
+/// enough below the integer's end that no definition heard from a peer can make the next
+/// version wrap around.
+pub const DEFINITION_VERSION_MAX: u64 = u32::MAX as u64;
+
+/// The version a change of `existing` (or a new keyspace) gets.
+fn next_version(existing: Option<&KeyspaceDef>) -> Result<u64, KeyspaceError> {
+    let Some(existing) = existing else {
+        return Ok(1);
+    };
+    existing
+        .version
+        .checked_add(1)
+        .filter(|&version| version <= DEFINITION_VERSION_MAX)
+        .ok_or_else(|| {
+            KeyspaceError::Conflict(format!(
+                "keyspace {} is at its highest definition version",
+                existing.name
+            ))
+        })
 }
 
 /// How often a node compares its keyspace definitions with a random peer's.

@@ -194,3 +194,61 @@ async fn rest_clients_that_trickle_requests_cannot_lock_others_out() {
         task.abort();
     }
 }
+
+/// Goal: an unknown command's error quotes at most 128 bytes of its arguments, as Redis's
+/// does, whatever the request holds; an inline command with an unclosed quote gets Redis's
+/// protocol error and its connection is closed.
+#[tokio::test]
+async fn error_replies_stay_small_and_unclosed_quotes_are_refused() {
+    let node = start_node(|_| {}).await;
+    let mut c = RespClient::connect(&node).await;
+    let argument = vec![b'a'; 1000];
+    let mut request: Vec<&[u8]> = vec![b"NOSUCHCOMMAND"];
+    request.extend(std::iter::repeat_n(&argument[..], 10_000));
+    c.send_raw(&RespClient::encode(&request)).await;
+    let Reply::Error(error) = c.read().await else {
+        panic!("an error reply");
+    };
+    let quoted = error
+        .split_once("with args beginning with: ")
+        .expect("Redis's wording")
+        .1;
+    assert!(quoted.starts_with("'aaaa"), "{error}");
+    assert!(quoted.len() <= 128 + 3, "{} bytes quoted", quoted.len());
+
+    c.send_raw(b"SET k \"open\r\n").await;
+    assert_eq!(
+        c.read().await,
+        Reply::Error("ERR Protocol error: unbalanced quotes in request".into())
+    );
+    assert!(c.closed().await);
+}
+
+/// Goal: a keyspace definition heard from a peer cannot carry a version from which the next
+/// change would wrap to zero. Method: the node is handed a definition of version u64::MAX, as
+/// a forged cluster frame would bring: it is refused, and the keyspace can still be changed.
+#[tokio::test]
+async fn a_definition_version_past_the_highest_is_refused() {
+    use ringkv_server::keyspaces::DEFINITION_VERSION_MAX;
+    let node = start_node(|_| {}).await;
+    let (keyspaces, store) = (&node.running.node.keyspaces, &node.running.node.store);
+    let forged = |version: u64| {
+        serde_json::from_value(serde_json::json!({
+            "name": "forged", "replication": 1, "conflict": "lww", "version": version
+        }))
+        .unwrap()
+    };
+    assert!(keyspaces.adopt(store, forged(u64::MAX)).is_err());
+    assert!(keyspaces
+        .adopt(store, forged(DEFINITION_VERSION_MAX))
+        .unwrap());
+    let request = serde_json::from_value(serde_json::json!({"replication": 2})).unwrap();
+    assert!(
+        keyspaces.define(store, "forged", request).is_err(),
+        "no change can take a version past the highest"
+    );
+    assert_eq!(
+        keyspaces.get("forged").unwrap().version,
+        DEFINITION_VERSION_MAX
+    );
+}

@@ -100,7 +100,8 @@ pub fn parse(buffer: &mut BytesMut, found: Found) -> Vec<Bytes> {
             .iter()
             .map(|&(at, len)| request.slice(at..at + len))
             .collect(),
-        None => inline_arguments(&request),
+        // `check` refused a line whose quotes do not close, so this splits.
+        None => split_inline(&request).unwrap_or_default(),
     }
 }
 
@@ -229,15 +230,19 @@ fn check_inline(buffer: &[u8]) -> Result<Option<usize>, ProtocolError> {
         .take(INLINE_BYTES_MAX + 1)
         .position(|&b| b == b'\n')
     {
-        Some(end) => Ok(Some(end + 1)),
+        Some(end) => {
+            // Refused here, where the connection can still answer a protocol error.
+            split_inline(&buffer[..end + 1])?;
+            Ok(Some(end + 1))
+        }
         None if buffer.len() > INLINE_BYTES_MAX => Err(protocol_error("too big inline request")),
         None => Ok(None),
     }
 }
 
 /// Splits an inline line on whitespace, honouring double and single quotes as redis-cli
-/// writes them (`SET k "a b"`).
-fn inline_arguments(line: &Bytes) -> Vec<Bytes> {
+/// writes them (`SET k "a b"`); a quote left open is Redis's protocol error.
+fn split_inline(line: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
     let text = line.strip_suffix(b"\n").unwrap_or(line);
     let text = text.strip_suffix(b"\r").unwrap_or(text);
     let mut arguments = Vec::new();
@@ -255,8 +260,11 @@ fn inline_arguments(line: &Bytes) -> Vec<Bytes> {
             (None, b) => current.get_or_insert_with(Vec::new).push(b),
         }
     }
+    if quote.is_some() {
+        return Err(protocol_error("unbalanced quotes in request"));
+    }
     arguments.extend(current.map(Bytes::from));
-    arguments
+    Ok(arguments)
 }
 
 #[cfg(test)]
@@ -281,6 +289,15 @@ mod tests {
             requests[1],
             vec![Bytes::from("SET"), Bytes::from("a"), Bytes::from("b c")]
         );
+    }
+
+    #[test]
+    fn an_inline_quote_left_open_is_a_protocol_error() {
+        assert_eq!(
+            parse_all(b"SET k \"open\r\n").unwrap_err().to_string(),
+            "Protocol error: unbalanced quotes in request"
+        );
+        assert!(parse_all(b"SET k 'a b'\r\n").is_ok());
     }
 
     #[test]

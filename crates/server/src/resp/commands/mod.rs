@@ -501,12 +501,20 @@ pub async fn finish_deferred(
     }
 }
 
-/// Redis 7's reply to an unknown command, word for word.
+/// Redis 7's reply to an unknown command, word for word: the arguments are quoted until the
+/// list reaches 128 bytes, each cut to what is left of those, so a request of a million
+/// arguments gets a short reply.
 fn unknown_command(name: &[u8], arguments: &[Bytes]) -> Frame {
-    let quoted: String = arguments
-        .iter()
-        .map(|a| format!("'{}' ", String::from_utf8_lossy(&a[..a.len().min(128)])))
-        .collect();
+    const ARGUMENTS_SHOWN_BYTES_MAX: usize = 128;
+    let mut quoted = String::new();
+    for argument in arguments {
+        let room = ARGUMENTS_SHOWN_BYTES_MAX.saturating_sub(quoted.len());
+        if room == 0 {
+            break;
+        }
+        let shown = &argument[..argument.len().min(room)];
+        quoted.push_str(&format!("'{}' ", String::from_utf8_lossy(shown)));
+    }
     let name = String::from_utf8_lossy(&name[..name.len().min(128)]);
     Frame::err(format!(
         "unknown command '{name}', with args beginning with: {quoted}"
