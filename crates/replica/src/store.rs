@@ -476,6 +476,10 @@ const SCAN_EXAMINED_PER_RESULT: usize = 16;
 /// Most records read from the engine in one step of a scan.
 const SCAN_PAGE_MAX: usize = 1024;
 
+/// Bytes of records after which a scan returns its page, short or not: a page of many large
+/// values must not be held whole (callers page on with `next_after`).
+const SCAN_PAGE_BYTES_MAX: usize = 32 << 20;
+
 /// A submitted write whose outcome has not been waited for yet.
 pub struct PendingWrite {
     answer: oneshot::Receiver<Result<WriteOutcome, ReplicaError>>,
@@ -907,7 +911,7 @@ impl LocalStore {
             .max(page_size);
         let mut entries = Vec::with_capacity(page_size);
         let mut resume = after.map(|after| layout::data_key(id, after));
-        let mut examined = 0;
+        let (mut examined, mut kept_bytes) = (0, 0);
         loop {
             let mut range = layout::data_range(id, prefix);
             if let Some(resume) = &resume {
@@ -916,7 +920,7 @@ impl LocalStore {
             let page = self.shared.engine.scan(&range, page_size)?;
             let exhausted = page.len() < page_size;
             let mut page = page.into_iter().peekable();
-            while entries.len() < limit {
+            while entries.len() < limit && kept_bytes < SCAN_PAGE_BYTES_MAX {
                 let Some((engine_key, bytes)) = page.next() else {
                     break;
                 };
@@ -924,12 +928,14 @@ impl LocalStore {
                 let key = layout::user_key(&engine_key);
                 let record = self.shared.decode(keyspace, key, &bytes)?;
                 if let Some(kept) = keep(record) {
+                    kept_bytes += engine_key.len() + bytes.len();
                     entries.push((key.to_vec(), kept));
                 }
                 resume = Some(engine_key);
             }
             let finished = exhausted && page.peek().is_none();
-            if finished || entries.len() >= limit || examined >= budget {
+            let full = entries.len() >= limit || kept_bytes >= SCAN_PAGE_BYTES_MAX;
+            if finished || full || examined >= budget {
                 let next_after = resume
                     .filter(|_| !finished)
                     .map(|engine_key| layout::user_key(&engine_key).to_vec());

@@ -367,6 +367,32 @@ async fn a_damaged_record_reads_as_corruption_and_other_keys_keep_working() {
 }
 
 #[tokio::test]
+async fn a_scan_page_of_large_values_is_cut_short_and_pages_on() {
+    // Goal: a scan never holds a page of many large records at once, whatever the limit
+    // asked (a peer could ask for thousands). Method: five maximal values, 50 MiB in all,
+    // scanned with a limit of 1,000: each page holds part, and paging on finds all.
+    let f = fixture(EngineKind::Memory, Arc::new(ManualClock::new(1_000)));
+    let value = vec![b'v'; ringkv_core::limits::VALUE_BYTES_MAX];
+    for i in 0..5 {
+        let key = format!("big:{i}");
+        f.store
+            .write(WriteRequest::put(KS, key.as_bytes(), &value))
+            .await
+            .unwrap();
+    }
+    let (mut seen, mut after, mut pages) = (0, None, 0);
+    while pages < 10 {
+        let page = f.store.scan(KS, b"big:", after.as_deref(), 1_000).unwrap();
+        assert!(page.entries.len() < 5, "a page of {} large values", page.entries.len());
+        (seen, after, pages) = (seen + page.entries.len(), page.next_after, pages + 1);
+        if after.is_none() {
+            break;
+        }
+    }
+    assert_eq!((seen, after), (5, None));
+}
+
+#[tokio::test]
 async fn scans_page_through_a_prefix_skipping_dead_keys() {
     let clock = Arc::new(ManualClock::new(1_000));
     let f = fixture(EngineKind::Lsm, clock.clone());
