@@ -383,7 +383,11 @@ async fn a_scan_page_of_large_values_is_cut_short_and_pages_on() {
     let (mut seen, mut after, mut pages) = (0, None, 0);
     while pages < 10 {
         let page = f.store.scan(KS, b"big:", after.as_deref(), 1_000).unwrap();
-        assert!(page.entries.len() < 5, "a page of {} large values", page.entries.len());
+        assert!(
+            page.entries.len() < 5,
+            "a page of {} large values",
+            page.entries.len()
+        );
         (seen, after, pages) = (seen + page.entries.len(), page.next_after, pages + 1);
         if after.is_none() {
             break;

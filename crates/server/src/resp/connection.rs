@@ -118,9 +118,17 @@ pub async fn handle(
                         continue;
                     };
                     finish(&shared, &session, &mut deferred, &mut output).await;
-                    let sent = send(&shared, &mut session, &mut stream, &mut output, reply).await;
-                    if ended(&shared, &session, sent) {
-                        break 'connection;
+                    // Most replies are small and charged nothing: encoded in place, without
+                    // the large replies' path.
+                    if session.reply_bytes == 0 && reply.is_small(REPLY_METERED_BYTES_MIN) {
+                        reply.encode(session.protocol, &mut output);
+                    } else {
+                        let sent =
+                            send_large(&shared, &mut session, &mut stream, &mut output, reply)
+                                .await;
+                        if ended(&shared, &session, sent) {
+                            break 'connection;
+                        }
                     }
                     if session.closing {
                         break;
@@ -216,10 +224,10 @@ fn ended(shared: &RespShared, session: &Session, outcome: Result<(), Ended>) -> 
     }
 }
 
-/// Adds `reply` to the connection's output. A small one is encoded into the buffer; a large
-/// one is counted against the bounds on reply memory (a client past them gets an error and
-/// is disconnected), then written out after the buffer, from the values it holds.
-async fn send(
+/// Adds a reply that is large, or was charged while it was built, to the connection's output.
+/// A large one is counted against the bounds on reply memory (a client past them gets an
+/// error and is disconnected), then written out after the buffer, from the values it holds.
+async fn send_large(
     shared: &RespShared,
     session: &mut Session,
     stream: &mut TcpStream,
@@ -228,9 +236,7 @@ async fn send(
 ) -> Result<(), Ended> {
     let bytes = reply.encoded_bytes_max();
     if bytes < REPLY_METERED_BYTES_MIN {
-        if session.reply_bytes > 0 {
-            shared.replies.release(&mut session.reply_bytes);
-        }
+        shared.replies.release(&mut session.reply_bytes);
         reply.encode(session.protocol, output);
         return Ok(());
     }

@@ -81,6 +81,18 @@ impl Frame {
 }
 
 impl Frame {
+    /// Whether the encoding takes fewer than `bytes`: [`Frame::encoded_bytes_max`] with
+    /// the common single replies answered at once.
+    #[inline]
+    pub fn is_small(&self, bytes: usize) -> bool {
+        match self {
+            Frame::Bulk(value) => value.len() + 64 < bytes,
+            Frame::Integer(_) | Frame::Null => true,
+            Frame::Simple(text) => text.len() + 3 < bytes,
+            other => other.encoded_bytes_max() < bytes,
+        }
+    }
+
     /// Bytes the encoding takes at most (each length counted at its longest).
     pub fn encoded_bytes_max(&self) -> usize {
         const HEADER_BYTES_MAX: usize = 1 + 20 + 2;
