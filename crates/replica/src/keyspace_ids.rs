@@ -15,8 +15,9 @@ use std::collections::HashMap;
 /// The metadata names of the numbering.
 const META_PREFIX: &str = "keyspace-id/";
 
-/// The keyspace every node has, always number 0.
-const DEFAULT_KEYSPACE: &str = "default";
+/// The keyspace every node has, always number 0: the one `/v1/keys` and Redis database 0
+/// serve. Defined here, the lowest layer that knows it, and used by every layer above.
+pub const DEFAULT_KEYSPACE: &str = "default";
 
 /// The numbering of keyspace names.
 pub struct KeyspaceIds {

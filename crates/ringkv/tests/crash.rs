@@ -16,7 +16,7 @@ use ringkv_client::Client;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{resp_command, resp_pipeline, resp_reply, ServerProcess};
+use support::{resp_command, resp_pipeline, ServerProcess};
 
 const WRITERS: usize = 4;
 /// Writes per writer per iteration, at most: bounds the loop if the kill comes late.

@@ -1,25 +1,18 @@
-//! A ringkv node: its configuration, the assembly of the layers (storage → replica →
-//! APIs), and the client-facing APIs.
+//! The client-facing APIs of a ringkv node, over the coordinator crate
+//! (`ringkv_coordinator`), which they reach for every read and write.
 //!
-//! - [`config`]: the one configuration struct and its defaults.
-//! - [`node`]: opening a node and serving it.
-//! - [`gossip`]: cluster membership over UDP.
-//! - [`keyspaces`]: keyspace definitions, spread to every node.
-//! - [`consistency`]: per-request consistency levels.
-//! - [`coordinator`]: routing each key's reads and writes to its replicas.
-//! - [`peers`]: what nodes ask of each other over the cluster RPC.
 //! - [`http`]: the REST API.
 //! - [`resp`]: the Redis protocol.
+//! - [`serve`]: binding both over an opened node, with its cluster services.
+//!
+//! The coordinator's modules are re-exported under their names, so callers of a node need
+//! one crate.
 
-pub mod config;
-pub mod consistency;
-pub mod coordinator;
-pub mod gossip;
 pub mod http;
-pub mod keyspaces;
-pub mod node;
-pub mod peers;
 pub mod resp;
+pub mod serve;
 
-pub use config::ServerConfig;
-pub use node::{serve, start, Node, NodeError, RunningNode};
+pub use ringkv_coordinator::{
+    config, consistency, coordinator, gossip, keyspaces, node, peers, Node, NodeError, ServerConfig,
+};
+pub use serve::{serve, start, RunningNode, StartError};

@@ -23,11 +23,11 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 fn reply_bytes(node: &TestNode) -> u64 {
-    node.running.node.resp_metrics.reply_bytes.get()
+    node.running.resp_metrics.reply_bytes.get()
 }
 
 fn disconnects(node: &TestNode, reason: Disconnect) -> u64 {
-    node.running.node.resp_metrics.disconnects(reason)
+    node.running.resp_metrics.disconnects(reason)
 }
 
 /// `MGET big big ...` with `count` copies of the key.

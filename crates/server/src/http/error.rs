@@ -1,9 +1,9 @@
 //! The one place errors become HTTP responses: a status and a JSON body
 //! `{"error": {"code": "...", "message": "..."}}`.
 
-use crate::coordinator::CoordinatorError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use ringkv_coordinator::coordinator::CoordinatorError;
 use ringkv_replica::ReplicaError;
 
 /// An error answer of the REST API.

@@ -2,10 +2,6 @@
 //! hands it to the coordinator, and shapes the answer; no storage or cluster logic lives here.
 
 use super::error::ApiError;
-use crate::consistency::Consistency;
-use crate::coordinator;
-use crate::keyspaces::KeyspaceDef;
-use crate::node::Node;
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
@@ -13,14 +9,17 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
+use ringkv_coordinator::consistency::Consistency;
+use ringkv_coordinator::coordinator;
+use ringkv_coordinator::keyspaces::KeyspaceDef;
+use ringkv_coordinator::node::Node;
 use ringkv_core::causal::VersionVector;
 use ringkv_replica::{Condition, Version, VisibleValue, WriteRequest};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-/// The keyspace `/v1/keys` addresses.
-pub const DEFAULT_KEYSPACE: &str = "default";
+pub use ringkv_coordinator::keyspaces::DEFAULT_KEYSPACE;
 
 /// The response and request header carrying the opaque causal context.
 pub const CONTEXT_HEADER: &str = "x-ringkv-context";

@@ -1,13 +1,13 @@
 //! `/v1/ks`: creating, reading and listing keyspaces.
 
 use super::error::ApiError;
-use crate::keyspaces::{KeyspaceError, KeyspaceRequest};
-use crate::node::Node;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use ringkv_coordinator::keyspaces::{KeyspaceError, KeyspaceRequest};
+use ringkv_coordinator::node::Node;
 use std::sync::Arc;
 
 impl From<KeyspaceError> for ApiError {
@@ -35,7 +35,7 @@ pub async fn put_keyspace(
         ))
     })?;
     let def = node.keyspaces.define(&node.store, &name, request)?;
-    crate::keyspaces::announce(&node, &def);
+    ringkv_coordinator::keyspaces::announce(&node, &def);
     Ok(Json(def).into_response())
 }
 

@@ -9,7 +9,6 @@ pub mod metrics;
 pub mod openapi;
 pub mod ops;
 
-use crate::node::Node;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -17,10 +16,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, put, MethodRouter};
 use axum::Router;
 use error::ApiError;
+use metrics::HttpMetrics;
+use ringkv_coordinator::Node;
 use ringkv_core::limits::VALUE_BYTES_MAX;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::Semaphore;
 
 /// Largest request body: a maximal value, JSON-escaped or base64-encoded, plus the envelope.
 pub const BODY_BYTES_MAX: usize = VALUE_BYTES_MAX * 2 + 64 * 1024;
@@ -68,8 +70,26 @@ pub fn router(node: Arc<Node>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
-        .layer(middleware::from_fn_with_state(Arc::clone(&node), observe))
+        .layer(middleware::from_fn_with_state(Gate::new(&node), observe))
         .with_state(node)
+}
+
+/// What every REST request passes through: the bound on requests in flight, and the
+/// metrics it is recorded in.
+#[derive(Clone)]
+struct Gate {
+    in_flight: Arc<Semaphore>,
+    metrics: HttpMetrics,
+}
+
+impl Gate {
+    /// The gate of `node`'s REST API, its metrics registered in the node's registry.
+    fn new(node: &Node) -> Self {
+        Self {
+            in_flight: Arc::new(Semaphore::new(node.config.http_in_flight_max)),
+            metrics: HttpMetrics::register(&mut node.registry.lock()),
+        }
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -90,8 +110,8 @@ async fn method_not_allowed() -> ApiError {
 
 /// Admits at most `http_in_flight_max` requests at once (503 beyond, never an unbounded
 /// queue) and records each request's operation, status and latency.
-async fn observe(State(node): State<Arc<Node>>, request: Request, next: Next) -> Response {
-    let Ok(_permit) = node.http_in_flight.clone().try_acquire_owned() else {
+async fn observe(State(gate): State<Gate>, request: Request, next: Next) -> Response {
+    let Ok(_permit) = gate.in_flight.clone().try_acquire_owned() else {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "busy",
@@ -108,7 +128,7 @@ async fn observe(State(node): State<Arc<Node>>, request: Request, next: Next) ->
     );
     let started = Instant::now();
     let response = next.run(request).await;
-    node.http_metrics
+    gate.metrics
         .record(operation, response.status(), started.elapsed());
     response
 }

@@ -1,12 +1,12 @@
 //! Operational endpoints: health and Prometheus metrics.
 
-use crate::gossip::ClusterView;
-use crate::node::Node;
-use crate::peers::{NodeStats, PeerRequest, PeerResponse};
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use ringkv_coordinator::gossip::ClusterView;
+use ringkv_coordinator::node::Node;
+use ringkv_coordinator::peers::{NodeStats, PeerRequest, PeerResponse};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,7 +21,8 @@ pub async fn healthz(State(node): State<Arc<Node>>) -> Response {
 pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
     node.refresh_gauges();
     let mut text = String::new();
-    if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &node.registry) {
+    if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &node.registry.lock())
+    {
         return super::error::ApiError::new(
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
             "metrics_error",

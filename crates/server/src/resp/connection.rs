@@ -213,7 +213,7 @@ fn ended(shared: &RespShared, session: &Session, outcome: Result<(), Ended>) -> 
         Ok(()) => false,
         Err(Ended::ClientGone) => true,
         Err(Ended::Disconnected(reason)) => {
-            shared.node.resp_metrics.disconnected(reason);
+            shared.metrics.disconnected(reason);
             tracing::info!(
                 client = session.id,
                 reason = reason.name(),

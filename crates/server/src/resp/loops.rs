@@ -1,14 +1,15 @@
 //! The threads that serve Redis-protocol connections. Each runs an event loop of its own (a
 //! current-thread tokio runtime) and commits its connections' writes itself whenever it has
 //! run everything it could and is about to wait for the network, as Redis's one thread does
-//! (see [`ringkv_replica::loop_commit`]): a SET of a small group crosses no thread on its way
+//! (see [`local::commit_here`]): a SET of a small group crosses no thread on its way
 //! to the disk and back. Accepted connections go to the loop with the fewest open.
 //!
 //! A loop reads the engine in place, as the request threads do: a read that has to wait for
 //! the disk holds up the loop's other connections, which is why `resp_threads` can be raised
 //! for data sets much larger than memory.
 
-use crate::node::Node;
+use ringkv_coordinator::coordinator::local;
+use ringkv_coordinator::node::Node;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpStream;
@@ -81,7 +82,7 @@ impl EventLoop {
     ) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .on_thread_park(ringkv_replica::commit_parked)
+            .on_thread_park(local::commit_parked)
             .build()?;
         let handle = runtime.handle().clone();
         let connections = TaskTracker::new();
@@ -92,7 +93,7 @@ impl EventLoop {
                 let connections = connections.clone();
                 move || {
                     runtime.block_on(async {
-                        let commits = node.store.commit_on_this_thread();
+                        let commits = local::commit_here(&node);
                         drop(node);
                         // A stop, or the sender gone with the node it served.
                         let _ = stop.wait_for(|stop| *stop).await;

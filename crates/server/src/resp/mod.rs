@@ -14,7 +14,7 @@ pub mod metrics;
 pub mod replies;
 pub mod request;
 
-use crate::node::Node;
+use ringkv_coordinator::node::Node;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -42,7 +42,7 @@ const _: () = assert!(
 /// The keyspace of Redis database `db`.
 pub fn keyspace_of(db: u8) -> String {
     if db == 0 {
-        crate::http::keys::DEFAULT_KEYSPACE.to_owned()
+        ringkv_coordinator::keyspaces::DEFAULT_KEYSPACE.to_owned()
     } else {
         format!("db{db}")
     }
@@ -60,6 +60,8 @@ pub struct RespShared {
     pub commands: AtomicU64,
     /// Memory held by large replies, bounded.
     pub replies: replies::ReplyMemory,
+    /// The Redis-protocol server's metrics.
+    pub metrics: metrics::RespMetrics,
     next_client_id: AtomicU64,
     cursors: parking_lot::Mutex<Cursors>,
 }
@@ -86,13 +88,15 @@ impl RespShared {
     /// Shared state for `node`'s connections.
     pub fn new(node: Arc<Node>) -> Self {
         let config = &node.config;
+        let metrics = metrics::RespMetrics::register(&mut node.registry.lock());
         let replies = replies::ReplyMemory::new(
             usize::try_from(config.resp_reply_bytes_max).unwrap_or(usize::MAX),
             usize::try_from(config.resp_replies_bytes_max).unwrap_or(usize::MAX),
-            node.resp_metrics.reply_bytes.clone(),
+            metrics.reply_bytes.clone(),
         );
         Self {
             replies,
+            metrics,
             node,
             started: Instant::now(),
             connected: AtomicUsize::new(0),

@@ -2,10 +2,10 @@
 //! own RINGKV.CONSISTENCY.
 
 use super::{Args, CommandError, Reply, Session};
-use crate::consistency::{parse_count, Consistency, Level};
-use crate::keyspaces::REPLICATION_MAX;
 use crate::resp::frame::Frame;
 use crate::resp::{RespShared, DATABASES};
+use ringkv_coordinator::consistency::{parse_count, Consistency, Level};
+use ringkv_coordinator::keyspaces::REPLICATION_MAX;
 
 /// `PING [message]`.
 pub async fn ping(_: &RespShared, _: &mut Session, mut args: Args) -> Reply {

@@ -12,12 +12,12 @@ use super::frame::Frame;
 use super::metrics::Disconnect;
 use super::replies::ReplyLimit;
 use super::RespShared;
-use crate::consistency::Consistency;
-use crate::coordinator::{self, CoordinatorError};
-use crate::keyspaces::KeyspaceDef;
 use bytes::Bytes;
-use ringkv_replica::store::{ConflictMode, PreparedWrite};
-use ringkv_replica::{Entry, ReplicaError, Report, WriteOutcome, WriteRequest};
+use ringkv_coordinator::consistency::Consistency;
+use ringkv_coordinator::coordinator::local::{self, LocalWrite};
+use ringkv_coordinator::coordinator::{self, CoordinatorError};
+use ringkv_coordinator::keyspaces::KeyspaceDef;
+use ringkv_replica::{ConflictMode, Entry, ReplicaError, Report, WriteOutcome, WriteRequest};
 use std::borrow::Cow;
 
 /// Per-connection state.
@@ -71,7 +71,7 @@ impl Session {
 
     /// Looks the selected keyspace's definition up again if any definition changed since
     /// the last look, so commands read it from the session instead of the shared table.
-    pub fn refresh_keyspace(&mut self, keyspaces: &crate::keyspaces::Keyspaces) {
+    pub fn refresh_keyspace(&mut self, keyspaces: &ringkv_coordinator::keyspaces::Keyspaces) {
         let generation = keyspaces.generation();
         if !matches!(&self.keyspace_def, Some((seen, _)) if *seen == generation) {
             self.keyspace_def = Some((generation, keyspaces.get(&self.keyspace)));
@@ -322,10 +322,7 @@ pub fn charge_reply(
 pub fn refuse_reply(shared: &RespShared, session: &mut Session, limit: ReplyLimit) -> Frame {
     shared.replies.release(&mut session.reply_bytes);
     session.closing = true;
-    shared
-        .node
-        .resp_metrics
-        .disconnected(Disconnect::ReplyLimit);
+    shared.metrics.disconnected(Disconnect::ReplyLimit);
     tracing::warn!(client = session.id, %limit, "disconnecting a Redis-protocol client");
     Frame::err(format!("{limit}; closing the connection"))
 }
@@ -350,7 +347,7 @@ fn error_frame(error: CommandError) -> Frame {
 /// replaced.
 #[derive(Default)]
 pub struct DeferredSets {
-    requests: Vec<PreparedWrite>,
+    requests: Vec<LocalWrite>,
 }
 
 impl DeferredSets {
@@ -365,7 +362,7 @@ impl DeferredSets {
     }
 
     /// Adds a prepared SET; `Err` is the reply of one that could not be prepared.
-    fn push(&mut self, prepared: Result<PreparedWrite, ReplicaError>) -> Result<(), Frame> {
+    fn push(&mut self, prepared: Result<LocalWrite, ReplicaError>) -> Result<(), Frame> {
         let prepared = prepared.map_err(|error| error_frame(error.into()))?;
         self.requests.push(prepared);
         Ok(())
@@ -420,7 +417,7 @@ pub fn start_deferred(
 
 /// [`start_deferred`] of a `SET key value` without options, read in place from the request:
 /// the value is copied once, into the record the store encodes ahead of its writer
-/// ([`ringkv_replica::LocalStore::prepare_put`]).
+/// ([`local::prepare_put`]).
 pub fn start_plain_set(
     shared: &RespShared,
     session: &Session,
@@ -429,8 +426,15 @@ pub fn start_plain_set(
     sets: &mut DeferredSets,
 ) -> Result<(), Frame> {
     let conflict = keyspace_conflict(shared, session)?;
-    let store = &shared.node.store;
-    let prepared = store.prepare_put(keyspace(session), key, value, conflict, set_report(false));
+    let report = set_report(false);
+    let prepared = local::prepare_put(
+        &shared.node,
+        keyspace(session),
+        key,
+        value,
+        conflict,
+        report,
+    );
     sets.push(prepared)
 }
 
@@ -443,10 +447,7 @@ fn defer(
     sets: &mut DeferredSets,
 ) -> Result<(), Frame> {
     let conflict = keyspace_conflict(shared, session)?;
-    let prepared = shared
-        .node
-        .store
-        .prepare(request.conflict(conflict), set_report(get));
+    let prepared = local::prepare(&shared.node, request.conflict(conflict), set_report(get));
     sets.push(prepared)
 }
 
@@ -479,11 +480,8 @@ pub async fn finish_deferred(
     // The next pipeline is likely as deep as this one: room for it, not growth by doubling.
     let depth = sets.requests.len();
     let requests = std::mem::replace(&mut sets.requests, Vec::with_capacity(depth));
-    let gets: Vec<bool> = requests.iter().map(|w| w.report().previous).collect();
-    let outcomes = match shared.node.store.submit_prepared(requests) {
-        Ok(pending) => pending.wait().await,
-        Err(error) => Err(error),
-    };
+    let gets: Vec<bool> = requests.iter().map(LocalWrite::wants_previous).collect();
+    let outcomes = local::commit(&shared.node, requests).await;
     match outcomes {
         Ok(outcomes) => {
             for (outcome, get) in outcomes.into_iter().zip(gets) {

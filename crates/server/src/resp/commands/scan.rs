@@ -5,11 +5,11 @@
 //! key examined). Cursors are decimal numbers naming a saved position; see `RespShared`.
 
 use super::{keyspace_def, Args, CommandError, Reply, Session};
-use crate::coordinator;
-use crate::keyspaces::KeyspaceDef;
 use crate::resp::frame::Frame;
 use crate::resp::glob;
 use crate::resp::RespShared;
+use ringkv_coordinator::coordinator;
+use ringkv_coordinator::keyspaces::KeyspaceDef;
 
 /// SCAN's COUNT when none is given, as in Redis.
 const SCAN_COUNT_DEFAULT: usize = 10;

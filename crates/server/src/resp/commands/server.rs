@@ -2,11 +2,11 @@
 
 use super::scan::{count_keys, KeyPages};
 use super::{keyspace_def, Args, CommandError, Reply, Session, COMMANDS};
-use crate::consistency::Consistency;
-use crate::coordinator;
-use crate::keyspaces::KeyspaceDef;
 use crate::resp::frame::Frame;
 use crate::resp::{keyspace_of, RespShared, DATABASES};
+use ringkv_coordinator::consistency::Consistency;
+use ringkv_coordinator::coordinator;
+use ringkv_coordinator::keyspaces::KeyspaceDef;
 use ringkv_replica::WriteRequest;
 use std::sync::atomic::Ordering;
 
@@ -97,7 +97,7 @@ pub async fn info(shared: &RespShared, _: &mut Session, mut args: Args) -> Reply
             "# Persistence\r\nloading:0\r\nengine:{}\r\nsync:{}\r\ndisk_bytes:{}\r\n\r\n",
             node.config.engine,
             node.config.sync,
-            node.store.engine().disk_bytes()
+            node.disk_bytes()
         ));
     }
     if wants("stats") {

@@ -5,9 +5,9 @@ use super::{
     keyspace, keyspace_def, parse_integer, read_entry, write, write_many, Args, CommandError,
     Reply, Session,
 };
-use crate::coordinator::CoordinatorError;
 use crate::resp::frame::Frame;
 use crate::resp::RespShared;
+use ringkv_coordinator::coordinator::CoordinatorError;
 use ringkv_replica::{Change, Condition, Expiry, ReplicaError, WriteOutcome, WriteRequest};
 
 /// `GET key`: the value, or nil. A node alone in its ring answers from its own replica with
@@ -23,7 +23,8 @@ pub async fn get(shared: &RespShared, session: &mut Session, mut args: Args) -> 
 /// `GET key` from this node's own replica.
 pub fn get_local(shared: &RespShared, session: &Session, key: &[u8]) -> Reply {
     let keyspace = keyspace_def(shared, session)?;
-    let value = shared.node.store.get_value(&keyspace.name, key)?;
+    let value =
+        ringkv_coordinator::coordinator::local::get_value(&shared.node, &keyspace.name, key)?;
     Ok(value.map_or(Frame::Null, Frame::Bulk))
 }
 

@@ -1,12 +1,13 @@
-//! A node: the layers assembled from a [`ServerConfig`], and the listeners that serve them.
+//! A node: the layers below the client APIs assembled from a [`ServerConfig`], and its
+//! cluster services.
 //!
 //! [`Node::open`] takes the data directory (locking it, so two processes never share one),
-//! opens the engine and the local store; [`start`] binds the APIs and returns a
-//! [`RunningNode`] that reports the bound addresses and shuts down cleanly.
+//! opens the engine and the local store; [`start_cluster_services`] binds the cluster
+//! address and starts gossip, the peer RPC service and the spreading of keyspace
+//! definitions. The API crate serves clients on top.
 
 use crate::config::{ConfigError, ServerConfig};
 use crate::gossip::ClusterView;
-use crate::http::metrics::HttpMetrics;
 use prometheus_client::registry::Registry;
 use ringkv_cluster::membership::NodeIdentity;
 use ringkv_core::clock::{SystemClock, WallClock};
@@ -17,7 +18,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Why a node could not start.
@@ -35,9 +36,6 @@ pub enum NodeError {
     /// The local store failed to open.
     #[error("cannot open local store")]
     Replica(#[from] ReplicaError),
-    /// The Redis-protocol event loops could not be started (no threads left, and the like).
-    #[error("cannot start the Redis-protocol event loops: {0}")]
-    EventLoops(std::io::Error),
     /// An address could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -56,20 +54,14 @@ pub struct Node {
     pub store: LocalStore,
     /// The keyspaces this node knows.
     pub keyspaces: crate::keyspaces::Keyspaces,
-    /// Every metric of this node.
-    pub registry: Registry,
-    /// REST API metrics.
-    pub http_metrics: HttpMetrics,
-    /// Permits for REST requests in flight.
-    pub http_in_flight: Arc<Semaphore>,
+    /// Every metric of this node; the APIs register theirs when they start serving.
+    pub registry: parking_lot::Mutex<Registry>,
     /// Cluster membership, once the node serves.
     pub gossip: std::sync::OnceLock<Arc<crate::gossip::Gossip>>,
     /// Connections to other nodes.
     pub peers: crate::peers::Peers,
     /// The coordinator's metrics.
     pub cluster_metrics: crate::coordinator::ClusterMetrics,
-    /// The Redis-protocol server's metrics.
-    pub resp_metrics: crate::resp::metrics::RespMetrics,
     /// The view of a node that is not serving yet: itself alone.
     alone: std::sync::OnceLock<Arc<ClusterView>>,
     clock: Arc<dyn WallClock>,
@@ -99,26 +91,21 @@ impl Node {
             &mut registry,
         )?;
         let keyspaces = crate::keyspaces::Keyspaces::load(&store)?;
-        let http_metrics = HttpMetrics::register(&mut registry);
         let cluster_metrics = crate::coordinator::ClusterMetrics::register(&mut registry);
-        let resp_metrics = crate::resp::metrics::RespMetrics::register(&mut registry);
         let node_id = config
             .node_id
             .clone()
             .unwrap_or_else(|| default_node_id(&config));
         Ok(Arc::new(Node {
             node_id,
-            http_in_flight: Arc::new(Semaphore::new(config.http_in_flight_max)),
             gossip: std::sync::OnceLock::new(),
             peers: crate::peers::Peers::default(),
             cluster_metrics,
-            resp_metrics,
             alone: std::sync::OnceLock::new(),
             config,
             store,
             keyspaces,
-            registry,
-            http_metrics,
+            registry: parking_lot::Mutex::new(registry),
             clock,
             _lock: lock,
         }))
@@ -162,6 +149,11 @@ impl Node {
             keys_exact,
             disk_bytes: engine.disk_bytes(),
         }
+    }
+
+    /// Bytes the node's engine occupies on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.store.engine().disk_bytes()
     }
 
     /// Brings gauges that are sampled, not counted, up to date before an export.
@@ -220,71 +212,23 @@ fn check_engine_marker(dir: &Path, engine: &str) -> Result<(), String> {
     }
 }
 
-/// A node serving its APIs.
-pub struct RunningNode {
-    /// The node.
-    pub node: Arc<Node>,
-    /// Where the REST API listens (the real port when the config asked for port 0).
-    pub http_addr: SocketAddr,
-    /// Where the Redis protocol listens.
-    pub resp_addr: SocketAddr,
-    /// Where gossip listens (UDP).
-    pub cluster_addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-/// Opens the node and starts serving its APIs.
-pub async fn start(config: ServerConfig) -> Result<RunningNode, NodeError> {
-    let node = Node::open(config)?;
-    serve(node).await
-}
-
-/// Starts serving the APIs of an opened node.
-pub async fn serve(node: Arc<Node>) -> Result<RunningNode, NodeError> {
-    let (shutdown, signal) = watch::channel(false);
-    let http = bind(&node.config.http).await?;
-    let http_addr = http.local_addr().map_err(|source| NodeError::Bind {
-        address: node.config.http.clone(),
-        source,
-    })?;
-    let router = crate::http::router(Arc::clone(&node));
-    let mut stopped = signal.clone();
-    let connections_max = node.config.connections_max;
-    let read_timeout = std::time::Duration::from_millis(node.config.request_timeout_ms.max(1));
-    let http_task = tokio::spawn(async move {
-        let http = crate::http::listener::LimitedListener::new(http, connections_max, read_timeout);
-        let serving = axum::serve(http, router).with_graceful_shutdown(async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        });
-        if let Err(error) = serving.await {
-            tracing::error!(%error, "REST API stopped");
-        }
-    });
-    let resp = bind(&node.config.resp).await?;
-    let resp_addr = resp.local_addr().map_err(|source| NodeError::Bind {
-        address: node.config.resp.clone(),
-        source,
-    })?;
-    let resp_shared = Arc::new(crate::resp::RespShared::new(Arc::clone(&node)));
-    let loops = crate::resp::loops::RespLoops::start(node.config.resp_loops(), &node, &signal)
-        .map_err(NodeError::EventLoops)?;
-    let resp_task = tokio::spawn(crate::resp::serve(resp, resp_shared, loops, signal.clone()));
-    let (cluster_addr, rpc) = start_gossip(&node, http_addr, signal.clone()).await?;
+/// Starts the node's cluster services once its REST API is bound at `http_addr` (peers
+/// and clients learn that address through gossip): binds the cluster address, joins the
+/// seeds, answers peers over the RPC and spreads keyspace definitions, until `signal` turns
+/// true. Returns the bound cluster address and the services' tasks.
+pub async fn start_cluster_services(
+    node: &Arc<Node>,
+    http_addr: SocketAddr,
+    signal: watch::Receiver<bool>,
+) -> Result<(SocketAddr, Vec<JoinHandle<()>>), NodeError> {
+    let (cluster_addr, rpc) = start_gossip(node, http_addr, signal.clone()).await?;
     let rpc_task = tokio::spawn(ringkv_cluster::rpc::serve(
         rpc,
-        Arc::new(crate::peers::PeerService::new(&node)),
+        Arc::new(crate::peers::PeerService::new(node)),
         signal.clone(),
     ));
-    let metadata_task = tokio::spawn(crate::keyspaces::spread(Arc::clone(&node), signal));
-    Ok(RunningNode {
-        node,
-        http_addr,
-        resp_addr,
-        cluster_addr,
-        shutdown,
-        tasks: vec![http_task, resp_task, rpc_task, metadata_task],
-    })
+    let metadata_task = tokio::spawn(crate::keyspaces::spread(Arc::clone(node), signal));
+    Ok((cluster_addr, vec![rpc_task, metadata_task]))
 }
 
 /// Binds the cluster address — UDP for gossip and TCP for RPC, on the same port, so peers
@@ -412,23 +356,4 @@ async fn bind_cluster(listen: &str) -> Result<(tokio::net::UdpSocket, TcpListene
         }
     }
     Err(bind_error(last_error.expect("at least one attempt")))
-}
-
-async fn bind(address: &str) -> Result<TcpListener, NodeError> {
-    TcpListener::bind(address)
-        .await
-        .map_err(|source| NodeError::Bind {
-            address: address.to_owned(),
-            source,
-        })
-}
-
-impl RunningNode {
-    /// Stops accepting requests, lets in-flight ones finish, and waits for the listeners.
-    pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
-        for task in self.tasks {
-            let _ = task.await;
-        }
-    }
 }

@@ -122,7 +122,7 @@ impl Keyspaces {
             .strip_prefix("db")
             .and_then(|n| n.parse::<u8>().ok())
             .is_some_and(|n| (1..16).contains(&n));
-        (name == "default" || redis_db).then(|| KeyspaceDef {
+        (name == DEFAULT_KEYSPACE || redis_db).then(|| KeyspaceDef {
             name: name.to_owned(),
             replication: 3,
             conflict: Conflict::Lww,
@@ -153,8 +153,8 @@ impl Keyspaces {
     /// Every defined keyspace, built-in `default` included.
     pub fn list(&self) -> Vec<KeyspaceDef> {
         let mut all = self.defined.read().clone();
-        all.entry("default".into())
-            .or_insert_with(|| Self::builtin("default").expect("default is built in"));
+        all.entry(DEFAULT_KEYSPACE.into())
+            .or_insert_with(|| Self::builtin(DEFAULT_KEYSPACE).expect("default is built in"));
         all.into_values().collect()
     }
 
@@ -241,6 +241,8 @@ impl Keyspaces {
         Ok(def)
     }
 }
+
+pub use ringkv_replica::keyspace_ids::DEFAULT_KEYSPACE;
 
 /// Highest version a definition may carry: more changes than any keyspace will see, and far
 /// enough below the integer's end that no definition heard from a peer can make the next

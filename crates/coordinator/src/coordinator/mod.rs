@@ -10,8 +10,10 @@
 //! - [`scan`]: every node's page of records, merged in key order.
 //!
 //! While the node is alone in its ring, every call goes straight to the local store: a
-//! single node pays nothing for the cluster.
+//! single node pays nothing for the cluster. [`local`] has the Redis protocol's fast paths
+//! for that case.
 
+pub mod local;
 mod read;
 mod scan;
 mod write;

@@ -1,0 +1,26 @@
+//! The coordinator layer (DESIGN.md, layer 2) and the node's cluster services, below the
+//! client APIs: Cargo keeps the direction API → coordinator → replica → storage, so every
+//! client request, the Redis protocol's single-node fast path included, reaches the replica
+//! through this crate, where hints, metrics, authorization and anti-entropy bookkeeping hook
+//! in once.
+//!
+//! - [`config`]: the one configuration struct and its defaults.
+//! - [`node`]: a node's state (its replica, keyspaces, peers, membership) and its cluster
+//!   services.
+//! - [`coordinator`]: routing each key's reads and writes to its replicas, and the
+//!   single-node fast paths ([`coordinator::local`]).
+//! - [`consistency`]: per-request consistency levels.
+//! - [`keyspaces`]: keyspace definitions, spread to every node.
+//! - [`gossip`]: cluster membership over UDP.
+//! - [`peers`]: what nodes ask of each other over the cluster RPC.
+
+pub mod config;
+pub mod consistency;
+pub mod coordinator;
+pub mod gossip;
+pub mod keyspaces;
+pub mod node;
+pub mod peers;
+
+pub use config::ServerConfig;
+pub use node::{Node, NodeError};

@@ -1,0 +1,108 @@
+//! Serving a node's client APIs: binds REST and the Redis protocol over an opened
+//! [`Node`], starts its cluster services, and returns a [`RunningNode`] that reports the
+//! bound addresses and shuts down cleanly.
+
+use crate::resp::metrics::RespMetrics;
+use ringkv_coordinator::node::start_cluster_services;
+use ringkv_coordinator::{Node, NodeError, ServerConfig};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Why a node could not start serving.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The node itself could not open or bind.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The Redis-protocol event loops could not be started (no threads left, and the like).
+    #[error("cannot start the Redis-protocol event loops: {0}")]
+    EventLoops(std::io::Error),
+}
+
+/// A node serving its APIs.
+pub struct RunningNode {
+    /// The node.
+    pub node: Arc<Node>,
+    /// Where the REST API listens (the real port when the config asked for port 0).
+    pub http_addr: SocketAddr,
+    /// Where the Redis protocol listens.
+    pub resp_addr: SocketAddr,
+    /// Where gossip listens (UDP).
+    pub cluster_addr: SocketAddr,
+    /// The Redis-protocol server's metrics.
+    pub resp_metrics: RespMetrics,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Opens the node and starts serving its APIs.
+pub async fn start(config: ServerConfig) -> Result<RunningNode, StartError> {
+    let node = Node::open(config)?;
+    serve(node).await
+}
+
+/// Starts serving the APIs of an opened node.
+pub async fn serve(node: Arc<Node>) -> Result<RunningNode, StartError> {
+    let (shutdown, signal) = watch::channel(false);
+    let http = bind(&node.config.http).await?;
+    let http_addr = http.local_addr().map_err(|source| NodeError::Bind {
+        address: node.config.http.clone(),
+        source,
+    })?;
+    let router = crate::http::router(Arc::clone(&node));
+    let mut stopped = signal.clone();
+    let connections_max = node.config.connections_max;
+    let read_timeout = std::time::Duration::from_millis(node.config.request_timeout_ms.max(1));
+    let http_task = tokio::spawn(async move {
+        let http = crate::http::listener::LimitedListener::new(http, connections_max, read_timeout);
+        let serving = axum::serve(http, router).with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        });
+        if let Err(error) = serving.await {
+            tracing::error!(%error, "REST API stopped");
+        }
+    });
+    let resp = bind(&node.config.resp).await?;
+    let resp_addr = resp.local_addr().map_err(|source| NodeError::Bind {
+        address: node.config.resp.clone(),
+        source,
+    })?;
+    let resp_shared = Arc::new(crate::resp::RespShared::new(Arc::clone(&node)));
+    let resp_metrics = resp_shared.metrics.clone();
+    let loops = crate::resp::loops::RespLoops::start(node.config.resp_loops(), &node, &signal)
+        .map_err(StartError::EventLoops)?;
+    let resp_task = tokio::spawn(crate::resp::serve(resp, resp_shared, loops, signal.clone()));
+    let (cluster_addr, mut tasks) = start_cluster_services(&node, http_addr, signal).await?;
+    tasks.extend([http_task, resp_task]);
+    Ok(RunningNode {
+        node,
+        http_addr,
+        resp_addr,
+        cluster_addr,
+        resp_metrics,
+        shutdown,
+        tasks,
+    })
+}
+
+async fn bind(address: &str) -> Result<TcpListener, NodeError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| NodeError::Bind {
+            address: address.to_owned(),
+            source,
+        })
+}
+
+impl RunningNode {
+    /// Stops accepting requests, lets in-flight ones finish, and waits for the listeners.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
