@@ -22,5 +22,15 @@ pub mod keyspaces;
 pub mod node;
 pub mod peers;
 
+/// The request and answer types the client APIs share with the layers below: what a read or
+/// write asks and what it returns, re-exported so the APIs need no crate below this one.
+pub mod request {
+    pub use ringkv_core::causal::VersionVector;
+    pub use ringkv_replica::{
+        Change, Condition, ConflictMode, Entry, Expiry, ReplicaError, Report, SyncPolicy, Version,
+        VisibleValue, WriteOutcome, WriteRequest,
+    };
+}
+
 pub use config::ServerConfig;
 pub use node::{Node, NodeError};

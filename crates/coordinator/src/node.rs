@@ -50,8 +50,10 @@ pub struct Node {
     pub node_id: String,
     /// The configuration it started with.
     pub config: ServerConfig,
-    /// The local replica.
-    pub store: LocalStore,
+    /// The local replica: the coordinator's to use. The client APIs, in the crate above,
+    /// cannot reach it (Cargo enforces the layers); tests that inject faults below them use
+    /// [`Node::local_store`].
+    pub(crate) store: LocalStore,
     /// The keyspaces this node knows.
     pub keyspaces: crate::keyspaces::Keyspaces,
     /// Every metric of this node; the APIs register theirs when they start serving.
@@ -149,6 +151,25 @@ impl Node {
             keys_exact,
             disk_bytes: engine.disk_bytes(),
         }
+    }
+
+    /// Creates keyspace `name`, or changes its definition, and tells the other nodes.
+    pub fn define_keyspace(
+        self: &Arc<Self>,
+        name: &str,
+        request: crate::keyspaces::KeyspaceRequest,
+    ) -> Result<crate::keyspaces::KeyspaceDef, crate::keyspaces::KeyspaceError> {
+        let def = self.keyspaces.define(&self.store, name, request)?;
+        crate::keyspaces::announce(self, &def);
+        Ok(def)
+    }
+
+    /// The local replica, for tests and tools that inject faults below the coordinator (a
+    /// replica's lost copy, a record merged by hand); only with the `test-support` feature,
+    /// which no build of the node turns on.
+    #[cfg(feature = "test-support")]
+    pub fn local_store(&self) -> &LocalStore {
+        &self.store
     }
 
     /// Bytes the node's engine occupies on disk.

@@ -231,7 +231,10 @@ async fn error_replies_stay_small_and_unclosed_quotes_are_refused() {
 async fn a_definition_version_past_the_highest_is_refused() {
     use ringkv_server::keyspaces::DEFINITION_VERSION_MAX;
     let node = start_node(|_| {}).await;
-    let (keyspaces, store) = (&node.running.node.keyspaces, &node.running.node.store);
+    let (keyspaces, store) = (
+        &node.running.node.keyspaces,
+        &node.running.node.local_store(),
+    );
     let forged = |version: u64| {
         serde_json::from_value(serde_json::json!({
             "name": "forged", "replication": 1, "conflict": "lww", "version": version

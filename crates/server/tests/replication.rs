@@ -353,9 +353,9 @@ async fn a_quorum_read_repairs_a_replica_that_lost_the_key() {
     // Replica 2 loses its copy behind the cluster's back.
     let lost = &nodes[2].running.node;
     let mut batch = ringkv_storage::WriteBatch::new();
-    batch.delete(lost.store.data_key("default", b"fragile").unwrap());
-    lost.store.engine().write_durable(batch).unwrap();
-    lost.store.clear_cache();
+    batch.delete(lost.local_store().data_key("default", b"fragile").unwrap());
+    lost.local_store().engine().write_durable(batch).unwrap();
+    lost.local_store().clear_cache();
     assert_eq!(
         call(&nodes[2], "GET", "/v1/keys/fragile?local=true", &[], "")
             .await
@@ -460,13 +460,17 @@ async fn compare_and_set_sees_what_a_quorum_read_saw_even_through_a_stale_lead()
         &by_id(&order[2]).running.node,
     );
     second
-        .store
+        .local_store()
         .write(ringkv_replica::WriteRequest::put("default", b"cas", b"v2"))
         .await
         .unwrap();
-    let record = second.store.get_record("default", b"cas").unwrap().unwrap();
+    let record = second
+        .local_store()
+        .get_record("default", b"cas")
+        .unwrap()
+        .unwrap();
     third
-        .store
+        .local_store()
         .merge(ringkv_replica::MergeRequest {
             keyspace: "default".into(),
             key: b"cas".to_vec(),

@@ -4,7 +4,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use ringkv_coordinator::coordinator::CoordinatorError;
-use ringkv_replica::ReplicaError;
+use ringkv_coordinator::request::ReplicaError;
 
 /// An error answer of the REST API.
 #[derive(Debug)]

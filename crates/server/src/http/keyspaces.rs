@@ -34,8 +34,7 @@ pub async fn put_keyspace(
             "body must be JSON like {{\"replication\": 3, \"conflict\": \"lww\" | \"siblings\"}}: {error}"
         ))
     })?;
-    let def = node.keyspaces.define(&node.store, &name, request)?;
-    ringkv_coordinator::keyspaces::announce(&node, &def);
+    let def = node.define_keyspace(&name, request)?;
     Ok(Json(def).into_response())
 }
 

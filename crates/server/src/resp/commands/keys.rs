@@ -5,7 +5,7 @@ use super::{keyspace, read_entry, write, write_many, Args, CommandError, Reply, 
 use crate::resp::frame::Frame;
 use crate::resp::RespShared;
 use ringkv_coordinator::coordinator::CoordinatorError;
-use ringkv_replica::{Change, Condition, Expiry, ReplicaError, WriteRequest};
+use ringkv_coordinator::request::{Change, Condition, Expiry, ReplicaError, WriteRequest};
 
 /// `DEL key [key ...]` and `UNLINK`: how many existed. On a single node all keys go in one
 /// atomic batch.

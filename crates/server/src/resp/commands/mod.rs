@@ -17,7 +17,9 @@ use ringkv_coordinator::consistency::Consistency;
 use ringkv_coordinator::coordinator::local::{self, LocalWrite};
 use ringkv_coordinator::coordinator::{self, CoordinatorError};
 use ringkv_coordinator::keyspaces::KeyspaceDef;
-use ringkv_replica::{ConflictMode, Entry, ReplicaError, Report, WriteOutcome, WriteRequest};
+use ringkv_coordinator::request::{
+    ConflictMode, Entry, ReplicaError, Report, WriteOutcome, WriteRequest,
+};
 use std::borrow::Cow;
 
 /// Per-connection state.

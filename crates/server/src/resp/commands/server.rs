@@ -7,7 +7,7 @@ use crate::resp::{keyspace_of, RespShared, DATABASES};
 use ringkv_coordinator::consistency::Consistency;
 use ringkv_coordinator::coordinator;
 use ringkv_coordinator::keyspaces::KeyspaceDef;
-use ringkv_replica::WriteRequest;
+use ringkv_coordinator::request::WriteRequest;
 use std::sync::atomic::Ordering;
 
 /// The Redis version ringkv answers as: the command set and semantics it follows.
@@ -132,7 +132,7 @@ pub async fn config(shared: &RespShared, _: &mut Session, mut args: Args) -> Rep
                 ("save", String::new()),
                 (
                     "appendonly",
-                    if config.sync == ringkv_replica::SyncPolicy::None {
+                    if config.sync == ringkv_coordinator::request::SyncPolicy::None {
                         "no"
                     } else {
                         "yes"

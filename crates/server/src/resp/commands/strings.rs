@@ -8,7 +8,9 @@ use super::{
 use crate::resp::frame::Frame;
 use crate::resp::RespShared;
 use ringkv_coordinator::coordinator::CoordinatorError;
-use ringkv_replica::{Change, Condition, Expiry, ReplicaError, WriteOutcome, WriteRequest};
+use ringkv_coordinator::request::{
+    Change, Condition, Expiry, ReplicaError, WriteOutcome, WriteRequest,
+};
 
 /// `GET key`: the value, or nil. A node alone in its ring answers from its own replica with
 /// the stored bytes themselves (no copy of the value, no merge of replicas' answers).
