@@ -102,6 +102,44 @@ impl VersionVector {
         }
     }
 
+    /// This vector cut to at most `entries_max` entries, or `None` if it holds no more
+    /// already. Entries for which `keep` is true stay (a record keeps the entries of its
+    /// siblings' dots, which its invariant needs); of the others, those with the lowest
+    /// counters go first. Counters are hybrid-logical-clock timestamps, so those are the
+    /// replicas whose last write of the key is oldest: Riak's rule of pruning the oldest
+    /// entries of a vector clock.
+    ///
+    /// What pruning costs: a copy of the key that still holds a value written before a
+    /// pruned entry's writes can no longer be told to be older, so it may come back as a
+    /// sibling (or, under last-writer-wins, be weighed by its timestamp again). It happens
+    /// only to keys written through more than `entries_max` distinct nodes.
+    pub fn pruned(
+        &self,
+        entries_max: usize,
+        keep: impl Fn(ReplicaId) -> bool,
+    ) -> Option<VersionVector> {
+        let excess = self
+            .entries
+            .len()
+            .checked_sub(entries_max)
+            .filter(|&n| n > 0)?;
+        let mut prunable: Vec<(u64, ReplicaId)> = self
+            .entries
+            .iter()
+            .filter(|(replica, _)| !keep(*replica))
+            .map(|&(replica, counter)| (counter, replica))
+            .collect();
+        prunable.sort_unstable();
+        let dropped: Vec<ReplicaId> = prunable.iter().take(excess).map(|&(_, r)| r).collect();
+        let entries = self
+            .entries
+            .iter()
+            .filter(|(replica, _)| !dropped.contains(replica))
+            .copied()
+            .collect();
+        Some(VersionVector { entries })
+    }
+
     /// Pointwise maximum with `other`.
     pub fn merge(&mut self, other: &VersionVector) {
         for &(replica, counter) in &other.entries {

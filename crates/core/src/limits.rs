@@ -36,7 +36,9 @@ pub const URI_BYTES_MAX: usize = u16::MAX as usize - 1;
 pub const VALUE_BYTES_MAX: usize = 10 * 1024 * 1024;
 
 /// Most entries a causal context may hold. An entry is added per node that ever coordinated a
-/// write of the key, so this bounds contexts even in large clusters with many fallbacks.
+/// write of the key, so this bounds contexts even in large clusters with many fallbacks. A
+/// write that would pass it prunes the oldest entries (`VersionVector::pruned` says how and
+/// what it costs), so what is written always reads back.
 pub const CONTEXT_ENTRIES_MAX: usize = 256;
 
 /// Most siblings one key may hold (Riak's `siblings_maximum` default is 100). A write that
@@ -61,6 +63,8 @@ pub fn key_fits(key: &[u8]) -> bool {
 }
 
 const _: () = assert!(KEY_BYTES_MAX < VALUE_BYTES_MAX);
+// A record's context keeps the entries of its siblings' dots when it is pruned: they must fit.
+const _: () = assert!(SIBLINGS_MAX < CONTEXT_ENTRIES_MAX);
 const _: () = assert!(KEY_BYTES_MAX + ENGINE_KEY_PREFIX_BYTES_MAX <= ENGINE_KEY_BYTES_MAX);
 const _: () = assert!(STORED_KEY_BYTES_READ_MAX > ENGINE_KEY_BYTES_MAX + 1024);
 // The longest REST path: `/v1/ks/{name}/keys/{key}` with every key byte percent-encoded,

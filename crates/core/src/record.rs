@@ -10,7 +10,7 @@
 use crate::causal::{ContextError, Dot, ReplicaId, VersionVector};
 use crate::codec::{put_bytes, put_varint, CodecError, Reader};
 use crate::hlc::Timestamp;
-use crate::limits::{RECORD_BYTES_MAX, SIBLINGS_MAX, VALUE_BYTES_MAX};
+use crate::limits::{CONTEXT_ENTRIES_MAX, RECORD_BYTES_MAX, SIBLINGS_MAX, VALUE_BYTES_MAX};
 
 /// The encoding version written by this release. Readers accept every version up to it.
 pub const RECORD_FORMAT: u8 = 1;
@@ -170,7 +170,18 @@ impl Record {
         };
         let position = record.siblings.partition_point(|s| s.dot < dot);
         record.siblings.insert(position, sibling);
+        record.bound_context();
         Ok(record)
+    }
+
+    /// Prunes the context to [`CONTEXT_ENTRIES_MAX`] entries if it grew past them (see
+    /// [`VersionVector::pruned`]), so the context a write returns to its client is the one
+    /// stored.
+    fn bound_context(&mut self) {
+        let dots = self.siblings.iter().map(|s| s.dot);
+        if let Some(pruned) = bounded_context(&self.context, dots) {
+            self.context = pruned;
+        }
     }
 
     /// The record after a write that supersedes every version `replaced` summarises (a
@@ -218,7 +229,9 @@ impl Record {
             };
             siblings.extend(sibling.filter(|s| !other_context.covers(s.dot)).cloned());
         }
-        Record { context, siblings }
+        let mut synced = Record { context, siblings };
+        synced.bound_context();
+        synced
     }
 
     /// Keeps only the last-writer-wins winner. Safe at any time: the context still covers the
@@ -663,6 +676,20 @@ fn next_dot(context: &mut VersionVector, replica: ReplicaId, timestamp: Timestam
     Dot { replica, counter }
 }
 
+/// `context` cut to [`CONTEXT_ENTRIES_MAX`] entries by [`VersionVector::pruned`], keeping
+/// the entries of the siblings' dots; `None` if it is within the bound already.
+fn bounded_context(
+    context: &VersionVector,
+    dots: impl Iterator<Item = Dot> + Clone,
+) -> Option<VersionVector> {
+    if context.len() <= CONTEXT_ENTRIES_MAX {
+        return None;
+    }
+    context.pruned(CONTEXT_ENTRIES_MAX, |replica| {
+        dots.clone().any(|dot| dot.replica == replica)
+    })
+}
+
 /// Bytes of the siblings' values.
 fn value_bytes(siblings: &[Sibling]) -> usize {
     siblings
@@ -689,6 +716,9 @@ fn encode_parts_into<'a>(
     context: &VersionVector,
     siblings: impl ExactSizeIterator<Item = SiblingView<'a>> + Clone,
 ) -> Option<PointRead> {
+    // Bounded on write, so what is written always reads back (see `bounded_context`).
+    let pruned = bounded_context(context, siblings.clone().map(|s| s.dot));
+    let context = pruned.as_ref().unwrap_or(context);
     let count = siblings.len();
     let value_bytes: usize = siblings
         .clone()

@@ -391,3 +391,54 @@ fn counters_stay_unique_after_a_record_is_forgotten() {
     .unwrap();
     assert!(later.siblings[0].dot.counter > first.siblings[0].dot.counter);
 }
+
+#[test]
+fn a_context_past_its_bound_is_pruned_on_write_oldest_first_and_reads_back() {
+    // Goal: a key written through more nodes than a context may name is still stored and
+    // read back. Method: a context of CONTEXT_ENTRIES_MAX entries, the lowest counters from
+    // the highest replica ids, plus a concurrent sibling from the oldest writer; one more
+    // coordinator's write must prune exactly the oldest entry that holds no sibling's dot.
+    let mut seen = VersionVector::new();
+    for replica in 0..CONTEXT_ENTRIES_MAX as u64 {
+        seen.observe(ReplicaId(1_000 + replica), 10_000 - replica);
+    }
+    let oldest = ReplicaId(1_000 + CONTEXT_ENTRIES_MAX as u64 - 1);
+    let sibling_holder = write(None, &VersionVector::new(), "kept", oldest.0, 1);
+    let stored = sibling_holder.sync(&Record {
+        context: seen.clone(),
+        siblings: Vec::new(),
+    });
+    assert_eq!(stored.context.len(), CONTEXT_ENTRIES_MAX);
+    let written = write(Some(&stored), &seen, "new", 7, 20);
+
+    assert_eq!(written.context.len(), CONTEXT_ENTRIES_MAX);
+    let second_oldest = ReplicaId(oldest.0 - 1);
+    assert_eq!(
+        written.context.get(second_oldest),
+        0,
+        "the oldest prunable entry goes"
+    );
+    assert!(
+        written.context.get(oldest) > 0,
+        "an entry of a sibling's dot stays"
+    );
+    assert!(written
+        .siblings
+        .iter()
+        .all(|s| written.context.covers(s.dot)));
+    let read_back = Record::decode(&written.encode()).expect("what is written reads back");
+    assert_eq!(read_back, written);
+    let mutation = MutationView {
+        value: Some(b"v"),
+        expires_at_ms: None,
+    };
+    let replacement = Record::encode_replacement(
+        Replaced::of_record(&read_back),
+        mutation,
+        ReplicaId(8),
+        Timestamp::from_wall_ms(30),
+    );
+    let replaced =
+        Record::decode(&replacement.bytes).expect("a replacement's context is bounded too");
+    assert_eq!(replaced.context.len(), CONTEXT_ENTRIES_MAX);
+}
