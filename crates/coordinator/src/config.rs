@@ -82,6 +82,15 @@ pub struct ServerConfig {
     pub resp_debug_enabled: bool,
     /// How long a node waits for a peer's answer before counting it as failed.
     pub rpc_timeout_ms: u64,
+    /// How long a hint (a copy of a write kept for a replica that could not take it) waits
+    /// for its replica before it is dropped, as Cassandra's `max_hint_window`: a replica down
+    /// for longer is brought up to date by anti-entropy instead.
+    pub hint_window_ms: u64,
+    /// Most hints kept for one replica; further ones are refused and counted
+    /// (`ringkv_cluster_hints_refused`).
+    pub hints_per_replica_max: u64,
+    /// Most bytes of hints kept for one replica.
+    pub hint_bytes_per_replica_max: u64,
     /// MiB of recently used records cached in front of the `lsm` and `btree` engines
     /// (0: none; the `memory` engine needs none). Defaults to an eighth of the machine's
     /// memory (or of the container's limit), at least 64 MiB; it only fills as records are
@@ -123,6 +132,9 @@ impl Default for ServerConfig {
             resp_flush_enabled: true,
             resp_debug_enabled: false,
             rpc_timeout_ms: 2_000,
+            hint_window_ms: 3 * 3600 * 1000,
+            hints_per_replica_max: defaults.hint_limits.count_max,
+            hint_bytes_per_replica_max: defaults.hint_limits.bytes_max,
             record_cache_mb: record_cache_share_mb(memory_bytes()),
             io_threads: 0,
             resp_threads: RESP_THREADS_DEFAULT,
@@ -226,6 +238,10 @@ impl ServerConfig {
             cache_bytes: match self.engine {
                 EngineKind::Memory => 0,
                 EngineKind::Lsm | EngineKind::Btree => self.record_cache_mb << 20,
+            },
+            hint_limits: ringkv_replica::hints::HintLimits {
+                count_max: self.hints_per_replica_max,
+                bytes_max: self.hint_bytes_per_replica_max,
             },
             ..StoreOptions::default()
         }

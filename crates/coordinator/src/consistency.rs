@@ -57,6 +57,9 @@ pub struct Consistency {
     pub r: Option<Count>,
     /// Replicas that must acknowledge a write, if given explicitly.
     pub w: Option<Count>,
+    /// How many of a write's W acknowledgements must come from the key's own replicas, not
+    /// from fallback nodes holding a hint for one (Riak's `pw`); none when not given.
+    pub pw: Option<Count>,
 }
 
 impl Level {
@@ -100,6 +103,7 @@ impl Consistency {
             level,
             r: None,
             w: None,
+            pw: None,
         }
     }
 
@@ -116,6 +120,7 @@ impl Consistency {
             let count = parse_count(name, text, replication)?;
             match *name {
                 "r" => consistency.r = Some(count),
+                "pw" => consistency.pw = Some(count),
                 _ => consistency.w = Some(count),
             }
         }
@@ -130,6 +135,12 @@ impl Consistency {
     /// Replicas that must acknowledge a write out of `n`.
     pub fn writes(&self, n: usize) -> usize {
         self.w.unwrap_or(Count::Level(self.level)).of(n)
+    }
+
+    /// How many of the key's own `n` replicas must acknowledge a write (0: fallbacks may
+    /// stand in for any of them).
+    pub fn primary_writes(&self, n: usize) -> usize {
+        self.pw.map_or(0, |pw| pw.of(n))
     }
 }
 
@@ -180,5 +191,8 @@ mod tests {
             Consistency::parse(Some("LOCAL_QUORUM"), &[], 3).unwrap(),
             Consistency::default()
         );
+        let strict = Consistency::parse(None, &[("pw", Some("all"))], 3).unwrap();
+        assert_eq!((strict.writes(3), strict.primary_writes(3)), (2, 3));
+        assert_eq!(Consistency::default().primary_writes(3), 0);
     }
 }

@@ -12,12 +12,14 @@
 //! - [`consistency`]: per-request consistency levels.
 //! - [`keyspaces`]: keyspace definitions, spread to every node.
 //! - [`gossip`]: cluster membership over UDP.
+//! - [`handoff`]: hinted handoff: copies of writes a replica missed, delivered when it is back.
 //! - [`peers`]: what nodes ask of each other over the cluster RPC.
 
 pub mod config;
 pub mod consistency;
 pub mod coordinator;
 pub mod gossip;
+pub mod handoff;
 pub mod keyspaces;
 pub mod node;
 pub mod peers;

@@ -64,6 +64,8 @@ pub struct Node {
     pub peers: crate::peers::Peers,
     /// The coordinator's metrics.
     pub cluster_metrics: crate::coordinator::ClusterMetrics,
+    /// Hinted handoff: copies of writes that replicas missed.
+    pub handoff: crate::handoff::Handoff,
     /// The view of a node that is not serving yet: itself alone.
     alone: std::sync::OnceLock<Arc<ClusterView>>,
     clock: Arc<dyn WallClock>,
@@ -94,6 +96,7 @@ impl Node {
         )?;
         let keyspaces = crate::keyspaces::Keyspaces::load(&store)?;
         let cluster_metrics = crate::coordinator::ClusterMetrics::register(&mut registry);
+        let handoff = crate::handoff::Handoff::new(&mut registry);
         let node_id = config
             .node_id
             .clone()
@@ -103,6 +106,7 @@ impl Node {
             gossip: std::sync::OnceLock::new(),
             peers: crate::peers::Peers::default(),
             cluster_metrics,
+            handoff,
             alone: std::sync::OnceLock::new(),
             config,
             store,
@@ -235,8 +239,8 @@ fn check_engine_marker(dir: &Path, engine: &str) -> Result<(), String> {
 
 /// Starts the node's cluster services once its REST API is bound at `http_addr` (peers
 /// and clients learn that address through gossip): binds the cluster address, joins the
-/// seeds, answers peers over the RPC and spreads keyspace definitions, until `signal` turns
-/// true. Returns the bound cluster address and the services' tasks.
+/// seeds, answers peers over the RPC, spreads keyspace definitions and hands hints off, until
+/// `signal` turns true. Returns the bound cluster address and the services' tasks.
 pub async fn start_cluster_services(
     node: &Arc<Node>,
     http_addr: SocketAddr,
@@ -248,8 +252,13 @@ pub async fn start_cluster_services(
         Arc::new(crate::peers::PeerService::new(node)),
         signal.clone(),
     ));
-    let metadata_task = tokio::spawn(crate::keyspaces::spread(Arc::clone(node), signal));
-    Ok((cluster_addr, vec![rpc_task, metadata_task]))
+    let metadata_task = tokio::spawn(crate::keyspaces::spread(Arc::clone(node), signal.clone()));
+    let hint_writer = tokio::spawn(crate::handoff::run_writer(Arc::clone(node), signal.clone()));
+    let hint_replay = tokio::spawn(crate::handoff::run_replay(Arc::clone(node), signal));
+    Ok((
+        cluster_addr,
+        vec![rpc_task, metadata_task, hint_writer, hint_replay],
+    ))
 }
 
 /// Binds the cluster address — UDP for gossip and TCP for RPC, on the same port, so peers

@@ -38,6 +38,13 @@ pub enum PeerRequest {
     DefineKeyspace(KeyspaceDef),
     /// This node's figures for `ringkv cluster status`.
     Stats,
+    /// Keep `merge`'s record durably as a hint for replica `target`, which could not take
+    /// it, and deliver it when `target` is back (a fallback's part in a sloppy quorum).
+    Hint {
+        target: String,
+        merge: MergeRequest,
+        created_ms: u64,
+    },
 }
 
 /// The answer to a [`PeerRequest`], variant for variant.
@@ -55,6 +62,8 @@ pub enum PeerResponse {
     Keyspaces(Vec<KeyspaceDef>),
     /// Node figures.
     Stats(NodeStats),
+    /// Whether the hint is kept (`false`: this node's queue for the target is full).
+    Hinted(Result<bool, RemoteError>),
 }
 
 /// One page of a peer's records.
@@ -232,10 +241,45 @@ pub async fn answer(node: &Arc<Node>, request: PeerRequest) -> Result<PeerRespon
                 .map_err(|error| error.to_string())?;
             PeerResponse::Keyspaces(Vec::new())
         }
+        PeerRequest::Hint {
+            target,
+            merge,
+            created_ms,
+        } => PeerResponse::Hinted(keep_hint(node, target, merge, created_ms).await),
         PeerRequest::Stats => {
             let node = Arc::clone(node);
             let stats = tokio::task::spawn_blocking(move || node.stats()).await;
             PeerResponse::Stats(stats.map_err(|error| error.to_string())?)
         }
     })
+}
+
+/// Stores a hint for `target` durably (with a sync of its own) before answering, so the
+/// write may count this node's answer as an acknowledgement.
+async fn keep_hint(
+    node: &Arc<Node>,
+    target: String,
+    merge: MergeRequest,
+    created_ms: u64,
+) -> Result<bool, RemoteError> {
+    ringkv_replica::store::check_key(&merge.key).map_err(RemoteError::from)?;
+    let hint = ringkv_replica::hints::Hint {
+        created_ms,
+        keyspace: merge.keyspace,
+        key: merge.key,
+        record: merge.record,
+    };
+    let keeper = Arc::clone(node);
+    let stored = tokio::task::spawn_blocking(move || keeper.store.hints().store(&[(target, hint)]))
+        .await
+        .map_err(|error| RemoteError::Failed(error.to_string()))?
+        .map_err(|error| RemoteError::Failed(error.to_string()))?;
+    let kept = stored.first() == Some(&ringkv_replica::hints::Stored::Queued);
+    let metrics = &node.handoff.metrics;
+    if kept {
+        metrics.stored.inc();
+    } else {
+        metrics.refused.inc();
+    }
+    Ok(kept)
 }

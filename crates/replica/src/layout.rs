@@ -12,6 +12,8 @@
 //!   index. A record has one entry, at the moment its earliest sibling dies (expires or was
 //!   deleted), so the sweeper reads only what is due instead of scanning everything.
 //! - `m | name` → node metadata, such as the replica id.
+//! - `h | target length (u8) | target | sequence (u64 big-endian)` → a hint: a record to
+//!   deliver to node `target` (see [`crate::hints`]).
 
 use ringkv_core::limits::{ENGINE_KEY_PREFIX_BYTES_MAX, KEYSPACE_NAME_BYTES_MAX};
 use ringkv_storage::{BatchKey, ScanRange};
@@ -21,6 +23,7 @@ const DATA: u8 = b'r';
 const NAMED_DATA: u8 = b'd';
 const EXPIRY: u8 = b'x';
 const META: u8 = b'm';
+const HINT: u8 = b'h';
 
 /// A keyspace's number in this node's engine keys.
 pub type KeyspaceId = u16;
@@ -167,6 +170,41 @@ pub fn parse_expiry_key(engine_key: &[u8]) -> Option<ExpiryEntry> {
     })
 }
 
+/// The engine key of `target`'s hint number `sequence` (`target` at most 255 bytes).
+pub fn hint_key(target: &str, sequence: u64) -> Vec<u8> {
+    let mut out = hint_prefix(target);
+    out.extend_from_slice(&sequence.to_be_bytes());
+    out
+}
+
+fn hint_prefix(target: &str) -> Vec<u8> {
+    let target = &target.as_bytes()[..target.len().min(u8::MAX as usize)];
+    let mut out = Vec::with_capacity(2 + target.len() + 8);
+    out.push(HINT);
+    out.push(target.len() as u8);
+    out.extend_from_slice(target);
+    out
+}
+
+/// The engine range of every hint of every target.
+pub fn hints_range() -> ScanRange {
+    ScanRange::prefix(&[HINT])
+}
+
+/// The engine range of `target`'s hints, in the order they were stored.
+pub fn hints_of(target: &str) -> ScanRange {
+    ScanRange::prefix(&hint_prefix(target))
+}
+
+/// The target and sequence of a hint's engine key; `None` if it is not one.
+pub fn parse_hint_key(engine_key: &[u8]) -> Option<(&str, u64)> {
+    let rest = engine_key.strip_prefix(&[HINT])?;
+    let length = *rest.first()? as usize;
+    let target = std::str::from_utf8(rest.get(1..1 + length)?).ok()?;
+    let sequence = rest.get(1 + length..)?.try_into().ok()?;
+    Some((target, u64::from_be_bytes(sequence)))
+}
+
 /// The engine key of a metadata item.
 pub fn meta_key(name: &str) -> Vec<u8> {
     let mut out = vec![META];
@@ -236,6 +274,20 @@ mod tests {
         assert!(named_data_range().contains(&old));
         assert!(!all_data_range().contains(&old));
         assert_eq!(parse_named_data_key(&data_key(1, b"k")), None);
+    }
+
+    #[test]
+    fn hint_keys_round_trip_and_keep_targets_apart() {
+        let key = hint_key("node-a", 258);
+        assert_eq!(parse_hint_key(&key), Some(("node-a", 258)));
+        assert!(hints_of("node-a").contains(&key));
+        assert!(
+            !hints_of("node-").contains(&key),
+            "a target is not a prefix of another"
+        );
+        assert!(hint_key("node-a", 1) < hint_key("node-a", 256));
+        assert!(hints_range().contains(&key));
+        assert!(!all_data_range().contains(&key));
     }
 
     #[test]

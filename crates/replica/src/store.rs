@@ -4,6 +4,7 @@
 
 use crate::cache::{CacheKey, Cached, Lookup, RecordCache, SlotVersion, StoredRecord};
 use crate::error::ReplicaError;
+use crate::hints::{HintLimits, Hints};
 use crate::keyspace_ids::KeyspaceIds;
 use crate::layout;
 use crate::loop_commit::{LoopCommits, LoopQueue, Queued};
@@ -79,6 +80,8 @@ pub struct StoreOptions {
     pub compact_after_swept: u64,
     /// Bytes of recently used records cached in front of the engine (0: no cache).
     pub cache_bytes: u64,
+    /// Bounds of each target's queue of hints (see [`crate::hints`]).
+    pub hint_limits: HintLimits,
 }
 
 impl Default for StoreOptions {
@@ -91,6 +94,10 @@ impl Default for StoreOptions {
             write_queue_max: 4096,
             compact_after_swept: 100_000,
             cache_bytes: CACHE_BYTES_DEFAULT,
+            hint_limits: HintLimits {
+                count_max: 100_000,
+                bytes_max: 256 << 20,
+            },
         }
     }
 }
@@ -750,6 +757,8 @@ pub struct LocalStore {
     jobs: Option<mpsc::Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
     stop: Option<std::sync::mpsc::Sender<()>>,
+    /// Records to deliver to other replicas, kept for the coordinator's handoff.
+    hints: Hints,
 }
 
 impl LocalStore {
@@ -767,6 +776,7 @@ impl LocalStore {
         if moved > 0 {
             tracing::info!(moved, "moved records to the numbered keyspace layout");
         }
+        let hints = Hints::open(Arc::clone(&engine), options.hint_limits)?;
         let cache = (options.cache_bytes > 0).then(|| RecordCache::new(options.cache_bytes));
         let metrics = StoreMetrics::register(registry);
         metrics
@@ -808,7 +818,14 @@ impl LocalStore {
             jobs: Some(writer_tx),
             threads,
             stop: Some(stop_tx),
+            hints,
         })
+    }
+
+    /// The hints this node keeps for other replicas: the coordinator's durable queue for
+    /// hinted handoff.
+    pub fn hints(&self) -> &Hints {
+        &self.hints
     }
 
     /// The id this node stamps on the writes it coordinates.

@@ -207,7 +207,9 @@ async fn with_one_node_down_quorum_succeeds_and_all_fails_naming_how_many_answer
     );
 
     // A key this coordinator does not hold, whose first replica is the stopped node: it is
-    // tried as the lead and again as a follower, and the error names it once.
+    // tried as the lead and again as a follower, and the error names it once. (Without
+    // `pw`, the coordinator, which is not one of its replicas, would keep a hint for it and
+    // count as the second acknowledgement: a sloppy quorum.)
     let pair = call(
         &nodes[0],
         "PUT",
@@ -230,7 +232,7 @@ async fn with_one_node_down_quorum_succeeds_and_all_fails_naming_how_many_answer
             replicas[0].id == stopped_id && replicas[1].id != *coordinator_id
         })
         .expect("some key starts at the stopped node");
-    let answer = put(&nodes[0], &format!("/v1/ks/pair/keys/{key}?w=2"), "x").await;
+    let answer = put(&nodes[0], &format!("/v1/ks/pair/keys/{key}?w=2&pw=2"), "x").await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     let message = answer.body["error"]["message"].as_str().unwrap();
     assert_eq!(
@@ -502,4 +504,133 @@ async fn compare_and_set_sees_what_a_quorum_read_saw_even_through_a_stale_lead()
     assert_eq!(swapped.status, StatusCode::OK, "{:?}", swapped.body);
     let read = call(&nodes[2], "GET", "/v1/keys/cas", &[], "").await;
     assert_eq!(read.body["value"], "v3");
+}
+
+/// Goal: writes made while a replica is down reach it once it is back, with no read of their
+/// keys (hinted handoff). Method: one of three nodes stops; 40 quorum writes go through
+/// another; the coordinator keeps a hint for each; the node restarts on its data directory,
+/// and its own copies (read with `?local=true`, which repairs nothing) fill up, the hints
+/// are delivered and none is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_missed_by_a_down_replica_reach_it_when_it_returns_without_reads() {
+    const KEYS: usize = 40;
+    let mut nodes = cluster(3).await;
+    let TestNode { running, dir } = nodes.pop().unwrap();
+    let (id, listen) = (
+        running.node.node_id.clone(),
+        running.cluster_addr.to_string(),
+    );
+    running.shutdown().await;
+    eventually("the others see it down", async || {
+        nodes.iter().all(|node| view(node).is_down(&id))
+    })
+    .await;
+    for i in 0..KEYS {
+        let answer = put(&nodes[0], &format!("/v1/keys/handoff-{i}?w=2"), "missed").await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    let metrics = &nodes[0].running.node.handoff.metrics;
+    eventually("a hint is stored for every missed copy", async || {
+        metrics.stored.get() >= KEYS as u64
+    })
+    .await;
+
+    let config = ringkv_server::ServerConfig {
+        node_id: Some(id.clone()),
+        data_dir: dir.path().to_path_buf(),
+        http: "127.0.0.1:0".into(),
+        resp: "127.0.0.1:0".into(),
+        listen,
+        ..ringkv_server::ServerConfig::default()
+    };
+    let back = TestNode {
+        running: ringkv_server::start(config).await.unwrap(),
+        dir,
+    };
+    eventually("every missed write is on the returned node", async || {
+        let mut held = 0;
+        for i in 0..KEYS {
+            let uri = format!("/v1/keys/handoff-{i}?local=true");
+            held += usize::from(call(&back, "GET", &uri, &[], "").await.status == StatusCode::OK);
+        }
+        held == KEYS
+    })
+    .await;
+    assert!(metrics.replayed.get() >= KEYS as u64);
+    eventually("no hint is left", async || metrics.pending_total.get() == 0).await;
+    assert!(nodes[0]
+        .running
+        .node
+        .local_store()
+        .hints()
+        .queues()
+        .is_empty());
+}
+
+/// Goal: with one of a key's replicas down, a write still reaches W = all through a
+/// fallback node that keeps a hint for it (sloppy quorum), unless the client demands that
+/// every acknowledgement come from the key's own replicas (`pw`); the fallback delivers the
+/// copy once the replica is back. Method: four nodes, N = 3; the key's third replica stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_stands_in_for_a_down_replica_unless_pw_forbids_it() {
+    let mut nodes = cluster(4).await;
+    let key = "sloppy";
+    let replicas: Vec<String> = view(&nodes[0])
+        .ring
+        .preference_list(key.as_bytes(), 3)
+        .into_iter()
+        .map(|member| member.id.clone())
+        .collect();
+    let id_of = |node: &TestNode| node.running.node.node_id.clone();
+    let down_at = nodes.iter().position(|n| id_of(n) == replicas[2]).unwrap();
+    let TestNode { running, dir } = nodes.remove(down_at);
+    let (id, listen) = (
+        running.node.node_id.clone(),
+        running.cluster_addr.to_string(),
+    );
+    running.shutdown().await;
+    eventually("the others see it down", async || {
+        nodes.iter().all(|node| view(node).is_down(&id))
+    })
+    .await;
+
+    let strict = put(&nodes[0], &format!("/v1/keys/{key}?w=all&pw=all"), "v1").await;
+    assert_eq!(
+        strict.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "pw=all refuses fallbacks"
+    );
+    let sloppy = put(&nodes[0], &format!("/v1/keys/{key}?w=all"), "v2").await;
+    assert_eq!(
+        sloppy.status,
+        StatusCode::OK,
+        "a fallback's hint counts towards w=all"
+    );
+    let fallback = nodes
+        .iter()
+        .find(|n| !replicas.contains(&id_of(n)))
+        .expect("one node is not a replica");
+    assert!(fallback.running.node.handoff.metrics.stored.get() >= 1);
+
+    let config = ringkv_server::ServerConfig {
+        node_id: Some(id.clone()),
+        data_dir: dir.path().to_path_buf(),
+        http: "127.0.0.1:0".into(),
+        resp: "127.0.0.1:0".into(),
+        listen,
+        ..ringkv_server::ServerConfig::default()
+    };
+    let back = TestNode {
+        running: ringkv_server::start(config).await.unwrap(),
+        dir,
+    };
+    eventually(
+        "the fallback delivers the copy to the returned replica",
+        async || {
+            let local = call(&back, "GET", &format!("/v1/keys/{key}?local=true"), &[], "").await;
+            local.status == StatusCode::OK && local.body["value"] == "v2"
+        },
+    )
+    .await;
+    assert!(fallback.running.node.handoff.metrics.replayed.get() >= 1);
 }

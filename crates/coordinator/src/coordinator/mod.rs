@@ -81,6 +81,18 @@ impl Placement {
         Some(Self { view, replicas })
     }
 
+    /// The nodes that may stand in for the key's replicas in a sloppy quorum: the rest of
+    /// the ring in the key's preference order, those the failure detector sees alive.
+    fn fallbacks(&self, key: &[u8]) -> std::collections::VecDeque<String> {
+        let view = &self.view;
+        view.ring
+            .preference_list(key, view.members.len())
+            .into_iter()
+            .map(|member| member.id.clone())
+            .filter(|id| !self.replicas.contains(id) && !view.is_down(id))
+            .collect()
+    }
+
     /// Whether this node is the key's only replica, so the local store serves it alone.
     fn is_local_only(&self) -> bool {
         self.replicas.len() == 1 && self.replicas[0] == self.view.me
@@ -113,7 +125,7 @@ impl Placement {
 
 /// Asks replica `id` — this node's own directly, a peer over RPC — unless the failure
 /// detector has declared it down, which then costs nothing. Errors say which node failed.
-async fn ask(
+pub(crate) async fn ask(
     node: &Arc<Node>,
     view: &ClusterView,
     id: &str,

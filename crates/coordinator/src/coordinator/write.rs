@@ -55,6 +55,10 @@ pub async fn write(
         record,
         conflict: keyspace.conflict.into(),
     };
+    let needed = Needed {
+        copies: needed,
+        primaries: consistency.primary_writes(placement.replicas.len()),
+    };
     replicate(node, &placement, &lead, merge, needed, failures).await?;
     Ok(outcome)
 }
@@ -181,49 +185,106 @@ async fn catch_up(
     }
 }
 
-/// Sends the lead's record to the other replicas; returns once `needed` replicas (the lead
-/// counts as one) hold it, leaving the rest to finish in the background.
+/// How many acknowledgements a write waits for: `copies` in all (W), of which `primaries`
+/// from the key's own replicas (pw); the lead is one of each.
+#[derive(Clone, Copy)]
+struct Needed {
+    copies: usize,
+    primaries: usize,
+}
+
+/// Who acknowledged a copy: the replica itself, or a fallback node that keeps it as a hint.
+enum Ack {
+    Primary,
+    Fallback,
+}
+
+/// Sends the lead's record to the other replicas; returns once enough hold it (`needed`),
+/// leaving the rest to finish in the background. A replica that does not take its copy gets
+/// it through a fallback node, the next healthy one on the ring, which keeps it durably as a
+/// hint and counts towards W (sloppy quorum, as Dynamo's); when no fallback can, the
+/// coordinator keeps the hint itself, which does not count ([`crate::handoff`]).
 async fn replicate(
     node: &Arc<Node>,
     placement: &Placement,
     lead: &str,
     merge: MergeRequest,
-    needed: usize,
+    needed: Needed,
     mut failures: Vec<String>,
 ) -> Result<(), CoordinatorError> {
+    let merge = Arc::new(merge);
+    let fallbacks = Arc::new(parking_lot::Mutex::new(placement.fallbacks(&merge.key)));
     let mut pending: FuturesUnordered<_> = placement
         .replicas
         .iter()
         .filter(|id| *id != lead)
         .map(|id| {
             let (node, view, id) = (Arc::clone(node), Arc::clone(&placement.view), id.clone());
-            let merge = PeerRequest::Merge(merge.clone());
+            let (merge, fallbacks) = (Arc::clone(&merge), Arc::clone(&fallbacks));
             async move {
-                match ask(&node, &view, &id, merge).await {
-                    Ok(PeerResponse::Merged(Ok(_))) => Ok(()),
-                    Ok(PeerResponse::Merged(Err(error))) => Err(format!("{id}: {error}")),
-                    Ok(other) => Err(format!("{id}: unexpected answer {other:?}")),
-                    Err(failure) => Err(failure),
+                let copy = PeerRequest::Merge(MergeRequest::clone(&merge));
+                let failure = match ask(&node, &view, &id, copy).await {
+                    Ok(PeerResponse::Merged(Ok(_))) => return Ok(Ack::Primary),
+                    Ok(PeerResponse::Merged(Err(error))) => format!("{id}: {error}"),
+                    Ok(other) => format!("{id}: unexpected answer {other:?}"),
+                    Err(failure) => failure,
+                };
+                // Taken one at a time, so no two missed copies share a fallback.
+                loop {
+                    let next = fallbacks.lock().pop_front();
+                    let Some(fallback) = next else { break };
+                    if hint_at(&node, &view, &fallback, &id, &merge).await {
+                        return Ok(Ack::Fallback);
+                    }
                 }
+                node.handoff.hint(&id, &merge, node.now_ms());
+                Err(failure)
             }
         })
         .collect();
-    let mut acknowledged = 1;
-    while acknowledged < needed {
+    let (mut copies, mut primaries) = (1, 1);
+    while copies < needed.copies || primaries < needed.primaries {
         match pending.next().await {
-            Some(Ok(())) => acknowledged += 1,
+            Some(Ok(Ack::Primary)) => (copies, primaries) = (copies + 1, primaries + 1),
+            Some(Ok(Ack::Fallback)) => copies += 1,
             Some(Err(failure)) => failures.push(failure),
-            None => return Err(placement.unavailable(node, needed, acknowledged, &failures)),
+            None if copies < needed.copies => {
+                return Err(placement.unavailable(node, needed.copies, copies, &failures))
+            }
+            None => {
+                failures.push("fallbacks do not count towards pw".into());
+                return Err(placement.unavailable(node, needed.primaries, primaries, &failures));
+            }
         }
     }
     if !pending.is_empty() {
         tokio::spawn(async move {
             while let Some(result) = pending.next().await {
                 if let Err(failure) = result {
-                    tracing::debug!(%failure, "background replication failed");
+                    tracing::debug!(%failure, "background replication failed; hinted");
                 }
             }
         });
     }
     Ok(())
+}
+
+/// Asks node `fallback` to keep `merge`'s record as a hint for replica `target`; whether it
+/// did (durably).
+async fn hint_at(
+    node: &Arc<Node>,
+    view: &crate::gossip::ClusterView,
+    fallback: &str,
+    target: &str,
+    merge: &MergeRequest,
+) -> bool {
+    let request = PeerRequest::Hint {
+        target: target.to_owned(),
+        merge: merge.clone(),
+        created_ms: node.now_ms(),
+    };
+    matches!(
+        ask(node, view, fallback, request).await,
+        Ok(PeerResponse::Hinted(Ok(true)))
+    )
 }

@@ -103,6 +103,8 @@ pub struct PutParams {
     consistency: Option<String>,
     /// Replicas that must acknowledge, 1 to the keyspace's replication.
     w: Option<String>,
+    /// How many of those must be the key's own replicas, not fallbacks holding hints.
+    pw: Option<String>,
 }
 
 /// Query parameters of reads and deletes of one key.
@@ -115,6 +117,8 @@ pub struct KeyParams {
     r: Option<String>,
     /// Replicas that must acknowledge a delete.
     w: Option<String>,
+    /// How many of those must be the key's own replicas (deletes).
+    pw: Option<String>,
     /// `true`: read only this node's own replica (operators, debugging).
     local: Option<bool>,
 }
@@ -151,7 +155,7 @@ pub async fn put_key(
     let consistency = consistency(
         &keyspace,
         params.consistency.as_deref(),
-        &[("w", params.w.as_deref())],
+        &[("w", params.w.as_deref()), ("pw", params.pw.as_deref())],
     )?;
     let (value, ttl_seconds) = match body_kind(&headers)? {
         BodyKind::Json => parse_json_body(&body)?,
@@ -232,7 +236,7 @@ pub async fn delete_key(
     let consistency = consistency(
         &keyspace,
         params.consistency.as_deref(),
-        &[("w", params.w.as_deref())],
+        &[("w", params.w.as_deref()), ("pw", params.pw.as_deref())],
     )?;
     if params.local.is_some() {
         return Err(ApiError::bad_request("local applies to reads only"));

@@ -86,6 +86,12 @@ const W: Parameter = Parameter {
     required: false,
     description: "Replicas that must acknowledge, 1..N",
 };
+const PW: Parameter = Parameter {
+    name: "pw",
+    location: In::Query,
+    required: false,
+    description: "Of the w acknowledgements, how many must come from the key's own replicas rather than fallback nodes holding hints, 1..N (Riak's pw); default none",
+};
 const LOCAL: Parameter = Parameter {
     name: "local",
     location: In::Query,
@@ -112,6 +118,7 @@ pub const OPERATIONS: &[Operation] = &[
             Parameter { name: "ttl", location: In::Query, required: false, description: "Seconds to live (raw bodies)" },
             CONSISTENCY,
             W,
+            PW,
             CONTEXT,
             IF_MATCH,
             IF_NONE_MATCH,
@@ -133,7 +140,7 @@ pub const OPERATIONS: &[Operation] = &[
         path: "/v1/keys/{key}",
         id: "deleteKey",
         summary: "Delete a key (idempotent)",
-        parameters: &[KEY, CONSISTENCY, W, CONTEXT, IF_MATCH],
+        parameters: &[KEY, CONSISTENCY, W, PW, CONTEXT, IF_MATCH],
         body: None,
         responses: &[(200, "{key, deleted}"), (412, "Precondition failed")],
     },
@@ -182,7 +189,7 @@ pub const OPERATIONS: &[Operation] = &[
         path: "/v1/ks/{keyspace}/keys/{key}",
         id: "putKeyspaceKey",
         summary: "Store a value in a keyspace (as PUT /v1/keys/{key})",
-        parameters: &[KEYSPACE, KEY, CONSISTENCY, W, CONTEXT, IF_MATCH, IF_NONE_MATCH],
+        parameters: &[KEYSPACE, KEY, CONSISTENCY, W, PW, CONTEXT, IF_MATCH, IF_NONE_MATCH],
         body: Some("As PUT /v1/keys/{key}"),
         responses: &[(200, "Stored"), (404, "No such keyspace"), (412, "Precondition failed")],
     },
@@ -200,7 +207,7 @@ pub const OPERATIONS: &[Operation] = &[
         path: "/v1/ks/{keyspace}/keys/{key}",
         id: "deleteKeyspaceKey",
         summary: "Delete a key of a keyspace",
-        parameters: &[KEYSPACE, KEY, CONSISTENCY, W, CONTEXT, IF_MATCH],
+        parameters: &[KEYSPACE, KEY, CONSISTENCY, W, PW, CONTEXT, IF_MATCH],
         body: None,
         responses: &[(200, "{key, deleted}"), (404, "No such keyspace")],
     },

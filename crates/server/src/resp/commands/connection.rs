@@ -178,10 +178,11 @@ pub async fn reset(_: &RespShared, session: &mut Session, _: Args) -> Reply {
     Ok(Frame::Simple("RESET".into()))
 }
 
-/// `RINGKV.CONSISTENCY [ONE | QUORUM | ALL] [R count] [W count]`: sets the consistency of
-/// this connection's reads (R) and writes (W) — a level, explicit counts (a number or a
-/// level name), or both (counts override the level; all are bounded by each keyspace's
-/// replication when used). Without
+/// `RINGKV.CONSISTENCY [ONE | QUORUM | ALL] [R count] [W count] [PW count]`: sets the
+/// consistency of this connection's reads (R) and writes (W) — a level, explicit counts (a
+/// number or a level name), or both (counts override the level; all are bounded by each
+/// keyspace's replication when used). PW is how many of a write's acknowledgements must come
+/// from the key's own replicas rather than fallbacks holding hints (Riak's `pw`). Without
 /// arguments, replies with the current setting, e.g. `quorum` or `one r=2`. New connections
 /// and `RESET` start at `quorum`.
 pub async fn consistency(_: &RespShared, session: &mut Session, mut args: Args) -> Reply {
@@ -193,14 +194,14 @@ pub async fn consistency(_: &RespShared, session: &mut Session, mut args: Args) 
     while args.remaining() > 0 {
         let word = args.word()?;
         match word.as_str() {
-            "R" | "W" => {
+            "R" | "W" | "PW" => {
                 let text = args.text()?;
                 let name = word.to_ascii_lowercase();
                 let count = parse_count(&name, &text, REPLICATION_MAX).map_err(invalid)?;
-                if word == "R" {
-                    consistency.r = Some(count);
-                } else {
-                    consistency.w = Some(count);
+                match word.as_str() {
+                    "R" => consistency.r = Some(count),
+                    "W" => consistency.w = Some(count),
+                    _ => consistency.pw = Some(count),
                 }
             }
             level => consistency.level = Level::parse(level).map_err(invalid)?,
@@ -217,6 +218,9 @@ fn describe(consistency: &Consistency) -> String {
     }
     if let Some(w) = consistency.w {
         text.push_str(&format!(" w={w}"));
+    }
+    if let Some(pw) = consistency.pw {
+        text.push_str(&format!(" pw={pw}"));
     }
     text
 }
