@@ -127,6 +127,8 @@ pub struct Client {
     base: String,
     /// `?consistency=` sent with every key request, if set.
     consistency: Option<String>,
+    /// `?pw=` sent with every key request, if set.
+    primary_writes: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -176,6 +178,7 @@ impl Client {
             agent: config.into(),
             base: base_url.trim_end_matches('/').to_owned(),
             consistency: None,
+            primary_writes: None,
         }
     }
 
@@ -186,6 +189,14 @@ impl Client {
         self
     }
 
+    /// The same client, demanding that `count` (a number, or `quorum`, `all`) of each
+    /// write's acknowledgements come from the key's own replicas, not fallback nodes keeping
+    /// hints (`?pw=`).
+    pub fn with_primary_writes(mut self, count: &str) -> Self {
+        self.primary_writes = Some(count.to_owned());
+        self
+    }
+
     /// The URL of `key`, with the consistency and any `extra` query parameters.
     fn key_url(&self, key: &str, extra: &[String]) -> String {
         let mut url = format!("{}/v1/keys/{}", self.base, percent_encode(key));
@@ -193,7 +204,12 @@ impl Client {
             .consistency
             .as_ref()
             .map(|level| format!("consistency={}", percent_encode(level)));
-        for (i, param) in consistency.iter().chain(extra).enumerate() {
+        let primary_writes = self
+            .primary_writes
+            .as_ref()
+            .map(|count| format!("pw={}", percent_encode(count)));
+        let params = consistency.iter().chain(&primary_writes).chain(extra);
+        for (i, param) in params.enumerate() {
             url.push(if i == 0 { '?' } else { '&' });
             url.push_str(param);
         }

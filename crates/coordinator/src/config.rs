@@ -91,6 +91,9 @@ pub struct ServerConfig {
     pub hints_per_replica_max: u64,
     /// Most bytes of hints kept for one replica.
     pub hint_bytes_per_replica_max: u64,
+    /// How often this node compares hash trees with every live peer and repairs what
+    /// differs (anti-entropy, always on; 0 turns it off).
+    pub anti_entropy_interval_ms: u64,
     /// MiB of recently used records cached in front of the `lsm` and `btree` engines
     /// (0: none; the `memory` engine needs none). Defaults to an eighth of the machine's
     /// memory (or of the container's limit), at least 64 MiB; it only fills as records are
@@ -135,6 +138,7 @@ impl Default for ServerConfig {
             hint_window_ms: 3 * 3600 * 1000,
             hints_per_replica_max: defaults.hint_limits.count_max,
             hint_bytes_per_replica_max: defaults.hint_limits.bytes_max,
+            anti_entropy_interval_ms: 30_000,
             record_cache_mb: record_cache_share_mb(memory_bytes()),
             io_threads: 0,
             resp_threads: RESP_THREADS_DEFAULT,

@@ -12,9 +12,11 @@
 //! - [`consistency`]: per-request consistency levels.
 //! - [`keyspaces`]: keyspace definitions, spread to every node.
 //! - [`gossip`]: cluster membership over UDP.
+//! - [`anti_entropy`]: replicas comparing hash trees and repairing what differs.
 //! - [`handoff`]: hinted handoff: copies of writes a replica missed, delivered when it is back.
 //! - [`peers`]: what nodes ask of each other over the cluster RPC.
 
+pub mod anti_entropy;
 pub mod config;
 pub mod consistency;
 pub mod coordinator;

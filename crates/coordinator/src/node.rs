@@ -66,6 +66,8 @@ pub struct Node {
     pub cluster_metrics: crate::coordinator::ClusterMetrics,
     /// Hinted handoff: copies of writes that replicas missed.
     pub handoff: crate::handoff::Handoff,
+    /// Anti-entropy's metrics.
+    pub anti_entropy: crate::anti_entropy::AntiEntropyMetrics,
     /// The view of a node that is not serving yet: itself alone.
     alone: std::sync::OnceLock<Arc<ClusterView>>,
     clock: Arc<dyn WallClock>,
@@ -97,6 +99,7 @@ impl Node {
         let keyspaces = crate::keyspaces::Keyspaces::load(&store)?;
         let cluster_metrics = crate::coordinator::ClusterMetrics::register(&mut registry);
         let handoff = crate::handoff::Handoff::new(&mut registry);
+        let anti_entropy = crate::anti_entropy::AntiEntropyMetrics::register(&mut registry);
         let node_id = config
             .node_id
             .clone()
@@ -107,6 +110,7 @@ impl Node {
             peers: crate::peers::Peers::default(),
             cluster_metrics,
             handoff,
+            anti_entropy,
             alone: std::sync::OnceLock::new(),
             config,
             store,
@@ -254,11 +258,16 @@ pub async fn start_cluster_services(
     ));
     let metadata_task = tokio::spawn(crate::keyspaces::spread(Arc::clone(node), signal.clone()));
     let hint_writer = tokio::spawn(crate::handoff::run_writer(Arc::clone(node), signal.clone()));
-    let hint_replay = tokio::spawn(crate::handoff::run_replay(Arc::clone(node), signal));
-    Ok((
-        cluster_addr,
-        vec![rpc_task, metadata_task, hint_writer, hint_replay],
-    ))
+    let hint_replay = tokio::spawn(crate::handoff::run_replay(Arc::clone(node), signal.clone()));
+    let anti_entropy = tokio::spawn(crate::anti_entropy::run(Arc::clone(node), signal));
+    let tasks = vec![
+        rpc_task,
+        metadata_task,
+        hint_writer,
+        hint_replay,
+        anti_entropy,
+    ];
+    Ok((cluster_addr, tasks))
 }
 
 /// Binds the cluster address — UDP for gossip and TCP for RPC, on the same port, so peers

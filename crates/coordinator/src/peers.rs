@@ -38,6 +38,13 @@ pub enum PeerRequest {
     DefineKeyspace(KeyspaceDef),
     /// This node's figures for `ringkv cluster status`.
     Stats,
+    /// Anti-entropy: this node's hash tree of `keyspace` over the keys it shares with node
+    /// `peer` (no `segments`), or its key digests in `segments` of that tree.
+    AntiEntropy {
+        keyspace: String,
+        peer: String,
+        segments: Option<Vec<u16>>,
+    },
     /// Keep `merge`'s record durably as a hint for replica `target`, which could not take
     /// it, and deliver it when `target` is back (a fallback's part in a sloppy quorum).
     Hint {
@@ -64,6 +71,10 @@ pub enum PeerResponse {
     Stats(NodeStats),
     /// Whether the hint is kept (`false`: this node's queue for the target is full).
     Hinted(Result<bool, RemoteError>),
+    /// An anti-entropy tree.
+    Tree(Result<crate::anti_entropy::Tree, RemoteError>),
+    /// Anti-entropy key digests.
+    Digests(Result<Vec<(Vec<u8>, u64)>, RemoteError>),
 }
 
 /// One page of a peer's records.
@@ -246,6 +257,11 @@ pub async fn answer(node: &Arc<Node>, request: PeerRequest) -> Result<PeerRespon
             merge,
             created_ms,
         } => PeerResponse::Hinted(keep_hint(node, target, merge, created_ms).await),
+        PeerRequest::AntiEntropy {
+            keyspace,
+            peer,
+            segments,
+        } => crate::anti_entropy::answer(node, keyspace, peer, segments).await?,
         PeerRequest::Stats => {
             let node = Arc::clone(node);
             let stats = tokio::task::spawn_blocking(move || node.stats()).await;

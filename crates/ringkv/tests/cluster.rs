@@ -117,13 +117,17 @@ fn a_four_process_cluster_replicates_and_survives_a_killed_node() {
         let read = clients[2].get(&key).unwrap().expect("found");
         assert_eq!(read.value, b"quorum");
     }
-    // Some key has the killed node among its replicas; writing it with `all` must fail.
+    // Some key has the killed node among its replicas: writing it with `all` succeeds through
+    // the fourth node, which keeps a hint for the killed one (a sloppy quorum), and fails
+    // when every acknowledgement must come from the key's own replicas (`pw=all`).
     let key = (0..1000)
         .map(|i| format!("probe{i}"))
         .find(|key| endpoints(&nodes[0].url, key).contains(&killed_id))
         .expect("the killed node owns part of the ring");
     let all = Client::new(&nodes[1].url).with_consistency("all");
-    match all.put(&key, b"everyone", None) {
+    all.put(&key, b"sloppy", None)
+        .expect("a fallback stands in for the killed replica");
+    match all.with_primary_writes("all").put(&key, b"everyone", None) {
         Err(ClientError::Server {
             status, message, ..
         }) => {
