@@ -81,6 +81,34 @@ pub struct ClusterMember {
     /// Bytes its storage occupies on disk, if it answered.
     #[serde(default)]
     pub disk_bytes: Option<u64>,
+    /// When it last finished an anti-entropy round, unix ms (0: none yet), if it answered.
+    #[serde(default)]
+    pub anti_entropy_last_ms: Option<u64>,
+    /// Tree leaves that differed from its peers' in that round, if it answered.
+    #[serde(default)]
+    pub anti_entropy_divergence: Option<u64>,
+    /// Hints it keeps for other replicas, if it answered.
+    #[serde(default)]
+    pub hints_pending: Option<u64>,
+}
+
+/// A node's anti-entropy rounds, as `/v1/cluster/repair` reports them.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct RepairProgress {
+    /// Whether a round is under way.
+    pub running: bool,
+    /// Exchanges (peer × keyspace) of the round under way, or of the last.
+    pub exchanges_total: u64,
+    /// Of those, how many are done.
+    pub exchanges_done: u64,
+    /// Tree leaves that differed in that round.
+    pub segments_differing: u64,
+    /// Keys that round brought to their merge.
+    pub keys_repaired: u64,
+    /// When the last round finished, unix ms (0: none yet).
+    pub last_finished_ms: u64,
+    /// Tree leaves that differed in the last finished round.
+    pub last_divergence: u64,
 }
 
 /// One member of the ring, as `GET /v1/cluster/ring` reports it.
@@ -304,6 +332,31 @@ impl Client {
         let response = self
             .agent
             .get(&format!("{}/v1/cluster", self.base))
+            .call()
+            .map_err(|e| self.transport(e))?;
+        parse(self.check(response)?)
+    }
+
+    /// Starts an anti-entropy round on the node now (only `keyspace`, if given), or joins
+    /// the one under way; returns its progress.
+    pub fn start_repair(&self, keyspace: Option<&str>) -> Result<RepairProgress, ClientError> {
+        let mut url = format!("{}/v1/cluster/repair", self.base);
+        if let Some(keyspace) = keyspace {
+            url.push_str(&format!("?keyspace={}", percent_encode(keyspace)));
+        }
+        let response = self
+            .agent
+            .post(&url)
+            .send_empty()
+            .map_err(|e| self.transport(e))?;
+        parse(self.check(response)?)
+    }
+
+    /// The node's anti-entropy round under way, or its last.
+    pub fn repair_progress(&self) -> Result<RepairProgress, ClientError> {
+        let response = self
+            .agent
+            .get(&format!("{}/v1/cluster/repair", self.base))
             .call()
             .map_err(|e| self.transport(e))?;
         parse(self.check(response)?)

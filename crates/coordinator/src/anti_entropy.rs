@@ -52,6 +52,52 @@ pub struct Tree {
     pub leaves: Vec<u64>,
 }
 
+/// A node's anti-entropy: its metrics and the state of its rounds.
+pub struct AntiEntropy {
+    /// The metrics.
+    pub metrics: AntiEntropyMetrics,
+    /// The last round completed and the one under way, if any.
+    progress: parking_lot::Mutex<RoundProgress>,
+    /// Held by the round under way: rounds never overlap.
+    running: tokio::sync::Mutex<()>,
+}
+
+/// Where a node's rounds stand, as `cluster status` and `cluster repair` show them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundProgress {
+    /// Whether a round is under way.
+    pub running: bool,
+    /// Exchanges (peer × keyspace) the round under way (or the last) has.
+    pub exchanges_total: u64,
+    /// Of those, how many are done.
+    pub exchanges_done: u64,
+    /// Tree leaves that differed in the round under way (or the last).
+    pub segments_differing: u64,
+    /// Keys the round looked into and brought to their merge, here or on a peer.
+    pub keys_repaired: u64,
+    /// When the last round finished, unix ms (0: none yet).
+    pub last_finished_ms: u64,
+    /// Tree leaves that differed in the last finished round: the node's divergence from its
+    /// peers.
+    pub last_divergence: u64,
+}
+
+impl AntiEntropy {
+    /// A node's anti-entropy, its metrics registered in `registry`.
+    pub fn new(registry: &mut Registry) -> Self {
+        Self {
+            metrics: AntiEntropyMetrics::register(registry),
+            progress: parking_lot::Mutex::new(RoundProgress::default()),
+            running: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Where the rounds stand.
+    pub fn progress(&self) -> RoundProgress {
+        self.progress.lock().clone()
+    }
+}
+
 /// The anti-entropy metrics (prefix `ringkv_cluster_anti_entropy_`).
 #[derive(Clone, Default)]
 pub struct AntiEntropyMetrics {
@@ -63,11 +109,12 @@ pub struct AntiEntropyMetrics {
     pub repaired_here: Counter,
     /// Keys whose copy on the peer changed by a repair.
     pub repaired_there: Counter,
+    /// Bytes of trees, digests and records exchanged (as encoded for the wire, roughly).
+    pub bytes: Counter,
 }
 
 impl AntiEntropyMetrics {
-    /// Creates and registers the metrics.
-    pub fn register(registry: &mut Registry) -> Self {
+    fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
         let ae = registry.sub_registry_with_prefix("ringkv_cluster_anti_entropy");
         ae.register(
@@ -89,6 +136,11 @@ impl AntiEntropyMetrics {
             "repaired_there",
             "Keys whose copy on the peer a repair changed",
             metrics.repaired_there.clone(),
+        );
+        ae.register(
+            "bytes",
+            "Bytes of trees, digests and records exchanged",
+            metrics.bytes.clone(),
         );
         metrics
     }
@@ -187,12 +239,14 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
             _ = interval.tick() => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
-        round(&node).await;
+        round(&node, None).await;
     }
 }
 
-/// One exchange with every live peer for every keyspace.
-pub async fn round(node: &Arc<Node>) {
+/// One exchange with every live peer for every keyspace (or only `keyspace`); waits for a
+/// round under way to finish first.
+pub async fn round(node: &Arc<Node>, keyspace: Option<&str>) {
+    let _running = node.anti_entropy.running.lock().await;
     let view = node.view();
     let peers: Vec<String> = view
         .members
@@ -200,22 +254,51 @@ pub async fn round(node: &Arc<Node>) {
         .filter(|id| **id != view.me && !view.is_down(id))
         .cloned()
         .collect();
-    for peer in peers {
-        for def in node.keyspaces.list() {
-            if let Err(failure) = exchange(node, &view, &peer, &def.name).await {
-                tracing::debug!(peer, keyspace = def.name, %failure, "anti-entropy exchange failed");
+    let keyspaces: Vec<String> = node
+        .keyspaces
+        .list()
+        .into_iter()
+        .map(|def| def.name)
+        .filter(|name| keyspace.is_none_or(|wanted| wanted == name))
+        .collect();
+    let progress = &node.anti_entropy.progress;
+    {
+        let mut progress = progress.lock();
+        progress.running = true;
+        progress.exchanges_total = (peers.len() * keyspaces.len()) as u64;
+        progress.exchanges_done = 0;
+        progress.segments_differing = 0;
+        progress.keys_repaired = 0;
+    }
+    for peer in &peers {
+        for keyspace in &keyspaces {
+            match exchange(node, &view, peer, keyspace).await {
+                Ok((differing, repaired)) => {
+                    let mut progress = progress.lock();
+                    progress.segments_differing += differing;
+                    progress.keys_repaired += repaired;
+                }
+                Err(failure) => {
+                    tracing::debug!(peer, keyspace, %failure, "anti-entropy exchange failed")
+                }
             }
+            progress.lock().exchanges_done += 1;
         }
     }
+    let mut progress = progress.lock();
+    progress.running = false;
+    progress.last_finished_ms = node.now_ms();
+    progress.last_divergence = progress.segments_differing;
 }
 
-/// Compares this node's tree of `keyspace` with `peer`'s and repairs the keys that differ.
+/// Compares this node's tree of `keyspace` with `peer`'s and repairs the keys that differ;
+/// returns how many leaves differed and how many keys were looked into.
 async fn exchange(
     node: &Arc<Node>,
     view: &ClusterView,
     peer: &str,
     keyspace: &str,
-) -> Result<(), String> {
+) -> Result<(u64, u64), String> {
     let theirs = match ask(node, view, peer, keyspace, None).await? {
         PeerResponse::Tree(Ok(tree)) => tree,
         other => return Err(format!("unexpected answer {other:?}")),
@@ -228,11 +311,13 @@ async fn exchange(
         .filter(|&leaf| ours.leaves.get(leaf) != theirs.leaves.get(leaf))
         .map(|leaf| leaf as u16)
         .collect();
-    let metrics = &node.anti_entropy;
+    let metrics = &node.anti_entropy.metrics;
     metrics.exchanges.inc();
+    metrics.bytes.inc_by(2 * (SEGMENTS * 8) as u64);
     if differing.is_empty() {
-        return Ok(());
+        return Ok((0, 0));
     }
+    let differing_count = differing.len() as u64;
     metrics.segments_compared.inc_by(differing.len() as u64);
     let theirs = match ask(node, view, peer, keyspace, Some(differing.clone())).await? {
         PeerResponse::Digests(Ok(digests)) => digests,
@@ -242,6 +327,15 @@ async fn exchange(
     let PeerResponse::Digests(Ok(ours)) = ours else {
         return Err("no local digests".into());
     };
+    let digest_bytes = |digests: &[(Vec<u8>, u64)]| {
+        digests
+            .iter()
+            .map(|(key, _)| key.len() as u64 + 10)
+            .sum::<u64>()
+    };
+    metrics
+        .bytes
+        .inc_by(digest_bytes(&theirs) + digest_bytes(&ours) + 2 * differing_count);
     let theirs: BTreeMap<Vec<u8>, u64> = theirs.into_iter().collect();
     let ours: BTreeMap<Vec<u8>, u64> = ours.into_iter().collect();
     let mut keys: Vec<Vec<u8>> = theirs
@@ -254,14 +348,15 @@ async fn exchange(
     keys.sort();
     keys.dedup();
     keys.truncate(REPAIRS_PER_EXCHANGE_MAX);
+    let repaired = keys.len() as u64;
     let repairs = keys
         .into_iter()
         .map(|key| async move { repair(node, view, peer, keyspace, &key).await });
     let mut repairs = futures_util::stream::iter(repairs).buffer_unordered(REPAIRS_IN_FLIGHT);
-    while let Some(repaired) = repairs.next().await {
-        repaired?;
+    while let Some(outcome) = repairs.next().await {
+        outcome?;
     }
-    Ok(())
+    Ok((differing_count, repaired))
 }
 
 /// Brings one key to the merge of this node's and `peer`'s records, on both.
@@ -301,17 +396,20 @@ async fn repair(
         record: merged,
         conflict,
     };
+    let metrics = &node.anti_entropy.metrics;
+    let record_bytes = (merge.record.value_bytes() + key.len() + 64) as u64;
+    metrics.bytes.inc_by(2 * record_bytes);
     if node
         .store
         .merge(merge.clone())
         .await
         .map_err(|e| e.to_string())?
     {
-        node.anti_entropy.repaired_here.inc();
+        metrics.repaired_here.inc();
     }
     match crate::coordinator::ask(node, view, peer, PeerRequest::Merge(merge)).await? {
         PeerResponse::Merged(Ok(true)) => {
-            node.anti_entropy.repaired_there.inc();
+            metrics.repaired_there.inc();
         }
         PeerResponse::Merged(Ok(false)) => {}
         other => return Err(format!("unexpected answer {other:?}")),

@@ -66,8 +66,8 @@ pub struct Node {
     pub cluster_metrics: crate::coordinator::ClusterMetrics,
     /// Hinted handoff: copies of writes that replicas missed.
     pub handoff: crate::handoff::Handoff,
-    /// Anti-entropy's metrics.
-    pub anti_entropy: crate::anti_entropy::AntiEntropyMetrics,
+    /// Anti-entropy: its rounds' state and metrics.
+    pub anti_entropy: crate::anti_entropy::AntiEntropy,
     /// The view of a node that is not serving yet: itself alone.
     alone: std::sync::OnceLock<Arc<ClusterView>>,
     clock: Arc<dyn WallClock>,
@@ -99,7 +99,7 @@ impl Node {
         let keyspaces = crate::keyspaces::Keyspaces::load(&store)?;
         let cluster_metrics = crate::coordinator::ClusterMetrics::register(&mut registry);
         let handoff = crate::handoff::Handoff::new(&mut registry);
-        let anti_entropy = crate::anti_entropy::AntiEntropyMetrics::register(&mut registry);
+        let anti_entropy = crate::anti_entropy::AntiEntropy::new(&mut registry);
         let node_id = config
             .node_id
             .clone()
@@ -154,10 +154,20 @@ impl Node {
             Ok((keys, true)) => (keys, true),
             Ok((_, false)) | Err(_) => (engine.approximate_entries(), false),
         };
+        let repair = self.anti_entropy.progress();
         crate::peers::NodeStats {
             keys,
             keys_exact,
             disk_bytes: engine.disk_bytes(),
+            anti_entropy_last_ms: repair.last_finished_ms,
+            anti_entropy_divergence: repair.last_divergence,
+            hints_pending: self
+                .store
+                .hints()
+                .queues()
+                .iter()
+                .map(|(_, q)| q.count)
+                .sum(),
         }
     }
 

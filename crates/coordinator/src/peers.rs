@@ -95,6 +95,12 @@ pub struct NodeStats {
     pub keys_exact: bool,
     /// Bytes on disk.
     pub disk_bytes: u64,
+    /// When this node last finished an anti-entropy round, unix ms (0: none yet).
+    pub anti_entropy_last_ms: u64,
+    /// Tree leaves that differed from its peers' in that round.
+    pub anti_entropy_divergence: u64,
+    /// Hints this node keeps for other replicas.
+    pub hints_pending: u64,
 }
 
 /// A replica error as it crosses the wire. Errors about the request itself (a failed

@@ -1,6 +1,7 @@
 //! Operator commands, asked of one node: `ringkv cluster status` (like `nodetool status`),
-//! `ringkv cluster ring` (like `nodetool ring`) and `ringkv cluster endpoints KEY` (like
-//! `nodetool getendpoints`).
+//! `ringkv cluster ring` (like `nodetool ring`), `ringkv cluster endpoints KEY` (like
+//! `nodetool getendpoints`) and `ringkv cluster repair` (like `nodetool repair`, though
+//! anti-entropy also runs on its own).
 
 use clap::{Args, Subcommand};
 use ringkv_core::ring::{Member, Ring};
@@ -23,6 +24,14 @@ enum ClusterCommand {
         /// List every token (vnodes × weight per member) in ring order.
         #[arg(long)]
         tokens: bool,
+    },
+    /// Run an anti-entropy round on the node now (it also runs on its own every
+    /// anti_entropy_interval_ms): compare hash trees with every live peer and repair what
+    /// differs, with a progress bar.
+    Repair {
+        /// Only this keyspace.
+        #[arg(long)]
+        keyspace: Option<String>,
     },
     /// The replicas of a key, in preference order.
     Endpoints {
@@ -48,9 +57,22 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
                 return Ok(());
             }
             println!(
-                "{:<24} {:<22} {:<10} {:<8} {:<8} {:>7} {:>10} {:>10}",
-                "node", "address", "zone", "status", "state", "owns", "keys", "disk"
+                "{:<24} {:<22} {:<10} {:<8} {:<8} {:>7} {:>10} {:>10} {:>10} {:>8} {:>7}",
+                "node",
+                "address",
+                "zone",
+                "status",
+                "state",
+                "owns",
+                "keys",
+                "disk",
+                "synced",
+                "diverged",
+                "hints"
             );
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
             for m in &view.members {
                 let owns = format!("{:.1}%", m.ownership * 100.0);
                 let keys = match (m.keys, m.keys_exact) {
@@ -59,9 +81,25 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
                     (None, _) => "?".into(),
                 };
                 let disk = m.disk_bytes.map_or("?".into(), human_bytes);
+                let synced = match m.anti_entropy_last_ms {
+                    None => "?".into(),
+                    Some(0) => "never".into(),
+                    Some(at) => format!("{}s ago", now_ms.saturating_sub(at) / 1000),
+                };
+                let or_unknown = |n: Option<u64>| n.map_or("?".into(), |n| n.to_string());
                 println!(
-                    "{:<24} {:<22} {:<10} {:<8} {:<8} {:>7} {:>10} {:>10}",
-                    m.id, m.address, m.zone, m.status, m.liveness, owns, keys, disk
+                    "{:<24} {:<22} {:<10} {:<8} {:<8} {:>7} {:>10} {:>10} {:>10} {:>8} {:>7}",
+                    m.id,
+                    m.address,
+                    m.zone,
+                    m.status,
+                    m.liveness,
+                    owns,
+                    keys,
+                    disk,
+                    synced,
+                    or_unknown(m.anti_entropy_divergence),
+                    or_unknown(m.hints_pending)
                 );
             }
         }
@@ -94,6 +132,7 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
                 }
             }
         }
+        ClusterCommand::Repair { keyspace } => repair(&client, keyspace.as_deref(), json)?,
         ClusterCommand::Endpoints {
             key,
             keyspace,
@@ -133,6 +172,59 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// How long `cluster repair` waits for a round before giving up on it.
+const REPAIR_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Starts a round on the node and follows it to its end with a progress bar (exchanges of
+/// trees, one per peer and keyspace), then prints what it found.
+fn repair(
+    client: &ringkv_client::Client,
+    keyspace: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let started = client.start_repair(keyspace)?;
+    let before = started.last_finished_ms;
+    let bar = indicatif::ProgressBar::new(started.exchanges_total.max(1));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "repair [{bar:30}] {pos}/{len} exchanges, {msg} ({elapsed})",
+        )
+        .expect("the template is valid")
+        .progress_chars("=> "),
+    );
+    if json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let deadline = std::time::Instant::now() + REPAIR_WAIT_MAX;
+    let finished = loop {
+        let progress = client.repair_progress()?;
+        bar.set_length(progress.exchanges_total.max(1));
+        bar.set_position(progress.exchanges_done);
+        bar.set_message(format!(
+            "{} leaves differed, {} keys repaired",
+            progress.segments_differing, progress.keys_repaired
+        ));
+        if !progress.running && progress.last_finished_ms > before {
+            break progress;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the round did not finish"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string(&finished)?);
+    } else {
+        println!(
+            "repair finished: {} exchanges, {} tree leaves differed, {} keys repaired",
+            finished.exchanges_done, finished.segments_differing, finished.keys_repaired
+        );
     }
     Ok(())
 }

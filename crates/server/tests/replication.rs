@@ -649,6 +649,109 @@ async fn a_fallback_stands_in_for_a_down_replica_unless_pw_forbids_it() {
     assert!(fallback.running.node.handoff.metrics.replayed.get() >= 1);
 }
 
+/// Stops `node`, empties its data directory and starts it again on the same id and
+/// address, joining through `seed`, with `configure` applied.
+async fn wipe_and_restart(
+    node: TestNode,
+    seed: &TestNode,
+    zone: &str,
+    configure: impl FnOnce(&mut ringkv_server::ServerConfig),
+) -> TestNode {
+    let TestNode { running, dir } = node;
+    let (id, listen) = (
+        running.node.node_id.clone(),
+        running.cluster_addr.to_string(),
+    );
+    running.shutdown().await;
+    std::fs::remove_dir_all(dir.path()).unwrap();
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let mut config = ringkv_server::ServerConfig {
+        node_id: Some(id),
+        data_dir: dir.path().to_path_buf(),
+        http: "127.0.0.1:0".into(),
+        resp: "127.0.0.1:0".into(),
+        listen,
+        join: vec![seed.running.cluster_addr.to_string()],
+        zone: zone.into(),
+        ..ringkv_server::ServerConfig::default()
+    };
+    configure(&mut config);
+    TestNode {
+        running: ringkv_server::start(config).await.unwrap(),
+        dir,
+    }
+}
+
+/// How many of `keys` (holding `v{i}`) `node` holds its own copy of.
+async fn local_copies(node: &TestNode, prefix: &str, keys: usize) -> usize {
+    let mut held = 0;
+    for i in 0..keys {
+        let local = call(
+            node,
+            "GET",
+            &format!("/v1/keys/{prefix}{i}?local=true"),
+            &[],
+            "",
+        )
+        .await;
+        held +=
+            usize::from(local.status == StatusCode::OK && local.body["value"] == format!("v{i}"));
+    }
+    held
+}
+
+/// Goal: with anti-entropy's schedule off, `POST /v1/cluster/repair` (what `ringkv cluster
+/// repair` sends) refills a wiped replica, and its progress says when it is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_on_demand_refills_a_wiped_replica() {
+    const KEYS: usize = 40;
+    let off = |config: &mut ringkv_server::ServerConfig| config.anti_entropy_interval_ms = 0;
+    let mut nodes = cluster_with(3, off).await;
+    for i in 0..KEYS {
+        let answer = put(
+            &nodes[0],
+            &format!("/v1/keys/rp-{i}?w=all"),
+            &format!("v{i}"),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    let last = nodes.pop().unwrap();
+    let wiped = wipe_and_restart(last, &nodes[0], "z2", off).await;
+    eventually("the wiped node sees the others alive", async || {
+        let view = view(&wiped);
+        view.members.len() == 3 && view.members.keys().all(|id| !view.is_down(id))
+    })
+    .await;
+    assert_eq!(
+        local_copies(&wiped, "rp-", KEYS).await,
+        0,
+        "nothing refills it on its own"
+    );
+
+    let started = call(&wiped, "POST", "/v1/cluster/repair", &[], "").await;
+    assert_eq!(started.status, StatusCode::ACCEPTED);
+    let before = started.body["last_finished_ms"].as_u64().unwrap();
+    eventually("the round finishes", async || {
+        let progress = call(&wiped, "GET", "/v1/cluster/repair", &[], "")
+            .await
+            .body;
+        progress["running"] == false && progress["last_finished_ms"].as_u64().unwrap() > before
+    })
+    .await;
+    let progress = call(&wiped, "GET", "/v1/cluster/repair", &[], "")
+        .await
+        .body;
+    assert_eq!(progress["exchanges_done"], progress["exchanges_total"]);
+    assert!(
+        progress["keys_repaired"].as_u64().unwrap() >= KEYS as u64,
+        "{progress}"
+    );
+    assert_eq!(local_copies(&wiped, "rp-", KEYS).await, KEYS);
+    let missing = call(&wiped, "POST", "/v1/cluster/repair?keyspace=nope", &[], "").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
 /// Goal: a replica whose disk is wiped is refilled by anti-entropy alone: no read of its
 /// keys, no hints (it missed no write). Method: three nodes comparing trees every 300 ms;
 /// 60 keys on every node; the third node stops, its data directory is emptied, and it
@@ -656,7 +759,8 @@ async fn a_fallback_stands_in_for_a_down_replica_unless_pw_forbids_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_replica_is_refilled_by_anti_entropy_alone() {
     const KEYS: usize = 60;
-    let mut nodes = cluster_with(3, |config| config.anti_entropy_interval_ms = 300).await;
+    let often = |config: &mut ringkv_server::ServerConfig| config.anti_entropy_interval_ms = 300;
+    let mut nodes = cluster_with(3, often).await;
     for i in 0..KEYS {
         let answer = put(
             &nodes[0],
@@ -666,52 +770,17 @@ async fn a_wiped_replica_is_refilled_by_anti_entropy_alone() {
         .await;
         assert_eq!(answer.status, StatusCode::OK);
     }
-    let TestNode { running, dir } = nodes.pop().unwrap();
-    let (id, listen) = (
-        running.node.node_id.clone(),
-        running.cluster_addr.to_string(),
-    );
-    running.shutdown().await;
-    std::fs::remove_dir_all(dir.path()).unwrap();
-    std::fs::create_dir_all(dir.path()).unwrap();
-    let config = ringkv_server::ServerConfig {
-        node_id: Some(id),
-        data_dir: dir.path().to_path_buf(),
-        http: "127.0.0.1:0".into(),
-        resp: "127.0.0.1:0".into(),
-        listen,
-        join: vec![nodes[0].running.cluster_addr.to_string()],
-        zone: "z2".into(),
-        anti_entropy_interval_ms: 300,
-        ..ringkv_server::ServerConfig::default()
-    };
-    let wiped = TestNode {
-        running: ringkv_server::start(config).await.unwrap(),
-        dir,
-    };
+    let last = nodes.pop().unwrap();
+    let wiped = wipe_and_restart(last, &nodes[0], "z2", often).await;
     eventually("every key is back on the wiped replica", async || {
-        let mut held = 0;
-        for i in 0..KEYS {
-            let local = call(
-                &wiped,
-                "GET",
-                &format!("/v1/keys/ae-{i}?local=true"),
-                &[],
-                "",
-            )
-            .await;
-            held += usize::from(
-                local.status == StatusCode::OK && local.body["value"] == format!("v{i}"),
-            );
-        }
-        held == KEYS
+        local_copies(&wiped, "ae-", KEYS).await == KEYS
     })
     .await;
     let repaired: u64 = nodes
         .iter()
         .chain([&wiped])
         .map(|n| {
-            let metrics = &n.running.node.anti_entropy;
+            let metrics = &n.running.node.anti_entropy.metrics;
             metrics.repaired_here.get() + metrics.repaired_there.get()
         })
         .sum();

@@ -13,7 +13,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, put, MethodRouter};
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 use error::ApiError;
 use metrics::HttpMetrics;
@@ -42,6 +42,8 @@ fn handler(id: &str) -> Option<MethodRouter<Arc<Node>>> {
         "listKeyspaces" => get(keyspaces::list_keyspaces),
         "health" => get(ops::healthz),
         "cluster" => get(ops::cluster),
+        "startRepair" => post(ops::start_repair),
+        "repairProgress" => get(ops::repair_progress),
         "ring" => get(ops::ring),
         "metrics" => get(ops::metrics),
         "openapi" => get(ops::openapi),

@@ -73,10 +73,53 @@ pub async fn cluster(State(node): State<Arc<Node>>) -> Response {
             value["keys"] = json!(stats.as_ref().map(|s| s.keys));
             value["keys_exact"] = json!(stats.as_ref().map(|s| s.keys_exact));
             value["disk_bytes"] = json!(stats.as_ref().map(|s| s.disk_bytes));
+            value["anti_entropy_last_ms"] = json!(stats.as_ref().map(|s| s.anti_entropy_last_ms));
+            value["anti_entropy_divergence"] =
+                json!(stats.as_ref().map(|s| s.anti_entropy_divergence));
+            value["hints_pending"] = json!(stats.as_ref().map(|s| s.hints_pending));
             value
         })
         .collect();
     Json(json!({ "node_id": node.node_id, "members": members })).into_response()
+}
+
+/// Query parameters of `POST /v1/cluster/repair`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepairParams {
+    keyspace: Option<String>,
+}
+
+/// Starts an anti-entropy round now (`ringkv cluster repair`), in the background; answers
+/// with its progress. A round already under way is joined rather than doubled.
+pub async fn start_repair(
+    State(node): State<Arc<Node>>,
+    super::keys::Params(params): super::keys::Params<RepairParams>,
+) -> Result<Response, super::error::ApiError> {
+    if let Some(name) = &params.keyspace {
+        if node.keyspaces.get(name).is_none() {
+            return Err(super::error::ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "keyspace_not_found",
+                format!("no keyspace {name:?}"),
+            ));
+        }
+    }
+    let progress = node.anti_entropy.progress();
+    if !progress.running {
+        let node = Arc::clone(&node);
+        tokio::spawn(async move {
+            ringkv_coordinator::anti_entropy::round(&node, params.keyspace.as_deref()).await;
+        });
+    }
+    let mut progress = node.anti_entropy.progress();
+    progress.running = true;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(progress)).into_response())
+}
+
+/// This node's anti-entropy: the round under way, or the last one.
+pub async fn repair_progress(State(node): State<Arc<Node>>) -> Response {
+    Json(node.anti_entropy.progress()).into_response()
 }
 
 /// How long `/v1/cluster` waits for a member's figures.
