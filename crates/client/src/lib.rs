@@ -102,7 +102,7 @@ pub struct RepairProgress {
     /// Of those, how many are done.
     pub exchanges_done: u64,
     /// Tree leaves that differed in that round.
-    pub segments_differing: u64,
+    pub leaves_differing: u64,
     /// Keys that round brought to their merge.
     pub keys_repaired: u64,
     /// When the last round finished, unix ms (0: none yet).

@@ -5,10 +5,12 @@
 //!
 //! Each round, this node exchanges with every live peer, for every keyspace:
 //! 1. Both sides hash the records they hold of the keys they both replicate into a tree of
-//!    [`SEGMENTS`] leaves (a key's leaf is the top bits of its ring hash; a leaf is the XOR of
-//!    its records' digests, so equal sets of records give equal leaves in any order).
-//! 2. Only the differing leaves are looked into: the peer sends each key's digest there, and
-//!    keys whose digests differ, or that one side lacks, are repaired.
+//!    [`LEAVES`] leaves under [`BRANCHES`] branches (a key's leaf is the top bits of its ring
+//!    hash; a leaf is the XOR of its records' digests, so equal sets of records give equal
+//!    leaves in any order, and a branch the XOR of its leaves).
+//! 2. The branches are compared first; only differing branches' leaves are sent, and only
+//!    differing leaves are looked into: each side lists its keys' digests there, and keys
+//!    whose digests differ, or that one side lacks, are repaired.
 //! 3. A repair reads the peer's record, merges it with the local one by the causal rules
 //!    ([`Record::sync`]), stores the merge locally and sends it back: both directions in
 //!    one step. A record that fails its checksum on one side is replaced from the other.
@@ -31,8 +33,25 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Leaves of a hash tree: a round sends this many hashes per keyspace and peer.
-pub const SEGMENTS: usize = 1024;
+/// Leaves of a hash tree: a leaf holds a key range of 1/65,536 of the ring.
+pub const LEAVES: usize = 1 << 16;
+
+/// Branches of a hash tree, each over [`LEAVES_PER_BRANCH`] leaves: an exchange always sends
+/// this many hashes each way, then only the leaves of branches that differ.
+pub const BRANCHES: usize = 1024;
+
+/// Leaves under one branch.
+pub const LEAVES_PER_BRANCH: usize = LEAVES / BRANCHES;
+
+const _: () = assert!(LEAVES <= u16::MAX as usize + 1 && LEAVES % BRANCHES == 0);
+
+/// Passes of compare-and-repair an exchange makes at most on the schedule (each pass
+/// repairs at most [`REPAIRS_PER_EXCHANGE_MAX`] keys); a repair an operator asks for makes up
+/// to [`REQUESTED_PASSES_MAX`], until nothing differs.
+pub const SCHEDULED_PASSES: usize = 1;
+
+/// See [`SCHEDULED_PASSES`].
+pub const REQUESTED_PASSES_MAX: usize = 1_000;
 
 /// Most keys repaired per exchange, so a round's work (and its effect on clients) is bounded;
 /// the rest wait for the next round.
@@ -45,11 +64,36 @@ const REPAIRS_IN_FLIGHT: usize = 16;
 /// Records read from the store per scan step.
 const SCAN_PAGE: usize = 1_000;
 
-/// The leaves of one side's tree over the keys two replicas share.
+/// Hashes of one side's tree over the keys two replicas share: its branches, or the leaves
+/// of some branches.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tree {
-    /// One hash per segment.
-    pub leaves: Vec<u64>,
+    /// The hashes asked for, in the order asked.
+    pub hashes: Vec<u64>,
+}
+
+/// What one replica asks another in an exchange.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Question {
+    /// The hashes of every branch.
+    Branches,
+    /// The hashes of every leaf of these branches.
+    Leaves(Vec<u16>),
+    /// The digest of every key in these leaves.
+    Digests(Vec<u16>),
+}
+
+impl Question {
+    /// Whether it asks for no more than a tree holds.
+    fn is_bounded(&self) -> bool {
+        match self {
+            Question::Branches => true,
+            Question::Leaves(branches) => {
+                branches.len() <= BRANCHES && branches.iter().all(|&b| (b as usize) < BRANCHES)
+            }
+            Question::Digests(leaves) => leaves.len() <= LEAVES,
+        }
+    }
 }
 
 /// A node's anti-entropy: its metrics and the state of its rounds.
@@ -72,7 +116,7 @@ pub struct RoundProgress {
     /// Of those, how many are done.
     pub exchanges_done: u64,
     /// Tree leaves that differed in the round under way (or the last).
-    pub segments_differing: u64,
+    pub leaves_differing: u64,
     /// Keys the round looked into and brought to their merge, here or on a peer.
     pub keys_repaired: u64,
     /// When the last round finished, unix ms (0: none yet).
@@ -104,7 +148,7 @@ pub struct AntiEntropyMetrics {
     /// Exchanges completed (one per peer and keyspace).
     pub exchanges: Counter,
     /// Leaves that differed and were looked into.
-    pub segments_compared: Counter,
+    pub leaves_compared: Counter,
     /// Keys whose local copy changed by a repair.
     pub repaired_here: Counter,
     /// Keys whose copy on the peer changed by a repair.
@@ -123,9 +167,9 @@ impl AntiEntropyMetrics {
             metrics.exchanges.clone(),
         );
         ae.register(
-            "segments_compared",
+            "leaves_compared",
             "Differing tree leaves looked into",
-            metrics.segments_compared.clone(),
+            metrics.leaves_compared.clone(),
         );
         ae.register(
             "repaired_here",
@@ -147,8 +191,8 @@ impl AntiEntropyMetrics {
 }
 
 /// The leaf of `key`.
-fn segment(key: &[u8]) -> usize {
-    (ringkv_core::ring::key_hash(key) >> (64 - SEGMENTS.trailing_zeros())) as usize
+fn leaf_of(key: &[u8]) -> usize {
+    (ringkv_core::ring::key_hash(key) >> (64 - LEAVES.trailing_zeros())) as usize
 }
 
 /// What a record hashes to: its key and its whole stored form.
@@ -167,12 +211,12 @@ fn shared(view: &ClusterView, key: &[u8], replication: usize, peer: &str) -> boo
 }
 
 /// Walks this node's records of `keyspace` that it shares with `peer`, in key order, giving
-/// each key, its leaf and digest to `visit` (only those in `segments`, when given).
+/// each key, its leaf and digest to `visit` (only those in `leaves`, sorted, when given).
 fn walk_shared(
     node: &Node,
     keyspace: &str,
     peer: &str,
-    segments: Option<&[u16]>,
+    leaves: Option<&[u16]>,
     mut visit: impl FnMut(Vec<u8>, usize, u64),
 ) -> Result<(), String> {
     let Some(def) = node.keyspaces.get(keyspace) else {
@@ -187,8 +231,8 @@ fn walk_shared(
             .scan_records(keyspace, b"", after.as_deref(), SCAN_PAGE)
             .map_err(|error| error.to_string())?;
         for (key, record) in records {
-            let leaf = segment(&key);
-            let wanted = segments.is_none_or(|s| s.contains(&(leaf as u16)));
+            let leaf = leaf_of(&key);
+            let wanted = leaves.is_none_or(|l| l.binary_search(&(leaf as u16)).is_ok());
             if wanted && shared(&view, &key, replication, peer) {
                 let digest = digest(&key, &record);
                 visit(key, leaf, digest);
@@ -201,27 +245,51 @@ fn walk_shared(
     }
 }
 
-/// This node's tree of `keyspace` over the keys it shares with `peer`.
-pub fn tree(node: &Node, keyspace: &str, peer: &str) -> Result<Tree, String> {
-    let mut leaves = vec![0u64; SEGMENTS];
+/// This node's leaf hashes of `keyspace` over the keys it shares with `peer`.
+fn leaves(node: &Node, keyspace: &str, peer: &str) -> Result<Vec<u64>, String> {
+    let mut leaves = vec![0u64; LEAVES];
     walk_shared(node, keyspace, peer, None, |_, leaf, digest| {
         leaves[leaf] ^= digest
     })?;
-    Ok(Tree { leaves })
+    Ok(leaves)
 }
 
-/// This node's key digests of `keyspace` in `segments`, over the keys it shares with `peer`.
-pub fn digests(
+/// This node's answer to `question` about `keyspace`, over the keys it shares with `peer`.
+fn answer_question(
     node: &Node,
     keyspace: &str,
     peer: &str,
-    segments: &[u16],
-) -> Result<Vec<(Vec<u8>, u64)>, String> {
-    let mut found = Vec::new();
-    walk_shared(node, keyspace, peer, Some(segments), |key, _, digest| {
-        found.push((key, digest))
-    })?;
-    Ok(found)
+    question: Question,
+) -> Result<PeerResponse, String> {
+    Ok(match question {
+        Question::Branches => {
+            let leaves = leaves(node, keyspace, peer)?;
+            let hashes = leaves
+                .chunks(LEAVES_PER_BRANCH)
+                .map(|branch| branch.iter().fold(0, |all, leaf| all ^ leaf))
+                .collect();
+            PeerResponse::Tree(Ok(Tree { hashes }))
+        }
+        Question::Leaves(branches) => {
+            let leaves = leaves(node, keyspace, peer)?;
+            let hashes = branches
+                .iter()
+                .flat_map(|&branch| {
+                    let first = branch as usize * LEAVES_PER_BRANCH;
+                    leaves[first..first + LEAVES_PER_BRANCH].iter().copied()
+                })
+                .collect();
+            PeerResponse::Tree(Ok(Tree { hashes }))
+        }
+        Question::Digests(mut leaves) => {
+            leaves.sort_unstable();
+            let mut found = Vec::new();
+            walk_shared(node, keyspace, peer, Some(&leaves), |key, _, digest| {
+                found.push((key, digest))
+            })?;
+            PeerResponse::Digests(Ok(found))
+        }
+    })
 }
 
 /// Runs a round every `anti_entropy_interval_ms` until `shutdown` turns true (never when
@@ -239,13 +307,13 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
             _ = interval.tick() => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
-        round(&node, None).await;
+        round(&node, None, SCHEDULED_PASSES).await;
     }
 }
 
-/// One exchange with every live peer for every keyspace (or only `keyspace`); waits for a
-/// round under way to finish first.
-pub async fn round(node: &Arc<Node>, keyspace: Option<&str>) {
+/// One exchange with every live peer for every keyspace (or only `keyspace`), each of up to
+/// `passes` passes; waits for a round under way to finish first.
+pub async fn round(node: &Arc<Node>, keyspace: Option<&str>, passes: usize) {
     let _running = node.anti_entropy.running.lock().await;
     let view = node.view();
     let peers: Vec<String> = view
@@ -267,15 +335,15 @@ pub async fn round(node: &Arc<Node>, keyspace: Option<&str>) {
         progress.running = true;
         progress.exchanges_total = (peers.len() * keyspaces.len()) as u64;
         progress.exchanges_done = 0;
-        progress.segments_differing = 0;
+        progress.leaves_differing = 0;
         progress.keys_repaired = 0;
     }
     for peer in &peers {
         for keyspace in &keyspaces {
-            match exchange(node, &view, peer, keyspace).await {
+            match exchange(node, &view, peer, keyspace, passes).await {
                 Ok((differing, repaired)) => {
                     let mut progress = progress.lock();
-                    progress.segments_differing += differing;
+                    progress.leaves_differing += differing;
                     progress.keys_repaired += repaired;
                 }
                 Err(failure) => {
@@ -288,44 +356,99 @@ pub async fn round(node: &Arc<Node>, keyspace: Option<&str>) {
     let mut progress = progress.lock();
     progress.running = false;
     progress.last_finished_ms = node.now_ms();
-    progress.last_divergence = progress.segments_differing;
+    progress.last_divergence = progress.leaves_differing;
 }
 
-/// Compares this node's tree of `keyspace` with `peer`'s and repairs the keys that differ;
-/// returns how many leaves differed and how many keys were looked into.
+/// Compares this node's tree of `keyspace` with `peer`'s and repairs the keys that differ,
+/// in up to `passes` passes (until nothing differs); returns how many leaves differed and how
+/// many keys were looked into.
 async fn exchange(
     node: &Arc<Node>,
     view: &ClusterView,
     peer: &str,
     keyspace: &str,
+    passes: usize,
 ) -> Result<(u64, u64), String> {
-    let theirs = match ask(node, view, peer, keyspace, None).await? {
-        PeerResponse::Tree(Ok(tree)) => tree,
-        other => return Err(format!("unexpected answer {other:?}")),
+    let (mut differing_total, mut repaired_total) = (0, 0);
+    for _ in 0..passes.max(1) {
+        let (differing, repaired) = pass(node, view, peer, keyspace).await?;
+        differing_total += differing;
+        repaired_total += repaired;
+        if repaired == 0 {
+            break;
+        }
+    }
+    node.anti_entropy.metrics.exchanges.inc();
+    Ok((differing_total, repaired_total))
+}
+
+/// Asks `question` of `peer` and of this node: their answers, in that order.
+async fn both(
+    node: &Arc<Node>,
+    view: &ClusterView,
+    peer: &str,
+    keyspace: &str,
+    question: Question,
+) -> Result<(PeerResponse, PeerResponse), String> {
+    let request = PeerRequest::AntiEntropy {
+        keyspace: keyspace.to_owned(),
+        peer: view.me.clone(),
+        question: question.clone(),
     };
-    let ours = answer(node, keyspace.to_owned(), peer.to_owned(), None).await?;
-    let PeerResponse::Tree(Ok(ours)) = ours else {
-        return Err("no local tree".into());
-    };
-    let differing: Vec<u16> = (0..SEGMENTS)
-        .filter(|&leaf| ours.leaves.get(leaf) != theirs.leaves.get(leaf))
-        .map(|leaf| leaf as u16)
+    let theirs = crate::coordinator::ask(node, view, peer, request).await?;
+    let ours = answer(node, keyspace.to_owned(), peer.to_owned(), question).await?;
+    Ok((theirs, ours))
+}
+
+/// The hashes of both sides' answers to a tree question.
+async fn both_trees(
+    node: &Arc<Node>,
+    view: &ClusterView,
+    peer: &str,
+    keyspace: &str,
+    question: Question,
+) -> Result<(Vec<u64>, Vec<u64>), String> {
+    match both(node, view, peer, keyspace, question).await? {
+        (PeerResponse::Tree(Ok(theirs)), PeerResponse::Tree(Ok(ours))) => {
+            let bytes = 8 * (theirs.hashes.len() + ours.hashes.len()) as u64;
+            node.anti_entropy.metrics.bytes.inc_by(bytes);
+            Ok((theirs.hashes, ours.hashes))
+        }
+        other => Err(format!("unexpected answers {other:?}")),
+    }
+}
+
+/// One pass: branches, then the leaves of differing branches, then the keys of differing
+/// leaves, repaired; returns how many leaves differed and how many keys were looked into.
+async fn pass(
+    node: &Arc<Node>,
+    view: &ClusterView,
+    peer: &str,
+    keyspace: &str,
+) -> Result<(u64, u64), String> {
+    let (theirs, ours) = both_trees(node, view, peer, keyspace, Question::Branches).await?;
+    let branches: Vec<u16> = (0..BRANCHES)
+        .filter(|&branch| theirs.get(branch) != ours.get(branch))
+        .map(|branch| branch as u16)
         .collect();
-    let metrics = &node.anti_entropy.metrics;
-    metrics.exchanges.inc();
-    metrics.bytes.inc_by(2 * (SEGMENTS * 8) as u64);
-    if differing.is_empty() {
+    if branches.is_empty() {
         return Ok((0, 0));
     }
-    let differing_count = differing.len() as u64;
-    metrics.segments_compared.inc_by(differing.len() as u64);
-    let theirs = match ask(node, view, peer, keyspace, Some(differing.clone())).await? {
-        PeerResponse::Digests(Ok(digests)) => digests,
-        other => return Err(format!("unexpected answer {other:?}")),
-    };
-    let ours = answer(node, keyspace.to_owned(), peer.to_owned(), Some(differing)).await?;
-    let PeerResponse::Digests(Ok(ours)) = ours else {
-        return Err("no local digests".into());
+    let question = Question::Leaves(branches.clone());
+    let (theirs, ours) = both_trees(node, view, peer, keyspace, question).await?;
+    let leaves: Vec<u16> = branches
+        .iter()
+        .flat_map(|&branch| (0..LEAVES_PER_BRANCH).map(move |i| (branch, i)))
+        .enumerate()
+        .filter(|&(at, _)| theirs.get(at) != ours.get(at))
+        .map(|(_, (branch, i))| (branch as usize * LEAVES_PER_BRANCH + i) as u16)
+        .collect();
+    let metrics = &node.anti_entropy.metrics;
+    let differing = leaves.len() as u64;
+    metrics.leaves_compared.inc_by(differing);
+    let (theirs, ours) = match both(node, view, peer, keyspace, Question::Digests(leaves)).await? {
+        (PeerResponse::Digests(Ok(theirs)), PeerResponse::Digests(Ok(ours))) => (theirs, ours),
+        other => return Err(format!("unexpected answers {other:?}")),
     };
     let digest_bytes = |digests: &[(Vec<u8>, u64)]| {
         digests
@@ -335,7 +458,7 @@ async fn exchange(
     };
     metrics
         .bytes
-        .inc_by(digest_bytes(&theirs) + digest_bytes(&ours) + 2 * differing_count);
+        .inc_by(digest_bytes(&theirs) + digest_bytes(&ours) + 2 * differing);
     let theirs: BTreeMap<Vec<u8>, u64> = theirs.into_iter().collect();
     let ours: BTreeMap<Vec<u8>, u64> = ours.into_iter().collect();
     let mut keys: Vec<Vec<u8>> = theirs
@@ -356,7 +479,7 @@ async fn exchange(
     while let Some(outcome) = repairs.next().await {
         outcome?;
     }
-    Ok((differing_count, repaired))
+    Ok((differing, repaired))
 }
 
 /// Brings one key to the merge of this node's and `peer`'s records, on both.
@@ -417,47 +540,22 @@ async fn repair(
     Ok(())
 }
 
-/// Asks `peer` for its tree (no `segments`) or its digests in `segments`, of the keys it
-/// shares with this node.
-async fn ask(
-    node: &Arc<Node>,
-    view: &ClusterView,
-    peer: &str,
-    keyspace: &str,
-    segments: Option<Vec<u16>>,
-) -> Result<PeerResponse, String> {
-    let request = PeerRequest::AntiEntropy {
-        keyspace: keyspace.to_owned(),
-        peer: view.me.clone(),
-        segments,
-    };
-    crate::coordinator::ask(node, view, peer, request).await
-}
-
-/// Answers a peer's [`PeerRequest::AntiEntropy`]: this node's tree or digests of the keys it
-/// shares with that peer, computed off the async threads.
+/// Answers a [`Question`] of a peer's (or this node's own, for its side of an exchange):
+/// this node's tree or digests of the keys it shares with `peer`, computed off the async
+/// threads.
 pub async fn answer(
     node: &Arc<Node>,
     keyspace: String,
     peer: String,
-    segments: Option<Vec<u16>>,
+    question: Question,
 ) -> Result<PeerResponse, String> {
-    if segments.as_ref().is_some_and(|s| s.len() > SEGMENTS) {
-        return Err(format!("more than {SEGMENTS} segments asked for"));
+    if !question.is_bounded() {
+        return Err("an anti-entropy question asks for more than a tree holds".into());
     }
     let node = Arc::clone(node);
-    tokio::task::spawn_blocking(move || match segments {
-        None => PeerResponse::Tree(tree(&node, &keyspace, &peer).map_err(remote)),
-        Some(segments) => {
-            PeerResponse::Digests(digests(&node, &keyspace, &peer, &segments).map_err(remote))
-        }
-    })
-    .await
-    .map_err(|error| error.to_string())
-}
-
-fn remote(message: String) -> crate::peers::RemoteError {
-    crate::peers::RemoteError::Failed(message)
+    tokio::task::spawn_blocking(move || answer_question(&node, &keyspace, &peer, question))
+        .await
+        .map_err(|error| error.to_string())?
 }
 
 #[cfg(test)]
@@ -465,15 +563,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn segments_cover_the_tree_and_spread_keys() {
-        let mut used = vec![0usize; SEGMENTS];
+    fn leaves_cover_the_tree_and_spread_keys() {
+        let mut branches = vec![0usize; BRANCHES];
         for i in 0..50_000 {
-            used[segment(format!("key:{i}").as_bytes())] += 1;
+            branches[leaf_of(format!("key:{i}").as_bytes()) / LEAVES_PER_BRANCH] += 1;
         }
-        assert!(used.iter().all(|&n| n > 10), "every leaf gets keys");
+        assert!(branches.iter().all(|&n| n > 10), "every branch gets keys");
         assert!(
-            used.iter().all(|&n| n < 100),
-            "no leaf gets many more than its share"
+            branches.iter().all(|&n| n < 100),
+            "no branch gets many more than its share"
         );
+        assert!(leaf_of(&[0xff; 64]) < LEAVES);
     }
 }

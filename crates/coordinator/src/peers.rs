@@ -38,12 +38,12 @@ pub enum PeerRequest {
     DefineKeyspace(KeyspaceDef),
     /// This node's figures for `ringkv cluster status`.
     Stats,
-    /// Anti-entropy: this node's hash tree of `keyspace` over the keys it shares with node
-    /// `peer` (no `segments`), or its key digests in `segments` of that tree.
+    /// Anti-entropy: what this node's hash tree of `keyspace` over the keys it shares with
+    /// node `peer` holds, as `question` asks.
     AntiEntropy {
         keyspace: String,
         peer: String,
-        segments: Option<Vec<u16>>,
+        question: crate::anti_entropy::Question,
     },
     /// Keep `merge`'s record durably as a hint for replica `target`, which could not take
     /// it, and deliver it when `target` is back (a fallback's part in a sloppy quorum).
@@ -266,8 +266,8 @@ pub async fn answer(node: &Arc<Node>, request: PeerRequest) -> Result<PeerRespon
         PeerRequest::AntiEntropy {
             keyspace,
             peer,
-            segments,
-        } => crate::anti_entropy::answer(node, keyspace, peer, segments).await?,
+            question,
+        } => crate::anti_entropy::answer(node, keyspace, peer, question).await?,
         PeerRequest::Stats => {
             let node = Arc::clone(node);
             let stats = tokio::task::spawn_blocking(move || node.stats()).await;

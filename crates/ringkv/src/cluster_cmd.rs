@@ -206,7 +206,7 @@ fn repair(
         bar.set_position(progress.exchanges_done);
         bar.set_message(format!(
             "{} leaves differed, {} keys repaired",
-            progress.segments_differing, progress.keys_repaired
+            progress.leaves_differing, progress.keys_repaired
         ));
         if !progress.running && progress.last_finished_ms > before {
             break progress;
@@ -223,7 +223,7 @@ fn repair(
     } else {
         println!(
             "repair finished: {} exchanges, {} tree leaves differed, {} keys repaired",
-            finished.exchanges_done, finished.segments_differing, finished.keys_repaired
+            finished.exchanges_done, finished.leaves_differing, finished.keys_repaired
         );
     }
     Ok(())

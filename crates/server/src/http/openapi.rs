@@ -245,7 +245,7 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "This node's anti-entropy rounds: the one under way, or the last",
         parameters: &[],
         body: None,
-        responses: &[(200, "{running, exchanges_total, exchanges_done, segments_differing, keys_repaired, last_finished_ms, last_divergence}")],
+        responses: &[(200, "{running, exchanges_total, exchanges_done, leaves_differing, keys_repaired, last_finished_ms, last_divergence}")],
     },
     Operation {
         method: "get",

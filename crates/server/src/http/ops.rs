@@ -109,7 +109,8 @@ pub async fn start_repair(
     if !progress.running {
         let node = Arc::clone(&node);
         tokio::spawn(async move {
-            ringkv_coordinator::anti_entropy::round(&node, params.keyspace.as_deref()).await;
+            use ringkv_coordinator::anti_entropy::{round, REQUESTED_PASSES_MAX};
+            round(&node, params.keyspace.as_deref(), REQUESTED_PASSES_MAX).await;
         });
     }
     let mut progress = node.anti_entropy.progress();

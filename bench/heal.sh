@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# How fast a 3-node loopback cluster heals, in three measurements:
+#   1. refill: a replica's data directory is wiped (kill -9, rm -rf, restart); the time
+#      `ringkv cluster repair` on it takes until it holds its copy of every key again;
+#   2. anti-entropy traffic: 0.1 % of the keys are written while one replica is down, with
+#      hints turned off so only anti-entropy can repair them; the bytes one round exchanges
+#      (ringkv_cluster_anti_entropy_bytes), as a share of the data's size;
+#   3. hint replay: writes made while a replica is down are delivered as hints once it is
+#      back; the rate at which the hints drain.
+# Anti-entropy's schedule is off in every node (anti_entropy_interval_ms = 0), so each
+# figure is of the step it names alone.
+#
+# Usage: bench/heal.sh   (environment: KEYS (100000), HINTED (20000), SIZE (100), BASE_PORT)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+KEYS="${KEYS:-100000}"; HINTED="${HINTED:-20000}"; SIZE="${SIZE:-100}"
+BASE_PORT="${BASE_PORT:-28080}"
+
+source bench/common.sh
+build_ringkv
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+http() { echo "http://127.0.0.1:$((BASE_PORT + 10 * $1))"; }
+resp() { echo "$((BASE_PORT + 10 * $1 + 1))"; }
+listen() { echo "127.0.0.1:$((BASE_PORT + 10 * $1 + 2))"; }
+now_ms() { date +%s%3N; }
+
+start_node() { # index extra-config
+  local i=$1 config="$work/node-$1.toml"
+  printf 'anti_entropy_interval_ms = 0\n%s\n' "$2" > "$config"
+  local join=()
+  [ "$i" -gt 0 ] && join=(--join "$(listen 0)")
+  "$ringkv" server --config "$config" --node-id "node-$i" --data-dir "$work/node-$i" \
+    --http "127.0.0.1:$((BASE_PORT + 10 * i))" --resp "127.0.0.1:$(resp "$i")" \
+    --listen "$(listen "$i")" --zone "zone-$i" "${join[@]}" >"$work/node-$i.out" 2>&1 &
+  pids[i]=$!
+  for _ in $(seq 100); do curl -sf "$(http "$i")/healthz" >/dev/null && return 0; sleep 0.1; done
+  echo "node-$i did not start" >&2; exit 1
+}
+
+await_liveness() { # node-index liveness [member-id]: every member (or that one) so seen
+  for _ in $(seq 300); do
+    "$ringkv" cluster status --json --node "$(http "$1")" | python3 -c '
+import json, sys
+members = json.load(sys.stdin)["members"]
+wanted = [m for m in members if len(sys.argv) < 3 or m["id"] == sys.argv[2]]
+sys.exit(0 if len(members) == 3 and all(m["liveness"] == sys.argv[1] for m in wanted) else 1)
+' "$2" ${3:+"$3"} && return 0
+    sleep 0.1
+  done
+  echo "node-$1 never saw ${3:-every member} $2" >&2; exit 1
+}
+
+metric() { # node-index name
+  curl -s "$(http "$1")/metrics" | awk -v name="$2" '$1 == name { print $2 }'
+}
+
+local_keys() { # node-index
+  "$ringkv" cluster status --json --node "$(http "$1")" | python3 -c '
+import json, sys
+view = json.load(sys.stdin)
+print(next(m["keys"] for m in view["members"] if m["id"] == view["node_id"]))'
+}
+
+cluster() { # extra-config
+  pkill -f "ringkv server --config $work" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"/node-*
+  for i in 0 1 2; do start_node "$i" "$1"; done
+  await_liveness 0 alive
+}
+
+load() { # records consistency
+  "$ringkv" bench --target "redis://127.0.0.1:$(resp 0)" --workload set --phase load \
+    --records "$1" -c 50 -P 16 -d "$SIZE" --consistency "$2" >/dev/null
+}
+
+echo "== 1. refilling a wiped replica of $KEYS keys with ringkv cluster repair"
+cluster ""
+load "$KEYS" all
+kill -9 "${pids[2]}"; wait "${pids[2]}" 2>/dev/null || true
+rm -rf "$work/node-2"
+start_node 2 ""
+await_liveness 2 alive
+started=$(now_ms)
+"$ringkv" cluster repair --node "$(http 2)" >/dev/null
+took=$(( $(now_ms) - started ))
+echo "   node-2 holds $(local_keys 2) of $KEYS keys after the repair: ${took} ms"
+
+echo "== 2. one anti-entropy round with 0.1 % of the keys differing, hints off"
+cluster "hints_per_replica_max = 0"
+load "$KEYS" all
+kill "${pids[2]}"; wait "${pids[2]}" 2>/dev/null || true
+await_liveness 0 down node-2
+differing=$(( KEYS / 1000 ))
+"$ringkv" bench --target "redis://127.0.0.1:$(resp 0)" --workload set --phase load \
+  --records "$differing" -c 10 -d "$SIZE" --seed 7 >/dev/null
+start_node 2 "hints_per_replica_max = 0"
+await_liveness 2 alive
+before=$(metric 2 ringkv_cluster_anti_entropy_bytes_total)
+"$ringkv" cluster repair --node "$(http 2)"
+after=$(metric 2 ringkv_cluster_anti_entropy_bytes_total)
+data=$(( KEYS * (SIZE + 16) ))
+python3 -c "
+sent = $after - $before
+print(f'   {$differing} keys of {$KEYS} differed: {sent:,.0f} bytes exchanged, '
+      f'{100 * sent / $data:.3f} % of the data ({$data:,} bytes of keys and values)')"
+
+echo "== 3. hint replay rate: $HINTED writes missed by a stopped replica"
+cluster ""
+kill "${pids[2]}"; wait "${pids[2]}" 2>/dev/null || true
+await_liveness 0 down node-2
+load "$HINTED" quorum
+for _ in $(seq 100); do
+  [ "$(metric 0 ringkv_cluster_hints_stored_total)" -ge "$HINTED" ] && break
+  sleep 0.1
+done
+echo "   hints stored on node-0: $(metric 0 ringkv_cluster_hints_stored_total)"
+start_node 2 ""
+started=$(now_ms)
+for _ in $(seq 1200); do
+  [ "$(metric 0 ringkv_cluster_hints_pending_all)" = 0 ] && break
+  sleep 0.1
+done
+took=$(( $(now_ms) - started ))
+replayed=$(metric 0 ringkv_cluster_hints_replayed_total)
+python3 -c "print(f'   {$replayed} hints replayed in {$took} ms from the restart: {1000 * $replayed / $took:,.0f} hints/s')"
+echo "   node-2 holds $(local_keys 2) keys"
