@@ -352,6 +352,17 @@ impl Client {
         parse(self.check(response)?)
     }
 
+    /// Takes dead node `id` out of the ring for good.
+    pub fn remove_member(&self, id: &str) -> Result<(), ClientError> {
+        let url = format!("{}/v1/cluster/members/{}", self.base, percent_encode(id));
+        let response = self
+            .agent
+            .delete(&url)
+            .call()
+            .map_err(|e| self.transport(e))?;
+        self.check(response).map(|_| ())
+    }
+
     /// The node's anti-entropy round under way, or its last.
     pub fn repair_progress(&self) -> Result<RepairProgress, ClientError> {
         let response = self

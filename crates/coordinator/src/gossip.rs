@@ -5,8 +5,10 @@
 //!
 //! The ring holds every node ever seen that has not left for good: a node that stops or
 //! crashes is *down*, not gone, and keeps owning its keys (reads and writes skip it), as in
-//! Dynamo and Cassandra. Only a node announcing `left`, or a new node taking over its
-//! address, removes it.
+//! Dynamo and Cassandra. Only a node announcing `left`, a new node taking over its address,
+//! or an operator's `ringkv cluster remove` of a dead node ([`Gossip::remove_member`])
+//! removes it; a removed node stays out of the ring unless it comes back as a new
+//! generation (restarted, so its incarnation is newer).
 
 use parking_lot::{Mutex, RwLock};
 use ringkv_cluster::membership::{Liveness, Membership, NodeIdentity, NodeStatus};
@@ -38,6 +40,9 @@ pub struct Gossip {
     membership: Mutex<Membership>,
     /// Every node in the ring, by id, as last heard of.
     known: Mutex<BTreeMap<String, NodeIdentity>>,
+    /// Nodes an operator removed, by id, with the generation they were removed at: gossip of
+    /// them at that generation or older is not taken back into the ring.
+    removed: Mutex<BTreeMap<String, u64>>,
     view: RwLock<Arc<ClusterView>>,
     /// Whether `view` has this node alone, readable without the lock and the reference count
     /// that taking the view costs (single-node requests check it every time).
@@ -180,6 +185,43 @@ impl Gossip {
         Arc::clone(&self.view.read())
     }
 
+    /// Takes node `id` out of the ring as removed at `generation` (and keeps it out until it
+    /// returns as a newer generation); `true` if that changed anything.
+    pub fn remove_member(&self, id: &str, generation: u64) -> bool {
+        {
+            let mut removed = self.removed.lock();
+            let at = removed.entry(id.to_owned()).or_insert(generation);
+            if *at > generation {
+                return false;
+            }
+            *at = generation;
+            if self.known.lock().remove(id).is_none() {
+                return false;
+            }
+        }
+        self.rebuild();
+        (self.hooks.members_changed)(self.known.lock().values().cloned().collect());
+        true
+    }
+
+    /// The nodes removed by an operator, with the generations they were removed at.
+    pub fn removed(&self) -> BTreeMap<String, u64> {
+        self.removed.lock().clone()
+    }
+
+    /// Builds the view anew from the ring members and what membership knows of them.
+    fn rebuild(&self) {
+        let (me, seen) = {
+            let membership = self.membership.lock();
+            (membership.me().clone(), membership.members())
+        };
+        let fresh = ClusterView::build(&me, &self.known.lock(), &seen);
+        let single = fresh.is_single();
+        *self.view.write() = Arc::new(fresh);
+        self.single
+            .store(single, std::sync::atomic::Ordering::Release);
+    }
+
     /// Whether this node is alone in the current view; as `view().is_single()`, but cheap.
     pub fn is_single(&self) -> bool {
         self.single.load(std::sync::atomic::Ordering::Acquire)
@@ -193,9 +235,10 @@ impl Gossip {
             (membership.me().clone(), membership.members())
         };
         let mut known = self.known.lock();
+        let removed = self.removed.lock().clone();
         let mut changed = false;
         for (identity, _) in &seen {
-            changed |= remember(&mut known, identity);
+            changed |= remember(&mut known, &removed, identity);
         }
         let current = self.view();
         let same_states = current.members.len() == known.len() + 1
@@ -230,8 +273,15 @@ impl Gossip {
 }
 
 /// Records what gossip said of a node; `true` if the ring members changed.
-fn remember(known: &mut BTreeMap<String, NodeIdentity>, identity: &NodeIdentity) -> bool {
-    if identity.status == NodeStatus::Left {
+fn remember(
+    known: &mut BTreeMap<String, NodeIdentity>,
+    removed: &BTreeMap<String, u64>,
+    identity: &NodeIdentity,
+) -> bool {
+    let removed_since = removed
+        .get(&identity.id)
+        .is_some_and(|&at| identity.generation <= at);
+    if identity.status == NodeStatus::Left || removed_since {
         return known.remove(&identity.id).is_some();
     }
     if known
@@ -249,12 +299,15 @@ fn remember(known: &mut BTreeMap<String, NodeIdentity>, identity: &NodeIdentity)
 /// Starts the membership service on a bound socket; it runs until `shutdown` turns true.
 /// `remembered` are the ring members saved at the last run: they are in the ring at once
 /// (as down until heard from, so requests needing them fail rather than a restarted node
-/// serving alone), and are asked to let this node back in, like the `seeds`.
+/// serving alone), and are asked to let this node back in, like the `seeds`. `removed` are
+/// the nodes removed by an operator, as saved.
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     socket: UdpSocket,
     me: NodeIdentity,
     seeds: &[String],
     remembered: Vec<NodeIdentity>,
+    removed: BTreeMap<String, u64>,
     hooks: Hooks,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<Arc<Gossip>> {
@@ -262,7 +315,7 @@ pub async fn start(
     let mut known = BTreeMap::new();
     for member in remembered {
         if member.id != me.id && member.address != me.address {
-            known.insert(member.id.clone(), member);
+            remember(&mut known, &removed, &member);
         }
     }
     let mut membership = Membership::new(me, 16, rand::random());
@@ -279,6 +332,7 @@ pub async fn start(
     let gossip = Arc::new(Gossip {
         membership: Mutex::new(membership),
         known: Mutex::new(known),
+        removed: Mutex::new(removed),
         single: std::sync::atomic::AtomicBool::new(view.is_single()),
         view: RwLock::new(Arc::new(view)),
         hooks,

@@ -323,6 +323,26 @@ pub async fn spread(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiver<
                 }
             }
         }
+        // Removals of dead nodes spread the same way, so a member that missed one learns it.
+        let answer = node
+            .peers
+            .get(address)
+            .call(PeerRequest::RemovedMembers, rpc_timeout(&node))
+            .await;
+        if let Ok(PeerResponse::Removed(Ok(removed))) = answer {
+            let known = node
+                .gossip
+                .get()
+                .map(|gossip| gossip.removed())
+                .unwrap_or_default();
+            for (id, generation) in removed {
+                if known.get(&id).is_none_or(|&at| at < generation) {
+                    if let Err(error) = node.adopt_removal(&id, generation).await {
+                        tracing::warn!(%error, "cannot adopt a peer's removal of a node");
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -308,6 +308,7 @@ async fn start_gossip(
         generation: 0,
     };
     let remembered = remembered_members(node);
+    let removed = removed_members(node);
     let saver = Arc::downgrade(node);
     let saves = Arc::new(Saves::default());
     let peers = Arc::downgrade(node);
@@ -323,7 +324,7 @@ async fn start_gossip(
             }
         }),
     };
-    let gossip = crate::gossip::start(socket, me, &config.join, remembered, hooks, signal)
+    let gossip = crate::gossip::start(socket, me, &config.join, remembered, removed, hooks, signal)
         .await
         .map_err(bind_error)?;
     let _ = node.gossip.set(gossip);
@@ -345,6 +346,94 @@ fn advertised_http(advertise: Option<&str>, http_addr: SocketAddr) -> String {
 
 /// Where the ring members are saved between runs.
 const MEMBERS_META: &str = "cluster/members";
+
+/// Where the nodes an operator removed are saved.
+const REMOVED_META: &str = "cluster/removed";
+
+/// The removed nodes saved at the last run.
+fn removed_members(node: &Node) -> std::collections::BTreeMap<String, u64> {
+    let saved = node.store.meta_get(REMOVED_META).ok().flatten();
+    saved
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+/// Why a node could not be removed from the ring.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoveError {
+    /// No such member.
+    #[error("no member {0} in the ring")]
+    Unknown(String),
+    /// The member is alive: only a dead node is removed (a live one leaves).
+    #[error("{0} is not down: only a node the failure detector declared down can be removed")]
+    Alive(String),
+    /// The node asked is the one to remove.
+    #[error("a node cannot remove itself")]
+    Itself,
+    /// This node has no membership yet.
+    #[error("this node is not serving its cluster address yet")]
+    NotServing,
+    /// The removal could not be saved.
+    #[error(transparent)]
+    Store(#[from] ReplicaError),
+}
+
+impl Node {
+    /// Takes dead node `id` out of the ring for good (`ringkv cluster remove`), here and on
+    /// every live member; its key ranges pass to the next nodes of the ring, which
+    /// anti-entropy fills from the surviving replicas until every key has N copies again.
+    pub async fn remove_member(self: &Arc<Self>, id: &str) -> Result<(), RemoveError> {
+        let view = self.view();
+        if id == view.me {
+            return Err(RemoveError::Itself);
+        }
+        let (identity, _) = view
+            .members
+            .get(id)
+            .ok_or_else(|| RemoveError::Unknown(id.to_owned()))?;
+        if !view.is_down(id) {
+            return Err(RemoveError::Alive(id.to_owned()));
+        }
+        let generation = identity.generation;
+        self.adopt_removal(id, generation).await?;
+        let request = || crate::peers::PeerRequest::RemoveMember {
+            id: id.to_owned(),
+            generation,
+        };
+        let timeout = std::time::Duration::from_millis(self.config.rpc_timeout_ms);
+        let calls = view
+            .members
+            .iter()
+            .filter(|(peer, _)| **peer != view.me && *peer != id && !view.is_down(peer))
+            .map(|(_, (peer, _))| {
+                let client = self.peers.get(&peer.address);
+                async move { client.call(request(), timeout).await }
+            });
+        // Best effort: a member that misses it learns it from the metadata spread.
+        futures_util::future::join_all(calls).await;
+        Ok(())
+    }
+
+    /// Applies and saves the removal of `id` at `generation`, as asked by an operator here or
+    /// told by another member.
+    pub async fn adopt_removal(
+        self: &Arc<Self>,
+        id: &str,
+        generation: u64,
+    ) -> Result<(), RemoveError> {
+        let gossip = self.gossip.get().ok_or(RemoveError::NotServing)?;
+        if id == self.node_id {
+            return Ok(());
+        }
+        gossip.remove_member(id, generation);
+        let bytes = serde_json::to_vec(&gossip.removed()).expect("a map of ids always serializes");
+        let node = Arc::clone(self);
+        tokio::task::spawn_blocking(move || node.store.meta_put(REMOVED_META, &bytes))
+            .await
+            .map_err(|error| ReplicaError::Invalid(error.to_string()))??;
+        Ok(())
+    }
+}
 
 /// The ring members saved at the last run (none for a new node, or if unreadable).
 fn remembered_members(node: &Node) -> Vec<NodeIdentity> {

@@ -38,6 +38,10 @@ pub enum PeerRequest {
     DefineKeyspace(KeyspaceDef),
     /// This node's figures for `ringkv cluster status`.
     Stats,
+    /// Take dead node `id` out of the ring, as removed at `generation`.
+    RemoveMember { id: String, generation: u64 },
+    /// The nodes removed from the ring, with their generations (metadata anti-entropy).
+    RemovedMembers,
     /// Anti-entropy: what this node's hash tree of `keyspace` over the keys it shares with
     /// node `peer` holds, as `question` asks.
     AntiEntropy {
@@ -71,6 +75,8 @@ pub enum PeerResponse {
     Stats(NodeStats),
     /// Whether the hint is kept (`false`: this node's queue for the target is full).
     Hinted(Result<bool, RemoteError>),
+    /// Whether a removal was applied; the removed nodes.
+    Removed(Result<std::collections::BTreeMap<String, u64>, RemoteError>),
     /// An anti-entropy tree.
     Tree(Result<crate::anti_entropy::Tree, RemoteError>),
     /// Anti-entropy key digests.
@@ -263,6 +269,13 @@ pub async fn answer(node: &Arc<Node>, request: PeerRequest) -> Result<PeerRespon
             merge,
             created_ms,
         } => PeerResponse::Hinted(keep_hint(node, target, merge, created_ms).await),
+        PeerRequest::RemoveMember { id, generation } => PeerResponse::Removed(
+            node.adopt_removal(&id, generation)
+                .await
+                .map(|()| removed_members(node))
+                .map_err(|error| RemoteError::Failed(error.to_string())),
+        ),
+        PeerRequest::RemovedMembers => PeerResponse::Removed(Ok(removed_members(node))),
         PeerRequest::AntiEntropy {
             keyspace,
             peer,
@@ -304,4 +317,12 @@ async fn keep_hint(
         metrics.refused.inc();
     }
     Ok(kept)
+}
+
+/// The nodes removed from `node`'s ring, with their generations.
+fn removed_members(node: &Node) -> std::collections::BTreeMap<String, u64> {
+    node.gossip
+        .get()
+        .map(|gossip| gossip.removed())
+        .unwrap_or_default()
 }

@@ -25,6 +25,14 @@ enum ClusterCommand {
         #[arg(long)]
         tokens: bool,
     },
+    /// Take a dead node out of the ring for good (like `nodetool removenode`): its key
+    /// ranges pass to the next nodes of the ring, which anti-entropy fills from the
+    /// surviving replicas until every key has its replicas again. Refused for a node that is
+    /// not down.
+    Remove {
+        /// The node's id, as `cluster status` shows it.
+        node_id: String,
+    },
     /// Run an anti-entropy round on the node now (it also runs on its own every
     /// anti_entropy_interval_ms): compare hash trees with every live peer and repair what
     /// differs, with a progress bar.
@@ -133,6 +141,14 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
             }
         }
         ClusterCommand::Repair { keyspace } => repair(&client, keyspace.as_deref(), json)?,
+        ClusterCommand::Remove { node_id } => {
+            client.remove_member(&node_id)?;
+            if json {
+                println!("{}", serde_json::json!({ "removed": node_id }));
+            } else {
+                println!("{node_id} removed from the ring; anti-entropy now restores its copies");
+            }
+        }
         ClusterCommand::Endpoints {
             key,
             keyspace,

@@ -97,12 +97,22 @@ async fn bind(address: &str) -> Result<TcpListener, NodeError> {
         })
 }
 
+/// How long a shutdown waits for the last work holding the node.
+const RELEASE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl RunningNode {
-    /// Stops accepting requests, lets in-flight ones finish, and waits for the listeners.
+    /// Stops accepting requests, lets in-flight ones finish, and waits for the listeners;
+    /// then waits (a bounded time) for the last work still holding the node — a peer's
+    /// request being answered, a save of the member list — so that on return the node has
+    /// let go of its data directory and can be opened again at once.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+        let deadline = tokio::time::Instant::now() + RELEASE_WAIT_MAX;
+        while Arc::strong_count(&self.node) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
 }

@@ -752,6 +752,67 @@ async fn a_repair_on_demand_refills_a_wiped_replica() {
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
 
+/// Goal: `ringkv cluster remove` takes a dead node out of the ring on every member, and the
+/// survivors re-replicate its ranges until every key has N copies again. Method: four
+/// nodes, N = 3, anti-entropy every 300 ms; 40 keys on their replicas; one node stops and is
+/// removed through another (a live node's removal is refused first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_dead_node_leaves_the_ring_and_its_copies_are_restored() {
+    const KEYS: usize = 40;
+    let often = |config: &mut ringkv_server::ServerConfig| config.anti_entropy_interval_ms = 300;
+    let mut nodes = cluster_with(4, often).await;
+    for i in 0..KEYS {
+        let answer = put(
+            &nodes[0],
+            &format!("/v1/keys/rm-{i}?w=all"),
+            &format!("v{i}"),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    let live = nodes[1].running.node.node_id.clone();
+    let refused = call(
+        &nodes[0],
+        "DELETE",
+        &format!("/v1/cluster/members/{live}"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{:?}", refused.body);
+
+    let TestNode { running, dir: _dir } = nodes.pop().unwrap();
+    let gone = running.node.node_id.clone();
+    running.shutdown().await;
+    eventually("the others see it down", async || {
+        nodes.iter().all(|node| view(node).is_down(&gone))
+    })
+    .await;
+    let removed = call(
+        &nodes[0],
+        "DELETE",
+        &format!("/v1/cluster/members/{gone}"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(removed.status, StatusCode::OK, "{:?}", removed.body);
+    eventually("every member's ring leaves it out", async || {
+        nodes
+            .iter()
+            .all(|node| view(node).members.len() == 3 && !view(node).members.contains_key(&gone))
+    })
+    .await;
+    eventually("every key has its three copies again", async || {
+        let mut whole = true;
+        for i in 0..KEYS {
+            whole &= holders(&nodes, &format!("rm-{i}")).await.len() == 3;
+        }
+        whole
+    })
+    .await;
+}
+
 /// Goal: a replica whose disk is wiped is refilled by anti-entropy alone: no read of its
 /// keys, no hints (it missed no write). Method: three nodes comparing trees every 300 ms;
 /// 60 keys on every node; the third node stops, its data directory is emptied, and it

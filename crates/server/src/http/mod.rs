@@ -43,6 +43,7 @@ fn handler(id: &str) -> Option<MethodRouter<Arc<Node>>> {
         "health" => get(ops::healthz),
         "cluster" => get(ops::cluster),
         "startRepair" => post(ops::start_repair),
+        "removeMember" => delete(ops::remove_member),
         "repairProgress" => get(ops::repair_progress),
         "ring" => get(ops::ring),
         "metrics" => get(ops::metrics),

@@ -230,6 +230,15 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &[(200, "{node_id, members: [{id, address, http, zone, weight, status, liveness, ownership, keys, disk_bytes, anti_entropy_last_ms, anti_entropy_divergence, hints_pending}]}")],
     },
     Operation {
+        method: "delete",
+        path: "/v1/cluster/members/{node}",
+        id: "removeMember",
+        summary: "Take a dead node out of the ring for good; its ranges pass to the next nodes, which anti-entropy refills",
+        parameters: &[Parameter { name: "node", location: In::Path, required: true, description: "The node's id" }],
+        body: None,
+        responses: &[(200, "{removed: id}"), (404, "No such member"), (409, "The node is not down")],
+    },
+    Operation {
         method: "post",
         path: "/v1/cluster/repair",
         id: "startRepair",

@@ -118,6 +118,26 @@ pub async fn start_repair(
     Ok((axum::http::StatusCode::ACCEPTED, Json(progress)).into_response())
 }
 
+/// Takes a dead node out of the ring (`ringkv cluster remove`), on every live member.
+pub async fn remove_member(
+    State(node): State<Arc<Node>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, super::error::ApiError> {
+    use axum::http::StatusCode;
+    use ringkv_coordinator::node::RemoveError;
+    node.remove_member(&id).await.map_err(|error| {
+        let (status, code) = match &error {
+            RemoveError::Unknown(_) => (StatusCode::NOT_FOUND, "not_found"),
+            RemoveError::Alive(_) => (StatusCode::CONFLICT, "member_alive"),
+            RemoveError::Itself => (StatusCode::BAD_REQUEST, "bad_request"),
+            RemoveError::NotServing => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            RemoveError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        super::error::ApiError::new(status, code, error.to_string())
+    })?;
+    Ok(Json(json!({ "removed": id })).into_response())
+}
+
 /// This node's anti-entropy: the round under way, or the last one.
 pub async fn repair_progress(State(node): State<Arc<Node>>) -> Response {
     Json(node.anti_entropy.progress()).into_response()
