@@ -417,18 +417,7 @@ async fn a_restarted_node_remembers_the_ring_rejoins_and_catches_up_by_read_repa
     );
 
     // Back on the same address, with no --join: the saved members are its way back.
-    let config = ringkv_server::ServerConfig {
-        node_id: Some(id.clone()),
-        data_dir: dir.path().to_path_buf(),
-        http: "127.0.0.1:0".into(),
-        resp: "127.0.0.1:0".into(),
-        listen,
-        ..ringkv_server::ServerConfig::default()
-    };
-    let back = TestNode {
-        running: ringkv_server::start(config).await.unwrap(),
-        dir,
-    };
+    let back = restart(&id, dir, listen).await;
     assert_eq!(
         view(&back).members.len(),
         3,
@@ -549,18 +538,7 @@ async fn writes_missed_by_a_down_replica_reach_it_when_it_returns_without_reads(
     })
     .await;
 
-    let config = ringkv_server::ServerConfig {
-        node_id: Some(id.clone()),
-        data_dir: dir.path().to_path_buf(),
-        http: "127.0.0.1:0".into(),
-        resp: "127.0.0.1:0".into(),
-        listen,
-        ..ringkv_server::ServerConfig::default()
-    };
-    let back = TestNode {
-        running: ringkv_server::start(config).await.unwrap(),
-        dir,
-    };
+    let back = restart(&id, dir, listen).await;
     eventually("every missed write is on the returned node", async || {
         let mut held = 0;
         for i in 0..KEYS {
@@ -626,18 +604,7 @@ async fn a_fallback_stands_in_for_a_down_replica_unless_pw_forbids_it() {
         .expect("one node is not a replica");
     assert!(fallback.running.node.handoff.metrics.stored.get() >= 1);
 
-    let config = ringkv_server::ServerConfig {
-        node_id: Some(id.clone()),
-        data_dir: dir.path().to_path_buf(),
-        http: "127.0.0.1:0".into(),
-        resp: "127.0.0.1:0".into(),
-        listen,
-        ..ringkv_server::ServerConfig::default()
-    };
-    let back = TestNode {
-        running: ringkv_server::start(config).await.unwrap(),
-        dir,
-    };
+    let back = restart(&id, dir, listen).await;
     eventually(
         "the fallback delivers the copy to the returned replica",
         async || {
@@ -647,6 +614,23 @@ async fn a_fallback_stands_in_for_a_down_replica_unless_pw_forbids_it() {
     )
     .await;
     assert!(fallback.running.node.handoff.metrics.replayed.get() >= 1);
+}
+
+/// Starts node `id` again on its data directory and cluster address, with no `--join`: the
+/// saved members are its way back.
+async fn restart(id: &str, dir: tempfile::TempDir, listen: String) -> TestNode {
+    let config = ringkv_server::ServerConfig {
+        node_id: Some(id.to_owned()),
+        data_dir: dir.path().to_path_buf(),
+        http: "127.0.0.1:0".into(),
+        resp: "127.0.0.1:0".into(),
+        listen,
+        ..ringkv_server::ServerConfig::default()
+    };
+    TestNode {
+        running: ringkv_server::start(config).await.unwrap(),
+        dir,
+    }
 }
 
 /// Stops `node`, empties its data directory and starts it again on the same id and
@@ -682,6 +666,19 @@ async fn wipe_and_restart(
     }
 }
 
+/// Writes keys `{prefix}0..count` holding `v0..` through `node`, on every replica (w=all).
+async fn write_keys(node: &TestNode, prefix: &str, count: usize) {
+    for i in 0..count {
+        let answer = put(
+            node,
+            &format!("/v1/keys/{prefix}{i}?w=all"),
+            &format!("v{i}"),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    }
+}
+
 /// How many of `keys` (holding `v{i}`) `node` holds its own copy of.
 async fn local_copies(node: &TestNode, prefix: &str, keys: usize) -> usize {
     let mut held = 0;
@@ -707,15 +704,7 @@ async fn a_repair_on_demand_refills_a_wiped_replica() {
     const KEYS: usize = 40;
     let off = |config: &mut ringkv_server::ServerConfig| config.anti_entropy_interval_ms = 0;
     let mut nodes = cluster_with(3, off).await;
-    for i in 0..KEYS {
-        let answer = put(
-            &nodes[0],
-            &format!("/v1/keys/rp-{i}?w=all"),
-            &format!("v{i}"),
-        )
-        .await;
-        assert_eq!(answer.status, StatusCode::OK);
-    }
+    write_keys(&nodes[0], "rp-", KEYS).await;
     let last = nodes.pop().unwrap();
     let wiped = wipe_and_restart(last, &nodes[0], "z2", off).await;
     eventually("the wiped node sees the others alive", async || {
@@ -761,15 +750,7 @@ async fn a_removed_dead_node_leaves_the_ring_and_its_copies_are_restored() {
     const KEYS: usize = 40;
     let often = |config: &mut ringkv_server::ServerConfig| config.anti_entropy_interval_ms = 300;
     let mut nodes = cluster_with(4, often).await;
-    for i in 0..KEYS {
-        let answer = put(
-            &nodes[0],
-            &format!("/v1/keys/rm-{i}?w=all"),
-            &format!("v{i}"),
-        )
-        .await;
-        assert_eq!(answer.status, StatusCode::OK);
-    }
+    write_keys(&nodes[0], "rm-", KEYS).await;
     let live = nodes[1].running.node.node_id.clone();
     let refused = call(
         &nodes[0],
@@ -822,15 +803,7 @@ async fn a_wiped_replica_is_refilled_by_anti_entropy_alone() {
     const KEYS: usize = 60;
     let often = |config: &mut ringkv_server::ServerConfig| config.anti_entropy_interval_ms = 300;
     let mut nodes = cluster_with(3, often).await;
-    for i in 0..KEYS {
-        let answer = put(
-            &nodes[0],
-            &format!("/v1/keys/ae-{i}?w=all"),
-            &format!("v{i}"),
-        )
-        .await;
-        assert_eq!(answer.status, StatusCode::OK);
-    }
+    write_keys(&nodes[0], "ae-", KEYS).await;
     let last = nodes.pop().unwrap();
     let wiped = wipe_and_restart(last, &nodes[0], "z2", often).await;
     eventually("every key is back on the wiped replica", async || {
