@@ -399,16 +399,7 @@ async fn a_quorum_read_repairs_a_replica_that_lost_the_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_remembers_the_ring_rejoins_and_catches_up_by_read_repair() {
     let mut nodes = cluster(3).await;
-    let TestNode { running, dir } = nodes.pop().unwrap();
-    let (id, listen) = (
-        running.node.node_id.clone(),
-        running.cluster_addr.to_string(),
-    );
-    running.shutdown().await;
-    eventually("the others see it down", async || {
-        nodes.iter().all(|node| view(node).is_down(&id))
-    })
-    .await;
+    let (id, dir, listen) = stop(nodes.pop().unwrap(), &nodes).await;
     assert_eq!(
         put(&nodes[0], "/v1/keys/missed?w=2", "while away")
             .await
@@ -518,16 +509,7 @@ async fn compare_and_set_sees_what_a_quorum_read_saw_even_through_a_stale_lead()
 async fn writes_missed_by_a_down_replica_reach_it_when_it_returns_without_reads() {
     const KEYS: usize = 40;
     let mut nodes = cluster(3).await;
-    let TestNode { running, dir } = nodes.pop().unwrap();
-    let (id, listen) = (
-        running.node.node_id.clone(),
-        running.cluster_addr.to_string(),
-    );
-    running.shutdown().await;
-    eventually("the others see it down", async || {
-        nodes.iter().all(|node| view(node).is_down(&id))
-    })
-    .await;
+    let (id, dir, listen) = stop(nodes.pop().unwrap(), &nodes).await;
     for i in 0..KEYS {
         let answer = put(&nodes[0], &format!("/v1/keys/handoff-{i}?w=2"), "missed").await;
         assert_eq!(answer.status, StatusCode::OK);
@@ -575,16 +557,7 @@ async fn a_fallback_stands_in_for_a_down_replica_unless_pw_forbids_it() {
         .collect();
     let id_of = |node: &TestNode| node.running.node.node_id.clone();
     let down_at = nodes.iter().position(|n| id_of(n) == replicas[2]).unwrap();
-    let TestNode { running, dir } = nodes.remove(down_at);
-    let (id, listen) = (
-        running.node.node_id.clone(),
-        running.cluster_addr.to_string(),
-    );
-    running.shutdown().await;
-    eventually("the others see it down", async || {
-        nodes.iter().all(|node| view(node).is_down(&id))
-    })
-    .await;
+    let (id, dir, listen) = stop(nodes.remove(down_at), &nodes).await;
 
     let strict = put(&nodes[0], &format!("/v1/keys/{key}?w=all&pw=all"), "v1").await;
     assert_eq!(
@@ -614,6 +587,22 @@ async fn a_fallback_stands_in_for_a_down_replica_unless_pw_forbids_it() {
     )
     .await;
     assert!(fallback.running.node.handoff.metrics.replayed.get() >= 1);
+}
+
+/// Stops `node` and waits until every one of `others` sees it down; its id, data directory
+/// and cluster address, to start it again.
+async fn stop(node: TestNode, others: &[TestNode]) -> (String, tempfile::TempDir, String) {
+    let TestNode { running, dir } = node;
+    let (id, listen) = (
+        running.node.node_id.clone(),
+        running.cluster_addr.to_string(),
+    );
+    running.shutdown().await;
+    eventually("the others see it down", async || {
+        others.iter().all(|node| view(node).is_down(&id))
+    })
+    .await;
+    (id, dir, listen)
 }
 
 /// Starts node `id` again on its data directory and cluster address, with no `--join`: the
