@@ -23,6 +23,7 @@ use crate::node::Node;
 use crate::peers::{PeerRequest, PeerResponse};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use ringkv_replica::{Change, Condition, Expiry, MergeRequest, WriteOutcome, WriteRequest};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// Applies `request` to the key's replicas and returns once `consistency` is met.
@@ -213,7 +214,12 @@ async fn replicate(
     mut failures: Vec<String>,
 ) -> Result<(), CoordinatorError> {
     let merge = Arc::new(merge);
-    let fallbacks = Arc::new(parking_lot::Mutex::new(placement.fallbacks(&merge.key)));
+    // Worked out at the first copy that needs one: most writes need none.
+    let fallbacks: Arc<parking_lot::Mutex<Option<VecDeque<String>>>> = Arc::default();
+    let shared_placement = Arc::new(Placement {
+        view: Arc::clone(&placement.view),
+        replicas: placement.replicas.clone(),
+    });
     let mut pending: FuturesUnordered<_> = placement
         .replicas
         .iter()
@@ -221,6 +227,7 @@ async fn replicate(
         .map(|id| {
             let (node, view, id) = (Arc::clone(node), Arc::clone(&placement.view), id.clone());
             let (merge, fallbacks) = (Arc::clone(&merge), Arc::clone(&fallbacks));
+            let placement = Arc::clone(&shared_placement);
             async move {
                 let copy = PeerRequest::Merge(MergeRequest::clone(&merge));
                 let failure = match ask(&node, &view, &id, copy).await {
@@ -231,7 +238,10 @@ async fn replicate(
                 };
                 // Taken one at a time, so no two missed copies share a fallback.
                 loop {
-                    let next = fallbacks.lock().pop_front();
+                    let next = fallbacks
+                        .lock()
+                        .get_or_insert_with(|| placement.fallbacks(&merge.key))
+                        .pop_front();
                     let Some(fallback) = next else { break };
                     if hint_at(&node, &view, &fallback, &id, &merge).await {
                         return Ok(Ack::Fallback);
