@@ -43,7 +43,7 @@ pub const BRANCHES: usize = 1024;
 /// Leaves under one branch.
 pub const LEAVES_PER_BRANCH: usize = LEAVES / BRANCHES;
 
-const _: () = assert!(LEAVES <= u16::MAX as usize + 1 && LEAVES % BRANCHES == 0);
+const _: () = assert!(LEAVES <= u16::MAX as usize + 1 && LEAVES.is_multiple_of(BRANCHES));
 
 /// Passes of compare-and-repair an exchange makes at most on the schedule (each pass
 /// repairs at most [`REPAIRS_PER_EXCHANGE_MAX`] keys); a repair an operator asks for makes up

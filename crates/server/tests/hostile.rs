@@ -233,7 +233,7 @@ async fn a_definition_version_past_the_highest_is_refused() {
     let node = start_node(|_| {}).await;
     let (keyspaces, store) = (
         &node.running.node.keyspaces,
-        &node.running.node.local_store(),
+        node.running.node.local_store(),
     );
     let forged = |version: u64| {
         serde_json::from_value(serde_json::json!({

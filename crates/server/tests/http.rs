@@ -689,7 +689,7 @@ async fn keyspace_definitions_survive_a_restart() {
     {
         let node = Node::open(config.clone()).unwrap();
         node.keyspaces
-            .define(&node.local_store(), "carts", request)
+            .define(node.local_store(), "carts", request)
             .unwrap();
     }
     let node = Node::open(config).unwrap();

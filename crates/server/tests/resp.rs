@@ -478,7 +478,7 @@ async fn a_connection_follows_a_change_of_its_keyspace_definition() {
     let mut c = RespClient::connect(&node).await;
     assert_eq!(c.call(&["SELECT", "1"]).await, ok());
     assert_eq!(c.call(&["SET", "k", "first"]).await, ok());
-    let store = &node.running.node.local_store();
+    let store = node.running.node.local_store();
     let siblings = serde_json::from_str(
         r#"{"name": "db1", "replication": 1, "conflict": "siblings", "version": 1}"#,
     )
