@@ -31,6 +31,8 @@ fn every_command_has_help() {
         &["bench"],
         &["cluster", "status"],
         &["cluster", "endpoints"],
+        &["cluster", "repair"],
+        &["cluster", "remove"],
         &["dev-cluster"],
         &["engine-bench"],
     ] {
@@ -249,7 +251,55 @@ fn cluster_status_and_endpoints_show_joined_nodes() {
         &node,
     ));
     assert_eq!(endpoints.lines().count(), 2, "{endpoints}");
-    drop(second);
+
+    // A repair asked for now runs one exchange with the one peer and says so.
+    let repair = ringkv(&["cluster", "repair", "--json"], &node);
+    assert!(
+        repair.status.success(),
+        "{}",
+        String::from_utf8_lossy(&repair.stderr)
+    );
+    let finished: serde_json::Value = serde_json::from_str(&stdout(&repair)).unwrap();
+    assert_eq!(
+        finished["exchanges_done"], finished["exchanges_total"],
+        "{finished}"
+    );
+    assert!(
+        finished["last_finished_ms"].as_u64().unwrap() > 0,
+        "{finished}"
+    );
+    let table = stdout(&ringkv(&["cluster", "status"], &node));
+    assert!(
+        table.contains("synced") && table.contains("s ago"),
+        "{table}"
+    );
+
+    // A live node cannot be removed; once dead it can, and it leaves the ring.
+    let second_id = view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["zone"] == "west")
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .unwrap();
+    let refused = ringkv(&["cluster", "remove", &second_id], &node);
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("not down"), "{message}");
+    second.kill_9();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let removed = ringkv(&["cluster", "remove", &second_id], &node);
+        if removed.status.success() {
+            assert!(stdout(&removed).contains("removed from the ring"));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never seen down");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let view: serde_json::Value =
+        serde_json::from_str(&stdout(&ringkv(&["cluster", "status", "--json"], &node))).unwrap();
+    assert_eq!(view["members"].as_array().unwrap().len(), 1, "{view}");
 }
 
 #[test]
