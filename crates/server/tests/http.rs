@@ -452,6 +452,12 @@ async fn metrics_count_requests_and_expose_store_figures() {
         "ringkv_store_corruption_total 0",
         "ringkv_store_disk_bytes ",
         "ringkv_store_engine_entries ",
+        "ringkv_store_changes_refused_at_open 0",
+        "ringkv_cluster_hints_stored_total 0",
+        "ringkv_cluster_hints_refused_total 0",
+        "ringkv_cluster_hints_pending_all 0",
+        "ringkv_cluster_anti_entropy_exchanges_total 0",
+        "ringkv_cluster_anti_entropy_bytes_total 0",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
