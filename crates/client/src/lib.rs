@@ -92,6 +92,19 @@ pub struct ClusterMember {
     pub hints_pending: Option<u64>,
 }
 
+/// Where a node's leaving stands, as `/v1/cluster/leave` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct LeaveProgress {
+    /// `normal`, `leaving` or `left`.
+    pub state: String,
+    /// Records examined so far.
+    pub records_examined: u64,
+    /// Records sent to a node taking over their range.
+    pub records_sent: u64,
+    /// Sends that failed (anti-entropy repairs those keys later).
+    pub sends_failed: u64,
+}
+
 /// A node's anti-entropy rounds, as `/v1/cluster/repair` reports them.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub struct RepairProgress {
@@ -348,6 +361,26 @@ impl Client {
             .agent
             .post(&url)
             .send_empty()
+            .map_err(|e| self.transport(e))?;
+        parse(self.check(response)?)
+    }
+
+    /// Makes the node leave the cluster (it hands its ranges off first); returns at once.
+    pub fn leave(&self) -> Result<LeaveProgress, ClientError> {
+        let response = self
+            .agent
+            .post(&format!("{}/v1/cluster/leave", self.base))
+            .send_empty()
+            .map_err(|e| self.transport(e))?;
+        parse(self.check(response)?)
+    }
+
+    /// Where the node's leaving stands.
+    pub fn leave_progress(&self) -> Result<LeaveProgress, ClientError> {
+        let response = self
+            .agent
+            .get(&format!("{}/v1/cluster/leave", self.base))
+            .call()
             .map_err(|e| self.transport(e))?;
         parse(self.check(response)?)
     }

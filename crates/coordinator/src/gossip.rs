@@ -185,6 +185,17 @@ impl Gossip {
         Arc::clone(&self.view.read())
     }
 
+    /// Changes this node's status (leaving, left), spread by gossip from the next message
+    /// on; the view follows at once.
+    pub fn set_status(&self, status: NodeStatus) -> Result<(), String> {
+        self.membership
+            .lock()
+            .set_status(status)
+            .map_err(|error| error.to_string())?;
+        self.rebuild();
+        Ok(())
+    }
+
     /// Takes node `id` out of the ring as removed at `generation` (and keeps it out until it
     /// returns as a newer generation); `true` if that changed anything.
     pub fn remove_member(&self, id: &str, generation: u64) -> bool {

@@ -13,6 +13,7 @@
 //! - [`keyspaces`]: keyspace definitions, spread to every node.
 //! - [`gossip`]: cluster membership over UDP.
 //! - [`anti_entropy`]: replicas comparing hash trees and repairing what differs.
+//! - [`leave`]: handing a node's ranges to their next owners before it leaves the ring.
 //! - [`handoff`]: hinted handoff: copies of writes a replica missed, delivered when it is back.
 //! - [`peers`]: what nodes ask of each other over the cluster RPC.
 
@@ -23,6 +24,7 @@ pub mod coordinator;
 pub mod gossip;
 pub mod handoff;
 pub mod keyspaces;
+pub mod leave;
 pub mod node;
 pub mod peers;
 

@@ -68,6 +68,8 @@ pub struct Node {
     pub handoff: crate::handoff::Handoff,
     /// Anti-entropy: its rounds' state and metrics.
     pub anti_entropy: crate::anti_entropy::AntiEntropy,
+    /// Leaving the cluster, once asked.
+    pub leaving: crate::leave::Leaving,
     /// The view of a node that is not serving yet: itself alone.
     alone: std::sync::OnceLock<Arc<ClusterView>>,
     clock: Arc<dyn WallClock>,
@@ -111,6 +113,7 @@ impl Node {
             cluster_metrics,
             handoff,
             anti_entropy,
+            leaving: crate::leave::Leaving::default(),
             alone: std::sync::OnceLock::new(),
             config,
             store,

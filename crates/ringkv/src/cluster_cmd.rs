@@ -25,6 +25,10 @@ enum ClusterCommand {
         #[arg(long)]
         tokens: bool,
     },
+    /// Make the node (the one --node names) leave the cluster: it streams its key ranges to
+    /// the nodes that take them over, then leaves the ring, with progress shown. Stop the
+    /// process afterwards.
+    Leave,
     /// Take a dead node out of the ring for good (like `nodetool removenode`): its key
     /// ranges pass to the next nodes of the ring, which anti-entropy fills from the
     /// surviving replicas until every key has its replicas again. Refused for a node that is
@@ -141,6 +145,7 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
             }
         }
         ClusterCommand::Repair { keyspace } => repair(&client, keyspace.as_deref(), json)?,
+        ClusterCommand::Leave => leave(&client, json)?,
         ClusterCommand::Remove { node_id } => {
             client.remove_member(&node_id)?;
             if json {
@@ -188,6 +193,43 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Asks the node to leave and follows it until it has left, with a spinner and its counts.
+fn leave(client: &ringkv_client::Client, json: bool) -> anyhow::Result<()> {
+    client.leave()?;
+    let spinner = indicatif::ProgressBar::new_spinner();
+    if json {
+        spinner.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let deadline = std::time::Instant::now() + REPAIR_WAIT_MAX;
+    let left = loop {
+        let progress = client.leave_progress()?;
+        spinner.set_message(format!(
+            "{}: {} records examined, {} handed off, {} failed",
+            progress.state, progress.records_examined, progress.records_sent, progress.sends_failed
+        ));
+        spinner.tick();
+        if progress.state == "left" {
+            break progress;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the node did not finish leaving"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    spinner.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string(&left)?);
+    } else {
+        println!(
+            "left the cluster: {} records handed off ({} failed; anti-entropy covers those); \
+             the node's process can be stopped",
+            left.records_sent, left.sends_failed
+        );
     }
     Ok(())
 }

@@ -33,6 +33,7 @@ fn every_command_has_help() {
         &["cluster", "endpoints"],
         &["cluster", "repair"],
         &["cluster", "remove"],
+        &["cluster", "leave"],
         &["dev-cluster"],
         &["engine-bench"],
     ] {

@@ -783,6 +783,44 @@ async fn a_removed_dead_node_leaves_the_ring_and_its_copies_are_restored() {
     .await;
 }
 
+/// Goal: `ringkv cluster leave` hands a node's ranges to their next owners before it leaves
+/// the ring, so every key keeps its three copies on the nodes that stay, with no wait for
+/// anti-entropy (off here). Method: four nodes, N = 3, 60 keys on their replicas; one node
+/// leaves; every member's ring drops it, and every key is on all three others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaving_node_hands_its_ranges_off_before_it_leaves_the_ring() {
+    const KEYS: usize = 60;
+    let off = |config: &mut ringkv_server::ServerConfig| config.anti_entropy_interval_ms = 0;
+    let mut nodes = cluster_with(4, off).await;
+    write_keys(&nodes[0], "lv-", KEYS).await;
+    let leaving = nodes.pop().unwrap();
+    let gone = leaving.running.node.node_id.clone();
+    let started = call(&leaving, "POST", "/v1/cluster/leave", &[], "").await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{:?}", started.body);
+    eventually("the node has left", async || {
+        call(&leaving, "GET", "/v1/cluster/leave", &[], "")
+            .await
+            .body["state"]
+            == "left"
+    })
+    .await;
+    let progress = call(&leaving, "GET", "/v1/cluster/leave", &[], "")
+        .await
+        .body;
+    assert!(progress["records_sent"].as_u64().unwrap() > 0, "{progress}");
+    assert_eq!(progress["sends_failed"], 0, "{progress}");
+    eventually("every other member's ring drops it", async || {
+        nodes
+            .iter()
+            .all(|node| view(node).members.len() == 3 && !view(node).members.contains_key(&gone))
+    })
+    .await;
+    for i in 0..KEYS {
+        assert_eq!(holders(&nodes, &format!("lv-{i}")).await.len(), 3, "lv-{i}");
+    }
+    leaving.running.shutdown().await;
+}
+
 /// Goal: a replica whose disk is wiped is refilled by anti-entropy alone: no read of its
 /// keys, no hints (it missed no write). Method: three nodes comparing trees every 300 ms;
 /// 60 keys on every node; the third node stops, its data directory is emptied, and it

@@ -44,6 +44,8 @@ fn handler(id: &str) -> Option<MethodRouter<Arc<Node>>> {
         "cluster" => get(ops::cluster),
         "startRepair" => post(ops::start_repair),
         "removeMember" => delete(ops::remove_member),
+        "leave" => post(ops::leave),
+        "leaveProgress" => get(ops::leave_progress),
         "repairProgress" => get(ops::repair_progress),
         "ring" => get(ops::ring),
         "metrics" => get(ops::metrics),

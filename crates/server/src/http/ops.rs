@@ -138,6 +138,24 @@ pub async fn remove_member(
     Ok(Json(json!({ "removed": id })).into_response())
 }
 
+/// Makes this node leave the cluster (`ringkv cluster leave`), in the background.
+pub async fn leave(State(node): State<Arc<Node>>) -> Result<Response, super::error::ApiError> {
+    if !ringkv_coordinator::leave::start(&node) {
+        return Err(super::error::ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "not_in_a_cluster",
+            "this node is alone in its ring: there is nothing to hand off",
+        ));
+    }
+    let progress = node.leaving.progress();
+    Ok((axum::http::StatusCode::ACCEPTED, Json(progress)).into_response())
+}
+
+/// Where this node's leaving stands.
+pub async fn leave_progress(State(node): State<Arc<Node>>) -> Response {
+    Json(node.leaving.progress()).into_response()
+}
+
 /// This node's anti-entropy: the round under way, or the last one.
 pub async fn repair_progress(State(node): State<Arc<Node>>) -> Response {
     Json(node.anti_entropy.progress()).into_response()
