@@ -294,22 +294,30 @@ fn answer_question(
 
 /// Runs a round every `anti_entropy_interval_ms` until `shutdown` turns true (never when
 /// the interval is 0).
+///
+/// The first round comes soon after the node starts, once its peers have had time to answer
+/// gossip, and runs until nothing differs: a node that joins, restarts or comes back with an
+/// empty disk is brought up to date at once rather than over several intervals.
 pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     let interval_ms = node.config.anti_entropy_interval_ms;
     if interval_ms == 0 {
         return;
     }
-    let mut interval = tokio::time::interval(Duration::from_millis(interval_ms));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    interval.tick().await;
+    let interval = Duration::from_millis(interval_ms);
+    let mut next = tokio::time::Instant::now() + interval.min(FIRST_ROUND_AFTER);
+    let mut passes = REQUESTED_PASSES_MAX;
     loop {
         tokio::select! {
-            _ = interval.tick() => {}
+            _ = tokio::time::sleep_until(next) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
-        round(&node, None, SCHEDULED_PASSES).await;
+        round(&node, None, passes).await;
+        (next, passes) = (tokio::time::Instant::now() + interval, SCHEDULED_PASSES);
     }
 }
+
+/// How soon after start the first round runs (or the interval, if shorter).
+const FIRST_ROUND_AFTER: Duration = Duration::from_secs(3);
 
 /// One exchange with every live peer for every keyspace (or only `keyspace`), each of up to
 /// `passes` passes; waits for a round under way to finish first.

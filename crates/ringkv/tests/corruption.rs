@@ -18,6 +18,14 @@ fn value_for(i: usize) -> Vec<u8> {
 }
 
 fn largest_file(dir: &Path, suffix: &str) -> PathBuf {
+    files_with(dir, suffix)
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap_or_else(|| panic!("no file matching {suffix} under {}", dir.display()))
+}
+
+/// Every file under `dir` whose name holds `suffix`, but files still being made.
+fn files_with(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
@@ -37,8 +45,7 @@ fn largest_file(dir: &Path, suffix: &str) -> PathBuf {
             let name = p.to_string_lossy();
             name.contains(suffix) && !name.ends_with(".tmp")
         })
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap_or_else(|| panic!("no file matching {suffix} under {}", dir.display()))
+        .collect()
 }
 
 /// Where a test flips bytes of a data file.
@@ -153,12 +160,19 @@ fn damage_that_cannot_be_pinned_to_keys_refuses_the_start_with_a_clear_error() {
         } else {
             server.stop();
         }
-        let file = largest_file(dir.path(), data_file);
-        let mut bytes = std::fs::read(&file).unwrap();
-        let at = bytes
-            .windows(needle.len())
-            .position(|w| w == needle.as_bytes())
-            .expect("the bytes are in the file");
+        // The file that holds the record: under load the lsm engine writes its first records
+        // to a small first log until the file made ahead of time is ready, so the largest log
+        // need not hold them.
+        let (file, mut bytes, at) = files_with(dir.path(), data_file)
+            .into_iter()
+            .find_map(|file| {
+                let bytes = std::fs::read(&file).ok()?;
+                let at = bytes
+                    .windows(needle.len())
+                    .position(|w| w == needle.as_bytes())?;
+                Some((file, bytes, at))
+            })
+            .unwrap_or_else(|| panic!("{engine}: no {data_file} file holds {needle}"));
         bytes[at + 3] ^= 0x5a;
         std::fs::write(&file, bytes).unwrap();
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_ringkv"))

@@ -821,6 +821,60 @@ async fn a_leaving_node_hands_its_ranges_off_before_it_leaves_the_ring() {
     leaving.running.shutdown().await;
 }
 
+/// Goal: a node that joins a loaded cluster ends with its share of the copies, nothing lost,
+/// with no read: anti-entropy fills it (every node runs a full round soon after it starts,
+/// then one every interval). Method: three nodes, 60 keys; a fourth joins; for every key
+/// whose replicas now include it, it holds a copy, and every key still reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_is_filled_with_its_share_of_the_keys() {
+    const KEYS: usize = 60;
+    let nodes = cluster(3).await;
+    write_keys(&nodes[0], "jn-", KEYS).await;
+    let seed = nodes[0].running.cluster_addr.to_string();
+    let joined = start_node(move |config| {
+        config.zone = "z3".into();
+        config.join = vec![seed];
+        config.anti_entropy_interval_ms = 2_000;
+    })
+    .await;
+    let id = joined.running.node.node_id.clone();
+    eventually("every node sees the new one alive", async || {
+        nodes.iter().all(|node| {
+            let view = view(node);
+            view.members.len() == 4 && !view.is_down(&id)
+        })
+    })
+    .await;
+    let owned: Vec<String> = (0..KEYS)
+        .map(|i| format!("jn-{i}"))
+        .filter(|key| {
+            view(&nodes[0])
+                .ring
+                .preference_list(key.as_bytes(), 3)
+                .iter()
+                .any(|member| member.id == id)
+        })
+        .collect();
+    eventually(
+        "the joined node holds every key it now replicates",
+        async || {
+            let mut held = 0;
+            for key in &owned {
+                let uri = format!("/v1/keys/{key}?local=true");
+                held +=
+                    usize::from(call(&joined, "GET", &uri, &[], "").await.status == StatusCode::OK);
+            }
+            held == owned.len()
+        },
+    )
+    .await;
+    assert!(owned.len() > KEYS / 2, "it owns {} of {KEYS}", owned.len());
+    for i in 0..KEYS {
+        let read = call(&joined, "GET", &format!("/v1/keys/jn-{i}"), &[], "").await;
+        assert_eq!(read.body["value"], format!("v{i}"));
+    }
+}
+
 /// Goal: a replica whose disk is wiped is refilled by anti-entropy alone: no read of its
 /// keys, no hints (it missed no write). Method: three nodes comparing trees every 300 ms;
 /// 60 keys on every node; the third node stops, its data directory is emptied, and it
