@@ -6,16 +6,22 @@
 #      hints turned off so only anti-entropy can repair them; the bytes one round exchanges
 #      (ringkv_cluster_anti_entropy_bytes), as a share of the data's size;
 #   3. hint replay: writes made while a replica is down are delivered as hints once it is
-#      back; the rate at which the hints drain.
-# Anti-entropy's schedule is off in every node (anti_entropy_interval_ms = 0), so each
-# figure is of the step it names alone.
+#      back; the rate at which the hints drain;
+#   4. a join under load: a fourth node joins while `ringkv bench` (YCSB a, quorum, Redis
+#      protocol) runs against the first; the keys copied to it against its ideal share
+#      (N/4 of the keys), and throughput and p99 during the join against the same load
+#      before it.
+# Anti-entropy's schedule is off in steps 1-3 (anti_entropy_interval_ms = 0), so each figure
+# is of the step it names alone; in step 4 it runs as by default, its first round a few
+# seconds after the new node starts.
 #
-# Usage: bench/heal.sh   (environment: KEYS (100000), HINTED (20000), SIZE (100), BASE_PORT)
+# Usage: bench/heal.sh   (environment: KEYS (100000), HINTED (20000), SIZE (100), BASE_PORT,
+#        LOAD_SECONDS (15))
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 KEYS="${KEYS:-100000}"; HINTED="${HINTED:-20000}"; SIZE="${SIZE:-100}"
-BASE_PORT="${BASE_PORT:-28080}"
+BASE_PORT="${BASE_PORT:-28080}"; LOAD_SECONDS="${LOAD_SECONDS:-15}"
 
 source bench/common.sh
 build_ringkv
@@ -34,9 +40,13 @@ resp() { echo "$((BASE_PORT + 10 * $1 + 1))"; }
 listen() { echo "127.0.0.1:$((BASE_PORT + 10 * $1 + 2))"; }
 now_ms() { date +%s%3N; }
 
-start_node() { # index extra-config
+start_node() { # index extra-config (a line of TOML; anti-entropy is off unless it says)
   local i=$1 config="$work/node-$1.toml"
-  printf 'anti_entropy_interval_ms = 0\n%s\n' "$2" > "$config"
+  if [[ "$2" == *anti_entropy_interval_ms* ]]; then
+    printf '%s\n' "$2" > "$config"
+  else
+    printf 'anti_entropy_interval_ms = 0\n%s\n' "$2" > "$config"
+  fi
   local join=()
   [ "$i" -gt 0 ] && join=(--join "$(listen 0)")
   "$ringkv" server --config "$config" --node-id "node-$i" --data-dir "$work/node-$i" \
@@ -47,17 +57,18 @@ start_node() { # index extra-config
   echo "node-$i did not start" >&2; exit 1
 }
 
-await_liveness() { # node-index liveness [member-id]: every member (or that one) so seen
+await_liveness() { # node-index liveness members [member-id]: every member (or that one)
   for _ in $(seq 300); do
     "$ringkv" cluster status --json --node "$(http "$1")" | python3 -c '
 import json, sys
 members = json.load(sys.stdin)["members"]
-wanted = [m for m in members if len(sys.argv) < 3 or m["id"] == sys.argv[2]]
-sys.exit(0 if len(members) == 3 and all(m["liveness"] == sys.argv[1] for m in wanted) else 1)
-' "$2" ${3:+"$3"} && return 0
+wanted = [m for m in members if len(sys.argv) < 4 or m["id"] == sys.argv[3]]
+ok = len(members) == int(sys.argv[2]) and all(m["liveness"] == sys.argv[1] for m in wanted)
+sys.exit(0 if ok else 1)
+' "$2" "$3" ${4:+"$4"} && return 0
     sleep 0.1
   done
-  echo "node-$1 never saw ${3:-every member} $2" >&2; exit 1
+  echo "node-$1 never saw ${4:-every member} $2" >&2; exit 1
 }
 
 metric() { # node-index name
@@ -76,7 +87,7 @@ cluster() { # extra-config
   wait 2>/dev/null || true
   rm -rf "$work"/node-*
   for i in 0 1 2; do start_node "$i" "$1"; done
-  await_liveness 0 alive
+  await_liveness 0 alive 3
 }
 
 load() { # records consistency
@@ -90,7 +101,7 @@ load "$KEYS" all
 kill -9 "${pids[2]}"; wait "${pids[2]}" 2>/dev/null || true
 rm -rf "$work/node-2"
 start_node 2 ""
-await_liveness 2 alive
+await_liveness 2 alive 3
 started=$(now_ms)
 "$ringkv" cluster repair --node "$(http 2)" >/dev/null
 took=$(( $(now_ms) - started ))
@@ -100,12 +111,12 @@ echo "== 2. one anti-entropy round with 0.1 % of the keys differing, hints off"
 cluster "hints_per_replica_max = 0"
 load "$KEYS" all
 kill "${pids[2]}"; wait "${pids[2]}" 2>/dev/null || true
-await_liveness 0 down node-2
+await_liveness 0 down 3 node-2
 differing=$(( KEYS / 1000 ))
 "$ringkv" bench --target "redis://127.0.0.1:$(resp 0)" --workload set --phase load \
   --records "$differing" -c 10 -d "$SIZE" --seed 7 >/dev/null
 start_node 2 "hints_per_replica_max = 0"
-await_liveness 2 alive
+await_liveness 2 alive 3
 before=$(metric 2 ringkv_cluster_anti_entropy_bytes_total)
 "$ringkv" cluster repair --node "$(http 2)"
 after=$(metric 2 ringkv_cluster_anti_entropy_bytes_total)
@@ -118,7 +129,7 @@ print(f'   {$differing} keys of {$KEYS} differed: {sent:,.0f} bytes exchanged, '
 echo "== 3. hint replay rate: $HINTED writes missed by a stopped replica"
 cluster ""
 kill "${pids[2]}"; wait "${pids[2]}" 2>/dev/null || true
-await_liveness 0 down node-2
+await_liveness 0 down 3 node-2
 load "$HINTED" quorum
 for _ in $(seq 100); do
   [ "$(metric 0 ringkv_cluster_hints_stored_total)" -ge "$HINTED" ] && break
@@ -135,3 +146,39 @@ took=$(( $(now_ms) - started ))
 replayed=$(metric 0 ringkv_cluster_hints_replayed_total)
 python3 -c "print(f'   {$replayed} hints replayed in {$took} ms from the restart: {1000 * $replayed / $took:,.0f} hints/s')"
 echo "   node-2 holds $(local_keys 2) keys"
+
+echo "== 4. a fourth node joins under load"
+cluster "anti_entropy_interval_ms = 30000"
+load "$KEYS" all
+run_load() { # seconds -> one JSON line
+  "$ringkv" bench --target "redis://127.0.0.1:$(resp 0)" --workload a --records "$KEYS" \
+    --phase run --duration "$1" -c 20 -d "$SIZE" --consistency quorum --json
+}
+steady=$(run_load "$LOAD_SECONDS")
+run_load "$LOAD_SECONDS" > "$work/joining.json" &
+loader=$!
+sleep 1
+start_node 3 "anti_entropy_interval_ms = 30000"
+wait "$loader"
+for _ in $(seq 600); do
+  copies=$(local_keys 3)
+  [ "$copies" -ge $(( KEYS * 3 / 4 * 99 / 100 )) ] && break
+  sleep 0.1
+done
+share=$("$ringkv" cluster status --json --node "$(http 0)" | python3 -c '
+import json, sys
+print(next(m["ownership"] for m in json.load(sys.stdin)["members"] if m["id"] == "node-3"))')
+python3 - "$steady" "$(cat "$work/joining.json")" "$(local_keys 3)" "$share" <<PY
+import json, sys
+steady, joining = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+copies, share = int(sys.argv[3]), float(sys.argv[4])
+ideal = $KEYS * 3 / 4
+def p99(run):
+    return max(op["p99_us"] for op in run["operations"].values()) / 1000
+print(f"   node-3 holds {copies} keys; ideal {ideal:.0f} (each key on 3 of 4 nodes): "
+      f"{copies / ideal:.2f} of the ideal (its ring share as first replica: {share:.1%})")
+print(f"   steady: {steady['ops_per_second']:,.0f} ops/s, p99 {p99(steady):.2f} ms; "
+      f"during the join: {joining['ops_per_second']:,.0f} ops/s, p99 {p99(joining):.2f} ms "
+      f"({joining['ops_per_second'] / steady['ops_per_second']:.2f}x throughput, "
+      f"{p99(joining) / p99(steady):.2f}x p99)")
+PY
