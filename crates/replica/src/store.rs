@@ -878,9 +878,10 @@ impl LocalStore {
         limit: usize,
     ) -> Result<ScanPage, ReplicaError> {
         let now_ms = self.shared.clock.now_ms();
-        let (entries, next_after) = self.scan_with(keyspace, prefix, after, limit, |record| {
-            Entry::from_record(record, now_ms)
-        })?;
+        let (entries, next_after) =
+            self.scan_with(keyspace, prefix, after, limit, false, |record| {
+                Entry::from_record(record, now_ms)
+            })?;
         Ok(ScanPage {
             entries,
             next_after,
@@ -889,7 +890,9 @@ impl LocalStore {
 
     /// Like [`LocalStore::scan`], but returns the stored records themselves, tombstones and
     /// expired values included, so a coordinator merging several replicas' pages sees
-    /// deletions too. Returns the records and where the next page starts.
+    /// deletions too. Returns the records and where the next page starts. A damaged record
+    /// is left out (and counted and logged as corruption) rather than failing the page: the
+    /// other replicas supply it, and anti-entropy, seeing it missing here, replaces it.
     #[allow(clippy::type_complexity)]
     pub fn scan_records(
         &self,
@@ -898,11 +901,12 @@ impl LocalStore {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<(Vec<(Vec<u8>, Record)>, Option<Vec<u8>>), ReplicaError> {
-        self.scan_with(keyspace, prefix, after, limit, Some)
+        self.scan_with(keyspace, prefix, after, limit, true, Some)
     }
 
     /// The scan loop: walks the keyspace's records in key order after `after`, keeping up to
-    /// `limit` of those `keep` maps to `Some`, and examining a bounded number of records.
+    /// `limit` of those `keep` maps to `Some`, and examining a bounded number of records. A
+    /// damaged record fails the scan, or is passed over when `skip_damaged`.
     #[allow(clippy::type_complexity)]
     fn scan_with<T>(
         &self,
@@ -910,6 +914,7 @@ impl LocalStore {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
+        skip_damaged: bool,
         mut keep: impl FnMut(Record) -> Option<T>,
     ) -> Result<(Vec<(Vec<u8>, T)>, Option<Vec<u8>>), ReplicaError> {
         layout::validate_keyspace(keyspace).map_err(ReplicaError::Invalid)?;
@@ -943,7 +948,14 @@ impl LocalStore {
                 };
                 examined += 1;
                 let key = layout::user_key(&engine_key);
-                let record = self.shared.decode(keyspace, key, &bytes)?;
+                let record = match self.shared.decode(keyspace, key, &bytes) {
+                    Ok(record) => record,
+                    Err(_) if skip_damaged => {
+                        resume = Some(engine_key);
+                        continue;
+                    }
+                    Err(error) => return Err(error),
+                };
                 if let Some(kept) = keep(record) {
                     kept_bytes += engine_key.len() + bytes.len();
                     entries.push((key.to_vec(), kept));
