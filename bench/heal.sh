@@ -10,7 +10,9 @@
 #   4. a join under load: a fourth node joins while `ringkv bench` (YCSB a, quorum, Redis
 #      protocol) runs against the first; the keys copied to it against its ideal share
 #      (N/4 of the keys), and throughput and p99 during the join against the same load
-#      before it.
+#      before it;
+#   5. anti-entropy's cost to clients: the same load with every node running a round every
+#      5 s (each a scan of every key it shares with each peer), against rounds off.
 # Anti-entropy's schedule is off in steps 1-3 (anti_entropy_interval_ms = 0), so each figure
 # is of the step it names alone; in step 4 it runs as by default, its first round a few
 # seconds after the new node starts.
@@ -181,4 +183,22 @@ print(f"   steady: {steady['ops_per_second']:,.0f} ops/s, p99 {p99(steady):.2f} 
       f"during the join: {joining['ops_per_second']:,.0f} ops/s, p99 {p99(joining):.2f} ms "
       f"({joining['ops_per_second'] / steady['ops_per_second']:.2f}x throughput, "
       f"{p99(joining) / p99(steady):.2f}x p99)")
+PY
+
+echo "== 5. the same load with anti-entropy rounds every 5 s, against rounds off"
+cluster ""
+load "$KEYS" all
+off=$(run_load "$LOAD_SECONDS")
+cluster "anti_entropy_interval_ms = 5000"
+load "$KEYS" all
+on=$(run_load "$LOAD_SECONDS")
+rounds=$(metric 0 ringkv_cluster_anti_entropy_exchanges_total)
+python3 - "$off" "$on" "$rounds" <<PY
+import json, sys
+off, on, rounds = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
+def p99(run):
+    return max(op["p99_us"] for op in run["operations"].values()) / 1000
+print(f"   rounds off: {off['ops_per_second']:,.0f} ops/s, p99 {p99(off):.2f} ms; every 5 s "
+      f"({rounds} exchanges on node-0): {on['ops_per_second']:,.0f} ops/s, p99 {p99(on):.2f} ms "
+      f"({on['ops_per_second'] / off['ops_per_second']:.2f}x throughput, {p99(on) / p99(off):.2f}x p99)")
 PY

@@ -45,8 +45,9 @@ pub const CONNECTIONS_MAX: usize = 128;
 /// only when one finishes.
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 1024;
 
-/// The longest a request runs, whatever deadline its caller sent.
-pub const DEADLINE_MAX: Duration = Duration::from_secs(60);
+/// The longest a request runs, whatever deadline its caller sent: long enough for an
+/// anti-entropy question, which scans the keys two replicas share.
+pub const DEADLINE_MAX: Duration = Duration::from_secs(300);
 
 /// How long a frame may take to arrive once its first byte has, and a new connection to
 /// send its first whole frame; past it the connection is closed.

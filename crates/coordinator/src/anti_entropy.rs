@@ -28,7 +28,7 @@ use prometheus_client::registry::Registry;
 use ringkv_core::record::Record;
 use ringkv_replica::MergeRequest;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -46,8 +46,9 @@ pub const LEAVES_PER_BRANCH: usize = LEAVES / BRANCHES;
 const _: () = assert!(LEAVES <= u16::MAX as usize + 1 && LEAVES.is_multiple_of(BRANCHES));
 
 /// Passes of compare-and-repair an exchange makes at most on the schedule (each pass
-/// repairs at most [`REPAIRS_PER_EXCHANGE_MAX`] keys); a repair an operator asks for makes up
-/// to [`REQUESTED_PASSES_MAX`], until nothing differs.
+/// repairs at most [`REPAIRS_PER_EXCHANGE_MAX`] keys); a repair an operator asks for, and a
+/// node's first round, make up to [`REQUESTED_PASSES_MAX`], until a pass finds fewer keys
+/// to repair than one pass can take.
 pub const SCHEDULED_PASSES: usize = 1;
 
 /// See [`SCHEDULED_PASSES`].
@@ -104,6 +105,9 @@ pub struct AntiEntropy {
     progress: parking_lot::Mutex<RoundProgress>,
     /// Held by the round under way: rounds never overlap.
     running: tokio::sync::Mutex<()>,
+    /// Leaf hashes recently computed, by keyspace and peer, with when.
+    #[allow(clippy::type_complexity)]
+    leaves: parking_lot::Mutex<HashMap<(String, String), (std::time::Instant, Arc<Vec<u64>>)>>,
 }
 
 /// Where a node's rounds stand, as `cluster status` and `cluster repair` show them.
@@ -133,6 +137,7 @@ impl AntiEntropy {
             metrics: AntiEntropyMetrics::register(registry),
             progress: parking_lot::Mutex::new(RoundProgress::default()),
             running: tokio::sync::Mutex::new(()),
+            leaves: parking_lot::Mutex::new(HashMap::new()),
         }
     }
 
@@ -238,6 +243,10 @@ fn walk_shared(
                 visit(key, leaf, digest);
             }
         }
+        // Paced: a page of records takes at least its share of a second.
+        std::thread::sleep(Duration::from_micros(
+            SCAN_PAGE as u64 * 1_000_000 / SCAN_RECORDS_PER_SECOND,
+        ));
         match next {
             Some(next) => after = Some(next),
             None => return Ok(()),
@@ -245,14 +254,43 @@ fn walk_shared(
     }
 }
 
-/// This node's leaf hashes of `keyspace` over the keys it shares with `peer`.
-fn leaves(node: &Node, keyspace: &str, peer: &str) -> Result<Vec<u64>, String> {
+/// This node's leaf hashes of `keyspace` over the keys it shares with `peer`. A pass asks
+/// for the branches and then for some branches' leaves: the second question is answered
+/// from the first one's scan when it is recent ([`LEAVES_REUSED_FOR`]), not by another.
+fn leaves(node: &Node, keyspace: &str, peer: &str) -> Result<Arc<Vec<u64>>, String> {
+    let cache_key = (keyspace.to_owned(), peer.to_owned());
+    let mut cache = node.anti_entropy.leaves.lock();
+    cache.retain(|_, (at, _)| at.elapsed() < LEAVES_REUSED_FOR);
+    if let Some((_, leaves)) = cache.get(&cache_key) {
+        return Ok(Arc::clone(leaves));
+    }
+    drop(cache);
     let mut leaves = vec![0u64; LEAVES];
     walk_shared(node, keyspace, peer, None, |_, leaf, digest| {
         leaves[leaf] ^= digest
     })?;
+    let leaves = Arc::new(leaves);
+    let now = std::time::Instant::now();
+    node.anti_entropy
+        .leaves
+        .lock()
+        .insert(cache_key, (now, Arc::clone(&leaves)));
     Ok(leaves)
 }
+
+/// How long a peer is given to answer a question: it scans the keys it shares with this
+/// node at [`SCAN_RECORDS_PER_SECOND`] (30 M keys in that time); the RPC server allows as
+/// long ([`ringkv_cluster::rpc::DEADLINE_MAX`]).
+const QUESTION_TIMEOUT: Duration = Duration::from_secs(300);
+
+const _: () = assert!(QUESTION_TIMEOUT.as_secs() <= ringkv_cluster::rpc::DEADLINE_MAX.as_secs());
+
+/// How long a scan's leaf hashes answer the questions of the same pass.
+const LEAVES_REUSED_FOR: Duration = Duration::from_secs(5);
+
+/// Records a tree's scan reads per second at most: its pace, so that a round takes a bounded
+/// share of the disk and CPU from clients (100 k keys: about 1 s per scan).
+const SCAN_RECORDS_PER_SECOND: u64 = 100_000;
 
 /// This node's answer to `question` about `keyspace`, over the keys it shares with `peer`.
 fn answer_question(
@@ -296,7 +334,7 @@ fn answer_question(
 /// the interval is 0).
 ///
 /// The first round comes soon after the node starts, once its peers have had time to answer
-/// gossip, and runs until nothing differs: a node that joins, restarts or comes back with an
+/// gossip, and passes until it has caught up: a node that joins, restarts or comes back with an
 /// empty disk is brought up to date at once rather than over several intervals.
 pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     let interval_ms = node.config.anti_entropy_interval_ms;
@@ -323,6 +361,9 @@ const FIRST_ROUND_AFTER: Duration = Duration::from_secs(3);
 /// `passes` passes; waits for a round under way to finish first.
 pub async fn round(node: &Arc<Node>, keyspace: Option<&str>, passes: usize) {
     let _running = node.anti_entropy.running.lock().await;
+    // This side's trees are scanned afresh each round (a peer's questions may still be
+    // answered from a scan of the last few seconds).
+    node.anti_entropy.leaves.lock().clear();
     let view = node.view();
     let peers: Vec<String> = view
         .members
@@ -368,7 +409,7 @@ pub async fn round(node: &Arc<Node>, keyspace: Option<&str>, passes: usize) {
 }
 
 /// Compares this node's tree of `keyspace` with `peer`'s and repairs the keys that differ,
-/// in up to `passes` passes (until nothing differs); returns how many leaves differed and how
+/// in up to `passes` passes (while a pass finds more than it can repair); returns how many leaves differed and how
 /// many keys were looked into.
 async fn exchange(
     node: &Arc<Node>,
@@ -382,7 +423,10 @@ async fn exchange(
         let (differing, repaired) = pass(node, view, peer, keyspace).await?;
         differing_total += differing;
         repaired_total += repaired;
-        if repaired == 0 {
+        // Another pass only while one could not repair all it found: under writes, two
+        // replicas always differ by the writes in flight, and chasing those would scan
+        // without end.
+        if (repaired as usize) < REPAIRS_PER_EXCHANGE_MAX {
             break;
         }
     }
@@ -403,7 +447,8 @@ async fn both(
         peer: view.me.clone(),
         question: question.clone(),
     };
-    let theirs = crate::coordinator::ask(node, view, peer, request).await?;
+    let theirs = crate::coordinator::ask_within(node, view, peer, request, QUESTION_TIMEOUT);
+    let theirs = theirs.await?;
     let ours = answer(node, keyspace.to_owned(), peer.to_owned(), question).await?;
     Ok((theirs, ours))
 }

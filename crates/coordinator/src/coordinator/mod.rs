@@ -131,6 +131,18 @@ pub(crate) async fn ask(
     id: &str,
     request: PeerRequest,
 ) -> Result<PeerResponse, String> {
+    let timeout = Duration::from_millis(node.config.rpc_timeout_ms);
+    ask_within(node, view, id, request, timeout).await
+}
+
+/// [`ask`], waiting up to `timeout` for the answer (a question that takes a scan).
+pub(crate) async fn ask_within(
+    node: &Arc<Node>,
+    view: &ClusterView,
+    id: &str,
+    request: PeerRequest,
+    timeout: Duration,
+) -> Result<PeerResponse, String> {
     if id == view.me {
         return crate::peers::answer(node, request).await;
     }
@@ -138,7 +150,6 @@ pub(crate) async fn ask(
         return Err(format!("{id} is down"));
     }
     let address = view.address(id).ok_or_else(|| format!("{id} is unknown"))?;
-    let timeout = Duration::from_millis(node.config.rpc_timeout_ms);
     node.peers
         .get(address)
         .call(request, timeout)
