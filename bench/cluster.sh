@@ -18,14 +18,7 @@ WORKLOADS="${WORKLOADS:-set get a}"
 source bench/common.sh
 build_ringkv
 
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+with_work_dir
 
 # Reads "name http=H resp=R cluster=C" lines from a log until `count` have appeared.
 addresses() { # log count

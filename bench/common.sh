@@ -19,3 +19,11 @@ wait_ready() { # port
   for _ in $(seq 100); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.1; done
   echo "server on port $1 did not start" >&2; exit 1
 }
+
+# Makes a scratch directory `$work` and a list `pids` of background processes, both cleaned
+# up (processes killed, directory removed) when the script exits.
+with_work_dir() {
+  work="$(mktemp -d)"
+  pids=()
+  trap 'for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+}

@@ -28,14 +28,7 @@ BASE_PORT="${BASE_PORT:-28080}"; LOAD_SECONDS="${LOAD_SECONDS:-15}"
 source bench/common.sh
 build_ringkv
 
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+with_work_dir
 
 http() { echo "http://127.0.0.1:$((BASE_PORT + 10 * $1))"; }
 resp() { echo "$((BASE_PORT + 10 * $1 + 1))"; }
