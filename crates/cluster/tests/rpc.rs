@@ -250,3 +250,56 @@ async fn connections_past_the_limit_are_closed_at_once() {
     assert!(closed_within(&mut extra, Duration::from_secs(3)).await);
     assert!(!closed_within(&mut held[0], Duration::from_millis(200)).await);
 }
+
+/// Counts how many of its requests run at once.
+#[derive(Default)]
+struct Counting {
+    running: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+impl Service<Request, u64> for Counting {
+    async fn handle(&self, request: Request) -> Result<u64, String> {
+        use std::sync::atomic::Ordering;
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        if let Request::Echo { delay_ms, .. } = request {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        }
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        Ok(0)
+    }
+}
+
+/// Goal: one connection cannot make the server run more than `REQUESTS_IN_FLIGHT_MAX` of its
+/// requests at once; the rest wait unread, and all are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_runs_at_most_its_share_of_requests_at_once() {
+    use ringkv_cluster::rpc::REQUESTS_IN_FLIGHT_MAX;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = Arc::new(Peer::<Request, u64>::new(
+        listener.local_addr().unwrap().to_string(),
+    ));
+    let service = Arc::new(Counting::default());
+    let (_stop, stopped) = watch::channel(false);
+    tokio::spawn(serve::<Request, u64, Counting>(
+        listener,
+        Arc::clone(&service),
+        stopped,
+    ));
+    let calls: Vec<_> = (0..REQUESTS_IN_FLIGHT_MAX as u64 + 50)
+        .map(|n| {
+            let peer = Arc::clone(&peer);
+            tokio::spawn(async move { peer.call(Request::Echo { n, delay_ms: 300 }, LONG).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), Ok(0));
+    }
+    let most = service.most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(most <= REQUESTS_IN_FLIGHT_MAX, "{most} ran at once");
+    assert!(
+        most > REQUESTS_IN_FLIGHT_MAX / 2,
+        "requests do run concurrently: {most}"
+    );
+}
