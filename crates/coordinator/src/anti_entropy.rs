@@ -434,7 +434,7 @@ async fn exchange(
     Ok((differing_total, repaired_total))
 }
 
-/// Asks `question` of `peer` and of this node: their answers, in that order.
+/// Asks `question` of `peer` and of this node, both at once: their answers, in that order.
 async fn both(
     node: &Arc<Node>,
     view: &ClusterView,
@@ -447,10 +447,11 @@ async fn both(
         peer: view.me.clone(),
         question: question.clone(),
     };
+    // Both sides scan at once.
     let theirs = crate::coordinator::ask_within(node, view, peer, request, QUESTION_TIMEOUT);
-    let theirs = theirs.await?;
-    let ours = answer(node, keyspace.to_owned(), peer.to_owned(), question).await?;
-    Ok((theirs, ours))
+    let ours = answer(node, keyspace.to_owned(), peer.to_owned(), question);
+    let (theirs, ours) = tokio::join!(theirs, ours);
+    Ok((theirs?, ours?))
 }
 
 /// The hashes of both sides' answers to a tree question.
@@ -560,12 +561,7 @@ async fn repair(
         (Some(only), None) | (None, Some(only)) => only,
         (None, None) => return Ok(()),
     };
-    let conflict = node
-        .keyspaces
-        .get(keyspace)
-        .map_or(ringkv_replica::ConflictMode::LastWriterWins, |def| {
-            def.conflict.into()
-        });
+    let conflict = node.keyspaces.conflict_of(keyspace);
     let merge = MergeRequest {
         keyspace: keyspace.to_owned(),
         key: key.to_vec(),

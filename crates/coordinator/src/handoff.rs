@@ -56,6 +56,16 @@ pub struct HandoffMetrics {
     pub pending_total: Gauge<u64, AtomicU64>,
 }
 
+impl HandoffMetrics {
+    /// Counts what storing a hint came to.
+    pub fn count(&self, outcome: Stored) {
+        match outcome {
+            Stored::Queued => self.stored.inc(),
+            Stored::Refused => self.refused.inc(),
+        };
+    }
+}
+
 /// The replica a figure is about.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TargetLabels {
@@ -159,14 +169,9 @@ pub async fn run_writer(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
         let stored = tokio::task::spawn_blocking(move || writer.store.hints().store(&batch)).await;
         let metrics = &node.handoff.metrics;
         match stored {
-            Ok(Ok(outcomes)) => {
-                for outcome in outcomes {
-                    match outcome {
-                        Stored::Queued => metrics.stored.inc(),
-                        Stored::Refused => metrics.refused.inc(),
-                    };
-                }
-            }
+            Ok(Ok(outcomes)) => outcomes
+                .into_iter()
+                .for_each(|outcome| metrics.count(outcome)),
             Ok(Err(error)) => tracing::warn!(%error, "cannot store hints"),
             Err(error) => tracing::warn!(%error, "the hint writer failed"),
         }
@@ -238,12 +243,7 @@ async fn deliver(
     target: &str,
     hint: &Hint,
 ) -> bool {
-    let conflict = node
-        .keyspaces
-        .get(&hint.keyspace)
-        .map_or(ringkv_replica::ConflictMode::LastWriterWins, |def| {
-            def.conflict.into()
-        });
+    let conflict = node.keyspaces.conflict_of(&hint.keyspace);
     let merge = PeerRequest::Merge(MergeRequest {
         keyspace: hint.keyspace.clone(),
         key: hint.key.clone(),

@@ -150,6 +150,13 @@ impl Keyspaces {
             .or_else(|| Self::builtin(name))
     }
 
+    /// How replicas of `name` merge concurrent writes; last-writer-wins for a keyspace this
+    /// node does not know (a record heard of before its definition, as `default` merges).
+    pub fn conflict_of(&self, name: &str) -> ConflictMode {
+        self.get(name)
+            .map_or(ConflictMode::LastWriterWins, |def| def.conflict.into())
+    }
+
     /// Every defined keyspace, built-in `default` included.
     pub fn list(&self) -> Vec<KeyspaceDef> {
         let mut all = self.defined.read().clone();

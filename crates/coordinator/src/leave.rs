@@ -122,12 +122,7 @@ async fn stream_keyspace(
         })
         .collect();
     let after = Ring::new(&without_me, VNODES_DEFAULT);
-    let conflict = node
-        .keyspaces
-        .get(keyspace)
-        .map_or(ringkv_replica::ConflictMode::LastWriterWins, |def| {
-            def.conflict.into()
-        });
+    let conflict = node.keyspaces.conflict_of(keyspace);
     let mut resume: Option<Vec<u8>> = None;
     loop {
         let (records, next) = node

@@ -309,14 +309,12 @@ async fn keep_hint(
         .await
         .map_err(|error| RemoteError::Failed(error.to_string()))?
         .map_err(|error| RemoteError::Failed(error.to_string()))?;
-    let kept = stored.first() == Some(&ringkv_replica::hints::Stored::Queued);
-    let metrics = &node.handoff.metrics;
-    if kept {
-        metrics.stored.inc();
-    } else {
-        metrics.refused.inc();
-    }
-    Ok(kept)
+    let outcome = stored
+        .first()
+        .copied()
+        .unwrap_or(ringkv_replica::hints::Stored::Refused);
+    node.handoff.metrics.count(outcome);
+    Ok(outcome == ringkv_replica::hints::Stored::Queued)
 }
 
 /// The nodes removed from `node`'s ring, with their generations.
