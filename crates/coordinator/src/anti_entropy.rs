@@ -15,9 +15,9 @@
 //!    ([`Record::sync`]), stores the merge locally and sends it back: both directions in
 //!    one step. A record that fails its checksum on one side is replaced from the other.
 //!
-//! What this first version does not do yet: trees are rebuilt by a scan at each exchange
-//! rather than kept up to date as writes land, and tombstones are still purged by age, not
-//! by confirmation that every replica holds them.
+//! Tombstones take part like any record, and go only once every replica holds them
+//! ([`crate::reaper`]). What this version does not do yet: trees are rebuilt by a scan at
+//! each exchange rather than kept up to date as writes land.
 
 use crate::gossip::ClusterView;
 use crate::node::Node;

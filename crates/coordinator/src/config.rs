@@ -42,10 +42,11 @@ pub struct ServerConfig {
     pub sync: SyncPolicy,
     /// fsync interval under `sync = "periodic"`.
     pub sync_interval_ms: u64,
-    /// How long tombstones and expired values are kept before being removed for good, so
-    /// every replica learns of a delete first (Cassandra's `gc_grace_seconds`). A replica
-    /// that was down for longer must be wiped and rebuilt, or it could bring deleted values
-    /// back. Zero is safe for a node that will never have peers.
+    /// How long tombstones and expired values are kept at least before being removed for
+    /// good (Cassandra's `gc_grace_seconds`, without its danger): a record whose every
+    /// sibling is dead goes only once every replica of its key is seen to hold it or
+    /// nothing, so a replica down for longer than this cannot bring a delete back. While the
+    /// node has peers, the wait is at least `hint_window_ms`.
     pub tombstone_grace_ms: u64,
     /// How often expired data is looked for.
     pub sweep_interval_ms: u64,
@@ -247,6 +248,9 @@ impl ServerConfig {
                 count_max: self.hints_per_replica_max,
                 bytes_max: self.hint_bytes_per_replica_max,
             },
+            // The node's reaper removes wholly dead records, once every replica is seen to
+            // hold them: a sweeper alone could bring a delete back (crate::reaper).
+            reaping: ringkv_replica::Reaping::WhenConfirmed,
             ..StoreOptions::default()
         }
     }

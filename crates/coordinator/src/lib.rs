@@ -15,6 +15,7 @@
 //! - [`anti_entropy`]: replicas comparing hash trees and repairing what differs.
 //! - [`leave`]: handing a node's ranges to their next owners before it leaves the ring.
 //! - [`handoff`]: hinted handoff: copies of writes a replica missed, delivered when it is back.
+//! - [`reaper`]: removing tombstones once every replica of their key holds them.
 //! - [`peers`]: what nodes ask of each other over the cluster RPC.
 
 pub mod anti_entropy;
@@ -27,6 +28,7 @@ pub mod keyspaces;
 pub mod leave;
 pub mod node;
 pub mod peers;
+pub mod reaper;
 
 /// The request and answer types the client APIs share with the layers below: what a read or
 /// write asks and what it returns, re-exported so the APIs need no crate below this one.

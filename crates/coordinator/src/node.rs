@@ -70,6 +70,8 @@ pub struct Node {
     pub anti_entropy: crate::anti_entropy::AntiEntropy,
     /// Leaving the cluster, once asked.
     pub leaving: crate::leave::Leaving,
+    /// The reaping of wholly dead records: its metrics.
+    pub reaper: crate::reaper::ReaperMetrics,
     /// The view of a node that is not serving yet: itself alone.
     alone: std::sync::OnceLock<Arc<ClusterView>>,
     clock: Arc<dyn WallClock>,
@@ -102,6 +104,7 @@ impl Node {
         let cluster_metrics = crate::coordinator::ClusterMetrics::register(&mut registry);
         let handoff = crate::handoff::Handoff::new(&mut registry);
         let anti_entropy = crate::anti_entropy::AntiEntropy::new(&mut registry);
+        let reaper = crate::reaper::ReaperMetrics::register(&mut registry);
         let node_id = config
             .node_id
             .clone()
@@ -114,6 +117,7 @@ impl Node {
             handoff,
             anti_entropy,
             leaving: crate::leave::Leaving::default(),
+            reaper,
             alone: std::sync::OnceLock::new(),
             config,
             store,
@@ -256,7 +260,8 @@ fn check_engine_marker(dir: &Path, engine: &str) -> Result<(), String> {
 
 /// Starts the node's cluster services once its REST API is bound at `http_addr` (peers
 /// and clients learn that address through gossip): binds the cluster address, joins the
-/// seeds, answers peers over the RPC, spreads keyspace definitions and hands hints off, until
+/// seeds, answers peers over the RPC, spreads keyspace definitions, hands hints off, runs
+/// anti-entropy and reaps tombstones, until
 /// `signal` turns true. Returns the bound cluster address and the services' tasks.
 pub async fn start_cluster_services(
     node: &Arc<Node>,
@@ -272,13 +277,15 @@ pub async fn start_cluster_services(
     let metadata_task = tokio::spawn(crate::keyspaces::spread(Arc::clone(node), signal.clone()));
     let hint_writer = tokio::spawn(crate::handoff::run_writer(Arc::clone(node), signal.clone()));
     let hint_replay = tokio::spawn(crate::handoff::run_replay(Arc::clone(node), signal.clone()));
-    let anti_entropy = tokio::spawn(crate::anti_entropy::run(Arc::clone(node), signal));
+    let anti_entropy = tokio::spawn(crate::anti_entropy::run(Arc::clone(node), signal.clone()));
+    let reaper = tokio::spawn(crate::reaper::run(Arc::clone(node), signal));
     let tasks = vec![
         rpc_task,
         metadata_task,
         hint_writer,
         hint_replay,
         anti_entropy,
+        reaper,
     ];
     Ok((cluster_addr, tasks))
 }

@@ -56,6 +56,14 @@ pub enum PeerRequest {
         merge: MergeRequest,
         created_ms: u64,
     },
+    /// Reaping: whether this node holds each record (by key and fingerprint) or none of the
+    /// key; with `remove`, remove each that still has its fingerprint (see
+    /// [`crate::reaper`]).
+    Reap {
+        keyspace: String,
+        records: Vec<(Vec<u8>, u64)>,
+        remove: bool,
+    },
 }
 
 /// The answer to a [`PeerRequest`], variant for variant.
@@ -81,6 +89,8 @@ pub enum PeerResponse {
     Tree(Result<crate::anti_entropy::Tree, RemoteError>),
     /// Anti-entropy key digests.
     Digests(Result<Vec<(Vec<u8>, u64)>, RemoteError>),
+    /// Per record of a [`PeerRequest::Reap`]: held or none (or, removing: none now).
+    Reaped(Result<Vec<bool>, RemoteError>),
 }
 
 /// One page of a peer's records.
@@ -281,6 +291,11 @@ pub async fn answer(node: &Arc<Node>, request: PeerRequest) -> Result<PeerRespon
             peer,
             question,
         } => crate::anti_entropy::answer(node, keyspace, peer, question).await?,
+        PeerRequest::Reap {
+            keyspace,
+            records,
+            remove,
+        } => PeerResponse::Reaped(crate::reaper::answer(node, keyspace, records, remove).await),
         PeerRequest::Stats => {
             let node = Arc::clone(node);
             let stats = tokio::task::spawn_blocking(move || node.stats()).await;

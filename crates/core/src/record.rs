@@ -280,6 +280,12 @@ impl Record {
         before - self.siblings.len()
     }
 
+    /// A 64-bit hash of the record's encoding: two replicas hold the same record exactly when
+    /// (short of a hash collision) their fingerprints are equal.
+    pub fn fingerprint(&self) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(&self.encode())
+    }
+
     /// Bytes of every sibling's value.
     pub fn value_bytes(&self) -> usize {
         value_bytes(&self.siblings)

@@ -12,7 +12,7 @@
 
 use crate::error::ReplicaError;
 use crate::store::WriteOutcome;
-use crate::writer::ManyReply;
+use crate::writer::{ManyReply, Swept};
 use parking_lot::Mutex;
 use ringkv_storage::StorageError;
 use tokio::sync::{oneshot, Notify};
@@ -29,8 +29,12 @@ pub(crate) enum Answer {
         Result<bool, ReplicaError>,
     ),
     Sweep(
-        oneshot::Sender<Result<u64, ReplicaError>>,
-        Result<u64, ReplicaError>,
+        oneshot::Sender<Result<Swept, ReplicaError>>,
+        Result<Swept, ReplicaError>,
+    ),
+    Reap(
+        oneshot::Sender<Result<Vec<bool>, ReplicaError>>,
+        Result<Vec<bool>, ReplicaError>,
     ),
 }
 
@@ -49,6 +53,9 @@ pub(crate) fn answer_all(answers: Vec<Answer>, committed: &Result<(), StorageErr
                 let _ = reply.send(committed.as_ref().map_err(fresh_error).and(outcome));
             }
             Answer::Sweep(reply, outcome) => {
+                let _ = reply.send(committed.as_ref().map_err(fresh_error).and(outcome));
+            }
+            Answer::Reap(reply, outcome) => {
                 let _ = reply.send(committed.as_ref().map_err(fresh_error).and(outcome));
             }
         }

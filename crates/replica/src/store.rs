@@ -82,6 +82,23 @@ pub struct StoreOptions {
     pub cache_bytes: u64,
     /// Bounds of each target's queue of hints (see [`crate::hints`]).
     pub hint_limits: HintLimits,
+    /// Who removes records whose every sibling is dead.
+    pub reaping: Reaping,
+}
+
+/// Who removes a record once every sibling of it is dead (deleted or expired) and its grace
+/// has passed. Dead siblings beside live ones are always dropped by the sweeper: the record
+/// stays, and its causal context still keeps the writes they replaced from coming back.
+/// Removing a whole record forgets that context, which is safe only once no replica holds
+/// an older write it would bring back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reaping {
+    /// The sweeper removes such records itself (a store with no other replica).
+    BySweeper,
+    /// The sweeper leaves them, and [`LocalStore::sweep_due`] lists them for the caller
+    /// (the coordinator), which removes them with [`LocalStore::reap`] once it has seen that
+    /// every replica of the key holds the same record or nothing.
+    WhenConfirmed,
 }
 
 impl Default for StoreOptions {
@@ -98,6 +115,7 @@ impl Default for StoreOptions {
                 count_max: 100_000,
                 bytes_max: 256 << 20,
             },
+            reaping: Reaping::BySweeper,
         }
     }
 }
@@ -1223,6 +1241,74 @@ impl LocalStore {
         let (metrics, engine) = (&self.shared.metrics, &self.shared.engine);
         metrics.disk_bytes.set(engine.disk_bytes());
         metrics.engine_entries.set(engine.approximate_entries());
+    }
+
+    /// Sweeps up to `limit` expiry-index entries of records whose first sibling died at or
+    /// before `cutoff_ms` (at least the grace period ago), after index key `after`: dead
+    /// siblings beside live ones are removed; under [`Reaping::WhenConfirmed`] wholly dead
+    /// records are left and listed instead. Returns what was done, and the index key to
+    /// continue after (`None` once every due entry was seen).
+    pub async fn sweep_due(
+        &self,
+        cutoff_ms: u64,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<(crate::writer::Swept, Option<Vec<u8>>), ReplicaError> {
+        let shared = Arc::clone(&self.shared);
+        let grace_cutoff = shared
+            .clock
+            .now_ms()
+            .saturating_sub(shared.options.tombstone_grace_ms);
+        let cutoff = cutoff_ms.min(grace_cutoff);
+        let (entries, next) = tokio::task::spawn_blocking(move || {
+            crate::sweeper::due_entries(&shared, cutoff, after.as_deref(), limit)
+        })
+        .await
+        .map_err(|_| ReplicaError::ShuttingDown)??;
+        if entries.is_empty() {
+            return Ok((crate::writer::Swept::default(), next));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(Job::Sweep { entries, reply }).await?;
+        let swept = answer.await.map_err(|_| ReplicaError::ShuttingDown)??;
+        self.count_swept(swept.removed).await?;
+        Ok((swept, next))
+    }
+
+    /// Removes wholly dead records of `keyspace` (those [`LocalStore::sweep_due`] listed),
+    /// each only if its stored record still has the fingerprint given. Says per key whether
+    /// the key holds no record now.
+    pub async fn reap(
+        &self,
+        keyspace: &str,
+        records: Vec<(Vec<u8>, u64)>,
+    ) -> Result<Vec<bool>, ReplicaError> {
+        layout::validate_keyspace(keyspace).map_err(ReplicaError::Invalid)?;
+        for (key, _) in &records {
+            check_key(key)?;
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(Job::Reap {
+            keyspace: keyspace.to_owned(),
+            records,
+            reply,
+        })
+        .await?;
+        let gone = answer.await.map_err(|_| ReplicaError::ShuttingDown)??;
+        self.count_swept(gone.iter().filter(|&&g| g).count() as u64)
+            .await?;
+        Ok(gone)
+    }
+
+    /// Counts removals towards the next compaction, compacting when it is due.
+    async fn count_swept(&self, swept: u64) -> Result<(), ReplicaError> {
+        if swept == 0 {
+            return Ok(());
+        }
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || crate::sweeper::count_swept(&shared, swept))
+            .await
+            .map_err(|_| ReplicaError::ShuttingDown)?
     }
 
     /// Runs one sweeper pass now, compaction included (tests and operators; it also runs on

@@ -5,10 +5,15 @@
 //! The sweeper reads only the due part of the expiry index and hands the entries to the writer
 //! thread, which re-checks each record before removing anything: a record rewritten since the
 //! entry was made is left alone.
+//!
+//! Under [`Reaping::WhenConfirmed`] this thread does not sweep: the coordinator walks the
+//! index instead ([`LocalStore::sweep_due`](crate::LocalStore::sweep_due)), because only it
+//! can tell whether the other replicas hold a wholly dead record before it is removed.
 
 use crate::error::ReplicaError;
 use crate::layout;
-use crate::store::{Shared, SyncPolicy};
+use crate::layout::ExpiryEntry;
+use crate::store::{Reaping, Shared, SyncPolicy};
 use crate::writer::Job;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -40,7 +45,8 @@ pub(crate) fn run_background(shared: Arc<Shared>, writer: mpsc::Sender<Job>, sto
                 tracing::error!(%error, "periodic sync failed");
             }
         }
-        if last_sweep.elapsed() >= sweep_every {
+        let sweeps = shared.options.reaping == Reaping::BySweeper;
+        if sweeps && last_sweep.elapsed() >= sweep_every {
             last_sweep = Instant::now();
             if let Err(error) = sweep_pass(&shared, &writer) {
                 tracing::error!(%error, "sweep failed");
@@ -53,6 +59,12 @@ pub(crate) fn run_background(shared: Arc<Shared>, writer: mpsc::Sender<Job>, sto
 /// compaction, asks the engine to reclaim the space (an LSM tree only frees it by compacting).
 pub(crate) fn sweep_pass(shared: &Shared, writer: &mpsc::Sender<Job>) -> Result<u64, ReplicaError> {
     let swept = sweep_due(shared, writer)?;
+    count_swept(shared, swept)?;
+    Ok(swept)
+}
+
+/// Counts `swept` siblings removed, and compacts once enough were since the last compaction.
+pub(crate) fn count_swept(shared: &Shared, swept: u64) -> Result<(), ReplicaError> {
     let pending = shared
         .swept_since_compaction
         .fetch_add(swept, Ordering::AcqRel)
@@ -62,7 +74,31 @@ pub(crate) fn sweep_pass(shared: &Shared, writer: &mpsc::Sender<Job>) -> Result<
         shared.engine.compact()?;
     }
     shared.metrics.disk_bytes.set(shared.engine.disk_bytes());
-    Ok(swept)
+    Ok(())
+}
+
+/// Up to `limit` expiry-index entries due at or before `cutoff_ms`, after the index key
+/// `after`; with the index key to continue after, `None` once the due part is exhausted.
+#[allow(clippy::type_complexity)]
+pub(crate) fn due_entries(
+    shared: &Shared,
+    cutoff_ms: u64,
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<(Vec<ExpiryEntry>, Option<Vec<u8>>), ReplicaError> {
+    let mut range = layout::expiry_due_range(cutoff_ms);
+    if let Some(after) = after {
+        range = range.after(after);
+    }
+    let due = shared.engine.scan(&range, limit.max(1))?;
+    let next = (due.len() >= limit.max(1))
+        .then(|| due.last().map(|(key, _)| key.to_vec()))
+        .flatten();
+    let entries = due
+        .iter()
+        .filter_map(|(key, _)| layout::parse_expiry_key(key))
+        .collect();
+    Ok((entries, next))
 }
 
 /// Removes everything whose grace period has passed; returns how many siblings went.
@@ -73,14 +109,7 @@ pub(crate) fn sweep_due(shared: &Shared, writer: &mpsc::Sender<Job>) -> Result<u
             .clock
             .now_ms()
             .saturating_sub(shared.options.tombstone_grace_ms);
-        let due = shared
-            .engine
-            .scan(&layout::expiry_due_range(cutoff), SWEEP_BATCH_MAX)?;
-        let full = due.len() == SWEEP_BATCH_MAX;
-        let entries: Vec<_> = due
-            .iter()
-            .filter_map(|(key, _)| layout::parse_expiry_key(key))
-            .collect();
+        let (entries, next) = due_entries(shared, cutoff, None, SWEEP_BATCH_MAX)?;
         if entries.is_empty() {
             break;
         }
@@ -90,8 +119,9 @@ pub(crate) fn sweep_due(shared: &Shared, writer: &mpsc::Sender<Job>) -> Result<u
             .map_err(|_| ReplicaError::ShuttingDown)?;
         swept += answer
             .blocking_recv()
-            .map_err(|_| ReplicaError::ShuttingDown)??;
-        if !full {
+            .map_err(|_| ReplicaError::ShuttingDown)??
+            .removed;
+        if next.is_none() {
             break;
         }
     }

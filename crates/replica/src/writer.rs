@@ -24,7 +24,7 @@ use crate::error::ReplicaError;
 use crate::layout::{self, ExpiryEntry, KeyspaceId};
 use crate::loop_commit::LoopQueue;
 use crate::store::{
-    Change, Condition, ConflictMode, Entry, Expiry, MergeRequest, PreparedWrite, Report,
+    Change, Condition, ConflictMode, Entry, Expiry, MergeRequest, PreparedWrite, Reaping, Report,
     SeenReplaced, SeenWrite, Shared, SyncPolicy, WriteOutcome, WriteRequest,
 };
 use parking_lot::{Mutex, MutexGuard};
@@ -82,11 +82,29 @@ pub(crate) enum Job {
         request: MergeRequest,
         reply: oneshot::Sender<Result<bool, ReplicaError>>,
     },
-    /// Expiry-index entries that are due; the reply counts the siblings removed.
+    /// Expiry-index entries that are due; the reply counts the siblings removed and lists
+    /// the wholly dead records left for confirmation.
     Sweep {
         entries: Vec<ExpiryEntry>,
-        reply: oneshot::Sender<Result<u64, ReplicaError>>,
+        reply: oneshot::Sender<Result<Swept, ReplicaError>>,
     },
+    /// Wholly dead records of `keyspace` to remove, each only if the stored record still has
+    /// the given fingerprint; the reply says, per key, whether it is gone now.
+    Reap {
+        keyspace: String,
+        records: Vec<(Vec<u8>, u64)>,
+        reply: oneshot::Sender<Result<Vec<bool>, ReplicaError>>,
+    },
+}
+
+/// What a sweep did.
+#[derive(Debug, Default)]
+pub struct Swept {
+    /// Siblings removed.
+    pub removed: u64,
+    /// Records found wholly dead and left in place for confirmation
+    /// ([`crate::store::Reaping::WhenConfirmed`]), with their fingerprints.
+    pub dead: Vec<(ExpiryEntry, u64)>,
 }
 
 impl Job {
@@ -95,6 +113,7 @@ impl Job {
         match self {
             Job::WriteMany { requests, .. } => requests.len(),
             Job::Sweep { entries, .. } => entries.len(),
+            Job::Reap { records, .. } => records.len(),
             Job::Write { .. } | Job::Merge { .. } => 1,
         }
     }
@@ -105,6 +124,7 @@ impl Job {
             Job::WriteMany { requests, .. } => requests.iter().map(PreparedWrite::bytes).sum(),
             Job::Merge { request, .. } => request.key.len() + request.record.value_bytes(),
             Job::Sweep { entries, .. } => entries.len() * 64,
+            Job::Reap { records, .. } => records.iter().map(|(key, _)| key.len() + 8).sum(),
         }
     }
 }
@@ -382,6 +402,11 @@ impl Writer {
                 Job::Sweep { entries, reply } => {
                     Answer::Sweep(reply, self.apply_sweep(&mut group, entries))
                 }
+                Job::Reap {
+                    keyspace,
+                    records,
+                    reply,
+                } => Answer::Reap(reply, self.apply_reap(&mut group, &keyspace, records)),
             })
             .collect();
         let stored = if group.batch.is_empty() {
@@ -688,11 +713,12 @@ impl Writer {
         &self,
         group: &mut Group,
         entries: Vec<ExpiryEntry>,
-    ) -> Result<u64, ReplicaError> {
+    ) -> Result<Swept, ReplicaError> {
         let shared = &self.shared;
         let now_ms = shared.clock.now_ms();
         let grace_ms = shared.options.tombstone_grace_ms;
-        let mut removed = 0;
+        let confirmed_only = shared.options.reaping == Reaping::WhenConfirmed;
+        let mut swept = Swept::default();
         for entry in entries {
             let index_key = layout::expiry_key(entry.due_ms, &entry.keyspace, &entry.key);
             let stored = match self.current(group, &entry.keyspace, &entry.key) {
@@ -710,7 +736,11 @@ impl Writer {
             if dropped == 0 {
                 continue;
             }
-            removed += dropped as u64;
+            if record.siblings.is_empty() && confirmed_only {
+                swept.dead.push((entry, stored.fingerprint()));
+                continue;
+            }
+            swept.removed += dropped as u64;
             let remaining = Some(record).filter(|r| !r.siblings.is_empty());
             let id = self.keyspace_id(&entry.keyspace)?;
             store(
@@ -722,8 +752,42 @@ impl Writer {
                 remaining,
             );
         }
-        shared.metrics.swept.inc_by(removed);
-        Ok(removed)
+        shared.metrics.swept.inc_by(swept.removed);
+        Ok(swept)
+    }
+
+    /// Removes each of `records` whose stored record still has the fingerprint given (one
+    /// rewritten since is left alone), and says per key whether none is stored now.
+    fn apply_reap(
+        &self,
+        group: &mut Group,
+        keyspace: &str,
+        records: Vec<(Vec<u8>, u64)>,
+    ) -> Result<Vec<bool>, ReplicaError> {
+        let mut gone = Vec::with_capacity(records.len());
+        let mut removed = 0;
+        for (key, fingerprint) in records {
+            let stored = match self.current(group, keyspace, &key) {
+                Ok(stored) => stored,
+                Err(ReplicaError::Corruption { .. }) => {
+                    gone.push(false);
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            gone.push(match stored {
+                None => true,
+                Some(record) if record.fingerprint() == fingerprint => {
+                    let id = self.keyspace_id(keyspace)?;
+                    removed += record.siblings.len() as u64;
+                    store(group, keyspace, id, &key, record.next_dead_ms(), None);
+                    true
+                }
+                Some(_) => false,
+            });
+        }
+        self.shared.metrics.swept.inc_by(removed);
+        Ok(gone)
     }
 }
 

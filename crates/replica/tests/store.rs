@@ -4,8 +4,8 @@
 use prometheus_client::registry::Registry;
 use ringkv_core::clock::{ManualClock, SystemClock, WallClock};
 use ringkv_replica::{
-    Change, Condition, ConflictMode, Expiry, LocalStore, ReplicaError, Report, StoreOptions,
-    SyncPolicy, WriteRequest,
+    Change, Condition, ConflictMode, Expiry, LocalStore, Reaping, ReplicaError, Report,
+    StoreOptions, SyncPolicy, WriteRequest,
 };
 use ringkv_storage::lsm::{LsmEngine, LsmOptions};
 use ringkv_storage::{open, Engine, EngineKind, ScanRange};
@@ -187,6 +187,101 @@ async fn overwriting_an_expiring_value_without_ttl_keeps_it() {
     clock.advance(10_000);
     f.store.sweep_now().await.unwrap();
     assert_eq!(value_of(&f.store, "k").as_deref(), Some(&b"forever"[..]));
+}
+
+/// Goal: under `Reaping::WhenConfirmed` the store never removes a wholly dead record by
+/// itself: a sweep lists it (with its fingerprint) and leaves it, still drops dead siblings
+/// beside live ones, and `reap` removes a record only while it still has the fingerprint the
+/// caller confirmed.
+#[tokio::test]
+async fn wholly_dead_records_wait_for_a_confirmed_reap() {
+    for kind in EngineKind::ALL {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let options = StoreOptions {
+            reaping: Reaping::WhenConfirmed,
+            ..Default::default()
+        };
+        let f = fixture_with(kind, clock.clone(), options);
+        let store = &f.store;
+        store
+            .write(WriteRequest::put(KS, b"gone", b"v"))
+            .await
+            .unwrap();
+        store
+            .write(WriteRequest::delete(KS, b"gone"))
+            .await
+            .unwrap();
+        store
+            .write(WriteRequest::put(KS, b"rewritten", b"v"))
+            .await
+            .unwrap();
+        store
+            .write(WriteRequest::delete(KS, b"rewritten"))
+            .await
+            .unwrap();
+        // A live value beside a dead sibling: a sibling keyspace keeps both.
+        let siblings = "siblings";
+        let concurrent = |value: &'static [u8]| WriteRequest {
+            conflict: ConflictMode::Siblings,
+            ..WriteRequest::put(siblings, b"both", value)
+        };
+        store.write(concurrent(b"live")).await.unwrap();
+        store
+            .write(WriteRequest {
+                conflict: ConflictMode::Siblings,
+                ..WriteRequest::delete(siblings, b"both")
+            })
+            .await
+            .unwrap();
+        store.write(concurrent(b"again")).await.unwrap();
+        let has_dead = |store: &LocalStore| {
+            let record = store.get_record(siblings, b"both").unwrap().unwrap();
+            record.siblings.iter().any(|s| s.value.is_none())
+        };
+        assert!(has_dead(store), "{kind}: a blind delete is a sibling");
+        clock.advance(10);
+
+        store.sweep_now().await.unwrap();
+        assert!(store.get_record(KS, b"gone").unwrap().is_some(), "{kind}");
+        let now = clock.now_ms();
+        let (swept, next) = store.sweep_due(now, None, 100).await.unwrap();
+        assert_eq!(next, None, "{kind}: every due entry seen");
+        let listed: Vec<&[u8]> = swept.dead.iter().map(|(e, _)| &e.key[..]).collect();
+        assert_eq!(listed, [&b"gone"[..], &b"rewritten"[..]], "{kind}");
+        for key in [&b"gone"[..], b"rewritten"] {
+            assert!(store.get_record(KS, key).unwrap().is_some(), "{kind}: kept");
+        }
+        assert!(
+            !has_dead(store),
+            "{kind}: the dead sibling went, the record stayed"
+        );
+
+        // "rewritten" changes after it was listed: its old fingerprint no longer removes it.
+        store
+            .write(WriteRequest::delete(KS, b"rewritten"))
+            .await
+            .unwrap();
+        let confirmed: Vec<(Vec<u8>, u64)> = swept
+            .dead
+            .iter()
+            .map(|(entry, fingerprint)| (entry.key.clone(), *fingerprint))
+            .chain([(b"never-written".to_vec(), 7)])
+            .collect();
+        let gone = store.reap(KS, confirmed).await.unwrap();
+        assert_eq!(gone, [true, false, true], "{kind}");
+        assert!(store.get_record(KS, b"gone").unwrap().is_none(), "{kind}");
+        assert!(
+            store.get_record(KS, b"rewritten").unwrap().is_some(),
+            "{kind}"
+        );
+        let (again, _) = store.sweep_due(clock.now_ms(), None, 100).await.unwrap();
+        let listed: Vec<&[u8]> = again.dead.iter().map(|(e, _)| &e.key[..]).collect();
+        assert_eq!(
+            listed,
+            [&b"rewritten"[..]],
+            "{kind}: the reaped key's entry is gone"
+        );
+    }
 }
 
 #[tokio::test]

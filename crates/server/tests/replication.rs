@@ -408,7 +408,7 @@ async fn a_restarted_node_remembers_the_ring_rejoins_and_catches_up_by_read_repa
     );
 
     // Back on the same address, with no --join: the saved members are its way back.
-    let back = restart(&id, dir, listen).await;
+    let back = restart(&id, dir, listen, |_| {}).await;
     assert_eq!(
         view(&back).members.len(),
         3,
@@ -520,7 +520,7 @@ async fn writes_missed_by_a_down_replica_reach_it_when_it_returns_without_reads(
     })
     .await;
 
-    let back = restart(&id, dir, listen).await;
+    let back = restart(&id, dir, listen, |_| {}).await;
     eventually("every missed write is on the returned node", async || {
         let mut held = 0;
         for i in 0..KEYS {
@@ -577,7 +577,7 @@ async fn a_fallback_stands_in_for_a_down_replica_unless_pw_forbids_it() {
         .expect("one node is not a replica");
     assert!(fallback.running.node.handoff.metrics.stored.get() >= 1);
 
-    let back = restart(&id, dir, listen).await;
+    let back = restart(&id, dir, listen, |_| {}).await;
     eventually(
         "the fallback delivers the copy to the returned replica",
         async || {
@@ -606,9 +606,14 @@ async fn stop(node: TestNode, others: &[TestNode]) -> (String, tempfile::TempDir
 }
 
 /// Starts node `id` again on its data directory and cluster address, with no `--join`: the
-/// saved members are its way back.
-async fn restart(id: &str, dir: tempfile::TempDir, listen: String) -> TestNode {
-    let config = ringkv_server::ServerConfig {
+/// saved members are its way back. `configure` is applied to its configuration.
+async fn restart(
+    id: &str,
+    dir: tempfile::TempDir,
+    listen: String,
+    configure: impl FnOnce(&mut ringkv_server::ServerConfig),
+) -> TestNode {
+    let mut config = ringkv_server::ServerConfig {
         node_id: Some(id.to_owned()),
         data_dir: dir.path().to_path_buf(),
         http: "127.0.0.1:0".into(),
@@ -616,6 +621,7 @@ async fn restart(id: &str, dir: tempfile::TempDir, listen: String) -> TestNode {
         listen,
         ..ringkv_server::ServerConfig::default()
     };
+    configure(&mut config);
     TestNode {
         running: ringkv_server::start(config).await.unwrap(),
         dir,
@@ -947,4 +953,61 @@ async fn a_wiped_replica_is_refilled_by_anti_entropy_alone() {
         hints, 0,
         "no hint was needed: anti-entropy alone refilled it"
     );
+}
+
+/// Goal: a delete that a replica missed while it was down for longer than the tombstone
+/// grace never comes back: the replicas that took it keep the tombstone until every replica
+/// of the key holds it, and then all of them remove it. Method: grace and hint window 0 (no
+/// hint carries the delete), sweeps every 50 ms; a replica stops, the key is deleted, the
+/// others are seen keeping the tombstone round after round; the replica returns holding the
+/// old value, anti-entropy brings it the tombstone, and the key ends with no record anywhere
+/// and reads as deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_missed_by_a_down_replica_stays_deleted_and_its_tombstone_goes_once_all_hold_it() {
+    let fast = |config: &mut ringkv_server::ServerConfig| {
+        config.tombstone_grace_ms = 0;
+        config.hint_window_ms = 0;
+        config.sweep_interval_ms = 50;
+        config.anti_entropy_interval_ms = 300;
+    };
+    let mut nodes = cluster_with(3, fast).await;
+    let key = "deleted-while-away";
+    let answer = put(&nodes[0], &format!("/v1/keys/{key}?w=all"), "old").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let (id, dir, listen) = stop(nodes.pop().unwrap(), &nodes).await;
+    let deleted = call(&nodes[0], "DELETE", &format!("/v1/keys/{key}?w=2"), &[], "").await;
+    assert!(deleted.status.is_success(), "{:?}", deleted.status);
+
+    let record = |node: &TestNode| {
+        node.running
+            .node
+            .local_store()
+            .get_record("default", key.as_bytes())
+            .unwrap()
+    };
+    for node in &nodes {
+        let metrics = &node.running.node.reaper;
+        eventually("the reaper has looked at the tombstone", async || {
+            metrics.unconfirmed.get() >= 3
+        })
+        .await;
+    }
+    for node in &nodes {
+        let tombstone = record(node).expect("the tombstone is kept while a replica is away");
+        assert!(tombstone.siblings.iter().all(|s| s.value.is_none()));
+    }
+
+    let back = restart(&id, dir, listen, fast).await;
+    nodes.push(back);
+    eventually("every replica has removed the tombstone", async || {
+        nodes.iter().all(|node| record(node).is_none())
+    })
+    .await;
+    assert!(
+        nodes[0].running.node.reaper.reaped.get() + nodes[1].running.node.reaper.reaped.get() >= 1
+    );
+    for node in &nodes {
+        let read = call(node, "GET", &format!("/v1/keys/{key}?r=all"), &[], "").await;
+        assert_eq!(read.status, StatusCode::NOT_FOUND, "the delete stays");
+    }
 }
