@@ -34,8 +34,13 @@ use tokio::sync::watch;
 /// Expiry-index entries read per step.
 const STEP_ENTRIES: usize = 512;
 
-/// Steps per round: a round's work is bounded, and the next round goes on where it stopped.
+/// Steps per round while the node has peers (each step asks them): a round's work is
+/// bounded, and the next round goes on where it stopped.
 const STEPS_PER_ROUND: usize = 20;
+
+/// Steps per round for a node alone in its ring, which asks no one: as many as its sweeper
+/// would take, so mass expiry is reclaimed as fast as on a store of its own.
+const STEPS_PER_ROUND_ALONE: usize = 1_000;
 
 /// Most records one [`PeerRequest::Reap`] names.
 pub const REAP_RECORDS_MAX: usize = STEP_ENTRIES;
@@ -90,13 +95,18 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// One round from index key `cursor`: sweeps and reaps at most [`STEPS_PER_ROUND`] pages of
-/// due entries. Returns where the next round goes on (`None`: from the start).
+/// One round from index key `cursor`: sweeps and reaps a bounded number of pages of due
+/// entries. Returns where the next round goes on (`None`: from the start).
 pub async fn round(
     node: &Arc<Node>,
     mut cursor: Option<Vec<u8>>,
 ) -> Result<Option<Vec<u8>>, ReplicaError> {
-    for _ in 0..STEPS_PER_ROUND {
+    let steps = if node.is_alone() {
+        STEPS_PER_ROUND_ALONE
+    } else {
+        STEPS_PER_ROUND
+    };
+    for _ in 0..steps {
         let view = node.view();
         let cutoff = node.now_ms().saturating_sub(reap_age_ms(node, &view));
         let (swept, next) = node
