@@ -416,6 +416,26 @@ impl Client {
         parse(self.check(response)?)
     }
 
+    /// The roots of the node's anti-entropy trees of `keyspace`, one per live peer (by id)
+    /// over the keys they share, as 16 hex digits: two replicas have converged when each
+    /// one's root for the other is the same.
+    pub fn roots(
+        &self,
+        keyspace: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, ClientError> {
+        #[derive(Deserialize)]
+        struct Roots {
+            roots: std::collections::BTreeMap<String, String>,
+        }
+        let url = format!(
+            "{}/v1/cluster/roots?keyspace={}",
+            self.base,
+            percent_encode(keyspace)
+        );
+        let response = self.agent.get(&url).call().map_err(|e| self.transport(e))?;
+        parse::<Roots>(self.check(response)?).map(|r| r.roots)
+    }
+
     /// The replication factor of a keyspace.
     pub fn keyspace_replication(&self, keyspace: &str) -> Result<usize, ClientError> {
         #[derive(Deserialize)]

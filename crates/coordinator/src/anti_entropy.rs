@@ -354,6 +354,32 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// The root of this node's tree of `keyspace` over the keys it shares with each live peer,
+/// scanned now: two replicas hold the same records of the keys they share exactly when (short
+/// of a hash collision) each one's root for the other is the same. The fault lab's convergence
+/// check (`GET /v1/cluster/roots`).
+pub async fn roots(node: &Arc<Node>, keyspace: &str) -> Result<BTreeMap<String, u64>, String> {
+    let view = node.view();
+    let peers: Vec<String> = view
+        .members
+        .keys()
+        .filter(|id| **id != view.me && !view.is_down(id))
+        .cloned()
+        .collect();
+    let (node, keyspace) = (Arc::clone(node), keyspace.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut roots = BTreeMap::new();
+        for peer in peers {
+            let mut root = 0u64;
+            walk_shared(&node, &keyspace, &peer, None, |_, _, digest| root ^= digest)?;
+            roots.insert(peer, root);
+        }
+        Ok(roots)
+    })
+    .await
+    .map_err(|error| error.to_string())?
+}
+
 /// How soon after start the first round runs (or the interval, if shorter).
 const FIRST_ROUND_AFTER: Duration = Duration::from_secs(3);
 

@@ -47,6 +47,7 @@ fn handler(id: &str) -> Option<MethodRouter<Arc<Node>>> {
         "leave" => post(ops::leave),
         "leaveProgress" => get(ops::leave_progress),
         "repairProgress" => get(ops::repair_progress),
+        "antiEntropyRoots" => get(ops::roots),
         "ring" => get(ops::ring),
         "metrics" => get(ops::metrics),
         "openapi" => get(ops::openapi),

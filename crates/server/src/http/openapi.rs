@@ -276,6 +276,15 @@ pub const OPERATIONS: &[Operation] = &[
     },
     Operation {
         method: "get",
+        path: "/v1/cluster/roots",
+        id: "antiEntropyRoots",
+        summary: "The roots of this node's anti-entropy trees of a keyspace, one per live peer over the keys they share, scanned now: replicas have converged when each pair's roots for each other are equal",
+        parameters: &[Parameter { name: "keyspace", location: In::Query, required: false, description: "The keyspace (default: default)" }],
+        body: None,
+        responses: &[(200, "{node_id, keyspace, roots: {peer id: 16 hex digits}}"), (404, "no such keyspace")],
+    },
+    Operation {
+        method: "get",
         path: "/v1/cluster/ring",
         id: "ring",
         summary: "The hash ring: members with token counts and shares, and every token's owner",

@@ -161,6 +161,46 @@ pub async fn repair_progress(State(node): State<Arc<Node>>) -> Response {
     Json(node.anti_entropy.progress()).into_response()
 }
 
+/// Query parameters of `GET /v1/cluster/roots`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootsParams {
+    keyspace: Option<String>,
+}
+
+/// The roots of this node's anti-entropy trees of a keyspace (`default` unless named), one
+/// per live peer over the keys they share, scanned now: replicas have converged when each
+/// pair's roots for each other are equal.
+pub async fn roots(
+    State(node): State<Arc<Node>>,
+    super::keys::Params(params): super::keys::Params<RootsParams>,
+) -> Result<Response, super::error::ApiError> {
+    use axum::http::StatusCode;
+    let keyspace = params
+        .keyspace
+        .unwrap_or_else(|| ringkv_coordinator::keyspaces::DEFAULT_KEYSPACE.to_owned());
+    if node.keyspaces.get(&keyspace).is_none() {
+        return Err(super::error::ApiError::new(
+            StatusCode::NOT_FOUND,
+            "keyspace_not_found",
+            format!("no keyspace {keyspace:?}"),
+        ));
+    }
+    let roots = ringkv_coordinator::anti_entropy::roots(&node, &keyspace)
+        .await
+        .map_err(|error| {
+            super::error::ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", error)
+        })?;
+    let roots: serde_json::Map<String, serde_json::Value> = roots
+        .into_iter()
+        .map(|(peer, root)| (peer, json!(format!("{root:016x}"))))
+        .collect();
+    Ok(
+        Json(json!({ "node_id": node.node_id, "keyspace": keyspace, "roots": roots }))
+            .into_response(),
+    )
+}
+
 /// How long `/v1/cluster` waits for a member's figures.
 const STATS_TIMEOUT: Duration = Duration::from_millis(2000);
 
