@@ -39,10 +39,10 @@ addresses "$work/single.log" 1
 addresses "$work/cluster.log" 3
 single="$(grep ' http=' "$work/single.log" | head -1)"
 first="$(grep ' http=' "$work/cluster.log" | head -1)"
-# Wait until the cluster's first node sees all three members alive.
+# Wait until the cluster's first node sees all three members alive and done joining.
 for _ in $(seq 300); do
   alive="$("$ringkv" cluster status --json --node "http://$(field "$first" http)" 2>/dev/null |
-    grep -o '"liveness":"alive"' | wc -l || true)"
+    grep -o '"status":"normal","liveness":"alive"' | wc -l || true)"
   [ "$alive" -ge 3 ] && break
   sleep 0.1
 done

@@ -58,7 +58,10 @@ await_liveness() { # node-index liveness members [member-id]: every member (or t
 import json, sys
 members = json.load(sys.stdin)["members"]
 wanted = [m for m in members if len(sys.argv) < 4 or m["id"] == sys.argv[3]]
-ok = len(members) == int(sys.argv[2]) and all(m["liveness"] == sys.argv[1] for m in wanted)
+# A live member must also be done joining: until then it does not serve its ranges.
+ok = len(members) == int(sys.argv[2]) and all(
+    m["liveness"] == sys.argv[1] and (sys.argv[1] != "alive" or m["status"] == "normal")
+    for m in wanted)
 sys.exit(0 if ok else 1)
 ' "$2" "$3" ${4:+"$4"} && return 0
     sleep 0.1

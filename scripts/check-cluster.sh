@@ -44,9 +44,10 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 [ "$(wc -l <"$work/dev-cluster.out")" -ge "$NODES" ] || fail "dev-cluster did not start"
-# Every node must see every other alive before the ring is complete.
+# Every node must see every other alive, and done joining, before the ring is complete.
 for _ in $(seq 300); do
-  alive=$("$ringkv" cluster status --node "$(http 0)" --json | grep -o '"liveness":"alive"' | wc -l)
+  alive=$("$ringkv" cluster status --node "$(http 0)" --json |
+    grep -o '"status":"normal","liveness":"alive"' | wc -l)
   [ "$alive" -eq "$NODES" ] && break
   sleep 0.1
 done
@@ -85,7 +86,7 @@ await_liveness() {
   local started=$SECONDS
   for _ in $(seq 200); do
     "$ringkv" cluster status --node "$(http 0)" --json |
-      grep -q "\"id\":\"node-$last\"[^}]*\"liveness\":\"$1\"" && {
+      grep -q "\"id\":\"node-$last\"[^}]*\"status\":\"normal\",\"liveness\":\"$1\"" && {
       echo "   node-0 sees node-$last $1 after ~$((SECONDS - started)) s"
       return 0
     }

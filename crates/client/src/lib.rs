@@ -90,6 +90,33 @@ pub struct ClusterMember {
     /// Hints it keeps for other replicas, if it answered.
     #[serde(default)]
     pub hints_pending: Option<u64>,
+    /// Where its joining stands, if it joined while it has been running.
+    #[serde(default)]
+    pub joining: Option<JoinProgress>,
+}
+
+/// Where a node's joining stands: its transfers, one per donor and keyspace.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct JoinProgress {
+    /// `joining` until every transfer is done, then `normal`.
+    pub state: String,
+    /// The transfers.
+    pub transfers: Vec<JoinTransfer>,
+}
+
+/// One donor's stream of one keyspace's ranges to a joining node.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct JoinTransfer {
+    /// The node sending.
+    pub donor: String,
+    /// The keyspace.
+    pub keyspace: String,
+    /// Records received so far.
+    pub records: u64,
+    /// Pages asked again after a failure.
+    pub retries: u64,
+    /// `streaming`, `done` or `given up`.
+    pub state: String,
 }
 
 /// Where a node's leaving stands, as `/v1/cluster/leave` reports it.

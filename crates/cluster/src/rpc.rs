@@ -2,8 +2,12 @@
 //!
 //! Wire format: frames of `u32 length | postcard(Envelope)`, at most [`FRAME_BYTES_MAX`]
 //! ([`crate::frames`] refuses longer ones, and buffers a frame only as its bytes arrive). A
-//! request carries an id and a deadline; the reply carries the same id, so replies may come
-//! back in any order. Messages start with a protocol version so adjacent releases can talk
+//! request carries an id, when it was sent and a deadline; the reply carries the same id, so
+//! replies may come back in any order. A request that arrives after its caller stopped
+//! waiting — its send time plus its deadline plus the clocks' tolerated skew
+//! ([`Service::clock_skew_max`]) — is dropped unread: a write held up in the network (a
+//! partition that heals, a paused process that resumes) never lands after its caller gave up
+//! on it, which is what lets a node bound how late an old write can arrive. Messages start with a protocol version so adjacent releases can talk
 //! during a rolling upgrade: a node refuses frames of a version it does not know.
 //!
 //! The port is open to the network, so the server bounds what a connection can hold: at
@@ -32,7 +36,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 pub const FRAME_BYTES_MAX: usize = 48 << 20;
 
 /// The protocol version this release speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Frames queued for one connection's writer before callers wait for room.
 const OUTGOING_QUEUE_MAX: usize = 1024;
@@ -72,6 +76,8 @@ const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 struct RequestFrame<Req> {
     version: u16,
     id: u64,
+    /// When the caller sent it, by its clock (unix ms).
+    sent_ms: u64,
     /// How long the caller waits, from when the frame was sent.
     deadline_ms: u32,
     body: Req,
@@ -109,6 +115,22 @@ pub enum RpcError {
 pub trait Service<Req, Resp>: Send + Sync + 'static {
     /// Handles one request; an `Err` reaches the caller as [`RpcError::Remote`].
     fn handle(&self, request: Req) -> impl Future<Output = Result<Resp, String>> + Send;
+
+    /// How far apart this node's and its peers' clocks may be: a request arriving later
+    /// than its send time plus its deadline plus this is dropped unread.
+    fn clock_skew_max(&self) -> Duration {
+        CLOCK_SKEW_MAX_DEFAULT
+    }
+}
+
+/// The clock skew tolerated between nodes unless configured otherwise.
+pub const CLOCK_SKEW_MAX_DEFAULT: Duration = Duration::from_secs(10);
+
+/// The current unix time in milliseconds.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 /// Serves RPC connections on `listener` until `shutdown` turns true.
@@ -187,6 +209,8 @@ async fn serve_connection<Req, Resp, S>(
     let in_flight = Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_MAX));
     let mut check = tokio::time::interval(LIMITS_CHECK_INTERVAL);
     let (mut last_frame, mut frames_seen) = (Instant::now(), false);
+    // Late requests are logged once per connection, not once each.
+    let mut warned_late = false;
     loop {
         let frame = tokio::select! {
             frame = frames.next() => frame,
@@ -211,6 +235,7 @@ async fn serve_connection<Req, Resp, S>(
         let Ok(RequestFrame {
             version,
             id,
+            sent_ms,
             deadline_ms,
             body,
         }) = postcard::from_bytes::<RequestFrame<Req>>(&frame)
@@ -230,6 +255,22 @@ async fn serve_connection<Req, Resp, S>(
         let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
             break;
         };
+        let given_up_at = sent_ms
+            .saturating_add(deadline_ms.into())
+            .saturating_add(service.clock_skew_max().as_millis() as u64);
+        let now_ms = unix_ms();
+        if now_ms > given_up_at {
+            if !warned_late {
+                warned_late = true;
+                tracing::warn!(
+                    %peer,
+                    late_ms = now_ms - given_up_at,
+                    "dropping a request that arrived after its caller gave up (held up in the \
+                     network, or the clocks are further apart than clock_skew_max_ms)"
+                );
+            }
+            continue;
+        }
         let (service, replies) = (Arc::clone(&service), replies.clone());
         tokio::spawn(async move {
             let _permit = permit;
@@ -339,6 +380,7 @@ where
         let envelope = RequestFrame {
             version: PROTOCOL_VERSION,
             id,
+            sent_ms: unix_ms(),
             deadline_ms,
             body: request,
         };

@@ -303,3 +303,75 @@ async fn a_connection_runs_at_most_its_share_of_requests_at_once() {
         "requests do run concurrently: {most}"
     );
 }
+
+/// Runs every request it reads, counting them, with no clock skew tolerated.
+#[derive(Default)]
+struct Strict {
+    handled: std::sync::atomic::AtomicUsize,
+}
+
+impl Service<Request, u64> for Strict {
+    async fn handle(&self, request: Request) -> Result<u64, String> {
+        self.handled
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if let Request::Echo { delay_ms, .. } = request {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        }
+        Ok(0)
+    }
+
+    fn clock_skew_max(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+/// Goal: a request that reaches the server after its caller stopped waiting is dropped
+/// unread, never run late (a write held up in the network must not land after its caller
+/// gave up). Method: the connection's every slot is taken by slow requests, so the next
+/// frames wait unread in the network; those sent with a short deadline are read only after
+/// it passed, and are not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_read_after_its_deadline_is_dropped_unrun() {
+    use ringkv_cluster::rpc::REQUESTS_IN_FLIGHT_MAX;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = Arc::new(Peer::<Request, u64>::new(
+        listener.local_addr().unwrap().to_string(),
+    ));
+    let service = Arc::new(Strict::default());
+    let (_stop, stopped) = watch::channel(false);
+    tokio::spawn(serve::<Request, u64, Strict>(
+        listener,
+        Arc::clone(&service),
+        stopped,
+    ));
+    let slow: Vec<_> = (0..REQUESTS_IN_FLIGHT_MAX as u64)
+        .map(|n| {
+            let peer = Arc::clone(&peer);
+            tokio::spawn(async move { peer.call(Request::Echo { n, delay_ms: 500 }, LONG).await })
+        })
+        .collect();
+    // Let the slow ones take every slot before the late ones are sent.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let late = (0..10u64).map(|n| {
+        let peer = Arc::clone(&peer);
+        async move {
+            let call = Request::Echo { n, delay_ms: 0 };
+            peer.call(call, Duration::from_millis(50)).await
+        }
+    });
+    for outcome in futures_util::future::join_all(late).await {
+        assert!(matches!(outcome, Err(RpcError::Timeout(_))), "{outcome:?}");
+    }
+    for call in slow {
+        assert_eq!(call.await.unwrap(), Ok(0));
+    }
+    // The late frames have been read by now (the slots freed 400 ms ago at the latest).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        service.handled.load(std::sync::atomic::Ordering::SeqCst),
+        REQUESTS_IN_FLIGHT_MAX,
+        "only the requests read in time ran"
+    );
+    let on_time = peer.call(Request::Echo { n: 1, delay_ms: 0 }, LONG).await;
+    assert_eq!(on_time, Ok(0), "the connection still serves");
+}

@@ -83,6 +83,12 @@ pub struct ServerConfig {
     pub resp_debug_enabled: bool,
     /// How long a node waits for a peer's answer before counting it as failed.
     pub rpc_timeout_ms: u64,
+    /// How far apart the nodes' clocks may be (keep them synced, by NTP or the like). A
+    /// request that reaches a node later than its send time plus its deadline plus this is
+    /// dropped unread, so a write held up in the network cannot land after its caller gave
+    /// up; and tombstones are kept at least `hint_window_ms` plus `rpc_timeout_ms` plus this,
+    /// so no older write can arrive once its delete is forgotten.
+    pub clock_skew_max_ms: u64,
     /// How long a hint (a copy of a write kept for a replica that could not take it) waits
     /// for its replica before it is dropped, as Cassandra's `max_hint_window`: a replica down
     /// for longer is brought up to date by anti-entropy instead.
@@ -136,6 +142,7 @@ impl Default for ServerConfig {
             resp_flush_enabled: true,
             resp_debug_enabled: false,
             rpc_timeout_ms: 2_000,
+            clock_skew_max_ms: ringkv_cluster::rpc::CLOCK_SKEW_MAX_DEFAULT.as_millis() as u64,
             hint_window_ms: 3 * 3600 * 1000,
             hints_per_replica_max: defaults.hint_limits.count_max,
             hint_bytes_per_replica_max: defaults.hint_limits.bytes_max,

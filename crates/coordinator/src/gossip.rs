@@ -57,9 +57,13 @@ pub struct Gossip {
 pub struct ClusterView {
     /// This node's id.
     pub me: String,
-    /// The ring of every member that has not left.
+    /// The ring requests are routed by: every member that has not left and is done joining.
     pub ring: Ring,
-    /// Each ring member's settings and liveness, by id.
+    /// The ring once the members now joining have joined; `None` while none is. Writes also
+    /// go to the joining members this ring makes a key's replicas, and they stream the rest
+    /// of their ranges from the members that hold them ([`crate::join`]).
+    pub joining_ring: Option<Ring>,
+    /// Each member's settings and liveness, by id (joining members included).
     pub members: HashMap<String, (NodeIdentity, Liveness)>,
 }
 
@@ -85,17 +89,25 @@ impl ClusterView {
             })
             .collect();
         members.insert(me.id.clone(), (me.clone(), Liveness::Alive));
-        let ring_members: Vec<Member> = members
+        let ring_of = |keep: &dyn Fn(&NodeIdentity) -> bool| {
+            let chosen: Vec<Member> = members
+                .values()
+                .filter(|(identity, _)| keep(identity))
+                .map(|(identity, _)| Member {
+                    id: identity.id.clone(),
+                    zone: identity.zone.clone(),
+                    weight: identity.weight.max(1),
+                })
+                .collect();
+            Ring::new(&chosen, VNODES_DEFAULT)
+        };
+        let any_joining = members
             .values()
-            .map(|(identity, _)| Member {
-                id: identity.id.clone(),
-                zone: identity.zone.clone(),
-                weight: identity.weight.max(1),
-            })
-            .collect();
+            .any(|(identity, _)| identity.status == NodeStatus::Joining);
         Self {
             me: me.id.clone(),
-            ring: Ring::new(&ring_members, VNODES_DEFAULT),
+            ring: ring_of(&|identity| identity.status != NodeStatus::Joining),
+            joining_ring: any_joining.then(|| ring_of(&|_| true)),
             members,
         }
     }
@@ -128,9 +140,31 @@ impl ClusterView {
             .map(|(identity, _)| identity.address.as_str())
     }
 
-    /// Whether this node is alone in the ring (every request is served locally).
+    /// Whether this node is alone in the ring (every request is served locally): a node
+    /// still joining never is, even before it has heard from anyone.
     pub fn is_single(&self) -> bool {
-        self.members.len() == 1
+        self.members.len() == 1 && !self.is_joining(&self.me)
+    }
+
+    /// Whether member `id` is joining: taking writes and streaming its ranges, not yet
+    /// serving them.
+    pub fn is_joining(&self, id: &str) -> bool {
+        self.members
+            .get(id)
+            .is_some_and(|(identity, _)| identity.status == NodeStatus::Joining)
+    }
+
+    /// The joining members that will be replicas of `key` in a keyspace of `replication`
+    /// copies: its writes go to them too, uncounted (none while no member is joining).
+    pub fn joining_replicas(&self, key: &[u8], replication: usize) -> Vec<String> {
+        let Some(ring) = &self.joining_ring else {
+            return Vec::new();
+        };
+        ring.preference_list(key, replication)
+            .into_iter()
+            .filter(|member| self.is_joining(&member.id))
+            .map(|member| member.id.clone())
+            .collect()
     }
 }
 

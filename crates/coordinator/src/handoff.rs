@@ -200,7 +200,6 @@ pub async fn run_replay(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
 async fn replay_to(node: &Arc<Node>, target: &str) {
     let view = node.view();
     let alive = view.members.contains_key(target) && !view.is_down(target);
-    let expired_before = node.now_ms().saturating_sub(node.config.hint_window_ms);
     let hints = node.store.hints();
     let batch = match hints.oldest(target, REPLAY_BATCH) {
         Ok(batch) => batch,
@@ -220,6 +219,9 @@ async fn replay_to(node: &Arc<Node>, target: &str) {
                 continue;
             }
         };
+        // Checked against the clock now, not at the batch's start: deliveries before it may
+        // have taken a while, and the reaper counts on no hint landing past its window.
+        let expired_before = node.now_ms().saturating_sub(node.config.hint_window_ms);
         if stored.hint.created_ms < expired_before {
             let _ = hints.remove(target, stored.sequence, stored.bytes);
             metrics.expired.inc();

@@ -114,7 +114,7 @@ async fn stream_keyspace(
     let without_me: Vec<Member> = view
         .members
         .values()
-        .filter(|(identity, _)| identity.id != view.me)
+        .filter(|(identity, _)| identity.id != view.me && !view.is_joining(&identity.id))
         .map(|(identity, _)| Member {
             id: identity.id.clone(),
             zone: identity.zone.clone(),

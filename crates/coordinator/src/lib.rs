@@ -13,6 +13,7 @@
 //! - [`keyspaces`]: keyspace definitions, spread to every node.
 //! - [`gossip`]: cluster membership over UDP.
 //! - [`anti_entropy`]: replicas comparing hash trees and repairing what differs.
+//! - [`join`]: a new node streaming its ranges from their holders before it serves them.
 //! - [`leave`]: handing a node's ranges to their next owners before it leaves the ring.
 //! - [`handoff`]: hinted handoff: copies of writes a replica missed, delivered when it is back.
 //! - [`reaper`]: removing tombstones once every replica of their key holds them.
@@ -24,6 +25,7 @@ pub mod consistency;
 pub mod coordinator;
 pub mod gossip;
 pub mod handoff;
+pub mod join;
 pub mod keyspaces;
 pub mod leave;
 pub mod node;

@@ -70,6 +70,8 @@ pub struct Node {
     pub anti_entropy: crate::anti_entropy::AntiEntropy,
     /// Leaving the cluster, once asked.
     pub leaving: crate::leave::Leaving,
+    /// Joining the cluster, when this node started as a new member.
+    pub joining: crate::join::Joining,
     /// The reaping of wholly dead records: its metrics.
     pub reaper: crate::reaper::ReaperMetrics,
     /// The view of a node that is not serving yet: itself alone.
@@ -118,6 +120,7 @@ impl Node {
             anti_entropy,
             leaving: crate::leave::Leaving::default(),
             reaper,
+            joining: crate::join::Joining::default(),
             alone: std::sync::OnceLock::new(),
             config,
             store,
@@ -175,6 +178,7 @@ impl Node {
                 .iter()
                 .map(|(_, q)| q.count)
                 .sum(),
+            joining: self.joining.progress(),
         }
     }
 
@@ -268,7 +272,7 @@ pub async fn start_cluster_services(
     http_addr: SocketAddr,
     signal: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, Vec<JoinHandle<()>>), NodeError> {
-    let (cluster_addr, rpc) = start_gossip(node, http_addr, signal.clone()).await?;
+    let (cluster_addr, rpc, joining) = start_gossip(node, http_addr, signal.clone()).await?;
     let rpc_task = tokio::spawn(ringkv_cluster::rpc::serve(
         rpc,
         Arc::new(crate::peers::PeerService::new(node)),
@@ -278,8 +282,8 @@ pub async fn start_cluster_services(
     let hint_writer = tokio::spawn(crate::handoff::run_writer(Arc::clone(node), signal.clone()));
     let hint_replay = tokio::spawn(crate::handoff::run_replay(Arc::clone(node), signal.clone()));
     let anti_entropy = tokio::spawn(crate::anti_entropy::run(Arc::clone(node), signal.clone()));
-    let reaper = tokio::spawn(crate::reaper::run(Arc::clone(node), signal));
-    let tasks = vec![
+    let reaper = tokio::spawn(crate::reaper::run(Arc::clone(node), signal.clone()));
+    let mut tasks = vec![
         rpc_task,
         metadata_task,
         hint_writer,
@@ -287,17 +291,20 @@ pub async fn start_cluster_services(
         anti_entropy,
         reaper,
     ];
+    if joining {
+        tasks.push(tokio::spawn(crate::join::run(Arc::clone(node), signal)));
+    }
     Ok((cluster_addr, tasks))
 }
 
 /// Binds the cluster address — UDP for gossip and TCP for RPC, on the same port, so peers
-/// need one address per node — and joins the seeds. Returns the bound address and the RPC
-/// listener.
+/// need one address per node — and joins the seeds. Returns the bound address, the RPC
+/// listener, and whether this node is joining (it must stream its ranges first).
 async fn start_gossip(
     node: &Arc<Node>,
     http_addr: SocketAddr,
     signal: watch::Receiver<bool>,
-) -> Result<(SocketAddr, TcpListener), NodeError> {
+) -> Result<(SocketAddr, TcpListener, bool), NodeError> {
     let config = &node.config;
     let (socket, rpc) = bind_cluster(&config.listen).await?;
     let bind_error = |source| NodeError::Bind {
@@ -305,6 +312,8 @@ async fn start_gossip(
         source,
     };
     let bound = socket.local_addr().map_err(bind_error)?;
+    let remembered = remembered_members(node);
+    let joining = crate::join::starts_joining(node, !remembered.is_empty());
     let me = NodeIdentity {
         id: node.node_id.clone(),
         address: config
@@ -314,10 +323,16 @@ async fn start_gossip(
         http: advertised_http(config.advertise.as_deref(), http_addr),
         zone: config.zone.clone(),
         weight: config.weight,
-        status: ringkv_cluster::membership::NodeStatus::Normal,
-        generation: 0,
+        status: if joining {
+            ringkv_cluster::membership::NodeStatus::Joining
+        } else {
+            ringkv_cluster::membership::NodeStatus::Normal
+        },
+        // Newer than any identity of this node's earlier runs (each change of status adds
+        // one), so a restarted node's settings — a wiped node now joining — win over what
+        // the others remember of it.
+        generation: node.now_ms(),
     };
-    let remembered = remembered_members(node);
     let removed = removed_members(node);
     let saver = Arc::downgrade(node);
     let saves = Arc::new(Saves::default());
@@ -338,7 +353,7 @@ async fn start_gossip(
         .await
         .map_err(bind_error)?;
     let _ = node.gossip.set(gossip);
-    Ok((bound, rpc))
+    Ok((bound, rpc, joining))
 }
 
 /// The REST address to tell peers and clients: the bound one, or — when it binds every

@@ -56,6 +56,15 @@ pub enum PeerRequest {
         merge: MergeRequest,
         created_ms: u64,
     },
+    /// Joining: a page of this node's records of `keyspace` after `after` (at most `limit`
+    /// examined) that joining node `joiner` will replicate and this node is the first live
+    /// replica of (see [`crate::join`]).
+    Transfer {
+        keyspace: String,
+        joiner: String,
+        after: Option<Vec<u8>>,
+        limit: u32,
+    },
     /// Reaping: whether this node holds each record (by key and fingerprint) or none of the
     /// key; with `remove`, remove each that still has its fingerprint (see
     /// [`crate::reaper`]).
@@ -117,6 +126,8 @@ pub struct NodeStats {
     pub anti_entropy_divergence: u64,
     /// Hints this node keeps for other replicas.
     pub hints_pending: u64,
+    /// Where its joining stands, if it joined in this run.
+    pub joining: Option<crate::join::JoinProgress>,
 }
 
 /// A replica error as it crosses the wire. Errors about the request itself (a failed
@@ -234,6 +245,14 @@ impl Service<PeerRequest, PeerResponse> for PeerService {
         let node = self.node.upgrade().ok_or("node is shutting down")?;
         answer(&node, request).await
     }
+
+    fn clock_skew_max(&self) -> std::time::Duration {
+        self.node
+            .upgrade()
+            .map_or(ringkv_cluster::rpc::CLOCK_SKEW_MAX_DEFAULT, |node| {
+                std::time::Duration::from_millis(node.config.clock_skew_max_ms)
+            })
+    }
 }
 
 /// Answers one request from `node`'s own replica and metadata (for peers, and for the
@@ -291,6 +310,18 @@ pub async fn answer(node: &Arc<Node>, request: PeerRequest) -> Result<PeerRespon
             peer,
             question,
         } => crate::anti_entropy::answer(node, keyspace, peer, question).await?,
+        PeerRequest::Transfer {
+            keyspace,
+            joiner,
+            after,
+            limit,
+        } => PeerResponse::Scanned(crate::join::answer(
+            node,
+            &keyspace,
+            &joiner,
+            after.as_deref(),
+            limit,
+        )),
         PeerRequest::Reap {
             keyspace,
             records,

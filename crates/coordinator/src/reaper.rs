@@ -6,8 +6,8 @@
 //!
 //! Each node reaps what it holds, on the sweeper's schedule:
 //! 1. It walks its expiry index as far as the grace period (and, while it has peers, the hint
-//!    window: a hint of a write older than the delete must not land after the tombstone is
-//!    gone). Dead siblings beside live ones are dropped at once by the store; the record and
+//!    window plus the RPC timeout plus the clock skew: a hint or a delayed copy of a write
+//!    older than the delete must not land after the tombstone is gone). Dead siblings beside live ones are dropped at once by the store; the record and
 //!    its causal context stay.
 //! 2. For each wholly dead record, it asks every replica of the key, the failure detector
 //!    seeing them all alive, whether it holds the same record (by fingerprint) or none.
@@ -125,14 +125,21 @@ pub async fn round(
 }
 
 /// How long a record must have been dead before it is reaped: the grace period, and while the
-/// node has peers at least the hint window.
+/// node has peers, long enough that no older write of its key can still arrive. An older
+/// write travels as a copy sent no later than the delete, or as a hint delivered at most the
+/// hint window after its write; either is dropped unread once it is the RPC timeout plus the
+/// clock skew late. (Found by the fault lab: with only the hint window, a hint checked just
+/// before its window closed landed after the reap and brought its value back.)
 fn reap_age_ms(node: &Node, view: &ClusterView) -> u64 {
     let config = &node.config;
     if view.is_single() {
-        config.tombstone_grace_ms
-    } else {
-        config.tombstone_grace_ms.max(config.hint_window_ms)
+        return config.tombstone_grace_ms;
     }
+    let latest_arrival = config
+        .hint_window_ms
+        .saturating_add(config.rpc_timeout_ms)
+        .saturating_add(config.clock_skew_max_ms);
+    config.tombstone_grace_ms.max(latest_arrival)
 }
 
 /// Removes each of `dead` (index entries with their records' fingerprints) from every replica
@@ -187,20 +194,34 @@ async fn reap_keyspace(
     for (index, removed) in ask_all(node, view, keyspace, &records, &holders, true).await {
         gone[index] &= removed;
     }
+    for (index, (key, fingerprint)) in records.iter().enumerate() {
+        if confirmed[index] {
+            tracing::debug!(
+                key = %String::from_utf8_lossy(key),
+                fingerprint,
+                everywhere = gone[index],
+                "reaped"
+            );
+        }
+    }
     gone.iter().filter(|&&g| g).count() as u64
 }
 
 /// The replicas of `key` in a keyspace of `replication` copies (this node alone when it is
-/// alone in its ring).
+/// alone in its ring), and the members joining as its replicas: one may hold an older copy
+/// streamed to it, which would come back once it serves.
 fn replicas_of(view: &ClusterView, key: &[u8], replication: usize) -> Vec<String> {
     if view.is_single() {
         return vec![view.me.clone()];
     }
-    view.ring
+    let mut replicas: Vec<String> = view
+        .ring
         .preference_list(key, replication)
         .into_iter()
         .map(|member| member.id.clone())
-        .collect()
+        .collect();
+    replicas.extend(view.joining_replicas(key, replication));
+    replicas
 }
 
 /// Asks every holder about its records (by index into `records`) at once: whether it holds

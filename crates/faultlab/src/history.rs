@@ -73,6 +73,8 @@ pub struct Findings {
     pub lost: Vec<String>,
     /// Deleted values that came back, one line each.
     pub resurrected: Vec<String>,
+    /// The keys of both, for a closer look.
+    pub keys: Vec<usize>,
 }
 
 impl History {
@@ -125,10 +127,21 @@ impl History {
                         .any(|op| op.kind == Kind::Delete && op.outcome == Outcome::Ok)
                 })
             });
-            let line = format!(
-                "fl-{key}: holds {shown}; the history allows {:?}",
+            let mut line = format!(
+                "fl-{key}: holds {shown}; the history allows {:?}; its last writes:",
                 allowed(&writes)
             );
+            for op in writes.iter().rev().take(6).rev() {
+                line.push_str(&format!(
+                    "\n    {:>9.3}-{:<9.3} {:?} via {} -> {:?}",
+                    op.start.as_secs_f64(),
+                    op.end.as_secs_f64(),
+                    op.kind,
+                    op.node,
+                    op.outcome
+                ));
+            }
+            findings.keys.push(key);
             if deleted_after_it {
                 findings.resurrected.push(line);
             } else {

@@ -300,7 +300,7 @@ impl Lab {
         Ok(())
     }
 
-    /// Waits until every up node sees every member (up or paused) alive and no other.
+    /// Waits until every up node sees every member (up or paused) alive and done joining.
     pub fn await_alive(&self) -> Result<(), LabError> {
         let members: Vec<String> = self.members().iter().map(|i| format!("node-{i}")).collect();
         for index in self.up() {
@@ -311,9 +311,9 @@ impl Lab {
                 || {
                     client.cluster().is_ok_and(|view| {
                         members.iter().all(|id| {
-                            view.members
-                                .iter()
-                                .any(|m| &m.id == id && m.liveness == "alive")
+                            view.members.iter().any(|m| {
+                                &m.id == id && m.liveness == "alive" && m.status == "normal"
+                            })
                         })
                     })
                 },
@@ -346,6 +346,33 @@ impl Lab {
             })
         })?;
         Ok(started.elapsed())
+    }
+
+    /// The sum over the up nodes of a metric's value (a counter or gauge without labels, as
+    /// `/metrics` shows it); a node that does not answer counts 0.
+    pub fn metric_sum(&self, name: &str) -> f64 {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        self.up()
+            .iter()
+            .filter_map(|&index| {
+                let text = agent
+                    .get(&format!("{}/metrics", self.url(index)))
+                    .call()
+                    .ok()?
+                    .body_mut()
+                    .read_to_string()
+                    .ok()?;
+                text.lines().find_map(|line| {
+                    line.strip_prefix(name)?
+                        .strip_prefix(" ")?
+                        .parse::<f64>()
+                        .ok()
+                })
+            })
+            .sum()
     }
 
     /// Polls `check` every 250 ms until it holds, for at most `within`.
@@ -418,7 +445,10 @@ impl Lab {
         }
         let child = Command::new(&args[0])
             .args(&args[1..])
-            .env("RINGKV_LOG", "warn")
+            .env(
+                "RINGKV_LOG",
+                std::env::var("RINGKV_FAULTLAB_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -487,6 +517,10 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if std::env::var_os("RINGKV_FAULTLAB_KEEP").is_some() {
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("a scratch dir"));
+            eprintln!("keeping the lab's directory: {}", dir.keep().display());
+        }
         for index in 0..self.nodes.len() {
             let _ = self.signal(index, "CONT");
             if let Some(mut child) = self.nodes[index].child.take() {

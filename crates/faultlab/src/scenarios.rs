@@ -77,6 +77,11 @@ pub struct Report {
     pub findings: Findings,
     /// How long convergence took after healing; `None` if it did not happen in time.
     pub converged_in: Option<Duration>,
+    /// Each up node's own copy of every key the checker flagged, one line per key.
+    pub copies: Vec<String>,
+    /// Tombstones the nodes up at the end reaped (removed once every replica held them),
+    /// since each last started.
+    pub reaped: u64,
 }
 
 impl Report {
@@ -91,10 +96,12 @@ impl Report {
 
 /// The settings of every node in a lab: anti-entropy every 2 s and a short hint window, so
 /// that healing and tombstone reaping happen within a scenario; tombstones are kept no longer
-/// than the hint window demands.
+/// than the hint window demands (5 s: more than the RPC timeout plus the clock skew, which is
+/// small because the nodes share one clock).
 const NODE_CONFIG: &str = "anti_entropy_interval_ms = 2000\n\
                            hint_window_ms = 5000\n\
                            tombstone_grace_ms = 0\n\
+                           clock_skew_max_ms = 1000\n\
                            sweep_interval_ms = 500\n";
 
 /// Runs scenario `name`.
@@ -139,9 +146,11 @@ pub fn run(name: &str, settings: &Settings) -> Result<Report, LabError> {
     };
     let finals = read_finals(&lab, &history.keys_written())?;
     report.findings = history.check(&finals);
+    report.copies = copies_of(&lab, &report.findings.keys);
     report.ops = history.ops.len();
     report.outcomes = history.outcomes();
     report.faults = lab.faults().to_vec();
+    report.reaped = lab.metric_sum("ringkv_cluster_tombstones_reaped_total") as u64;
     Ok(report)
 }
 
@@ -215,22 +224,59 @@ fn sleep(duration: Duration) {
 }
 
 /// Each key's state once converged, read from every replica at once (`consistency=all`)
-/// through the first node up.
+/// through the first node up; a read that fails (a replica busy past the RPC timeout) is
+/// tried again a few times.
 fn read_finals(lab: &Lab, keys: &[usize]) -> Result<BTreeMap<usize, Option<String>>, LabError> {
+    const ATTEMPTS: usize = 5;
     let reader = *lab.up().first().expect("a node is up after healing");
     let client = lab
         .client(reader, Duration::from_secs(10))
         .with_consistency("all");
+    let mut finals = BTreeMap::new();
+    for &key in keys {
+        let mut attempt = 0;
+        let value = loop {
+            attempt += 1;
+            match client.get(&key_name(key)) {
+                Ok(value) => break value,
+                Err(error) if attempt == ATTEMPTS => {
+                    return Err(LabError::Node {
+                        node: reader,
+                        message: format!("reading {}: {error}", key_name(key)),
+                    })
+                }
+                Err(_) => sleep(Duration::from_millis(500)),
+            }
+        };
+        finals.insert(
+            key,
+            value.map(|v| String::from_utf8_lossy(&v.value).into_owned()),
+        );
+    }
+    Ok(finals)
+}
+
+/// Each up node's own copy (`?local=true`) of each of `keys`, one line per key.
+fn copies_of(lab: &Lab, keys: &[usize]) -> Vec<String> {
     keys.iter()
         .map(|&key| {
-            let value = client.get(&key_name(key)).map_err(|error| LabError::Node {
-                node: reader,
-                message: format!("reading {}: {error}", key_name(key)),
-            })?;
-            Ok((
-                key,
-                value.map(|v| String::from_utf8_lossy(&v.value).into_owned()),
-            ))
+            let mut line = format!("{}:", key_name(key));
+            for index in lab.up() {
+                let copy = match lab
+                    .client(index, Duration::from_secs(5))
+                    .get_local(&key_name(key))
+                {
+                    Ok(Some(value)) => format!(
+                        "{} (version {})",
+                        String::from_utf8_lossy(&value.value),
+                        value.version
+                    ),
+                    Ok(None) => "nothing".into(),
+                    Err(error) => format!("? ({error})"),
+                };
+                line.push_str(&format!(" node-{index} holds {copy};"));
+            }
+            line
         })
         .collect()
 }
@@ -238,7 +284,7 @@ fn read_finals(lab: &Lab, keys: &[usize]) -> Result<BTreeMap<usize, Option<Strin
 /// The reports as a table, with every violation listed below it.
 pub fn table(reports: &[Report]) -> String {
     let mut out = format!(
-        "{:<18} {:>6} {:>7} {:>6} {:>6} {:>7} {:>5} {:>12} {:>10}\n",
+        "{:<18} {:>6} {:>7} {:>6} {:>6} {:>7} {:>5} {:>12} {:>10} {:>7}\n",
         "scenario",
         "faults",
         "ops",
@@ -247,7 +293,8 @@ pub fn table(reports: &[Report]) -> String {
         "unknown",
         "lost",
         "resurrected",
-        "converged"
+        "converged",
+        "reaped"
     );
     for r in reports {
         if let Some(why) = &r.skipped {
@@ -258,7 +305,7 @@ pub fn table(reports: &[Report]) -> String {
             format!("{:.1} s", took.as_secs_f64())
         });
         out.push_str(&format!(
-            "{:<18} {:>6} {:>7} {:>6} {:>6} {:>7} {:>5} {:>12} {:>10}\n",
+            "{:<18} {:>6} {:>7} {:>6} {:>6} {:>7} {:>5} {:>12} {:>10} {:>7}\n",
             r.scenario,
             r.faults.len(),
             r.ops,
@@ -267,12 +314,16 @@ pub fn table(reports: &[Report]) -> String {
             r.outcomes.2,
             r.findings.lost.len(),
             r.findings.resurrected.len(),
-            converged
+            converged,
+            r.reaped
         ));
     }
     for r in reports {
         for line in r.findings.lost.iter().chain(&r.findings.resurrected) {
             out.push_str(&format!("{}: {line}\n", r.scenario));
+        }
+        for line in &r.copies {
+            out.push_str(&format!("{}: copies of {line}\n", r.scenario));
         }
     }
     out

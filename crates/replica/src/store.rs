@@ -1221,6 +1221,13 @@ impl LocalStore {
         Ok(self.shared.engine.write_durable(batch)?)
     }
 
+    /// Removes the node metadata entry `name`, durably.
+    pub fn meta_delete(&self, name: &str) -> Result<(), ReplicaError> {
+        let mut batch = WriteBatch::new();
+        batch.delete(layout::meta_key(name));
+        Ok(self.shared.engine.write_durable(batch)?)
+    }
+
     /// The engine key holding the record of `keyspace`/`key`, if this node has numbered the
     /// keyspace (for tests and tools that reach into the engine).
     pub fn data_key(&self, keyspace: &str, key: &[u8]) -> Option<Vec<u8>> {

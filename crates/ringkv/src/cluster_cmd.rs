@@ -113,6 +113,17 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
                     or_unknown(m.anti_entropy_divergence),
                     or_unknown(m.hints_pending)
                 );
+                let transfers = m.joining.iter().flat_map(|joining| &joining.transfers);
+                for transfer in transfers.filter(|t| m.status == "joining" || t.state != "done") {
+                    println!(
+                        "  <- {:<21} {:<10} {:>10} records  {} ({} retries)",
+                        transfer.donor,
+                        transfer.keyspace,
+                        transfer.records,
+                        transfer.state,
+                        transfer.retries
+                    );
+                }
             }
         }
         ClusterCommand::Ring { tokens } => {

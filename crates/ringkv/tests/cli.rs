@@ -226,7 +226,8 @@ fn cluster_status_and_endpoints_show_joined_nodes() {
         );
         let view: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
         let members = view["members"].as_array().unwrap();
-        if members.len() == 2 && members.iter().all(|m| m["liveness"] == "alive") {
+        let serving = |m: &serde_json::Value| m["liveness"] == "alive" && m["status"] == "normal";
+        if members.len() == 2 && members.iter().all(serving) {
             break view;
         }
         assert!(
@@ -337,7 +338,9 @@ fn dev_cluster_runs_joined_nodes_and_stops_them_all() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let view = client.cluster().unwrap();
-        if view.members.len() == 3 && view.members.iter().all(|m| m.liveness == "alive") {
+        let serving =
+            |m: &ringkv_client::ClusterMember| m.liveness == "alive" && m.status == "normal";
+        if view.members.len() == 3 && view.members.iter().all(serving) {
             break;
         }
         assert!(

@@ -57,9 +57,13 @@ fn a_four_process_cluster_replicates_and_survives_a_killed_node() {
         .map(|n| Client::new(&n.url).with_consistency("quorum"))
         .collect();
     for client in &clients {
-        wait_until("every node sees four alive members", || {
+        wait_until("every node sees four alive members, done joining", || {
             client.cluster().is_ok_and(|view| {
-                view.members.len() == 4 && view.members.iter().all(|m| m.liveness == "alive")
+                view.members.len() == 4
+                    && view
+                        .members
+                        .iter()
+                        .all(|m| m.liveness == "alive" && m.status == "normal")
             })
         });
     }

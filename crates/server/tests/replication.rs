@@ -117,10 +117,17 @@ async fn cluster_with(
         );
     }
     for node in &nodes {
-        eventually("every node sees the whole cluster alive", async || {
-            let view = view(node);
-            view.members.len() == count && view.members.keys().all(|id| !view.is_down(id))
-        })
+        eventually(
+            "every node sees the whole cluster alive and joined",
+            async || {
+                let view = view(node);
+                view.members.len() == count
+                    && view
+                        .members
+                        .keys()
+                        .all(|id| !view.is_down(id) && !view.is_joining(id))
+            },
+        )
         .await;
     }
     nodes
@@ -674,6 +681,20 @@ async fn write_keys(node: &TestNode, prefix: &str, count: usize) {
     }
 }
 
+/// Deletes `node`'s own copies of keys `{prefix}0..count` behind the coordinator's back, as a
+/// lost disk sector would, keeping the node's membership (a wiped data directory would make
+/// it join again and stream its ranges back instead).
+fn lose_copies(node: &TestNode, prefix: &str, count: usize) {
+    let store = node.running.node.local_store();
+    let mut batch = ringkv_storage::WriteBatch::new();
+    for i in 0..count {
+        let key = format!("{prefix}{i}");
+        batch.delete(store.data_key("default", key.as_bytes()).unwrap());
+    }
+    store.engine().write_durable(batch).unwrap();
+    store.clear_cache();
+}
+
 /// How many of `keys` (holding `v{i}`) `node` holds its own copy of.
 async fn local_copies(node: &TestNode, prefix: &str, keys: usize) -> usize {
     let mut held = 0;
@@ -693,46 +714,38 @@ async fn local_copies(node: &TestNode, prefix: &str, keys: usize) -> usize {
 }
 
 /// Goal: with anti-entropy's schedule off, `POST /v1/cluster/repair` (what `ringkv cluster
-/// repair` sends) refills a wiped replica, and its progress says when it is done.
+/// repair` sends) refills a replica that lost its copies, and its progress says when it is
+/// done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_repair_on_demand_refills_a_wiped_replica() {
+async fn a_repair_on_demand_refills_a_replica_that_lost_its_copies() {
     const KEYS: usize = 40;
     let off = |config: &mut ringkv_server::ServerConfig| config.anti_entropy_interval_ms = 0;
-    let mut nodes = cluster_with(3, off).await;
+    let nodes = cluster_with(3, off).await;
     write_keys(&nodes[0], "rp-", KEYS).await;
-    let last = nodes.pop().unwrap();
-    let wiped = wipe_and_restart(last, &nodes[0], "z2", off).await;
-    eventually("the wiped node sees the others alive", async || {
-        let view = view(&wiped);
-        view.members.len() == 3 && view.members.keys().all(|id| !view.is_down(id))
-    })
-    .await;
+    let wiped = &nodes[2];
+    lose_copies(wiped, "rp-", KEYS);
     assert_eq!(
-        local_copies(&wiped, "rp-", KEYS).await,
+        local_copies(wiped, "rp-", KEYS).await,
         0,
         "nothing refills it on its own"
     );
 
-    let started = call(&wiped, "POST", "/v1/cluster/repair", &[], "").await;
+    let started = call(wiped, "POST", "/v1/cluster/repair", &[], "").await;
     assert_eq!(started.status, StatusCode::ACCEPTED);
     let before = started.body["last_finished_ms"].as_u64().unwrap();
     eventually("the round finishes", async || {
-        let progress = call(&wiped, "GET", "/v1/cluster/repair", &[], "")
-            .await
-            .body;
+        let progress = call(wiped, "GET", "/v1/cluster/repair", &[], "").await.body;
         progress["running"] == false && progress["last_finished_ms"].as_u64().unwrap() > before
     })
     .await;
-    let progress = call(&wiped, "GET", "/v1/cluster/repair", &[], "")
-        .await
-        .body;
+    let progress = call(wiped, "GET", "/v1/cluster/repair", &[], "").await.body;
     assert_eq!(progress["exchanges_done"], progress["exchanges_total"]);
     assert!(
         progress["keys_repaired"].as_u64().unwrap() >= KEYS as u64,
         "{progress}"
     );
-    assert_eq!(local_copies(&wiped, "rp-", KEYS).await, KEYS);
-    let missing = call(&wiped, "POST", "/v1/cluster/repair?keyspace=nope", &[], "").await;
+    assert_eq!(local_copies(wiped, "rp-", KEYS).await, KEYS);
+    let missing = call(wiped, "POST", "/v1/cluster/repair?keyspace=nope", &[], "").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
 
@@ -827,10 +840,11 @@ async fn a_leaving_node_hands_its_ranges_off_before_it_leaves_the_ring() {
     leaving.running.shutdown().await;
 }
 
-/// Goal: a node that joins a loaded cluster ends with its share of the copies, nothing lost,
-/// with no read: anti-entropy fills it (every node runs a full round soon after it starts,
-/// then one every interval). Method: three nodes, 60 keys; a fourth joins; for every key
-/// whose replicas now include it, it holds a copy, and every key still reads back.
+/// Goal: a node that joins a loaded cluster streams its share of the copies from the three
+/// holders at once before it serves them (`joining`, then `normal`), each key from one
+/// donor, nothing lost, with no read. Method: three nodes, 60 keys; a fourth joins; once it
+/// is normal, it holds a copy of every key whose replicas now include it, its transfers
+/// carried exactly those, and every key still reads back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_node_is_filled_with_its_share_of_the_keys() {
     const KEYS: usize = 60;
@@ -844,13 +858,21 @@ async fn a_joining_node_is_filled_with_its_share_of_the_keys() {
     })
     .await;
     let id = joined.running.node.node_id.clone();
-    eventually("every node sees the new one alive", async || {
-        nodes.iter().all(|node| {
+    eventually("every node sees the new one alive and joined", async || {
+        nodes.iter().chain([&joined]).all(|node| {
             let view = view(node);
-            view.members.len() == 4 && !view.is_down(&id)
+            view.members.len() == 4 && !view.is_down(&id) && !view.is_joining(&id)
         })
     })
     .await;
+    let progress = joined.running.node.joining.progress().expect("it joined");
+    assert_eq!(progress.state, "normal");
+    assert_eq!(progress.transfers.len(), 3, "one per donor: {progress:?}");
+    let streamed: u64 = progress.transfers.iter().map(|t| t.records).sum();
+    assert!(
+        progress.transfers.iter().all(|t| t.state == "done"),
+        "{progress:?}"
+    );
     let owned: Vec<String> = (0..KEYS)
         .map(|i| format!("jn-{i}"))
         .filter(|key| {
@@ -875,6 +897,11 @@ async fn a_joining_node_is_filled_with_its_share_of_the_keys() {
     )
     .await;
     assert!(owned.len() > KEYS / 2, "it owns {} of {KEYS}", owned.len());
+    assert_eq!(
+        streamed,
+        owned.len() as u64,
+        "each key it owns came from one donor, and no other key"
+    );
     for i in 0..KEYS {
         let read = call(&joined, "GET", &format!("/v1/keys/jn-{i}"), &[], "").await;
         assert_eq!(read.body["value"], format!("v{i}"));
@@ -920,25 +947,24 @@ async fn a_damaged_copy_is_replaced_by_anti_entropy() {
     assert_eq!(local_copies(&nodes[2], "dm-", KEYS).await, KEYS);
 }
 
-/// Goal: a replica whose disk is wiped is refilled by anti-entropy alone: no read of its
+/// Goal: a replica that lost its copies is refilled by anti-entropy alone: no read of its
 /// keys, no hints (it missed no write). Method: three nodes comparing trees every 300 ms;
-/// 60 keys on every node; the third node stops, its data directory is emptied, and it
-/// rejoins: its own copies (read with `?local=true`) come back, every value intact.
+/// 60 keys on every node; the third node loses its copies of them: they come back (read
+/// with `?local=true`, which repairs nothing), every value intact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wiped_replica_is_refilled_by_anti_entropy_alone() {
+async fn a_replica_that_lost_its_copies_is_refilled_by_anti_entropy_alone() {
     const KEYS: usize = 60;
     let often = |config: &mut ringkv_server::ServerConfig| config.anti_entropy_interval_ms = 300;
-    let mut nodes = cluster_with(3, often).await;
+    let nodes = cluster_with(3, often).await;
     write_keys(&nodes[0], "ae-", KEYS).await;
-    let last = nodes.pop().unwrap();
-    let wiped = wipe_and_restart(last, &nodes[0], "z2", often).await;
-    eventually("every key is back on the wiped replica", async || {
-        local_copies(&wiped, "ae-", KEYS).await == KEYS
+    let wiped = &nodes[2];
+    lose_copies(wiped, "ae-", KEYS);
+    eventually("every key is back on the replica", async || {
+        local_copies(wiped, "ae-", KEYS).await == KEYS
     })
     .await;
     let repaired: u64 = nodes
         .iter()
-        .chain([&wiped])
         .map(|n| {
             let metrics = &n.running.node.anti_entropy.metrics;
             metrics.repaired_here.get() + metrics.repaired_there.get()
@@ -958,7 +984,8 @@ async fn a_wiped_replica_is_refilled_by_anti_entropy_alone() {
 /// Goal: a delete that a replica missed while it was down for longer than the tombstone
 /// grace never comes back: the replicas that took it keep the tombstone until every replica
 /// of the key holds it, and then all of them remove it. Method: grace and hint window 0 (no
-/// hint carries the delete), sweeps every 50 ms; a replica stops, the key is deleted, the
+/// hint carries the delete; the reaper waits the RPC timeout plus the clock skew), sweeps
+/// every 50 ms; a replica stops, the key is deleted, the
 /// others are seen keeping the tombstone round after round; the replica returns holding the
 /// old value, anti-entropy brings it the tombstone, and the key ends with no record anywhere
 /// and reads as deleted.
@@ -967,6 +994,8 @@ async fn a_delete_missed_by_a_down_replica_stays_deleted_and_its_tombstone_goes_
     let fast = |config: &mut ringkv_server::ServerConfig| {
         config.tombstone_grace_ms = 0;
         config.hint_window_ms = 0;
+        // One process, one clock: the reaper's wait is then the RPC timeout and a little.
+        config.clock_skew_max_ms = 100;
         config.sweep_interval_ms = 50;
         config.anti_entropy_interval_ms = 300;
     };
@@ -1003,11 +1032,43 @@ async fn a_delete_missed_by_a_down_replica_stays_deleted_and_its_tombstone_goes_
         nodes.iter().all(|node| record(node).is_none())
     })
     .await;
-    assert!(
-        nodes[0].running.node.reaper.reaped.get() + nodes[1].running.node.reaper.reaped.get() >= 1
-    );
+    let reaped: u64 = nodes
+        .iter()
+        .map(|node| node.running.node.reaper.reaped.get())
+        .sum();
+    assert!(reaped >= 1, "a reaper removed it");
     for node in &nodes {
         let read = call(node, "GET", &format!("/v1/keys/{key}?r=all"), &[], "").await;
         assert_eq!(read.status, StatusCode::NOT_FOUND, "the delete stays");
+    }
+}
+
+/// Goal: a replica whose data directory is wiped comes back as a joining node and streams its
+/// ranges back from the other replicas before it serves them; reads through it never miss a
+/// key meanwhile. Method: three nodes, anti-entropy off (so only the join stream can refill
+/// it); 60 keys; the third node is wiped and restarted with its seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_replica_rejoins_and_streams_its_ranges_back_before_serving() {
+    const KEYS: usize = 60;
+    let off = |config: &mut ringkv_server::ServerConfig| config.anti_entropy_interval_ms = 0;
+    let mut nodes = cluster_with(3, off).await;
+    write_keys(&nodes[0], "wj-", KEYS).await;
+    let last = nodes.pop().unwrap();
+    let wiped = wipe_and_restart(last, &nodes[0], "z2", off).await;
+    let id = wiped.running.node.node_id.clone();
+    eventually("the wiped node has joined again", async || {
+        nodes
+            .iter()
+            .chain([&wiped])
+            .all(|node| !view(node).is_joining(&id) && !view(node).is_down(&id))
+    })
+    .await;
+    assert_eq!(local_copies(&wiped, "wj-", KEYS).await, KEYS);
+    let progress = wiped.running.node.joining.progress().expect("it joined");
+    let streamed: u64 = progress.transfers.iter().map(|t| t.records).sum();
+    assert_eq!(streamed, KEYS as u64, "{progress:?}");
+    for i in 0..KEYS {
+        let read = call(&wiped, "GET", &format!("/v1/keys/wj-{i}?r=all"), &[], "").await;
+        assert_eq!(read.body["value"], format!("v{i}"));
     }
 }

@@ -60,8 +60,36 @@ pub async fn write(
         copies: needed,
         primaries: consistency.primary_writes(placement.replicas.len()),
     };
+    copy_to_joining(node, &placement, keyspace.replication as usize, &merge);
     replicate(node, &placement, &lead, merge, needed, failures).await?;
     Ok(outcome)
+}
+
+/// Sends the write's record, in the background and uncounted, to the members joining as the
+/// key's replicas: a joining member's stream of its ranges may have passed the key already.
+/// One that misses it is brought up to date by anti-entropy once it has joined.
+fn copy_to_joining(
+    node: &Arc<Node>,
+    placement: &Placement,
+    replication: usize,
+    merge: &MergeRequest,
+) {
+    let joining = placement.view.joining_replicas(&merge.key, replication);
+    for id in joining {
+        if placement.replicas.contains(&id) {
+            continue;
+        }
+        let (node, view, copy) = (
+            Arc::clone(node),
+            Arc::clone(&placement.view),
+            PeerRequest::Merge(merge.clone()),
+        );
+        tokio::spawn(async move {
+            if let Err(failure) = ask(&node, &view, &id, copy).await {
+                tracing::debug!(%failure, "a joining member missed a write's copy");
+            }
+        });
+    }
 }
 
 /// Applies each write on its own (in parallel); a single-node cluster applies them as one
@@ -247,7 +275,7 @@ async fn replicate(
                         return Ok(Ack::Fallback);
                     }
                 }
-                node.handoff.hint(&id, &merge, node.now_ms());
+                node.handoff.hint(&id, &merge, written_ms(&node, &merge));
                 Err(failure)
             }
         })
@@ -291,10 +319,21 @@ async fn hint_at(
     let request = PeerRequest::Hint {
         target: target.to_owned(),
         merge: merge.clone(),
-        created_ms: node.now_ms(),
+        created_ms: written_ms(node, merge),
     };
     matches!(
         ask(node, view, fallback, request).await,
         Ok(PeerResponse::Hinted(Ok(true)))
     )
+}
+
+/// When the write was made: its record's newest timestamp (never later than now). A hint
+/// expires `hint_window_ms` after that, not after its copy failed (a timeout later), so no
+/// hint outlives the window the reaper counts on ([`crate::reaper`]).
+fn written_ms(node: &Node, merge: &MergeRequest) -> u64 {
+    let now = node.now_ms();
+    merge
+        .record
+        .newest_timestamp()
+        .map_or(now, |written| written.wall_ms().min(now))
 }
