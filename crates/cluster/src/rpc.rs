@@ -67,6 +67,9 @@ const LIMITS_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 const _: () = assert!(FRAME_RECEIVE_MAX.as_millis() < IDLE_MAX.as_millis());
 const _: () = assert!(REQUESTS_IN_FLIGHT_MAX <= OUTGOING_QUEUE_MAX);
 
+/// Longest a connection to a peer may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Wait before reconnecting to a peer after a failure; doubles per failure up to the max.
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -387,7 +390,9 @@ where
         let frame = Bytes::from(
             postcard::to_stdvec(&envelope).map_err(|e| RpcError::Encode(e.to_string()))?,
         );
-        let (outgoing, waiters) = self.link().await?;
+        let (outgoing, waiters) = tokio::time::timeout(timeout, self.link())
+            .await
+            .map_err(|_| RpcError::Timeout(timeout))??;
         let (reply, answer) = oneshot::channel();
         waiters.lock().insert(id, reply);
         let sent = tokio::time::timeout(timeout, outgoing.send(frame)).await;
@@ -417,7 +422,17 @@ where
                 return Err(self.unavailable(&backoff.reason));
             }
         }
-        match TcpStream::connect(&self.address).await {
+        // Bounded: a peer cut off by a partition drops the handshake silently, and the kernel
+        // would try for two minutes while every caller waited on this lock.
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.address))
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {CONNECT_TIMEOUT:?}"),
+                ))
+            });
+        match connected {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
                 *self.backoff.lock() = Backoff {

@@ -113,6 +113,12 @@ pub async fn round(
             .store
             .sweep_due(cutoff, cursor.take(), STEP_ENTRIES)
             .await?;
+        tracing::trace!(
+            cutoff,
+            wholly_dead = swept.dead.len(),
+            siblings_removed = swept.removed,
+            "reaper step"
+        );
         if !swept.dead.is_empty() {
             reap_confirmed(node, &view, swept.dead).await;
         }

@@ -28,6 +28,10 @@ pub struct WorkloadSettings {
     pub read_percent: u32,
     /// How long a client waits for an answer before it counts the outcome unknown.
     pub timeout: Duration,
+    /// How often each client deletes one of its keys for good (never touching it again, up
+    /// to half of them): tombstones that stay, for the reaper to remove and the checker to
+    /// see stay deleted. Busy keys are rewritten too often for their tombstones to age.
+    pub retire_every: Duration,
 }
 
 impl Default for WorkloadSettings {
@@ -38,6 +42,7 @@ impl Default for WorkloadSettings {
             delete_percent: 20,
             read_percent: 10,
             timeout: Duration::from_secs(3),
+            retire_every: Duration::from_secs(2),
         }
     }
 }
@@ -103,7 +108,9 @@ fn run_worker(
     started: Instant,
 ) -> Vec<Op> {
     let mut rng = rand::rng();
-    let mine: Vec<usize> = (worker..settings.keys).step_by(settings.workers).collect();
+    let mut mine: Vec<usize> = (worker..settings.keys).step_by(settings.workers).collect();
+    let retire_most = mine.len() / 2;
+    let (mut retired, mut next_retire) = (0, Instant::now() + settings.retire_every);
     let mut clients: HashMap<String, Client> = HashMap::new();
     let mut last_end: HashMap<usize, Instant> = HashMap::new();
     let mut ops = Vec::new();
@@ -121,7 +128,13 @@ fn run_worker(
         let client = clients
             .entry(url.clone())
             .or_insert_with(|| Client::with_timeout(&url, settings.timeout));
-        let key = *mine.choose(&mut rng).expect("the worker has keys");
+        let retire = retired < retire_most && Instant::now() >= next_retire;
+        let key = if retire {
+            (retired, next_retire) = (retired + 1, Instant::now() + settings.retire_every);
+            mine.swap_remove(rng.random_range(0..mine.len()))
+        } else {
+            *mine.choose(&mut rng).expect("the worker keeps keys")
+        };
         if let Some(wait) = last_end
             .get(&key)
             .and_then(|end| (*end + SAME_KEY_GAP).checked_duration_since(Instant::now()))
@@ -129,8 +142,10 @@ fn run_worker(
             std::thread::sleep(wait);
         }
         let roll = rng.random_range(0..100);
+        let reads = !retire && roll < settings.read_percent;
+        let deletes = retire || roll < settings.read_percent + settings.delete_percent;
         let start = started.elapsed();
-        let (kind, outcome) = if roll < settings.read_percent {
+        let (kind, outcome) = if reads {
             match client.get(&key_name(key)) {
                 Ok(value) => (
                     Kind::Get(value.map(|v| String::from_utf8_lossy(&v.value).into_owned())),
@@ -138,7 +153,7 @@ fn run_worker(
                 ),
                 Err(error) => (Kind::Get(None), outcome_of(&error)),
             }
-        } else if roll < settings.read_percent + settings.delete_percent {
+        } else if deletes {
             let outcome = client
                 .delete(&key_name(key))
                 .map_or_else(|e| outcome_of(&e), |_| Outcome::Ok);

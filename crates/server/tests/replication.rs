@@ -1072,3 +1072,84 @@ async fn a_wiped_replica_rejoins_and_streams_its_ranges_back_before_serving() {
         assert_eq!(read.body["value"], format!("v{i}"));
     }
 }
+
+/// Goal: a transfer broken part-way resumes where it stopped: a node that restarts while
+/// joining goes on joining, and asks each donor only for the keys after the last one it
+/// recorded. Method: three nodes (anti-entropy off), 60 keys `jr-00..59` (key order is
+/// number order); a new node's data directory is left as a break would leave it — joining,
+/// each donor's transfer recorded up to `jr-29` — and the node starts: it joins, holds its
+/// keys from `jr-30` on and none before (never asked for), and its transfers carried exactly
+/// those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_join_resumes_after_the_last_key_it_recorded() {
+    let off = |config: &mut ringkv_server::ServerConfig| config.anti_entropy_interval_ms = 0;
+    let nodes = cluster_with(3, off).await;
+    for i in 0..60 {
+        let answer = put(
+            &nodes[0],
+            &format!("/v1/keys/jr-{i:02}?w=all"),
+            &format!("v{i}"),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = ringkv_server::ServerConfig {
+        node_id: Some("resumer".into()),
+        data_dir: dir.path().to_path_buf(),
+        http: "127.0.0.1:0".into(),
+        resp: "127.0.0.1:0".into(),
+        listen: "127.0.0.1:0".into(),
+        zone: "z3".into(),
+        join: vec![nodes[0].running.cluster_addr.to_string()],
+        anti_entropy_interval_ms: 0,
+        ..ringkv_server::ServerConfig::default()
+    };
+    {
+        let prepared = ringkv_server::Node::open(config.clone()).unwrap();
+        let store = prepared.local_store();
+        store.meta_put("cluster/joining", b"1").unwrap();
+        for donor in &nodes {
+            let cursor = format!("cluster/join/{}/default", donor.running.node.node_id);
+            store.meta_put(&cursor, b"jr-29").unwrap();
+        }
+    }
+    let resumer = TestNode {
+        running: ringkv_server::start(config).await.unwrap(),
+        dir,
+    };
+    eventually("the resumed node has joined", async || {
+        nodes
+            .iter()
+            .chain([&resumer])
+            .all(|node| view(node).members.len() == 4 && !view(node).is_joining("resumer"))
+    })
+    .await;
+    let owned: Vec<usize> = (0..60)
+        .filter(|i| {
+            view(&nodes[0])
+                .ring
+                .preference_list(format!("jr-{i:02}").as_bytes(), 3)
+                .iter()
+                .any(|member| member.id == "resumer")
+        })
+        .collect();
+    let mut expected = 0;
+    for &i in &owned {
+        let local = call(
+            &resumer,
+            "GET",
+            &format!("/v1/keys/jr-{i:02}?local=true"),
+            &[],
+            "",
+        )
+        .await;
+        let held = local.status == StatusCode::OK;
+        assert_eq!(held, i >= 30, "jr-{i:02}: held {held}");
+        expected += u64::from(i >= 30);
+    }
+    assert!(expected > 0 && expected < owned.len() as u64, "{owned:?}");
+    let progress = resumer.running.node.joining.progress().expect("it joined");
+    let streamed: u64 = progress.transfers.iter().map(|t| t.records).sum();
+    assert_eq!(streamed, expected, "{progress:?}");
+}

@@ -32,7 +32,9 @@ pub async fn read(
         Some(placement) if !placement.is_local_only() => placement,
         _ => return read_local(node, keyspace, key),
     };
-    let needed = consistency.reads(placement.replicas.len());
+    // At least one: a node still joining, before it has heard of any member that serves,
+    // knows no replica of any key, and must not answer "absent".
+    let needed = consistency.reads(placement.replicas.len()).max(1);
     let mut pending: FuturesUnordered<_> = placement
         .replicas
         .iter()
