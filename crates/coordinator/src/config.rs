@@ -101,6 +101,10 @@ pub struct ServerConfig {
     /// How often this node compares hash trees with every live peer and repairs what
     /// differs (anti-entropy, always on; 0 turns it off).
     pub anti_entropy_interval_ms: u64,
+    /// Most records a joining node takes per second from all its donors together (0: no
+    /// limit), so that streaming its ranges leaves the cluster to its clients (Cassandra's
+    /// `stream_throughput_outbound`). At 20,000 a node of 100 k keys joins in about 5 s.
+    pub join_records_per_second: u64,
     /// MiB of recently used records cached in front of the `lsm` and `btree` engines
     /// (0: none; the `memory` engine needs none). Defaults to an eighth of the machine's
     /// memory (or of the container's limit), at least 64 MiB; it only fills as records are
@@ -147,6 +151,7 @@ impl Default for ServerConfig {
             hints_per_replica_max: defaults.hint_limits.count_max,
             hint_bytes_per_replica_max: defaults.hint_limits.bytes_max,
             anti_entropy_interval_ms: 30_000,
+            join_records_per_second: 20_000,
             record_cache_mb: record_cache_share_mb(memory_bytes()),
             io_threads: 0,
             resp_threads: RESP_THREADS_DEFAULT,

@@ -5,9 +5,10 @@
 //!    or one whose disk was wiped) announces itself `joining`. Every member then routes reads
 //!    and quorum writes without it, and also sends it, uncounted, the writes of keys it will
 //!    be a replica of ([`crate::gossip::ClusterView::joining_replicas`]).
-//! 2. It pulls from every live member at once, keyspace by keyspace. Each donor scans its
-//!    records and sends those the joining node will replicate and that it is the first live
-//!    replica of now, so each key comes from one donor and the donors' work is shared.
+//! 2. It pulls from every live member at once, keyspace by keyspace, at most
+//!    `join_records_per_second` in all. Each donor scans its records and sends those the
+//!    joining node will replicate and that it is the first live replica of now, so each key
+//!    comes from one donor and the donors' work is shared.
 //! 3. After each page, where the transfer stands (the last key the donor examined) is saved:
 //!    a broken transfer — the donor or this node restarted, a timeout — resumes there.
 //! 4. Once every transfer is done (or a donor has been down for [`DONOR_GIVE_UP`], whose keys
@@ -127,8 +128,10 @@ async fn join(node: &Arc<Node>) {
             .into_iter()
             .map(move |def| (donor.clone(), def.name))
     });
-    let streams = transfers.map(|(donor, keyspace)| async move {
-        stream(node, &donor, &keyspace).await;
+    let pace = Pace::new(node.config.join_records_per_second);
+    let streams = transfers.map(|(donor, keyspace)| {
+        let pace = &pace;
+        async move { stream(node, &donor, &keyspace, pace).await }
     });
     futures_util::future::join_all(streams).await;
     finish(node).await;
@@ -185,7 +188,7 @@ async fn learn_keyspaces(node: &Arc<Node>, donors: &[String]) {
 
 /// One transfer: pages of `keyspace` from `donor`, from where it last stopped, until the
 /// donor has no more or has been unreachable for [`DONOR_GIVE_UP`].
-async fn stream(node: &Arc<Node>, donor: &str, keyspace: &str) {
+async fn stream(node: &Arc<Node>, donor: &str, keyspace: &str, pace: &Pace) {
     let cursor_name = format!("{CURSOR_META}{donor}/{keyspace}");
     let mut after = node.store.meta_get(&cursor_name).ok().flatten();
     let index = node.joining.progress.lock().as_mut().map(|progress| {
@@ -244,6 +247,7 @@ async fn stream(node: &Arc<Node>, donor: &str, keyspace: &str) {
             continue;
         }
         update(&|t| t.records += count);
+        pace.take(count).await;
         match next_after {
             Some(next) => {
                 if let Err(error) = node.store.meta_put(&cursor_name, &next) {
@@ -255,6 +259,38 @@ async fn stream(node: &Arc<Node>, donor: &str, keyspace: &str) {
                 update(&|t| t.state = "done".into());
                 return;
             }
+        }
+    }
+}
+
+/// The rate all of a join's transfers share: after each page, a transfer waits until the
+/// records taken so far fit the rate since the join began.
+struct Pace {
+    per_second: u64,
+    started: Instant,
+    taken: std::sync::atomic::AtomicU64,
+}
+
+impl Pace {
+    fn new(per_second: u64) -> Self {
+        Self {
+            per_second,
+            started: Instant::now(),
+            taken: Default::default(),
+        }
+    }
+
+    async fn take(&self, records: u64) {
+        if self.per_second == 0 {
+            return;
+        }
+        let taken = self
+            .taken
+            .fetch_add(records, std::sync::atomic::Ordering::Relaxed)
+            + records;
+        let due = Duration::from_secs_f64(taken as f64 / self.per_second as f64);
+        if let Some(early) = due.checked_sub(self.started.elapsed()) {
+            tokio::time::sleep(early).await;
         }
     }
 }
