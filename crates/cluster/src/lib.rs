@@ -3,9 +3,11 @@
 //! - [`rpc`]: long-lived multiplexed connections carrying length-delimited, postcard-encoded
 //!   messages with request ids and deadlines; a peer that is down costs one failed connect,
 //!   then calls fail fast until its reconnect backoff has passed.
-//!
-//! Membership, the coordinator and handoff build on this (issue 5).
+//! - [`membership`]: who is in the cluster (SWIM gossip by foca, kept sans-IO).
+//! - [`auth`]: the cluster secret that authenticates gossip and RPC between members.
+//! - [`frames`]: the bounded frame decoder the RPC reads with.
 
+pub mod auth;
 pub mod frames;
 pub mod membership;
 pub mod rpc;

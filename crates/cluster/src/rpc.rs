@@ -16,6 +16,7 @@
 //! the caller asks, a frame (and a new connection's first one) finished within
 //! [`FRAME_RECEIVE_MAX`], and a connection idle for [`IDLE_MAX`] closed.
 
+use crate::auth::{ClusterKey, HANDSHAKE_TAG_BYTES, NONCE_BYTES};
 use crate::frames::FrameCodec;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -27,6 +28,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
@@ -124,6 +126,12 @@ pub trait Service<Req, Resp>: Send + Sync + 'static {
     fn clock_skew_max(&self) -> Duration {
         CLOCK_SKEW_MAX_DEFAULT
     }
+
+    /// The cluster secret a connection must prove it knows before any frame is read
+    /// ([`crate::auth`]); `None`: connections are not authenticated.
+    fn cluster_key(&self) -> Option<Arc<ClusterKey>> {
+        None
+    }
 }
 
 /// The clock skew tolerated between nodes unless configured otherwise.
@@ -191,8 +199,45 @@ fn too_slow(codec: &FrameCodec, last_frame: Instant, frames_seen: bool) -> Optio
     (last_frame.elapsed() > IDLE_MAX).then_some("idle")
 }
 
+/// The server's side of the handshake: a challenge, the client's proof checked, its own
+/// proof sent.
+async fn prove_server(stream: &mut TcpStream, key: &ClusterKey) -> Result<(), String> {
+    let io = |error: std::io::Error| error.to_string();
+    let ours = crate::auth::nonce();
+    stream.write_all(&ours).await.map_err(io)?;
+    let mut answer = [0u8; NONCE_BYTES + HANDSHAKE_TAG_BYTES];
+    stream.read_exact(&mut answer).await.map_err(io)?;
+    let (theirs, proof) = answer.split_at(NONCE_BYTES);
+    if !key.check_client(&ours, theirs, proof) {
+        return Err("it does not know the cluster secret".into());
+    }
+    stream
+        .write_all(&key.server_proof(&ours, theirs))
+        .await
+        .map_err(io)
+}
+
+/// The client's side of the handshake: the server's challenge answered, its proof checked.
+async fn prove_client(stream: &mut TcpStream, key: &ClusterKey) -> Result<(), String> {
+    let io = |error: std::io::Error| error.to_string();
+    let mut challenge = [0u8; NONCE_BYTES];
+    stream.read_exact(&mut challenge).await.map_err(io)?;
+    let ours = crate::auth::nonce();
+    let mut answer = Vec::with_capacity(NONCE_BYTES + HANDSHAKE_TAG_BYTES);
+    answer.extend_from_slice(&ours);
+    answer.extend_from_slice(&key.client_proof(&challenge, &ours));
+    stream.write_all(&answer).await.map_err(io)?;
+    let mut proof = [0u8; HANDSHAKE_TAG_BYTES];
+    stream.read_exact(&mut proof).await.map_err(io)?;
+    if key.check_server(&challenge, &ours, &proof) {
+        Ok(())
+    } else {
+        Err("the peer does not know the cluster secret".into())
+    }
+}
+
 async fn serve_connection<Req, Resp, S>(
-    stream: TcpStream,
+    mut stream: TcpStream,
     service: Arc<S>,
     mut shutdown: watch::Receiver<bool>,
 ) where
@@ -204,6 +249,16 @@ async fn serve_connection<Req, Resp, S>(
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
+    if let Some(key) = service.cluster_key() {
+        let proven = tokio::time::timeout(FRAME_RECEIVE_MAX, prove_server(&mut stream, &key))
+            .await
+            .unwrap_or_else(|_| Err("no handshake in time".into()));
+        if let Err(why) = proven {
+            key.rejected_rpc().inc();
+            crate::auth::log_refusal("an RPC connection", &peer, &why);
+            return;
+        }
+    }
     let (read_half, write_half) = stream.into_split();
     let mut frames = FramedRead::new(read_half, codec());
     let mut sink = FramedWrite::new(write_half, codec());
@@ -337,6 +392,7 @@ struct Backoff {
 /// after a failure fails fast until the backoff has passed.
 pub struct Peer<Req, Resp> {
     address: String,
+    key: Option<Arc<ClusterKey>>,
     next_id: AtomicU64,
     link: tokio::sync::Mutex<Option<Link<Resp>>>,
     backoff: Mutex<Backoff>,
@@ -350,8 +406,15 @@ where
 {
     /// A client of the peer at `address` (`host:port`); nothing is connected yet.
     pub fn new(address: impl Into<String>) -> Self {
+        Self::with_key(address, None)
+    }
+
+    /// A client that proves it knows the cluster secret `key` on every connection, and
+    /// talks only to a peer that proves it too.
+    pub fn with_key(address: impl Into<String>, key: Option<Arc<ClusterKey>>) -> Self {
         Self {
             address: address.into(),
+            key,
             next_id: AtomicU64::new(1),
             link: tokio::sync::Mutex::new(None),
             backoff: Mutex::new(Backoff {
@@ -424,14 +487,9 @@ where
         }
         // Bounded: a peer cut off by a partition drops the handshake silently, and the kernel
         // would try for two minutes while every caller waited on this lock.
-        let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.address))
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, self.connect())
             .await
-            .unwrap_or_else(|_| {
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no connection within {CONNECT_TIMEOUT:?}"),
-                ))
-            });
+            .unwrap_or_else(|_| Err(format!("no connection within {CONNECT_TIMEOUT:?}")));
         match connected {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
@@ -449,10 +507,21 @@ where
                 let mut backoff = self.backoff.lock();
                 backoff.until = Some(Instant::now() + backoff.delay);
                 backoff.delay = (backoff.delay * 2).min(RECONNECT_BACKOFF_MAX);
-                backoff.reason = error.to_string();
+                backoff.reason = error;
                 Err(self.unavailable(&backoff.reason))
             }
         }
+    }
+
+    /// Opens a connection, and proves the secret both ways when there is one.
+    async fn connect(&self) -> Result<TcpStream, String> {
+        let mut stream = TcpStream::connect(&self.address)
+            .await
+            .map_err(|error| error.to_string())?;
+        if let Some(key) = &self.key {
+            prove_client(&mut stream, key).await?;
+        }
+        Ok(stream)
     }
 
     fn unavailable(&self, reason: &str) -> RpcError {

@@ -33,6 +33,12 @@ pub struct ServerConfig {
     pub advertise: Option<String>,
     /// Seed nodes to join; empty for a new cluster.
     pub join: Vec<String>,
+    /// A file holding the cluster secret (at least 16 bytes; 32 random bytes, base64, are a
+    /// good choice), the same on every node: gossip and RPC from a node that does not prove
+    /// it knows the secret are dropped, logged and counted (`ringkv_cluster_unauthenticated`).
+    /// Without one, anyone who reaches the cluster address can join the ring and send
+    /// requests: set it on every cluster whose address is not loopback.
+    pub cluster_secret_file: Option<PathBuf>,
     /// Failure domain (rack, data center): replicas prefer distinct zones.
     pub zone: String,
     /// Relative share of data this node takes.
@@ -129,6 +135,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:7946".into(),
             advertise: None,
             join: Vec::new(),
+            cluster_secret_file: None,
             zone: "default".into(),
             weight: 1,
             sync: SyncPolicy::Always,

@@ -11,6 +11,7 @@
 //! generation (restarted, so its incarnation is newer).
 
 use parking_lot::{Mutex, RwLock};
+use ringkv_cluster::auth::ClusterKey;
 use ringkv_cluster::membership::{Liveness, Membership, NodeIdentity, NodeStatus};
 use ringkv_core::ring::{Member, Ring, VNODES_DEFAULT};
 use std::collections::{BTreeMap, HashMap};
@@ -48,8 +49,26 @@ pub struct Gossip {
     /// that taking the view costs (single-node requests check it every time).
     single: std::sync::atomic::AtomicBool,
     hooks: Hooks,
+    /// The cluster secret every datagram is tagged with, if one is configured.
+    key: Option<Arc<ClusterKey>>,
     /// The address peers reach this node's gossip on.
     pub address: SocketAddr,
+}
+
+/// What membership starts from besides this node's identity.
+pub struct Start<'a> {
+    /// Seed nodes to join through (`--join`).
+    pub seeds: &'a [String],
+    /// The ring members saved at the last run: in the ring at once (as down until heard
+    /// from, so requests needing them fail rather than a restarted node serving alone), and
+    /// asked to let this node back in, like the seeds.
+    pub remembered: Vec<NodeIdentity>,
+    /// The nodes removed by an operator, as saved.
+    pub removed: BTreeMap<String, u64>,
+    /// What the node is told as membership changes.
+    pub hooks: Hooks,
+    /// The cluster secret datagrams are tagged and checked with, if one is configured.
+    pub key: Option<Arc<ClusterKey>>,
 }
 
 /// The ring and each member's state, as one immutable snapshot: a request takes the current
@@ -342,20 +361,19 @@ fn remember(
 }
 
 /// Starts the membership service on a bound socket; it runs until `shutdown` turns true.
-/// `remembered` are the ring members saved at the last run: they are in the ring at once
-/// (as down until heard from, so requests needing them fail rather than a restarted node
-/// serving alone), and are asked to let this node back in, like the `seeds`. `removed` are
-/// the nodes removed by an operator, as saved.
-#[allow(clippy::too_many_arguments)]
 pub async fn start(
     socket: UdpSocket,
     me: NodeIdentity,
-    seeds: &[String],
-    remembered: Vec<NodeIdentity>,
-    removed: BTreeMap<String, u64>,
-    hooks: Hooks,
+    start: Start<'_>,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<Arc<Gossip>> {
+    let Start {
+        seeds,
+        remembered,
+        removed,
+        hooks,
+        key,
+    } = start;
     let address = socket.local_addr()?;
     let mut known = BTreeMap::new();
     for member in remembered {
@@ -381,6 +399,7 @@ pub async fn start(
         single: std::sync::atomic::AtomicBool::new(view.is_single()),
         view: RwLock::new(Arc::new(view)),
         hooks,
+        key,
         address,
     });
     tokio::spawn(run(Arc::clone(&gossip), Arc::new(socket), shutdown));
@@ -394,8 +413,21 @@ async fn run(gossip: Arc<Gossip>, socket: Arc<UdpSocket>, mut shutdown: watch::R
     loop {
         tokio::select! {
             received = socket.recv_from(&mut buffer) => {
-                if let Ok((length, _from)) = received {
-                    if let Err(error) = gossip.membership.lock().receive(&buffer[..length]) {
+                if let Ok((length, from)) = received {
+                    let datagram = match &gossip.key {
+                        Some(key) => key.open_gossip(&buffer[..length]),
+                        None => Some(&buffer[..length]),
+                    };
+                    let Some(datagram) = datagram else {
+                        let from = from.to_string();
+                        ringkv_cluster::auth::log_refusal(
+                            "gossip",
+                            &from,
+                            "no valid tag of the cluster secret",
+                        );
+                        continue;
+                    };
+                    if let Err(error) = gossip.membership.lock().receive(datagram) {
                         tracing::debug!(%error, "dropping a gossip message");
                     }
                 }
@@ -427,7 +459,15 @@ async fn flush(
         (membership.outgoing(), membership.timers())
     };
     for (to, bytes) in outgoing {
-        if let Err(error) = socket.send_to(&bytes, &to.address).await {
+        let sealed;
+        let bytes: &[u8] = match &gossip.key {
+            Some(key) => {
+                sealed = key.seal_gossip(&bytes);
+                &sealed
+            }
+            None => &bytes,
+        };
+        if let Err(error) = socket.send_to(bytes, &to.address).await {
             tracing::debug!(to = %to.address, %error, "gossip send failed");
         }
     }

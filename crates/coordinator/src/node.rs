@@ -36,6 +36,9 @@ pub enum NodeError {
     /// The local store failed to open.
     #[error("cannot open local store")]
     Replica(#[from] ReplicaError),
+    /// The cluster secret could not be read, or is too short.
+    #[error(transparent)]
+    Secret(#[from] ringkv_cluster::auth::SecretError),
     /// An address could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -62,6 +65,8 @@ pub struct Node {
     pub gossip: std::sync::OnceLock<Arc<crate::gossip::Gossip>>,
     /// Connections to other nodes.
     pub peers: crate::peers::Peers,
+    /// The cluster secret gossip and RPC are authenticated with, if one is configured.
+    pub cluster_key: Option<Arc<ringkv_cluster::auth::ClusterKey>>,
     /// The coordinator's metrics.
     pub cluster_metrics: crate::coordinator::ClusterMetrics,
     /// Hinted handoff: copies of writes that replicas missed.
@@ -93,6 +98,10 @@ impl Node {
         clock: Arc<dyn WallClock>,
     ) -> Result<Arc<Node>, NodeError> {
         config.validate()?;
+        let cluster_key = match &config.cluster_secret_file {
+            Some(path) => Some(Arc::new(ringkv_cluster::auth::ClusterKey::load(path)?)),
+            None => None,
+        };
         let lock = lock_data_dir(&config)?;
         let engine = ringkv_storage::open(config.engine, &config.data_dir)?;
         let mut registry = Registry::default();
@@ -107,6 +116,19 @@ impl Node {
         let handoff = crate::handoff::Handoff::new(&mut registry);
         let anti_entropy = crate::anti_entropy::AntiEntropy::new(&mut registry);
         let reaper = crate::reaper::ReaperMetrics::register(&mut registry);
+        if let Some(key) = &cluster_key {
+            let cluster = registry.sub_registry_with_prefix("ringkv_cluster_unauthenticated");
+            cluster.register(
+                "gossip",
+                "Gossip datagrams dropped: no valid tag of the cluster secret",
+                key.rejected_gossip().clone(),
+            );
+            cluster.register(
+                "rpc",
+                "RPC connections refused: the peer did not prove it knows the cluster secret",
+                key.rejected_rpc().clone(),
+            );
+        }
         let node_id = config
             .node_id
             .clone()
@@ -114,7 +136,8 @@ impl Node {
         Ok(Arc::new(Node {
             node_id,
             gossip: std::sync::OnceLock::new(),
-            peers: crate::peers::Peers::default(),
+            peers: crate::peers::Peers::new(cluster_key.clone()),
+            cluster_key,
             cluster_metrics,
             handoff,
             anti_entropy,
@@ -349,11 +372,33 @@ async fn start_gossip(
             }
         }),
     };
-    let gossip = crate::gossip::start(socket, me, &config.join, remembered, removed, hooks, signal)
+    if node.cluster_key.is_none() && !is_loopback(&config.listen) {
+        tracing::warn!(
+            listen = %config.listen,
+            "no cluster_secret_file: anyone who reaches this address can join the ring and \
+             send this node requests"
+        );
+    }
+    let membership = crate::gossip::Start {
+        seeds: &config.join,
+        remembered,
+        removed,
+        hooks,
+        key: node.cluster_key.clone(),
+    };
+    let gossip = crate::gossip::start(socket, me, membership, signal)
         .await
         .map_err(bind_error)?;
     let _ = node.gossip.set(gossip);
     Ok((bound, rpc, joining))
+}
+
+/// Whether `address` (`host:port`) is on the loopback interface.
+fn is_loopback(address: &str) -> bool {
+    address
+        .parse::<SocketAddr>()
+        .is_ok_and(|address| address.ip().is_loopback())
+        || address.starts_with("localhost:")
 }
 
 /// The REST address to tell peers and clients: the bound one, or — when it binds every

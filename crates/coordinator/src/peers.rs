@@ -203,16 +203,25 @@ pub type PeerClient = Peer<PeerRequest, PeerResponse>;
 #[derive(Default)]
 pub struct Peers {
     clients: Mutex<HashMap<String, Arc<PeerClient>>>,
+    key: Option<Arc<ringkv_cluster::auth::ClusterKey>>,
 }
 
 impl Peers {
+    /// Connections that prove the cluster secret `key` (when there is one).
+    pub fn new(key: Option<Arc<ringkv_cluster::auth::ClusterKey>>) -> Self {
+        Self {
+            clients: Mutex::default(),
+            key,
+        }
+    }
+
     /// The client of the peer at `address`.
     pub fn get(&self, address: &str) -> Arc<PeerClient> {
         let mut clients = self.clients.lock();
         Arc::clone(
             clients
                 .entry(address.to_owned())
-                .or_insert_with(|| Arc::new(Peer::new(address))),
+                .or_insert_with(|| Arc::new(Peer::with_key(address, self.key.clone()))),
         )
     }
 
@@ -244,6 +253,12 @@ impl Service<PeerRequest, PeerResponse> for PeerService {
     async fn handle(&self, request: PeerRequest) -> Result<PeerResponse, String> {
         let node = self.node.upgrade().ok_or("node is shutting down")?;
         answer(&node, request).await
+    }
+
+    fn cluster_key(&self) -> Option<Arc<ringkv_cluster::auth::ClusterKey>> {
+        self.node
+            .upgrade()
+            .and_then(|node| node.cluster_key.clone())
     }
 
     fn clock_skew_max(&self) -> std::time::Duration {

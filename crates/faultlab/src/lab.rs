@@ -4,7 +4,8 @@
 //! and being removed. Every fault is logged with the time it was injected.
 //!
 //! Each node `i` is `node-i` in zone `zone-i`, at its own address with the same ports (REST
-//! 7000, Redis 7001, cluster 7946), so a node restarts at the address its peers know.
+//! 7000, Redis 7001, cluster 7946), so a node restarts at the address its peers know. Every
+//! node shares one cluster secret.
 
 use crate::net::{NetError, Network};
 use ringkv_client::Client;
@@ -411,7 +412,19 @@ impl Lab {
     fn spawn(&mut self, index: usize) -> Result<(), LabError> {
         let address = self.network.address(index);
         let config = self.dir.path().join(format!("node-{index}.toml"));
-        std::fs::write(&config, &self.settings.config)?;
+        // Every lab cluster runs with a cluster secret, as a real one should.
+        let secret = self.dir.path().join("cluster-secret");
+        if !secret.exists() {
+            let random: [u8; 32] = rand::random();
+            let text: String = random.iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::write(&secret, text)?;
+        }
+        let settings = format!(
+            "{}\ncluster_secret_file = {:?}\n",
+            self.settings.config,
+            secret.display().to_string()
+        );
+        std::fs::write(&config, settings)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -56,6 +56,10 @@ pub struct ServerArgs {
     /// writes itself; 0: one per core [default: 1].
     #[arg(long, env = "RINGKV_RESP_THREADS")]
     resp_threads: Option<usize>,
+    /// A file holding the cluster secret, the same on every node: peers that do not prove
+    /// they know it are refused.
+    #[arg(long, env = "RINGKV_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -87,6 +91,11 @@ impl ServerArgs {
         }
         if let Some(join) = &self.join {
             config.join.clone_from(join);
+        }
+        if self.cluster_secret_file.is_some() {
+            config
+                .cluster_secret_file
+                .clone_from(&self.cluster_secret_file);
         }
         config.engine = self.engine.unwrap_or(config.engine);
         config.weight = self.weight.unwrap_or(config.weight);
