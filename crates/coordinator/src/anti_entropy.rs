@@ -360,12 +360,7 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
 /// check (`GET /v1/cluster/roots`).
 pub async fn roots(node: &Arc<Node>, keyspace: &str) -> Result<BTreeMap<String, u64>, String> {
     let view = node.view();
-    let peers: Vec<String> = view
-        .members
-        .keys()
-        .filter(|id| **id != view.me && !view.is_down(id))
-        .cloned()
-        .collect();
+    let peers: Vec<String> = view.live_peers().cloned().collect();
     let (node, keyspace) = (Arc::clone(node), keyspace.to_owned());
     tokio::task::spawn_blocking(move || {
         let mut roots = BTreeMap::new();
@@ -391,12 +386,7 @@ pub async fn round(node: &Arc<Node>, keyspace: Option<&str>, passes: usize) {
     // answered from a scan of the last few seconds).
     node.anti_entropy.leaves.lock().clear();
     let view = node.view();
-    let peers: Vec<String> = view
-        .members
-        .keys()
-        .filter(|id| **id != view.me && !view.is_down(id))
-        .cloned()
-        .collect();
+    let peers: Vec<String> = view.live_peers().cloned().collect();
     let keyspaces: Vec<String> = node
         .keyspaces
         .list()

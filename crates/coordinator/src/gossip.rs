@@ -165,6 +165,13 @@ impl ClusterView {
         self.members.len() == 1 && !self.is_joining(&self.me)
     }
 
+    /// The other members the failure detector does not see down.
+    pub fn live_peers(&self) -> impl Iterator<Item = &String> {
+        self.members
+            .keys()
+            .filter(|id| **id != self.me && !self.is_down(id))
+    }
+
     /// Whether member `id` is joining: taking writes and streaming its ranges, not yet
     /// serving them.
     pub fn is_joining(&self, id: &str) -> bool {

@@ -280,11 +280,7 @@ const SPREAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// catches up any that miss it).
 pub fn announce(node: &Arc<Node>, def: &KeyspaceDef) {
     let view = node.view();
-    for id in view
-        .members
-        .keys()
-        .filter(|id| **id != view.me && !view.is_down(id))
-    {
+    for id in view.live_peers() {
         let Some(address) = view.address(id) else {
             continue;
         };
@@ -307,11 +303,7 @@ pub async fn spread(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiver<
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
         let view = node.view();
-        let peers: Vec<&String> = view
-            .members
-            .keys()
-            .filter(|id| **id != view.me && !view.is_down(id))
-            .collect();
+        let peers: Vec<&String> = view.live_peers().collect();
         let Some(id) = peers.get(rand::random_range(0..peers.len().max(1))) else {
             continue;
         };

@@ -35,6 +35,15 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
+    /// 404 for a keyspace no node has defined.
+    pub fn keyspace_not_found(name: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "keyspace_not_found",
+            format!("no keyspace {name:?}; create it with PUT /v1/ks/{name}"),
+        )
+    }
+
     /// 404 for a key that is absent, deleted or expired.
     pub fn key_not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", "key not found")

@@ -61,13 +61,10 @@ impl FromRequestParts<Arc<Node>> for Addressed {
         };
         let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
         let key = percent_encoding::percent_decode_str(raw_key).collect();
-        let keyspace = node.keyspaces.get(&name).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "keyspace_not_found",
-                format!("no keyspace {name:?}; create it with PUT /v1/ks/{name}"),
-            )
-        })?;
+        let keyspace = node
+            .keyspaces
+            .get(&name)
+            .ok_or_else(|| ApiError::keyspace_not_found(&name))?;
         Ok(Self { keyspace, key })
     }
 }

@@ -43,13 +43,10 @@ pub async fn get_keyspace(
     State(node): State<Arc<Node>>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let def = node.keyspaces.get(&name).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "keyspace_not_found",
-            format!("no keyspace {name:?}"),
-        )
-    })?;
+    let def = node
+        .keyspaces
+        .get(&name)
+        .ok_or_else(|| ApiError::keyspace_not_found(&name))?;
     Ok(Json(def).into_response())
 }
 

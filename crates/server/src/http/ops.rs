@@ -84,10 +84,11 @@ pub async fn cluster(State(node): State<Arc<Node>>) -> Response {
     Json(json!({ "node_id": node.node_id, "members": members })).into_response()
 }
 
-/// Query parameters of `POST /v1/cluster/repair`.
+/// Query parameters of `POST /v1/cluster/repair` and `GET /v1/cluster/roots`: the keyspace,
+/// if one is named.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RepairParams {
+pub struct KeyspaceParams {
     keyspace: Option<String>,
 }
 
@@ -95,15 +96,11 @@ pub struct RepairParams {
 /// with its progress. A round already under way is joined rather than doubled.
 pub async fn start_repair(
     State(node): State<Arc<Node>>,
-    super::keys::Params(params): super::keys::Params<RepairParams>,
+    super::keys::Params(params): super::keys::Params<KeyspaceParams>,
 ) -> Result<Response, super::error::ApiError> {
     if let Some(name) = &params.keyspace {
         if node.keyspaces.get(name).is_none() {
-            return Err(super::error::ApiError::new(
-                axum::http::StatusCode::NOT_FOUND,
-                "keyspace_not_found",
-                format!("no keyspace {name:?}"),
-            ));
+            return Err(super::error::ApiError::keyspace_not_found(name));
         }
     }
     let progress = node.anti_entropy.progress();
@@ -162,30 +159,19 @@ pub async fn repair_progress(State(node): State<Arc<Node>>) -> Response {
     Json(node.anti_entropy.progress()).into_response()
 }
 
-/// Query parameters of `GET /v1/cluster/roots`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RootsParams {
-    keyspace: Option<String>,
-}
-
 /// The roots of this node's anti-entropy trees of a keyspace (`default` unless named), one
 /// per live peer over the keys they share, scanned now: replicas have converged when each
 /// pair's roots for each other are equal.
 pub async fn roots(
     State(node): State<Arc<Node>>,
-    super::keys::Params(params): super::keys::Params<RootsParams>,
+    super::keys::Params(params): super::keys::Params<KeyspaceParams>,
 ) -> Result<Response, super::error::ApiError> {
     use axum::http::StatusCode;
     let keyspace = params
         .keyspace
         .unwrap_or_else(|| ringkv_coordinator::keyspaces::DEFAULT_KEYSPACE.to_owned());
     if node.keyspaces.get(&keyspace).is_none() {
-        return Err(super::error::ApiError::new(
-            StatusCode::NOT_FOUND,
-            "keyspace_not_found",
-            format!("no keyspace {keyspace:?}"),
-        ));
+        return Err(super::error::ApiError::keyspace_not_found(&keyspace));
     }
     let roots = ringkv_coordinator::anti_entropy::roots(&node, &keyspace)
         .await
