@@ -347,11 +347,12 @@ async fn a_request_read_after_its_deadline_is_dropped_unrun() {
     let slow: Vec<_> = (0..REQUESTS_IN_FLIGHT_MAX as u64)
         .map(|n| {
             let peer = Arc::clone(&peer);
-            tokio::spawn(async move { peer.call(Request::Echo { n, delay_ms: 500 }, LONG).await })
+            tokio::spawn(async move { peer.call(Request::Echo { n, delay_ms: 1500 }, LONG).await })
         })
         .collect();
-    // Let the slow ones take every slot before the late ones are sent.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Let the slow ones take every slot before the late ones are sent (a loaded machine
+    // needs a while to send a thousand frames).
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let late = (0..10u64).map(|n| {
         let peer = Arc::clone(&peer);
         async move {
@@ -365,8 +366,8 @@ async fn a_request_read_after_its_deadline_is_dropped_unrun() {
     for call in slow {
         assert_eq!(call.await.unwrap(), Ok(0));
     }
-    // The late frames have been read by now (the slots freed 400 ms ago at the latest).
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The late frames have been read by now (the slots freed a moment ago).
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         service.handled.load(std::sync::atomic::Ordering::SeqCst),
         REQUESTS_IN_FLIGHT_MAX,
