@@ -197,6 +197,17 @@ pub struct Client {
     consistency: Option<String>,
     /// `?pw=` sent with every key request, if set.
     primary_writes: Option<String>,
+    /// The `Authorization` header sent with every request, if credentials were given.
+    authorization: Option<String>,
+}
+
+/// How a client logs in to the node.
+#[derive(Clone, Debug)]
+pub enum Credentials {
+    /// A user name and password (HTTP Basic).
+    Password { user: String, password: String },
+    /// An API token (HTTP Bearer).
+    Token(String),
 }
 
 #[derive(Deserialize)]
@@ -247,7 +258,88 @@ impl Client {
             base: base_url.trim_end_matches('/').to_owned(),
             consistency: None,
             primary_writes: None,
+            authorization: None,
         }
+    }
+
+    /// The same client, logging in with `credentials` on every request.
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        use base64::Engine as _;
+        self.authorization = Some(match credentials {
+            Credentials::Password { user, password } => format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            ),
+            Credentials::Token(token) => format!("Bearer {token}"),
+        });
+        self
+    }
+
+    fn authorized<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.authorization {
+            Some(value) => request.header("authorization", value),
+            None => request,
+        }
+    }
+
+    fn get_request(&self, url: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+        self.authorized(self.agent.get(url))
+    }
+
+    fn delete_request(&self, url: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+        self.authorized(self.agent.delete(url))
+    }
+
+    fn post_request(&self, url: &str) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
+        self.authorized(self.agent.post(url))
+    }
+
+    fn put_request(&self, url: &str) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
+        self.authorized(self.agent.put(url))
+    }
+
+    /// Creates or changes user `name` (`request` is the JSON body of `PUT /v1/users/{name}`);
+    /// returns the user as the node shows it, with a new token if one was asked for.
+    pub fn put_user(
+        &self,
+        name: &str,
+        request: &serde_json::Value,
+    ) -> Result<serde_json::Value, ClientError> {
+        let url = format!("{}/v1/users/{}", self.base, percent_encode(name));
+        let response = self
+            .put_request(&url)
+            .header("content-type", "application/json")
+            .send(request.to_string())
+            .map_err(|e| self.transport(e))?;
+        parse(self.check(response)?)
+    }
+
+    /// Removes user `name`.
+    pub fn remove_user(&self, name: &str) -> Result<(), ClientError> {
+        let url = format!("{}/v1/users/{}", self.base, percent_encode(name));
+        let response = self
+            .delete_request(&url)
+            .call()
+            .map_err(|e| self.transport(e))?;
+        self.check(response).map(|_| ())
+    }
+
+    /// Every user, as `GET /v1/users` shows them.
+    pub fn users(&self) -> Result<serde_json::Value, ClientError> {
+        let response = self
+            .get_request(&format!("{}/v1/users", self.base))
+            .call()
+            .map_err(|e| self.transport(e))?;
+        parse(self.check(response)?)
+    }
+
+    /// Who this client's requests act as, and their grants.
+    pub fn whoami(&self) -> Result<serde_json::Value, ClientError> {
+        let response = self
+            .get_request(&format!("{}/v1/auth/whoami", self.base))
+            .call()
+            .map_err(|e| self.transport(e))?;
+        parse(self.check(response)?)
     }
 
     /// The same client, sending `level` (`one`, `quorum`, `all`) as the consistency of every
@@ -297,8 +389,7 @@ impl Client {
             .collect();
         let url = self.key_url(key, &ttl);
         let response = self
-            .agent
-            .put(&url)
+            .put_request(&url)
             .header("content-type", "application/octet-stream")
             .send(value)
             .map_err(|e| self.transport(e))?;
@@ -317,8 +408,7 @@ impl Client {
 
     fn read(&self, key: &str, extra: &[String]) -> Result<Option<Value>, ClientError> {
         let response = self
-            .agent
-            .get(&self.key_url(key, extra))
+            .get_request(&self.key_url(key, extra))
             .call()
             .map_err(|e| self.transport(e))?;
         if response.status() == 404 {
@@ -341,8 +431,7 @@ impl Client {
     /// Deletes `key`; returns whether it held a value.
     pub fn delete(&self, key: &str) -> Result<bool, ClientError> {
         let response = self
-            .agent
-            .delete(&self.key_url(key, &[]))
+            .delete_request(&self.key_url(key, &[]))
             .call()
             .map_err(|e| self.transport(e))?;
         Ok(parse::<DeleteBody>(self.check(response)?)?.deleted)
@@ -363,15 +452,17 @@ impl Client {
         if let Some(cursor) = cursor {
             url.push_str(&format!("&cursor={cursor}"));
         }
-        let response = self.agent.get(&url).call().map_err(|e| self.transport(e))?;
+        let response = self
+            .get_request(&url)
+            .call()
+            .map_err(|e| self.transport(e))?;
         parse(self.check(response)?)
     }
 
     /// The cluster as this node sees it.
     pub fn cluster(&self) -> Result<ClusterView, ClientError> {
         let response = self
-            .agent
-            .get(&format!("{}/v1/cluster", self.base))
+            .get_request(&format!("{}/v1/cluster", self.base))
             .call()
             .map_err(|e| self.transport(e))?;
         parse(self.check(response)?)
@@ -385,8 +476,7 @@ impl Client {
             url.push_str(&format!("?keyspace={}", percent_encode(keyspace)));
         }
         let response = self
-            .agent
-            .post(&url)
+            .post_request(&url)
             .send_empty()
             .map_err(|e| self.transport(e))?;
         parse(self.check(response)?)
@@ -395,8 +485,7 @@ impl Client {
     /// Makes the node leave the cluster (it hands its ranges off first); returns at once.
     pub fn leave(&self) -> Result<LeaveProgress, ClientError> {
         let response = self
-            .agent
-            .post(&format!("{}/v1/cluster/leave", self.base))
+            .post_request(&format!("{}/v1/cluster/leave", self.base))
             .send_empty()
             .map_err(|e| self.transport(e))?;
         parse(self.check(response)?)
@@ -405,8 +494,7 @@ impl Client {
     /// Where the node's leaving stands.
     pub fn leave_progress(&self) -> Result<LeaveProgress, ClientError> {
         let response = self
-            .agent
-            .get(&format!("{}/v1/cluster/leave", self.base))
+            .get_request(&format!("{}/v1/cluster/leave", self.base))
             .call()
             .map_err(|e| self.transport(e))?;
         parse(self.check(response)?)
@@ -416,8 +504,7 @@ impl Client {
     pub fn remove_member(&self, id: &str) -> Result<(), ClientError> {
         let url = format!("{}/v1/cluster/members/{}", self.base, percent_encode(id));
         let response = self
-            .agent
-            .delete(&url)
+            .delete_request(&url)
             .call()
             .map_err(|e| self.transport(e))?;
         self.check(response).map(|_| ())
@@ -426,8 +513,7 @@ impl Client {
     /// The node's anti-entropy round under way, or its last.
     pub fn repair_progress(&self) -> Result<RepairProgress, ClientError> {
         let response = self
-            .agent
-            .get(&format!("{}/v1/cluster/repair", self.base))
+            .get_request(&format!("{}/v1/cluster/repair", self.base))
             .call()
             .map_err(|e| self.transport(e))?;
         parse(self.check(response)?)
@@ -436,8 +522,7 @@ impl Client {
     /// The hash ring as this node sees it.
     pub fn ring(&self) -> Result<RingView, ClientError> {
         let response = self
-            .agent
-            .get(&format!("{}/v1/cluster/ring", self.base))
+            .get_request(&format!("{}/v1/cluster/ring", self.base))
             .call()
             .map_err(|e| self.transport(e))?;
         parse(self.check(response)?)
@@ -459,7 +544,10 @@ impl Client {
             self.base,
             percent_encode(keyspace)
         );
-        let response = self.agent.get(&url).call().map_err(|e| self.transport(e))?;
+        let response = self
+            .get_request(&url)
+            .call()
+            .map_err(|e| self.transport(e))?;
         parse::<Roots>(self.check(response)?).map(|r| r.roots)
     }
 
@@ -470,8 +558,7 @@ impl Client {
             replication: usize,
         }
         let response = self
-            .agent
-            .get(&format!("{}/v1/ks/{}", self.base, percent_encode(keyspace)))
+            .get_request(&format!("{}/v1/ks/{}", self.base, percent_encode(keyspace)))
             .call()
             .map_err(|e| self.transport(e))?;
         parse::<Definition>(self.check(response)?).map(|d| d.replication)

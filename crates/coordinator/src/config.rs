@@ -79,8 +79,22 @@ pub struct ServerConfig {
     /// Most bytes all Redis-protocol connections' large replies may hold together; a reply
     /// that would pass it is refused the same way.
     pub resp_replies_bytes_max: u64,
-    /// Password Redis-protocol clients must send with AUTH (Redis's `requirepass`).
+    /// Password Redis-protocol clients must send with AUTH (Redis's `requirepass`): the
+    /// password of the built-in superuser `default`, for the Redis protocol only. Users
+    /// (`ringkv user add`) are the way to protect both APIs.
     pub resp_password: Option<String>,
+    /// The user clients that have not logged in act as (Redis's `default` user), if that
+    /// user exists; none: they must log in, unless `protected_mode` lets them in.
+    pub default_user: Option<String>,
+    /// Redis's protected mode: while no user exists, only clients on this machine's
+    /// loopback may use the node (as a superuser). `false` lets every client in as
+    /// superuser while no user exists; use it only on a network you trust.
+    pub protected_mode: bool,
+    /// PEM certificate chain for TLS on REST and the Redis protocol (with `tls_key_file`);
+    /// re-read on SIGHUP, so renewed certificates need no restart.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
     /// Whether FLUSHDB and FLUSHALL are allowed.
     pub resp_flush_enabled: bool,
     /// Whether the `DEBUG` command is allowed (Redis's `enable-debug-command`, off by
@@ -150,6 +164,10 @@ impl Default for ServerConfig {
             resp_reply_bytes_max: 128 << 20,
             resp_replies_bytes_max: 1 << 30,
             resp_password: None,
+            default_user: None,
+            protected_mode: true,
+            tls_cert_file: None,
+            tls_key_file: None,
             resp_flush_enabled: true,
             resp_debug_enabled: false,
             rpc_timeout_ms: 2_000,
@@ -225,6 +243,11 @@ impl ServerConfig {
         if self.connections_max == 0 || self.http_in_flight_max == 0 || self.write_queue_max == 0 {
             return Err(ConfigError::Invalid(
                 "connection, request and queue limits must be at least 1".into(),
+            ));
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(ConfigError::Invalid(
+                "TLS needs both tls_cert_file and tls_key_file".into(),
             ));
         }
         Ok(())

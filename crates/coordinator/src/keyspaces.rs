@@ -184,12 +184,22 @@ impl Keyspaces {
             .get(&def.name)
             .cloned()
             .or_else(|| Self::builtin(&def.name));
-        let newer = held.is_none_or(|held| {
+        let newer = held.as_ref().is_none_or(|held| {
             let encoded = |d: &KeyspaceDef| serde_json::to_vec(d).unwrap_or_default();
-            (def.version, encoded(&def)) > (held.version, encoded(&held))
+            (def.version, encoded(&def)) > (held.version, encoded(held))
         });
         if !newer {
             return Ok(false);
+        }
+        // The same rule as `define`: a keyspace's records were merged under its conflict
+        // mode, so no definition, however new, may change it (nor a built-in's).
+        if let Some(held) = &held {
+            if held.conflict != def.conflict {
+                return Err(KeyspaceError::Conflict(format!(
+                    "refusing a definition of {} that changes its conflict mode",
+                    def.name
+                )));
+            }
         }
         let bytes = serde_json::to_vec(&def).expect("a definition always serializes");
         store.meta_put(&format!("{META_PREFIX}{}", def.name), &bytes)?;
@@ -279,23 +289,30 @@ const SPREAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Sends `def` to every member that is not down, without waiting (best effort: [`spread`]
 /// catches up any that miss it).
 pub fn announce(node: &Arc<Node>, def: &KeyspaceDef) {
+    announce_metadata(node, || PeerRequest::DefineKeyspace(def.clone()));
+}
+
+/// Sends the change `change` makes to every member that is not down, without waiting:
+/// cluster metadata (keyspaces, users) that [`spread`] catches up any member that missed.
+pub fn announce_metadata(node: &Arc<Node>, change: impl Fn() -> PeerRequest) {
     let view = node.view();
     for id in view.live_peers() {
         let Some(address) = view.address(id) else {
             continue;
         };
         let peer = node.peers.get(address);
-        let (def, timeout) = (def.clone(), rpc_timeout(node));
+        let (request, timeout) = (change(), rpc_timeout(node));
         tokio::spawn(async move {
-            if let Err(error) = peer.call(PeerRequest::DefineKeyspace(def), timeout).await {
-                tracing::debug!(peer = peer.address(), %error, "keyspace announcement failed");
+            if let Err(error) = peer.call(request, timeout).await {
+                tracing::debug!(peer = peer.address(), %error, "metadata announcement failed");
             }
         });
     }
 }
 
-/// Metadata anti-entropy: every `SPREAD_INTERVAL`, pulls a random live peer's definitions
-/// and adopts the newer ones. Runs until `shutdown` turns true.
+/// Metadata anti-entropy: every `SPREAD_INTERVAL`, pulls a random live peer's keyspace
+/// definitions, users and removed members, and adopts the newer ones. Runs until `shutdown`
+/// turns true.
 pub async fn spread(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     loop {
         tokio::select! {
@@ -319,6 +336,18 @@ pub async fn spread(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiver<
             for def in defs {
                 if let Err(error) = node.keyspaces.adopt(&node.store, def) {
                     tracing::warn!(%error, "cannot adopt a peer's keyspace definition");
+                }
+            }
+        }
+        let answer = node
+            .peers
+            .get(address)
+            .call(PeerRequest::Users, rpc_timeout(&node))
+            .await;
+        if let Ok(PeerResponse::Users(users)) = answer {
+            for user in users {
+                if let Err(error) = node.users.adopt(&node.store, user) {
+                    tracing::warn!(%error, "cannot adopt a peer's user");
                 }
             }
         }

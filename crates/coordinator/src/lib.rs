@@ -28,9 +28,11 @@ pub mod handoff;
 pub mod join;
 pub mod keyspaces;
 pub mod leave;
+pub mod logins;
 pub mod node;
 pub mod peers;
 pub mod reaper;
+pub mod users;
 
 /// The request and answer types the client APIs share with the layers below: what a read or
 /// write asks and what it returns, re-exported so the APIs need no crate below this one.

@@ -59,6 +59,10 @@ pub struct Node {
     pub(crate) store: LocalStore,
     /// The keyspaces this node knows.
     pub keyspaces: crate::keyspaces::Keyspaces,
+    /// The users clients log in as, and what each may do.
+    pub users: crate::users::Users,
+    /// Failed logins per client address, rate limited.
+    pub logins: crate::logins::LoginThrottle,
     /// Every metric of this node; the APIs register theirs when they start serving.
     pub registry: parking_lot::Mutex<Registry>,
     /// Cluster membership, once the node serves.
@@ -112,7 +116,9 @@ impl Node {
             &mut registry,
         )?;
         let keyspaces = crate::keyspaces::Keyspaces::load(&store)?;
+        let users = crate::users::Users::load(&store)?;
         let cluster_metrics = crate::coordinator::ClusterMetrics::register(&mut registry);
+        let logins = crate::logins::LoginThrottle::new(&mut registry);
         let handoff = crate::handoff::Handoff::new(&mut registry);
         let anti_entropy = crate::anti_entropy::AntiEntropy::new(&mut registry);
         let reaper = crate::reaper::ReaperMetrics::register(&mut registry);
@@ -148,6 +154,8 @@ impl Node {
             config,
             store,
             keyspaces,
+            users,
+            logins,
             registry: parking_lot::Mutex::new(registry),
             clock,
             _lock: lock,

@@ -73,6 +73,10 @@ pub enum PeerRequest {
         records: Vec<(Vec<u8>, u64)>,
         remove: bool,
     },
+    /// Every user this node knows, removed ones included (metadata anti-entropy).
+    Users,
+    /// A user to adopt if it is newer than the one held.
+    DefineUser(crate::users::UserDef),
 }
 
 /// The answer to a [`PeerRequest`], variant for variant.
@@ -100,6 +104,8 @@ pub enum PeerResponse {
     Digests(Result<Vec<(Vec<u8>, u64)>, RemoteError>),
     /// Per record of a [`PeerRequest::Reap`]: held or none (or, removing: none now).
     Reaped(Result<Vec<bool>, RemoteError>),
+    /// Users (their hashes included: only authenticated members may ask).
+    Users(Vec<crate::users::UserDef>),
 }
 
 /// One page of a peer's records.
@@ -307,6 +313,13 @@ pub async fn answer(node: &Arc<Node>, request: PeerRequest) -> Result<PeerRespon
                 .adopt(store, def)
                 .map_err(|error| error.to_string())?;
             PeerResponse::Keyspaces(Vec::new())
+        }
+        PeerRequest::Users => PeerResponse::Users(node.users.all()),
+        PeerRequest::DefineUser(user) => {
+            node.users
+                .adopt(store, user)
+                .map_err(|error| error.to_string())?;
+            PeerResponse::Users(Vec::new())
         }
         PeerRequest::Hint {
             target,

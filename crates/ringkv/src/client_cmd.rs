@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
-use ringkv_client::Client;
+use ringkv_client::{Client, Credentials};
 use serde_json::json;
 
 /// Options every client command takes.
@@ -23,16 +23,38 @@ pub struct Connection {
     /// (default: quorum).
     #[arg(long, global = true)]
     consistency: Option<String>,
+    /// Log in as this user (with --password).
+    #[arg(long, env = "RINGKV_USER", global = true)]
+    user: Option<String>,
+    /// The user's password (better in the environment than on the command line, where
+    /// other users of the machine can see it).
+    #[arg(long, env = "RINGKV_PASSWORD", global = true, hide_env_values = true)]
+    password: Option<String>,
+    /// Log in with an API token instead of a user and password.
+    #[arg(long, env = "RINGKV_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
 }
 
 impl Connection {
-    /// A client of the chosen node.
-    pub fn client(&self) -> Client {
-        let client = Client::new(&self.node);
-        match &self.consistency {
-            Some(level) => client.with_consistency(level),
-            None => client,
+    /// A client of the chosen node, logged in as asked.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        let mut client = Client::new(&self.node);
+        if let Some(level) = &self.consistency {
+            client = client.with_consistency(level);
         }
+        let credentials = match (&self.user, &self.password, &self.token) {
+            (_, _, Some(token)) => Some(Credentials::Token(token.clone())),
+            (Some(user), Some(password), None) => Some(Credentials::Password {
+                user: user.clone(),
+                password: password.clone(),
+            }),
+            (Some(_), None, None) => bail!("--user needs --password (or RINGKV_PASSWORD)"),
+            (None, _, None) => None,
+        };
+        Ok(match credentials {
+            Some(credentials) => client.with_credentials(credentials),
+            None => client,
+        })
     }
 }
 
@@ -93,7 +115,7 @@ pub fn put(args: PutArgs) -> anyhow::Result<()> {
     } else {
         args.value.into_bytes()
     };
-    let version = args.connection.client().put(&args.key, &value, args.ttl)?;
+    let version = args.connection.client()?.put(&args.key, &value, args.ttl)?;
     if args.connection.json {
         println!("{}", json!({ "key": args.key, "version": version }));
     } else {
@@ -103,7 +125,7 @@ pub fn put(args: PutArgs) -> anyhow::Result<()> {
 }
 
 pub fn get(args: GetArgs) -> anyhow::Result<()> {
-    let client = args.connection.client();
+    let client = args.connection.client()?;
     let found = if args.local {
         client.get_local(&args.key)?
     } else {
@@ -131,7 +153,7 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
 }
 
 pub fn del(args: DelArgs) -> anyhow::Result<()> {
-    let deleted = args.connection.client().delete(&args.key)?;
+    let deleted = args.connection.client()?.delete(&args.key)?;
     if args.connection.json {
         println!("{}", json!({ "key": args.key, "deleted": deleted }));
     } else {
@@ -148,7 +170,7 @@ pub fn del(args: DelArgs) -> anyhow::Result<()> {
 }
 
 pub fn scan(args: ScanArgs) -> anyhow::Result<()> {
-    let client = args.connection.client();
+    let client = args.connection.client()?;
     let mut keys = Vec::new();
     let mut cursor: Option<String> = None;
     while keys.len() < args.limit {

@@ -59,7 +59,7 @@ enum ClusterCommand {
 }
 
 pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
-    let client = args.connection.client();
+    let client = args.connection.client()?;
     let json = args.connection.json;
     match args.command {
         ClusterCommand::Status => {

@@ -7,6 +7,7 @@ mod cluster_cmd;
 mod dev_cluster;
 mod engine_bench;
 mod server_cmd;
+mod user_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -42,6 +43,8 @@ enum Command {
     DevCluster(dev_cluster::DevClusterArgs),
     /// Operator commands: cluster status, a key's replicas.
     Cluster(cluster_cmd::ClusterArgs),
+    /// Manage the users clients log in as: add, remove, list, whoami.
+    User(user_cmd::UserArgs),
     /// Load-test ringkv (REST) or any Redis-protocol server: YCSB workloads, HDR latencies.
     Bench(bench::BenchArgs),
     /// Measure a storage engine directly through the Engine trait (no network, no replica).
@@ -57,6 +60,7 @@ fn main() {
             | Command::Del(_)
             | Command::Scan(_)
             | Command::Cluster(_)
+            | Command::User(_)
     ) {
         die_quietly_on_closed_pipe();
     }
@@ -68,6 +72,7 @@ fn main() {
         Command::Scan(args) => client_cmd::scan(args),
         Command::DevCluster(args) => dev_cluster::run(args),
         Command::Cluster(args) => cluster_cmd::run(args),
+        Command::User(args) => user_cmd::run(args),
         Command::Bench(args) => bench::run(args),
         Command::EngineBench(args) => engine_bench::run(args),
     };

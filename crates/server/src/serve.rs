@@ -58,7 +58,9 @@ pub async fn serve(node: Arc<Node>) -> Result<RunningNode, StartError> {
     let read_timeout = std::time::Duration::from_millis(node.config.request_timeout_ms.max(1));
     let http_task = tokio::spawn(async move {
         let http = crate::http::listener::LimitedListener::new(http, connections_max, read_timeout);
-        let serving = axum::serve(http, router).with_graceful_shutdown(async move {
+        let service =
+            router.into_make_service_with_connect_info::<crate::http::listener::ClientAddr>();
+        let serving = axum::serve(http, service).with_graceful_shutdown(async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         });
         if let Err(error) = serving.await {

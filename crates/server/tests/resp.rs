@@ -467,23 +467,23 @@ async fn pipelined_sets_share_commits_but_keep_their_order_and_errors() {
 }
 
 #[tokio::test]
-async fn a_connection_follows_a_change_of_its_keyspace_definition() {
-    // Goal: connections keep their keyspace's definition, and must still see it change.
-    // Method: write through a connection to db1 (last-writer-wins), then let the node adopt a
-    // newer definition of db1 that keeps siblings (as one spread from another node would be),
-    // then write the same key again over the same connection, as a plain SET and as
-    // pipelined SETs: every context-free write must now be kept as a sibling (under
-    // last-writer-wins only the last would remain).
+async fn no_definition_from_a_peer_can_change_a_keyspace_s_conflict_mode() {
+    // Goal: the records of a keyspace were merged under its conflict mode, so no definition
+    // heard from a peer, however new its version, may switch it (a forged DefineKeyspace once
+    // switched `default` to siblings for good). Method: write through a connection to db1
+    // (last-writer-wins), hand the node a newer definition of db1 with siblings, as a peer
+    // would: it is refused, and context-free writes over the same connection, plain and
+    // pipelined, still leave only the last value.
     let node = start_node(|_| {}).await;
     let mut c = RespClient::connect(&node).await;
     assert_eq!(c.call(&["SELECT", "1"]).await, ok());
     assert_eq!(c.call(&["SET", "k", "first"]).await, ok());
     let store = node.running.node.local_store();
     let siblings = serde_json::from_str(
-        r#"{"name": "db1", "replication": 1, "conflict": "siblings", "version": 1}"#,
+        r#"{"name": "db1", "replication": 1, "conflict": "siblings", "version": 1000}"#,
     )
     .unwrap();
-    assert!(node.running.node.keyspaces.adopt(store, siblings).unwrap());
+    assert!(node.running.node.keyspaces.adopt(store, siblings).is_err());
     assert_eq!(c.call(&["SET", "k", "second"]).await, ok());
     let mut pipeline = RespClient::encode(&[b"SET", b"k", b"third"]);
     pipeline.extend(RespClient::encode(&[b"SET", b"k", b"fourth"]));
@@ -491,12 +491,11 @@ async fn a_connection_follows_a_change_of_its_keyspace_definition() {
     assert_eq!(c.read().await, ok());
     assert_eq!(c.read().await, ok());
     let entry = store.get("db1", b"k").unwrap().expect("k is present");
-    let mut values: Vec<_> = entry.values.iter().map(|v| v.value.clone()).collect();
-    values.sort();
-    let expected: [&[u8]; 4] = [b"first", b"fourth", b"second", b"third"];
+    let values: Vec<_> = entry.values.iter().map(|v| v.value.clone()).collect();
     assert_eq!(
-        values, expected,
-        "a context-free write joins what it did not see"
+        values,
+        vec![b"fourth".to_vec()],
+        "last writer wins, as before"
     );
 }
 

@@ -157,3 +157,15 @@ impl AsyncWrite for LimitedStream {
         self.stream.is_write_vectored()
     }
 }
+
+/// The client's address, as REST handlers find it (`ConnectInfo<ClientAddr>`).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, LimitedListener>>
+    for ClientAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, LimitedListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}

@@ -1,6 +1,7 @@
 //! The REST API (DESIGN.md, "Client-facing API"): routes, request limits and per-operation
 //! metrics. Handlers live in [`keys`] and [`ops`]; every error leaves through [`error`].
 
+pub mod access;
 pub mod error;
 pub mod keys;
 pub mod keyspaces;
@@ -8,6 +9,7 @@ pub mod listener;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod users;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
@@ -51,6 +53,10 @@ fn handler(id: &str) -> Option<MethodRouter<Arc<Node>>> {
         "ring" => get(ops::ring),
         "metrics" => get(ops::metrics),
         "openapi" => get(ops::openapi),
+        "listUsers" => get(users::list_users),
+        "putUser" => put(users::put_user),
+        "deleteUser" => delete(users::delete_user),
+        "whoami" => get(users::whoami),
         _ => return None,
     })
 }
@@ -76,6 +82,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&node),
+            access::authorize,
+        ))
         .layer(middleware::from_fn_with_state(Gate::new(&node), observe))
         .with_state(node)
 }

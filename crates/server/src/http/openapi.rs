@@ -1,6 +1,7 @@
 //! The REST API's operations as one table, from which both the router and the OpenAPI 3
 //! document at `/v1/openapi.json` are built — so the document cannot drift from the routes.
 
+use ringkv_coordinator::users::Verbs;
 use serde_json::{json, Map, Value};
 
 /// Where a parameter travels.
@@ -26,6 +27,21 @@ pub struct Parameter {
     pub description: &'static str,
 }
 
+/// Who may call an operation (see [`super::access`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, logged in or not (health checks, this document).
+    Public,
+    /// Any client that is logged in (or let in without logging in).
+    LoggedIn,
+    /// Clients holding these verbs on the keyspace the path names (`default` under
+    /// `/v1/keys`).
+    Keyspace(Verbs),
+    /// Clients holding `admin` on every keyspace (a grant `admin@*`): cluster operations
+    /// and users.
+    Cluster,
+}
+
 /// One REST operation.
 pub struct Operation {
     /// Lowercase HTTP method.
@@ -34,6 +50,8 @@ pub struct Operation {
     pub path: &'static str,
     /// OpenAPI operationId; also selects the handler in `super::handler`.
     pub id: &'static str,
+    /// Who may call it.
+    pub access: Access,
     /// One line on what it does.
     pub summary: &'static str,
     /// Its parameters.
@@ -104,6 +122,12 @@ const IF_NONE_MATCH: Parameter = Parameter {
     required: false,
     description: "* to create only",
 };
+const USER: Parameter = Parameter {
+    name: "user",
+    location: In::Path,
+    required: true,
+    description: "The user's name",
+};
 const ERRORS: &str = "Error: {\"error\": {\"code\", \"message\"}}";
 
 /// Every operation the REST API serves.
@@ -112,6 +136,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "put",
         path: "/v1/keys/{key}",
         id: "putKey",
+        access: Access::Keyspace(Verbs::WRITE),
         summary: "Store a value",
         parameters: &[
             KEY,
@@ -130,6 +155,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "get",
         path: "/v1/keys/{key}",
         id: "getKey",
+        access: Access::Keyspace(Verbs::READ),
         summary: "Read a value",
         parameters: &[KEY, CONSISTENCY, R, LOCAL],
         body: None,
@@ -139,6 +165,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "delete",
         path: "/v1/keys/{key}",
         id: "deleteKey",
+        access: Access::Keyspace(Verbs::WRITE),
         summary: "Delete a key (idempotent)",
         parameters: &[KEY, CONSISTENCY, W, PW, CONTEXT, IF_MATCH],
         body: None,
@@ -148,6 +175,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "get",
         path: "/v1/keys",
         id: "listKeys",
+        access: Access::Keyspace(Verbs::READ),
         summary: "List keys with a prefix, in order, a page at a time",
         parameters: &[
             Parameter { name: "prefix", location: In::Query, required: false, description: "Key prefix" },
@@ -161,6 +189,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "put",
         path: "/v1/ks/{keyspace}",
         id: "putKeyspace",
+        access: Access::Keyspace(Verbs::ADMIN),
         summary: "Create a keyspace, or change its replication",
         parameters: &[KEYSPACE],
         body: Some("JSON {\"replication\"?: 1..16 (default 3), \"conflict\"?: \"lww\" | \"siblings\"}"),
@@ -170,6 +199,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "get",
         path: "/v1/ks/{keyspace}",
         id: "getKeyspace",
+        access: Access::Keyspace(Verbs::READ),
         summary: "A keyspace's definition",
         parameters: &[KEYSPACE],
         body: None,
@@ -179,6 +209,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "get",
         path: "/v1/ks",
         id: "listKeyspaces",
+        access: Access::LoggedIn,
         summary: "Every keyspace",
         parameters: &[],
         body: None,
@@ -188,6 +219,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "put",
         path: "/v1/ks/{keyspace}/keys/{key}",
         id: "putKeyspaceKey",
+        access: Access::Keyspace(Verbs::WRITE),
         summary: "Store a value in a keyspace (as PUT /v1/keys/{key})",
         parameters: &[KEYSPACE, KEY, CONSISTENCY, W, PW, CONTEXT, IF_MATCH, IF_NONE_MATCH],
         body: Some("As PUT /v1/keys/{key}"),
@@ -197,6 +229,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "get",
         path: "/v1/ks/{keyspace}/keys/{key}",
         id: "getKeyspaceKey",
+        access: Access::Keyspace(Verbs::READ),
         summary: "Read a value from a keyspace (as GET /v1/keys/{key})",
         parameters: &[KEYSPACE, KEY, CONSISTENCY, R, LOCAL],
         body: None,
@@ -206,6 +239,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "delete",
         path: "/v1/ks/{keyspace}/keys/{key}",
         id: "deleteKeyspaceKey",
+        access: Access::Keyspace(Verbs::WRITE),
         summary: "Delete a key of a keyspace",
         parameters: &[KEYSPACE, KEY, CONSISTENCY, W, PW, CONTEXT, IF_MATCH],
         body: None,
@@ -215,6 +249,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "get",
         path: "/v1/ks/{keyspace}/keys",
         id: "listKeyspaceKeys",
+        access: Access::Keyspace(Verbs::READ),
         summary: "List keys of a keyspace (as GET /v1/keys)",
         parameters: &[KEYSPACE],
         body: None,
@@ -224,6 +259,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "get",
         path: "/v1/cluster",
         id: "cluster",
+        access: Access::LoggedIn,
         summary: "Cluster members as this node sees them",
         parameters: &[],
         body: None,
@@ -233,6 +269,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "post",
         path: "/v1/cluster/leave",
         id: "leave",
+        access: Access::Cluster,
         summary: "Make this node leave the cluster: it hands its key ranges to their next owners, then leaves the ring",
         parameters: &[],
         body: None,
@@ -242,6 +279,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "get",
         path: "/v1/cluster/leave",
         id: "leaveProgress",
+        access: Access::LoggedIn,
         summary: "Where this node's leaving stands",
         parameters: &[],
         body: None,
@@ -251,6 +289,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "delete",
         path: "/v1/cluster/members/{node}",
         id: "removeMember",
+        access: Access::Cluster,
         summary: "Take a dead node out of the ring for good; its ranges pass to the next nodes, which anti-entropy refills",
         parameters: &[Parameter { name: "node", location: In::Path, required: true, description: "The node's id" }],
         body: None,
@@ -260,6 +299,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "post",
         path: "/v1/cluster/repair",
         id: "startRepair",
+        access: Access::Cluster,
         summary: "Start an anti-entropy round on this node now: a tree exchange with every live peer",
         parameters: &[Parameter { name: "keyspace", location: In::Query, required: false, description: "Only this keyspace" }],
         body: None,
@@ -269,6 +309,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "get",
         path: "/v1/cluster/repair",
         id: "repairProgress",
+        access: Access::LoggedIn,
         summary: "This node's anti-entropy rounds: the one under way, or the last",
         parameters: &[],
         body: None,
@@ -278,6 +319,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "get",
         path: "/v1/cluster/roots",
         id: "antiEntropyRoots",
+        access: Access::LoggedIn,
         summary: "The roots of this node's anti-entropy trees of a keyspace, one per live peer over the keys they share, scanned now: replicas have converged when each pair's roots for each other are equal",
         parameters: &[Parameter { name: "keyspace", location: In::Query, required: false, description: "The keyspace (default: default)" }],
         body: None,
@@ -287,6 +329,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "get",
         path: "/v1/cluster/ring",
         id: "ring",
+        access: Access::LoggedIn,
         summary: "The hash ring: members with token counts and shares, and every token's owner",
         parameters: &[],
         body: None,
@@ -294,8 +337,49 @@ pub const OPERATIONS: &[Operation] = &[
     },
     Operation {
         method: "get",
+        path: "/v1/users",
+        id: "listUsers",
+        access: Access::Cluster,
+        summary: "Every user, with grants (never a password or token)",
+        parameters: &[],
+        body: None,
+        responses: &[(200, "{users: [{name, password, tokens, grants}]}")],
+    },
+    Operation {
+        method: "put",
+        path: "/v1/users/{user}",
+        id: "putUser",
+        access: Access::Cluster,
+        summary: "Create a user, or change its password, tokens or grants; the change spreads to every node",
+        parameters: &[USER],
+        body: Some("JSON {\"password\"?: 8..1024 bytes, \"new_token\"?: bool, \"revoke_tokens\"?: bool, \"grants\"?: [\"read,write@default\", \"admin@*\", \"read@logs*\"]}"),
+        responses: &[(200, "{name, password, tokens, grants, new_token?}: a new token is shown only here"), (400, ERRORS)],
+    },
+    Operation {
+        method: "delete",
+        path: "/v1/users/{user}",
+        id: "deleteUser",
+        access: Access::Cluster,
+        summary: "Remove a user on every node",
+        parameters: &[USER],
+        body: None,
+        responses: &[(200, "{removed: name}"), (404, "No such user")],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/auth/whoami",
+        id: "whoami",
+        access: Access::LoggedIn,
+        summary: "Who the request acts as, and its grants",
+        parameters: &[],
+        body: None,
+        responses: &[(200, "{user, grants}")],
+    },
+    Operation {
+        method: "get",
         path: "/healthz",
         id: "health",
+        access: Access::Public,
         summary: "Liveness",
         parameters: &[],
         body: None,
@@ -305,6 +389,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "get",
         path: "/metrics",
         id: "metrics",
+        access: Access::LoggedIn,
         summary: "Prometheus metrics",
         parameters: &[],
         body: None,
@@ -314,6 +399,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "get",
         path: "/v1/openapi.json",
         id: "openapi",
+        access: Access::Public,
         summary: "This document",
         parameters: &[],
         body: None,
@@ -338,18 +424,38 @@ pub fn document() -> Value {
                         "description": p.description, "schema": { "type": "string" } })
             })
             .collect();
-        let responses: Map<String, Value> = operation
+        let mut responses: Map<String, Value> = operation
             .responses
             .iter()
             .map(|(status, description)| {
                 (status.to_string(), json!({ "description": description }))
             })
             .collect();
+        if operation.access != Access::Public {
+            for (status, description) in [
+                (
+                    401,
+                    "No credentials, or wrong ones (WWW-Authenticate says how to log in)",
+                ),
+                (403, "The user lacks the verb this operation needs"),
+                (
+                    429,
+                    "Too many failed logins from this address; Retry-After says when to retry",
+                ),
+            ] {
+                responses.insert(status.to_string(), json!({ "description": description }));
+            }
+        }
+        let security = match operation.access {
+            Access::Public => json!([]),
+            _ => json!([{ "basic": [] }, { "bearer": [] }]),
+        };
         let mut entry = json!({
             "operationId": operation.id,
             "summary": operation.summary,
             "parameters": parameters,
             "responses": responses,
+            "security": security,
         });
         if let Some(body) = operation.body {
             entry["requestBody"] = json!({
@@ -368,5 +474,10 @@ pub fn document() -> Value {
         "info": { "title": "ringkv", "version": env!("CARGO_PKG_VERSION"),
                   "description": "REST API of a ringkv node" },
         "paths": paths,
+        "components": { "securitySchemes": {
+            "basic": { "type": "http", "scheme": "basic" },
+            "bearer": { "type": "http", "scheme": "bearer",
+                        "description": "An API token from PUT /v1/users/{user} with new_token" },
+        } },
     })
 }

@@ -16,6 +16,7 @@ use super::replies::REPLY_METERED_BYTES_MIN;
 use super::request::{self, Common};
 use super::RespShared;
 use bytes::{Buf, BytesMut};
+use ringkv_coordinator::users::{Api, Principal};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,11 +37,13 @@ const READ_CHUNK_BYTES: usize = 16 * 1024;
 /// Serves one connection until the client leaves, errs, times out, or the node stops.
 pub async fn handle(
     mut stream: TcpStream,
+    peer: Option<std::net::IpAddr>,
     shared: Arc<RespShared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     shared.connected.fetch_add(1, Ordering::Relaxed);
-    let mut session = Session::new(shared.next_client_id());
+    let principal = Principal::default_for(&shared.node, peer, Api::Resp);
+    let mut session = Session::new(shared.next_client_id(), principal, peer);
     let mut input = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut output = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let config = &shared.node.config;
@@ -58,6 +61,7 @@ pub async fn handle(
         // would bounce its cache line between the cores serving connections.
         let mut commands = 0;
         session.refresh_keyspace(&shared.node.keyspaces);
+        session.refresh_access(&shared.node.users);
         loop {
             match request::check(&input) {
                 Ok(Some(found)) => {

@@ -170,7 +170,7 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             _ = stop.wait_for(|stop| *stop) => break,
         };
-        let (stream, _peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(connection) => connection,
             Err(error) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -184,7 +184,7 @@ pub async fn serve(
             Ok(permit) => {
                 let (shared, shutdown) = (Arc::clone(&shared), shutdown.clone());
                 loops.serve(stream, move |stream| async move {
-                    connection::handle(stream, shared, shutdown).await;
+                    connection::handle(stream, Some(peer.ip()), shared, shutdown).await;
                     drop(permit);
                 });
             }

@@ -6,6 +6,9 @@ use crate::resp::frame::Frame;
 use crate::resp::{RespShared, DATABASES};
 use ringkv_coordinator::consistency::{parse_count, Consistency, Level};
 use ringkv_coordinator::keyspaces::REPLICATION_MAX;
+use ringkv_coordinator::logins::LoginOutcome;
+use ringkv_coordinator::users::{self, Api, Credential, Principal};
+use subtle::ConstantTimeEq;
 
 /// `PING [message]`.
 pub async fn ping(_: &RespShared, _: &mut Session, mut args: Args) -> Reply {
@@ -41,14 +44,14 @@ pub async fn hello(shared: &RespShared, session: &mut Session, mut args: Args) -
     while args.remaining() > 0 {
         match args.word()?.as_str() {
             "AUTH" => {
-                let (_user, password) = (args.bytes()?, args.bytes()?);
-                check_password(shared, session, &password)?;
+                let (user, password) = (args.bytes()?, args.bytes()?);
+                log_in(shared, session, Some(&user), &password).await?;
             }
             "SETNAME" => session.name = Some(args.text()?),
             _ => return Err(CommandError::Syntax),
         }
     }
-    if shared.node.config.resp_password.is_some() && !session.authenticated {
+    if session.principal == Principal::Anonymous {
         return Err(CommandError::Reply(Frame::Error(
             "NOAUTH HELLO must be called with the client already authenticated, otherwise the \
              HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and \
@@ -71,40 +74,84 @@ pub async fn hello(shared: &RespShared, session: &mut Session, mut args: Args) -
     ]))
 }
 
-/// `AUTH [username] password`.
+/// `AUTH [username] password`: without a user name, the password of `default` (the
+/// `resp_password`, or the user named `default`), or an API token.
 pub async fn auth(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
     let mut credentials = args.rest();
     if credentials.len() > 2 {
         return Err(CommandError::Syntax);
     }
     let password = credentials.pop().unwrap_or_default();
-    check_password(shared, session, &password)?;
+    let user = credentials.pop();
+    log_in(shared, session, user.as_deref(), &password).await?;
     Ok(Frame::ok())
 }
 
-fn check_password(
+/// Logs the session in as `user` (or `default`) with `password`, or refuses: failures are
+/// rate limited per client address and counted.
+async fn log_in(
     shared: &RespShared,
     session: &mut Session,
+    user: Option<&[u8]>,
     password: &[u8],
 ) -> Result<(), CommandError> {
-    match &shared.node.config.resp_password {
-        None => Err(CommandError::Reply(Frame::err(
+    let node = &shared.node;
+    let user = match user {
+        None => DEFAULT_USER,
+        Some(user) => std::str::from_utf8(user).map_err(|_| wrong_pass())?,
+    };
+    let no_credentials = node.config.resp_password.is_none() && !node.users.any();
+    if no_credentials && user == DEFAULT_USER {
+        return Err(CommandError::Reply(Frame::err(
             "AUTH <password> called without any password configured for the default user. \
              Are you sure your configuration is correct?",
-        ))),
-        Some(expected) if constant_time_eq(expected.as_bytes(), password) => {
-            session.authenticated = true;
-            Ok(())
-        }
-        Some(_) => Err(CommandError::Reply(Frame::Error(
-            "WRONGPASS invalid username-password pair or user is disabled.".into(),
-        ))),
+        )));
     }
+    if let Err(wait) = node.logins.check(session.peer) {
+        node.logins
+            .record(Api::Resp, session.peer, LoginOutcome::Throttled);
+        return Err(CommandError::Reply(Frame::err(format!(
+            "too many failed logins from this address; retry in {} s",
+            wait.as_secs().max(1)
+        ))));
+    }
+    let principal = match &node.config.resp_password {
+        Some(expected) if user == DEFAULT_USER => {
+            let equal: bool = expected.as_bytes().ct_eq(password).into();
+            equal.then_some(Principal::Superuser)
+        }
+        _ => {
+            let credential = match std::str::from_utf8(password) {
+                Ok(token) if user == DEFAULT_USER && users::is_token(password) => {
+                    Credential::Token(token)
+                }
+                _ => Credential::Password { user, password },
+            };
+            users::authenticate(node, credential)
+                .await
+                .ok()
+                .map(Principal::User)
+        }
+    };
+    let Some(principal) = principal else {
+        node.logins
+            .record(Api::Resp, session.peer, LoginOutcome::Refused);
+        return Err(wrong_pass());
+    };
+    node.logins
+        .record(Api::Resp, session.peer, LoginOutcome::Accepted);
+    session.log_in(principal);
+    session.refresh_access(&node.users);
+    Ok(())
 }
 
-/// Compares without leaking, through timing, how much of a guess was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The user `AUTH password` logs in as, as in Redis.
+const DEFAULT_USER: &str = "default";
+
+fn wrong_pass() -> CommandError {
+    CommandError::Reply(Frame::Error(
+        "WRONGPASS invalid username-password pair or user is disabled.".into(),
+    ))
 }
 
 /// `CLIENT ID | GETNAME | SETNAME name | SETINFO attr value | INFO | LIST | NO-EVICT | NO-TOUCH`.
@@ -170,11 +217,9 @@ pub async fn quit(_: &RespShared, session: &mut Session, _: Args) -> Reply {
 }
 
 /// `RESET`: back to a fresh connection's state.
-pub async fn reset(_: &RespShared, session: &mut Session, _: Args) -> Reply {
-    *session = Session {
-        authenticated: false,
-        ..Session::new(session.id)
-    };
+pub async fn reset(shared: &RespShared, session: &mut Session, _: Args) -> Reply {
+    let principal = Principal::default_for(&shared.node, session.peer, Api::Resp);
+    *session = Session::new(session.id, principal, session.peer);
     Ok(Frame::Simple("RESET".into()))
 }
 

@@ -20,6 +20,7 @@ use ringkv_coordinator::keyspaces::KeyspaceDef;
 use ringkv_coordinator::request::{
     ConflictMode, Entry, ReplicaError, Report, WriteOutcome, WriteRequest,
 };
+use ringkv_coordinator::users::{Principal, Scope, Users, Verbs};
 use std::borrow::Cow;
 
 /// Per-connection state.
@@ -34,8 +35,11 @@ pub struct Session {
     pub protocol: u8,
     /// The name set by `CLIENT SETNAME`.
     pub name: Option<String>,
-    /// Whether the client has authenticated (always true without a password).
-    pub authenticated: bool,
+    /// Who the client acts as: the default principal until it logs in.
+    pub principal: Principal,
+    /// The client's address (`None`: an in-process caller), for the default principal and
+    /// the rate limit on failed logins.
+    pub peer: Option<std::net::IpAddr>,
     /// Set by `QUIT` or a protocol error: close after writing the pending replies.
     pub closing: bool,
     /// The consistency of this connection's reads and writes (`RINGKV.CONSISTENCY`).
@@ -45,18 +49,23 @@ pub struct Session {
     /// The selected keyspace's definition as last looked up (`None` inside: it does not
     /// exist), with the keyspaces' generation it was looked up at; `None` until looked up.
     keyspace_def: Option<(u64, Option<KeyspaceDef>)>,
+    /// The verbs the principal holds on the selected keyspace, with the users' generation
+    /// they were worked out at (0: not yet).
+    verbs: (u64, Verbs),
 }
 
 impl Session {
-    /// A new connection's state.
-    pub fn new(id: u64) -> Self {
+    /// A new connection's state, acting as `principal` until it logs in.
+    pub fn new(id: u64, principal: Principal, peer: Option<std::net::IpAddr>) -> Self {
         Self {
             id,
+            principal,
+            peer,
+            verbs: (0, Verbs::default()),
             db: 0,
             keyspace: super::keyspace_of(0),
             protocol: 2,
             name: None,
-            authenticated: false,
             closing: false,
             consistency: Consistency::default(),
             reply_bytes: 0,
@@ -69,6 +78,23 @@ impl Session {
         self.db = db;
         self.keyspace = super::keyspace_of(db);
         self.keyspace_def = None;
+        self.verbs = (0, Verbs::default());
+    }
+
+    /// Acts as `principal` from now on.
+    pub fn log_in(&mut self, principal: Principal) {
+        self.principal = principal;
+        self.verbs = (0, Verbs::default());
+    }
+
+    /// Works out again what the principal may do on the selected keyspace if any user
+    /// changed since the last look.
+    pub fn refresh_access(&mut self, users: &Users) {
+        let generation = users.generation();
+        if self.verbs.0 != generation {
+            let verbs = self.principal.verbs(users, Scope::Keyspace(&self.keyspace));
+            self.verbs = (generation, verbs);
+        }
     }
 
     /// Looks the selected keyspace's definition up again if any definition changed since
@@ -276,6 +302,7 @@ const BEFORE_AUTH: &[&str] = &["auth", "hello", "quit", "reset"];
 /// Runs one request and returns its reply; never panics on any input.
 pub async fn execute(shared: &RespShared, session: &mut Session, arguments: Vec<Bytes>) -> Frame {
     session.refresh_keyspace(&shared.node.keyspaces);
+    session.refresh_access(&shared.node.users);
     let mut items = arguments.into_iter();
     let name_bytes = items.next().unwrap_or_default();
 
@@ -292,8 +319,15 @@ pub async fn execute(shared: &RespShared, session: &mut Session, arguments: Vec<
             spec.name
         ));
     }
-    if needs_auth(shared, session) && !BEFORE_AUTH.contains(&spec.name) {
-        return Frame::Error("NOAUTH Authentication required.".into());
+    if needs_auth(session) && !BEFORE_AUTH.contains(&spec.name) {
+        return Frame::Error(not_logged_in(shared));
+    }
+    if !permitted(shared, session, spec) {
+        return Frame::Error(format!(
+            "NOPERM User {} has no permissions to run the '{}' command",
+            session.principal.name(),
+            spec.name
+        ));
     }
     let args = Args {
         command: spec.name,
@@ -385,7 +419,7 @@ pub fn defers(shared: &RespShared, session: &Session, arguments: &[Bytes]) -> bo
 /// write is coordinated, run in order like any other command) and the session needs no
 /// `AUTH` first.
 pub fn serves_locally(shared: &RespShared, session: &Session) -> bool {
-    !needs_auth(shared, session) && shared.node.is_alone()
+    session.verbs.1.contains(READ_WRITE) && shared.node.is_alone()
 }
 
 /// `GET key` from this node's own replica, when [`serves_locally`] allows it: the reply
@@ -395,8 +429,43 @@ pub fn get_local(shared: &RespShared, session: &Session, key: &[u8]) -> Frame {
 }
 
 /// Whether the session must authenticate before running anything but [`BEFORE_AUTH`].
-fn needs_auth(shared: &RespShared, session: &Session) -> bool {
-    shared.node.config.resp_password.is_some() && !session.authenticated
+fn needs_auth(session: &Session) -> bool {
+    session.principal == Principal::Anonymous
+}
+
+/// The refusal of a command from a client that has not logged in: Redis's protected-mode
+/// refusal when the node has no credentials at all, else `NOAUTH`.
+fn not_logged_in(shared: &RespShared) -> String {
+    let node = &shared.node;
+    if node.users.any() || node.config.resp_password.is_some() {
+        return "NOAUTH Authentication required.".into();
+    }
+    "DENIED ringkv is running in protected mode: no user exists, so only clients on this \
+     machine's loopback are served. Create a user there (ringkv user add NAME --grant \
+     all@*) and log in with AUTH, or set protected_mode = false on a network you trust."
+        .into()
+}
+
+/// What GET and SET need to be served in place.
+const READ_WRITE: Verbs = Verbs::ALL_DATA;
+
+/// Whether the session's principal may run `spec`, in the spirit of Redis's ACL categories:
+/// `@read` commands need `read` on the selected database's keyspace, `@write` ones `write`,
+/// FLUSHDB `admin` there, FLUSHALL, CONFIG and DEBUG `admin` on every keyspace; connection
+/// commands need nothing.
+fn permitted(shared: &RespShared, session: &Session, spec: &CommandSpec) -> bool {
+    let cluster = |session: &Session| {
+        session
+            .principal
+            .may(&shared.node.users, Verbs::ADMIN, Scope::Cluster)
+    };
+    match spec.name {
+        "flushall" | "config" | "debug" => cluster(session),
+        "flushdb" => session.verbs.1.contains(Verbs::ADMIN),
+        _ if spec.flags == WRITE => session.verbs.1.contains(Verbs::WRITE),
+        _ if spec.flags == READ => session.verbs.1.contains(Verbs::READ),
+        _ => true,
+    }
 }
 
 /// Parses a `SET` that [`defers`] accepted and adds it to `sets`; `Err` is its immediate

@@ -1,0 +1,133 @@
+//! Failed client logins, rate limited per client address, and the login metric.
+
+use crate::users::Api;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+
+/// Failed logins allowed in a burst from one address before it must wait.
+const FAILURES_BURST: f64 = 10.0;
+
+/// Failed logins forgiven per second per address, once the burst is spent.
+const FAILURES_PER_SECOND: f64 = 1.0;
+
+/// Addresses whose failures are remembered; past it the forgiven are forgotten first.
+const THROTTLED_ADDRESSES_MAX: usize = 65_536;
+
+/// Rate limits failed logins per client address (a token bucket each: a burst of
+/// `FAILURES_BURST`, then `FAILURES_PER_SECOND`), so passwords cannot be guessed at speed;
+/// a throttled attempt is refused without being checked.
+pub struct LoginThrottle {
+    buckets: Mutex<HashMap<std::net::IpAddr, (f64, std::time::Instant)>>,
+    attempts: prometheus_client::metrics::family::Family<
+        Vec<(&'static str, &'static str)>,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+/// The outcome of a login, for the metric.
+#[derive(Clone, Copy, Debug)]
+pub enum LoginOutcome {
+    /// The credential matched.
+    Accepted,
+    /// It did not.
+    Refused,
+    /// It was not checked: too many failures from the address.
+    Throttled,
+}
+
+impl LoginThrottle {
+    /// A throttle whose metric `ringkv_auth_logins{api, outcome}` is registered in `registry`.
+    pub fn new(registry: &mut prometheus_client::registry::Registry) -> Self {
+        let attempts = prometheus_client::metrics::family::Family::default();
+        registry.register(
+            "ringkv_auth_logins",
+            "Client logins by API and outcome (accepted, refused, throttled)",
+            attempts.clone(),
+        );
+        Self {
+            buckets: Mutex::new(HashMap::new()),
+            attempts,
+        }
+    }
+
+    /// `Err(wait)` if `peer` has failed too often and must wait before trying again.
+    pub fn check(&self, peer: Option<std::net::IpAddr>) -> Result<(), std::time::Duration> {
+        let Some(ip) = peer else { return Ok(()) };
+        let now = std::time::Instant::now();
+        let buckets = self.buckets.lock();
+        let Some(&(tokens, at)) = buckets.get(&ip) else {
+            return Ok(());
+        };
+        let tokens = refill(tokens, at, now);
+        if tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(std::time::Duration::from_secs_f64(
+                (1.0 - tokens) / FAILURES_PER_SECOND,
+            ))
+        }
+    }
+
+    /// Counts a login's outcome; a refusal spends one of `peer`'s allowed failures.
+    pub fn record(&self, api: Api, peer: Option<std::net::IpAddr>, outcome: LoginOutcome) {
+        let label = match outcome {
+            LoginOutcome::Accepted => "accepted",
+            LoginOutcome::Refused => "refused",
+            LoginOutcome::Throttled => "throttled",
+        };
+        self.attempts
+            .get_or_create(&vec![("api", api.label()), ("outcome", label)])
+            .inc();
+        let (LoginOutcome::Refused, Some(ip)) = (outcome, peer) else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let mut buckets = self.buckets.lock();
+        if buckets.len() >= THROTTLED_ADDRESSES_MAX {
+            buckets.retain(|_, (tokens, at)| refill(*tokens, *at, now) < FAILURES_BURST);
+            if buckets.len() >= THROTTLED_ADDRESSES_MAX {
+                buckets.clear();
+            }
+        }
+        let (tokens, at) = buckets.entry(ip).or_insert((FAILURES_BURST, now));
+        *tokens = (refill(*tokens, *at, now) - 1.0).max(0.0);
+        *at = now;
+    }
+}
+
+fn refill(tokens: f64, at: std::time::Instant, now: std::time::Instant) -> f64 {
+    (tokens + now.duration_since(at).as_secs_f64() * FAILURES_PER_SECOND).min(FAILURES_BURST)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_that_fails_too_often_waits_and_others_do_not() {
+        let throttle = LoginThrottle::new(&mut Default::default());
+        let (guesser, other) = (Some([10, 0, 0, 1].into()), Some([10, 0, 0, 2].into()));
+        let mut refused = 0;
+        for _ in 0..2000 {
+            match throttle.check(guesser) {
+                Ok(()) => throttle.record(Api::Resp, guesser, LoginOutcome::Refused),
+                Err(wait) => {
+                    assert!(wait <= std::time::Duration::from_secs(1));
+                    refused += 1;
+                }
+            }
+        }
+        assert!(
+            refused >= 1980,
+            "only {refused} of 2000 guesses were refused"
+        );
+        assert!(
+            throttle.check(other).is_ok(),
+            "another address is not held up"
+        );
+        assert!(
+            throttle.check(None).is_ok(),
+            "in-process callers are not throttled"
+        );
+    }
+}
