@@ -197,6 +197,8 @@ pub struct Client {
     consistency: Option<String>,
     /// `?pw=` sent with every key request, if set.
     primary_writes: Option<String>,
+    /// Each request's time limit.
+    timeout: Duration,
     /// The `Authorization` header sent with every request, if credentials were given.
     authorization: Option<String>,
 }
@@ -249,17 +251,35 @@ impl Client {
 
     /// A client whose requests each give up after `timeout`.
     pub fn with_timeout(base_url: &str, timeout: Duration) -> Self {
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(timeout))
-            .build();
         Self {
-            agent: config.into(),
+            agent: agent(timeout, None),
+            timeout,
             base: base_url.trim_end_matches('/').to_owned(),
             consistency: None,
             primary_writes: None,
             authorization: None,
         }
+    }
+
+    /// The same client, trusting only the certificate authorities in `pem` (a PEM file's
+    /// bytes) for `https://` nodes, as `curl --cacert` does.
+    pub fn with_ca_certificates(mut self, pem: &[u8]) -> Result<Self, ClientError> {
+        let mut certificates = Vec::new();
+        for item in ureq::tls::parse_pem(pem) {
+            match item {
+                Ok(ureq::tls::PemItem::Certificate(certificate)) => certificates.push(certificate),
+                Ok(_) => {}
+                Err(error) => return Err(ClientError::Protocol(format!("CA file: {error}"))),
+            }
+        }
+        if certificates.is_empty() {
+            return Err(ClientError::Protocol(
+                "no certificate in the CA file".into(),
+            ));
+        }
+        let roots = ureq::tls::RootCerts::new_with_certs(&certificates);
+        self.agent = agent(self.timeout, Some(roots));
+        Ok(self)
     }
 
     /// The same client, logging in with `credentials` on every request.
@@ -599,6 +619,18 @@ impl Client {
             message,
         })
     }
+}
+
+/// An HTTP agent with a time limit per request, trusting `roots` if given (else the usual
+/// web roots).
+fn agent(timeout: Duration, roots: Option<ureq::tls::RootCerts>) -> ureq::Agent {
+    let mut config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout));
+    if let Some(roots) = roots {
+        config = config.tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build());
+    }
+    config.build().into()
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(body: Vec<u8>) -> Result<T, ClientError> {

@@ -33,12 +33,20 @@ pub struct Connection {
     /// Log in with an API token instead of a user and password.
     #[arg(long, env = "RINGKV_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+    /// PEM file of the certificate authorities to trust for an https:// node.
+    #[arg(long, env = "RINGKV_CA_FILE", global = true)]
+    ca_file: Option<std::path::PathBuf>,
 }
 
 impl Connection {
     /// A client of the chosen node, logged in as asked.
     pub fn client(&self) -> anyhow::Result<Client> {
         let mut client = Client::new(&self.node);
+        if let Some(path) = &self.ca_file {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read the CA file {}", path.display()))?;
+            client = client.with_ca_certificates(&pem)?;
+        }
         if let Some(level) = &self.consistency {
             client = client.with_consistency(level);
         }

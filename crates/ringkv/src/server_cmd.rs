@@ -60,6 +60,20 @@ pub struct ServerArgs {
     /// they know it are refused.
     #[arg(long, env = "RINGKV_CLUSTER_SECRET_FILE")]
     cluster_secret_file: Option<PathBuf>,
+    /// PEM certificate chain: serve REST and the Redis protocol over TLS (with
+    /// --tls-key-file). SIGHUP reloads both files.
+    #[arg(long, env = "RINGKV_TLS_CERT_FILE")]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "RINGKV_TLS_KEY_FILE")]
+    tls_key_file: Option<PathBuf>,
+    /// While no user exists, serve only clients on this machine's loopback (true, the
+    /// default), or every client as superuser (false: only on a network you trust).
+    #[arg(long, env = "RINGKV_PROTECTED_MODE")]
+    protected_mode: Option<bool>,
+    /// The user clients that have not logged in act as, if it exists.
+    #[arg(long, env = "RINGKV_DEFAULT_USER")]
+    default_user: Option<String>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -97,6 +111,16 @@ impl ServerArgs {
                 .cluster_secret_file
                 .clone_from(&self.cluster_secret_file);
         }
+        if self.tls_cert_file.is_some() {
+            config.tls_cert_file.clone_from(&self.tls_cert_file);
+        }
+        if self.tls_key_file.is_some() {
+            config.tls_key_file.clone_from(&self.tls_key_file);
+        }
+        if self.default_user.is_some() {
+            config.default_user.clone_from(&self.default_user);
+        }
+        config.protected_mode = self.protected_mode.unwrap_or(config.protected_mode);
         config.engine = self.engine.unwrap_or(config.engine);
         config.weight = self.weight.unwrap_or(config.weight);
         config.sync = self.sync.unwrap_or(config.sync);

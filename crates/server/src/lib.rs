@@ -4,6 +4,7 @@
 //! - [`http`]: the REST API.
 //! - [`resp`]: the Redis protocol.
 //! - [`serve`]: binding both over an opened node, with its cluster services.
+//! - [`tls`]: TLS for both, reloadable.
 //!
 //! The coordinator's modules are re-exported under their names, so callers of a node need
 //! one crate.
@@ -11,6 +12,7 @@
 pub mod http;
 pub mod resp;
 pub mod serve;
+pub mod tls;
 
 pub use ringkv_coordinator::{
     config, consistency, coordinator, gossip, keyspaces, node, peers, Node, NodeError, ServerConfig,

@@ -20,6 +20,9 @@ pub enum StartError {
     /// The Redis-protocol event loops could not be started (no threads left, and the like).
     #[error("cannot start the Redis-protocol event loops: {0}")]
     EventLoops(std::io::Error),
+    /// The TLS certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A node serving its APIs.
@@ -47,6 +50,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningNode, StartError> {
 /// Starts serving the APIs of an opened node.
 pub async fn serve(node: Arc<Node>) -> Result<RunningNode, StartError> {
     let (shutdown, signal) = watch::channel(false);
+    let tls = match (&node.config.tls_cert_file, &node.config.tls_key_file) {
+        (Some(cert), Some(key)) => Some(crate::tls::Tls::load(cert, key)?),
+        _ => None,
+    };
     let http = bind(&node.config.http).await?;
     let http_addr = http.local_addr().map_err(|source| NodeError::Bind {
         address: node.config.http.clone(),
@@ -54,10 +61,12 @@ pub async fn serve(node: Arc<Node>) -> Result<RunningNode, StartError> {
     })?;
     let router = crate::http::router(Arc::clone(&node));
     let mut stopped = signal.clone();
+    let http_tls = tls.as_ref().map(|tls| tls.http());
     let connections_max = node.config.connections_max;
     let read_timeout = std::time::Duration::from_millis(node.config.request_timeout_ms.max(1));
     let http_task = tokio::spawn(async move {
-        let http = crate::http::listener::LimitedListener::new(http, connections_max, read_timeout);
+        let http = crate::http::listener::LimitedListener::new(http, connections_max, read_timeout)
+            .with_tls(http_tls);
         let service =
             router.into_make_service_with_connect_info::<crate::http::listener::ClientAddr>();
         let serving = axum::serve(http, service).with_graceful_shutdown(async move {
@@ -76,7 +85,17 @@ pub async fn serve(node: Arc<Node>) -> Result<RunningNode, StartError> {
     let resp_metrics = resp_shared.metrics.clone();
     let loops = crate::resp::loops::RespLoops::start(node.config.resp_loops(), &node, &signal)
         .map_err(StartError::EventLoops)?;
-    let resp_task = tokio::spawn(crate::resp::serve(resp, resp_shared, loops, signal.clone()));
+    let resp_tls = tls.as_ref().map(|tls| tls.resp());
+    let resp_task = tokio::spawn(crate::resp::serve(
+        resp,
+        resp_tls,
+        resp_shared,
+        loops,
+        signal.clone(),
+    ));
+    if let Some(tls) = &tls {
+        tokio::spawn(reload_on_sighup(Arc::clone(tls), signal.clone()));
+    }
     let (cluster_addr, mut tasks) = start_cluster_services(&node, http_addr, signal).await?;
     tasks.extend([http_task, resp_task]);
     Ok(RunningNode {
@@ -88,6 +107,27 @@ pub async fn serve(node: Arc<Node>) -> Result<RunningNode, StartError> {
         shutdown,
         tasks,
     })
+}
+
+/// Reads the TLS certificate and key again on every SIGHUP, until `stop` turns true.
+async fn reload_on_sighup(tls: Arc<crate::tls::Tls>, mut stop: watch::Receiver<bool>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::warn!("cannot listen for SIGHUP: TLS certificates reload only on restart");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hangups.recv() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: reloaded the TLS certificate and key"),
+            Err(error) => {
+                tracing::error!(%error, "SIGHUP: TLS reload failed; still serving the old certificate")
+            }
+        }
+    }
 }
 
 async fn bind(address: &str) -> Result<TcpListener, NodeError> {

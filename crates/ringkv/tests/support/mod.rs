@@ -26,16 +26,27 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts a node on `data_dir` with extra flags, and waits until it serves.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
-        Self::start_with(data_dir, extra, Stdio::inherit())
+        Self::start_with(data_dir, extra, Stdio::inherit(), None)
+    }
+
+    /// [`ServerProcess::start`] for a node serving TLS with a certificate `ca_pem` signed:
+    /// its `url` is `https://`.
+    pub fn start_tls(data_dir: &Path, extra: &[&str], ca_pem: &[u8]) -> Self {
+        Self::start_with(data_dir, extra, Stdio::inherit(), Some(ca_pem))
+    }
+
+    /// The process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// [`ServerProcess::start`] with the node's log (its standard error) written to `log`.
     pub fn start_logging_to(data_dir: &Path, extra: &[&str], log: &Path) -> Self {
         let file = std::fs::File::create(log).expect("the log file can be created");
-        Self::start_with(data_dir, extra, Stdio::from(file))
+        Self::start_with(data_dir, extra, Stdio::from(file), None)
     }
 
-    fn start_with(data_dir: &Path, extra: &[&str], stderr: Stdio) -> Self {
+    fn start_with(data_dir: &Path, extra: &[&str], stderr: Stdio, ca_pem: Option<&[u8]>) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringkv"))
             .arg("server")
             .arg("--data-dir")
@@ -82,18 +93,24 @@ impl ServerProcess {
             .next()
             .and_then(|p| p.parse().ok())
             .expect("resp=HOST:PORT");
+        let scheme = if ca_pem.is_some() { "https" } else { "http" };
         let server = Self {
             child,
-            url: format!("http://{address}"),
+            url: format!("{scheme}://{address}"),
             resp_port,
             cluster_address,
         };
-        server.wait_healthy();
+        server.wait_healthy(ca_pem);
         server
     }
 
-    fn wait_healthy(&self) {
-        let client = ringkv_client::Client::with_timeout(&self.url, Duration::from_secs(2));
+    fn wait_healthy(&self, ca_pem: Option<&[u8]>) {
+        let mut client = ringkv_client::Client::with_timeout(&self.url, Duration::from_secs(2));
+        if let Some(pem) = ca_pem {
+            client = client
+                .with_ca_certificates(pem)
+                .expect("the CA file parses");
+        }
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
             if client.list("", 1, None).is_ok() {

@@ -4,6 +4,7 @@
 //! the clock is not restarted by the bytes a client sends, so a client that trickles a byte
 //! a second cannot hold a connection, and silent clients are closed too.
 
+use crate::tls::ClientStream;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -11,15 +12,17 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 
 /// A TCP listener that bounds and times out its connections.
 pub struct LimitedListener {
     inner: TcpListener,
     permits: Arc<Semaphore>,
     read_timeout: Duration,
+    tls: Option<TlsAcceptor>,
 }
 
 impl LimitedListener {
@@ -30,7 +33,15 @@ impl LimitedListener {
             inner,
             permits: Arc::new(Semaphore::new(connections_max)),
             read_timeout,
+            tls: None,
         }
+    }
+
+    /// The same listener, speaking TLS by `acceptor` (the handshake is bound by the same
+    /// deadline as a request).
+    pub fn with_tls(mut self, acceptor: Option<TlsAcceptor>) -> Self {
+        self.tls = acceptor;
+        self
     }
 }
 
@@ -49,7 +60,7 @@ impl axum::serve::Listener for LimitedListener {
                     let _ = stream.set_nodelay(true);
                     let deadline = Box::pin(tokio::time::sleep(self.read_timeout));
                     let io = LimitedStream {
-                        stream,
+                        stream: ClientStream::new(stream, self.tls.as_ref()),
                         _permit: permit,
                         deadline,
                         timeout: self.read_timeout,
@@ -73,7 +84,7 @@ impl axum::serve::Listener for LimitedListener {
 /// A connection that holds one permit and fails a read still waiting at its deadline: the
 /// time of its start or of its last write, plus the timeout.
 pub struct LimitedStream {
-    stream: TcpStream,
+    stream: ClientStream,
     _permit: OwnedSemaphorePermit,
     deadline: Pin<Box<Sleep>>,
     timeout: Duration,

@@ -20,7 +20,7 @@ use ringkv_coordinator::users::{Api, Principal};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -35,8 +35,8 @@ const DEFERRED_WRITES_MAX: usize = 1024;
 const READ_CHUNK_BYTES: usize = 16 * 1024;
 
 /// Serves one connection until the client leaves, errs, times out, or the node stops.
-pub async fn handle(
-    mut stream: TcpStream,
+pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     peer: Option<std::net::IpAddr>,
     shared: Arc<RespShared>,
     mut shutdown: watch::Receiver<bool>,
@@ -234,7 +234,7 @@ fn ended(shared: &RespShared, session: &Session, outcome: Result<(), Ended>) -> 
 async fn send_large(
     shared: &RespShared,
     session: &mut Session,
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncWrite + Unpin),
     output: &mut BytesMut,
     reply: Frame,
 ) -> Result<(), Ended> {
@@ -264,7 +264,7 @@ async fn send_large(
 
 /// Writes and empties the output buffer.
 async fn write_out(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncWrite + Unpin),
     output: &mut BytesMut,
     stall: Duration,
 ) -> Result<(), Ended> {
@@ -279,7 +279,7 @@ async fn write_out(
 /// Writes all of `bytes` as the client reads them; a client that reads nothing for `stall`
 /// is disconnected (it would hold its reply's memory for ever).
 async fn write_progressing(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncWrite + Unpin),
     mut bytes: &[u8],
     stall: Duration,
 ) -> Result<(), Ended> {

@@ -159,6 +159,7 @@ impl Cursors {
 /// `connections_max` are served at once; one more is told so and closed, as Redis does.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<RespShared>,
     loops: loops::RespLoops,
     shutdown: watch::Receiver<bool>,
@@ -183,8 +184,22 @@ pub async fn serve(
         match Arc::clone(&permits).try_acquire_owned() {
             Ok(permit) => {
                 let (shared, shutdown) = (Arc::clone(&shared), shutdown.clone());
+                let tls = tls.clone();
                 loops.serve(stream, move |stream| async move {
-                    connection::handle(stream, Some(peer.ip()), shared, shutdown).await;
+                    let peer = Some(peer.ip());
+                    match tls {
+                        None => connection::handle(stream, peer, shared, shutdown).await,
+                        Some(tls) => {
+                            let handshake_time = std::time::Duration::from_millis(
+                                shared.node.config.request_timeout_ms,
+                            );
+                            let handshake =
+                                tokio::time::timeout(handshake_time, tls.accept(stream));
+                            if let Ok(Ok(stream)) = handshake.await {
+                                connection::handle(stream, peer, shared, shutdown).await;
+                            }
+                        }
+                    }
                     drop(permit);
                 });
             }
