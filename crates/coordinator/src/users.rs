@@ -1,5 +1,5 @@
 //! Users and what each may do: client authentication and authorization for REST and the
-//! Redis protocol (DESIGN.md, "Security").
+//! Redis protocol (README, "Security").
 //!
 //! A user has a password, API tokens, or both, each stored only as a salted argon2id hash,
 //! and grants of verbs (`read`, `write`, `admin`) on keyspaces (a name, `prefix*`, or `*`).

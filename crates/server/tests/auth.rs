@@ -142,6 +142,15 @@ async fn grants_hold_per_keyspace_and_tokens_and_removal_take_effect_at_once() {
     let token = made["new_token"].as_str().expect("a new token").to_owned();
     assert!(token.starts_with("rk1."), "{token}");
 
+    // The same token logs in over the Redis protocol, alone or with its user's name.
+    let mut c = RespClient::connect(&node).await;
+    assert_eq!(c.call(&["AUTH", "app", &token]).await, ok());
+    assert_eq!(c.call(&["AUTH", &token]).await, ok());
+    assert!(matches!(c.call(&["SET", "k", "v"]).await, Reply::Error(e) if e.starts_with("NOPERM")));
+    assert!(
+        matches!(c.call(&["AUTH", "admin", &token]).await, Reply::Error(e) if e.starts_with("WRONGPASS"))
+    );
+
     let base = format!("http://{}", node.running.http_addr);
     let app = rest(&node).with_credentials(Credentials::Token(token.clone()));
     let forged = rest(&node).with_credentials(Credentials::Token(format!("{token}x")));
@@ -283,12 +292,20 @@ async fn a_pipeline_of_wrong_passwords_is_throttled_and_counted() {
         "{wrong} guesses were checked; the burst allows 10"
     );
     assert_eq!(wrong + throttled, GUESSES);
+    // A password this node verified before is not a guess: it still logs in from here.
+    assert_eq!(c.call(&["AUTH", "admin", ADMIN_PASSWORD]).await, ok());
+    let unverified = c.call(&["AUTH", "reader", READER_PASSWORD]).await;
+    assert!(
+        matches!(&unverified, Reply::Error(e) if e.contains("too many failed logins")),
+        "{unverified:?}"
+    );
     let metrics = node.running.node.registry.lock();
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &metrics).unwrap();
     assert!(
         text.contains(&format!(
-            "ringkv_auth_logins_total{{api=\"resp\",outcome=\"throttled\"}} {throttled}"
+            "ringkv_auth_logins_total{{api=\"resp\",outcome=\"throttled\"}} {}",
+            throttled + 1
         )),
         "{text}"
     );

@@ -107,6 +107,22 @@ async fn log_in(
              Are you sure your configuration is correct?",
         )));
     }
+    // A token names its user: `AUTH token`, or `AUTH user token` for that user.
+    let credential = match std::str::from_utf8(password) {
+        Ok(token) if users::is_token(password) => Credential::Token(token),
+        _ => Credential::Password { user, password },
+    };
+    let password_user = user == DEFAULT_USER && node.config.resp_password.is_some();
+    // A credential verified before is not a guess: it passes however many guesses others
+    // made from the same address.
+    if !password_user {
+        let known = node.users.verified(credential);
+        if let Some(name) = known.filter(|name| user == DEFAULT_USER || name == user) {
+            session.log_in(Principal::User(name));
+            session.refresh_access(&node.users);
+            return Ok(());
+        }
+    }
     if let Err(wait) = node.logins.check(session.peer) {
         node.logins
             .record(Api::Resp, session.peer, LoginOutcome::Throttled);
@@ -120,18 +136,11 @@ async fn log_in(
             let equal: bool = expected.as_bytes().ct_eq(password).into();
             equal.then_some(Principal::Superuser)
         }
-        _ => {
-            let credential = match std::str::from_utf8(password) {
-                Ok(token) if user == DEFAULT_USER && users::is_token(password) => {
-                    Credential::Token(token)
-                }
-                _ => Credential::Password { user, password },
-            };
-            users::authenticate(node, credential)
-                .await
-                .ok()
-                .map(Principal::User)
-        }
+        _ => users::authenticate(node, credential)
+            .await
+            .ok()
+            .filter(|name| user == DEFAULT_USER || name == user)
+            .map(Principal::User),
     };
     let Some(principal) = principal else {
         node.logins
