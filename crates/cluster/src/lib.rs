@@ -6,8 +6,10 @@
 //! - [`membership`]: who is in the cluster (SWIM gossip by foca, kept sans-IO).
 //! - [`auth`]: the cluster secret that authenticates gossip and RPC between members.
 //! - [`frames`]: the bounded frame decoder the RPC reads with.
+//! - [`tls`]: mutual TLS for the RPC, with certificates of the cluster's own CA.
 
 pub mod auth;
 pub mod frames;
 pub mod membership;
 pub mod rpc;
+pub mod tls;

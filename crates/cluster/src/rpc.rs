@@ -18,6 +18,7 @@
 
 use crate::auth::{ClusterKey, HANDSHAKE_TAG_BYTES, NONCE_BYTES};
 use crate::frames::FrameCodec;
+use crate::tls::ClusterTls;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
@@ -28,8 +29,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -132,7 +132,20 @@ pub trait Service<Req, Resp>: Send + Sync + 'static {
     fn cluster_key(&self) -> Option<Arc<ClusterKey>> {
         None
     }
+
+    /// Mutual TLS every connection must speak ([`crate::tls`]); `None`: plain TCP.
+    fn cluster_tls(&self) -> Option<Arc<ClusterTls>> {
+        None
+    }
 }
+
+/// A connection's bytes: TCP, or TLS over TCP.
+trait Connection: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection for T {}
+
+/// A connection of either kind.
+type Stream = Box<dyn Connection>;
 
 /// The clock skew tolerated between nodes unless configured otherwise.
 pub const CLOCK_SKEW_MAX_DEFAULT: Duration = Duration::from_secs(10);
@@ -201,7 +214,7 @@ fn too_slow(codec: &FrameCodec, last_frame: Instant, frames_seen: bool) -> Optio
 
 /// The server's side of the handshake: a challenge, the client's proof checked, its own
 /// proof sent.
-async fn prove_server(stream: &mut TcpStream, key: &ClusterKey) -> Result<(), String> {
+async fn prove_server(stream: &mut Stream, key: &ClusterKey) -> Result<(), String> {
     let io = |error: std::io::Error| error.to_string();
     let ours = crate::auth::nonce();
     stream.write_all(&ours).await.map_err(io)?;
@@ -218,7 +231,7 @@ async fn prove_server(stream: &mut TcpStream, key: &ClusterKey) -> Result<(), St
 }
 
 /// The client's side of the handshake: the server's challenge answered, its proof checked.
-async fn prove_client(stream: &mut TcpStream, key: &ClusterKey) -> Result<(), String> {
+async fn prove_client(stream: &mut Stream, key: &ClusterKey) -> Result<(), String> {
     let io = |error: std::io::Error| error.to_string();
     let mut challenge = [0u8; NONCE_BYTES];
     stream.read_exact(&mut challenge).await.map_err(io)?;
@@ -237,7 +250,7 @@ async fn prove_client(stream: &mut TcpStream, key: &ClusterKey) -> Result<(), St
 }
 
 async fn serve_connection<Req, Resp, S>(
-    mut stream: TcpStream,
+    tcp: TcpStream,
     service: Arc<S>,
     mut shutdown: watch::Receiver<bool>,
 ) where
@@ -245,21 +258,21 @@ async fn serve_connection<Req, Resp, S>(
     Resp: Serialize + Send + 'static,
     S: Service<Req, Resp>,
 {
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    if let Some(key) = service.cluster_key() {
-        let proven = tokio::time::timeout(FRAME_RECEIVE_MAX, prove_server(&mut stream, &key))
-            .await
-            .unwrap_or_else(|_| Err("no handshake in time".into()));
-        if let Err(why) = proven {
-            key.rejected_rpc().inc();
+    let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let opened = tokio::time::timeout(FRAME_RECEIVE_MAX, accept(tcp, service.as_ref()))
+        .await
+        .unwrap_or_else(|_| Err("no handshake in time".into()));
+    let stream = match opened {
+        Ok(stream) => stream,
+        Err(why) => {
+            if let Some(key) = service.cluster_key() {
+                key.rejected_rpc().inc();
+            }
             crate::auth::log_refusal("an RPC connection", &peer, &why);
             return;
         }
-    }
-    let (read_half, write_half) = stream.into_split();
+    };
+    let (read_half, write_half) = tokio::io::split(stream);
     let mut frames = FramedRead::new(read_half, codec());
     let mut sink = FramedWrite::new(write_half, codec());
     let (replies, mut outgoing) = mpsc::channel::<Bytes>(OUTGOING_QUEUE_MAX);
@@ -351,11 +364,32 @@ async fn serve_connection<Req, Resp, S>(
     let _ = writer.await;
 }
 
+/// The server's side of opening a connection: TLS if the service speaks it, then the
+/// secret's challenge if it has one.
+async fn accept<Req, Resp, S: Service<Req, Resp>>(
+    tcp: TcpStream,
+    service: &S,
+) -> Result<Stream, String> {
+    let mut stream: Stream = match service.cluster_tls() {
+        Some(tls) => Box::new(
+            tls.acceptor()
+                .accept(tcp)
+                .await
+                .map_err(|error| format!("TLS handshake failed: {error}"))?,
+        ),
+        None => Box::new(tcp),
+    };
+    if let Some(key) = service.cluster_key() {
+        prove_server(&mut stream, &key).await?;
+    }
+    Ok(stream)
+}
+
 /// Writes the next queued frame and every other one already queued, then flushes once: under
 /// load many frames share one system call. `false` once the queue is closed or the
 /// connection broke.
 async fn write_batch(
-    sink: &mut FramedWrite<OwnedWriteHalf, FrameCodec>,
+    sink: &mut FramedWrite<WriteHalf<Stream>, FrameCodec>,
     queue: &mut mpsc::Receiver<Bytes>,
 ) -> bool {
     let Some(first) = queue.recv().await else {
@@ -393,6 +427,7 @@ struct Backoff {
 pub struct Peer<Req, Resp> {
     address: String,
     key: Option<Arc<ClusterKey>>,
+    tls: Option<Arc<ClusterTls>>,
     next_id: AtomicU64,
     link: tokio::sync::Mutex<Option<Link<Resp>>>,
     backoff: Mutex<Backoff>,
@@ -412,9 +447,20 @@ where
     /// A client that proves it knows the cluster secret `key` on every connection, and
     /// talks only to a peer that proves it too.
     pub fn with_key(address: impl Into<String>, key: Option<Arc<ClusterKey>>) -> Self {
+        Self::secured(address, key, None)
+    }
+
+    /// A client that speaks mutual TLS by `tls` if given, and proves the cluster secret
+    /// `key` if given, on every connection.
+    pub fn secured(
+        address: impl Into<String>,
+        key: Option<Arc<ClusterKey>>,
+        tls: Option<Arc<ClusterTls>>,
+    ) -> Self {
         Self {
             address: address.into(),
             key,
+            tls,
             next_id: AtomicU64::new(1),
             link: tokio::sync::Mutex::new(None),
             backoff: Mutex::new(Backoff {
@@ -492,7 +538,6 @@ where
             .unwrap_or_else(|_| Err(format!("no connection within {CONNECT_TIMEOUT:?}")));
         match connected {
             Ok(stream) => {
-                let _ = stream.set_nodelay(true);
                 *self.backoff.lock() = Backoff {
                     until: None,
                     delay: RECONNECT_BACKOFF_MIN,
@@ -513,11 +558,22 @@ where
         }
     }
 
-    /// Opens a connection, and proves the secret both ways when there is one.
-    async fn connect(&self) -> Result<TcpStream, String> {
-        let mut stream = TcpStream::connect(&self.address)
+    /// Opens a connection, with TLS when configured, and proves the secret both ways when
+    /// there is one.
+    async fn connect(&self) -> Result<Stream, String> {
+        let tcp = TcpStream::connect(&self.address)
             .await
             .map_err(|error| error.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        let mut stream: Stream = match &self.tls {
+            Some(tls) => Box::new(
+                tls.connector()
+                    .connect(crate::tls::server_name(&self.address), tcp)
+                    .await
+                    .map_err(|error| format!("TLS handshake failed: {error}"))?,
+            ),
+            None => Box::new(tcp),
+        };
         if let Some(key) = &self.key {
             prove_client(&mut stream, key).await?;
         }
@@ -532,8 +588,8 @@ where
     }
 
     /// Starts the reader and writer tasks of a new connection.
-    fn open(&self, stream: TcpStream) -> Link<Resp> {
-        let (read_half, write_half) = stream.into_split();
+    fn open(&self, stream: Stream) -> Link<Resp> {
+        let (read_half, write_half) = tokio::io::split(stream);
         let mut frames = FramedRead::new(read_half, codec());
         let mut sink = FramedWrite::new(write_half, codec());
         let (outgoing, mut queue) = mpsc::channel::<Bytes>(OUTGOING_QUEUE_MAX);

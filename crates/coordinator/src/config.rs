@@ -90,6 +90,19 @@ pub struct ServerConfig {
     /// loopback may use the node (as a superuser). `false` lets every client in as
     /// superuser while no user exists; use it only on a network you trust.
     pub protected_mode: bool,
+    /// PEM certificate chain of this node for the cluster RPC: with `cluster_tls_key_file`
+    /// and `cluster_tls_ca_file`, peers talk mutual TLS, each presenting a certificate
+    /// signed by the cluster CA, so node-to-node traffic is encrypted.
+    pub cluster_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `cluster_tls_cert_file`.
+    pub cluster_tls_key_file: Option<PathBuf>,
+    /// PEM certificates of the cluster CA: peers must present a certificate it signed.
+    pub cluster_tls_ca_file: Option<PathBuf>,
+    /// Failed logins one client address may make in a burst before it is throttled.
+    pub login_failures_burst: u32,
+    /// Failed logins forgiven per minute per address once its burst is spent: a throttled
+    /// attempt is refused unchecked (429, or `-ERR too many failed logins`).
+    pub login_failures_per_minute: u32,
     /// PEM certificate chain for TLS on REST and the Redis protocol (with `tls_key_file`);
     /// re-read on SIGHUP, so renewed certificates need no restart.
     pub tls_cert_file: Option<PathBuf>,
@@ -166,6 +179,11 @@ impl Default for ServerConfig {
             resp_password: None,
             default_user: None,
             protected_mode: true,
+            cluster_tls_cert_file: None,
+            cluster_tls_key_file: None,
+            cluster_tls_ca_file: None,
+            login_failures_burst: 10,
+            login_failures_per_minute: 60,
             tls_cert_file: None,
             tls_key_file: None,
             resp_flush_enabled: true,
@@ -243,6 +261,19 @@ impl ServerConfig {
         if self.connections_max == 0 || self.http_in_flight_max == 0 || self.write_queue_max == 0 {
             return Err(ConfigError::Invalid(
                 "connection, request and queue limits must be at least 1".into(),
+            ));
+        }
+        let cluster_tls = [
+            &self.cluster_tls_cert_file,
+            &self.cluster_tls_key_file,
+            &self.cluster_tls_ca_file,
+        ];
+        let given = cluster_tls.iter().filter(|f| f.is_some()).count();
+        if given != 0 && given != 3 {
+            return Err(ConfigError::Invalid(
+                "cluster TLS needs cluster_tls_cert_file, cluster_tls_key_file and \
+                 cluster_tls_ca_file together"
+                    .into(),
             ));
         }
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {

@@ -4,19 +4,15 @@ use crate::users::Api;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 
-/// Failed logins allowed in a burst from one address before it must wait.
-const FAILURES_BURST: f64 = 10.0;
-
-/// Failed logins forgiven per second per address, once the burst is spent.
-const FAILURES_PER_SECOND: f64 = 1.0;
-
 /// Addresses whose failures are remembered; past it the forgiven are forgotten first.
 const THROTTLED_ADDRESSES_MAX: usize = 65_536;
 
 /// Rate limits failed logins per client address (a token bucket each: a burst of
-/// `FAILURES_BURST`, then `FAILURES_PER_SECOND`), so passwords cannot be guessed at speed;
-/// a throttled attempt is refused without being checked.
+/// `login_failures_burst`, then `login_failures_per_minute`), so passwords cannot be guessed
+/// at speed; a throttled attempt is refused without being checked.
 pub struct LoginThrottle {
+    burst: f64,
+    per_second: f64,
     buckets: Mutex<HashMap<std::net::IpAddr, (f64, std::time::Instant)>>,
     attempts: prometheus_client::metrics::family::Family<
         Vec<(&'static str, &'static str)>,
@@ -37,7 +33,11 @@ pub enum LoginOutcome {
 
 impl LoginThrottle {
     /// A throttle whose metric `ringkv_auth_logins{api, outcome}` is registered in `registry`.
-    pub fn new(registry: &mut prometheus_client::registry::Registry) -> Self {
+    pub fn new(
+        registry: &mut prometheus_client::registry::Registry,
+        burst: u32,
+        per_minute: u32,
+    ) -> Self {
         let attempts = prometheus_client::metrics::family::Family::default();
         registry.register(
             "ringkv_auth_logins",
@@ -45,6 +45,8 @@ impl LoginThrottle {
             attempts.clone(),
         );
         Self {
+            burst: f64::from(burst.max(1)),
+            per_second: f64::from(per_minute.max(1)) / 60.0,
             buckets: Mutex::new(HashMap::new()),
             attempts,
         }
@@ -58,12 +60,12 @@ impl LoginThrottle {
         let Some(&(tokens, at)) = buckets.get(&ip) else {
             return Ok(());
         };
-        let tokens = refill(tokens, at, now);
+        let tokens = self.refill(tokens, at, now);
         if tokens >= 1.0 {
             Ok(())
         } else {
             Err(std::time::Duration::from_secs_f64(
-                (1.0 - tokens) / FAILURES_PER_SECOND,
+                (1.0 - tokens) / self.per_second,
             ))
         }
     }
@@ -84,19 +86,20 @@ impl LoginThrottle {
         let now = std::time::Instant::now();
         let mut buckets = self.buckets.lock();
         if buckets.len() >= THROTTLED_ADDRESSES_MAX {
-            buckets.retain(|_, (tokens, at)| refill(*tokens, *at, now) < FAILURES_BURST);
+            buckets.retain(|_, (tokens, at)| self.refill(*tokens, *at, now) < self.burst);
             if buckets.len() >= THROTTLED_ADDRESSES_MAX {
                 buckets.clear();
             }
         }
-        let (tokens, at) = buckets.entry(ip).or_insert((FAILURES_BURST, now));
-        *tokens = (refill(*tokens, *at, now) - 1.0).max(0.0);
+        let (tokens, at) = buckets.entry(ip).or_insert((self.burst, now));
+        *tokens = (self.refill(*tokens, *at, now) - 1.0).max(0.0);
         *at = now;
     }
-}
 
-fn refill(tokens: f64, at: std::time::Instant, now: std::time::Instant) -> f64 {
-    (tokens + now.duration_since(at).as_secs_f64() * FAILURES_PER_SECOND).min(FAILURES_BURST)
+    /// What a bucket holding `tokens` at `at` holds at `now`.
+    fn refill(&self, tokens: f64, at: std::time::Instant, now: std::time::Instant) -> f64 {
+        (tokens + now.duration_since(at).as_secs_f64() * self.per_second).min(self.burst)
+    }
 }
 
 #[cfg(test)]
@@ -105,7 +108,7 @@ mod tests {
 
     #[test]
     fn an_address_that_fails_too_often_waits_and_others_do_not() {
-        let throttle = LoginThrottle::new(&mut Default::default());
+        let throttle = LoginThrottle::new(&mut Default::default(), 10, 60);
         let (guesser, other) = (Some([10, 0, 0, 1].into()), Some([10, 0, 0, 2].into()));
         let mut refused = 0;
         for _ in 0..2000 {

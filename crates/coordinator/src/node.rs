@@ -39,6 +39,9 @@ pub enum NodeError {
     /// The cluster secret could not be read, or is too short.
     #[error(transparent)]
     Secret(#[from] ringkv_cluster::auth::SecretError),
+    /// The cluster's TLS files could not be loaded.
+    #[error(transparent)]
+    ClusterTls(#[from] ringkv_cluster::tls::ClusterTlsError),
     /// An address could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -71,6 +74,8 @@ pub struct Node {
     pub peers: crate::peers::Peers,
     /// The cluster secret gossip and RPC are authenticated with, if one is configured.
     pub cluster_key: Option<Arc<ringkv_cluster::auth::ClusterKey>>,
+    /// Mutual TLS for the cluster RPC, if configured.
+    pub cluster_tls: Option<Arc<ringkv_cluster::tls::ClusterTls>>,
     /// The coordinator's metrics.
     pub cluster_metrics: crate::coordinator::ClusterMetrics,
     /// Hinted handoff: copies of writes that replicas missed.
@@ -106,6 +111,16 @@ impl Node {
             Some(path) => Some(Arc::new(ringkv_cluster::auth::ClusterKey::load(path)?)),
             None => None,
         };
+        let cluster_tls = match (
+            &config.cluster_tls_cert_file,
+            &config.cluster_tls_key_file,
+            &config.cluster_tls_ca_file,
+        ) {
+            (Some(cert), Some(key), Some(ca)) => Some(Arc::new(
+                ringkv_cluster::tls::ClusterTls::load(cert, key, ca)?,
+            )),
+            _ => None,
+        };
         let lock = lock_data_dir(&config)?;
         let engine = ringkv_storage::open(config.engine, &config.data_dir)?;
         let mut registry = Registry::default();
@@ -118,7 +133,11 @@ impl Node {
         let keyspaces = crate::keyspaces::Keyspaces::load(&store)?;
         let users = crate::users::Users::load(&store)?;
         let cluster_metrics = crate::coordinator::ClusterMetrics::register(&mut registry);
-        let logins = crate::logins::LoginThrottle::new(&mut registry);
+        let logins = crate::logins::LoginThrottle::new(
+            &mut registry,
+            config.login_failures_burst,
+            config.login_failures_per_minute,
+        );
         let handoff = crate::handoff::Handoff::new(&mut registry);
         let anti_entropy = crate::anti_entropy::AntiEntropy::new(&mut registry);
         let reaper = crate::reaper::ReaperMetrics::register(&mut registry);
@@ -142,8 +161,9 @@ impl Node {
         Ok(Arc::new(Node {
             node_id,
             gossip: std::sync::OnceLock::new(),
-            peers: crate::peers::Peers::new(cluster_key.clone()),
+            peers: crate::peers::Peers::new(cluster_key.clone(), cluster_tls.clone()),
             cluster_key,
+            cluster_tls,
             cluster_metrics,
             handoff,
             anti_entropy,
@@ -385,6 +405,12 @@ async fn start_gossip(
             listen = %config.listen,
             "no cluster_secret_file: anyone who reaches this address can join the ring and \
              send this node requests"
+        );
+    }
+    if node.cluster_tls.is_none() && !is_loopback(&config.listen) {
+        tracing::warn!(
+            listen = %config.listen,
+            "no cluster_tls_*_file: node-to-node traffic crosses the network unencrypted"
         );
     }
     let membership = crate::gossip::Start {

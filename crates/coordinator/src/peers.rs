@@ -210,25 +210,29 @@ pub type PeerClient = Peer<PeerRequest, PeerResponse>;
 pub struct Peers {
     clients: Mutex<HashMap<String, Arc<PeerClient>>>,
     key: Option<Arc<ringkv_cluster::auth::ClusterKey>>,
+    tls: Option<Arc<ringkv_cluster::tls::ClusterTls>>,
 }
 
 impl Peers {
-    /// Connections that prove the cluster secret `key` (when there is one).
-    pub fn new(key: Option<Arc<ringkv_cluster::auth::ClusterKey>>) -> Self {
+    /// Connections that speak mutual TLS by `tls` and prove the cluster secret `key` (each
+    /// when there is one).
+    pub fn new(
+        key: Option<Arc<ringkv_cluster::auth::ClusterKey>>,
+        tls: Option<Arc<ringkv_cluster::tls::ClusterTls>>,
+    ) -> Self {
         Self {
             clients: Mutex::default(),
             key,
+            tls,
         }
     }
 
     /// The client of the peer at `address`.
     pub fn get(&self, address: &str) -> Arc<PeerClient> {
         let mut clients = self.clients.lock();
-        Arc::clone(
-            clients
-                .entry(address.to_owned())
-                .or_insert_with(|| Arc::new(Peer::with_key(address, self.key.clone()))),
-        )
+        Arc::clone(clients.entry(address.to_owned()).or_insert_with(|| {
+            Arc::new(Peer::secured(address, self.key.clone(), self.tls.clone()))
+        }))
     }
 
     /// Lets the next call to the peer at `address` connect at once, whatever its backoff:
@@ -265,6 +269,12 @@ impl Service<PeerRequest, PeerResponse> for PeerService {
         self.node
             .upgrade()
             .and_then(|node| node.cluster_key.clone())
+    }
+
+    fn cluster_tls(&self) -> Option<Arc<ringkv_cluster::tls::ClusterTls>> {
+        self.node
+            .upgrade()
+            .and_then(|node| node.cluster_tls.clone())
     }
 
     fn clock_skew_max(&self) -> std::time::Duration {

@@ -60,6 +60,16 @@ pub struct ServerArgs {
     /// they know it are refused.
     #[arg(long, env = "RINGKV_CLUSTER_SECRET_FILE")]
     cluster_secret_file: Option<PathBuf>,
+    /// PEM certificate chain of this node for the cluster RPC (with --cluster-tls-key-file
+    /// and --cluster-tls-ca-file): peers talk mutual TLS with certificates of the cluster CA.
+    #[arg(long, env = "RINGKV_CLUSTER_TLS_CERT_FILE")]
+    cluster_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --cluster-tls-cert-file.
+    #[arg(long, env = "RINGKV_CLUSTER_TLS_KEY_FILE")]
+    cluster_tls_key_file: Option<PathBuf>,
+    /// PEM certificates of the cluster CA that signs every node's certificate.
+    #[arg(long, env = "RINGKV_CLUSTER_TLS_CA_FILE")]
+    cluster_tls_ca_file: Option<PathBuf>,
     /// PEM certificate chain: serve REST and the Redis protocol over TLS (with
     /// --tls-key-file). SIGHUP reloads both files.
     #[arg(long, env = "RINGKV_TLS_CERT_FILE")]
@@ -110,6 +120,18 @@ impl ServerArgs {
             config
                 .cluster_secret_file
                 .clone_from(&self.cluster_secret_file);
+        }
+        for (field, flag) in [
+            (
+                &mut config.cluster_tls_cert_file,
+                &self.cluster_tls_cert_file,
+            ),
+            (&mut config.cluster_tls_key_file, &self.cluster_tls_key_file),
+            (&mut config.cluster_tls_ca_file, &self.cluster_tls_ca_file),
+        ] {
+            if flag.is_some() {
+                field.clone_from(flag);
+            }
         }
         if self.tls_cert_file.is_some() {
             config.tls_cert_file.clone_from(&self.tls_cert_file);

@@ -154,15 +154,13 @@ pub async fn put_key(
         params.consistency.as_deref(),
         &[("w", params.w.as_deref()), ("pw", params.pw.as_deref())],
     )?;
-    let (value, ttl_seconds) = match body_kind(&headers)? {
+    let query_ttl = params.ttl.as_deref().map(parse_ttl).transpose()?;
+    let (value, body_ttl) = match body_kind(&headers)? {
         BodyKind::Json => parse_json_body(&body)?,
         BodyKind::Raw => (body.to_vec(), None),
     };
-    let ttl_seconds = match (ttl_seconds, params.ttl.as_deref()) {
-        (Some(ttl), _) => Some(ttl),
-        (None, Some(text)) => Some(parse_ttl(text)?),
-        (None, None) => None,
-    };
+    // The body's ttl, if it gives one, wins over the query's.
+    let ttl_seconds = body_ttl.or(query_ttl);
     let mut request = from_headers(
         WriteRequest::put(&keyspace.name, &key, &value),
         &keyspace,
@@ -274,6 +272,13 @@ pub async fn list_keys(
             .ok_or_else(|| ApiError::bad_request(format!("limit must be 1 to {LIST_LIMIT_MAX}")))?,
     };
     let prefix = params.prefix.unwrap_or_default().into_bytes();
+    if prefix.len() > ringkv_core::limits::KEY_BYTES_MAX {
+        return Err(ApiError::bad_request(format!(
+            "prefix of {} bytes is longer than any key ({} bytes at most)",
+            prefix.len(),
+            ringkv_core::limits::KEY_BYTES_MAX
+        )));
+    }
     let after = match params.cursor.as_deref() {
         Some(cursor) => Some([prefix.as_slice(), &decode_cursor(cursor)?].concat()),
         None => None,
@@ -294,7 +299,16 @@ pub async fn list_keys(
 }
 
 fn decode_cursor(cursor: &str) -> Result<Vec<u8>, ApiError> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
+    // Lenient about the unused bits of the last symbol: a cursor only names a key to resume
+    // after, so any base64url text is one (as the OpenAPI document's pattern says).
+    const CURSOR_ENGINE: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_encode_padding(false)
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireNone)
+            .with_decode_allow_trailing_bits(true),
+    );
+    CURSOR_ENGINE
         .decode(cursor)
         .map_err(|_| ApiError::bad_request("cursor is not one this server returned"))
 }
@@ -378,10 +392,12 @@ fn from_headers(
     keyspace: &KeyspaceDef,
     headers: &HeaderMap,
 ) -> Result<WriteRequest, ApiError> {
+    // Every header is checked for form (400) before preconditions are weighed (412).
+    let context = context(headers)?;
     let request = request
         .when(condition(headers)?)
         .conflict(keyspace.conflict.into());
-    Ok(match context(headers)? {
+    Ok(match context {
         Some(context) => request.with_context(context),
         None => request,
     })
@@ -395,19 +411,33 @@ fn condition(headers: &HeaderMap) -> Result<Condition, ApiError> {
             .get(name)
             .map(|v: &HeaderValue| v.to_str().unwrap_or("").trim().to_owned())
     };
-    match (text(header::IF_NONE_MATCH), text(header::IF_MATCH)) {
-        (Some(_), Some(_)) => Err(ApiError::bad_request(
-            "send If-Match or If-None-Match, not both",
+    let if_match = match text(header::IF_MATCH) {
+        None => None,
+        Some(star) if star == "*" => Some(Condition::IfPresent),
+        Some(etag) => Some(
+            etag.parse::<Version>()
+                .map(Condition::IfVersion)
+                .map_err(|error| ApiError::bad_request(format!("If-Match: {error}")))?,
+        ),
+    };
+    let if_none_match = match text(header::IF_NONE_MATCH) {
+        None => None,
+        Some(star) if star == "*" => Some(Condition::IfAbsent),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "If-None-Match on writes supports only *",
+            ))
+        }
+    };
+    match (if_match, if_none_match) {
+        // The key must both exist and not exist: as RFC 9110 evaluates the two, one of them
+        // fails whatever is stored.
+        (Some(_), Some(_)) => Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            "If-Match and If-None-Match: * cannot both hold",
         )),
-        (Some(star), None) if star == "*" => Ok(Condition::IfAbsent),
-        (Some(_), None) => Err(ApiError::bad_request(
-            "If-None-Match on writes supports only *",
-        )),
-        (None, Some(star)) if star == "*" => Ok(Condition::IfPresent),
-        (None, Some(etag)) => etag
-            .parse::<Version>()
-            .map(Condition::IfVersion)
-            .map_err(|error| ApiError::bad_request(format!("If-Match: {error}"))),
+        (Some(condition), None) | (None, Some(condition)) => Ok(condition),
         (None, None) => Ok(Condition::Always),
     }
 }

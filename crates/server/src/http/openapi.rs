@@ -25,6 +25,17 @@ pub struct Parameter {
     pub required: bool,
     /// What it means.
     pub description: &'static str,
+    /// Its JSON schema, as JSON text.
+    pub schema: &'static str,
+}
+
+/// Whether an operation's body may be raw bytes (`application/octet-stream`) besides JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Raw {
+    /// JSON only.
+    No,
+    /// JSON or raw bytes (a value).
+    Yes,
 }
 
 /// Who may call an operation (see [`super::access`]).
@@ -58,6 +69,8 @@ pub struct Operation {
     pub parameters: &'static [Parameter],
     /// Description of the request body, if the operation takes one.
     pub body: Option<&'static str>,
+    /// The JSON schema of a JSON body, as JSON text; whether raw bytes are taken too.
+    pub body_schema: Option<(&'static str, Raw)>,
     /// The statuses it answers with, and what each means.
     pub responses: &'static [(u16, &'static str)],
 }
@@ -67,67 +80,126 @@ const KEY: Parameter = Parameter {
     location: In::Path,
     required: true,
     description: "The key",
+    schema: r#"{"type": "string", "minLength": 1, "maxLength": 16384}"#,
 };
 const KEYSPACE: Parameter = Parameter {
     name: "keyspace",
     location: In::Path,
     required: true,
     description: "The keyspace",
+    schema: r#"{"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}"#,
 };
 const CONTEXT: Parameter = Parameter {
     name: "X-Ringkv-Context",
     location: In::Header,
     required: false,
     description: "Causal context from a read: the write supersedes exactly what was read",
+    schema: r#"{"type": "string", "pattern": "^([0-9a-f]{2})*$", "maxLength": 8192}"#,
 };
 const IF_MATCH: Parameter = Parameter {
     name: "If-Match",
     location: In::Header,
     required: false,
     description: "\"<etag>\" to compare-and-set, * to require the key to exist",
+    schema: r#"{"type": "string", "pattern": "^([*]|\"?[0-9a-f]{16}\"?)$"}"#,
 };
 const CONSISTENCY: Parameter = Parameter {
     name: "consistency",
     location: In::Query,
     required: false,
     description: "one | quorum | all (local_quorum and each_quorum mean quorum); default quorum",
+    schema: r#"{"type": "string", "enum": ["one", "quorum", "all", "local_quorum", "each_quorum"]}"#,
 };
 const R: Parameter = Parameter {
     name: "r",
     location: In::Query,
     required: false,
     description: "Replicas that must answer, 1..N",
+    schema: COUNT_SCHEMA,
 };
 const W: Parameter = Parameter {
     name: "w",
     location: In::Query,
     required: false,
     description: "Replicas that must acknowledge, 1..N",
+    schema: COUNT_SCHEMA,
 };
 const PW: Parameter = Parameter {
     name: "pw",
     location: In::Query,
     required: false,
     description: "Of the w acknowledgements, how many must come from the key's own replicas rather than fallback nodes holding hints, 1..N (Riak's pw); default none",
+    schema: COUNT_SCHEMA,
 };
 const LOCAL: Parameter = Parameter {
     name: "local",
     location: In::Query,
     required: false,
     description: "true: read only the receiving node's own replica",
+    schema: r#"{"type": "boolean"}"#,
 };
 const IF_NONE_MATCH: Parameter = Parameter {
     name: "If-None-Match",
     location: In::Header,
     required: false,
     description: "* to create only",
+    schema: r#"{"type": "string", "enum": ["*"]}"#,
 };
 const USER: Parameter = Parameter {
     name: "user",
     location: In::Path,
     required: true,
     description: "The user's name",
+    schema: r#"{"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}"#,
 };
+const PREFIX: Parameter = Parameter {
+    name: "prefix",
+    location: In::Query,
+    required: false,
+    description: "Key prefix",
+    schema: r#"{"type": "string", "maxLength": 16384}"#,
+};
+const LIMIT: Parameter = Parameter {
+    name: "limit",
+    location: In::Query,
+    required: false,
+    description: "1 to 10000, default 100",
+    schema: r#"{"type": "integer", "minimum": 1, "maximum": 10000}"#,
+};
+const CURSOR: Parameter = Parameter {
+    name: "cursor",
+    location: In::Query,
+    required: false,
+    description: "From the previous page",
+    schema: r#"{"type": "string", "pattern": "^([A-Za-z0-9_-]{4}){0,256}([A-Za-z0-9_-]{2,3})?$"}"#,
+};
+const TTL: Parameter = Parameter {
+    name: "ttl",
+    location: In::Query,
+    required: false,
+    description: "Seconds to live (raw bodies)",
+    schema: r#"{"type": "integer", "minimum": 1, "maximum": 3153600000}"#,
+};
+/// A value to store.
+const VALUE_BODY: &str = r#"{"type": "object", "required": ["value"], "additionalProperties": false,
+  "properties": {"value": {"type": "string"},
+                 "ttl": {"type": "integer", "minimum": 1, "maximum": 3153600000, "nullable": true},
+                 "encoding": {"type": "string", "enum": ["base64", null], "nullable": true}}}"#;
+/// A keyspace's settings.
+const KEYSPACE_BODY: &str = r#"{"type": "object", "additionalProperties": false,
+  "properties": {"replication": {"type": "integer", "minimum": 1, "maximum": 16},
+                 "conflict": {"type": "string", "enum": ["lww", "siblings"]},
+                 "mode": {"type": "string", "enum": ["leaderless", null], "nullable": true}}}"#;
+/// A user's changes.
+const USER_BODY: &str = r#"{"type": "object", "additionalProperties": false,
+  "properties": {"password": {"type": "string", "minLength": 8, "maxLength": 1024, "nullable": true},
+                 "new_token": {"type": "boolean"},
+                 "revoke_tokens": {"type": "boolean"},
+                 "grants": {"type": "array", "maxItems": 64, "nullable": true, "items": {"type": "string",
+                   "pattern": "^(read|write|admin|all)(,(read|write|admin|all))*@([A-Za-z0-9_-]{1,64}[*]?|[*])$"}}}}"#;
+/// Replica counts: a number up to the keyspace's replication, or a level.
+/// (A number above 1 may pass a keyspace's replication, which the document cannot know.)
+const COUNT_SCHEMA: &str = r#"{"type": "string", "enum": ["1", "one", "quorum", "all"]}"#;
 const ERRORS: &str = "Error: {\"error\": {\"code\", \"message\"}}";
 
 /// Every operation the REST API serves.
@@ -140,7 +212,7 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Store a value",
         parameters: &[
             KEY,
-            Parameter { name: "ttl", location: In::Query, required: false, description: "Seconds to live (raw bodies)" },
+            TTL,
             CONSISTENCY,
             W,
             PW,
@@ -149,6 +221,7 @@ pub const OPERATIONS: &[Operation] = &[
             IF_NONE_MATCH,
         ],
         body: Some("JSON {\"value\": string, \"ttl\"?: seconds, \"encoding\"?: \"base64\"}, or raw bytes as application/octet-stream"),
+        body_schema: Some((VALUE_BODY, Raw::Yes)),
         responses: &[(200, "Stored; ETag and X-Ringkv-Context headers"), (400, ERRORS), (412, "Precondition failed"), (413, "Value too large"), (414, "Key too long"), (415, "Unsupported content type"), (503, "Overloaded")],
     },
     Operation {
@@ -159,6 +232,7 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Read a value",
         parameters: &[KEY, CONSISTENCY, R, LOCAL],
         body: None,
+        body_schema: None,
         responses: &[(200, "JSON {key, value, ttl, version}, or raw bytes with Accept: application/octet-stream"), (300, "Concurrent siblings: {key, siblings, context}"), (404, "Absent, deleted or expired"), (500, "Stored data corrupted")],
     },
     Operation {
@@ -169,6 +243,7 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Delete a key (idempotent)",
         parameters: &[KEY, CONSISTENCY, W, PW, CONTEXT, IF_MATCH],
         body: None,
+        body_schema: None,
         responses: &[(200, "{key, deleted}"), (412, "Precondition failed")],
     },
     Operation {
@@ -178,11 +253,12 @@ pub const OPERATIONS: &[Operation] = &[
         access: Access::Keyspace(Verbs::READ),
         summary: "List keys with a prefix, in order, a page at a time",
         parameters: &[
-            Parameter { name: "prefix", location: In::Query, required: false, description: "Key prefix" },
-            Parameter { name: "limit", location: In::Query, required: false, description: "1 to 10000, default 100" },
-            Parameter { name: "cursor", location: In::Query, required: false, description: "From the previous page" },
+            PREFIX,
+            LIMIT,
+            CURSOR,
         ],
         body: None,
+        body_schema: None,
         responses: &[(200, "{keys, cursor}; cursor null at the end"), (400, ERRORS)],
     },
     Operation {
@@ -193,6 +269,7 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Create a keyspace, or change its replication",
         parameters: &[KEYSPACE],
         body: Some("JSON {\"replication\"?: 1..16 (default 3), \"conflict\"?: \"lww\" | \"siblings\"}"),
+        body_schema: Some((KEYSPACE_BODY, Raw::No)),
         responses: &[(200, "The definition"), (400, ERRORS), (409, "The conflict mode of an existing keyspace cannot change")],
     },
     Operation {
@@ -203,6 +280,7 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "A keyspace's definition",
         parameters: &[KEYSPACE],
         body: None,
+        body_schema: None,
         responses: &[(200, "{name, replication, conflict, version}"), (404, "No such keyspace")],
     },
     Operation {
@@ -213,6 +291,7 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Every keyspace",
         parameters: &[],
         body: None,
+        body_schema: None,
         responses: &[(200, "{keyspaces: [...]}")],
     },
     Operation {
@@ -221,8 +300,9 @@ pub const OPERATIONS: &[Operation] = &[
         id: "putKeyspaceKey",
         access: Access::Keyspace(Verbs::WRITE),
         summary: "Store a value in a keyspace (as PUT /v1/keys/{key})",
-        parameters: &[KEYSPACE, KEY, CONSISTENCY, W, PW, CONTEXT, IF_MATCH, IF_NONE_MATCH],
+        parameters: &[KEYSPACE, KEY, TTL, CONSISTENCY, W, PW, CONTEXT, IF_MATCH, IF_NONE_MATCH],
         body: Some("As PUT /v1/keys/{key}"),
+        body_schema: Some((VALUE_BODY, Raw::Yes)),
         responses: &[(200, "Stored"), (404, "No such keyspace"), (412, "Precondition failed")],
     },
     Operation {
@@ -233,6 +313,7 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Read a value from a keyspace (as GET /v1/keys/{key})",
         parameters: &[KEYSPACE, KEY, CONSISTENCY, R, LOCAL],
         body: None,
+        body_schema: None,
         responses: &[(200, "The value"), (300, "Concurrent siblings"), (404, "Absent, or no such keyspace")],
     },
     Operation {
@@ -243,6 +324,7 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Delete a key of a keyspace",
         parameters: &[KEYSPACE, KEY, CONSISTENCY, W, PW, CONTEXT, IF_MATCH],
         body: None,
+        body_schema: None,
         responses: &[(200, "{key, deleted}"), (404, "No such keyspace")],
     },
     Operation {
@@ -251,8 +333,9 @@ pub const OPERATIONS: &[Operation] = &[
         id: "listKeyspaceKeys",
         access: Access::Keyspace(Verbs::READ),
         summary: "List keys of a keyspace (as GET /v1/keys)",
-        parameters: &[KEYSPACE],
+        parameters: &[KEYSPACE, PREFIX, LIMIT, CURSOR],
         body: None,
+        body_schema: None,
         responses: &[(200, "{keys, cursor}"), (404, "No such keyspace")],
     },
     Operation {
@@ -263,6 +346,7 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Cluster members as this node sees them",
         parameters: &[],
         body: None,
+        body_schema: None,
         responses: &[(200, "{node_id, members: [{id, address, http, zone, weight, status, liveness, ownership, keys, disk_bytes, anti_entropy_last_ms, anti_entropy_divergence, hints_pending}]}")],
     },
     Operation {
@@ -273,6 +357,7 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Make this node leave the cluster: it hands its key ranges to their next owners, then leaves the ring",
         parameters: &[],
         body: None,
+        body_schema: None,
         responses: &[(202, "Leaving (or already): {state, records_examined, records_sent, sends_failed}"), (409, "Not in a cluster")],
     },
     Operation {
@@ -283,6 +368,7 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Where this node's leaving stands",
         parameters: &[],
         body: None,
+        body_schema: None,
         responses: &[(200, "{state: normal | leaving | left, records_examined, records_sent, sends_failed}")],
     },
     Operation {
@@ -291,8 +377,9 @@ pub const OPERATIONS: &[Operation] = &[
         id: "removeMember",
         access: Access::Cluster,
         summary: "Take a dead node out of the ring for good; its ranges pass to the next nodes, which anti-entropy refills",
-        parameters: &[Parameter { name: "node", location: In::Path, required: true, description: "The node's id" }],
+        parameters: &[Parameter { name: "node", location: In::Path, required: true, description: "The node's id", schema: r#"{"type": "string", "minLength": 1, "maxLength": 256}"# }],
         body: None,
+        body_schema: None,
         responses: &[(200, "{removed: id}"), (404, "No such member"), (409, "The node is not down")],
     },
     Operation {
@@ -301,8 +388,9 @@ pub const OPERATIONS: &[Operation] = &[
         id: "startRepair",
         access: Access::Cluster,
         summary: "Start an anti-entropy round on this node now: a tree exchange with every live peer",
-        parameters: &[Parameter { name: "keyspace", location: In::Query, required: false, description: "Only this keyspace" }],
+        parameters: &[Parameter { name: "keyspace", location: In::Query, required: false, description: "Only this keyspace", schema: r#"{"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}"# }],
         body: None,
+        body_schema: None,
         responses: &[(202, "Started (or joined the round under way): the round's progress, as GET gives it"), (404, "No such keyspace")],
     },
     Operation {
@@ -313,6 +401,7 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "This node's anti-entropy rounds: the one under way, or the last",
         parameters: &[],
         body: None,
+        body_schema: None,
         responses: &[(200, "{running, exchanges_total, exchanges_done, leaves_differing, keys_repaired, last_finished_ms, last_divergence}")],
     },
     Operation {
@@ -321,8 +410,9 @@ pub const OPERATIONS: &[Operation] = &[
         id: "antiEntropyRoots",
         access: Access::LoggedIn,
         summary: "The roots of this node's anti-entropy trees of a keyspace, one per live peer over the keys they share, scanned now: replicas have converged when each pair's roots for each other are equal",
-        parameters: &[Parameter { name: "keyspace", location: In::Query, required: false, description: "The keyspace (default: default)" }],
+        parameters: &[Parameter { name: "keyspace", location: In::Query, required: false, description: "The keyspace (default: default)", schema: r#"{"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}"# }],
         body: None,
+        body_schema: None,
         responses: &[(200, "{node_id, keyspace, roots: {peer id: 16 hex digits}}"), (404, "no such keyspace")],
     },
     Operation {
@@ -333,6 +423,7 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "The hash ring: members with token counts and shares, and every token's owner",
         parameters: &[],
         body: None,
+        body_schema: None,
         responses: &[(200, "{hash, vnodes, members: [{id, zone, weight, tokens, ownership}], tokens: [[token, id]]}")],
     },
     Operation {
@@ -343,6 +434,7 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Every user, with grants (never a password or token)",
         parameters: &[],
         body: None,
+        body_schema: None,
         responses: &[(200, "{users: [{name, password, tokens, grants}]}")],
     },
     Operation {
@@ -353,6 +445,7 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Create a user, or change its password, tokens or grants; the change spreads to every node",
         parameters: &[USER],
         body: Some("JSON {\"password\"?: 8..1024 bytes, \"new_token\"?: bool, \"revoke_tokens\"?: bool, \"grants\"?: [\"read,write@default\", \"admin@*\", \"read@logs*\"]}"),
+        body_schema: Some((USER_BODY, Raw::No)),
         responses: &[(200, "{name, password, tokens, grants, new_token?}: a new token is shown only here"), (400, ERRORS)],
     },
     Operation {
@@ -363,6 +456,7 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Remove a user on every node",
         parameters: &[USER],
         body: None,
+        body_schema: None,
         responses: &[(200, "{removed: name}"), (404, "No such user")],
     },
     Operation {
@@ -373,6 +467,7 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Who the request acts as, and its grants",
         parameters: &[],
         body: None,
+        body_schema: None,
         responses: &[(200, "{user, grants}")],
     },
     Operation {
@@ -383,6 +478,7 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Liveness",
         parameters: &[],
         body: None,
+        body_schema: None,
         responses: &[(200, "{status, node_id}")],
     },
     Operation {
@@ -393,6 +489,7 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Prometheus metrics",
         parameters: &[],
         body: None,
+        body_schema: None,
         responses: &[(200, "OpenMetrics text")],
     },
     Operation {
@@ -403,9 +500,46 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "This document",
         parameters: &[],
         body: None,
+        body_schema: None,
         responses: &[(200, "OpenAPI 3 document")],
     },
 ];
+
+/// Answers every operation of a kind may give, whether or not its entry lists them.
+fn implied_responses(operation: &Operation) -> Vec<(u16, &'static str)> {
+    let mut implied = Vec::new();
+    if !operation.parameters.is_empty() || operation.body.is_some() {
+        implied.push((400, ERRORS));
+    }
+    if operation.body.is_some() {
+        implied.push((413, "Body too large"));
+        implied.push((415, "Unsupported content type"));
+    }
+    let names = |name: &str| operation.parameters.iter().any(|p| p.name == name);
+    // Any URI may pass the HTTP layer's limit; a key, the key limit.
+    implied.push((414, "URI or key too long"));
+    if names("If-Match") {
+        implied.push((412, "Precondition failed"));
+    }
+    if names("keyspace") {
+        implied.push((404, "No such keyspace"));
+    }
+    if names("consistency") {
+        implied.push((503, "Too few replicas answered, or the node is overloaded"));
+    }
+    if operation.id == "putKeyspace" {
+        implied.push((
+            409,
+            "The conflict mode of an existing keyspace cannot change",
+        ));
+    }
+    implied
+}
+
+/// A schema written in the table as JSON text.
+fn schema_of(text: &str) -> Value {
+    serde_json::from_str(text).expect("every schema in the table is valid JSON (tested)")
+}
 
 /// The OpenAPI 3 document of [`OPERATIONS`].
 pub fn document() -> Value {
@@ -421,7 +555,7 @@ pub fn document() -> Value {
                     In::Header => "header",
                 };
                 json!({ "name": p.name, "in": location, "required": p.required,
-                        "description": p.description, "schema": { "type": "string" } })
+                        "description": p.description, "schema": schema_of(p.schema) })
             })
             .collect();
         let mut responses: Map<String, Value> = operation
@@ -431,6 +565,11 @@ pub fn document() -> Value {
                 (status.to_string(), json!({ "description": description }))
             })
             .collect();
+        for (status, description) in implied_responses(operation) {
+            responses
+                .entry(status.to_string())
+                .or_insert_with(|| json!({ "description": description }));
+        }
         if operation.access != Access::Public {
             for (status, description) in [
                 (
@@ -457,14 +596,13 @@ pub fn document() -> Value {
             "responses": responses,
             "security": security,
         });
-        if let Some(body) = operation.body {
-            entry["requestBody"] = json!({
-                "description": body,
-                "content": {
-                    "application/json": { "schema": { "type": "object" } },
-                    "application/octet-stream": { "schema": { "type": "string", "format": "binary" } }
-                }
-            });
+        if let (Some(body), Some((schema, raw))) = (operation.body, operation.body_schema) {
+            let mut content = json!({ "application/json": { "schema": schema_of(schema) } });
+            if raw == Raw::Yes {
+                content["application/octet-stream"] =
+                    json!({ "schema": { "type": "string", "format": "binary" } });
+            }
+            entry["requestBody"] = json!({ "description": body, "content": content });
         }
         let path = paths.entry(operation.path).or_insert_with(|| json!({}));
         path[operation.method] = entry;
