@@ -35,10 +35,11 @@ pub enum ClusterTlsError {
 }
 
 /// The node's side of mutual TLS: an acceptor for connections from peers and a connector
-/// for connections to them.
+/// for connections to them, both rebuilt from the files by [`ClusterTls::reload`] (on
+/// SIGHUP); connections already open keep what they started with.
 pub struct ClusterTls {
-    acceptor: TlsAcceptor,
-    connector: TlsConnector,
+    files: [PathBuf; 3],
+    current: parking_lot::RwLock<(TlsAcceptor, TlsConnector)>,
 }
 
 impl ClusterTls {
@@ -48,62 +49,85 @@ impl ClusterTls {
         key_file: &Path,
         ca_file: &Path,
     ) -> Result<Self, ClusterTlsError> {
-        let chain = certificates(cert_file, "the node's certificates")?;
-        let key =
-            PrivateKeyDer::from_pem_file(key_file).map_err(|error| ClusterTlsError::File {
-                what: "the node's private key",
-                path: key_file.to_owned(),
-                message: error.to_string(),
-            })?;
-        let mut roots = RootCertStore::empty();
-        for ca in certificates(ca_file, "the cluster CA's certificates")? {
-            roots
-                .add(ca)
-                .map_err(|error| ClusterTlsError::Rustls(error.to_string()))?;
-        }
-        let roots = Arc::new(roots);
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let rustls_error = |error: rustls::Error| ClusterTlsError::Rustls(error.to_string());
-
-        let client_verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::clone(&roots), Arc::clone(&provider))
-                .build()
-                .map_err(|error| ClusterTlsError::Rustls(error.to_string()))?;
-        let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()
-            .map_err(rustls_error)?
-            .with_client_cert_verifier(client_verifier)
-            .with_single_cert(chain.clone(), key.clone_key())
-            .map_err(rustls_error)?;
-
-        let server_verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
-            Arc::clone(&roots),
-            Arc::clone(&provider),
-        )
-        .build()
-        .map_err(|error| ClusterTlsError::Rustls(error.to_string()))?;
-        let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(rustls_error)?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyNameOfTheCa(server_verifier)))
-            .with_client_auth_cert(chain, key)
-            .map_err(rustls_error)?;
         Ok(Self {
-            acceptor: TlsAcceptor::from(Arc::new(server)),
-            connector: TlsConnector::from(Arc::new(client)),
+            current: parking_lot::RwLock::new(configs(cert_file, key_file, ca_file)?),
+            files: [
+                cert_file.to_owned(),
+                key_file.to_owned(),
+                ca_file.to_owned(),
+            ],
         })
     }
 
+    /// Reads the files again; new connections use what they hold. On an error nothing
+    /// changes.
+    pub fn reload(&self) -> Result<(), ClusterTlsError> {
+        let [cert, key, ca] = &self.files;
+        *self.current.write() = configs(cert, key, ca)?;
+        Ok(())
+    }
+
     /// Accepts connections from peers.
-    pub fn acceptor(&self) -> &TlsAcceptor {
-        &self.acceptor
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.current.read().0.clone()
     }
 
     /// Connects to peers.
-    pub fn connector(&self) -> &TlsConnector {
-        &self.connector
+    pub fn connector(&self) -> TlsConnector {
+        self.current.read().1.clone()
     }
+}
+
+/// The acceptor and connector the files make.
+fn configs(
+    cert_file: &Path,
+    key_file: &Path,
+    ca_file: &Path,
+) -> Result<(TlsAcceptor, TlsConnector), ClusterTlsError> {
+    let chain = certificates(cert_file, "the node's certificates")?;
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|error| ClusterTlsError::File {
+        what: "the node's private key",
+        path: key_file.to_owned(),
+        message: error.to_string(),
+    })?;
+    let mut roots = RootCertStore::empty();
+    for ca in certificates(ca_file, "the cluster CA's certificates")? {
+        roots
+            .add(ca)
+            .map_err(|error| ClusterTlsError::Rustls(error.to_string()))?;
+    }
+    let roots = Arc::new(roots);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let rustls_error = |error: rustls::Error| ClusterTlsError::Rustls(error.to_string());
+
+    let client_verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::clone(&roots), Arc::clone(&provider))
+            .build()
+            .map_err(|error| ClusterTlsError::Rustls(error.to_string()))?;
+    let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(rustls_error)?
+        .with_client_cert_verifier(client_verifier)
+        .with_single_cert(chain.clone(), key.clone_key())
+        .map_err(rustls_error)?;
+
+    let server_verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::clone(&roots),
+        Arc::clone(&provider),
+    )
+    .build()
+    .map_err(|error| ClusterTlsError::Rustls(error.to_string()))?;
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(rustls_error)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyNameOfTheCa(server_verifier)))
+        .with_client_auth_cert(chain, key)
+        .map_err(rustls_error)?;
+    Ok((
+        TlsAcceptor::from(Arc::new(server)),
+        TlsConnector::from(Arc::new(client)),
+    ))
 }
 
 /// The name a connection to `address` (`host:port`) asks for: only sent, never checked.

@@ -29,8 +29,14 @@ impl Service<String, String> for Echo {
     }
 }
 
-/// A CA, and a node certificate it signed, written as PEM files under `dir` named `name`.
+/// A CA, and a node certificate it signed, written as PEM files under `dir` named `name`:
+/// the node's TLS and its files (certificate, key, CA).
 fn authority(dir: &Path, name: &str) -> Arc<ClusterTls> {
+    let [cert, key, ca] = authority_files(dir, name);
+    Arc::new(ClusterTls::load(&cert, &key, &ca).unwrap())
+}
+
+fn authority_files(dir: &Path, name: &str) -> [std::path::PathBuf; 3] {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -56,7 +62,7 @@ fn authority(dir: &Path, name: &str) -> Arc<ClusterTls> {
     let cert = file("node.pem", node_cert.pem());
     let key = file("node.key", node_key.serialize_pem());
     let ca = file("ca.pem", ca_cert.pem());
-    Arc::new(ClusterTls::load(&cert, &key, &ca).unwrap())
+    [cert, key, ca]
 }
 
 async fn start(tls: Option<Arc<ClusterTls>>) -> (String, watch::Sender<bool>) {
@@ -150,4 +156,52 @@ async fn peers_of_the_cluster_ca_talk_encrypted_and_others_are_refused() {
         Ok(MARKER.to_owned())
     );
     assert!(contains(&seen.lock(), MARKER));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_serves_new_connections_with_the_new_files_and_a_failed_one_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = authority_files(dir.path(), "first");
+    let second = authority_files(dir.path(), "second");
+    let served = [
+        dir.path().join("s.pem"),
+        dir.path().join("s.key"),
+        dir.path().join("s-ca.pem"),
+    ];
+    let install = |from: &[std::path::PathBuf; 3]| {
+        for (source, target) in from.iter().zip(&served) {
+            std::fs::copy(source, target).unwrap();
+        }
+    };
+    install(&first);
+    let server_tls = Arc::new(ClusterTls::load(&served[0], &served[1], &served[2]).unwrap());
+    let (address, _stop) = start(Some(Arc::clone(&server_tls))).await;
+    let load = |files: &[std::path::PathBuf; 3]| {
+        Arc::new(ClusterTls::load(&files[0], &files[1], &files[2]).unwrap())
+    };
+    let old_member = Peer::<String, String>::secured(address.clone(), None, Some(load(&first)));
+    assert_eq!(
+        old_member.call("before".into(), CALL).await,
+        Ok("before".into())
+    );
+
+    // The files rotated to the second CA: new connections must use it.
+    install(&second);
+    server_tls.reload().unwrap();
+    let new_member = Peer::<String, String>::secured(address.clone(), None, Some(load(&second)));
+    assert_eq!(
+        new_member.call("after".into(), CALL).await,
+        Ok("after".into())
+    );
+    let stale = Peer::<String, String>::secured(address.clone(), None, Some(load(&first)));
+    assert!(
+        stale.call("stale".into(), CALL).await.is_err(),
+        "the old CA no longer admits"
+    );
+
+    // A broken file: the reload fails and the second CA still admits.
+    std::fs::write(&served[0], "not a certificate").unwrap();
+    assert!(server_tls.reload().is_err());
+    let another = Peer::<String, String>::secured(address, None, Some(load(&second)));
+    assert_eq!(another.call("still".into(), CALL).await, Ok("still".into()));
 }

@@ -93,8 +93,9 @@ pub async fn serve(node: Arc<Node>) -> Result<RunningNode, StartError> {
         loops,
         signal.clone(),
     ));
-    if let Some(tls) = &tls {
-        tokio::spawn(reload_on_sighup(Arc::clone(tls), signal.clone()));
+    if tls.is_some() || node.cluster_tls.is_some() {
+        let cluster_tls = node.cluster_tls.clone();
+        tokio::spawn(reload_on_sighup(tls.clone(), cluster_tls, signal.clone()));
     }
     let (cluster_addr, mut tasks) = start_cluster_services(&node, http_addr, signal).await?;
     tasks.extend([http_task, resp_task]);
@@ -109,8 +110,13 @@ pub async fn serve(node: Arc<Node>) -> Result<RunningNode, StartError> {
     })
 }
 
-/// Reads the TLS certificate and key again on every SIGHUP, until `stop` turns true.
-async fn reload_on_sighup(tls: Arc<crate::tls::Tls>, mut stop: watch::Receiver<bool>) {
+/// Reads the TLS certificates and keys (the client APIs', the cluster's) again on every
+/// SIGHUP, until `stop` turns true.
+async fn reload_on_sighup(
+    tls: Option<Arc<crate::tls::Tls>>,
+    cluster_tls: Option<Arc<ringkv_cluster::tls::ClusterTls>>,
+    mut stop: watch::Receiver<bool>,
+) {
     let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
     else {
         tracing::warn!("cannot listen for SIGHUP: TLS certificates reload only on restart");
@@ -121,10 +127,22 @@ async fn reload_on_sighup(tls: Arc<crate::tls::Tls>, mut stop: watch::Receiver<b
             _ = hangups.recv() => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
-        match tls.reload() {
-            Ok(()) => tracing::info!("SIGHUP: reloaded the TLS certificate and key"),
-            Err(error) => {
-                tracing::error!(%error, "SIGHUP: TLS reload failed; still serving the old certificate")
+        if let Some(tls) = &tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: reloaded the TLS certificate and key"),
+                Err(error) => tracing::error!(
+                    %error,
+                    "SIGHUP: TLS reload failed; still serving the old certificate"
+                ),
+            }
+        }
+        if let Some(cluster_tls) = &cluster_tls {
+            match cluster_tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: reloaded the cluster TLS files"),
+                Err(error) => tracing::error!(
+                    %error,
+                    "SIGHUP: cluster TLS reload failed; peers still get the old certificate"
+                ),
             }
         }
     }
