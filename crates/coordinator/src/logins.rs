@@ -20,17 +20,6 @@ pub struct LoginThrottle {
     >,
 }
 
-/// The outcome of a login, for the metric.
-#[derive(Clone, Copy, Debug)]
-pub enum LoginOutcome {
-    /// The credential matched.
-    Accepted,
-    /// It did not.
-    Refused,
-    /// It was not checked: too many failures from the address.
-    Throttled,
-}
-
 impl LoginThrottle {
     /// A throttle whose metric `ringkv_auth_logins{api, outcome}` is registered in `registry`.
     pub fn new(
@@ -52,35 +41,32 @@ impl LoginThrottle {
         }
     }
 
-    /// `Err(wait)` if `peer` has failed too often and must wait before trying again.
-    pub fn check(&self, peer: Option<std::net::IpAddr>) -> Result<(), std::time::Duration> {
+    /// Lets a login from `peer` be checked, or `Err(wait)` if the address has failed too
+    /// often and must wait (counted as throttled).
+    pub fn admit(
+        &self,
+        api: Api,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<(), std::time::Duration> {
         let Some(ip) = peer else { return Ok(()) };
         let now = std::time::Instant::now();
-        let buckets = self.buckets.lock();
-        let Some(&(tokens, at)) = buckets.get(&ip) else {
-            return Ok(());
+        let tokens = match self.buckets.lock().get(&ip) {
+            Some(&(tokens, at)) => self.refill(tokens, at, now),
+            None => return Ok(()),
         };
-        let tokens = self.refill(tokens, at, now);
         if tokens >= 1.0 {
-            Ok(())
-        } else {
-            Err(std::time::Duration::from_secs_f64(
-                (1.0 - tokens) / self.per_second,
-            ))
+            return Ok(());
         }
+        self.count(api, "throttled");
+        Err(std::time::Duration::from_secs_f64(
+            (1.0 - tokens) / self.per_second,
+        ))
     }
 
-    /// Counts a login's outcome; a refusal spends one of `peer`'s allowed failures.
-    pub fn record(&self, api: Api, peer: Option<std::net::IpAddr>, outcome: LoginOutcome) {
-        let label = match outcome {
-            LoginOutcome::Accepted => "accepted",
-            LoginOutcome::Refused => "refused",
-            LoginOutcome::Throttled => "throttled",
-        };
-        self.attempts
-            .get_or_create(&vec![("api", api.label()), ("outcome", label)])
-            .inc();
-        let (LoginOutcome::Refused, Some(ip)) = (outcome, peer) else {
+    /// Counts a checked login; a refusal spends one of `peer`'s allowed failures.
+    pub fn record(&self, api: Api, peer: Option<std::net::IpAddr>, accepted: bool) {
+        self.count(api, if accepted { "accepted" } else { "refused" });
+        let (false, Some(ip)) = (accepted, peer) else {
             return;
         };
         let now = std::time::Instant::now();
@@ -94,6 +80,12 @@ impl LoginThrottle {
         let (tokens, at) = buckets.entry(ip).or_insert((self.burst, now));
         *tokens = (self.refill(*tokens, *at, now) - 1.0).max(0.0);
         *at = now;
+    }
+
+    fn count(&self, api: Api, outcome: &'static str) {
+        self.attempts
+            .get_or_create(&vec![("api", api.label()), ("outcome", outcome)])
+            .inc();
     }
 
     /// What a bucket holding `tokens` at `at` holds at `now`.
@@ -112,8 +104,8 @@ mod tests {
         let (guesser, other) = (Some([10, 0, 0, 1].into()), Some([10, 0, 0, 2].into()));
         let mut refused = 0;
         for _ in 0..2000 {
-            match throttle.check(guesser) {
-                Ok(()) => throttle.record(Api::Resp, guesser, LoginOutcome::Refused),
+            match throttle.admit(Api::Resp, guesser) {
+                Ok(()) => throttle.record(Api::Resp, guesser, false),
                 Err(wait) => {
                     assert!(wait <= std::time::Duration::from_secs(1));
                     refused += 1;
@@ -125,11 +117,11 @@ mod tests {
             "only {refused} of 2000 guesses were refused"
         );
         assert!(
-            throttle.check(other).is_ok(),
+            throttle.admit(Api::Resp, other).is_ok(),
             "another address is not held up"
         );
         assert!(
-            throttle.check(None).is_ok(),
+            throttle.admit(Api::Resp, None).is_ok(),
             "in-process callers are not throttled"
         );
     }

@@ -502,12 +502,45 @@ impl Users {
     }
 }
 
+/// Why a login failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoginRefused {
+    /// Too many failures from the client's address: not checked; retry after this long.
+    Throttled(std::time::Duration),
+    /// The credential matches no user, or not the one asked for.
+    Wrong,
+}
+
+/// Logs a client at `peer` in through `api` with `credential`, returning the user's name. A
+/// credential verified before passes at once, however many guesses were made from the same
+/// address (a client behind the same NAT as a guesser keeps working); any other is refused
+/// unchecked while the address is throttled, else checked by its hash off the event loop.
+/// `accept` may refuse the user a credential names (`AUTH user token` must name the token's
+/// user). Outcomes are counted in `ringkv_auth_logins`.
+pub async fn log_in(
+    node: &Arc<Node>,
+    api: Api,
+    peer: Option<std::net::IpAddr>,
+    credential: Credential<'_>,
+    accept: impl Fn(&str) -> bool,
+) -> Result<String, LoginRefused> {
+    if let Some(name) = node.users.verified(credential).filter(|name| accept(name)) {
+        return Ok(name);
+    }
+    node.logins
+        .admit(api, peer)
+        .map_err(LoginRefused::Throttled)?;
+    let checked = authenticate(node, credential)
+        .await
+        .ok()
+        .filter(|name| accept(name));
+    node.logins.record(api, peer, checked.is_some());
+    checked.ok_or(LoginRefused::Wrong)
+}
+
 /// Authenticates `credential` against `node`'s users: from memory when it was verified
 /// before, else by its hash on a blocking thread. Returns the user's name.
-pub async fn authenticate(
-    node: &Arc<Node>,
-    credential: Credential<'_>,
-) -> Result<String, UserError> {
+async fn authenticate(node: &Arc<Node>, credential: Credential<'_>) -> Result<String, UserError> {
     if let Some(name) = node.users.verified(credential) {
         return Ok(name);
     }

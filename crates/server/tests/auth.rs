@@ -408,3 +408,27 @@ async fn a_user_made_on_one_node_logs_in_on_every_node_and_its_removal_spreads()
     .await;
     assert!(refused, "the removal reached the second node within 30 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guesses_at_the_resp_password_are_throttled_too() {
+    let node = start_node(|config| config.resp_password = Some("the-right-one".into())).await;
+    let mut c = RespClient::connect(&node).await;
+    let mut pipeline = Vec::new();
+    for i in 0..100 {
+        pipeline.extend(RespClient::encode(&[
+            b"AUTH",
+            format!("guess-{i}").as_bytes(),
+        ]));
+    }
+    c.send_raw(&pipeline).await;
+    let mut throttled = 0;
+    for _ in 0..100 {
+        if let Reply::Error(e) = c.read().await {
+            throttled += usize::from(e.contains("too many failed logins"));
+        }
+    }
+    assert!(
+        throttled >= 85,
+        "only {throttled} of 100 guesses were throttled"
+    );
+}

@@ -15,9 +15,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use ringkv_coordinator::keyspaces::DEFAULT_KEYSPACE;
-use ringkv_coordinator::logins::LoginOutcome;
 use ringkv_coordinator::node::Node;
-use ringkv_coordinator::users::{self, Api, Credential, Principal, Scope};
+use ringkv_coordinator::users::{self, Api, Credential, LoginRefused, Principal, Scope};
 use std::sync::Arc;
 
 /// Finds the request's operation, works out who it acts as, and lets it through only if
@@ -95,33 +94,21 @@ async fn login(
         },
         Authorization::Bearer(token) => Credential::Token(token),
     };
-    // A credential verified before is not a guess: it passes however many guesses others
-    // made from the same address (a client behind the same NAT as a guesser keeps working).
-    if let Some(name) = node.users.verified(credential) {
-        return Ok(Principal::User(name));
-    }
-    if let Err(wait) = node.logins.check(peer) {
-        node.logins.record(Api::Rest, peer, LoginOutcome::Throttled);
-        let mut response = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_failed_logins",
-            "too many failed logins from this address; retry later",
-        )
-        .into_response();
-        let seconds = wait.as_secs().max(1).to_string();
-        if let Ok(value) = HeaderValue::from_str(&seconds) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
-        return Err(response);
-    }
-    match users::authenticate(node, credential).await {
-        Ok(name) => {
-            node.logins.record(Api::Rest, peer, LoginOutcome::Accepted);
-            Ok(Principal::User(name))
-        }
-        Err(_) => {
-            node.logins.record(Api::Rest, peer, LoginOutcome::Refused);
-            Err(unauthorized("invalid username-password pair or token"))
+    match users::log_in(node, Api::Rest, peer, credential, |_| true).await {
+        Ok(name) => Ok(Principal::User(name)),
+        Err(LoginRefused::Wrong) => Err(unauthorized("invalid username-password pair or token")),
+        Err(LoginRefused::Throttled(wait)) => {
+            let mut response = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_failed_logins",
+                "too many failed logins from this address; retry later",
+            )
+            .into_response();
+            let seconds = wait.as_secs().max(1).to_string();
+            if let Ok(value) = HeaderValue::from_str(&seconds) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            Err(response)
         }
     }
 }

@@ -6,8 +6,7 @@ use crate::resp::frame::Frame;
 use crate::resp::{RespShared, DATABASES};
 use ringkv_coordinator::consistency::{parse_count, Consistency, Level};
 use ringkv_coordinator::keyspaces::REPLICATION_MAX;
-use ringkv_coordinator::logins::LoginOutcome;
-use ringkv_coordinator::users::{self, Api, Credential, Principal};
+use ringkv_coordinator::users::{self, Api, Credential, LoginRefused, Principal};
 use subtle::ConstantTimeEq;
 
 /// `PING [message]`.
@@ -112,46 +111,37 @@ async fn log_in(
         Ok(token) if users::is_token(password) => Credential::Token(token),
         _ => Credential::Password { user, password },
     };
-    let password_user = user == DEFAULT_USER && node.config.resp_password.is_some();
-    // A credential verified before is not a guess: it passes however many guesses others
-    // made from the same address.
-    if !password_user {
-        let known = node.users.verified(credential);
-        if let Some(name) = known.filter(|name| user == DEFAULT_USER || name == user) {
-            session.log_in(Principal::User(name));
-            session.refresh_access(&node.users);
-            return Ok(());
-        }
-    }
-    if let Err(wait) = node.logins.check(session.peer) {
-        node.logins
-            .record(Api::Resp, session.peer, LoginOutcome::Throttled);
-        return Err(CommandError::Reply(Frame::err(format!(
-            "too many failed logins from this address; retry in {} s",
-            wait.as_secs().max(1)
-        ))));
-    }
     let principal = match &node.config.resp_password {
+        // `resp_password` is the built-in superuser's, checked here under the same throttle.
         Some(expected) if user == DEFAULT_USER => {
+            node.logins
+                .admit(Api::Resp, session.peer)
+                .map_err(throttled)?;
             let equal: bool = expected.as_bytes().ct_eq(password).into();
-            equal.then_some(Principal::Superuser)
+            node.logins.record(Api::Resp, session.peer, equal);
+            equal
+                .then_some(Principal::Superuser)
+                .ok_or_else(wrong_pass)?
         }
-        _ => users::authenticate(node, credential)
-            .await
-            .ok()
-            .filter(|name| user == DEFAULT_USER || name == user)
-            .map(Principal::User),
+        _ => {
+            let named = |name: &str| user == DEFAULT_USER || name == user;
+            match users::log_in(node, Api::Resp, session.peer, credential, named).await {
+                Ok(name) => Principal::User(name),
+                Err(LoginRefused::Throttled(wait)) => return Err(throttled(wait)),
+                Err(LoginRefused::Wrong) => return Err(wrong_pass()),
+            }
+        }
     };
-    let Some(principal) = principal else {
-        node.logins
-            .record(Api::Resp, session.peer, LoginOutcome::Refused);
-        return Err(wrong_pass());
-    };
-    node.logins
-        .record(Api::Resp, session.peer, LoginOutcome::Accepted);
     session.log_in(principal);
     session.refresh_access(&node.users);
     Ok(())
+}
+
+fn throttled(wait: std::time::Duration) -> CommandError {
+    CommandError::Reply(Frame::err(format!(
+        "too many failed logins from this address; retry in {} s",
+        wait.as_secs().max(1)
+    )))
 }
 
 /// The user `AUTH password` logs in as, as in Redis.
