@@ -27,6 +27,18 @@ fn as_user(node: &TestNode, user: &str, password: &str) -> Client {
     })
 }
 
+/// Whether `check` holds within 30 s (polled every 100 ms).
+fn within_30_s(check: impl Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
+}
+
 fn status<T: std::fmt::Debug>(result: Result<T, ClientError>) -> u16 {
     match result {
         Ok(_) => 200,
@@ -380,30 +392,13 @@ async fn a_user_made_on_one_node_logs_in_on_every_node_and_its_removal_spreads()
     let second = start_node(|config| config.join = vec![seed]).await;
     with_users(&first).await;
     let reader_on_second = as_user(&second, "reader", READER_PASSWORD);
-    let logged_in = blocking(move || {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::time::Instant::now() < deadline {
-            if reader_on_second.whoami().is_ok() {
-                return true;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        false
-    })
-    .await;
+    let logged_in = blocking(move || within_30_s(|| reader_on_second.whoami().is_ok())).await;
     assert!(logged_in, "the user reached the second node within 30 s");
     let admin = as_user(&first, "admin", ADMIN_PASSWORD);
     let reader_on_second = as_user(&second, "reader", READER_PASSWORD);
     let refused = blocking(move || {
         admin.remove_user("reader").unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::time::Instant::now() < deadline {
-            if status(reader_on_second.whoami()) == 401 {
-                return true;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        false
+        within_30_s(|| status(reader_on_second.whoami()) == 401)
     })
     .await;
     assert!(refused, "the removal reached the second node within 30 s");
