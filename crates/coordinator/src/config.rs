@@ -276,6 +276,15 @@ impl ServerConfig {
                     .into(),
             ));
         }
+        // TLS secures the RPC; gossip (UDP) is authenticated only by the secret's tag, and
+        // without it a stranger could still gossip its way into the ring.
+        if given == 3 && self.cluster_secret_file.is_none() {
+            return Err(ConfigError::Invalid(
+                "cluster TLS needs cluster_secret_file as well: TLS protects the RPC, the \
+                 secret authenticates gossip"
+                    .into(),
+            ));
+        }
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             return Err(ConfigError::Invalid(
                 "TLS needs both tls_cert_file and tls_key_file".into(),
@@ -475,6 +484,23 @@ mod tests {
         let error = config.validate().unwrap_err().to_string();
         assert!(error.contains("--advertise"), "{error}");
         config.advertise = Some("10.0.0.5:7946".into());
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn cluster_tls_needs_all_three_files_and_the_secret() {
+        let file = |name: &str| Some(PathBuf::from(name));
+        let mut config = ServerConfig {
+            cluster_tls_cert_file: file("node.pem"),
+            cluster_tls_key_file: file("node.key"),
+            ..ServerConfig::default()
+        };
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("together"), "{error}");
+        config.cluster_tls_ca_file = file("ca.pem");
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("cluster_secret_file"), "{error}");
+        config.cluster_secret_file = file("secret");
         config.validate().unwrap();
     }
 }
