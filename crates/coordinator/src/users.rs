@@ -191,15 +191,20 @@ pub struct UserDef {
 }
 
 impl UserDef {
-    /// Whether the user's grants allow `verb` in `scope`.
+    /// The verbs the user's grants allow in `scope` (none for a removed user).
+    pub fn verbs(&self, scope: Scope<'_>) -> Verbs {
+        if self.removed {
+            return Verbs::default();
+        }
+        self.grants
+            .iter()
+            .filter(|grant| grant.covers(scope))
+            .fold(Verbs::default(), |held, grant| held.union(grant.verbs))
+    }
+
+    /// Whether the user's grants allow `verbs` in `scope`.
     pub fn may(&self, verbs: Verbs, scope: Scope<'_>) -> bool {
-        !self.removed
-            && self
-                .grants
-                .iter()
-                .filter(|grant| grant.covers(scope))
-                .fold(Verbs::default(), |held, grant| held.union(grant.verbs))
-                .contains(verbs)
+        self.verbs(scope).contains(verbs)
     }
 }
 
@@ -308,14 +313,6 @@ impl Users {
             .get(name)
             .filter(|user| !user.removed)
             .cloned()
-    }
-
-    /// Whether user `name` may do `verbs` in `scope`.
-    pub fn may(&self, name: &str, verbs: Verbs, scope: Scope<'_>) -> bool {
-        self.defined
-            .read()
-            .get(name)
-            .is_some_and(|user| user.may(verbs, scope))
     }
 
     /// Every user, removed ones included (for spreading).
@@ -759,16 +756,11 @@ impl Principal {
         match self {
             Principal::Anonymous => Verbs::default(),
             Principal::Superuser => Verbs::ALL,
-            Principal::User(name) => {
-                let defined = users.defined.read();
-                let Some(user) = defined.get(name).filter(|user| !user.removed) else {
-                    return Verbs::default();
-                };
-                user.grants
-                    .iter()
-                    .filter(|grant| grant.covers(scope))
-                    .fold(Verbs::default(), |held, grant| held.union(grant.verbs))
-            }
+            Principal::User(name) => users
+                .defined
+                .read()
+                .get(name)
+                .map_or(Verbs::default(), |user| user.verbs(scope)),
         }
     }
 
