@@ -14,7 +14,7 @@
 #      (N/4 of the keys), and throughput and p99 during the join against the same load
 #      before it;
 #   5. anti-entropy's cost to clients: the same load with every node running a round every
-#      5 s (each a scan of every key it shares with each peer), against rounds off.
+#      5 s (and so keeping its hash trees as writes land), against rounds off (no trees).
 # Anti-entropy's schedule is off in steps 1-3 (anti_entropy_interval_ms = 0), so each figure
 # is of the step it names alone; in step 4 it runs as by default, its first round a few
 # seconds after the new node starts.

@@ -4,10 +4,14 @@
 //! its key.
 //!
 //! Each round, this node exchanges with every live peer, for every keyspace:
-//! 1. Both sides hash the records they hold of the keys they both replicate into a tree of
-//!    [`LEAVES`] leaves under [`BRANCHES`] branches (a key's leaf is the top bits of its ring
-//!    hash; a leaf is the XOR of its records' digests, so equal sets of records give equal
-//!    leaves in any order, and a branch the XOR of its leaves).
+//! 1. Both sides take their hash tree of the keys they both replicate: [`LEAVES`] leaves
+//!    under [`BRANCHES`] branches (a key's leaf is the top bits of its ring hash; a leaf is
+//!    the XOR of its records' digests, so equal sets of records give equal leaves in any
+//!    order, and a branch the XOR of its leaves). The replica layer keeps each keyspace's
+//!    leaves up to date as writes land ([`ringkv_replica::hashtree`]), over every key this
+//!    node holds; the ring says which ranges this node shares with the peer
+//!    ([`shared_ranges`]): a leaf wholly inside them is taken as kept, and only a leaf that a
+//!    range boundary cuts is summed from the index's digests of its shared part.
 //! 2. The branches are compared first; only differing branches' leaves are sent, and only
 //!    differing leaves are looked into: each side lists its keys' digests there, and keys
 //!    whose digests differ, or that one side lacks, are repaired.
@@ -16,8 +20,8 @@
 //!    one step. A record that fails its checksum on one side is replaced from the other.
 //!
 //! Tombstones take part like any record, and go only once every replica holds them
-//! ([`crate::reaper`]). What this version does not do yet: trees are rebuilt by a scan at
-//! each exchange rather than kept up to date as writes land.
+//! ([`crate::reaper`]). Nothing here scans the records: trees and digests come from the
+//! replica layer's index, so a round costs clients little (`bench/heal.sh`).
 
 use crate::gossip::ClusterView;
 use crate::node::Node;
@@ -26,15 +30,14 @@ use futures_util::StreamExt;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use ringkv_core::record::Record;
-use ringkv_replica::MergeRequest;
+use ringkv_replica::{hashtree, MergeRequest};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Leaves of a hash tree: a leaf holds a key range of 1/65,536 of the ring.
-pub const LEAVES: usize = 1 << 16;
+pub use ringkv_replica::hashtree::LEAVES;
 
 /// Branches of a hash tree, each over [`LEAVES_PER_BRANCH`] leaves: an exchange always sends
 /// this many hashes each way, then only the leaves of branches that differ.
@@ -105,9 +108,6 @@ pub struct AntiEntropy {
     progress: parking_lot::Mutex<RoundProgress>,
     /// Held by the round under way: rounds never overlap.
     running: tokio::sync::Mutex<()>,
-    /// Leaf hashes recently computed, by keyspace and peer, with when.
-    #[allow(clippy::type_complexity)]
-    leaves: parking_lot::Mutex<HashMap<(String, String), (std::time::Instant, Arc<Vec<u64>>)>>,
 }
 
 /// Where a node's rounds stand, as `cluster status` and `cluster repair` show them.
@@ -137,7 +137,6 @@ impl AntiEntropy {
             metrics: AntiEntropyMetrics::register(registry),
             progress: parking_lot::Mutex::new(RoundProgress::default()),
             running: tokio::sync::Mutex::new(()),
-            leaves: parking_lot::Mutex::new(HashMap::new()),
         }
     }
 
@@ -195,18 +194,9 @@ impl AntiEntropyMetrics {
     }
 }
 
-/// The leaf of `key`.
-fn leaf_of(key: &[u8]) -> usize {
-    (ringkv_core::ring::key_hash(key) >> (64 - LEAVES.trailing_zeros())) as usize
-}
-
-/// What a record hashes to: its key and its whole stored form.
+/// What a record hashes to: its key and its whole stored form (as the hash trees hash it).
 fn digest(key: &[u8], record: &Record) -> u64 {
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    hasher.update(&(key.len() as u64).to_le_bytes());
-    hasher.update(key);
-    hasher.update(&record.encode());
-    hasher.digest()
+    hashtree::digest(key, &record.encode())
 }
 
 /// Whether this node and `peer` are both replicas of `key` in a keyspace of `replication`.
@@ -215,14 +205,92 @@ fn shared(view: &ClusterView, key: &[u8], replication: usize, peer: &str) -> boo
     replicas.iter().any(|m| m.id == view.me) && replicas.iter().any(|m| m.id == peer)
 }
 
+/// The ring positions whose keys both this node and `peer` replicate, in a keyspace of
+/// `replication`: sorted, disjoint, inclusive ranges. A key's replicas are those of the
+/// first token at or after its hash, so they change only at tokens: the arc that ends at a
+/// token (after the one before it) has that token's replicas, and the arc after the last
+/// token wraps round to the first's.
+pub fn shared_ranges(view: &ClusterView, replication: usize, peer: &str) -> Vec<(u64, u64)> {
+    let tokens: Vec<u64> = view.ring.tokens().map(|(token, _)| token).collect();
+    let (Some(&first), Some(&last)) = (tokens.first(), tokens.last()) else {
+        return Vec::new();
+    };
+    let shares = |token: u64| {
+        let replicas = view.ring.preference_list_at(token, replication);
+        replicas.iter().any(|m| m.id == view.me) && replicas.iter().any(|m| m.id == peer)
+    };
+    let mut arcs: Vec<(u64, u64, bool)> = Vec::with_capacity(tokens.len() + 1);
+    let mut start = 0u64;
+    for &token in &tokens {
+        if start <= token {
+            arcs.push((start, token, shares(token)));
+        }
+        match token.checked_add(1) {
+            Some(next) => start = next,
+            None => return merge_shared(arcs),
+        }
+    }
+    arcs.push((last + 1, u64::MAX, shares(first)));
+    merge_shared(arcs)
+}
+
+/// The shared arcs of `arcs` (in ring order), neighbours joined.
+fn merge_shared(arcs: Vec<(u64, u64, bool)>) -> Vec<(u64, u64)> {
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for (low, high, shared) in arcs {
+        if !shared {
+            continue;
+        }
+        match ranges.last_mut() {
+            Some(previous) if previous.1.checked_add(1) == Some(low) => previous.1 = high,
+            _ => ranges.push((low, high)),
+        }
+    }
+    ranges
+}
+
+/// The parts of `[low, high]` inside `ranges` (sorted and disjoint).
+fn covered(ranges: &[(u64, u64)], low: u64, high: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+    let first = ranges.partition_point(|&(_, end)| end < low);
+    ranges[first..]
+        .iter()
+        .take_while(move |&&(start, _)| start <= high)
+        .map(move |&(start, end)| (start.max(low), end.min(high)))
+}
+
+/// This node's leaf hashes of `keyspace` over the ring `ranges` it shares with a peer: a
+/// kept leaf where the ranges hold it whole, nothing where they miss it, and the digests of
+/// the shared part where a range boundary cuts it.
+fn shared_leaves(node: &Node, keyspace: &str, ranges: &[(u64, u64)]) -> Result<Vec<u64>, String> {
+    let mut leaves = node.store.tree_leaves(keyspace);
+    for (leaf, hash) in leaves.iter_mut().enumerate() {
+        let (low, high) = hashtree::leaf_span(leaf);
+        let parts: Vec<(u64, u64)> = covered(ranges, low, high).collect();
+        if parts == [(low, high)] {
+            continue;
+        }
+        *hash = 0;
+        for (low, high) in parts {
+            for (_, digest) in node
+                .store
+                .tree_digests(keyspace, low, high)
+                .map_err(|e| e.to_string())?
+            {
+                *hash ^= digest;
+            }
+        }
+    }
+    Ok(leaves)
+}
+
 /// Walks this node's records of `keyspace` that it shares with `peer`, in key order, giving
-/// each key, its leaf and digest to `visit` (only those in `leaves`, sorted, when given).
+/// each one's digest to `visit`: a scan of the records themselves, independent of the hash
+/// trees (for [`roots`], which checks them).
 fn walk_shared(
     node: &Node,
     keyspace: &str,
     peer: &str,
-    leaves: Option<&[u16]>,
-    mut visit: impl FnMut(Vec<u8>, usize, u64),
+    mut visit: impl FnMut(u64),
 ) -> Result<(), String> {
     let Some(def) = node.keyspaces.get(keyspace) else {
         return Ok(());
@@ -236,11 +304,8 @@ fn walk_shared(
             .scan_records(keyspace, b"", after.as_deref(), SCAN_PAGE)
             .map_err(|error| error.to_string())?;
         for (key, record) in records {
-            let leaf = leaf_of(&key);
-            let wanted = leaves.is_none_or(|l| l.binary_search(&(leaf as u16)).is_ok());
-            if wanted && shared(&view, &key, replication, peer) {
-                let digest = digest(&key, &record);
-                visit(key, leaf, digest);
+            if shared(&view, &key, replication, peer) {
+                visit(digest(&key, &record));
             }
         }
         // Paced: a page of records takes at least its share of a second.
@@ -254,42 +319,20 @@ fn walk_shared(
     }
 }
 
-/// This node's leaf hashes of `keyspace` over the keys it shares with `peer`. A pass asks
-/// for the branches and then for some branches' leaves: the second question is answered
-/// from the first one's scan when it is recent ([`LEAVES_REUSED_FOR`]), not by another.
-fn leaves(node: &Node, keyspace: &str, peer: &str) -> Result<Arc<Vec<u64>>, String> {
-    let cache_key = (keyspace.to_owned(), peer.to_owned());
-    let mut cache = node.anti_entropy.leaves.lock();
-    cache.retain(|_, (at, _)| at.elapsed() < LEAVES_REUSED_FOR);
-    if let Some((_, leaves)) = cache.get(&cache_key) {
-        return Ok(Arc::clone(leaves));
-    }
-    drop(cache);
-    let mut leaves = vec![0u64; LEAVES];
-    walk_shared(node, keyspace, peer, None, |_, leaf, digest| {
-        leaves[leaf] ^= digest
-    })?;
-    let leaves = Arc::new(leaves);
-    let now = std::time::Instant::now();
-    node.anti_entropy
-        .leaves
-        .lock()
-        .insert(cache_key, (now, Arc::clone(&leaves)));
-    Ok(leaves)
-}
-
-/// How long a peer is given to answer a question: it scans the keys it shares with this
-/// node at [`SCAN_RECORDS_PER_SECOND`] (30 M keys in that time); the RPC server allows as
-/// long ([`ringkv_cluster::rpc::DEADLINE_MAX`]).
+/// How long a peer is given to answer a question, its trees' rebuild included (it may have
+/// just started or turned them on); the RPC server allows as long
+/// ([`ringkv_cluster::rpc::DEADLINE_MAX`]).
 const QUESTION_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How long an answer waits for this node's trees to be ready (a rebuild reads 100 k
+/// records a second).
+const TREES_READY_WAIT: Duration = Duration::from_secs(240);
+
 const _: () = assert!(QUESTION_TIMEOUT.as_secs() <= ringkv_cluster::rpc::DEADLINE_MAX.as_secs());
+const _: () = assert!(TREES_READY_WAIT.as_secs() < QUESTION_TIMEOUT.as_secs());
 
-/// How long a scan's leaf hashes answer the questions of the same pass.
-const LEAVES_REUSED_FOR: Duration = Duration::from_secs(5);
-
-/// Records a tree's scan reads per second at most: its pace, so that a round takes a bounded
-/// share of the disk and CPU from clients (100 k keys: about 1 s per scan).
+/// Records [`roots`] reads per second at most, so that a check takes a bounded share of the
+/// disk and CPU from clients (100 k keys: about 1 s per peer).
 const SCAN_RECORDS_PER_SECOND: u64 = 100_000;
 
 /// This node's answer to `question` about `keyspace`, over the keys it shares with `peer`.
@@ -299,9 +342,17 @@ fn answer_question(
     peer: &str,
     question: Question,
 ) -> Result<PeerResponse, String> {
+    if !node.store.trees_ready(TREES_READY_WAIT) {
+        return Err("this node's hash trees are still being built".into());
+    }
+    let replication = node
+        .keyspaces
+        .get(keyspace)
+        .map_or(0, |def| def.replication as usize);
+    let ranges = shared_ranges(&node.view(), replication, peer);
     Ok(match question {
         Question::Branches => {
-            let leaves = leaves(node, keyspace, peer)?;
+            let leaves = shared_leaves(node, keyspace, &ranges)?;
             let hashes = leaves
                 .chunks(LEAVES_PER_BRANCH)
                 .map(|branch| branch.iter().fold(0, |all, leaf| all ^ leaf))
@@ -309,7 +360,7 @@ fn answer_question(
             PeerResponse::Tree(Ok(Tree { hashes }))
         }
         Question::Leaves(branches) => {
-            let leaves = leaves(node, keyspace, peer)?;
+            let leaves = shared_leaves(node, keyspace, &ranges)?;
             let hashes = branches
                 .iter()
                 .flat_map(|&branch| {
@@ -321,10 +372,15 @@ fn answer_question(
         }
         Question::Digests(mut leaves) => {
             leaves.sort_unstable();
+            leaves.dedup();
             let mut found = Vec::new();
-            walk_shared(node, keyspace, peer, Some(&leaves), |key, _, digest| {
-                found.push((key, digest))
-            })?;
+            for leaf in leaves {
+                let (low, high) = hashtree::leaf_span(leaf as usize);
+                for (low, high) in covered(&ranges, low, high) {
+                    let digests = node.store.tree_digests(keyspace, low, high);
+                    found.extend(digests.map_err(|e| e.to_string())?);
+                }
+            }
             PeerResponse::Digests(Ok(found))
         }
     })
@@ -366,7 +422,7 @@ pub async fn roots(node: &Arc<Node>, keyspace: &str) -> Result<BTreeMap<String, 
         let mut roots = BTreeMap::new();
         for peer in peers {
             let mut root = 0u64;
-            walk_shared(&node, &keyspace, &peer, None, |_, _, digest| root ^= digest)?;
+            walk_shared(&node, &keyspace, &peer, |digest| root ^= digest)?;
             roots.insert(peer, root);
         }
         Ok(roots)
@@ -382,11 +438,12 @@ const FIRST_ROUND_AFTER: Duration = Duration::from_secs(3);
 /// `passes` passes; waits for a round under way to finish first.
 pub async fn round(node: &Arc<Node>, keyspace: Option<&str>, passes: usize) {
     let _running = node.anti_entropy.running.lock().await;
-    // This side's trees are scanned afresh each round (a peer's questions may still be
-    // answered from a scan of the last few seconds).
-    node.anti_entropy.leaves.lock().clear();
     let view = node.view();
     let peers: Vec<String> = view.live_peers().cloned().collect();
+    if !peers.is_empty() {
+        // A node that had no peer kept no trees: from now on it does.
+        node.store.enable_trees();
+    }
     let keyspaces: Vec<String> = node
         .keyspaces
         .list()
@@ -627,6 +684,11 @@ pub async fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+
+    fn leaf_of(key: &[u8]) -> usize {
+        hashtree::leaf_of(ringkv_core::ring::key_hash(key))
+    }
 
     #[test]
     fn leaves_cover_the_tree_and_spread_keys() {
@@ -640,5 +702,53 @@ mod tests {
             "no branch gets many more than its share"
         );
         assert!(leaf_of(&[0xff; 64]) < LEAVES);
+    }
+
+    fn view(nodes: usize, zones: usize, vnodes: u32) -> ClusterView {
+        let members: Vec<ringkv_core::ring::Member> = (0..nodes)
+            .map(|i| ringkv_core::ring::Member {
+                id: format!("n{i}"),
+                zone: format!("z{}", i % zones),
+                weight: 1 + (i % 2) as u32,
+            })
+            .collect();
+        ClusterView {
+            me: "n0".into(),
+            ring: ringkv_core::ring::Ring::new(&members, vnodes),
+            joining_ring: None,
+            members: HashMap::new(),
+        }
+    }
+
+    proptest::proptest! {
+        /// Goal: the shared ranges hold exactly the keys both nodes replicate, the ones the
+        /// trees' answers are taken over. Method: random rings, peers and keys, the ranges
+        /// against the preference list of each key.
+        #[test]
+        fn shared_ranges_hold_exactly_the_keys_both_replicate(
+            nodes in 1usize..7,
+            zones in 1usize..4,
+            vnodes in 1u32..40,
+            replication in 1usize..5,
+            peer in 0usize..7,
+            keys in proptest::collection::vec(proptest::prelude::any::<u64>(), 300),
+        ) {
+            let view = view(nodes, zones, vnodes);
+            let peer = format!("n{}", peer % nodes);
+            let ranges = shared_ranges(&view, replication, &peer);
+            proptest::prop_assert!(ranges.windows(2).all(|w| w[0].1 < w[1].0), "sorted and disjoint");
+            for key in keys.iter().map(|k| k.to_le_bytes()) {
+                let hash = ringkv_core::ring::key_hash(&key);
+                let inside = covered(&ranges, hash, hash).next().is_some();
+                proptest::prop_assert_eq!(inside, shared(&view, &key, replication, &peer));
+            }
+            // Leaf boundaries: pieces stay within the leaf and inside the ranges.
+            for leaf in [0, 1, LEAVES / 2, LEAVES - 1] {
+                let (low, high) = hashtree::leaf_span(leaf);
+                for (a, b) in covered(&ranges, low, high) {
+                    proptest::prop_assert!(low <= a && a <= b && b <= high);
+                }
+            }
+        }
     }
 }

@@ -14,6 +14,9 @@
 //! - `m | name` → node metadata, such as the replica id.
 //! - `h | target length (u8) | target | sequence (u64 big-endian)` → a hint: a record to
 //!   deliver to node `target` (see [`crate::hints`]).
+//! - `t | keyspace number (u16 big-endian) | key hash (u64 big-endian) | key` → the digest
+//!   (u64 little-endian) of the key's record: the hash-tree index anti-entropy reads (see
+//!   [`crate::hashtree`]), in ring order, so the keys of a range of the ring are one scan.
 
 use ringkv_core::limits::{ENGINE_KEY_PREFIX_BYTES_MAX, KEYSPACE_NAME_BYTES_MAX};
 use ringkv_storage::{BatchKey, ScanRange};
@@ -24,6 +27,7 @@ const NAMED_DATA: u8 = b'd';
 const EXPIRY: u8 = b'x';
 const META: u8 = b'm';
 const HINT: u8 = b'h';
+const TREE: u8 = b't';
 
 /// A keyspace's number in this node's engine keys.
 pub type KeyspaceId = u16;
@@ -205,6 +209,57 @@ pub fn parse_hint_key(engine_key: &[u8]) -> Option<(&str, u64)> {
     Some((target, u64::from_be_bytes(sequence)))
 }
 
+/// The keyspace number and user key of a record's engine key; `None` if it is not one.
+pub fn parse_data_key(engine_key: &[u8]) -> Option<(KeyspaceId, &[u8])> {
+    let rest = engine_key.strip_prefix(&[DATA])?;
+    let id = KeyspaceId::from_be_bytes(rest.get(..2)?.try_into().ok()?);
+    Some((id, &rest[2..]))
+}
+
+/// The hash-tree index key of `key` (whose ring hash is `hash`) in keyspace number
+/// `keyspace`.
+pub fn tree_key(keyspace: KeyspaceId, hash: u64, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(TREE_PREFIX_BYTES + key.len());
+    out.push(TREE);
+    out.extend_from_slice(&keyspace.to_be_bytes());
+    out.extend_from_slice(&hash.to_be_bytes());
+    out.extend_from_slice(key);
+    out
+}
+
+/// Bytes a hash-tree index key has before the user key.
+const TREE_PREFIX_BYTES: usize = 1 + std::mem::size_of::<KeyspaceId>() + 8;
+
+const _: () = assert!(TREE_PREFIX_BYTES <= ENGINE_KEY_PREFIX_BYTES_MAX);
+
+/// The hash-tree index entries of keyspace number `keyspace` whose key hashes lie in
+/// `[low, high]`.
+pub fn tree_range(keyspace: KeyspaceId, low: u64, high: u64) -> ScanRange {
+    let start = tree_key(keyspace, low, b"");
+    match high.checked_add(1) {
+        Some(end) => ScanRange::between(&start, &tree_key(keyspace, end, b"")),
+        None => {
+            let mut range = ScanRange::prefix(&start[..1 + std::mem::size_of::<KeyspaceId>()]);
+            range.start = std::ops::Bound::Included(start);
+            range
+        }
+    }
+}
+
+/// The whole hash-tree index, of every keyspace.
+pub fn trees_range() -> ScanRange {
+    ScanRange::prefix(&[TREE])
+}
+
+/// The keyspace number, key hash and user key of a hash-tree index key; `None` if it is not
+/// one.
+pub fn parse_tree_key(engine_key: &[u8]) -> Option<(KeyspaceId, u64, &[u8])> {
+    let rest = engine_key.strip_prefix(&[TREE])?;
+    let id = KeyspaceId::from_be_bytes(rest.get(..2)?.try_into().ok()?);
+    let hash = u64::from_be_bytes(rest.get(2..10)?.try_into().ok()?);
+    Some((id, hash, &rest[10..]))
+}
+
 /// The engine key of a metadata item.
 pub fn meta_key(name: &str) -> Vec<u8> {
     let mut out = vec![META];
@@ -264,6 +319,26 @@ mod tests {
             assert_eq!(&batch[..], &data[..], "key of {len} bytes");
             assert_eq!(batch.spilled(), len + 3 > batch_inline);
         }
+    }
+
+    #[test]
+    fn tree_keys_sort_by_hash_and_ranges_hold_their_hashes() {
+        let (low, mid, top) = (
+            tree_key(3, 5, b"zz"),
+            tree_key(3, 6, b"a"),
+            tree_key(3, u64::MAX, b"k"),
+        );
+        assert!(low < mid && mid < top);
+        assert_eq!(parse_tree_key(&top), Some((3, u64::MAX, &b"k"[..])));
+        assert!(tree_range(3, 5, 5).contains(&low) && !tree_range(3, 5, 5).contains(&mid));
+        assert!(tree_range(3, 6, u64::MAX).contains(&top));
+        assert!(!tree_range(3, 0, u64::MAX).contains(&tree_key(4, 0, b"")));
+        assert!(trees_range().contains(&top) && !trees_range().contains(&data_key(3, b"k")));
+        assert_eq!(
+            parse_data_key(&data_key(258, b"key")),
+            Some((258, &b"key"[..]))
+        );
+        assert_eq!(parse_data_key(&top), None);
     }
 
     #[test]

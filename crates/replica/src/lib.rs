@@ -12,12 +12,15 @@
 //! - [`sweeper`]: removes expired values and old tombstones in the background.
 //! - [`layout`]: how keyspaces, keys and the expiry index map onto engine keys.
 //! - [`keyspace_ids`]: this node's numbers for keyspace names in those keys.
+//! - [`hashtree`]: the digests of the records, kept as writes land, that anti-entropy
+//!   compares.
 //! - [`hints`]: the durable queues of records to deliver to other replicas (hinted handoff).
 //! - [`metrics`]: the store's Prometheus metrics.
 
 mod answers;
 pub mod cache;
 pub mod error;
+pub mod hashtree;
 pub mod hints;
 pub mod keyspace_ids;
 pub mod layout;

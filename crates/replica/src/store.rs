@@ -4,6 +4,7 @@
 
 use crate::cache::{CacheKey, Cached, Lookup, RecordCache, SlotVersion, StoredRecord};
 use crate::error::ReplicaError;
+use crate::hashtree::HashTrees;
 use crate::hints::{HintLimits, Hints};
 use crate::keyspace_ids::KeyspaceIds;
 use crate::layout;
@@ -544,6 +545,8 @@ pub(crate) struct Shared {
     pub cache: Option<RecordCache>,
     /// This node's numbers for the keyspaces in its engine keys.
     pub keyspace_ids: KeyspaceIds,
+    /// The digests of the records, for anti-entropy.
+    pub trees: Arc<HashTrees>,
 }
 
 /// What the record cache held, before a write was queued, for the record the write replaces,
@@ -669,6 +672,9 @@ impl Shared {
     /// Counts and logs damaged data, and makes the error a read or write returns.
     pub fn corrupt(&self, keyspace: &str, key: &[u8], detail: String) -> ReplicaError {
         self.metrics.corruption.inc();
+        if let Some(id) = self.keyspace_ids.get(keyspace) {
+            self.trees.feed_damaged(id, key);
+        }
         tracing::error!(keyspace, key = %String::from_utf8_lossy(key), %detail, "corrupted record");
         ReplicaError::Corruption { detail }
     }
@@ -775,6 +781,8 @@ pub struct LocalStore {
     jobs: Option<mpsc::Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
     stop: Option<std::sync::mpsc::Sender<()>>,
+    /// The hash trees' thread: it ends saying whether the trees were complete.
+    trees_thread: Option<JoinHandle<bool>>,
     /// Records to deliver to other replicas, kept for the coordinator's handoff.
     hints: Hints,
 }
@@ -797,6 +805,7 @@ impl LocalStore {
         let hints = Hints::open(Arc::clone(&engine), options.hint_limits)?;
         let cache = (options.cache_bytes > 0).then(|| RecordCache::new(options.cache_bytes));
         let metrics = StoreMetrics::register(registry);
+        let trees = HashTrees::open(Arc::clone(&engine), registry)?;
         metrics
             .changes_refused_at_open
             .set(engine.changes_refused_at_open());
@@ -810,6 +819,7 @@ impl LocalStore {
             swept_since_compaction: Default::default(),
             cache,
             keyspace_ids,
+            trees: Arc::clone(&trees),
         });
         let (writer_tx, writer_rx) = mpsc::channel(shared.options.write_queue_max.max(1));
         let (stop_tx, stop_rx) = std::sync::mpsc::channel();
@@ -830,12 +840,20 @@ impl LocalStore {
                 crate::sweeper::run_background(shared, writer_tx, stop_rx)
             }
         })?);
+        let trees_thread = std::thread::Builder::new()
+            .name("ringkv-hashtree".into())
+            .spawn(move || {
+                ringkv_storage::background::lower_this_thread();
+                trees.run()
+            })
+            .map_err(|error| ReplicaError::Storage(error.into()))?;
         Ok(Self {
             shared,
             loops,
             jobs: Some(writer_tx),
             threads,
             stop: Some(stop_tx),
+            trees_thread: Some(trees_thread),
             hints,
         })
     }
@@ -1243,6 +1261,49 @@ impl LocalStore {
         }
     }
 
+    /// Forgets what the store knew of the engine's contents (its cache and hash trees) and
+    /// learns them again, as a restart would: for tests and tools that change the engine
+    /// behind the store's back.
+    pub fn reload_from_engine(&self) {
+        self.clear_cache();
+        self.shared.trees.rebuild();
+    }
+
+    /// Turns the hash trees on, if they are off (a node alone keeps none): every write is
+    /// hashed from now on, and a rebuild in the background covers the records already here.
+    pub fn enable_trees(&self) {
+        self.shared.trees.enable();
+    }
+
+    /// Waits up to `timeout` for the hash trees to be up to date (turning them on, with a
+    /// rebuild, if they were off); whether they are.
+    pub fn trees_ready(&self, timeout: std::time::Duration) -> bool {
+        self.shared.trees.wait_ready(timeout)
+    }
+
+    /// The leaves of `keyspace`'s hash tree ([`crate::hashtree`]).
+    pub fn tree_leaves(&self, keyspace: &str) -> Vec<u64> {
+        match self.shared.keyspace_ids.get(keyspace) {
+            Some(id) => self.shared.trees.leaves(id),
+            None => vec![0; crate::hashtree::LEAVES],
+        }
+    }
+
+    /// The key and digest of every record of `keyspace` whose ring hash lies in
+    /// `[low, high]`, in ring order, from the hash trees' index.
+    #[allow(clippy::type_complexity)]
+    pub fn tree_digests(
+        &self,
+        keyspace: &str,
+        low: u64,
+        high: u64,
+    ) -> Result<Vec<(Vec<u8>, u64)>, ReplicaError> {
+        match self.shared.keyspace_ids.get(keyspace) {
+            Some(id) => Ok(self.shared.trees.digests(id, low, high)?),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Brings sampled gauges (disk use) up to date.
     pub fn refresh_gauges(&self) {
         let (metrics, engine) = (&self.shared.metrics, &self.shared.engine);
@@ -1342,6 +1403,16 @@ impl Drop for LocalStore {
         self.jobs.take();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
+        }
+        // The writer has fed the trees every write it stored: once their thread has applied
+        // them, complete trees are kept for the next start.
+        self.shared.trees.stop();
+        if let Some(thread) = self.trees_thread.take() {
+            if thread.join().unwrap_or(false) {
+                if let Err(error) = self.shared.trees.mark_clean() {
+                    tracing::error!(%error, "could not keep the hash trees for the next start");
+                }
+            }
         }
         if let Err(error) = self.shared.engine.checkpoint() {
             tracing::error!(%error, "final checkpoint at shutdown failed");

@@ -414,6 +414,9 @@ impl Writer {
         } else {
             self.shared.engine.write(group.batch)
         };
+        let changed = group.records.iter();
+        let changed = changed.map(|(key, stored)| (key, stored.as_ref().map(|s| &s.bytes)));
+        self.shared.trees.feed(changed, stored.is_ok());
         // Readers may learn of these records as soon as the engine holds them, so the cache
         // must stop answering with older ones now. After a failed write the engine may hold
         // some of the group or none of it: forget those keys so their next read asks it.

@@ -378,7 +378,7 @@ async fn a_quorum_read_repairs_a_replica_that_lost_the_key() {
     let mut batch = ringkv_storage::WriteBatch::new();
     batch.delete(lost.local_store().data_key("default", b"fragile").unwrap());
     lost.local_store().engine().write_durable(batch).unwrap();
-    lost.local_store().clear_cache();
+    lost.local_store().reload_from_engine();
     assert_eq!(
         call(&nodes[2], "GET", "/v1/keys/fragile?local=true", &[], "")
             .await
@@ -692,7 +692,7 @@ fn lose_copies(node: &TestNode, prefix: &str, count: usize) {
         batch.delete(store.data_key("default", key.as_bytes()).unwrap());
     }
     store.engine().write_durable(batch).unwrap();
-    store.clear_cache();
+    store.reload_from_engine();
 }
 
 /// How many of `keys` (holding `v{i}`) `node` holds its own copy of.
@@ -924,7 +924,7 @@ async fn a_damaged_copy_is_replaced_by_anti_entropy() {
     batch.put(bad_key, b"\x01not a record".as_slice());
     batch.delete(damaged.data_key("default", b"dm-7").unwrap());
     damaged.engine().write_durable(batch).unwrap();
-    damaged.clear_cache();
+    damaged.reload_from_engine();
     let local = call(&nodes[2], "GET", "/v1/keys/dm-3?local=true", &[], "").await;
     assert_eq!(
         local.status,
