@@ -128,7 +128,10 @@ pub struct LeaveProgress {
     pub records_examined: u64,
     /// Records sent to a node taking over their range.
     pub records_sent: u64,
-    /// Sends that failed (anti-entropy repairs those keys later).
+    /// Sends that failed and were sent again (absent from nodes of earlier versions).
+    #[serde(default)]
+    pub send_retries: u64,
+    /// Sends that still failed after retrying (anti-entropy repairs those keys later).
     pub sends_failed: u64,
 }
 

@@ -11,6 +11,13 @@
 //!    up to date with those.
 //!
 //! The process keeps running, out of the ring, until the operator stops it.
+//!
+//! Leaving survives a restart: the node records that it is leaving, and after each page of
+//! records has reached the new owners, where its stream of the keyspace stands. A node that
+//! restarts while leaving announces itself `leaving` again and goes on streaming after the
+//! last page it recorded; one that restarts after it left stays `left`. A page whose sends
+//! fail is sent again (with growing pauses, for up to [`TAKER_GIVE_UP`]) before the stream
+//! moves past it.
 
 use crate::node::Node;
 use crate::peers::{PeerRequest, PeerResponse};
@@ -20,6 +27,20 @@ use ringkv_core::ring::{Member, Ring, VNODES_DEFAULT};
 use ringkv_replica::MergeRequest;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Set while this node leaves (`leaving`), then once it has left (`left`).
+const LEAVING_META: &str = "cluster/leaving";
+
+/// Per keyspace, the last key of the last page handed off: `cluster/leave/<keyspace>`.
+const CURSOR_META: &str = "cluster/leave/";
+
+/// Per keyspace, set once its stream has finished.
+const DONE_META: &str = "cluster/leave-done/";
+
+/// How long a page's failed sends are retried before the stream moves on (anti-entropy then
+/// brings those keys to their new owners, from the other replicas).
+const TAKER_GIVE_UP: Duration = Duration::from_secs(60);
 
 /// Records read per scan step while streaming.
 const SCAN_PAGE: usize = 1_000;
@@ -36,7 +57,11 @@ pub struct LeaveProgress {
     pub records_examined: u64,
     /// Records sent to a node taking over their range.
     pub records_sent: u64,
-    /// Sends that failed (anti-entropy repairs those keys later).
+    /// Sends that failed and were sent again.
+    #[serde(default)]
+    pub send_retries: u64,
+    /// Sends that still failed after retrying for a while (anti-entropy repairs those keys
+    /// later).
     pub sends_failed: u64,
 }
 
@@ -64,11 +89,42 @@ impl Leaving {
     }
 }
 
+/// What this node's metadata says of leaving: the status it starts with (`leaving` or
+/// `left`), or `None` if it never was asked to leave.
+pub fn recorded_status(node: &Node) -> Option<NodeStatus> {
+    match node.store.meta_get(LEAVING_META).ok().flatten()?.as_slice() {
+        b"left" => Some(NodeStatus::Left),
+        _ => Some(NodeStatus::Leaving),
+    }
+}
+
+/// Goes on leaving after a restart in the middle of it, once a peer is seen (to hand the
+/// ranges to) alive, until `shutdown`.
+pub async fn resume(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    if recorded_status(&node) != Some(NodeStatus::Leaving) {
+        return;
+    }
+    let peers_seen = async {
+        while node.view().live_peers().next().is_none() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::select! {
+        () = peers_seen => {}
+        _ = shutdown.wait_for(|stop| *stop) => return,
+    }
+    tracing::info!("resuming leaving the cluster where it stopped");
+    start(&node);
+}
+
 /// Starts leaving in the background unless already under way; `false` if this node is not
 /// in a cluster (it has nothing to hand off and no one to tell).
 pub fn start(node: &Arc<Node>) -> bool {
     if node.gossip.get().is_none() || node.view().is_single() {
         return false;
+    }
+    if let Err(error) = node.store.meta_put(LEAVING_META, b"leaving") {
+        tracing::warn!(%error, "cannot record leaving: a restart would not resume it");
     }
     {
         let mut progress = node.leaving.progress.lock();
@@ -91,9 +147,31 @@ async fn run(node: &Arc<Node>) {
         tracing::warn!(%error, "cannot announce leaving");
     }
     for def in node.keyspaces.list() {
-        if let Err(error) = stream_keyspace(node, &def.name, def.replication as usize).await {
-            tracing::warn!(keyspace = def.name, %error, "streaming a keyspace failed");
+        let done = format!("{DONE_META}{}", def.name);
+        if node.store.meta_get(&done).ok().flatten().is_some() {
+            continue;
         }
+        match stream_keyspace(node, &def.name, def.replication as usize).await {
+            Ok(()) => {
+                if let Err(error) = node.store.meta_put(&done, b"1") {
+                    tracing::warn!(%error, "cannot record a keyspace handed off");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(keyspace = def.name, %error, "streaming a keyspace failed")
+            }
+        }
+    }
+    let recorded = node.store.meta_put(LEAVING_META, b"left").and_then(|()| {
+        for prefix in [CURSOR_META, DONE_META] {
+            for (name, _) in node.store.meta_scan(prefix)? {
+                node.store.meta_delete(&name)?;
+            }
+        }
+        Ok(())
+    });
+    if let Err(error) = recorded {
+        tracing::warn!(%error, "cannot record having left");
     }
     if let Err(error) = gossip.set_status(NodeStatus::Left) {
         tracing::warn!(%error, "cannot announce having left");
@@ -104,7 +182,7 @@ async fn run(node: &Arc<Node>) {
 }
 
 /// Sends every record of `keyspace` this node holds to the nodes that take over its key
-/// ranges once it is gone.
+/// ranges once it is gone, from where a stream before a restart stopped.
 async fn stream_keyspace(
     node: &Arc<Node>,
     keyspace: &str,
@@ -123,7 +201,8 @@ async fn stream_keyspace(
         .collect();
     let after = Ring::new(&without_me, VNODES_DEFAULT);
     let conflict = node.keyspaces.conflict_of(keyspace);
-    let mut resume: Option<Vec<u8>> = None;
+    let cursor = format!("{CURSOR_META}{keyspace}");
+    let mut resume: Option<Vec<u8>> = node.store.meta_get(&cursor).ok().flatten();
     loop {
         let (records, next) = node
             .store
@@ -151,23 +230,61 @@ async fn stream_keyspace(
             node.leaving
                 .update(|progress| progress.records_examined += 1);
         }
-        let sends = sends.into_iter().map(|(taker, merge)| {
-            let view = Arc::clone(&view);
-            async move {
-                let sent = crate::coordinator::ask(node, &view, &taker, PeerRequest::Merge(merge));
-                matches!(sent.await, Ok(PeerResponse::Merged(Ok(_))))
-            }
-        });
-        let mut sends = futures_util::stream::iter(sends).buffer_unordered(SENDS_IN_FLIGHT);
-        while let Some(sent) = sends.next().await {
-            node.leaving.update(|progress| match sent {
-                true => progress.records_sent += 1,
-                false => progress.sends_failed += 1,
-            });
-        }
+        hand_off(node, sends).await;
         match next {
-            Some(next) => resume = Some(next),
+            Some(next) => {
+                if let Err(error) = node.store.meta_put(&cursor, &next) {
+                    tracing::warn!(%error, "cannot record where leaving stands");
+                }
+                resume = Some(next);
+            }
             None => return Ok(()),
         }
+    }
+}
+
+/// Sends a page's records to the nodes taking them over; sends that fail are sent again,
+/// with growing pauses, until they land or [`TAKER_GIVE_UP`] has passed (then counted failed).
+async fn hand_off(node: &Arc<Node>, mut sends: Vec<(String, MergeRequest)>) {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(200);
+    loop {
+        // The view of now: a taker seen down a moment ago may be back.
+        let view = node.view();
+        let attempts = sends.into_iter().map(|(taker, merge)| {
+            let view = Arc::clone(&view);
+            async move {
+                let request = PeerRequest::Merge(merge.clone());
+                let sent = crate::coordinator::ask(node, &view, &taker, request).await;
+                let landed = matches!(sent, Ok(PeerResponse::Merged(Ok(_))));
+                (landed, taker, merge)
+            }
+        });
+        let mut attempts = futures_util::stream::iter(attempts).buffer_unordered(SENDS_IN_FLIGHT);
+        let mut failed = Vec::new();
+        while let Some((landed, taker, merge)) = attempts.next().await {
+            if landed {
+                node.leaving.update(|progress| progress.records_sent += 1);
+            } else {
+                failed.push((taker, merge));
+            }
+        }
+        if failed.is_empty() {
+            return;
+        }
+        if started.elapsed() > TAKER_GIVE_UP {
+            tracing::warn!(
+                sends = failed.len(),
+                "leaving: sends still failing; anti-entropy will bring those keys"
+            );
+            node.leaving
+                .update(|progress| progress.sends_failed += failed.len() as u64);
+            return;
+        }
+        node.leaving
+            .update(|progress| progress.send_retries += failed.len() as u64);
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+        sends = failed;
     }
 }

@@ -334,6 +334,7 @@ pub async fn start_cluster_services(
     let hint_replay = tokio::spawn(crate::handoff::run_replay(Arc::clone(node), signal.clone()));
     let anti_entropy = tokio::spawn(crate::anti_entropy::run(Arc::clone(node), signal.clone()));
     let reaper = tokio::spawn(crate::reaper::run(Arc::clone(node), signal.clone()));
+    let leave = tokio::spawn(crate::leave::resume(Arc::clone(node), signal.clone()));
     let mut tasks = vec![
         rpc_task,
         metadata_task,
@@ -341,6 +342,7 @@ pub async fn start_cluster_services(
         hint_replay,
         anti_entropy,
         reaper,
+        leave,
     ];
     if joining {
         tasks.push(tokio::spawn(crate::join::run(Arc::clone(node), signal)));
@@ -374,10 +376,12 @@ async fn start_gossip(
         http: advertised_http(config.advertise.as_deref(), http_addr),
         zone: config.zone.clone(),
         weight: config.weight,
+        // A node that was leaving when it stopped goes on leaving; one that left stays out.
         status: if joining {
             ringkv_cluster::membership::NodeStatus::Joining
         } else {
-            ringkv_cluster::membership::NodeStatus::Normal
+            crate::leave::recorded_status(node)
+                .unwrap_or(ringkv_cluster::membership::NodeStatus::Normal)
         },
         // Newer than any identity of this node's earlier runs (each change of status adds
         // one), so a restarted node's settings — a wiped node now joining — win over what

@@ -219,8 +219,12 @@ fn leave(client: &ringkv_client::Client, json: bool) -> anyhow::Result<()> {
     let left = loop {
         let progress = client.leave_progress()?;
         spinner.set_message(format!(
-            "{}: {} records examined, {} handed off, {} failed",
-            progress.state, progress.records_examined, progress.records_sent, progress.sends_failed
+            "{}: {} records examined, {} handed off, {} sent again, {} failed",
+            progress.state,
+            progress.records_examined,
+            progress.records_sent,
+            progress.send_retries,
+            progress.sends_failed
         ));
         spinner.tick();
         if progress.state == "left" {

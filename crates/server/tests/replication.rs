@@ -840,6 +840,85 @@ async fn a_leaving_node_hands_its_ranges_off_before_it_leaves_the_ring() {
     leaving.running.shutdown().await;
 }
 
+/// Goal: a node restarted in the middle of leaving goes on leaving where it stopped: it comes
+/// back `leaving` (not `normal`), streams only the keys after the last page it recorded as
+/// handed off, and leaves; the keys it streamed are on all three other nodes. Method: four
+/// nodes, N = 3, anti-entropy off; the leaver's metadata is set as a crash after handing
+/// off the keys up to `rl-3` would leave it (every record of `rl-0..=rl-3` is handed off by
+/// hand, as its stream would have); it is stopped and started again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leave_interrupted_by_a_restart_resumes_after_the_last_page_it_handed_off() {
+    const KEYS: usize = 40;
+    let off = |config: &mut ringkv_server::ServerConfig| config.anti_entropy_interval_ms = 0;
+    let mut nodes = cluster_with(4, off).await;
+    write_keys(&nodes[0], "rl-", KEYS).await;
+    let leaver = nodes.pop().unwrap();
+    let gone = leaver.running.node.node_id.clone();
+    // The keys up to the cursor (in key order) count as handed off: merged into every other
+    // node, as the stream would have.
+    let cursor = "rl-3";
+    let mut streamed_before: Vec<String> = (0..KEYS)
+        .map(|i| format!("rl-{i}"))
+        .filter(|key| key.as_str() <= cursor)
+        .collect();
+    streamed_before.sort();
+    for key in &streamed_before {
+        let leavers = leaver.running.node.local_store();
+        let Some(record) = leavers.get_record("default", key.as_bytes()).unwrap() else {
+            continue; // not one of its keys
+        };
+        for node in &nodes {
+            let merge = ringkv_replica::MergeRequest {
+                keyspace: "default".into(),
+                key: key.as_bytes().to_vec(),
+                record: record.clone(),
+                conflict: ringkv_replica::ConflictMode::LastWriterWins,
+            };
+            node.running.node.local_store().merge(merge).await.unwrap();
+        }
+    }
+    // The metadata a crash after that page would leave (names as in crates/coordinator's leave.rs).
+    let store = leaver.running.node.local_store();
+    let held_after_cursor = (0..KEYS)
+        .map(|i| format!("rl-{i}"))
+        .filter(|key| key.as_str() > cursor)
+        .filter(|key| {
+            store
+                .get_record("default", key.as_bytes())
+                .unwrap()
+                .is_some()
+        })
+        .count();
+    assert!(held_after_cursor > 0);
+    store.meta_put("cluster/leaving", b"leaving").unwrap();
+    store
+        .meta_put("cluster/leave/default", cursor.as_bytes())
+        .unwrap();
+    let (id, dir, listen) = stop(leaver, &nodes).await;
+    let back = restart(&id, dir, listen, off).await;
+    eventually("the restarted node has left", async || {
+        call(&back, "GET", "/v1/cluster/leave", &[], "").await.body["state"] == "left"
+    })
+    .await;
+    let progress = call(&back, "GET", "/v1/cluster/leave", &[], "").await.body;
+    assert_eq!(
+        progress["records_examined"].as_u64().unwrap() as usize,
+        held_after_cursor,
+        "only the keys after the cursor were streamed again: {progress}"
+    );
+    assert_eq!(progress["sends_failed"], 0, "{progress}");
+    eventually("every other member's ring drops it", async || {
+        nodes
+            .iter()
+            .all(|node| view(node).members.len() == 3 && !view(node).members.contains_key(&gone))
+    })
+    .await;
+    for i in 0..KEYS {
+        assert_eq!(holders(&nodes, &format!("rl-{i}")).await.len(), 3, "rl-{i}");
+    }
+    back.running.shutdown().await;
+}
+
 /// Goal: a node that joins a loaded cluster streams its share of the copies from the three
 /// holders at once before it serves them (`joining`, then `normal`), each key from one
 /// donor, nothing lost, with no read. Method: three nodes, 60 keys; a fourth joins; once it

@@ -358,7 +358,7 @@ pub const OPERATIONS: &[Operation] = &[
         parameters: &[],
         body: None,
         body_schema: None,
-        responses: &[(202, "Leaving (or already): {state, records_examined, records_sent, sends_failed}"), (409, "Not in a cluster")],
+        responses: &[(202, "Leaving (or already): {state, records_examined, records_sent, send_retries, sends_failed}"), (409, "Not in a cluster")],
     },
     Operation {
         method: "get",
@@ -369,7 +369,7 @@ pub const OPERATIONS: &[Operation] = &[
         parameters: &[],
         body: None,
         body_schema: None,
-        responses: &[(200, "{state: normal | leaving | left, records_examined, records_sent, sends_failed}")],
+        responses: &[(200, "{state: normal | leaving | left, records_examined, records_sent, send_retries, sends_failed}")],
     },
     Operation {
         method: "delete",
