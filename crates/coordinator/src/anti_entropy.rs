@@ -652,6 +652,9 @@ async fn repair(
         .map_err(|e| e.to_string())?
     {
         metrics.repaired_here.inc();
+    } else if let Err(error) = node.store.refresh_tree(keyspace, key) {
+        // Unchanged here, yet it differed: the tree may have drifted from the record.
+        tracing::debug!(%error, "could not hash a record into the tree again");
     }
     match crate::coordinator::ask(node, view, peer, PeerRequest::Merge(merge)).await? {
         PeerResponse::Merged(Ok(true)) => {

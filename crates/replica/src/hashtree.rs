@@ -297,6 +297,17 @@ impl HashTrees {
         self.wake.notify_all();
     }
 
+    /// Feeds the record of `key` in keyspace number `keyspace` as the engine holds it now
+    /// (after anti-entropy found it already equal to the merge, in case the index had drifted
+    /// from it).
+    pub(crate) fn refresh(&self, keyspace: KeyspaceId, key: &[u8]) -> Result<(), StorageError> {
+        let data_key = CacheKey::from_slice(&layout::data_key(keyspace, key));
+        let stored = self.engine.get(&data_key)?.map(Bytes::from);
+        let stored = stored.filter(|bytes| Record::decode(bytes).is_ok());
+        self.feed(std::iter::once((&data_key, stored.as_ref())), true);
+        Ok(())
+    }
+
     /// Feeds that the record of `key` in keyspace number `keyspace` failed its checksum: it
     /// counts as missing, so that anti-entropy replaces it.
     pub(crate) fn feed_damaged(&self, keyspace: KeyspaceId, key: &[u8]) {
@@ -463,7 +474,7 @@ impl HashTrees {
     fn rebuild_all(&self) -> Result<Done, StorageError> {
         self.metrics.rebuilds.inc();
         let started = Instant::now();
-        // The old index goes first; the changes fed meanwhile wait (they would be deleted).
+        // The old index goes first.
         let mut resume: Option<Vec<u8>> = None;
         loop {
             let range = match &resume {
@@ -478,6 +489,9 @@ impl HashTrees {
                 batch.delete(key);
             }
             self.engine.write(batch)?;
+            // What was fed meanwhile is of no use: the scan below reads every record as it
+            // is then, later than these changes. Kept, it could fill the queue.
+            self.take(&mut self.queue.lock());
             if let Some(done) = self.interruption() {
                 return Ok(done);
             }

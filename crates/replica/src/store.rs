@@ -1281,6 +1281,16 @@ impl LocalStore {
         self.shared.trees.wait_ready(timeout)
     }
 
+    /// Hashes the record of `key` into the trees again, as the engine holds it: for a key
+    /// anti-entropy found differing that a merge did not change, should the trees have drifted
+    /// from the records (a write fed after the trees stopped at shutdown).
+    pub fn refresh_tree(&self, keyspace: &str, key: &[u8]) -> Result<(), ReplicaError> {
+        match self.shared.keyspace_ids.get(keyspace) {
+            Some(id) => Ok(self.shared.trees.refresh(id, key)?),
+            None => Ok(()),
+        }
+    }
+
     /// The leaves of `keyspace`'s hash tree ([`crate::hashtree`]).
     pub fn tree_leaves(&self, keyspace: &str) -> Vec<u64> {
         match self.shared.keyspace_ids.get(keyspace) {
