@@ -2,6 +2,9 @@
 //! engine, kept across a clean restart, rebuilt after a crash, and blind to damaged records.
 //! Each check compares the trees with leaves computed afresh from a scan of the records.
 
+mod common;
+
+use common::metric;
 use prometheus_client::registry::Registry;
 use ringkv_core::clock::SystemClock;
 use ringkv_core::record::Record;
@@ -71,15 +74,6 @@ fn assert_trees_match(store: &LocalStore, context: &str) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn metric(registry: &Registry, name: &str) -> f64 {
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
-    text.lines()
-        .find(|line| line.starts_with(name) && !line.starts_with('#'))
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} not found"))
 }
 
 async fn write_keys(

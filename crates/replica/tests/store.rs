@@ -1,6 +1,9 @@
 //! Behaviour of the local store over every engine: versioned writes, expiry and sweeping,
 //! conditional writes under concurrency, siblings, damage handling and scans.
 
+mod common;
+
+use common::metric;
 use prometheus_client::registry::Registry;
 use ringkv_core::clock::{ManualClock, SystemClock, WallClock};
 use ringkv_replica::{
@@ -37,15 +40,6 @@ fn fixture_with(kind: EngineKind, clock: Arc<dyn WallClock>, options: StoreOptio
         registry,
         _dir: dir,
     }
-}
-
-fn metric(registry: &Registry, name: &str) -> f64 {
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
-    text.lines()
-        .find(|line| line.starts_with(name) && !line.starts_with('#'))
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} not found in\n{text}"))
 }
 
 /// Damages the stored record of `key` behind the store's back, as a bad disk would, and

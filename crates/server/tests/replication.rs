@@ -802,6 +802,26 @@ async fn a_removed_dead_node_leaves_the_ring_and_its_copies_are_restored() {
     .await;
 }
 
+/// Waits until every node of `nodes` (three) has dropped `gone` from its ring, then checks
+/// that each of keys `{prefix}0..count` is on all three.
+async fn assert_gone_and_every_key_on_the_rest(
+    nodes: &[TestNode],
+    gone: &str,
+    prefix: &str,
+    count: usize,
+) {
+    eventually("every other member's ring drops it", async || {
+        nodes
+            .iter()
+            .all(|node| view(node).members.len() == 3 && !view(node).members.contains_key(gone))
+    })
+    .await;
+    for i in 0..count {
+        let key = format!("{prefix}{i}");
+        assert_eq!(holders(nodes, &key).await.len(), 3, "{key}");
+    }
+}
+
 /// Goal: `ringkv cluster leave` hands a node's ranges to their next owners before it leaves
 /// the ring, so every key keeps its three copies on the nodes that stay, with no wait for
 /// anti-entropy (off here). Method: four nodes, N = 3, 60 keys on their replicas; one node
@@ -828,15 +848,7 @@ async fn a_leaving_node_hands_its_ranges_off_before_it_leaves_the_ring() {
         .body;
     assert!(progress["records_sent"].as_u64().unwrap() > 0, "{progress}");
     assert_eq!(progress["sends_failed"], 0, "{progress}");
-    eventually("every other member's ring drops it", async || {
-        nodes
-            .iter()
-            .all(|node| view(node).members.len() == 3 && !view(node).members.contains_key(&gone))
-    })
-    .await;
-    for i in 0..KEYS {
-        assert_eq!(holders(&nodes, &format!("lv-{i}")).await.len(), 3, "lv-{i}");
-    }
+    assert_gone_and_every_key_on_the_rest(&nodes, &gone, "lv-", KEYS).await;
     leaving.running.shutdown().await;
 }
 
@@ -907,15 +919,7 @@ async fn a_leave_interrupted_by_a_restart_resumes_after_the_last_page_it_handed_
         "only the keys after the cursor were streamed again: {progress}"
     );
     assert_eq!(progress["sends_failed"], 0, "{progress}");
-    eventually("every other member's ring drops it", async || {
-        nodes
-            .iter()
-            .all(|node| view(node).members.len() == 3 && !view(node).members.contains_key(&gone))
-    })
-    .await;
-    for i in 0..KEYS {
-        assert_eq!(holders(&nodes, &format!("rl-{i}")).await.len(), 3, "rl-{i}");
-    }
+    assert_gone_and_every_key_on_the_rest(&nodes, &gone, "rl-", KEYS).await;
     back.running.shutdown().await;
 }
 
