@@ -156,6 +156,7 @@ mod tests {
             previous: None,
             integer: None,
             record: None,
+            previous_unknown: false,
         };
         (Answer::Write(reply, Ok(outcome)), answered)
     }

@@ -445,6 +445,9 @@ pub struct WriteOutcome {
     pub integer: Option<i64>,
     /// The whole record after the write, when the request asked for it.
     pub record: Option<Box<Record>>,
+    /// Set when no replica of the key led the write (every one was down, and a stand-in
+    /// issued it for the fallbacks to keep): `previous` is then not known rather than absent.
+    pub previous_unknown: bool,
 }
 
 impl WriteOutcome {
@@ -1044,6 +1047,14 @@ impl LocalStore {
     /// write queue is full instead of waiting for room.
     pub async fn try_write(&self, request: WriteRequest) -> Result<WriteOutcome, ReplicaError> {
         self.submit(request)?.wait().await
+    }
+
+    /// The record a stand-in coordinator issues for a blind write none of the key's replicas
+    /// could lead (every one is down), stored nowhere here: the caller hands it to fallbacks
+    /// as hints. See [`crate::writer::stand_in_record`] for why its dot is not this node's.
+    pub fn stand_in_record(&self, request: WriteRequest) -> Result<Record, ReplicaError> {
+        request.validate()?;
+        crate::writer::stand_in_record(&self.shared, request)
     }
 
     /// Queues a write without waiting for it, refusing with [`ReplicaError::Busy`] when the

@@ -572,6 +572,7 @@ impl Writer {
                 previous: None,
                 integer,
                 record: None,
+                previous_unknown: false,
             });
         }
         let record = Record::replace(replacing, mutation, shared.replica_id, timestamp)?;
@@ -650,6 +651,7 @@ impl Writer {
             previous: None,
             integer: None,
             record: None,
+            previous_unknown: false,
         })
     }
 
@@ -672,6 +674,7 @@ impl Writer {
             previous: written.previous.map(Box::new),
             integer: written.integer,
             record: written.return_record.then(|| Box::new(record.clone())),
+            previous_unknown: false,
         };
         let id = self.keyspace_id(keyspace)?;
         store(group, keyspace, id, key, written.old_due, Some(record));
@@ -893,6 +896,31 @@ fn seen_context(request: &WriteRequest, stored: Option<&Record>) -> VersionVecto
         }
         (None, ConflictMode::Siblings) => stored_context(),
     }
+}
+
+/// The record a *stand-in* issues for a blind write (no condition, nothing read from the
+/// stored value) that none of the key's replicas could lead, because every one is down: the
+/// write applied to no stored record, for the fallbacks to keep as hints.
+///
+/// Its dot is stamped with a fresh random id, not this node's. A node's counters are unique
+/// per key only because it holds the key's record when it issues them: a later write it led
+/// would otherwise carry a context entry `{node: later}` that covers this dot without having
+/// seen it, and the merge would drop this write. A one-off id covers nothing else; the cost
+/// is one context entry per stand-in write, within the pruned bound like any other.
+pub(crate) fn stand_in_record(
+    shared: &Shared,
+    request: WriteRequest,
+) -> Result<Record, ReplicaError> {
+    debug_assert_eq!(request.condition, Condition::Always);
+    let seen = seen_context(&request, None);
+    let (mutation, _) = resolve_change(request.change, None)?;
+    let timestamp = shared.hlc.tick(shared.clock.now_ms());
+    let actor = ringkv_core::causal::ReplicaId(rand::random::<u64>().max(1));
+    let mut record = Record::update_owned(None, &seen, mutation, actor, timestamp)?;
+    if request.conflict == ConflictMode::LastWriterWins {
+        record.resolve_last_writer_wins();
+    }
+    Ok(record)
 }
 
 /// Turns a change into the new sibling's value and expiry, given what a read sees now.

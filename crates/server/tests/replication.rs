@@ -117,18 +117,42 @@ async fn cluster_with(
         );
     }
     for node in &nodes {
-        eventually(
-            "every node sees the whole cluster alive and joined",
-            async || {
-                let view = view(node);
-                view.members.len() == count
-                    && view
-                        .members
-                        .keys()
-                        .all(|id| !view.is_down(id) && !view.is_joining(id))
-            },
-        )
-        .await;
+        let deadline = Instant::now() + CONVERGE_WITHIN;
+        loop {
+            let seen = view(node);
+            if seen.members.len() == count
+                && seen
+                    .members
+                    .keys()
+                    .all(|id| !seen.is_down(id) && !seen.is_joining(id))
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                // What each node sees, for whoever has to find out why.
+                for other in &nodes {
+                    eprintln!("joining: {:?}", other.running.node.joining.progress());
+                    let other = view(other);
+                    let ids = |keep: &dyn Fn(&str) -> bool| -> Vec<String> {
+                        other
+                            .members
+                            .keys()
+                            .filter(|id| keep(id))
+                            .cloned()
+                            .collect()
+                    };
+                    eprintln!(
+                        "{} sees members {:?}, down {:?}, joining {:?}",
+                        other.me,
+                        ids(&|_| true),
+                        ids(&|id| other.is_down(id)),
+                        ids(&|id| other.is_joining(id)),
+                    );
+                }
+                panic!("every node sees the whole cluster alive and joined: not within {CONVERGE_WITHIN:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     nodes
 }
@@ -594,6 +618,124 @@ async fn a_fallback_stands_in_for_a_down_replica_unless_pw_forbids_it() {
     )
     .await;
     assert!(fallback.running.node.handoff.metrics.replayed.get() >= 1);
+}
+
+/// Goal: with every replica of a key down, a blind write is still taken (sloppy quorum):
+/// the coordinator issues it as a stand-in and fallbacks keep it as hints, delivered when the
+/// replicas return; a write that reads first, or demands pw, is refused. Two stand-in writes
+/// of one key without a context, through one node, in a siblings keyspace, stay two siblings
+/// beside the value written before: a stand-in's dot covers nothing else (were it stamped
+/// with the node's own id, the second write's context would cover the first's dot and the
+/// merge would drop it). Method: five nodes, N = 3; a key none of whose replicas is one of
+/// the two nodes left up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_replica_down_blind_writes_are_kept_by_fallbacks_and_none_is_lost() {
+    let mut nodes = cluster(5).await;
+    let created = call(
+        &nodes[0],
+        "PUT",
+        "/v1/ks/carts",
+        &[],
+        r#"{"replication": 3, "conflict": "siblings"}"#,
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::OK, "{:?}", created.body);
+    let id_of = |node: &TestNode| node.running.node.node_id.clone();
+    let up = [id_of(&nodes[0]), id_of(&nodes[1])];
+    let replicas_of = |key: &str| -> Vec<String> {
+        view(&nodes[0])
+            .ring
+            .preference_list(key.as_bytes(), 3)
+            .into_iter()
+            .map(|member| member.id.clone())
+            .collect()
+    };
+    let key = (0..1000)
+        .map(|i| format!("stand-in-{i}"))
+        .find(|key| replicas_of(key).iter().all(|id| !up.contains(id)))
+        .expect("some key has its replicas on the other three nodes");
+    let (carts, plain) = (
+        format!("/v1/ks/carts/keys/{key}"),
+        format!("/v1/keys/{key}"),
+    );
+    eventually("the keyspace reaches every node", async || {
+        let mut all = true;
+        for node in &nodes {
+            all &= call(node, "GET", "/v1/ks/carts", &[], "").await.status == StatusCode::OK;
+        }
+        all
+    })
+    .await;
+    for uri in [&carts, &plain] {
+        let old = put(&nodes[0], &format!("{uri}?w=all"), "old").await;
+        assert_eq!(old.status, StatusCode::OK, "{:?}", old.body);
+    }
+
+    let mut stopped = Vec::new();
+    while nodes.len() > 2 {
+        let node = nodes.pop().unwrap();
+        stopped.push(stop(node, &nodes).await);
+    }
+    for value in ["a", "b"] {
+        let answer = put(&nodes[0], &format!("{carts}?w=2"), value).await;
+        assert_eq!(answer.status, StatusCode::OK, "{value}: {:?}", answer.body);
+    }
+    let deleted = call(&nodes[1], "DELETE", &format!("{plain}?w=2"), &[], "").await;
+    assert_eq!(deleted.status, StatusCode::OK, "{:?}", deleted.body);
+    assert_eq!(
+        deleted.body["deleted"],
+        serde_json::Value::Null,
+        "a stand-in cannot know whether the key existed"
+    );
+    let strict = put(&nodes[0], &format!("{carts}?w=2&pw=1"), "pw").await;
+    assert_eq!(strict.status, StatusCode::SERVICE_UNAVAILABLE);
+    let conditional = call(
+        &nodes[0],
+        "PUT",
+        &carts,
+        &[("content-type", "application/json"), ("if-none-match", "*")],
+        r#"{"value": "conditional"}"#,
+    )
+    .await;
+    assert_eq!(conditional.status, StatusCode::SERVICE_UNAVAILABLE);
+    let stored: u64 = nodes
+        .iter()
+        .map(|node| node.running.node.handoff.metrics.stored.get())
+        .sum();
+    assert!(
+        stored >= 4,
+        "two fallbacks keep each of the two writes: {stored}"
+    );
+
+    let mut back = Vec::new();
+    for (id, dir, listen) in stopped {
+        back.push(restart(&id, dir, listen, |_| {}).await);
+    }
+    for node in &back {
+        eventually(
+            "every returned replica holds both stand-in writes and the old value",
+            async || {
+                let local = call(node, "GET", &format!("{carts}?local=true"), &[], "").await;
+                let mut values: Vec<String> = local.body["siblings"]
+                    .as_array()
+                    .map(|siblings| {
+                        siblings
+                            .iter()
+                            .map(|s| s["value"].as_str().unwrap_or_default().to_owned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                values.sort();
+                local.status == StatusCode::MULTIPLE_CHOICES && values == ["a", "b", "old"]
+            },
+        )
+        .await;
+        eventually("the stand-in delete reached every replica", async || {
+            let local = call(node, "GET", &format!("{plain}?local=true"), &[], "").await;
+            local.status == StatusCode::NOT_FOUND
+        })
+        .await;
+    }
 }
 
 /// Stops `node` and waits until every one of `others` sees it down; its id, data directory

@@ -14,6 +14,10 @@
 //! next lead is tried only when the previous one reported that it did not apply it or did not
 //! answer (a lead that applied but did not answer may leave a sibling — the usual Dynamo
 //! trade-off — never a lost write).
+//!
+//! When no replica can lead — every one is down — a blind write is issued by this node as a
+//! *stand-in* and kept by fallback nodes as hints (sloppy quorum); a write that reads first,
+//! or one that demands acknowledgements from the key's own replicas (pw), is refused.
 
 use super::read::{ask_record, merge};
 use super::{ask, CoordinatorError, Placement};
@@ -39,12 +43,18 @@ pub async fn write(
         Some(placement) if !placement.is_local_only() => placement,
         _ => return Ok(node.store.try_write(request).await?),
     };
-    let needed = consistency.writes(placement.replicas.len());
+    let needed = Needed {
+        copies: consistency.writes(placement.replicas.len()),
+        primaries: consistency.primary_writes(placement.replicas.len()),
+    };
     let key = request.key.to_vec();
     let mut failures = Vec::new();
-    let Some((lead, mut outcome)) = apply_at_lead(node, &placement, request, &mut failures).await?
-    else {
-        return Err(placement.unavailable(node, needed, 0, &failures));
+    let (lead, mut outcome) = match apply_at_lead(node, &placement, request, &mut failures).await? {
+        Ok((lead, outcome)) => (Some(lead), outcome),
+        Err(request) if is_blind(&request) && needed.primaries == 0 => {
+            (None, stand_in(node, request)?)
+        }
+        Err(_) => return Err(placement.unavailable(node, needed.copies, 0, &failures)),
     };
     let record = *outcome
         .record
@@ -56,13 +66,24 @@ pub async fn write(
         record,
         conflict: keyspace.conflict.into(),
     };
-    let needed = Needed {
-        copies: needed,
-        primaries: consistency.primary_writes(placement.replicas.len()),
-    };
     copy_to_joining(node, &placement, keyspace.replication as usize, &merge);
-    replicate(node, &placement, &lead, merge, needed, failures).await?;
+    replicate(node, &placement, lead.as_deref(), merge, needed, failures).await?;
     Ok(outcome)
+}
+
+/// Issues a blind write that no replica of the key could lead (every one is down or did not
+/// answer) here, as Dynamo's sloppy quorum does: the record goes only to fallbacks, as hints
+/// each delivers when its replica is back. The write is acknowledged once W fallbacks hold
+/// it; it cannot see the key's stored value, so the outcome says its `previous` is unknown.
+fn stand_in(node: &Node, request: WriteRequest) -> Result<WriteOutcome, CoordinatorError> {
+    let record = node.store.stand_in_record(request)?;
+    Ok(WriteOutcome {
+        context: record.context.clone(),
+        previous: None,
+        integer: None,
+        record: Some(Box::new(record)),
+        previous_unknown: true,
+    })
 }
 
 /// Sends the write's record, in the background and uncounted, to the members joining as the
@@ -124,14 +145,15 @@ fn is_blind(request: &WriteRequest) -> bool {
         }
 }
 
-/// Has the first willing replica apply the write; `None` if none could. A replica's verdict
-/// on the request itself (a failed condition...) ends the attempt with that error.
+/// Has the first willing replica apply the write; the request back if none could. A
+/// replica's verdict on the request itself (a failed condition...) ends the attempt with that
+/// error.
 async fn apply_at_lead(
     node: &Arc<Node>,
     placement: &Placement,
     request: WriteRequest,
     failures: &mut Vec<String>,
-) -> Result<Option<(String, WriteOutcome)>, CoordinatorError> {
+) -> Result<Result<(String, WriteOutcome), WriteRequest>, CoordinatorError> {
     let me = &placement.view.me;
     let mut candidates: Vec<&String> = placement.replicas.iter().collect();
     if is_blind(&request) {
@@ -157,7 +179,7 @@ async fn apply_at_lead(
         )
         .await;
         match response {
-            Ok(PeerResponse::Applied(Ok(outcome))) => return Ok(Some((id.clone(), outcome))),
+            Ok(PeerResponse::Applied(Ok(outcome))) => return Ok(Ok((id.clone(), outcome))),
             Ok(PeerResponse::Applied(Err(error))) => match error.into_request_error() {
                 Ok(verdict) => return Err(verdict.into()),
                 Err(failure) => failures.push(format!("{id}: {failure}")),
@@ -166,7 +188,7 @@ async fn apply_at_lead(
             Err(failure) => failures.push(failure),
         }
     }
-    Ok(None)
+    Ok(Err(request))
 }
 
 /// Merges every reachable replica's record of the key into replica `lead`'s copy (the first
@@ -228,15 +250,16 @@ enum Ack {
     Fallback,
 }
 
-/// Sends the lead's record to the other replicas; returns once enough hold it (`needed`),
-/// leaving the rest to finish in the background. A replica that does not take its copy gets
-/// it through a fallback node, the next healthy one on the ring, which keeps it durably as a
-/// hint and counts towards W (sloppy quorum, as Dynamo's); when no fallback can, the
-/// coordinator keeps the hint itself, which does not count ([`crate::handoff`]).
+/// Sends the lead's record to the other replicas (to all of them when a stand-in issued it:
+/// `lead` is `None`); returns once enough hold it (`needed`), leaving the rest to finish in
+/// the background. A replica that does not take its copy gets it through a fallback node,
+/// the next healthy one on the ring, which keeps it durably as a hint and counts towards W
+/// (sloppy quorum, as Dynamo's); when no fallback can, the coordinator keeps the hint
+/// itself, which does not count ([`crate::handoff`]).
 async fn replicate(
     node: &Arc<Node>,
     placement: &Placement,
-    lead: &str,
+    lead: Option<&str>,
     merge: MergeRequest,
     needed: Needed,
     mut failures: Vec<String>,
@@ -251,7 +274,7 @@ async fn replicate(
     let mut pending: FuturesUnordered<_> = placement
         .replicas
         .iter()
-        .filter(|id| *id != lead)
+        .filter(|id| Some(id.as_str()) != lead)
         .map(|id| {
             let (node, view, id) = (Arc::clone(node), Arc::clone(&placement.view), id.clone());
             let (merge, fallbacks) = (Arc::clone(&merge), Arc::clone(&fallbacks));
@@ -280,7 +303,8 @@ async fn replicate(
             }
         })
         .collect();
-    let (mut copies, mut primaries) = (1, 1);
+    // The lead holds the write already.
+    let (mut copies, mut primaries) = if lead.is_some() { (1, 1) } else { (0, 0) };
     while copies < needed.copies || primaries < needed.primaries {
         match pending.next().await {
             Some(Ok(Ack::Primary)) => (copies, primaries) = (copies + 1, primaries + 1),

@@ -13,7 +13,7 @@ use ringkv_coordinator::consistency::Consistency;
 use ringkv_coordinator::coordinator;
 use ringkv_coordinator::keyspaces::KeyspaceDef;
 use ringkv_coordinator::node::Node;
-use ringkv_coordinator::request::{Condition, Version, VisibleValue, WriteRequest};
+use ringkv_coordinator::request::{Condition, Version, VisibleValue, WriteOutcome, WriteRequest};
 use ringkv_core::causal::VersionVector;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -71,6 +71,15 @@ impl FromRequestParts<Arc<Node>> for Addressed {
 
 /// A key as the JSON answers show it (a key that is not UTF-8 with its bad bytes replaced:
 /// binary keys are best read with the key the client sent).
+/// Whether a delete removed a value: `null` when it was issued by a stand-in, which cannot
+/// know ([`WriteOutcome::previous_unknown`]).
+fn deleted(outcome: &WriteOutcome) -> Value {
+    match outcome.previous_unknown {
+        true => Value::Null,
+        false => Value::Bool(outcome.previous.is_some()),
+    }
+}
+
 fn key_text(key: &[u8]) -> std::borrow::Cow<'_, str> {
     String::from_utf8_lossy(key)
 }
@@ -221,7 +230,8 @@ pub async fn get_key(
     Ok(with_version(response, version, &context))
 }
 
-/// Deletes a key; succeeds whether or not it existed (`"deleted"` says which).
+/// Deletes a key; succeeds whether or not it existed (`"deleted"` says which, or is null
+/// when that is not known).
 pub async fn delete_key(
     State(node): State<Arc<Node>>,
     Addressed { keyspace, key }: Addressed,
@@ -243,8 +253,9 @@ pub async fn delete_key(
     )?;
     let outcome = coordinator::write(&node, &keyspace, request, consistency).await?;
     Ok(
-        Json(json!({ "key": key_text(&key), "deleted": outcome.previous.is_some() }))
-            .into_response(),
+        // Null when the key's replicas were all down: the delete was kept by stand-ins that
+        // cannot tell whether the key existed.
+        Json(json!({ "key": key_text(&key), "deleted": deleted(&outcome) })).into_response(),
     )
 }
 

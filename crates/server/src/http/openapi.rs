@@ -244,7 +244,7 @@ pub const OPERATIONS: &[Operation] = &[
         parameters: &[KEY, CONSISTENCY, W, PW, CONTEXT, IF_MATCH],
         body: None,
         body_schema: None,
-        responses: &[(200, "{key, deleted}"), (412, "Precondition failed")],
+        responses: &[(200, "{key, deleted}: deleted is null when every replica of the key was down and fallbacks took the delete"), (412, "Precondition failed")],
     },
     Operation {
         method: "get",
@@ -325,7 +325,7 @@ pub const OPERATIONS: &[Operation] = &[
         parameters: &[KEYSPACE, KEY, CONSISTENCY, W, PW, CONTEXT, IF_MATCH],
         body: None,
         body_schema: None,
-        responses: &[(200, "{key, deleted}"), (404, "No such keyspace")],
+        responses: &[(200, "{key, deleted}: deleted is null when every replica of the key was down and fallbacks took the delete"), (404, "No such keyspace")],
     },
     Operation {
         method: "get",
