@@ -8,8 +8,10 @@
 
 use bytes::Bytes;
 use foca::{
-    AccumulatingRuntime, Config, Foca, Identity, NoCustomBroadcast, PostcardCodec, State, Timer,
+    AccumulatingRuntime, Config, Foca, Identity, NoCustomBroadcast, OwnedNotification,
+    PostcardCodec, State, Timer,
 };
+use rand::seq::IndexedRandom;
 use rand_gossip::rngs::StdRng;
 use rand_gossip::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -117,7 +119,13 @@ type Swim = Foca<NodeIdentity, PostcardCodec, StdRng, NoCustomBroadcast>;
 pub struct Membership {
     swim: Swim,
     runtime: AccumulatingRuntime<NodeIdentity>,
+    /// Whether some member is known to have heard of this node's current identity (foca's
+    /// `Active`, until `Idle`, `Defunct` or a change of identity).
+    active: bool,
 }
+
+/// Members a node that is cut off announces itself to per [`Membership::rejoin_if_isolated`].
+const REJOIN_ANNOUNCES: usize = 3;
 
 impl Membership {
     /// A member with settings `me`, tuned for a LAN cluster of about `expected_size` nodes;
@@ -128,6 +136,7 @@ impl Membership {
         Self {
             swim,
             runtime: AccumulatingRuntime::new(),
+            active: false,
         }
     }
 
@@ -177,6 +186,14 @@ impl Membership {
     }
 
     /// Changes this node's status (e.g. Joining -> Normal); spreads by gossip.
+    ///
+    /// The new status rides in a new identity, and foca takes only messages addressed to a
+    /// node's current identity: until a peer has heard of the new one, everything sent to
+    /// this node is dropped, and it stops probing. The peers foca tells at once may drop the
+    /// news in turn, if they changed identity meanwhile (nodes finishing a join together), and
+    /// the node would then be cut off for good. So it also announces itself — an announce is
+    /// taken by address — and keeps doing so while no one has answered
+    /// ([`Membership::rejoin_if_isolated`]).
     pub fn set_status(&mut self, status: NodeStatus) -> Result<(), MembershipError> {
         let me = self.me();
         let next = NodeIdentity {
@@ -186,7 +203,47 @@ impl Membership {
         };
         self.swim
             .change_identity(next, &mut self.runtime)
-            .map_err(|e| MembershipError(e.to_string()))
+            .map_err(|e| MembershipError(e.to_string()))?;
+        self.active = false;
+        self.rejoin_if_isolated()
+    }
+
+    /// While no member is known to have heard of this node's current identity (just after a
+    /// change of identity, or after being declared down), announces it to a few random known
+    /// members; does nothing otherwise. The gossip service calls it about once a second.
+    pub fn rejoin_if_isolated(&mut self) -> Result<(), MembershipError> {
+        self.note_events();
+        if self.active {
+            return Ok(());
+        }
+        let me = self.me().clone();
+        let known: Vec<NodeIdentity> = self
+            .swim
+            .iter_membership_state()
+            .map(|member| member.id().clone())
+            .filter(|id| id.address != me.address)
+            .collect();
+        let picked = known.choose_multiple(&mut rand::rng(), REJOIN_ANNOUNCES);
+        for member in picked {
+            self.swim
+                .announce(member.clone(), &mut self.runtime)
+                .map_err(|e| MembershipError(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Takes in foca's notifications (which must be drained, or they pile up), keeping track
+    /// of whether this node's identity is known to the cluster.
+    fn note_events(&mut self) {
+        while let Some(event) = self.runtime.to_notify() {
+            match event {
+                OwnedNotification::Active => self.active = true,
+                OwnedNotification::Idle
+                | OwnedNotification::Defunct
+                | OwnedNotification::Rejoin(_) => self.active = false,
+                _ => {}
+            }
+        }
     }
 
     /// Tells the cluster this node is stopping, so peers mark it down at once instead of
@@ -199,6 +256,7 @@ impl Membership {
 
     /// Messages to send: (destination, bytes).
     pub fn outgoing(&mut self) -> Vec<(NodeIdentity, Bytes)> {
+        self.note_events();
         std::iter::from_fn(|| self.runtime.to_send()).collect()
     }
 

@@ -26,6 +26,10 @@ const DATAGRAM_BYTES_MAX: usize = 64 * 1024;
 /// Timer events waiting to be handled.
 const TIMER_QUEUE_MAX: usize = 4096;
 
+/// How often a node no member has answered since its identity changed announces itself
+/// again ([`ringkv_cluster::membership::Membership::rejoin_if_isolated`]).
+const REJOIN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What the node is told as membership changes.
 pub struct Hooks {
     /// Called with every ring member (but this node) whenever the set changes, so it can be
@@ -416,9 +420,16 @@ pub async fn start(
 async fn run(gossip: Arc<Gossip>, socket: Arc<UdpSocket>, mut shutdown: watch::Receiver<bool>) {
     let (timers, mut due) = mpsc::channel(TIMER_QUEUE_MAX);
     let mut buffer = vec![0u8; DATAGRAM_BYTES_MAX];
+    let mut rejoin = tokio::time::interval(REJOIN_EVERY);
+    rejoin.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     flush(&gossip, &socket, &timers).await;
     loop {
         tokio::select! {
+            _ = rejoin.tick() => {
+                if let Err(error) = gossip.membership.lock().rejoin_if_isolated() {
+                    tracing::debug!(%error, "cannot announce this node again");
+                }
+            }
             received = socket.recv_from(&mut buffer) => {
                 if let Ok((length, from)) = received {
                     let datagram = match &gossip.key {
