@@ -93,6 +93,9 @@ pub struct ClusterMember {
     /// Where its joining stands, if it joined while it has been running.
     #[serde(default)]
     pub joining: Option<JoinProgress>,
+    /// Where its leaving stands, if it was asked to leave.
+    #[serde(default)]
+    pub leaving: Option<LeaveProgress>,
 }
 
 /// Where a node's joining stands: its transfers, one per donor and keyspace.
@@ -117,6 +120,34 @@ pub struct JoinTransfer {
     pub retries: u64,
     /// `streaming`, `done` or `given up`.
     pub state: String,
+    /// The ranges of the ring the donor sends, and how far each has come (absent from nodes
+    /// of earlier versions).
+    #[serde(default)]
+    pub ranges: Vec<RangeProgress>,
+}
+
+/// How far the move of one range of the ring has gone, as `cluster status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct RangeProgress {
+    /// The keyspace.
+    pub keyspace: String,
+    /// The range's first ring position, in hex.
+    pub low: String,
+    /// Its last ring position (inclusive), in hex.
+    pub high: String,
+    /// The donor a joining node streams it from (empty for a leaving node).
+    pub peer: String,
+    /// Records of the range the sender held when the move began, if it counted them.
+    pub expected: Option<u64>,
+    /// Records moved so far.
+    pub moved: u64,
+}
+
+impl RangeProgress {
+    /// Whether every record the sender counted has moved.
+    pub fn complete(&self) -> bool {
+        self.expected.is_some_and(|expected| self.moved >= expected)
+    }
 }
 
 /// Where a node's leaving stands, as `/v1/cluster/leave` reports it.
@@ -133,6 +164,10 @@ pub struct LeaveProgress {
     pub send_retries: u64,
     /// Sends that still failed after retrying (anti-entropy repairs those keys later).
     pub sends_failed: u64,
+    /// The ranges of the ring the node replicates and how far each has been handed off
+    /// (absent from nodes of earlier versions).
+    #[serde(default)]
+    pub ranges: Vec<RangeProgress>,
 }
 
 /// A node's anti-entropy rounds, as `/v1/cluster/repair` reports them.

@@ -26,6 +26,7 @@
 use crate::gossip::ClusterView;
 use crate::node::Node;
 use crate::peers::{PeerRequest, PeerResponse};
+use crate::ranges::covered;
 use futures_util::StreamExt;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
@@ -206,56 +207,12 @@ fn shared(view: &ClusterView, key: &[u8], replication: usize, peer: &str) -> boo
 }
 
 /// The ring positions whose keys both this node and `peer` replicate, in a keyspace of
-/// `replication`: sorted, disjoint, inclusive ranges. A key's replicas are those of the
-/// first token at or after its hash, so they change only at tokens: the arc that ends at a
-/// token (after the one before it) has that token's replicas, and the arc after the last
-/// token wraps round to the first's.
+/// `replication`: sorted, disjoint, inclusive ranges ([`crate::ranges`]).
 pub fn shared_ranges(view: &ClusterView, replication: usize, peer: &str) -> Vec<(u64, u64)> {
-    let tokens: Vec<u64> = view.ring.tokens().map(|(token, _)| token).collect();
-    let (Some(&first), Some(&last)) = (tokens.first(), tokens.last()) else {
-        return Vec::new();
-    };
-    let shares = |token: u64| {
-        let replicas = view.ring.preference_list_at(token, replication);
+    crate::ranges::ranges_where(&[&view.ring], |position| {
+        let replicas = view.ring.preference_list_at(position, replication);
         replicas.iter().any(|m| m.id == view.me) && replicas.iter().any(|m| m.id == peer)
-    };
-    let mut arcs: Vec<(u64, u64, bool)> = Vec::with_capacity(tokens.len() + 1);
-    let mut start = 0u64;
-    for &token in &tokens {
-        if start <= token {
-            arcs.push((start, token, shares(token)));
-        }
-        match token.checked_add(1) {
-            Some(next) => start = next,
-            None => return merge_shared(arcs),
-        }
-    }
-    arcs.push((last + 1, u64::MAX, shares(first)));
-    merge_shared(arcs)
-}
-
-/// The shared arcs of `arcs` (in ring order), neighbours joined.
-fn merge_shared(arcs: Vec<(u64, u64, bool)>) -> Vec<(u64, u64)> {
-    let mut ranges: Vec<(u64, u64)> = Vec::new();
-    for (low, high, shared) in arcs {
-        if !shared {
-            continue;
-        }
-        match ranges.last_mut() {
-            Some(previous) if previous.1.checked_add(1) == Some(low) => previous.1 = high,
-            _ => ranges.push((low, high)),
-        }
-    }
-    ranges
-}
-
-/// The parts of `[low, high]` inside `ranges` (sorted and disjoint).
-fn covered(ranges: &[(u64, u64)], low: u64, high: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
-    let first = ranges.partition_point(|&(_, end)| end < low);
-    ranges[first..]
-        .iter()
-        .take_while(move |&&(start, _)| start <= high)
-        .map(move |&(start, end)| (start.max(low), end.min(high)))
+    })
 }
 
 /// This node's leaf hashes of `keyspace` over the ring `ranges` it shares with a peer: a

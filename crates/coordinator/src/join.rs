@@ -11,6 +11,10 @@
 //!    comes from one donor and the donors' work is shared.
 //! 3. After each page, where the transfer stands (the last key the donor examined) is saved:
 //!    a broken transfer — the donor or this node restarted, a timeout — resumes there.
+//!    Progress is kept per range of the ring too ([`crate::ranges`]): each transfer's ranges
+//!    are those its donor sends, with the records the donor held in each when it began
+//!    (counted from its hash trees' index) and the records received so far; they are saved
+//!    with the cursor, so a resumed transfer goes on counting.
 //! 4. Once every transfer is done (or a donor has been down for [`DONOR_GIVE_UP`], whose keys
 //!    anti-entropy then brings), it announces itself `normal` and serves its ranges, and
 //!    (unless anti-entropy is off) a round with every peer catches what the streams and
@@ -19,6 +23,7 @@
 use crate::coordinator::ask_within;
 use crate::node::Node;
 use crate::peers::{PeerRequest, PeerResponse, RemoteError, ScannedPage};
+use crate::ranges::{ranges_where, RangeProgress, RangeTally};
 use futures_util::StreamExt;
 use ringkv_cluster::membership::{Liveness, NodeStatus};
 use ringkv_replica::MergeRequest;
@@ -46,6 +51,13 @@ const JOINING_META: &str = "cluster/joining";
 /// Where each transfer stands: `cluster/join/{donor}/{keyspace}` holds the last key done.
 const CURSOR_META: &str = "cluster/join/";
 
+/// Each transfer's ranges and their progress when its cursor was last saved (JSON):
+/// `cluster/join-ranges/{donor}/{keyspace}`.
+const RANGES_META: &str = "cluster/join-ranges/";
+
+/// How long a donor waits for its hash trees before it gives up counting a transfer's ranges.
+const COUNT_WAIT: Duration = Duration::from_secs(10);
+
 /// Where a node's joining stands, as `cluster status` shows it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinProgress {
@@ -68,6 +80,9 @@ pub struct Transfer {
     pub retries: u64,
     /// `streaming`, `done`, or `given up` (the donor was unreachable too long).
     pub state: String,
+    /// The ranges of the ring the donor sends, and how far each has come.
+    #[serde(default)]
+    pub ranges: Vec<RangeProgress>,
 }
 
 /// A node's joining, as `/v1/cluster` shows it.
@@ -190,12 +205,15 @@ async fn learn_keyspaces(node: &Arc<Node>, donors: &[String]) {
 /// donor has no more or has been unreachable for [`DONOR_GIVE_UP`].
 async fn stream(node: &Arc<Node>, donor: &str, keyspace: &str, pace: &Pace) {
     let cursor_name = format!("{CURSOR_META}{donor}/{keyspace}");
+    let ranges_name = format!("{RANGES_META}{donor}/{keyspace}");
     let mut after = node.store.meta_get(&cursor_name).ok().flatten();
+    let mut tally = transfer_ranges(node, donor, keyspace, &ranges_name, after.is_some()).await;
     let index = node.joining.progress.lock().as_mut().map(|progress| {
         progress.transfers.push(Transfer {
             donor: donor.to_owned(),
             keyspace: keyspace.to_owned(),
             state: "streaming".into(),
+            ranges: tally.progress().to_vec(),
             ..Transfer::default()
         });
         progress.transfers.len() - 1
@@ -240,17 +258,26 @@ async fn stream(node: &Arc<Node>, donor: &str, keyspace: &str, pace: &Pace) {
             next_after,
         } = page;
         let count = records.len() as u64;
+        let keys: Vec<Vec<u8>> = records.iter().map(|(key, _)| key.clone()).collect();
         if let Err(error) = store_page(node, keyspace, records).await {
             tracing::warn!(donor, keyspace, %error, "joining: cannot store a page; asking again");
             update(&|t| t.retries += 1);
             tokio::time::sleep(backoff).await;
             continue;
         }
-        update(&|t| t.records += count);
+        tally.count(keys.iter().map(Vec::as_slice));
+        let ranges = tally.progress();
+        update(&|t| {
+            t.records += count;
+            t.ranges = ranges.to_vec();
+        });
         pace.take(count).await;
         match next_after {
             Some(next) => {
-                if let Err(error) = node.store.meta_put(&cursor_name, &next) {
+                let saved = tally.save(&node.store, &ranges_name).and_then(|()| {
+                    (node.store.meta_put(&cursor_name, &next)).map_err(|error| error.to_string())
+                });
+                if let Err(error) = saved {
                     tracing::warn!(%error, "joining: cannot save where a transfer stands");
                 }
                 after = Some(next);
@@ -261,6 +288,85 @@ async fn stream(node: &Arc<Node>, donor: &str, keyspace: &str, pace: &Pace) {
             }
         }
     }
+}
+
+/// The ranges `donor` sends of `keyspace` and how far each has come: as saved with the
+/// cursor of a transfer that is `resuming`, or else those the ring gives now (where this node
+/// will be a replica and the donor is the first live one) with the donor's count of its
+/// records in each. Counting is best effort: a donor that cannot leaves them unknown.
+async fn transfer_ranges(
+    node: &Arc<Node>,
+    donor: &str,
+    keyspace: &str,
+    ranges_name: &str,
+    resuming: bool,
+) -> RangeTally {
+    if let Some(saved) = resuming
+        .then(|| RangeTally::load(&node.store, ranges_name))
+        .flatten()
+    {
+        return saved;
+    }
+    let view = node.view();
+    let replication = node
+        .keyspaces
+        .get(keyspace)
+        .map_or(1, |def| def.replication as usize);
+    let ranges = match &view.joining_ring {
+        Some(future) => ranges_where(&[&view.ring, future], |position| {
+            let first_live = view
+                .ring
+                .preference_list_at(position, replication)
+                .into_iter()
+                .find(|member| !view.is_down(&member.id));
+            first_live.is_some_and(|member| member.id == donor)
+                && future
+                    .preference_list_at(position, replication)
+                    .iter()
+                    .any(|member| member.id == view.me)
+        }),
+        None => Vec::new(),
+    };
+    let request = PeerRequest::CountRanges {
+        keyspace: keyspace.to_owned(),
+        ranges: ranges.clone(),
+    };
+    let timeout = COUNT_WAIT + PAGE_TIMEOUT;
+    let expected = match ask_within(node, &view, donor, request, timeout).await {
+        Ok(PeerResponse::Counted(Ok(counts))) if counts.len() == ranges.len() => {
+            counts.into_iter().map(Some).collect()
+        }
+        other => {
+            tracing::debug!(donor, keyspace, answer = ?other.err(), "joining: ranges not counted");
+            Vec::new()
+        }
+    };
+    RangeTally::new(keyspace, donor, &ranges, &expected)
+}
+
+/// A donor's answer to [`PeerRequest::CountRanges`]: its records of `keyspace` in each of
+/// `ranges`, from its hash trees' index (turned on, and waited for up to [`COUNT_WAIT`], if
+/// they are not up to date).
+pub async fn count_ranges(
+    node: &Arc<Node>,
+    keyspace: String,
+    ranges: Vec<(u64, u64)>,
+) -> Result<Vec<u64>, RemoteError> {
+    let node = Arc::clone(node);
+    let counted = tokio::task::spawn_blocking(move || {
+        if !node.store.trees_ready(COUNT_WAIT) {
+            return Err(RemoteError::Failed(
+                "hash trees are not up to date yet".into(),
+            ));
+        }
+        ranges
+            .iter()
+            .map(|&(low, high)| node.store.tree_count(&keyspace, low, high))
+            .collect::<Result<Vec<u64>, _>>()
+            .map_err(RemoteError::from)
+    })
+    .await;
+    counted.map_err(|error| RemoteError::Failed(error.to_string()))?
 }
 
 /// The rate all of a join's transfers share: after each page, a transfer waits until the
@@ -325,8 +431,10 @@ async fn store_page(
 async fn finish(node: &Arc<Node>) {
     let store_node = Arc::clone(node);
     let cleared = tokio::task::spawn_blocking(move || {
-        for (name, _) in store_node.store.meta_scan(CURSOR_META)? {
-            store_node.store.meta_delete(&name)?;
+        for prefix in [CURSOR_META, RANGES_META] {
+            for (name, _) in store_node.store.meta_scan(prefix)? {
+                store_node.store.meta_delete(&name)?;
+            }
         }
         store_node.store.meta_delete(JOINING_META)
     })

@@ -19,8 +19,10 @@
 //! fail is sent again (with growing pauses, for up to [`TAKER_GIVE_UP`]) before the stream
 //! moves past it.
 
+use crate::gossip::ClusterView;
 use crate::node::Node;
 use crate::peers::{PeerRequest, PeerResponse};
+use crate::ranges::{RangeProgress, RangeTally};
 use futures_util::StreamExt;
 use ringkv_cluster::membership::NodeStatus;
 use ringkv_core::ring::{Member, Ring, VNODES_DEFAULT};
@@ -37,6 +39,13 @@ const CURSOR_META: &str = "cluster/leave/";
 
 /// Per keyspace, set once its stream has finished.
 const DONE_META: &str = "cluster/leave-done/";
+
+/// Per keyspace, its ranges and how far each has been handed off when the cursor was last
+/// saved: `cluster/leave-ranges/<keyspace>`.
+const RANGES_META: &str = "cluster/leave-ranges/";
+
+/// How long leaving waits for this node's hash trees before it gives up counting its ranges.
+const COUNT_WAIT: Duration = Duration::from_secs(10);
 
 /// How long a page's failed sends are retried before the stream moves on (anti-entropy then
 /// brings those keys to their new owners, from the other replicas).
@@ -63,6 +72,10 @@ pub struct LeaveProgress {
     /// Sends that still failed after retrying for a while (anti-entropy repairs those keys
     /// later).
     pub sends_failed: u64,
+    /// The ranges of the ring this node replicates, per keyspace, and how many of the records
+    /// it held in each have been handed off (those of keyspaces not yet begun are absent).
+    #[serde(default)]
+    pub ranges: Vec<RangeProgress>,
 }
 
 /// A node's leaving, as `/v1/cluster/leave` shows it.
@@ -163,7 +176,7 @@ async fn run(node: &Arc<Node>) {
         }
     }
     let recorded = node.store.meta_put(LEAVING_META, b"left").and_then(|()| {
-        for prefix in [CURSOR_META, DONE_META] {
+        for prefix in [CURSOR_META, DONE_META, RANGES_META] {
             for (name, _) in node.store.meta_scan(prefix)? {
                 node.store.meta_delete(&name)?;
             }
@@ -202,13 +215,23 @@ async fn stream_keyspace(
     let after = Ring::new(&without_me, VNODES_DEFAULT);
     let conflict = node.keyspaces.conflict_of(keyspace);
     let cursor = format!("{CURSOR_META}{keyspace}");
+    let ranges_name = format!("{RANGES_META}{keyspace}");
     let mut resume: Option<Vec<u8>> = node.store.meta_get(&cursor).ok().flatten();
+    let mut tally = match resume
+        .is_some()
+        .then(|| RangeTally::load(&node.store, &ranges_name))
+        .flatten()
+    {
+        Some(saved) => saved,
+        None => own_ranges(node, &view, keyspace, replication).await,
+    };
     loop {
         let (records, next) = node
             .store
             .scan_records(keyspace, b"", resume.as_deref(), SCAN_PAGE)
             .map_err(|error| error.to_string())?;
         let mut sends = Vec::new();
+        let examined: Vec<Vec<u8>> = records.iter().map(|(key, _)| key.clone()).collect();
         for (key, record) in records {
             let now: Vec<String> = view
                 .ring
@@ -231,9 +254,17 @@ async fn stream_keyspace(
                 .update(|progress| progress.records_examined += 1);
         }
         hand_off(node, sends).await;
+        tally.count(examined.iter().map(Vec::as_slice));
+        node.leaving.update(|progress| {
+            progress.ranges.retain(|range| range.keyspace != keyspace);
+            progress.ranges.extend_from_slice(tally.progress());
+        });
         match next {
             Some(next) => {
-                if let Err(error) = node.store.meta_put(&cursor, &next) {
+                let saved = tally.save(&node.store, &ranges_name).and_then(|()| {
+                    (node.store.meta_put(&cursor, &next)).map_err(|error| error.to_string())
+                });
+                if let Err(error) = saved {
                     tracing::warn!(%error, "cannot record where leaving stands");
                 }
                 resume = Some(next);
@@ -241,6 +272,35 @@ async fn stream_keyspace(
             None => return Ok(()),
         }
     }
+}
+
+/// The ranges of `keyspace` this node replicates in `view`, with its count of its records in
+/// each (unknown if its hash trees are not up to date within [`COUNT_WAIT`]).
+async fn own_ranges(
+    node: &Arc<Node>,
+    view: &ClusterView,
+    keyspace: &str,
+    replication: usize,
+) -> RangeTally {
+    let ranges = crate::ranges::ranges_where(&[&view.ring], |position| {
+        (view.ring.preference_list_at(position, replication))
+            .iter()
+            .any(|member| member.id == view.me)
+    });
+    let counter = Arc::clone(node);
+    let (keyspace_name, bounds) = (keyspace.to_owned(), ranges.clone());
+    let counted = tokio::task::spawn_blocking(move || {
+        if !counter.store.trees_ready(COUNT_WAIT) {
+            return Vec::new();
+        }
+        bounds
+            .iter()
+            .map(|&(low, high)| counter.store.tree_count(&keyspace_name, low, high).ok())
+            .collect()
+    })
+    .await
+    .unwrap_or_default();
+    RangeTally::new(keyspace, "", &ranges, &counted)
 }
 
 /// Sends a page's records to the nodes taking them over; sends that fail are sent again,

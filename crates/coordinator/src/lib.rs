@@ -17,6 +17,8 @@
 //! - [`leave`]: handing a node's ranges to their next owners before it leaves the ring.
 //! - [`handoff`]: hinted handoff: copies of writes a replica missed, delivered when it is back.
 //! - [`reaper`]: removing tombstones once every replica of their key holds them.
+//! - [`ranges`]: the ranges of the ring where a property of the replicas holds, and how far
+//!   their moves have gone.
 //! - [`peers`]: what nodes ask of each other over the cluster RPC.
 
 pub mod anti_entropy;
@@ -31,6 +33,7 @@ pub mod leave;
 pub mod logins;
 pub mod node;
 pub mod peers;
+pub mod ranges;
 pub mod reaper;
 pub mod users;
 

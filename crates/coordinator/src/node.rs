@@ -230,6 +230,7 @@ impl Node {
                 .map(|(_, q)| q.count)
                 .sum(),
             joining: self.joining.progress(),
+            leaving: Some(self.leaving.progress()).filter(|progress| progress.state != "normal"),
         }
     }
 

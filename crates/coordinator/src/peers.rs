@@ -77,6 +77,13 @@ pub enum PeerRequest {
     Users,
     /// A user to adopt if it is newer than the one held.
     DefineUser(crate::users::UserDef),
+    /// Joining: how many records of `keyspace` this node holds in each of the ring `ranges`
+    /// (inclusive), counted from its hash trees' index, so the joining node can show how far
+    /// each range's transfer has come.
+    CountRanges {
+        keyspace: String,
+        ranges: Vec<(u64, u64)>,
+    },
 }
 
 /// The answer to a [`PeerRequest`], variant for variant.
@@ -106,6 +113,8 @@ pub enum PeerResponse {
     Reaped(Result<Vec<bool>, RemoteError>),
     /// Users (their hashes included: only authenticated members may ask).
     Users(Vec<crate::users::UserDef>),
+    /// Records per range of a [`PeerRequest::CountRanges`].
+    Counted(Result<Vec<u64>, RemoteError>),
 }
 
 /// One page of a peer's records.
@@ -134,6 +143,8 @@ pub struct NodeStats {
     pub hints_pending: u64,
     /// Where its joining stands, if it joined in this run.
     pub joining: Option<crate::join::JoinProgress>,
+    /// Where its leaving stands, if it was asked to leave.
+    pub leaving: Option<crate::leave::LeaveProgress>,
 }
 
 /// A replica error as it crosses the wire. Errors about the request itself (a failed
@@ -365,6 +376,9 @@ pub async fn answer(node: &Arc<Node>, request: PeerRequest) -> Result<PeerRespon
             records,
             remove,
         } => PeerResponse::Reaped(crate::reaper::answer(node, keyspace, records, remove).await),
+        PeerRequest::CountRanges { keyspace, ranges } => {
+            PeerResponse::Counted(crate::join::count_ranges(node, keyspace, ranges).await)
+        }
         PeerRequest::Stats => {
             let node = Arc::clone(node);
             let stats = tokio::task::spawn_blocking(move || node.stats()).await;

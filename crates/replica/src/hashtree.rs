@@ -241,8 +241,35 @@ impl HashTrees {
         low: u64,
         high: u64,
     ) -> Result<Vec<(Vec<u8>, u64)>, StorageError> {
-        let range = layout::tree_range(keyspace, low, high);
         let mut found = Vec::new();
+        self.each_entry(keyspace, low, high, |engine_key, value| {
+            if let (Some((_, _, key)), Some(digest)) =
+                (layout::parse_tree_key(engine_key), stored_digest(value))
+            {
+                found.push((key.to_vec(), digest));
+            }
+        })?;
+        Ok(found)
+    }
+
+    /// How many records of keyspace number `keyspace` have a ring hash in `[low, high]`:
+    /// what [`HashTrees::digests`] would list, counted without copying their keys.
+    pub fn count(&self, keyspace: KeyspaceId, low: u64, high: u64) -> Result<u64, StorageError> {
+        let mut count = 0;
+        self.each_entry(keyspace, low, high, |_, _| count += 1)?;
+        Ok(count)
+    }
+
+    /// Visits each index entry (engine key, stored digest) of keyspace number `keyspace`
+    /// whose ring hash lies in `[low, high]`, in ring order, a page at a time.
+    fn each_entry(
+        &self,
+        keyspace: KeyspaceId,
+        low: u64,
+        high: u64,
+        mut visit: impl FnMut(&[u8], &[u8]),
+    ) -> Result<(), StorageError> {
+        let range = layout::tree_range(keyspace, low, high);
         let mut resume: Option<Vec<u8>> = None;
         loop {
             let scan = match &resume {
@@ -252,15 +279,11 @@ impl HashTrees {
             let page = self.engine.scan(&scan, REBUILD_PAGE)?;
             let exhausted = page.len() < REBUILD_PAGE;
             for (engine_key, value) in &page {
-                if let (Some((_, _, key)), Some(digest)) =
-                    (layout::parse_tree_key(engine_key), stored_digest(value))
-                {
-                    found.push((key.to_vec(), digest));
-                }
+                visit(engine_key, value);
             }
             match page.into_iter().last() {
                 Some((last, _)) if !exhausted => resume = Some(last),
-                _ => return Ok(found),
+                _ => return Ok(()),
             }
         }
     }

@@ -1325,6 +1325,15 @@ impl LocalStore {
         }
     }
 
+    /// How many records of `keyspace` have a ring hash in `[low, high]`, from the hash
+    /// trees' index (so only once [`LocalStore::trees_ready`]).
+    pub fn tree_count(&self, keyspace: &str, low: u64, high: u64) -> Result<u64, ReplicaError> {
+        match self.shared.keyspace_ids.get(keyspace) {
+            Some(id) => Ok(self.shared.trees.count(id, low, high)?),
+            None => Ok(0),
+        }
+    }
+
     /// Brings sampled gauges (disk use) up to date.
     pub fn refresh_gauges(&self) {
         let (metrics, engine) = (&self.shared.metrics, &self.shared.engine);

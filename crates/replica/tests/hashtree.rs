@@ -167,6 +167,11 @@ async fn trees_follow_every_write_and_survive_restarts() {
             .collect();
         want.sort_by_key(|(key, _)| key_hash(key));
         assert_eq!(store.tree_digests(KS, low, high).unwrap(), want, "{kind}");
+        assert_eq!(
+            store.tree_count(KS, low, high).unwrap(),
+            want.len() as u64,
+            "{kind}"
+        );
     }
 }
 

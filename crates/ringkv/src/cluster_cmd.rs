@@ -4,6 +4,7 @@
 //! anti-entropy also runs on its own).
 
 use clap::{Args, Subcommand};
+use ringkv_client::RangeProgress;
 use ringkv_core::ring::{Member, Ring};
 
 /// `ringkv cluster ...`.
@@ -17,8 +18,13 @@ pub struct ClusterArgs {
 
 #[derive(Subcommand, Debug)]
 enum ClusterCommand {
-    /// Every member: id, address, zone, status, liveness, share of the ring, keys, disk use.
-    Status,
+    /// Every member: id, address, zone, status, liveness, share of the ring, keys, disk use;
+    /// for a member joining or leaving, each stream of its ranges and how far it has come.
+    Status {
+        /// List every range being moved, with its records moved and expected.
+        #[arg(long)]
+        ranges: bool,
+    },
     /// The ring: each member's tokens and share; with --tokens, every token and its owner.
     Ring {
         /// List every token (vnodes × weight per member) in ring order.
@@ -62,7 +68,7 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let client = args.connection.client()?;
     let json = args.connection.json;
     match args.command {
-        ClusterCommand::Status => {
+        ClusterCommand::Status { ranges } => {
             let view = client.cluster()?;
             if json {
                 println!("{}", serde_json::to_string(&view)?);
@@ -116,13 +122,28 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
                 let transfers = m.joining.iter().flat_map(|joining| &joining.transfers);
                 for transfer in transfers.filter(|t| m.status == "joining" || t.state != "done") {
                     println!(
-                        "  <- {:<21} {:<10} {:>10} records  {} ({} retries)",
+                        "  <- {:<21} {:<10} {:>10} records  {} ({} retries); {}",
                         transfer.donor,
                         transfer.keyspace,
                         transfer.records,
                         transfer.state,
-                        transfer.retries
+                        transfer.retries,
+                        range_summary(&transfer.ranges)
                     );
+                    if ranges {
+                        print_ranges(&transfer.ranges);
+                    }
+                }
+                if let Some(leaving) = m.leaving.as_ref().filter(|l| l.state == "leaving") {
+                    println!(
+                        "  -> {:>10} records handed off ({} failed); {}",
+                        leaving.records_sent,
+                        leaving.sends_failed,
+                        range_summary(&leaving.ranges)
+                    );
+                    if ranges {
+                        print_ranges(&leaving.ranges);
+                    }
                 }
             }
         }
@@ -219,12 +240,13 @@ fn leave(client: &ringkv_client::Client, json: bool) -> anyhow::Result<()> {
     let left = loop {
         let progress = client.leave_progress()?;
         spinner.set_message(format!(
-            "{}: {} records examined, {} handed off, {} sent again, {} failed",
+            "{}: {} records examined, {} handed off, {} sent again, {} failed; {}",
             progress.state,
             progress.records_examined,
             progress.records_sent,
             progress.send_retries,
-            progress.sends_failed
+            progress.sends_failed,
+            range_summary(&progress.ranges)
         ));
         spinner.tick();
         if progress.state == "left" {
@@ -247,6 +269,41 @@ fn leave(client: &ringkv_client::Client, json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// One line on a stream's ranges: how many are complete, and its records moved against
+/// those its sender counted.
+fn range_summary(ranges: &[RangeProgress]) -> String {
+    let complete = ranges.iter().filter(|r| r.complete()).count();
+    let moved: u64 = ranges.iter().map(|r| r.moved).sum();
+    let expected: Option<u64> = ranges.iter().map(|r| r.expected).sum();
+    match expected {
+        Some(expected) if expected > 0 => format!(
+            "{complete}/{} ranges complete, {moved}/{expected} of their records ({:.0}%)",
+            ranges.len(),
+            (moved.min(expected) as f64) * 100.0 / expected as f64
+        ),
+        _ => format!(
+            "{complete}/{} ranges complete, {moved} of their records",
+            ranges.len()
+        ),
+    }
+}
+
+/// Every range of a stream, one per line.
+fn print_ranges(ranges: &[RangeProgress]) {
+    for range in ranges {
+        let expected = range.expected.map_or("?".into(), |e| e.to_string());
+        println!(
+            "       {:<10} {}..{} {:>8}/{:<8} {}",
+            range.keyspace,
+            range.low,
+            range.high,
+            range.moved,
+            expected,
+            if range.complete() { "complete" } else { "" }
+        );
+    }
 }
 
 /// How long `cluster repair` waits for a round before giving up on it.

@@ -248,6 +248,26 @@ fn cluster_status_and_endpoints_show_joined_nodes() {
     );
     let table = stdout(&ringkv(&["cluster", "status"], &node));
     assert!(table.contains("east") && table.contains("west"), "{table}");
+    // The joined node streamed its ranges from the first: each is listed with the donor's
+    // count of its records (none here) and the records moved.
+    let joined = view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["zone"] == "west")
+        .unwrap();
+    let ranges = joined["joining"]["transfers"][0]["ranges"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(!ranges.is_empty(), "{joined}");
+    assert!(
+        ranges.iter().all(|r| r["expected"] == 0 && r["moved"] == 0),
+        "{joined}"
+    );
+    assert!(ringkv(&["cluster", "status", "--ranges"], &node)
+        .status
+        .success());
     let endpoints = stdout(&ringkv(
         &["cluster", "endpoints", "some-key", "--replicas", "2"],
         &node,

@@ -976,6 +976,15 @@ async fn a_leaving_node_hands_its_ranges_off_before_it_leaves_the_ring() {
     write_keys(&nodes[0], "lv-", KEYS).await;
     let leaving = nodes.pop().unwrap();
     let gone = leaving.running.node.node_id.clone();
+    let held = (0..KEYS)
+        .filter(|i| {
+            let key = format!("lv-{i}");
+            let ring = &view(&leaving).ring;
+            ring.preference_list(key.as_bytes(), 3)
+                .iter()
+                .any(|member| member.id == gone)
+        })
+        .count() as u64;
     let started = call(&leaving, "POST", "/v1/cluster/leave", &[], "").await;
     assert_eq!(started.status, StatusCode::ACCEPTED, "{:?}", started.body);
     eventually("the node has left", async || {
@@ -990,6 +999,20 @@ async fn a_leaving_node_hands_its_ranges_off_before_it_leaves_the_ring() {
         .body;
     assert!(progress["records_sent"].as_u64().unwrap() > 0, "{progress}");
     assert_eq!(progress["sends_failed"], 0, "{progress}");
+    // Progress per range: the ranges it replicated, each handed off whole, its counts adding
+    // up to the keys it held.
+    let ranges: Vec<&serde_json::Value> = progress["ranges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["keyspace"] == "default")
+        .collect();
+    assert!(ranges.len() >= 3, "{progress}");
+    for range in &ranges {
+        assert_eq!(range["moved"], range["expected"], "{range}");
+    }
+    let expected: u64 = ranges.iter().map(|r| r["expected"].as_u64().unwrap()).sum();
+    assert_eq!(expected, held);
     assert_gone_and_every_key_on_the_rest(&nodes, &gone, "lv-", KEYS).await;
     leaving.running.shutdown().await;
 }
@@ -1127,6 +1150,34 @@ async fn a_joining_node_is_filled_with_its_share_of_the_keys() {
         owned.len() as u64,
         "each key it owns came from one donor, and no other key"
     );
+    // Progress per range: every range of every transfer complete, the donors' counts adding
+    // up to the keys it owns, and `cluster status` (`/v1/cluster`) showing them.
+    let ranges: Vec<_> = progress
+        .transfers
+        .iter()
+        .filter(|t| t.keyspace == "default")
+        .flat_map(|t| t.ranges.clone())
+        .collect();
+    assert!(ranges.len() >= 3, "{ranges:?}");
+    for range in &ranges {
+        assert_eq!(Some(range.moved), range.expected, "{range:?}");
+    }
+    let expected: u64 = ranges.iter().filter_map(|r| r.expected).sum();
+    assert_eq!(expected, owned.len() as u64);
+    let status = call(&joined, "GET", "/v1/cluster", &[], "").await;
+    let shown = status.body["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id.as_str())
+        .and_then(|m| m["joining"]["transfers"].as_array().cloned())
+        .unwrap_or_default();
+    let shown_ranges: usize = shown
+        .iter()
+        .filter(|t| t["keyspace"] == "default")
+        .map(|t| t["ranges"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(shown_ranges, ranges.len());
     for i in 0..KEYS {
         let read = call(&joined, "GET", &format!("/v1/keys/jn-{i}"), &[], "").await;
         assert_eq!(read.body["value"], format!("v{i}"));

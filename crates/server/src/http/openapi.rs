@@ -347,7 +347,7 @@ pub const OPERATIONS: &[Operation] = &[
         parameters: &[],
         body: None,
         body_schema: None,
-        responses: &[(200, "{node_id, members: [{id, address, http, zone, weight, status, liveness, ownership, keys, disk_bytes, anti_entropy_last_ms, anti_entropy_divergence, hints_pending}]}")],
+        responses: &[(200, "{node_id, members: [{id, address, http, zone, weight, status, liveness, ownership, keys, disk_bytes, anti_entropy_last_ms, anti_entropy_divergence, hints_pending, joining: {state, transfers: [{donor, keyspace, records, retries, state, ranges}]}, leaving: {state, records_examined, records_sent, send_retries, sends_failed, ranges}}]}; each range is {keyspace, low, high, peer, expected, moved}")],
     },
     Operation {
         method: "post",
@@ -358,7 +358,7 @@ pub const OPERATIONS: &[Operation] = &[
         parameters: &[],
         body: None,
         body_schema: None,
-        responses: &[(202, "Leaving (or already): {state, records_examined, records_sent, send_retries, sends_failed}"), (409, "Not in a cluster")],
+        responses: &[(202, "Leaving (or already): {state, records_examined, records_sent, send_retries, sends_failed, ranges: [{keyspace, low, high, peer, expected, moved}]}"), (409, "Not in a cluster")],
     },
     Operation {
         method: "get",
@@ -369,7 +369,7 @@ pub const OPERATIONS: &[Operation] = &[
         parameters: &[],
         body: None,
         body_schema: None,
-        responses: &[(200, "{state: normal | leaving | left, records_examined, records_sent, send_retries, sends_failed}")],
+        responses: &[(200, "{state: normal | leaving | left, records_examined, records_sent, send_retries, sends_failed, ranges: [{keyspace, low, high, peer, expected, moved}]}")],
     },
     Operation {
         method: "delete",

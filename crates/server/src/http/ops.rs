@@ -78,6 +78,7 @@ pub async fn cluster(State(node): State<Arc<Node>>) -> Response {
                 json!(stats.as_ref().map(|s| s.anti_entropy_divergence));
             value["hints_pending"] = json!(stats.as_ref().map(|s| s.hints_pending));
             value["joining"] = json!(stats.as_ref().and_then(|s| s.joining.clone()));
+            value["leaving"] = json!(stats.as_ref().and_then(|s| s.leaving.clone()));
             value
         })
         .collect();
