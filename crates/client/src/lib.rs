@@ -96,6 +96,21 @@ pub struct ClusterMember {
     /// Where its leaving stands, if it was asked to leave.
     #[serde(default)]
     pub leaving: Option<LeaveProgress>,
+    /// Its restores of copies of the ranges it took over from removed nodes.
+    #[serde(default)]
+    pub restoring: Option<Vec<RestoreProgress>>,
+}
+
+/// Where a node's restore of copies after one removal stands: one stream per donor and
+/// keyspace, of the ranges it took over.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct RestoreProgress {
+    /// The removed node.
+    pub removed: String,
+    /// `restoring`, then `done`.
+    pub state: String,
+    /// The streams.
+    pub transfers: Vec<JoinTransfer>,
 }
 
 /// Where a node's joining stands: its transfers, one per donor and keyspace.

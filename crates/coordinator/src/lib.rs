@@ -14,9 +14,11 @@
 //! - [`gossip`]: cluster membership over UDP.
 //! - [`anti_entropy`]: replicas comparing hash trees and repairing what differs.
 //! - [`join`]: a new node streaming its ranges from their holders before it serves them.
+//! - [`streams`]: pulling ranges of the ring from a donor, for joins and restores.
 //! - [`leave`]: handing a node's ranges to their next owners before it leaves the ring.
 //! - [`handoff`]: hinted handoff: copies of writes a replica missed, delivered when it is back.
 //! - [`reaper`]: removing tombstones once every replica of their key holds them.
+//! - [`restore`]: after a removal, streaming the ranges a node took over from survivors.
 //! - [`ranges`]: the ranges of the ring where a property of the replicas holds, and how far
 //!   their moves have gone.
 //! - [`peers`]: what nodes ask of each other over the cluster RPC.
@@ -35,6 +37,8 @@ pub mod node;
 pub mod peers;
 pub mod ranges;
 pub mod reaper;
+pub mod restore;
+pub mod streams;
 pub mod users;
 
 /// The request and answer types the client APIs share with the layers below: what a read or

@@ -86,6 +86,8 @@ pub struct Node {
     pub leaving: crate::leave::Leaving,
     /// Joining the cluster, when this node started as a new member.
     pub joining: crate::join::Joining,
+    /// Restoring copies of the ranges it took over from removed nodes.
+    pub restoring: crate::restore::Restoring,
     /// The reaping of wholly dead records: its metrics.
     pub reaper: crate::reaper::ReaperMetrics,
     /// The view of a node that is not serving yet: itself alone.
@@ -170,6 +172,7 @@ impl Node {
             leaving: crate::leave::Leaving::default(),
             reaper,
             joining: crate::join::Joining::default(),
+            restoring: crate::restore::Restoring::default(),
             alone: std::sync::OnceLock::new(),
             config,
             store,
@@ -231,6 +234,7 @@ impl Node {
                 .sum(),
             joining: self.joining.progress(),
             leaving: Some(self.leaving.progress()).filter(|progress| progress.state != "normal"),
+            restoring: self.restoring.progress(),
         }
     }
 
@@ -534,7 +538,11 @@ impl Node {
         if id == self.node_id {
             return Ok(());
         }
-        gossip.remove_member(id, generation);
+        let before = self.view();
+        if gossip.remove_member(id, generation) {
+            let (node, removed) = (Arc::clone(self), id.to_owned());
+            tokio::spawn(crate::restore::run(node, removed, before));
+        }
         let bytes = serde_json::to_vec(&gossip.removed()).expect("a map of ids always serializes");
         let node = Arc::clone(self);
         tokio::task::spawn_blocking(move || node.store.meta_put(REMOVED_META, &bytes))

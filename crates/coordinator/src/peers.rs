@@ -56,12 +56,12 @@ pub enum PeerRequest {
         merge: MergeRequest,
         created_ms: u64,
     },
-    /// Joining: a page of this node's records of `keyspace` after `after` (at most `limit`
-    /// examined) that joining node `joiner` will replicate and this node is the first live
-    /// replica of (see [`crate::join`]).
+    /// Streaming ranges to the asking node (joining, or restoring copies after a removal):
+    /// a page of this node's records of `keyspace` after `after` (at most `limit` examined)
+    /// whose ring positions lie in `ranges` (see [`crate::streams`]).
     Transfer {
         keyspace: String,
-        joiner: String,
+        ranges: Vec<(u64, u64)>,
         after: Option<Vec<u8>>,
         limit: u32,
     },
@@ -77,9 +77,9 @@ pub enum PeerRequest {
     Users,
     /// A user to adopt if it is newer than the one held.
     DefineUser(crate::users::UserDef),
-    /// Joining: how many records of `keyspace` this node holds in each of the ring `ranges`
-    /// (inclusive), counted from its hash trees' index, so the joining node can show how far
-    /// each range's transfer has come.
+    /// Streaming ranges: how many records of `keyspace` this node holds in each of the ring
+    /// `ranges` (inclusive), counted from its hash trees' index, so the asking node can show
+    /// how far each range's stream has come.
     CountRanges {
         keyspace: String,
         ranges: Vec<(u64, u64)>,
@@ -145,6 +145,8 @@ pub struct NodeStats {
     pub joining: Option<crate::join::JoinProgress>,
     /// Where its leaving stands, if it was asked to leave.
     pub leaving: Option<crate::leave::LeaveProgress>,
+    /// Its restores of copies after removals, in this run.
+    pub restoring: Vec<crate::restore::RestoreProgress>,
 }
 
 /// A replica error as it crosses the wire. Errors about the request itself (a failed
@@ -361,13 +363,13 @@ pub async fn answer(node: &Arc<Node>, request: PeerRequest) -> Result<PeerRespon
         } => crate::anti_entropy::answer(node, keyspace, peer, question).await?,
         PeerRequest::Transfer {
             keyspace,
-            joiner,
+            ranges,
             after,
             limit,
-        } => PeerResponse::Scanned(crate::join::answer(
+        } => PeerResponse::Scanned(crate::streams::answer(
             node,
             &keyspace,
-            &joiner,
+            &ranges,
             after.as_deref(),
             limit,
         )),
@@ -377,7 +379,7 @@ pub async fn answer(node: &Arc<Node>, request: PeerRequest) -> Result<PeerRespon
             remove,
         } => PeerResponse::Reaped(crate::reaper::answer(node, keyspace, records, remove).await),
         PeerRequest::CountRanges { keyspace, ranges } => {
-            PeerResponse::Counted(crate::join::count_ranges(node, keyspace, ranges).await)
+            PeerResponse::Counted(crate::streams::count_ranges(node, keyspace, ranges).await)
         }
         PeerRequest::Stats => {
             let node = Arc::clone(node);

@@ -159,6 +159,11 @@ impl RangeTally {
         }
     }
 
+    /// The ranges, sorted and disjoint.
+    pub fn bounds(&self) -> &[(u64, u64)] {
+        &self.bounds
+    }
+
     /// Every range and how far it has gone.
     pub fn progress(&self) -> &[RangeProgress] {
         &self.progress

@@ -36,9 +36,9 @@ enum ClusterCommand {
     /// process afterwards.
     Leave,
     /// Take a dead node out of the ring for good (like `nodetool removenode`): its key
-    /// ranges pass to the next nodes of the ring, which anti-entropy fills from the
-    /// surviving replicas until every key has its replicas again. Refused for a node that is
-    /// not down.
+    /// ranges pass to the next nodes of the ring, which stream them from the surviving
+    /// replicas until every key has its replicas again (`cluster status` shows progress per
+    /// range; anti-entropy catches anything missed). Refused for a node that is not down.
     Remove {
         /// The node's id, as `cluster status` shows it.
         node_id: String,
@@ -134,6 +134,23 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
                         print_ranges(&transfer.ranges);
                     }
                 }
+                let restores = m.restoring.iter().flatten();
+                for restore in restores.filter(|r| r.state != "done") {
+                    for transfer in &restore.transfers {
+                        println!(
+                            "  <= {:<21} {:<10} {:>10} records  {} (restoring {}'s copies); {}",
+                            transfer.donor,
+                            transfer.keyspace,
+                            transfer.records,
+                            transfer.state,
+                            restore.removed,
+                            range_summary(&transfer.ranges)
+                        );
+                        if ranges {
+                            print_ranges(&transfer.ranges);
+                        }
+                    }
+                }
                 if let Some(leaving) = m.leaving.as_ref().filter(|l| l.state == "leaving") {
                     println!(
                         "  -> {:>10} records handed off ({} failed); {}",
@@ -183,7 +200,10 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::json!({ "removed": node_id }));
             } else {
-                println!("{node_id} removed from the ring; anti-entropy now restores its copies");
+                println!(
+                    "{node_id} removed from the ring; the nodes taking over its ranges now \
+                     stream its copies from the others (see cluster status)"
+                );
             }
         }
         ClusterCommand::Endpoints {

@@ -347,7 +347,7 @@ pub const OPERATIONS: &[Operation] = &[
         parameters: &[],
         body: None,
         body_schema: None,
-        responses: &[(200, "{node_id, members: [{id, address, http, zone, weight, status, liveness, ownership, keys, disk_bytes, anti_entropy_last_ms, anti_entropy_divergence, hints_pending, joining: {state, transfers: [{donor, keyspace, records, retries, state, ranges}]}, leaving: {state, records_examined, records_sent, send_retries, sends_failed, ranges}}]}; each range is {keyspace, low, high, peer, expected, moved}")],
+        responses: &[(200, "{node_id, members: [{id, address, http, zone, weight, status, liveness, ownership, keys, disk_bytes, anti_entropy_last_ms, anti_entropy_divergence, hints_pending, joining: {state, transfers: [{donor, keyspace, records, retries, state, ranges}]}, leaving: {state, records_examined, records_sent, send_retries, sends_failed, ranges}, restoring: [{removed, state, transfers}]}]}; each range is {keyspace, low, high, peer, expected, moved}")],
     },
     Operation {
         method: "post",

@@ -79,6 +79,7 @@ pub async fn cluster(State(node): State<Arc<Node>>) -> Response {
             value["hints_pending"] = json!(stats.as_ref().map(|s| s.hints_pending));
             value["joining"] = json!(stats.as_ref().and_then(|s| s.joining.clone()));
             value["leaving"] = json!(stats.as_ref().and_then(|s| s.leaving.clone()));
+            value["restoring"] = json!(stats.as_ref().map(|s| s.restoring.clone()));
             value
         })
         .collect();
