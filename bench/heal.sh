@@ -14,18 +14,24 @@
 #      (N/4 of the keys), and throughput and p99 during the join against the same load
 #      before it;
 #   5. anti-entropy's cost to clients: the same load with every node running a round every
-#      5 s (and so keeping its hash trees as writes land), against rounds off (no trees).
-# Anti-entropy's schedule is off in steps 1-3 (anti_entropy_interval_ms = 0), so each figure
+#      5 s (and so keeping its hash trees as writes land), against rounds off (no trees);
+#   6. a dead node removed: one of four nodes is killed and `ringkv cluster remove`d; the
+#      time until the three left hold every key's three copies again (streamed by the nodes
+#      that take over its ranges; anti-entropy off).
+# Anti-entropy's schedule is off in steps 1-3 and 6 (anti_entropy_interval_ms = 0), so each figure
 # is of the step it names alone; in step 4 it runs as by default, its first round a few
 # seconds after the new node starts.
 #
 # Usage: bench/heal.sh   (environment: KEYS (100000), HINTED (20000), SIZE (100), BASE_PORT,
-#        LOAD_SECONDS (15))
+#        LOAD_SECONDS (15), STEPS (the steps to run: "1 2 3 4 5 6"))
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 KEYS="${KEYS:-100000}"; HINTED="${HINTED:-20000}"; SIZE="${SIZE:-100}"
 BASE_PORT="${BASE_PORT:-28080}"; LOAD_SECONDS="${LOAD_SECONDS:-15}"
+
+STEPS="${STEPS:-1 2 3 4 5 6}"
+step() { [[ " $STEPS " == *" $1 "* ]]; }
 
 source bench/common.sh
 build_ringkv
@@ -95,6 +101,7 @@ load() { # records consistency
     --records "$1" -c 50 -P 16 -d "$SIZE" --consistency "$2" >/dev/null
 }
 
+if step 1; then
 echo "== 1. refilling a wiped replica of $KEYS keys: it rejoins as joining and streams its ranges"
 cluster ""
 load "$KEYS" all
@@ -110,6 +117,9 @@ before=$(metric 2 ringkv_cluster_anti_entropy_repaired_here_total)
 after=$(metric 2 ringkv_cluster_anti_entropy_repaired_here_total)
 echo "   a repair after it brought $(( ${after:-0} - ${before:-0} )) more keys"
 
+fi
+
+if step 2; then
 echo "== 2. one anti-entropy round with 0.1 % of the keys differing, hints off"
 cluster "hints_per_replica_max = 0"
 load "$KEYS" all
@@ -129,6 +139,9 @@ sent = $after - $before
 print(f'   {$differing} keys of {$KEYS} differed: {sent:,.0f} bytes exchanged, '
       f'{100 * sent / $data:.3f} % of the data ({$data:,} bytes of keys and values)')"
 
+fi
+
+if step 3; then
 echo "== 3. hint replay rate: $HINTED writes missed by a stopped replica"
 cluster ""
 kill "${pids[2]}"; wait "${pids[2]}" 2>/dev/null || true
@@ -150,6 +163,9 @@ replayed=$(metric 0 ringkv_cluster_hints_replayed_total)
 python3 -c "print(f'   {$replayed} hints replayed in {$took} ms from the restart: {1000 * $replayed / $took:,.0f} hints/s')"
 echo "   node-2 holds $(local_keys 2) keys"
 
+fi
+
+if step 4; then
 echo "== 4. a fourth node joins under load"
 cluster "anti_entropy_interval_ms = 30000"
 load "$KEYS" all
@@ -186,6 +202,9 @@ print(f"   steady: {steady['ops_per_second']:,.0f} ops/s, p99 {p99(steady):.2f} 
       f"{p99(joining) / p99(steady):.2f}x p99)")
 PY
 
+fi
+
+if step 5; then
 echo "== 5. the same load with anti-entropy rounds every 5 s, against rounds off"
 cluster ""
 load "$KEYS" all
@@ -203,3 +222,25 @@ print(f"   rounds off: {off['ops_per_second']:,.0f} ops/s, p99 {p99(off):.2f} ms
       f"({rounds} exchanges on node-0): {on['ops_per_second']:,.0f} ops/s, p99 {p99(on):.2f} ms "
       f"({on['ops_per_second'] / off['ops_per_second']:.2f}x throughput, {p99(on) / p99(off):.2f}x p99)")
 PY
+
+fi
+
+if step 6; then
+echo "== 6. a dead node is removed: the others restore its copies"
+cluster ""
+start_node 3 ""
+await_liveness 0 alive 4
+load "$KEYS" all
+kill -9 "${pids[3]}"; wait "${pids[3]}" 2>/dev/null || true
+await_liveness 0 down 4 node-3
+started=$(now_ms)
+"$ringkv" cluster remove node-3 --node "$(http 0)" >/dev/null
+copies=0
+for _ in $(seq 1200); do
+  copies=$(( $(local_keys 0) + $(local_keys 1) + $(local_keys 2) ))
+  [ "$copies" -ge $(( KEYS * 3 )) ] && break
+  sleep 0.1
+done
+took=$(( $(now_ms) - started ))
+echo "   the three left hold $copies of $(( KEYS * 3 )) copies ${took} ms after the removal"
+fi
