@@ -19,9 +19,17 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The version `--version` prints: the release and the git commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("RINGKV_GIT_COMMIT"),
+    ")"
+);
+
 /// ringkv — a distributed key-value store.
 #[derive(Parser)]
-#[command(name = "ringkv", version, about, propagate_version = true)]
+#[command(name = "ringkv", version = VERSION, about, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -84,9 +84,22 @@ pub struct ServerArgs {
     /// The user clients that have not logged in act as, if it exists.
     #[arg(long, env = "RINGKV_DEFAULT_USER")]
     default_user: Option<String>,
+    /// Log lines as human-readable text, or as JSON objects, one per line (for a log
+    /// collector). RINGKV_LOG sets which lines (default: info).
+    #[arg(long, env = "RINGKV_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable text, coloured on a terminal.
+    Text,
+    /// One JSON object per line: timestamp, level, target, message and fields.
+    Json,
 }
 
 impl ServerArgs {
@@ -160,7 +173,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         print!("{}", toml_of(&config)?);
         return Ok(());
     }
-    init_logging();
+    init_logging(args.log_format);
     make_panics_fatal();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -196,15 +209,18 @@ fn toml_of(config: &ServerConfig) -> anyhow::Result<String> {
     Ok(toml::to_string(config)?)
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RINGKV_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(colour)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }
 
 /// Makes a panic on any thread of the node end the process, logged: a thread that died

@@ -388,3 +388,70 @@ fn dev_cluster_runs_joined_nodes_and_stops_them_all() {
         );
     }
 }
+
+/// Goal: `ringkv --version` names the release and the git commit the binary was built from.
+#[test]
+fn version_names_the_release_and_the_commit() {
+    let output = ringkv(&["--version"], &[]);
+    assert!(output.status.success());
+    let line = stdout(&output);
+    let release = env!("CARGO_PKG_VERSION");
+    assert!(
+        line.starts_with(&format!("ringkv {release} (commit ")),
+        "{line}"
+    );
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output();
+    // In a checkout (as in CI) it is HEAD's commit; built elsewhere it may say "unknown".
+    if let Some(head) = head.ok().filter(|h| h.status.success()) {
+        let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+        assert!(
+            line.contains(&format!("(commit {head})")),
+            "{line} is not of {head}"
+        );
+    }
+}
+
+/// Goal: `--log-format json` makes every log line one JSON object with a level, a target and
+/// a message, for log collectors. Method: a node started so, its standard error read until
+/// its first lines, then stopped.
+#[test]
+fn logs_can_be_json_lines() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args(["server", "--log-format", "json", "--data-dir"])
+        .arg(dir.path())
+        .args(["--http", "127.0.0.1:0", "--resp", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RINGKV_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = sender.send(line);
+        }
+    });
+    let first = receiver.recv_timeout(std::time::Duration::from_secs(30));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Only lines written before the kill, which cannot be cut short.
+    let lines: Vec<String> = first.into_iter().chain(receiver.try_iter()).collect();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!lines.is_empty(), "the node logged nothing within 30 s");
+    for line in &lines {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|error| {
+            panic!("not JSON ({error}): {line}");
+        });
+        assert_eq!(event["level"], "INFO", "{line}");
+        assert!(event["target"].is_string(), "{line}");
+        assert!(event["message"].is_string(), "{line}");
+        assert!(event["timestamp"].is_string(), "{line}");
+    }
+}
