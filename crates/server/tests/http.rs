@@ -464,6 +464,28 @@ async fn metrics_count_requests_and_expose_store_figures() {
     assert_eq!(api.get("/healthz").await.json()["status"], json!("ok"));
 }
 
+/// Goal: `docs/metrics.md` stays the complete table of the metrics a node serves. Method:
+/// every metric a node's `/metrics` describes (`# HELP` lines) must have a row there.
+#[tokio::test]
+async fn every_metric_a_node_serves_is_in_the_documented_table() {
+    let api = api();
+    api.put_json("k", json!({ "value": "v" })).await;
+    let text = String::from_utf8(api.get("/metrics").await.body).unwrap();
+    let table = include_str!("../../../docs/metrics.md");
+    let served: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# HELP "))
+        .filter_map(|help| help.split_whitespace().next())
+        .collect();
+    assert!(served.len() > 20, "{text}");
+    for name in served {
+        assert!(
+            table.contains(&format!("| `{name}` |")),
+            "{name} is served but not in docs/metrics.md"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_openapi_document_lists_every_route_the_router_serves() {
     let api = api();
