@@ -235,6 +235,12 @@ impl Node {
             joining: self.joining.progress(),
             leaving: Some(self.leaving.progress()).filter(|progress| progress.state != "normal"),
             restoring: self.restoring.progress(),
+            counters: crate::peers::NodeCounters {
+                writes: self.store.metrics().writes.get(),
+                merges: self.store.metrics().merges.get(),
+                read_repairs: self.cluster_metrics.read_repairs.get(),
+                unavailable: self.cluster_metrics.unavailable.get(),
+            },
         }
     }
 

@@ -147,6 +147,21 @@ pub struct NodeStats {
     pub leaving: Option<crate::leave::LeaveProgress>,
     /// Its restores of copies after removals, in this run.
     pub restoring: Vec<crate::restore::RestoreProgress>,
+    /// Its counters since it started, from which a watcher works out rates.
+    pub counters: NodeCounters,
+}
+
+/// A node's running totals since it started (the dashboard turns them into rates).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NodeCounters {
+    /// Writes applied to its store (by any API, and as a replica).
+    pub writes: u64,
+    /// Records from other replicas that changed its copy.
+    pub merges: u64,
+    /// Stale replicas it sent a merged record to on a read.
+    pub read_repairs: u64,
+    /// Requests it refused for want of replicas.
+    pub unavailable: u64,
 }
 
 /// A replica error as it crosses the wire. Errors about the request itself (a failed

@@ -861,6 +861,12 @@ impl LocalStore {
         })
     }
 
+    /// The store's counters and histograms (for figures beyond `/metrics`, such as the
+    /// dashboard's rates).
+    pub fn metrics(&self) -> &crate::metrics::StoreMetrics {
+        &self.shared.metrics
+    }
+
     /// The hints this node keeps for other replicas: the coordinator's durable queue for
     /// hinted handoff.
     pub fn hints(&self) -> &Hints {

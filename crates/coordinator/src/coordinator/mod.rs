@@ -14,6 +14,7 @@
 //! for that case.
 
 pub mod local;
+pub mod placement;
 mod read;
 mod scan;
 mod write;

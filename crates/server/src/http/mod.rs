@@ -1,7 +1,9 @@
 //! The REST API (DESIGN.md, "Client-facing API"): routes, request limits and per-operation
-//! metrics. Handlers live in [`keys`] and [`ops`]; every error leaves through [`error`].
+//! metrics. Handlers live in [`keys`], [`ops`] and [`dashboard`]; every error leaves through
+//! [`error`].
 
 pub mod access;
+pub mod dashboard;
 pub mod error;
 pub mod keys;
 pub mod keyspaces;
@@ -51,6 +53,9 @@ fn handler(id: &str) -> Option<MethodRouter<Arc<Node>>> {
         "repairProgress" => get(ops::repair_progress),
         "antiEntropyRoots" => get(ops::roots),
         "ring" => get(ops::ring),
+        "placement" => get(dashboard::placement),
+        "dashboard" => get(dashboard::page),
+        "dashboardEvents" => get(dashboard::events),
         "metrics" => get(ops::metrics),
         "openapi" => get(ops::openapi),
         "listUsers" => get(users::list_users),

@@ -46,6 +46,12 @@ pub async fn openapi() -> Response {
 /// The cluster as this node sees it: every ring member with its status, liveness, share of
 /// the ring, and — asked of each reachable member — its key count and disk use.
 pub async fn cluster(State(node): State<Arc<Node>>) -> Response {
+    let members = cluster_members(&node).await;
+    Json(json!({ "node_id": node.node_id, "members": members })).into_response()
+}
+
+/// Every ring member as `/v1/cluster` shows it, with its counters (for the dashboard).
+pub async fn cluster_members(node: &Arc<Node>) -> Vec<serde_json::Value> {
     let view = node.view();
     let members = node
         .gossip
@@ -61,10 +67,10 @@ pub async fn cluster(State(node): State<Arc<Node>>) -> Response {
     let stats = futures_util::future::join_all(
         members
             .iter()
-            .map(|member| member_stats(&node, &view, &member.id)),
+            .map(|member| member_stats(node, &view, &member.id)),
     )
     .await;
-    let members: Vec<serde_json::Value> = members
+    members
         .iter()
         .zip(stats)
         .map(|(member, stats)| {
@@ -80,10 +86,10 @@ pub async fn cluster(State(node): State<Arc<Node>>) -> Response {
             value["joining"] = json!(stats.as_ref().and_then(|s| s.joining.clone()));
             value["leaving"] = json!(stats.as_ref().and_then(|s| s.leaving.clone()));
             value["restoring"] = json!(stats.as_ref().map(|s| s.restoring.clone()));
+            value["counters"] = json!(stats.as_ref().map(|s| s.counters.clone()));
             value
         })
-        .collect();
-    Json(json!({ "node_id": node.node_id, "members": members })).into_response()
+        .collect()
 }
 
 /// Query parameters of `POST /v1/cluster/repair` and `GET /v1/cluster/roots`: the keyspace,
