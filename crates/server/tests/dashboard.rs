@@ -55,7 +55,11 @@ async fn the_page_is_served_at_the_root_with_nothing_from_elsewhere() {
         assert!(page.contains(part), "the page lacks {part}");
     }
     assert!(!page.contains("<script src"), "no outside scripts");
-    assert!(!page.contains("<link"), "no outside style sheets");
+    assert!(
+        !page.contains("rel=\"stylesheet\""),
+        "no outside style sheets"
+    );
+    assert!(!page.contains("href=\"http"), "no links elsewhere");
 }
 
 /// Goal: the event stream sends a snapshot each second, holding every member with its
