@@ -86,6 +86,11 @@ pub struct ServerConfig {
     /// The user clients that have not logged in act as (Redis's `default` user), if that
     /// user exists; none: they must log in, unless `protected_mode` lets them in.
     pub default_user: Option<String>,
+    /// Set only by `ringkv dev-cluster` on the nodes it runs: the address (`HOST:PORT`) of its
+    /// supervisor, which carries out chaos actions — killing, pausing, restarting a node,
+    /// running a load — asked through `/v1/chaos` (the dashboard's chaos panel). A node
+    /// without it refuses every chaos action.
+    pub chaos_control: Option<String>,
     /// Redis's protected mode: while no user exists, only clients on this machine's
     /// loopback may use the node (as a superuser). `false` lets every client in as
     /// superuser while no user exists; use it only on a network you trust.
@@ -178,6 +183,7 @@ impl Default for ServerConfig {
             resp_replies_bytes_max: 1 << 30,
             resp_password: None,
             default_user: None,
+            chaos_control: None,
             protected_mode: true,
             cluster_tls_cert_file: None,
             cluster_tls_key_file: None,

@@ -1,12 +1,18 @@
 //! `ringkv dev-cluster --nodes N`: N nodes of this same binary on loopback, for trying
 //! things. The first node starts alone; the others join it. Each node's addresses are
 //! printed, one node per line; Ctrl-C or SIGTERM stops them all.
+//!
+//! This process supervises the nodes, so it is what carries out the dashboard's chaos
+//! actions: every node is started with `--chaos-control` naming a small HTTP API here
+//! (loopback only), to which its `/v1/chaos` passes kill, pause, resume and restart of a
+//! node and start and stop of a load (`ringkv bench` in the background).
 
 use anyhow::{bail, Context};
 use clap::Args;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long one node may take to report its addresses.
@@ -37,19 +43,246 @@ pub struct DevClusterArgs {
     zones: Option<usize>,
 }
 
-/// The running nodes; killed when dropped, whatever happens.
-struct Nodes(Vec<Child>);
+/// One node process of the cluster, and how to start it again.
+struct NodeProcess {
+    name: String,
+    /// `ringkv` arguments: the first start's, with the addresses it bound since.
+    args: Vec<String>,
+    child: Option<Child>,
+    state: ProcessState,
+    http: String,
+    resp: String,
+}
 
-impl Drop for Nodes {
+/// What a node process is doing, as the chaos panel shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum ProcessState {
+    Running,
+    /// Stopped with SIGSTOP: alive to the kernel, silent to the cluster.
+    Paused,
+    /// Ended with SIGKILL.
+    Killed,
+}
+
+/// The cluster's processes (nodes, and the load if one runs); all ended when dropped,
+/// whatever happens.
+struct Supervisor {
+    executable: PathBuf,
+    nodes: Vec<NodeProcess>,
+    load: Option<Child>,
+}
+
+impl Drop for Supervisor {
     fn drop(&mut self) {
-        for child in &mut self.0 {
-            let pid = child.id().to_string();
-            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        if let Some(mut load) = self.load.take() {
+            let _ = load.kill();
+            let _ = load.wait();
         }
-        for child in &mut self.0 {
-            let _ = child.wait();
+        for node in &mut self.nodes {
+            if let Some(child) = &node.child {
+                let pid = child.id().to_string();
+                if node.state == ProcessState::Paused {
+                    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+                }
+                let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            }
+        }
+        for node in &mut self.nodes {
+            if let Some(child) = &mut node.child {
+                let _ = child.wait();
+            }
         }
     }
+}
+
+impl Supervisor {
+    /// Starts node `name` with `args`; its addresses, once it serves.
+    fn spawn(&self, name: &str, args: &[String]) -> anyhow::Result<(Child, String)> {
+        let mut child = Command::new(&self.executable)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start a node")?;
+        match first_line(&mut child) {
+            Ok(line) => Ok((child, line)),
+            Err(error) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(error.context(format!("{name} did not start")))
+            }
+        }
+    }
+
+    /// What the chaos panel shows: each node's state, and whether the load runs.
+    fn state(&mut self) -> serde_json::Value {
+        let load = match self.load.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => "running",
+            _ => "stopped",
+        };
+        let nodes: Vec<serde_json::Value> = self
+            .nodes
+            .iter()
+            .map(|node| serde_json::json!({ "name": node.name, "state": node.state, "http": node.http }))
+            .collect();
+        serde_json::json!({ "enabled": true, "nodes": nodes, "load": load })
+    }
+
+    /// Carries out a chaos action; the state after it, or why not (with an HTTP status).
+    fn act(&mut self, target: &str, action: &str) -> Result<serde_json::Value, (u16, String)> {
+        if target == "load" {
+            match action {
+                "start" => self
+                    .start_load()
+                    .map_err(|error| (500, format!("{error:#}")))?,
+                "stop" => {
+                    if let Some(mut load) = self.load.take() {
+                        let _ = load.kill();
+                        let _ = load.wait();
+                    }
+                }
+                _ => return Err((400, format!("the load takes start or stop, not {action:?}"))),
+            }
+            return Ok(self.state());
+        }
+        let Some(index) = self.nodes.iter().position(|node| node.name == target) else {
+            return Err((404, format!("no node {target:?} in this dev cluster")));
+        };
+        let signal = |node: &NodeProcess, signal: &str| {
+            if let Some(child) = &node.child {
+                let _ = Command::new("kill")
+                    .args([signal, &child.id().to_string()])
+                    .status();
+            }
+        };
+        let node = &mut self.nodes[index];
+        match (action, node.state) {
+            ("kill", ProcessState::Killed) => {}
+            ("kill", _) => {
+                if let Some(mut child) = node.child.take() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                node.state = ProcessState::Killed;
+            }
+            ("pause", ProcessState::Running) => {
+                signal(node, "-STOP");
+                node.state = ProcessState::Paused;
+            }
+            ("resume", ProcessState::Paused) => {
+                signal(node, "-CONT");
+                node.state = ProcessState::Running;
+            }
+            ("pause" | "resume", state) => {
+                return Err((409, format!("{target} is {state:?}, so it cannot {action}")));
+            }
+            ("restart", _) => {
+                if let Some(mut child) = node.child.take() {
+                    signal(node, "-CONT");
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                node.state = ProcessState::Killed;
+                let (name, args) = (node.name.clone(), node.args.clone());
+                let (child, _) = self
+                    .spawn(&name, &args)
+                    .map_err(|error| (500, format!("{error:#}")))?;
+                let node = &mut self.nodes[index];
+                node.child = Some(child);
+                node.state = ProcessState::Running;
+            }
+            _ => {
+                return Err((
+                    400,
+                    format!("nodes take kill, pause, resume or restart, not {action:?}"),
+                ))
+            }
+        }
+        Ok(self.state())
+    }
+
+    /// Runs `ringkv bench` (YCSB a, quorum, 8 connections) against the first running node's
+    /// Redis port until stopped, so that the effect of a fault shows in the dashboard.
+    fn start_load(&mut self) -> anyhow::Result<()> {
+        if let Some(load) = &mut self.load {
+            if load.try_wait()?.is_none() {
+                return Ok(());
+            }
+        }
+        let target = self
+            .nodes
+            .iter()
+            .find(|node| node.state == ProcessState::Running)
+            .context("no node is running")?;
+        let load = Command::new(&self.executable)
+            .args(["bench", "--target", &format!("redis://{}", target.resp)])
+            .args([
+                "--workload",
+                "a",
+                "--records",
+                "10000",
+                "--duration",
+                "86400",
+            ])
+            .args(["-c", "8", "--consistency", "quorum"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start the load")?;
+        self.load = Some(load);
+        Ok(())
+    }
+}
+
+/// Serves the supervisor's control API on `listener` for the nodes' `/v1/chaos`:
+/// `GET /state` and `POST /{target}/{action}`.
+async fn serve_control(
+    listener: std::net::TcpListener,
+    supervisor: Arc<Mutex<Supervisor>>,
+) -> anyhow::Result<()> {
+    use axum::extract::{Path, State};
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    type Shared = Arc<Mutex<Supervisor>>;
+    async fn state(State(supervisor): State<Shared>) -> axum::response::Response {
+        let state = tokio::task::spawn_blocking(move || lock(&supervisor).state()).await;
+        match state {
+            Ok(state) => axum::Json(state).into_response(),
+            Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+        }
+    }
+    async fn act(
+        State(supervisor): State<Shared>,
+        Path((target, action)): Path<(String, String)>,
+    ) -> axum::response::Response {
+        let done =
+            tokio::task::spawn_blocking(move || lock(&supervisor).act(&target, &action)).await;
+        match done {
+            Ok(Ok(state)) => axum::Json(state).into_response(),
+            Ok(Err((status, message))) => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+                let body =
+                    serde_json::json!({ "error": { "code": "chaos_refused", "message": message } });
+                (status, axum::Json(body)).into_response()
+            }
+            Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+        }
+    }
+    let router = axum::Router::new()
+        .route("/state", axum::routing::get(state))
+        .route("/{target}/{action}", axum::routing::post(act))
+        .with_state(supervisor);
+    listener.set_nonblocking(true)?;
+    axum::serve(tokio::net::TcpListener::from_std(listener)?, router).await?;
+    Ok(())
+}
+
+/// The supervisor, even if a thread panicked holding it.
+fn lock(supervisor: &Mutex<Supervisor>) -> std::sync::MutexGuard<'_, Supervisor> {
+    supervisor
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 pub fn run(args: DevClusterArgs) -> anyhow::Result<()> {
@@ -68,55 +301,76 @@ pub fn run(args: DevClusterArgs) -> anyhow::Result<()> {
     if zones == 0 {
         bail!("--zones must be at least 1");
     }
+    // The chaos panel's actions reach this process through every node (`--chaos-control`).
+    let control =
+        std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind the chaos control")?;
+    let control_address = control.local_addr()?.to_string();
     let executable = std::env::current_exe().context("cannot find the ringkv executable")?;
-    let mut nodes = Nodes(Vec::new());
+    let mut supervisor = Supervisor {
+        executable,
+        nodes: Vec::new(),
+        load: None,
+    };
     let mut seed: Option<String> = None;
     for node in 0..args.nodes {
-        let mut command = Command::new(&executable);
-        command
-            .arg("server")
-            .args([
-                "--node-id",
-                &format!("node-{node}"),
-                "--engine",
-                &args.engine,
-            ])
-            .arg("--data-dir")
-            .arg(args.data_dir.join(format!("node-{node}")))
-            .args([
-                "--http",
-                &port(node, 0)?,
-                "--resp",
-                &port(node, 1)?,
-                "--listen",
-                &port(node, 2)?,
-            ])
-            .args(["--zone", &format!("zone-{}", node % zones)]);
-        if let Some(seed) = &seed {
-            command.args(["--join", seed]);
-        }
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start a node")?;
-        let line = first_line(&mut child).with_context(|| format!("node-{node} did not start"))?;
-        nodes.0.push(child);
+        let name = format!("node-{node}");
+        let data_dir = args.data_dir.join(&name);
+        let addresses = [port(node, 0)?, port(node, 1)?, port(node, 2)?];
+        let node_args = |[http, resp, listen]: &[String; 3]| -> Vec<String> {
+            let mut list: Vec<String> = vec![
+                "server".into(),
+                "--node-id".into(),
+                name.clone(),
+                "--engine".into(),
+                args.engine.clone(),
+                "--data-dir".into(),
+                data_dir.to_string_lossy().into_owned(),
+                "--http".into(),
+                http.clone(),
+                "--resp".into(),
+                resp.clone(),
+                "--listen".into(),
+                listen.clone(),
+                "--zone".into(),
+                format!("zone-{}", node % zones),
+                "--chaos-control".into(),
+                control_address.clone(),
+            ];
+            if let Some(seed) = &seed {
+                list.extend(["--join".into(), seed.clone()]);
+            }
+            list
+        };
+        let (child, line) = supervisor.spawn(&name, &node_args(&addresses))?;
         let field = |name: &str| {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(name))
                 .unwrap_or("?")
                 .to_owned()
         };
+        let bound = [field("http="), field("resp="), field("cluster=")];
         println!(
-            "node-{node} http={} resp={} cluster={}",
-            field("http="),
-            field("resp="),
-            field("cluster=")
+            "{name} http={} resp={} cluster={}",
+            bound[0], bound[1], bound[2]
         );
-        seed.get_or_insert_with(|| field("cluster="));
+        // A restart must come back on the same addresses, whatever port 0 chose.
+        let restart_args = node_args(&bound);
+        seed.get_or_insert_with(|| bound[2].clone());
+        supervisor.nodes.push(NodeProcess {
+            name,
+            args: restart_args,
+            child: Some(child),
+            state: ProcessState::Running,
+            http: bound[0].clone(),
+            resp: bound[1].clone(),
+        });
     }
-    eprintln!("{} nodes running; Ctrl-C stops them", args.nodes);
+    eprintln!(
+        "{} nodes running; the dashboard is at http://{}/ (its chaos panel kills, pauses and \
+         restarts nodes); Ctrl-C stops them",
+        args.nodes, supervisor.nodes[0].http
+    );
+    let supervisor = Arc::new(Mutex::new(supervisor));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -124,11 +378,13 @@ pub fn run(args: DevClusterArgs) -> anyhow::Result<()> {
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            result = tokio::signal::ctrl_c() => result,
+            result = tokio::signal::ctrl_c() => result.map_err(anyhow::Error::from),
             _ = terminate.recv() => Ok(()),
+            served = serve_control(control, Arc::clone(&supervisor)) => served,
         }
     })?;
-    drop(nodes);
+    drop(runtime);
+    drop(supervisor);
     Ok(())
 }
 

@@ -38,7 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node (with no flags: a one-node cluster with data in ./ringkv-data).
-    Server(server_cmd::ServerArgs),
+    Server(Box<server_cmd::ServerArgs>),
     /// Store a value.
     Put(client_cmd::PutArgs),
     /// Read a value.
@@ -47,7 +47,8 @@ enum Command {
     Del(client_cmd::DelArgs),
     /// List keys with a prefix.
     Scan(client_cmd::ScanArgs),
-    /// Run an N-node cluster on loopback, for trying things (Ctrl-C stops it).
+    /// Run an N-node cluster on loopback, for trying things: its dashboard's chaos panel kills,
+    /// pauses and restarts nodes (Ctrl-C stops it).
     DevCluster(dev_cluster::DevClusterArgs),
     /// Operator commands: cluster status, a key's replicas.
     Cluster(cluster_cmd::ClusterArgs),
@@ -73,7 +74,7 @@ fn main() {
         die_quietly_on_closed_pipe();
     }
     let result = match cli.command {
-        Command::Server(args) => server_cmd::run(args),
+        Command::Server(args) => server_cmd::run(*args),
         Command::Put(args) => client_cmd::put(args),
         Command::Get(args) => client_cmd::get(args),
         Command::Del(args) => client_cmd::del(args),

@@ -84,6 +84,10 @@ pub struct ServerArgs {
     /// The user clients that have not logged in act as, if it exists.
     #[arg(long, env = "RINGKV_DEFAULT_USER")]
     default_user: Option<String>,
+    /// Set by `ringkv dev-cluster` only: its supervisor's address, which carries out the
+    /// dashboard's chaos actions. A node without it refuses them.
+    #[arg(long, env = "RINGKV_CHAOS_CONTROL", hide = true)]
+    chaos_control: Option<String>,
     /// Log lines as human-readable text, or as JSON objects, one per line (for a log
     /// collector). RINGKV_LOG sets which lines (default: info).
     #[arg(long, env = "RINGKV_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -154,6 +158,9 @@ impl ServerArgs {
         }
         if self.default_user.is_some() {
             config.default_user.clone_from(&self.default_user);
+        }
+        if self.chaos_control.is_some() {
+            config.chaos_control.clone_from(&self.chaos_control);
         }
         config.protected_mode = self.protected_mode.unwrap_or(config.protected_mode);
         config.engine = self.engine.unwrap_or(config.engine);

@@ -227,3 +227,143 @@ fn the_dashboard_shows_the_ring_a_keys_replicas_and_a_killed_node_down() {
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:?}");
 }
+
+/// A `ringkv dev-cluster` process, ended (SIGTERM, so it ends its nodes) on drop.
+struct DevCluster {
+    process: Child,
+    urls: Vec<String>,
+}
+
+impl DevCluster {
+    fn start(nodes: usize, dir: &std::path::Path) -> DevCluster {
+        use std::io::{BufRead, BufReader};
+        let mut process = Command::new(env!("CARGO_BIN_EXE_ringkv"))
+            .args([
+                "dev-cluster",
+                "--nodes",
+                &nodes.to_string(),
+                "--base-port",
+                "0",
+            ])
+            .arg("--data-dir")
+            .arg(dir)
+            .env("RINGKV_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(process.stdout.take().unwrap()).lines();
+        let urls = (0..nodes)
+            .map(|_| {
+                let line = lines.next().expect("a line per node").unwrap();
+                let http = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("http="))
+                    .unwrap();
+                format!("http://{http}")
+            })
+            .collect();
+        DevCluster { process, urls }
+    }
+}
+
+impl Drop for DevCluster {
+    fn drop(&mut self) {
+        let pid = self.process.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = self.process.wait();
+    }
+}
+
+/// The liveness node-0 sees of node `name`.
+fn liveness(client: &Client, name: &str) -> Option<String> {
+    let view = client.cluster().ok()?;
+    let member = view.members.into_iter().find(|m| m.id == name)?;
+    Some(member.liveness)
+}
+
+/// `POST /v1/chaos/{target}/{action}` on node `url`; the state it answers.
+fn chaos(url: &str, target: &str, action: &str) -> Value {
+    let mut answer = ureq::post(&format!("{url}/v1/chaos/{target}/{action}"))
+        .send_empty()
+        .unwrap_or_else(|error| panic!("{action} {target}: {error}"));
+    serde_json::from_str(&answer.body_mut().read_to_string().unwrap()).unwrap()
+}
+
+/// Goal: in a cluster started by `ringkv dev-cluster`, the dashboard's chaos panel kills a
+/// node, which the page then shows down, and restarts it, which brings it back; the load
+/// starts and stops, and a node pauses and resumes (through `/v1/chaos`, as the panel's
+/// buttons do). Method: headless Chromium clicks the panel's buttons on node-0's page.
+#[test]
+fn the_chaos_panel_kills_and_restarts_a_node_and_the_page_follows() {
+    if !tool_available("chromedriver") || !tool_available("chromium") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = DevCluster::start(3, dir.path());
+    let client = Client::new(&cluster.urls[0]);
+    let wait = |what: &str, check: &dyn Fn() -> bool| {
+        let started = Instant::now();
+        while !check() {
+            assert!(
+                started.elapsed() < WAIT_MAX,
+                "{what}: not within {WAIT_MAX:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait("the dev cluster forms", &|| {
+        client.cluster().is_ok_and(|view| {
+            view.members.len() == 3
+                && view
+                    .members
+                    .iter()
+                    .all(|m| m.liveness == "alive" && m.status == "normal")
+        })
+    });
+
+    let browser = Browser::start();
+    browser.open(&format!("{}/", cluster.urls[0]));
+    browser.wait_for(
+        "the chaos panel shows three running nodes",
+        "return !document.getElementById('chaos').hidden \
+         && [...document.querySelectorAll('#chaos-nodes tr')] \
+              .filter((r) => r.dataset.state === 'running').length === 3",
+    );
+    browser.run("document.getElementById('chaos-load-start').click(); return true;");
+    browser.wait_for(
+        "the load runs",
+        "return document.getElementById('load-state').textContent === 'running'",
+    );
+    browser.run("document.getElementById('chaos-node-2-kill').click(); return true;");
+    browser.wait_for(
+        "the page shows node-2 down, its process killed",
+        "const row = document.querySelector('#members tr[data-node=\"node-2\"]'); \
+         const process = document.querySelector('#chaos-nodes tr[data-node=\"node-2\"]'); \
+         return !!row && row.dataset.liveness === 'down' && process.dataset.state === 'killed'",
+    );
+    assert_eq!(liveness(&client, "node-2").as_deref(), Some("down"));
+    browser.screenshot("4-chaos-node-killed");
+
+    browser.run("document.getElementById('chaos-node-2-restart').click(); return true;");
+    browser.wait_for(
+        "the page shows node-2 alive again",
+        "const row = document.querySelector('#members tr[data-node=\"node-2\"]'); \
+         return !!row && row.dataset.liveness === 'alive'",
+    );
+    browser.screenshot("5-chaos-node-restarted");
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+
+    let paused = chaos(&cluster.urls[0], "node-1", "pause");
+    assert_eq!(paused["nodes"][1]["state"], "paused", "{paused}");
+    wait("node-1, paused, is declared down", &|| {
+        liveness(&client, "node-1").as_deref() == Some("down")
+    });
+    let resumed = chaos(&cluster.urls[0], "node-1", "resume");
+    assert_eq!(resumed["nodes"][1]["state"], "running", "{resumed}");
+    wait("node-1, resumed, is alive again", &|| {
+        liveness(&client, "node-1").as_deref() == Some("alive")
+    });
+    let stopped = chaos(&cluster.urls[0], "load", "stop");
+    assert_eq!(stopped["load"], "stopped", "{stopped}");
+}

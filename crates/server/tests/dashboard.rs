@@ -144,3 +144,23 @@ async fn placement_says_where_a_key_lives_and_what_each_replica_holds() {
     let (status, _) = placement("/v1/cluster/placement").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+/// Goal: chaos actions exist only in dev clusters: a node started any other way says chaos
+/// mode is off and refuses every action, and an unknown action is a bad request.
+#[tokio::test]
+async fn a_node_not_started_by_dev_cluster_refuses_chaos_actions() {
+    let node = start_node(|_| {}).await;
+    let (status, _, body) = call(&node, "GET", "/v1/chaos", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["enabled"],
+        false
+    );
+    for uri in ["/v1/chaos/node-1/kill", "/v1/chaos/load/start"] {
+        let (status, _, body) = call(&node, "POST", uri, "").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{uri}: {body}");
+        assert!(body.contains("chaos_disabled"), "{body}");
+    }
+    let (status, _, _) = call(&node, "POST", "/v1/chaos/node-1/explode", "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

@@ -3,6 +3,7 @@
 //! [`error`].
 
 pub mod access;
+pub mod chaos;
 pub mod dashboard;
 pub mod error;
 pub mod keys;
@@ -56,6 +57,8 @@ fn handler(id: &str) -> Option<MethodRouter<Arc<Node>>> {
         "placement" => get(dashboard::placement),
         "dashboard" => get(dashboard::page),
         "dashboardEvents" => get(dashboard::events),
+        "chaosState" => get(chaos::state),
+        "chaosAct" => post(chaos::act),
         "metrics" => get(ops::metrics),
         "openapi" => get(ops::openapi),
         "listUsers" => get(users::list_users),
