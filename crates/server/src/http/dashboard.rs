@@ -117,6 +117,9 @@ pub async fn placement(
         ));
     };
     let key = params.key.into_bytes();
+    if key.is_empty() {
+        return Err(ApiError::bad_request("key must not be empty"));
+    }
     let replicas = coordinator::placement::copies(&node, &def, &key).await?;
     let hash = ringkv_core::ring::key_hash(&key);
     Ok(Json(json!({
