@@ -383,7 +383,9 @@ pub fn run(args: DevClusterArgs) -> anyhow::Result<()> {
             served = serve_control(control, Arc::clone(&supervisor)) => served,
         }
     })?;
-    drop(runtime);
+    // An action under way (a restart waits for its node) holds the supervisor: let it end,
+    // so that dropping the supervisor below stops every node.
+    runtime.shutdown_timeout(START_TIMEOUT + Duration::from_secs(5));
     drop(supervisor);
     Ok(())
 }
