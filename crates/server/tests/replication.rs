@@ -157,6 +157,23 @@ async fn cluster_with(
     nodes
 }
 
+/// Creates keyspace `name` (N = 3, concurrent writes kept as siblings) through the first of
+/// `nodes`, and waits until every one of them has its definition.
+async fn create_siblings_keyspace(nodes: &[TestNode], name: &str) {
+    let uri = format!("/v1/ks/{name}");
+    let body = r#"{"replication": 3, "conflict": "siblings"}"#;
+    let created = call(&nodes[0], "PUT", &uri, &[], body).await;
+    assert_eq!(created.status, StatusCode::OK, "{:?}", created.body);
+    eventually("the definition reaches every node", async || {
+        let mut all = true;
+        for node in nodes {
+            all &= call(node, "GET", &uri, &[], "").await.body["conflict"] == "siblings";
+        }
+        all
+    })
+    .await;
+}
+
 /// Which nodes hold a local copy of `key` in the default keyspace.
 async fn holders(nodes: &[TestNode], key: &str) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
@@ -321,23 +338,7 @@ async fn with_one_node_down_quorum_succeeds_and_all_fails_naming_how_many_answer
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_become_siblings_only_where_the_keyspace_asks_for_them() {
     let nodes = cluster(3).await;
-    let created = call(
-        &nodes[0],
-        "PUT",
-        "/v1/ks/carts",
-        &[],
-        r#"{"replication": 3, "conflict": "siblings"}"#,
-    )
-    .await;
-    assert_eq!(created.status, StatusCode::OK, "{:?}", created.body);
-    eventually("the definition reaches every node", async || {
-        let mut all = true;
-        for node in &nodes {
-            all &= call(node, "GET", "/v1/ks/carts", &[], "").await.body["conflict"] == "siblings";
-        }
-        all
-    })
-    .await;
+    create_siblings_keyspace(&nodes, "carts").await;
 
     // Two writes without a context, through two nodes: two siblings, one context.
     assert_eq!(
@@ -631,15 +632,7 @@ async fn a_fallback_stands_in_for_a_down_replica_unless_pw_forbids_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_replica_down_blind_writes_are_kept_by_fallbacks_and_none_is_lost() {
     let mut nodes = cluster(5).await;
-    let created = call(
-        &nodes[0],
-        "PUT",
-        "/v1/ks/carts",
-        &[],
-        r#"{"replication": 3, "conflict": "siblings"}"#,
-    )
-    .await;
-    assert_eq!(created.status, StatusCode::OK, "{:?}", created.body);
+    create_siblings_keyspace(&nodes, "carts").await;
     let id_of = |node: &TestNode| node.running.node.node_id.clone();
     let up = [id_of(&nodes[0]), id_of(&nodes[1])];
     let replicas_of = |key: &str| -> Vec<String> {
@@ -658,14 +651,6 @@ async fn with_every_replica_down_blind_writes_are_kept_by_fallbacks_and_none_is_
         format!("/v1/ks/carts/keys/{key}"),
         format!("/v1/keys/{key}"),
     );
-    eventually("the keyspace reaches every node", async || {
-        let mut all = true;
-        for node in &nodes {
-            all &= call(node, "GET", "/v1/ks/carts", &[], "").await.status == StatusCode::OK;
-        }
-        all
-    })
-    .await;
     for uri in [&carts, &plain] {
         let old = put(&nodes[0], &format!("{uri}?w=all"), "old").await;
         assert_eq!(old.status, StatusCode::OK, "{:?}", old.body);
