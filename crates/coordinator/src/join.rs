@@ -184,13 +184,9 @@ async fn stream(node: &Arc<Node>, donor: &str, keyspace: &str, pace: &Pace) {
     let after = node.store.meta_get(&saved.cursor).ok().flatten();
     let tally = transfer_ranges(node, donor, keyspace, &saved.ranges, after.is_some()).await;
     let index = node.joining.progress.lock().as_mut().map(|progress| {
-        progress.transfers.push(Transfer {
-            donor: donor.to_owned(),
-            keyspace: keyspace.to_owned(),
-            state: "streaming".into(),
-            ranges: tally.progress().to_vec(),
-            ..Transfer::default()
-        });
+        progress
+            .transfers
+            .push(Transfer::streaming(donor, keyspace, &tally));
         progress.transfers.len() - 1
     });
     let update = |change: &dyn Fn(&mut Transfer)| {

@@ -85,13 +85,9 @@ async fn restore(node: Arc<Node>, removed: String, before: Arc<ClusterView>) {
             let tally = crate::streams::counted(node, &donor, &keyspace, ranges).await;
             let mut index = 0;
             node.restoring.update(restore, |progress| {
-                progress.transfers.push(Transfer {
-                    donor: donor.clone(),
-                    keyspace: keyspace.clone(),
-                    state: "streaming".into(),
-                    ranges: tally.progress().to_vec(),
-                    ..Transfer::default()
-                });
+                progress
+                    .transfers
+                    .push(Transfer::streaming(&donor, &keyspace, &tally));
                 index = progress.transfers.len() - 1;
             });
             let update = |change: &dyn Fn(&mut Transfer)| {

@@ -54,6 +54,19 @@ pub struct Transfer {
     pub ranges: Vec<RangeProgress>,
 }
 
+impl Transfer {
+    /// A stream of `tally`'s ranges of `keyspace` from `donor`, just begun.
+    pub fn streaming(donor: &str, keyspace: &str, tally: &RangeTally) -> Self {
+        Self {
+            donor: donor.to_owned(),
+            keyspace: keyspace.to_owned(),
+            state: "streaming".into(),
+            ranges: tally.progress().to_vec(),
+            ..Self::default()
+        }
+    }
+}
+
 /// Where a stream saves its progress in this node's metadata, so that it resumes after a
 /// restart: the last key the donor examined, and the ranges' tally.
 pub struct Saved {

@@ -34,7 +34,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use ringkv_core::record::Record;
 use ringkv_core::ring::key_hash;
-use ringkv_storage::{Engine, StorageError, WriteBatch};
+use ringkv_storage::{Engine, KeyValue, ScanRange, StorageError, WriteBatch};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -270,6 +270,23 @@ impl HashTrees {
         mut visit: impl FnMut(&[u8], &[u8]),
     ) -> Result<(), StorageError> {
         let range = layout::tree_range(keyspace, low, high);
+        self.each_page(&range, |page| {
+            for (engine_key, value) in &page {
+                visit(engine_key, value);
+            }
+            Ok(None::<()>)
+        })?;
+        Ok(())
+    }
+
+    /// Reads `range` of the engine in key order, [`REBUILD_PAGE`] entries at a time, handing
+    /// each page to `visit`, until the range is done (`None`) or `visit` stops early with a
+    /// reason (`Some`).
+    fn each_page<T>(
+        &self,
+        range: &ScanRange,
+        mut visit: impl FnMut(Vec<KeyValue>) -> Result<Option<T>, StorageError>,
+    ) -> Result<Option<T>, StorageError> {
         let mut resume: Option<Vec<u8>> = None;
         loop {
             let scan = match &resume {
@@ -277,13 +294,16 @@ impl HashTrees {
                 None => range.clone(),
             };
             let page = self.engine.scan(&scan, REBUILD_PAGE)?;
-            let exhausted = page.len() < REBUILD_PAGE;
-            for (engine_key, value) in &page {
-                visit(engine_key, value);
+            // A short page is the range's last.
+            let next = (page.len() == REBUILD_PAGE)
+                .then(|| page.last().map(|(key, _)| key.clone()))
+                .flatten();
+            if let Some(stop) = visit(page)? {
+                return Ok(Some(stop));
             }
-            match page.into_iter().last() {
-                Some((last, _)) if !exhausted => resume = Some(last),
-                _ => return Ok(()),
+            match next {
+                Some(last) => resume = Some(last),
+                None => return Ok(None),
             }
         }
     }
@@ -498,15 +518,7 @@ impl HashTrees {
         self.metrics.rebuilds.inc();
         let started = Instant::now();
         // The old index goes first.
-        let mut resume: Option<Vec<u8>> = None;
-        loop {
-            let range = match &resume {
-                Some(after) => layout::trees_range().after(after),
-                None => layout::trees_range(),
-            };
-            let page = self.engine.scan(&range, REBUILD_PAGE)?;
-            let Some((last, _)) = page.last() else { break };
-            resume = Some(last.clone());
+        let cleared = self.each_page(&layout::trees_range(), |page| {
             let mut batch = WriteBatch::with_capacity(page.len());
             for (key, _) in page {
                 batch.delete(key);
@@ -515,19 +527,14 @@ impl HashTrees {
             // What was fed meanwhile is of no use: the scan below reads every record as it
             // is then, later than these changes. Kept, it could fill the queue.
             self.take(&mut self.queue.lock());
-            if let Some(done) = self.interruption() {
-                return Ok(done);
-            }
+            Ok(self.interruption())
+        })?;
+        if let Some(done) = cleared {
+            return Ok(done);
         }
-        let mut resume: Option<Vec<u8>> = None;
         let mut records = 0u64;
-        loop {
-            let range = match &resume {
-                Some(after) => layout::all_data_range().after(after),
-                None => layout::all_data_range(),
-            };
-            let page = self.engine.scan(&range, REBUILD_PAGE)?;
-            let exhausted = page.len() < REBUILD_PAGE;
+        let scanned = self.each_page(&layout::all_data_range(), |page| {
+            let last = page.len() < REBUILD_PAGE;
             records += page.len() as u64;
             let updates = page.iter().filter_map(|(data_key, bytes)| {
                 let (keyspace, key) = layout::parse_data_key(data_key)?;
@@ -538,15 +545,17 @@ impl HashTrees {
             self.update(updates)?;
             self.catch_up()?;
             if let Some(done) = self.interruption() {
-                return Ok(done);
+                return Ok(Some(done));
             }
-            match page.into_iter().last() {
-                Some((last, _)) if !exhausted => resume = Some(last),
-                _ => break,
+            if !last {
+                std::thread::sleep(Duration::from_micros(
+                    REBUILD_PAGE as u64 * 1_000_000 / REBUILD_RECORDS_PER_SECOND,
+                ));
             }
-            std::thread::sleep(Duration::from_micros(
-                REBUILD_PAGE as u64 * 1_000_000 / REBUILD_RECORDS_PER_SECOND,
-            ));
+            Ok(None)
+        })?;
+        if let Some(done) = scanned {
+            return Ok(done);
         }
         self.set_ready();
         tracing::info!(
@@ -559,13 +568,8 @@ impl HashTrees {
 
     /// Loads the leaves from an index left complete at a clean shutdown.
     fn reload(&self) -> Result<Done, StorageError> {
-        let mut resume: Option<Vec<u8>> = None;
-        loop {
-            let range = match &resume {
-                Some(after) => layout::trees_range().after(after),
-                None => layout::trees_range(),
-            };
-            let page = self.engine.scan(&range, REBUILD_PAGE)?;
+        let loaded = self.each_page(&layout::trees_range(), |page| {
+            let last = page.len() < REBUILD_PAGE;
             {
                 let mut leaves = self.leaves.lock();
                 for (index_key, value) in &page {
@@ -577,13 +581,10 @@ impl HashTrees {
                     }
                 }
             }
-            if page.len() < REBUILD_PAGE {
-                break;
-            }
-            if let Some(done) = self.interruption() {
-                return Ok(done);
-            }
-            resume = page.into_iter().last().map(|(last, _)| last);
+            Ok(if last { None } else { self.interruption() })
+        })?;
+        if let Some(done) = loaded {
+            return Ok(done);
         }
         // Changes fed while loading apply on top, as they came after the index's state.
         self.catch_up()?;
