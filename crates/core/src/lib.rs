@@ -9,8 +9,10 @@
 //! - [`clock`]: wall time, injected so tests control it.
 //! - [`hlc`]: the hybrid logical clock that orders truly concurrent last-writer-wins writes.
 //! - [`ring`]: the consistent-hash ring and preference lists.
+//! - [`backup`]: the backup file format, read with hard limits.
 //! - [`wire`]: serde forms of contexts and records for node-to-node messages.
 
+pub mod backup;
 pub mod causal;
 pub mod clock;
 pub mod codec;

@@ -603,6 +603,10 @@ impl Engine for HeldWrite {
     ) -> Result<Vec<ringkv_storage::KeyValue>, ringkv_storage::StorageError> {
         self.inner.scan(range, limit)
     }
+    fn snapshot(&self) -> Result<Box<dyn ringkv_storage::Snapshot>, ringkv_storage::StorageError> {
+        self.inner.snapshot()
+    }
+
     fn disk_bytes(&self) -> u64 {
         self.inner.disk_bytes()
     }
@@ -735,6 +739,10 @@ impl Engine for SyncWatch {
     ) -> Result<Vec<ringkv_storage::KeyValue>, ringkv_storage::StorageError> {
         self.inner.scan(range, limit)
     }
+    fn snapshot(&self) -> Result<Box<dyn ringkv_storage::Snapshot>, ringkv_storage::StorageError> {
+        self.inner.snapshot()
+    }
+
     fn disk_bytes(&self) -> u64 {
         self.inner.disk_bytes()
     }

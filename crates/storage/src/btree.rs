@@ -11,10 +11,10 @@
 //!
 //! The whole file is verified against redb's page checksums when it is opened.
 
-use crate::buffered::{BufferOptions, Buffered, Slot, TableRange, Tables};
+use crate::buffered::{BufferOptions, Buffered, Slot, TableRange, Tables, TablesSnapshot};
 use crate::engine::StorageError;
 use bytes::Bytes;
-use redb::{Database, ReadableDatabase, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTableMetadata, TableDefinition};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
@@ -84,6 +84,14 @@ impl Tables for RedbTables {
         Ok(Box::new(entries))
     }
 
+    type Snapshot = RedbSnapshot;
+
+    fn snapshot(&self) -> Result<RedbSnapshot, StorageError> {
+        let transaction = self.database.begin_read().map_err(convert)?;
+        let table = transaction.open_table(DATA).map_err(convert)?;
+        Ok(RedbSnapshot { table })
+    }
+
     fn ingest<'a>(
         &self,
         entries: impl Iterator<Item = (&'a [u8], &'a Slot)>,
@@ -121,6 +129,26 @@ impl Tables for RedbTables {
 
     fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// The table as a read transaction sees it: copy-on-write keeps the pages it reads until it
+/// is dropped.
+pub struct RedbSnapshot {
+    table: ReadOnlyTable<&'static [u8], &'static [u8]>,
+}
+
+impl TablesSnapshot for RedbSnapshot {
+    fn range(&self, bounds: (Bound<&[u8]>, Bound<&[u8]>)) -> Result<TableRange<'_>, StorageError> {
+        let entries = self
+            .table
+            .range::<&[u8]>(bounds)
+            .map_err(convert)?
+            .map(|entry| {
+                let (key, value) = entry.map_err(convert)?;
+                Ok((key.value().to_vec(), Bytes::copy_from_slice(value.value())))
+            });
+        Ok(Box::new(entries))
     }
 }
 

@@ -121,6 +121,56 @@ pub fn prefix_scans_resume_after_a_key(open: Opener<'_>) {
     assert_eq!(all[0].1, b"b1".to_vec());
 }
 
+/// A snapshot sees the engine as it was when taken: not the overwrites, deletes and new keys
+/// that follow, even once they are flushed and compacted into the engine's files, and its
+/// scans page like the engine's own.
+pub fn snapshots_are_points_in_time(open: Opener<'_>) {
+    let (_dir, engine) = fresh(open);
+    let value = |key: u32, round: u32| format!("{key}:{round}").into_bytes();
+    for key in 0..300u32 {
+        engine.put(&key.to_be_bytes(), &value(key, 0)).unwrap();
+    }
+    engine.delete(&7u32.to_be_bytes()).unwrap();
+    let expected: Vec<(Vec<u8>, Vec<u8>)> = (0..300u32)
+        .filter(|&key| key != 7)
+        .map(|key| (key.to_be_bytes().to_vec(), value(key, 0)))
+        .collect();
+    let snapshot = engine.snapshot().unwrap();
+    for key in (0..300u32).step_by(2) {
+        engine.put(&key.to_be_bytes(), &value(key, 1)).unwrap();
+    }
+    for key in (1..300u32).step_by(3) {
+        engine.delete(&key.to_be_bytes()).unwrap();
+    }
+    engine.put(&7u32.to_be_bytes(), b"back").unwrap();
+    engine.put(&1000u32.to_be_bytes(), b"new").unwrap();
+    engine.checkpoint().unwrap();
+    engine.compact().unwrap();
+    let mut seen = Vec::new();
+    let mut range = ScanRange::all();
+    loop {
+        let page = snapshot.scan(&range, 41).unwrap();
+        let Some((last, _)) = page.last() else { break };
+        range = range.after(last);
+        seen.extend(page);
+    }
+    assert_eq!(seen, expected);
+    let later = engine.snapshot().unwrap();
+    assert_eq!(
+        later.scan(&ScanRange::all(), 1000).unwrap(),
+        engine.scan(&ScanRange::all(), 1000).unwrap()
+    );
+    assert_eq!(
+        later
+            .scan(
+                &ScanRange::between(&7u32.to_be_bytes(), &8u32.to_be_bytes()),
+                10
+            )
+            .unwrap(),
+        vec![(7u32.to_be_bytes().to_vec(), b"back".to_vec())]
+    );
+}
+
 /// Key ranges include their start and exclude their end.
 pub fn range_scans(open: Opener<'_>) {
     let (_dir, engine) = fresh(open);

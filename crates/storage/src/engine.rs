@@ -218,6 +218,15 @@ pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// A point-in-time view of an engine, for backups: its scans see every write that returned
+/// before it was taken and none made after, however long it is kept. Keeping one holds back
+/// some of the engine's clean-up (memtables stay in memory, old tables stay on disk) until it
+/// is dropped.
+pub trait Snapshot: Send + Sync + 'static {
+    /// Up to `limit` entries of `range` in key order, as of when the snapshot was taken.
+    fn scan(&self, range: &ScanRange, limit: usize) -> Result<Vec<KeyValue>, StorageError>;
+}
+
 /// An ordered key-value store. All methods may be called from many threads at once.
 ///
 /// Writes are atomic per batch and visible to reads as soon as `write` returns, and survive a
@@ -251,6 +260,9 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Up to `limit` entries of `range` in key order.
     fn scan(&self, range: &ScanRange, limit: usize) -> Result<Vec<KeyValue>, StorageError>;
+
+    /// A point-in-time view of every key, for a consistent backup taken while writes go on.
+    fn snapshot(&self) -> Result<Box<dyn Snapshot>, StorageError>;
 
     /// Bytes the engine occupies on disk.
     fn disk_bytes(&self) -> u64;

@@ -27,6 +27,6 @@ pub mod memory;
 pub mod wal;
 
 pub use engine::{
-    copy_key, open, BatchKey, Engine, EngineKind, KeyValue, ScanRange, StorageError, WriteBatch,
-    WriteOp,
+    copy_key, open, BatchKey, Engine, EngineKind, KeyValue, ScanRange, Snapshot, StorageError,
+    WriteBatch, WriteOp,
 };

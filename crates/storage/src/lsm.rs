@@ -17,10 +17,10 @@
 //! benchmark 1.6 times as fast. This engine keeps that write path and fjall's tables,
 //! compaction and block cache.
 
-use crate::buffered::{BufferOptions, Buffered, Slot, TableRange, Tables};
+use crate::buffered::{BufferOptions, Buffered, Slot, TableRange, Tables, TablesSnapshot};
 use crate::engine::StorageError;
 use bytes::Bytes;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, LsmError, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, LsmError, PersistMode, Readable};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
@@ -107,6 +107,15 @@ impl Tables for FjallTables {
         Ok(Box::new(entries))
     }
 
+    type Snapshot = FjallSnapshot;
+
+    fn snapshot(&self) -> Result<FjallSnapshot, StorageError> {
+        Ok(FjallSnapshot {
+            snapshot: self.database.snapshot(),
+            data: self.data.clone(),
+        })
+    }
+
     fn ingest<'a>(
         &self,
         entries: impl Iterator<Item = (&'a [u8], &'a Slot)>,
@@ -148,6 +157,26 @@ impl Tables for FjallTables {
 
     fn compact(&self) -> Result<(), StorageError> {
         self.data.major_compact().map_err(convert)
+    }
+}
+
+/// fjall's tables as of a sequence number: compaction keeps what it sees until it is
+/// dropped, and ingestions after it (later flushes) are not in it.
+pub struct FjallSnapshot {
+    snapshot: fjall::Snapshot,
+    data: Keyspace,
+}
+
+impl TablesSnapshot for FjallSnapshot {
+    fn range(&self, bounds: (Bound<&[u8]>, Bound<&[u8]>)) -> Result<TableRange<'_>, StorageError> {
+        let entries = self
+            .snapshot
+            .range::<&[u8], _>(&self.data, bounds)
+            .map(|guard| {
+                let (key, value) = guard.into_inner().map_err(convert)?;
+                Ok((key.to_vec(), Bytes::copy_from_slice(&value)))
+            });
+        Ok(Box::new(entries))
     }
 }
 

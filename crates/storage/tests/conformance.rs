@@ -50,6 +50,11 @@ macro_rules! suite_for {
             }
 
             #[test]
+            fn snapshots_are_points_in_time() {
+                conformance::snapshots_are_points_in_time(&opener());
+            }
+
+            #[test]
             fn reopen_after_close() {
                 conformance::reopen_after_close(&opener());
             }

@@ -30,7 +30,7 @@ mod flush;
 mod memtable;
 mod scan;
 
-use crate::engine::{Engine, KeyValue, ScanRange, StorageError, WriteBatch};
+use crate::engine::{Engine, KeyValue, ScanRange, Snapshot, StorageError, WriteBatch};
 use crate::log_files::{LogFile, SpareLog};
 use crate::wal;
 use bytes::Bytes;
@@ -105,6 +105,13 @@ pub trait Tables: Send + Sync + 'static {
         false
     }
 
+    /// The tables as of now, however they change later: with the memtables of the same
+    /// moment, a [`Snapshot`] of the engine.
+    fn snapshot(&self) -> Result<Self::Snapshot, StorageError>;
+
+    /// What [`Tables::snapshot`] makes.
+    type Snapshot: TablesSnapshot;
+
     /// Roughly how many entries the tables hold.
     fn approximate_len(&self) -> u64;
 
@@ -123,6 +130,12 @@ pub trait Tables: Send + Sync + 'static {
     fn compact(&self) -> Result<(), StorageError> {
         Ok(())
     }
+}
+
+/// A point-in-time view of [`Tables`].
+pub trait TablesSnapshot: Send + Sync + 'static {
+    /// The entries within `bounds`, as of when the snapshot was taken.
+    fn range(&self, bounds: (Bound<&[u8]>, Bound<&[u8]>)) -> Result<TableRange<'_>, StorageError>;
 }
 
 /// Sealed memtables that may wait for the flusher; a write that would seal one more waits
@@ -423,16 +436,26 @@ impl<T: Tables> Engine for Buffered<T> {
     }
 
     fn scan(&self, range: &ScanRange, limit: usize) -> Result<Vec<KeyValue>, StorageError> {
-        let mut page = Vec::new();
-        let mut range = range.clone();
-        while page.len() < limit {
-            let runs = self.runs(&range, limit)?;
-            match scan::merge_pass(runs, limit, &mut page) {
-                Some(horizon) => range = range.after(&horizon),
-                None => break,
-            }
+        scan::in_passes(range, limit, |range| self.runs(range, limit))
+    }
+
+    /// Seals the active memtable, so that every memtable of the snapshot is immutable, and
+    /// keeps the sealed ones with the tables as of the same moment (the log's lock keeps
+    /// writes out meanwhile). A memtable the flusher moves into the tables later is still in
+    /// the snapshot's list, and not in its tables, so each entry is found once.
+    fn snapshot(&self) -> Result<Box<dyn Snapshot>, StorageError> {
+        let shared = &self.shared;
+        let mut log = shared.log.lock();
+        if !shared.memtables.read().active.is_empty() {
+            shared.seal(&mut log)?;
         }
-        Ok(page)
+        let memtables = shared.memtables.read();
+        let tables = shared.tables.snapshot()?;
+        let newest_first = memtables.sealed.iter().rev().cloned().collect();
+        Ok(Box::new(BufferedSnapshot {
+            memtables: newest_first,
+            tables,
+        }))
     }
 
     fn changes_refused_at_open(&self) -> u64 {
@@ -486,19 +509,33 @@ impl<T: Tables> Buffered<T> {
         let bounds = range.as_bounds();
         let (mut runs, tables) = {
             let memtables = self.shared.memtables.read();
-            let runs: Vec<scan::Run> = std::iter::once(&memtables.active)
-                .chain(memtables.sealed.iter().rev().map(|sealed| &sealed.memtable))
-                .map(|memtable| scan::Run::new(memtable.range(bounds, fetch), fetch))
-                .collect();
+            let newest_first = std::iter::once(&memtables.active)
+                .chain(memtables.sealed.iter().rev().map(|sealed| &sealed.memtable));
+            let runs = scan::memtable_runs(newest_first, bounds, fetch);
             (runs, self.shared.tables.range(bounds)?)
         };
-        let mut stored = Vec::new();
-        for entry in tables.take(fetch) {
-            let (key, value) = entry?;
-            stored.push((key, Some(value)));
-        }
-        runs.push(scan::Run::new(stored, fetch));
+        runs.push(scan::table_run(tables, fetch)?);
         Ok(runs)
+    }
+}
+
+/// A [`Snapshot`] of a [`Buffered`] engine: its sealed memtables, newest first, and its
+/// tables as of the same moment.
+struct BufferedSnapshot<S> {
+    memtables: Vec<Arc<Sealed>>,
+    tables: S,
+}
+
+impl<S: TablesSnapshot> Snapshot for BufferedSnapshot<S> {
+    fn scan(&self, range: &ScanRange, limit: usize) -> Result<Vec<KeyValue>, StorageError> {
+        scan::in_passes(range, limit, |range| {
+            let fetch = limit.max(1);
+            let bounds = range.as_bounds();
+            let newest_first = self.memtables.iter().map(|sealed| &sealed.memtable);
+            let mut runs = scan::memtable_runs(newest_first, bounds, fetch);
+            runs.push(scan::table_run(self.tables.range(bounds)?, fetch)?);
+            Ok(runs)
+        })
     }
 }
 

@@ -6,9 +6,52 @@
 //! memtable hide entries below, so a pass can end with fewer visible entries than wanted; the
 //! next pass starts after the horizon, which moves past at least one entry every time.
 
-use super::memtable::Slot;
-use crate::engine::KeyValue;
+use super::memtable::{Memtable, Slot};
+use super::TableRange;
+use crate::engine::{KeyValue, ScanRange, StorageError};
 use std::collections::BTreeMap;
+use std::ops::Bound;
+
+/// Up to `limit` visible entries of `range`, merged from the runs `pass` gives for what is
+/// left of the range, a pass at a time.
+pub fn in_passes(
+    range: &ScanRange,
+    limit: usize,
+    mut pass: impl FnMut(&ScanRange) -> Result<Vec<Run>, StorageError>,
+) -> Result<Vec<KeyValue>, StorageError> {
+    let mut page = Vec::new();
+    let mut range = range.clone();
+    while page.len() < limit {
+        let runs = pass(&range)?;
+        match merge_pass(runs, limit, &mut page) {
+            Some(horizon) => range = range.after(&horizon),
+            None => break,
+        }
+    }
+    Ok(page)
+}
+
+/// One run per memtable (given newest first) of its entries within `bounds`, at most
+/// `fetch` each.
+pub fn memtable_runs<'a>(
+    newest_first: impl Iterator<Item = &'a Memtable>,
+    bounds: (Bound<&[u8]>, Bound<&[u8]>),
+    fetch: usize,
+) -> Vec<Run> {
+    newest_first
+        .map(|memtable| Run::new(memtable.range(bounds, fetch), fetch))
+        .collect()
+}
+
+/// The run of at most `fetch` entries of the tables' range.
+pub fn table_run(tables: TableRange<'_>, fetch: usize) -> Result<Run, StorageError> {
+    let mut stored = Vec::new();
+    for entry in tables.take(fetch) {
+        let (key, value) = entry?;
+        stored.push((key, Some(value)));
+    }
+    Ok(Run::new(stored, fetch))
+}
 
 /// One source's entries for a pass, in key order.
 pub struct Run {

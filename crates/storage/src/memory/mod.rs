@@ -25,7 +25,7 @@
 pub mod snapshot;
 
 use crate::engine::{
-    copy_key, BatchKey, Engine, KeyValue, ScanRange, StorageError, WriteBatch, WriteOp,
+    copy_key, BatchKey, Engine, KeyValue, ScanRange, Snapshot, StorageError, WriteBatch, WriteOp,
 };
 use crate::log_files::{LogFile, SpareLog};
 use crate::wal::{self as log, sync_directory};
@@ -313,6 +313,51 @@ impl Shared {
     }
 }
 
+/// Up to `limit` entries of `range` in `map`.
+fn page_of(map: &Map, range: &ScanRange, limit: usize) -> Vec<KeyValue> {
+    map.range::<[u8], _>(range.as_bounds())
+        .take(limit)
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect()
+}
+
+/// `entries`, a page of `range`, unless a damaged key would have been in it: that fails the
+/// page as corrupted.
+fn check_page(
+    corrupt: &BTreeSet<Vec<u8>>,
+    range: &ScanRange,
+    limit: usize,
+    entries: Vec<KeyValue>,
+) -> Result<Vec<KeyValue>, StorageError> {
+    let last = entries.last().map(|(k, _)| k.as_slice());
+    let hit = corrupt
+        .range::<[u8], _>(range.as_bounds())
+        .find(|k| entries.len() < limit || last.is_some_and(|last| k.as_slice() <= last));
+    match hit {
+        Some(key) => Err(StorageError::Corruption(format!(
+            "value of key {key:?} failed its checksum"
+        ))),
+        None => Ok(entries),
+    }
+}
+
+/// A [`Snapshot`] of the memory engine: its own copy of the map.
+struct MapSnapshot {
+    map: Map,
+    corrupt_keys: BTreeSet<Vec<u8>>,
+}
+
+impl Snapshot for MapSnapshot {
+    fn scan(&self, range: &ScanRange, limit: usize) -> Result<Vec<KeyValue>, StorageError> {
+        check_page(
+            &self.corrupt_keys,
+            range,
+            limit,
+            page_of(&self.map, range, limit),
+        )
+    }
+}
+
 impl Engine for MemoryEngine {
     fn name(&self) -> &'static str {
         ENGINE
@@ -387,25 +432,16 @@ impl Engine for MemoryEngine {
     }
 
     fn scan(&self, range: &ScanRange, limit: usize) -> Result<Vec<KeyValue>, StorageError> {
-        let map = self.shared.map.read();
-        let entries: Vec<KeyValue> = map
-            .range::<[u8], _>(range.as_bounds())
-            .take(limit)
-            .map(|(k, v)| (k.to_vec(), v.to_vec()))
-            .collect();
-        drop(map);
-        let corrupt = self.shared.corrupt_keys.read();
-        let last = entries.last().map(|(k, _)| k.as_slice());
-        // A corrupt key counts if the page would have included it.
-        let hit = corrupt
-            .range::<[u8], _>(range.as_bounds())
-            .find(|k| entries.len() < limit || last.is_some_and(|last| k.as_slice() <= last));
-        if let Some(key) = hit {
-            return Err(StorageError::Corruption(format!(
-                "value of key {key:?} failed its checksum"
-            )));
-        }
-        Ok(entries)
+        let entries = page_of(&self.shared.map.read(), range, limit);
+        check_page(&self.shared.corrupt_keys.read(), range, limit, entries)
+    }
+
+    /// A copy of the map (its keys; values are shared) and of its damaged keys. Writers wait
+    /// while it is made: about a tenth of a second per million keys.
+    fn snapshot(&self) -> Result<Box<dyn Snapshot>, StorageError> {
+        let map = self.shared.map.read().clone();
+        let corrupt_keys = self.shared.corrupt_keys.read().clone();
+        Ok(Box::new(MapSnapshot { map, corrupt_keys }))
     }
 
     fn changes_refused_at_open(&self) -> u64 {
