@@ -254,6 +254,8 @@ pub struct Client {
     timeout: Duration,
     /// The `Authorization` header sent with every request, if credentials were given.
     authorization: Option<String>,
+    /// The certificate authorities trusted, if not the usual web roots.
+    roots: Option<ureq::tls::RootCerts>,
 }
 
 /// How a client logs in to the node.
@@ -311,6 +313,7 @@ impl Client {
             consistency: None,
             primary_writes: None,
             authorization: None,
+            roots: None,
         }
     }
 
@@ -331,7 +334,8 @@ impl Client {
             ));
         }
         let roots = ureq::tls::RootCerts::new_with_certs(&certificates);
-        self.agent = agent(self.timeout, Some(roots));
+        self.agent = agent(self.timeout, Some(roots.clone()));
+        self.roots = Some(roots);
         Ok(self)
     }
 
@@ -622,6 +626,92 @@ impl Client {
             .call()
             .map_err(|e| self.transport(e))?;
         parse::<Roots>(self.check(response)?).map(|r| r.roots)
+    }
+
+    /// Streams a point-in-time backup of the node's records (of `keyspace` only, if given):
+    /// the bytes of a backup file. Only connecting and the first byte are time-limited: a
+    /// large backup takes as long as it takes.
+    pub fn backup(&self, keyspace: Option<&str>) -> Result<impl std::io::Read, ClientError> {
+        let mut url = format!("{}/v1/backup", self.base);
+        if let Some(keyspace) = keyspace {
+            url.push_str(&format!("?keyspace={}", percent_encode(keyspace)));
+        }
+        let mut config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(self.timeout))
+            .timeout_recv_response(Some(self.timeout));
+        if let Some(roots) = &self.roots {
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(roots.clone())
+                    .build(),
+            );
+        }
+        let streaming: ureq::Agent = config.build().into();
+        let response = self
+            .authorized(streaming.get(&url))
+            .call()
+            .map_err(|e| self.transport(e))?;
+        if response.status().as_u16() >= 400 {
+            self.check(response)?;
+            return Err(ClientError::Protocol(
+                "an error status without an error".into(),
+            ));
+        }
+        Ok(response.into_body().into_reader())
+    }
+
+    /// Sends record frames of a backup (`body`) to be merged into the replicas of their keys;
+    /// returns how many records the node merged. Safe to send again after a failure.
+    pub fn restore_records(&self, body: &[u8]) -> Result<u64, ClientError> {
+        #[derive(Deserialize)]
+        struct Restored {
+            records: u64,
+        }
+        let mut url = format!("{}/v1/restore", self.base);
+        if let Some(level) = &self.consistency {
+            url.push_str(&format!("?consistency={}", percent_encode(level)));
+        }
+        let response = self
+            .post_request(&url)
+            .header("content-type", "application/octet-stream")
+            .send(body)
+            .map_err(|e| self.transport(e))?;
+        parse::<Restored>(self.check(response)?).map(|r| r.records)
+    }
+
+    /// A keyspace's replication factor and conflict mode, or `None` if it does not exist.
+    pub fn keyspace_settings(&self, keyspace: &str) -> Result<Option<(u64, String)>, ClientError> {
+        #[derive(Deserialize)]
+        struct Definition {
+            replication: u64,
+            conflict: String,
+        }
+        let response = self
+            .get_request(&format!("{}/v1/ks/{}", self.base, percent_encode(keyspace)))
+            .call()
+            .map_err(|e| self.transport(e))?;
+        match self.check(response) {
+            Ok(body) => parse::<Definition>(body).map(|d| Some((d.replication, d.conflict))),
+            Err(error) if error.status() == Some(404) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Creates (or changes) a keyspace.
+    pub fn define_keyspace(
+        &self,
+        keyspace: &str,
+        replication: u64,
+        conflict: &str,
+    ) -> Result<(), ClientError> {
+        let body = serde_json::json!({ "replication": replication, "conflict": conflict });
+        let response = self
+            .put_request(&format!("{}/v1/ks/{}", self.base, percent_encode(keyspace)))
+            .header("content-type", "application/json")
+            .send(body.to_string().as_bytes())
+            .map_err(|e| self.transport(e))?;
+        self.check(response).map(drop)
     }
 
     /// The replication factor of a keyspace.

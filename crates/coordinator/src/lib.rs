@@ -4,6 +4,7 @@
 //! through this crate, where hints, metrics, authorization and anti-entropy bookkeeping hook
 //! in once.
 //!
+//! - [`backup`]: point-in-time backups of a node, and restoring them into any cluster.
 //! - [`config`]: the one configuration struct and its defaults.
 //! - [`node`]: a node's state (its replica, keyspaces, peers, membership) and its cluster
 //!   services.
@@ -24,6 +25,7 @@
 //! - [`peers`]: what nodes ask of each other over the cluster RPC.
 
 pub mod anti_entropy;
+pub mod backup;
 pub mod config;
 pub mod consistency;
 pub mod coordinator;

@@ -69,6 +69,15 @@ impl KeyspaceIds {
         self.by_name.read().get(name).copied()
     }
 
+    /// Every keyspace name this node has numbered, by number.
+    pub fn names(&self) -> HashMap<KeyspaceId, String> {
+        let by_name = self.by_name.read();
+        by_name
+            .iter()
+            .map(|(name, &id)| (id, name.clone()))
+            .collect()
+    }
+
     /// The number of `name`, giving it the next free one (stored durably) if it has none.
     pub fn get_or_assign(
         &self,

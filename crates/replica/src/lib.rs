@@ -6,6 +6,7 @@
 //! once the durability policy is met.
 //!
 //! - [`store`]: the public API: open, read, scan, write.
+//! - [`backup`]: point-in-time copies of the records, for backups.
 //! - [`writer`]: the single writer thread and its group commit.
 //! - [`loop_commit`]: writes committed by the event-loop thread that submitted them.
 //! - [`cache`]: the record cache in front of the engine.
@@ -18,6 +19,7 @@
 //! - [`metrics`]: the store's Prometheus metrics.
 
 mod answers;
+pub mod backup;
 pub mod cache;
 pub mod error;
 pub mod hashtree;

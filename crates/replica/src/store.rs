@@ -777,7 +777,7 @@ impl Shared {
 
 /// A node's local replica of the keys it stores.
 pub struct LocalStore {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     /// The writes of threads that commit their own ([`LocalStore::commit_on_this_thread`]).
     loops: Arc<LoopQueue>,
     /// The writer thread's queue.

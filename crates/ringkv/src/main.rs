@@ -1,6 +1,7 @@
 //! The `ringkv` binary: the server, the command-line client and the tools, as subcommands.
 //! Errors end here: each becomes one readable line on stderr and a non-zero exit code.
 
+mod backup_cmd;
 mod bench;
 mod client_cmd;
 mod cluster_cmd;
@@ -50,6 +51,12 @@ enum Command {
     /// Run an N-node cluster on loopback, for trying things: its dashboard's chaos panel kills,
     /// pauses and restarts nodes (Ctrl-C stops it).
     DevCluster(dev_cluster::DevClusterArgs),
+    /// Write a point-in-time backup of a node's records (or one keyspace's) to a file, with
+    /// their causal versions, streamed with progress shown.
+    Backup(backup_cmd::BackupArgs),
+    /// Merge a backup's records into a node's cluster (any size): each replica merges them
+    /// into what it holds, so newer writes are kept. Creates the keyspaces it lacks.
+    Restore(backup_cmd::RestoreArgs),
     /// Operator commands: cluster status, a key's replicas.
     Cluster(cluster_cmd::ClusterArgs),
     /// Manage the users clients log in as: add, remove, list, whoami.
@@ -81,6 +88,8 @@ fn main() {
         Command::Scan(args) => client_cmd::scan(args),
         Command::DevCluster(args) => dev_cluster::run(args),
         Command::Cluster(args) => cluster_cmd::run(args),
+        Command::Backup(args) => backup_cmd::backup(args),
+        Command::Restore(args) => backup_cmd::restore(args),
         Command::User(args) => user_cmd::run(args),
         Command::Bench(args) => bench::run(args),
         Command::EngineBench(args) => engine_bench::run(args),

@@ -21,7 +21,7 @@ mod write;
 
 pub use read::{read, read_local};
 pub use scan::scan;
-pub use write::{write, write_many};
+pub use write::{merge_record, write, write_many};
 
 use crate::gossip::ClusterView;
 use crate::keyspaces::KeyspaceDef;

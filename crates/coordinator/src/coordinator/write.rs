@@ -71,6 +71,31 @@ pub async fn write(
     Ok(outcome)
 }
 
+/// Merges a record from outside the cluster (a backup's) into the replicas of its key, as
+/// read repair sends a merged record: each replica merges it into its own copy, so a newer
+/// write there is never overwritten and a write the record has seen is never resurrected.
+/// Returns once as many replicas (or fallbacks keeping hints) hold it as `consistency`'s W.
+pub async fn merge_record(
+    node: &Arc<Node>,
+    keyspace: &KeyspaceDef,
+    merge: MergeRequest,
+    consistency: Consistency,
+) -> Result<(), CoordinatorError> {
+    let placement = match Placement::of(node, keyspace, &merge.key) {
+        Some(placement) if !placement.is_local_only() => placement,
+        _ => {
+            node.store.merge(merge).await?;
+            return Ok(());
+        }
+    };
+    let needed = Needed {
+        copies: consistency.writes(placement.replicas.len()),
+        primaries: 0,
+    };
+    copy_to_joining(node, &placement, keyspace.replication as usize, &merge);
+    replicate(node, &placement, None, merge, needed, Vec::new()).await
+}
+
 /// Issues a blind write that no replica of the key could lead (every one is down or did not
 /// answer) here, as Dynamo's sloppy quorum does: the record goes only to fallbacks, as hints
 /// each delivers when its replica is back. The write is acknowledged once W fallbacks hold

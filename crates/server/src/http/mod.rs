@@ -1,8 +1,9 @@
 //! The REST API (DESIGN.md, "Client-facing API"): routes, request limits and per-operation
-//! metrics. Handlers live in [`keys`], [`ops`] and [`dashboard`]; every error leaves through
+//! metrics. Handlers live in [`keys`], [`ops`], [`backup`] and [`dashboard`]; every error leaves through
 //! [`error`].
 
 pub mod access;
+pub mod backup;
 pub mod chaos;
 pub mod dashboard;
 pub mod error;
@@ -65,6 +66,10 @@ fn handler(id: &str) -> Option<MethodRouter<Arc<Node>>> {
         "putUser" => put(users::put_user),
         "deleteUser" => delete(users::delete_user),
         "whoami" => get(users::whoami),
+        "backup" => get(backup::backup),
+        "restore" => {
+            post(backup::restore).layer(DefaultBodyLimit::max(backup::RESTORE_BODY_BYTES_MAX))
+        }
         _ => return None,
     })
 }

@@ -36,6 +36,8 @@ pub enum Raw {
     No,
     /// JSON or raw bytes (a value).
     Yes,
+    /// Raw bytes only (the schema is ignored).
+    Only,
 }
 
 /// Who may call an operation (see [`super::access`]).
@@ -431,6 +433,28 @@ pub const OPERATIONS: &[Operation] = &[
     },
     Operation {
         method: "get",
+        path: "/v1/backup",
+        id: "backup",
+        access: Access::Cluster,
+        summary: "A point-in-time backup of this node's records (of one keyspace, if asked), streamed in the backup format that ringkv restore reads",
+        parameters: &[Parameter { name: "keyspace", location: In::Query, required: false, description: "Only this keyspace", schema: r#"{"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}"# }],
+        body: None,
+        body_schema: None,
+        responses: &[(200, "application/octet-stream: the backup (magic RKVBACK1, a header, one frame per record, a trailer); a stream cut short lacks the trailer"), (400, ERRORS), (404, "No such keyspace")],
+    },
+    Operation {
+        method: "post",
+        path: "/v1/restore",
+        id: "restore",
+        access: Access::Cluster,
+        summary: "Merge a batch of a backup's records into the replicas of their keys, in this cluster whatever its size: each replica merges a record into its own copy, so newer writes are kept",
+        parameters: &[Parameter { name: "consistency", location: In::Query, required: false, description: "How many replicas must take each record: one | quorum (default) | all", schema: r#"{"type": "string", "enum": ["one", "quorum", "all"]}"# }],
+        body: Some("Record frames of the backup format, without its magic, header or trailer (ringkv restore sends them in batches)"),
+        body_schema: Some(("{}", Raw::Only)),
+        responses: &[(200, "{records: how many were merged}"), (400, ERRORS), (404, "A record's keyspace does not exist"), (503, "Too few replicas took a record: send the batch again")],
+    },
+    Operation {
+        method: "get",
         path: "/",
         id: "dashboard",
         access: Access::Public,
@@ -658,11 +682,13 @@ pub fn document() -> Value {
             "security": security,
         });
         if let (Some(body), Some((schema, raw))) = (operation.body, operation.body_schema) {
-            let mut content = json!({ "application/json": { "schema": schema_of(schema) } });
-            if raw == Raw::Yes {
-                content["application/octet-stream"] =
-                    json!({ "schema": { "type": "string", "format": "binary" } });
-            }
+            let binary = json!({ "schema": { "type": "string", "format": "binary" } });
+            let content = match raw {
+                Raw::No => json!({ "application/json": { "schema": schema_of(schema) } }),
+                Raw::Yes => json!({ "application/json": { "schema": schema_of(schema) },
+                                    "application/octet-stream": binary }),
+                Raw::Only => json!({ "application/octet-stream": binary }),
+            };
             entry["requestBody"] = json!({ "description": body, "content": content });
         }
         let path = paths.entry(operation.path).or_insert_with(|| json!({}));
