@@ -22,6 +22,7 @@
 //! - [`restore`]: after a removal, streaming the ranges a node took over from survivors.
 //! - [`ranges`]: the ranges of the ring where a property of the replicas holds, and how far
 //!   their moves have gone.
+//! - [`traffic`]: reads and writes per second, latencies, replication lag and hot keys.
 //! - [`peers`]: what nodes ask of each other over the cluster RPC.
 
 pub mod anti_entropy;
@@ -41,6 +42,7 @@ pub mod ranges;
 pub mod reaper;
 pub mod restore;
 pub mod streams;
+pub mod traffic;
 pub mod users;
 
 /// The request and answer types the client APIs share with the layers below: what a read or

@@ -90,6 +90,8 @@ pub struct Node {
     pub restoring: crate::restore::Restoring,
     /// The reaping of wholly dead records: its metrics.
     pub reaper: crate::reaper::ReaperMetrics,
+    /// What clients ask of this node: rates, latencies, hot keys.
+    pub traffic: crate::traffic::Traffic,
     /// The view of a node that is not serving yet: itself alone.
     alone: std::sync::OnceLock<Arc<ClusterView>>,
     clock: Arc<dyn WallClock>,
@@ -135,6 +137,7 @@ impl Node {
         let keyspaces = crate::keyspaces::Keyspaces::load(&store)?;
         let users = crate::users::Users::load(&store)?;
         let cluster_metrics = crate::coordinator::ClusterMetrics::register(&mut registry);
+        let traffic = crate::traffic::Traffic::register(&mut registry);
         let logins = crate::logins::LoginThrottle::new(
             &mut registry,
             config.login_failures_burst,
@@ -171,6 +174,7 @@ impl Node {
             anti_entropy,
             leaving: crate::leave::Leaving::default(),
             reaper,
+            traffic,
             joining: crate::join::Joining::default(),
             restoring: crate::restore::Restoring::default(),
             alone: std::sync::OnceLock::new(),
@@ -235,6 +239,7 @@ impl Node {
             joining: self.joining.progress(),
             leaving: Some(self.leaving.progress()).filter(|progress| progress.state != "normal"),
             restoring: self.restoring.progress(),
+            traffic: self.traffic.summary(),
             counters: crate::peers::NodeCounters {
                 writes: self.store.metrics().writes.get(),
                 merges: self.store.metrics().merges.get(),
@@ -346,6 +351,7 @@ pub async fn start_cluster_services(
     let anti_entropy = tokio::spawn(crate::anti_entropy::run(Arc::clone(node), signal.clone()));
     let reaper = tokio::spawn(crate::reaper::run(Arc::clone(node), signal.clone()));
     let leave = tokio::spawn(crate::leave::resume(Arc::clone(node), signal.clone()));
+    let traffic = tokio::spawn(crate::traffic::run(Arc::clone(node), signal.clone()));
     let mut tasks = vec![
         rpc_task,
         metadata_task,
@@ -354,6 +360,7 @@ pub async fn start_cluster_services(
         anti_entropy,
         reaper,
         leave,
+        traffic,
     ];
     if joining {
         tasks.push(tokio::spawn(crate::join::run(Arc::clone(node), signal)));

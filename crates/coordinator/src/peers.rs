@@ -100,7 +100,7 @@ pub enum PeerResponse {
     /// Keyspace definitions.
     Keyspaces(Vec<KeyspaceDef>),
     /// Node figures.
-    Stats(NodeStats),
+    Stats(Box<NodeStats>),
     /// Whether the hint is kept (`false`: this node's queue for the target is full).
     Hinted(Result<bool, RemoteError>),
     /// Whether a removal was applied; the removed nodes.
@@ -147,6 +147,8 @@ pub struct NodeStats {
     pub leaving: Option<crate::leave::LeaveProgress>,
     /// Its restores of copies after removals, in this run.
     pub restoring: Vec<crate::restore::RestoreProgress>,
+    /// Its traffic over the last second: rates, latencies, hot keys.
+    pub traffic: crate::traffic::TrafficSummary,
     /// Its counters since it started, from which a watcher works out rates.
     pub counters: NodeCounters,
 }
@@ -399,7 +401,7 @@ pub async fn answer(node: &Arc<Node>, request: PeerRequest) -> Result<PeerRespon
         PeerRequest::Stats => {
             let node = Arc::clone(node);
             let stats = tokio::task::spawn_blocking(move || node.stats()).await;
-            PeerResponse::Stats(stats.map_err(|error| error.to_string())?)
+            PeerResponse::Stats(Box::new(stats.map_err(|error| error.to_string())?))
         }
     })
 }

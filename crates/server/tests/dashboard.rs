@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use std::sync::Arc;
-use support::{start_node, TestNode};
+use support::{start_node, RespClient, TestNode};
 use tower::ServiceExt;
 
 /// Sends one request to `node`'s router; the status, the content type and the whole body.
@@ -165,4 +165,85 @@ async fn a_node_not_started_by_dev_cluster_refuses_chaos_actions() {
     }
     let (status, _, _) = call(&node, "POST", "/v1/chaos/node-1/explode", "").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+/// Goal: each member's traffic (reads and writes per second, latency p50 and p99, the hottest
+/// keys) reaches the dashboard's snapshots and `/metrics`, counted from both APIs. Method:
+/// one node; through the Redis protocol 400 GETs of `hot`, 100 of `warm`, 300 SETs of
+/// distinct keys (some pipelined, some through the general command path with MGET), and
+/// REST reads; then the member as `/v1/cluster` shows it after the next second's summary.
+#[tokio::test]
+async fn each_members_rates_latencies_and_hot_keys_are_shown() {
+    let node = start_node(|_| {}).await;
+    let mut resp = RespClient::connect(&node).await;
+    resp.call(&["SET", "hot", "1"]).await;
+    resp.call(&["SET", "warm", "1"]).await;
+    let mut pipeline = Vec::new();
+    for i in 0..300 {
+        let key = format!("cold{i}");
+        pipeline.extend(RespClient::encode(&[b"SET", key.as_bytes(), b"v"]));
+    }
+    resp.send_raw(&pipeline).await;
+    for _ in 0..300 {
+        resp.read().await;
+    }
+    for i in 0..500 {
+        let key = if i % 5 == 4 { "warm" } else { "hot" };
+        // Every other one through the general path (MGET) rather than the GET fast path.
+        if i % 2 == 0 {
+            resp.call(&["GET", key]).await;
+        } else {
+            resp.call(&["MGET", key]).await;
+        }
+    }
+    for _ in 0..20 {
+        call(&node, "GET", "/v1/keys/hot", "").await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let member = loop {
+        let (_, _, body) = call(&node, "GET", "/v1/cluster", "").await;
+        let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let member = view["members"][0].clone();
+        if member["traffic"]["reads_per_second"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.0
+        {
+            break member;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no traffic shown: {member}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let traffic = &member["traffic"];
+    // A second's summary: all of it in one second, or split over two.
+    let reads = traffic["reads_per_second"].as_f64().unwrap();
+    assert!(reads > 0.0 && reads <= 520.0 * 1.2, "{traffic}");
+    let p50 = traffic["latency_p50_us"].as_u64().unwrap();
+    let p99 = traffic["latency_p99_us"].as_u64().unwrap();
+    assert!(p50 >= 1 && p50 <= p99, "{traffic}");
+    let hot = traffic["hot_keys"].as_array().unwrap();
+    assert_eq!(hot[0]["key"], "hot", "{traffic}");
+    assert_eq!(hot[0]["keyspace"], "default");
+    assert!(hot.iter().any(|h| h["key"] == "warm"), "{traffic}");
+    let (_, _, metrics) = call(&node, "GET", "/metrics", "").await;
+    assert!(
+        metrics.contains(
+            r#"ringkv_traffic_hot_key_requests_per_second{rank="1",keyspace="default",key="hot"}"#
+        ),
+        "{metrics}"
+    );
+    let requests = |kind: &str| -> f64 {
+        let prefix = format!("ringkv_traffic_requests_total{{kind=\"{kind}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in {metrics}"))
+    };
+    // Every request so far has been summed by now, or the first summary would show none.
+    assert!(requests("write") >= 302.0, "{metrics}");
+    assert!(requests("read") >= 1.0, "{metrics}");
 }

@@ -289,6 +289,7 @@ async fn replicate(
     needed: Needed,
     mut failures: Vec<String>,
 ) -> Result<(), CoordinatorError> {
+    let started = std::time::Instant::now();
     let merge = Arc::new(merge);
     // Worked out at the first copy that needs one: most writes need none.
     let fallbacks: Arc<parking_lot::Mutex<Option<VecDeque<String>>>> = Arc::default();
@@ -344,15 +345,19 @@ async fn replicate(
             }
         }
     }
-    if !pending.is_empty() {
-        tokio::spawn(async move {
-            while let Some(result) = pending.next().await {
-                if let Err(failure) = result {
-                    tracing::debug!(%failure, "background replication failed; hinted");
-                }
-            }
-        });
+    if pending.is_empty() {
+        node.traffic.record_replication(started.elapsed());
+        return Ok(());
     }
+    let node = Arc::clone(node);
+    tokio::spawn(async move {
+        while let Some(result) = pending.next().await {
+            if let Err(failure) = result {
+                tracing::debug!(%failure, "background replication failed; hinted");
+            }
+        }
+        node.traffic.record_replication(started.elapsed());
+    });
     Ok(())
 }
 

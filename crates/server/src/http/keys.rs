@@ -60,11 +60,14 @@ impl FromRequestParts<Arc<Node>> for Addressed {
             }
         };
         let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
-        let key = percent_encoding::percent_decode_str(raw_key).collect();
+        let key: Vec<u8> = percent_encoding::percent_decode_str(raw_key).collect();
         let keyspace = node
             .keyspaces
             .get(&name)
             .ok_or_else(|| ApiError::keyspace_not_found(&name))?;
+        if !key.is_empty() {
+            node.traffic.sample(&keyspace.name, &key);
+        }
         Ok(Self { keyspace, key })
     }
 }

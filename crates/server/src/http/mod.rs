@@ -23,6 +23,7 @@ use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 use error::ApiError;
 use metrics::HttpMetrics;
+use ringkv_coordinator::traffic::Kind;
 use ringkv_coordinator::Node;
 use ringkv_core::limits::VALUE_BYTES_MAX;
 use std::collections::BTreeMap;
@@ -109,14 +110,17 @@ pub fn router(node: Arc<Node>) -> Router {
 struct Gate {
     in_flight: Arc<Semaphore>,
     metrics: HttpMetrics,
+    /// Where key requests are counted for the node's traffic summary.
+    node: Arc<Node>,
 }
 
 impl Gate {
     /// The gate of `node`'s REST API, its metrics registered in the node's registry.
-    fn new(node: &Node) -> Self {
+    fn new(node: &Arc<Node>) -> Self {
         Self {
             in_flight: Arc::new(Semaphore::new(node.config.http_in_flight_max)),
             metrics: HttpMetrics::register(&mut node.registry.lock()),
+            node: Arc::clone(node),
         }
     }
 }
@@ -157,8 +161,16 @@ async fn observe(State(gate): State<Gate>, request: Request, next: Next) -> Resp
     );
     let started = Instant::now();
     let response = next.run(request).await;
-    gate.metrics
-        .record(operation, response.status(), started.elapsed());
+    let elapsed = started.elapsed();
+    gate.metrics.record(operation, response.status(), elapsed);
+    let kind = match operation {
+        "get" | "list" => Some(Kind::Read),
+        "put" | "delete" => Some(Kind::Write),
+        _ => None,
+    };
+    if let Some(kind) = kind {
+        gate.node.traffic.record(kind, 1, elapsed);
+    }
     response
 }
 

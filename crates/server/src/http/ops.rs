@@ -86,6 +86,7 @@ pub async fn cluster_members(node: &Arc<Node>) -> Vec<serde_json::Value> {
             value["joining"] = json!(stats.as_ref().and_then(|s| s.joining.clone()));
             value["leaving"] = json!(stats.as_ref().and_then(|s| s.leaving.clone()));
             value["restoring"] = json!(stats.as_ref().map(|s| s.restoring.clone()));
+            value["traffic"] = json!(stats.as_ref().map(|s| s.traffic.clone()));
             value["counters"] = json!(stats.as_ref().map(|s| s.counters.clone()));
             value
         })
@@ -212,7 +213,7 @@ async fn member_stats(node: &Arc<Node>, view: &ClusterView, id: &str) -> Option<
         .call(PeerRequest::Stats, STATS_TIMEOUT)
         .await
     {
-        Ok(PeerResponse::Stats(stats)) => Some(stats),
+        Ok(PeerResponse::Stats(stats)) => Some(*stats),
         _ => None,
     }
 }

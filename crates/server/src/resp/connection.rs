@@ -16,6 +16,7 @@ use super::replies::REPLY_METERED_BYTES_MIN;
 use super::request::{self, Common};
 use super::RespShared;
 use bytes::{Buf, BytesMut};
+use ringkv_coordinator::traffic::Kind;
 use ringkv_coordinator::users::{Api, Principal};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -60,6 +61,11 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         // Counted here and added once per read: a shared counter bumped by every command
         // would bounce its cache line between the cores serving connections.
         let mut commands = 0;
+        // Every command of one read is answered by one write, so each is given the time from
+        // the read to the write as its latency (as the client sees it, give or take the
+        // network); the fast paths' reads and writes are counted here, the rest by `execute`.
+        let batch_started = std::time::Instant::now();
+        let (mut reads, mut writes) = (0, 0);
         session.refresh_keyspace(&shared.node.keyspaces);
         session.refresh_access(&shared.node.users);
         loop {
@@ -73,6 +79,8 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
                             if commands::serves_locally(&shared, &session) =>
                         {
                             commands += 1;
+                            reads += 1;
+                            shared.node.traffic.sample(&session.keyspace, key);
                             // A read must see the writes before it.
                             finish(&shared, &session, &mut deferred, &mut output).await;
                             let reply = commands::get_local(&shared, &session, key);
@@ -83,6 +91,8 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
                             if commands::serves_locally(&shared, &session) =>
                         {
                             commands += 1;
+                            writes += 1;
+                            shared.node.traffic.sample(&session.keyspace, key);
                             let started = commands::start_plain_set(
                                 &shared,
                                 &session,
@@ -100,6 +110,10 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
                             }
                             commands += 1;
                             if commands::defers(&shared, &session, &arguments) {
+                                writes += 1;
+                                if let Some(key) = arguments.get(1) {
+                                    shared.node.traffic.sample(&session.keyspace, key);
+                                }
                                 commands::start_deferred(
                                     &shared,
                                     &session,
@@ -156,6 +170,13 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         shared.commands.fetch_add(commands, Ordering::Relaxed);
         finish(&shared, &session, &mut deferred, &mut output).await;
         let written = write_out(&mut stream, &mut output, request_time).await;
+        if commands > 0 {
+            let (executed_reads, executed_writes) = std::mem::take(&mut session.served);
+            let served = batch_started.elapsed();
+            let traffic = &shared.node.traffic;
+            traffic.record(Kind::Read, reads + executed_reads, served);
+            traffic.record(Kind::Write, writes + executed_writes, served);
+        }
         if ended(&shared, &session, written) || session.closing {
             break;
         }

@@ -46,6 +46,9 @@ pub struct Session {
     pub consistency: Consistency,
     /// Bytes of reply memory the connection holds (see [`crate::resp::replies`]).
     pub reply_bytes: usize,
+    /// Reads and writes run by [`execute`] since the connection last counted them into the
+    /// node's traffic.
+    pub served: (u64, u64),
     /// The selected keyspace's definition as last looked up (`None` inside: it does not
     /// exist), with the keyspaces' generation it was looked up at; `None` until looked up.
     keyspace_def: Option<(u64, Option<KeyspaceDef>)>,
@@ -69,6 +72,7 @@ impl Session {
             closing: false,
             consistency: Consistency::default(),
             reply_bytes: 0,
+            served: (0, 0),
             keyspace_def: None,
         }
     }
@@ -329,6 +333,7 @@ pub async fn execute(shared: &RespShared, session: &mut Session, arguments: Vec<
             spec.name
         ));
     }
+    count_served(shared, session, spec, items.as_slice());
     let args = Args {
         command: spec.name,
         items,
@@ -337,6 +342,21 @@ pub async fn execute(shared: &RespShared, session: &mut Session, arguments: Vec<
         Ok(reply) => reply,
         Err(CommandError::ReplyTooLarge(limit)) => refuse_reply(shared, session, limit),
         Err(error) => error_frame(error),
+    }
+}
+
+/// Counts a key command as a read or a write of the session, and offers its first key to the
+/// node's hot-keys sketch.
+fn count_served(shared: &RespShared, session: &mut Session, spec: &CommandSpec, args: &[Bytes]) {
+    match spec.flags.first() {
+        Some(&"readonly") => session.served.0 += 1,
+        Some(&"write") => session.served.1 += 1,
+        _ => return,
+    }
+    if spec.keys.0 > 0 {
+        if let Some(key) = args.first() {
+            shared.node.traffic.sample(&session.keyspace, key);
+        }
     }
 }
 
