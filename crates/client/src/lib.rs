@@ -714,6 +714,18 @@ impl Client {
         self.check(response).map(drop)
     }
 
+    /// Sets the faults on the node's links (dev clusters' chaos mode only): the cluster
+    /// addresses it is cut off from, and milliseconds added to its messages.
+    pub fn set_links(&self, blocked: &[String], delay_ms: u64) -> Result<(), ClientError> {
+        let body = serde_json::json!({ "blocked": blocked, "delay_ms": delay_ms });
+        let response = self
+            .put_request(&format!("{}/v1/chaos/links", self.base))
+            .header("content-type", "application/json")
+            .send(body.to_string().as_bytes())
+            .map_err(|e| self.transport(e))?;
+        self.check(response).map(drop)
+    }
+
     /// The replication factor of a keyspace.
     pub fn keyspace_replication(&self, keyspace: &str) -> Result<usize, ClientError> {
         #[derive(Deserialize)]

@@ -431,6 +431,8 @@ pub struct Peer<Req, Resp> {
     next_id: AtomicU64,
     link: tokio::sync::Mutex<Option<Link<Resp>>>,
     backoff: Mutex<Backoff>,
+    /// Faults injected on this node's links (chaos mode), if any may be.
+    faults: Option<Arc<crate::faults::LinkFaults>>,
     _request: PhantomData<fn(Req)>,
 }
 
@@ -468,8 +470,16 @@ where
                 delay: RECONNECT_BACKOFF_MIN,
                 reason: String::new(),
             }),
+            faults: None,
             _request: PhantomData,
         }
+    }
+
+    /// The same client, obeying the faults `faults` injects: a call to a peer cut off fails
+    /// at once, and every call waits for the added latency first.
+    pub fn with_faults(mut self, faults: Arc<crate::faults::LinkFaults>) -> Self {
+        self.faults = Some(faults);
+        self
     }
 
     /// Ends any backoff, so the next call connects at once: for when the caller has learned
@@ -487,6 +497,14 @@ where
 
     /// Sends `request` and waits at most `timeout` for the reply.
     pub async fn call(&self, request: Req, timeout: Duration) -> Result<Resp, RpcError> {
+        if let Some(faults) = &self.faults {
+            if faults.blocks(&self.address) {
+                return Err(self.unavailable("the link is cut (chaos mode)"));
+            }
+            if let Some(delay) = faults.delay() {
+                tokio::time::sleep(delay.min(timeout)).await;
+            }
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let deadline_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
         let envelope = RequestFrame {

@@ -55,6 +55,8 @@ pub struct Gossip {
     hooks: Hooks,
     /// The cluster secret every datagram is tagged with, if one is configured.
     key: Option<Arc<ClusterKey>>,
+    /// Links cut and latency added on purpose (chaos mode).
+    faults: Arc<ringkv_cluster::faults::LinkFaults>,
     /// The address peers reach this node's gossip on.
     pub address: SocketAddr,
 }
@@ -73,6 +75,8 @@ pub struct Start<'a> {
     pub hooks: Hooks,
     /// The cluster secret datagrams are tagged and checked with, if one is configured.
     pub key: Option<Arc<ClusterKey>>,
+    /// Links cut and latency added on purpose (chaos mode).
+    pub faults: Arc<ringkv_cluster::faults::LinkFaults>,
 }
 
 /// The ring and each member's state, as one immutable snapshot: a request takes the current
@@ -384,6 +388,7 @@ pub async fn start(
         removed,
         hooks,
         key,
+        faults,
     } = start;
     let address = socket.local_addr()?;
     let mut known = BTreeMap::new();
@@ -411,6 +416,7 @@ pub async fn start(
         view: RwLock::new(Arc::new(view)),
         hooks,
         key,
+        faults,
         address,
     });
     tokio::spawn(run(Arc::clone(&gossip), Arc::new(socket), shutdown));
@@ -432,6 +438,9 @@ async fn run(gossip: Arc<Gossip>, socket: Arc<UdpSocket>, mut shutdown: watch::R
             }
             received = socket.recv_from(&mut buffer) => {
                 if let Ok((length, from)) = received {
+                    if gossip.faults.blocks_addr(&from) {
+                        continue;
+                    }
                     let datagram = match &gossip.key {
                         Some(key) => key.open_gossip(&buffer[..length]),
                         None => Some(&buffer[..length]),
@@ -469,7 +478,7 @@ async fn run(gossip: Arc<Gossip>, socket: Arc<UdpSocket>, mut shutdown: watch::R
 /// Sends what membership wants sent, and sets the timers it asked for.
 async fn flush(
     gossip: &Gossip,
-    socket: &UdpSocket,
+    socket: &Arc<UdpSocket>,
     timers: &mpsc::Sender<foca::Timer<NodeIdentity>>,
 ) {
     let (outgoing, scheduled) = {
@@ -485,6 +494,17 @@ async fn flush(
             }
             None => &bytes,
         };
+        if gossip.faults.blocks(&to.address) {
+            continue;
+        }
+        if let Some(delay) = gossip.faults.delay() {
+            let (socket, bytes, to) = (Arc::clone(socket), bytes.to_vec(), to.address.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = socket.send_to(&bytes, &to).await;
+            });
+            continue;
+        }
         if let Err(error) = socket.send_to(bytes, &to.address).await {
             tracing::debug!(to = %to.address, %error, "gossip send failed");
         }

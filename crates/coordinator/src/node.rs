@@ -441,6 +441,7 @@ async fn start_gossip(
         removed,
         hooks,
         key: node.cluster_key.clone(),
+        faults: Arc::clone(&node.peers.faults),
     };
     let gossip = crate::gossip::start(socket, me, membership, signal)
         .await

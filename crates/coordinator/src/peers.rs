@@ -241,6 +241,8 @@ pub struct Peers {
     clients: Mutex<HashMap<String, Arc<PeerClient>>>,
     key: Option<Arc<ringkv_cluster::auth::ClusterKey>>,
     tls: Option<Arc<ringkv_cluster::tls::ClusterTls>>,
+    /// The faults chaos mode injects on this node's links.
+    pub faults: Arc<ringkv_cluster::faults::LinkFaults>,
 }
 
 impl Peers {
@@ -254,6 +256,7 @@ impl Peers {
             clients: Mutex::default(),
             key,
             tls,
+            faults: Arc::default(),
         }
     }
 
@@ -261,7 +264,10 @@ impl Peers {
     pub fn get(&self, address: &str) -> Arc<PeerClient> {
         let mut clients = self.clients.lock();
         Arc::clone(clients.entry(address.to_owned()).or_insert_with(|| {
-            Arc::new(Peer::secured(address, self.key.clone(), self.tls.clone()))
+            Arc::new(
+                Peer::secured(address, self.key.clone(), self.tls.clone())
+                    .with_faults(Arc::clone(&self.faults)),
+            )
         }))
     }
 
@@ -292,6 +298,10 @@ impl PeerService {
 impl Service<PeerRequest, PeerResponse> for PeerService {
     async fn handle(&self, request: PeerRequest) -> Result<PeerResponse, String> {
         let node = self.node.upgrade().ok_or("node is shutting down")?;
+        // Latency added to this node's links (chaos mode) slows its answers too.
+        if let Some(delay) = node.peers.faults.delay() {
+            tokio::time::sleep(delay).await;
+        }
         answer(&node, request).await
     }
 

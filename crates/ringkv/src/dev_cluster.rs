@@ -5,7 +5,13 @@
 //! This process supervises the nodes, so it is what carries out the dashboard's chaos
 //! actions: every node is started with `--chaos-control` naming a small HTTP API here
 //! (loopback only), to which its `/v1/chaos` passes kill, pause, resume and restart of a
-//! node and start and stop of a load (`ringkv bench` in the background).
+//! node, partitions and latency, and start and stop of a load (`ringkv bench` in the
+//! background).
+//!
+//! Partitions and latency are set on the nodes themselves (`PUT /v1/chaos/links`): on one
+//! loopback network the kernel cannot cut some links and not others without root, so each
+//! node drops what it would send to, or hears from, the peers across the cut. The isolated
+//! nodes form one side, the others the other; healing clears every fault.
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -14,6 +20,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// Latency `slow` adds to a node's links.
+const SLOW_LINK_MS: u64 = 200;
 
 /// How long one node may take to report its addresses.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -52,6 +61,12 @@ struct NodeProcess {
     state: ProcessState,
     http: String,
     resp: String,
+    /// Its cluster (gossip and RPC) address, which the faults on other nodes' links name.
+    cluster: String,
+    /// On the isolated side of the partition.
+    isolated: bool,
+    /// With latency added to its links.
+    slow: bool,
 }
 
 /// What a node process is doing, as the chaos panel shows it.
@@ -124,7 +139,12 @@ impl Supervisor {
         let nodes: Vec<serde_json::Value> = self
             .nodes
             .iter()
-            .map(|node| serde_json::json!({ "name": node.name, "state": node.state, "http": node.http }))
+            .map(|node| {
+                serde_json::json!({
+                    "name": node.name, "state": node.state, "http": node.http,
+                    "isolated": node.isolated, "delay_ms": if node.slow { SLOW_LINK_MS } else { 0 },
+                })
+            })
             .collect();
         serde_json::json!({ "enabled": true, "nodes": nodes, "load": load })
     }
@@ -144,6 +164,16 @@ impl Supervisor {
                 }
                 _ => return Err((400, format!("the load takes start or stop, not {action:?}"))),
             }
+            return Ok(self.state());
+        }
+        if target == "network" {
+            if action != "heal" {
+                return Err((400, format!("the network takes heal, not {action:?}")));
+            }
+            for node in &mut self.nodes {
+                (node.isolated, node.slow) = (false, false);
+            }
+            self.push_links()?;
             return Ok(self.state());
         }
         let Some(index) = self.nodes.iter().position(|node| node.name == target) else {
@@ -177,6 +207,14 @@ impl Supervisor {
             ("pause" | "resume", state) => {
                 return Err((409, format!("{target} is {state:?}, so it cannot {action}")));
             }
+            ("isolate" | "slow" | "fast", _) => {
+                match action {
+                    "isolate" => node.isolated = true,
+                    "slow" => node.slow = true,
+                    _ => node.slow = false,
+                }
+                self.push_links()?;
+            }
             ("restart", _) => {
                 if let Some(mut child) = node.child.take() {
                     signal(node, "-CONT");
@@ -191,15 +229,47 @@ impl Supervisor {
                 let node = &mut self.nodes[index];
                 node.child = Some(child);
                 node.state = ProcessState::Running;
+                // A new process starts with no faults: give it those of the cluster.
+                self.push_links()?;
             }
             _ => {
                 return Err((
                     400,
-                    format!("nodes take kill, pause, resume or restart, not {action:?}"),
+                    format!("nodes take kill, pause, resume, restart, isolate, slow or fast, not {action:?}"),
                 ))
             }
         }
         Ok(self.state())
+    }
+
+    /// Tells every running node the faults on its links: the isolated nodes cut off from the
+    /// rest and the rest from them, and latency on the slow ones.
+    fn push_links(&self) -> Result<(), (u16, String)> {
+        let side = |isolated: bool| -> Vec<String> {
+            self.nodes
+                .iter()
+                .filter(|node| node.isolated == isolated)
+                .map(|node| node.cluster.clone())
+                .collect()
+        };
+        let (isolated, connected) = (side(true), side(false));
+        for node in self
+            .nodes
+            .iter()
+            .filter(|n| n.state == ProcessState::Running)
+        {
+            let blocked = if node.isolated { &connected } else { &isolated };
+            let delay = if node.slow { SLOW_LINK_MS } else { 0 };
+            ringkv_client::Client::with_timeout(&format!("http://{}", node.http), START_TIMEOUT)
+                .set_links(blocked, delay)
+                .map_err(|error| {
+                    (
+                        502,
+                        format!("{} did not take its faults: {error}", node.name),
+                    )
+                })?;
+        }
+        Ok(())
     }
 
     /// Runs `ringkv bench` (YCSB a, quorum, 8 connections) against the first running node's
@@ -363,11 +433,14 @@ pub fn run(args: DevClusterArgs) -> anyhow::Result<()> {
             state: ProcessState::Running,
             http: bound[0].clone(),
             resp: bound[1].clone(),
+            cluster: bound[2].clone(),
+            isolated: false,
+            slow: false,
         });
     }
     eprintln!(
-        "{} nodes running; the dashboard is at http://{}/ (its chaos panel kills, pauses and \
-         restarts nodes); Ctrl-C stops them",
+        "{} nodes running; the dashboard is at http://{}/ (its chaos panel kills, pauses, \
+         restarts, isolates and slows nodes); Ctrl-C stops them",
         args.nodes, supervisor.nodes[0].http
     );
     let supervisor = Arc::new(Mutex::new(supervisor));

@@ -292,7 +292,9 @@ fn chaos(url: &str, target: &str, action: &str) -> Value {
 /// Goal: in a cluster started by `ringkv dev-cluster`, the dashboard's chaos panel kills a
 /// node, which the page then shows down, and restarts it, which brings it back; the load
 /// starts and stops, and a node pauses and resumes (through `/v1/chaos`, as the panel's
-/// buttons do). Method: headless Chromium clicks the panel's buttons on node-0's page.
+/// buttons do); a node isolated by a partition is down to the others and they to it, and
+/// healing the network brings every link back. Method: headless Chromium clicks the panel's
+/// buttons on node-0's page.
 #[test]
 fn the_chaos_panel_kills_and_restarts_a_node_and_the_page_follows() {
     if !tool_available("chromedriver") || !tool_available("chromium") {
@@ -364,6 +366,40 @@ fn the_chaos_panel_kills_and_restarts_a_node_and_the_page_follows() {
     wait("node-1, resumed, is alive again", &|| {
         liveness(&client, "node-1").as_deref() == Some("alive")
     });
+
+    // A partition from the panel: node-2 isolated; each side sees the other down.
+    browser.run("document.getElementById('chaos-node-2-isolate').click(); return true;");
+    browser.wait_for(
+        "the page shows node-2 cut off and down",
+        "const row = document.querySelector('#members tr[data-node=\"node-2\"]'); \
+         const process = document.querySelector('#chaos-nodes tr[data-node=\"node-2\"]'); \
+         return !!row && row.dataset.liveness === 'down' && process.dataset.isolated === 'true'",
+    );
+    let isolated = Client::new(&cluster.urls[2]);
+    wait("node-2 sees the other side down", &|| {
+        liveness(&isolated, "node-0").as_deref() == Some("down")
+            && liveness(&isolated, "node-1").as_deref() == Some("down")
+    });
+    assert_eq!(liveness(&client, "node-1").as_deref(), Some("alive"));
+    browser.screenshot("6-chaos-partitioned");
+    let slowed = chaos(&cluster.urls[0], "node-1", "slow");
+    assert_eq!(slowed["nodes"][1]["delay_ms"], 200, "{slowed}");
+    browser.run("document.getElementById('chaos-network-heal').click(); return true;");
+    browser.wait_for(
+        "the page shows node-2 back after the heal",
+        "const row = document.querySelector('#members tr[data-node=\"node-2\"]'); \
+         const process = document.querySelector('#chaos-nodes tr[data-node=\"node-2\"]'); \
+         return !!row && row.dataset.liveness === 'alive' && process.dataset.isolated === 'false'",
+    );
+    wait("node-2 sees every node alive again", &|| {
+        ["node-0", "node-1"]
+            .iter()
+            .all(|name| liveness(&isolated, name).as_deref() == Some("alive"))
+    });
+    browser.screenshot("7-chaos-healed");
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+
     let stopped = chaos(&cluster.urls[0], "load", "stop");
     assert_eq!(stopped["load"], "stopped", "{stopped}");
 }

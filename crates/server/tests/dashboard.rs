@@ -158,11 +158,21 @@ async fn a_node_not_started_by_dev_cluster_refuses_chaos_actions() {
         serde_json::from_str::<serde_json::Value>(&body).unwrap()["enabled"],
         false
     );
-    for uri in ["/v1/chaos/node-1/kill", "/v1/chaos/load/start"] {
+    for uri in [
+        "/v1/chaos/node-1/kill",
+        "/v1/chaos/node-1/isolate",
+        "/v1/chaos/network/heal",
+        "/v1/chaos/load/start",
+    ] {
         let (status, _, body) = call(&node, "POST", uri, "").await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{uri}: {body}");
         assert!(body.contains("chaos_disabled"), "{body}");
     }
+    // Nor does it let anyone cut its links.
+    let links = r#"{"blocked": ["127.0.0.1:1"], "delay_ms": 100}"#;
+    let (status, _, body) = call(&node, "PUT", "/v1/chaos/links", links).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(node.running.node.peers.faults.current().0.is_empty());
     let (status, _, _) = call(&node, "POST", "/v1/chaos/node-1/explode", "").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }

@@ -1,7 +1,9 @@
-//! Chaos actions for the dashboard's chaos panel: kill, pause, resume or restart a node, and
-//! start or stop a load. A node carries none out itself: it passes them to the supervisor of
-//! the `ringkv dev-cluster` that started it (`chaos_control`), which owns the node
-//! processes. A node started any other way has no supervisor and refuses them all.
+//! Chaos actions for the dashboard's chaos panel: kill, pause, resume or restart a node, cut
+//! it off from the others or slow its links, heal the network, and start or stop a load. A
+//! node carries none out itself: it passes them to the supervisor of the `ringkv dev-cluster`
+//! that started it (`chaos_control`), which owns the node processes and tells each node the
+//! faults to put on its links (`PUT /v1/chaos/links`). A node started any other way has no
+//! supervisor and refuses them all.
 
 use super::error::ApiError;
 use axum::extract::{Path, State};
@@ -31,25 +33,73 @@ pub async fn act(
 ) -> Result<Response, ApiError> {
     let known = match target.as_str() {
         "load" => matches!(action.as_str(), "start" | "stop"),
-        _ => matches!(action.as_str(), "kill" | "pause" | "resume" | "restart"),
+        "network" => action == "heal",
+        _ => matches!(
+            action.as_str(),
+            "kill" | "pause" | "resume" | "restart" | "isolate" | "slow" | "fast"
+        ),
     };
     if !known {
         return Err(ApiError::bad_request(format!(
-            "no action {action:?} on {target:?}: nodes take kill, pause, resume or restart; \
-             the load takes start or stop"
+            "no action {action:?} on {target:?}: nodes take kill, pause, resume, restart, \
+             isolate, slow or fast; the network takes heal; the load takes start or stop"
         )));
     }
     forward(&node, "POST", &format!("{target}/{action}")).await
 }
 
+/// The body of `PUT /v1/chaos/links`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Links {
+    /// Cluster addresses of the peers to cut this node off from.
+    blocked: Vec<String>,
+    /// Milliseconds to add before each message this node sends and each answer it gives.
+    delay_ms: u64,
+}
+
+/// Most peers one node may be cut off from.
+const BLOCKED_MAX: usize = 1024;
+
+/// `PUT /v1/chaos/links`: sets the faults on this node's links (its dev-cluster supervisor
+/// calls it on every node after each partition, heal or change of latency). Refused on a
+/// node not started by `ringkv dev-cluster`.
+pub async fn set_links(
+    State(node): State<Arc<Node>>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    if node.config.chaos_control.is_none() {
+        return Err(disabled());
+    }
+    let links: Links = serde_json::from_slice(&body)
+        .map_err(|error| ApiError::bad_request(format!("invalid links: {error}")))?;
+    let delay_max = ringkv_cluster::faults::DELAY_MAX.as_millis() as u64;
+    if links.blocked.len() > BLOCKED_MAX || links.delay_ms > delay_max {
+        return Err(ApiError::bad_request(format!(
+            "at most {BLOCKED_MAX} peers and {delay_max} ms"
+        )));
+    }
+    let faults = &node.peers.faults;
+    faults.set(
+        links.blocked.into_iter().collect(),
+        Duration::from_millis(links.delay_ms),
+    );
+    let (blocked, delay_ms) = faults.current();
+    Ok(axum::Json(serde_json::json!({ "blocked": blocked, "delay_ms": delay_ms })).into_response())
+}
+
+fn disabled() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "chaos_disabled",
+        "chaos actions exist only in clusters started by `ringkv dev-cluster`",
+    )
+}
+
 /// Asks the supervisor; its answer, status and JSON body, as this node's.
 async fn forward(node: &Node, method: &'static str, path: &str) -> Result<Response, ApiError> {
     let Some(control) = node.config.chaos_control.clone() else {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "chaos_disabled",
-            "chaos actions exist only in clusters started by `ringkv dev-cluster`",
-        ));
+        return Err(disabled());
     };
     let url = format!("http://{control}/{path}");
     let answer = tokio::task::spawn_blocking(move || {

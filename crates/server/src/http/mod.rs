@@ -61,6 +61,7 @@ fn handler(id: &str) -> Option<MethodRouter<Arc<Node>>> {
         "dashboardEvents" => get(dashboard::events),
         "chaosState" => get(chaos::state),
         "chaosAct" => post(chaos::act),
+        "chaosLinks" => put(chaos::set_links),
         "metrics" => get(ops::metrics),
         "openapi" => get(ops::openapi),
         "listUsers" => get(users::list_users),

@@ -192,6 +192,10 @@ const KEYSPACE_BODY: &str = r#"{"type": "object", "additionalProperties": false,
   "properties": {"replication": {"type": "integer", "minimum": 1, "maximum": 16},
                  "conflict": {"type": "string", "enum": ["lww", "siblings"]},
                  "mode": {"type": "string", "enum": ["leaderless", null], "nullable": true}}}"#;
+/// The faults on a node's links (chaos mode).
+const LINKS_BODY: &str = r#"{"type": "object", "required": ["blocked", "delay_ms"], "additionalProperties": false,
+  "properties": {"blocked": {"type": "array", "maxItems": 1024, "items": {"type": "string", "maxLength": 256}},
+                 "delay_ms": {"type": "integer", "minimum": 0, "maximum": 10000}}}"#;
 /// A user's changes.
 const USER_BODY: &str = r#"{"type": "object", "additionalProperties": false,
   "properties": {"password": {"type": "string", "minLength": 8, "maxLength": 1024, "nullable": true},
@@ -491,14 +495,25 @@ pub const OPERATIONS: &[Operation] = &[
         path: "/v1/chaos/{target}/{action}",
         id: "chaosAct",
         access: Access::Cluster,
-        summary: "Chaos mode (dev clusters only): kill, pause, resume or restart a node, or start or stop a load",
+        summary: "Chaos mode (dev clusters only): kill, pause, resume or restart a node, cut it off from the others (isolate: the isolated nodes form one side of a partition) or add 200 ms to its links (slow, undone by fast), heal the network, or start or stop a load",
         parameters: &[
-            Parameter { name: "target", location: In::Path, required: true, description: "A node's name (node-0...), or load", schema: r#"{"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}"# },
-            Parameter { name: "action", location: In::Path, required: true, description: "kill, pause, resume or restart a node; start or stop the load", schema: r#"{"type": "string", "enum": ["kill", "pause", "resume", "restart", "start", "stop"]}"# },
+            Parameter { name: "target", location: In::Path, required: true, description: "A node's name (node-0...), network, or load", schema: r#"{"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}"# },
+            Parameter { name: "action", location: In::Path, required: true, description: "kill, pause, resume, restart, isolate, slow or fast a node; heal the network; start or stop the load", schema: r#"{"type": "string", "enum": ["kill", "pause", "resume", "restart", "isolate", "slow", "fast", "heal", "start", "stop"]}"# },
         ],
         body: None,
         body_schema: None,
         responses: &[(200, "Done: the state, as GET /v1/chaos gives it"), (400, ERRORS), (403, "Not a dev cluster: chaos actions are refused"), (404, "No such node in the dev cluster"), (502, "The dev cluster's supervisor did not answer")],
+    },
+    Operation {
+        method: "put",
+        path: "/v1/chaos/links",
+        id: "chaosLinks",
+        access: Access::Cluster,
+        summary: "Chaos mode (dev clusters only): the faults on this node's links, set by its dev-cluster supervisor: the peers it is cut off from, and latency added to its messages",
+        parameters: &[],
+        body: Some("JSON {blocked: [cluster addresses], delay_ms: 0 to 10000}"),
+        body_schema: Some((LINKS_BODY, Raw::No)),
+        responses: &[(200, "{blocked, delay_ms}: the faults now set"), (400, ERRORS), (403, "Not a dev cluster: chaos actions are refused")],
     },
     Operation {
         method: "get",
