@@ -23,7 +23,6 @@ use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 use error::ApiError;
 use metrics::HttpMetrics;
-use ringkv_coordinator::traffic::Kind;
 use ringkv_coordinator::Node;
 use ringkv_core::limits::VALUE_BYTES_MAX;
 use std::collections::BTreeMap;
@@ -161,16 +160,14 @@ async fn observe(State(gate): State<Gate>, request: Request, next: Next) -> Resp
             .map(MatchedPath::as_str),
     );
     let started = Instant::now();
+    let timed = gate.node.traffic.start();
     let response = next.run(request).await;
-    let elapsed = started.elapsed();
-    gate.metrics.record(operation, response.status(), elapsed);
-    let kind = match operation {
-        "get" | "list" => Some(Kind::Read),
-        "put" | "delete" => Some(Kind::Write),
-        _ => None,
-    };
-    if let Some(kind) = kind {
-        gate.node.traffic.record(kind, 1, elapsed);
+    gate.metrics
+        .record(operation, response.status(), started.elapsed());
+    match operation {
+        "get" | "list" => gate.node.traffic.finish(timed, 1, 0),
+        "put" | "delete" => gate.node.traffic.finish(timed, 0, 1),
+        _ => {}
     }
     response
 }

@@ -16,7 +16,6 @@ use super::replies::REPLY_METERED_BYTES_MIN;
 use super::request::{self, Common};
 use super::RespShared;
 use bytes::{Buf, BytesMut};
-use ringkv_coordinator::traffic::Kind;
 use ringkv_coordinator::users::{Api, Principal};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -64,7 +63,7 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         // Every command of one read is answered by one write, so each is given the time from
         // the read to the write as its latency (as the client sees it, give or take the
         // network); the fast paths' reads and writes are counted here, the rest by `execute`.
-        let batch_started = std::time::Instant::now();
+        let timed = shared.node.traffic.start();
         let (mut reads, mut writes) = (0, 0);
         session.refresh_keyspace(&shared.node.keyspaces);
         session.refresh_access(&shared.node.users);
@@ -172,10 +171,8 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         let written = write_out(&mut stream, &mut output, request_time).await;
         if commands > 0 {
             let (executed_reads, executed_writes) = std::mem::take(&mut session.served);
-            let served = batch_started.elapsed();
-            let traffic = &shared.node.traffic;
-            traffic.record(Kind::Read, reads + executed_reads, served);
-            traffic.record(Kind::Write, writes + executed_writes, served);
+            let (reads, writes) = (reads + executed_reads, writes + executed_writes);
+            shared.node.traffic.finish(timed, reads, writes);
         }
         if ended(&shared, &session, written) || session.closing {
             break;
