@@ -49,9 +49,10 @@ pub mod users;
 /// write asks and what it returns, re-exported so the APIs need no crate below this one.
 pub mod request {
     pub use ringkv_core::causal::VersionVector;
+    pub use ringkv_replica::store::{add_floats, format_float};
     pub use ringkv_replica::{
-        Change, Condition, ConflictMode, Entry, Expiry, ReplicaError, Report, SyncPolicy, Version,
-        VisibleValue, WriteOutcome, WriteRequest,
+        Change, Condition, ConflictMode, Entry, Expiry, ReplicaError, Report, StringEdit,
+        SyncPolicy, Version, VisibleValue, WriteOutcome, WriteRequest,
     };
 }
 

@@ -209,6 +209,8 @@ pub enum Change {
     Increment(i64),
     /// Keep the value and set its expiry; the key must be present.
     Expire(Expiry),
+    /// Edit the string stored (an absent key counts as empty), keeping its expiry.
+    Edit(StringEdit),
 }
 
 impl Change {
@@ -217,9 +219,131 @@ impl Change {
         match self {
             Change::Put { expiry, .. } => matches!(expiry, Expiry::Keep),
             Change::Delete => false,
-            Change::Increment(_) | Change::Expire(_) => true,
+            Change::Increment(_) | Change::Expire(_) | Change::Edit(_) => true,
         }
     }
+}
+
+/// An edit of a string value, applied by the key's lead replica to the value it holds, so two
+/// edits through one replica never lose each other (Redis's string commands that read, then
+/// write). Edits led by different replicas at once (a partition) conflict like any writes: the
+/// keyspace's conflict mode settles them, last writer wins by default.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StringEdit {
+    /// `APPEND`: these bytes at the end. The outcome's integer is the new length.
+    Append(Vec<u8>),
+    /// `SETRANGE`: these bytes from `offset` on, zero bytes filling any gap. The outcome's
+    /// integer is the new length.
+    SetRange { offset: usize, bytes: Vec<u8> },
+    /// `SETBIT`: bit `offset` (bit 0 is the most significant of byte 0) set or cleared, zero
+    /// bytes added as needed. The outcome's integer is the bit's old value.
+    SetBit { offset: usize, bit: bool },
+    /// `INCRBYFLOAT`: this decimal number added to the decimal number stored. The outcome's
+    /// integer is unset; the new value is what [`format_float`] makes of the sum.
+    IncrementFloat(String),
+}
+
+impl StringEdit {
+    /// The string `current` becomes, and the edit's integer answer.
+    pub fn apply(&self, current: &[u8]) -> Result<(Vec<u8>, Option<i64>), ReplicaError> {
+        let too_large = |len: usize| ReplicaError::ValueTooLarge {
+            len,
+            max: VALUE_BYTES_MAX,
+        };
+        Ok(match self {
+            StringEdit::Append(bytes) => {
+                let len = current.len() + bytes.len();
+                if len > VALUE_BYTES_MAX {
+                    return Err(too_large(len));
+                }
+                let mut value = Vec::with_capacity(len);
+                value.extend_from_slice(current);
+                value.extend_from_slice(bytes);
+                (value, Some(len as i64))
+            }
+            StringEdit::SetRange { offset, bytes } => {
+                let end = offset.saturating_add(bytes.len());
+                if end > VALUE_BYTES_MAX {
+                    return Err(too_large(end));
+                }
+                let mut value = current.to_vec();
+                if value.len() < end {
+                    value.resize(end, 0);
+                }
+                value[*offset..end].copy_from_slice(bytes);
+                let len = value.len() as i64;
+                (value, Some(len))
+            }
+            StringEdit::SetBit { offset, bit } => {
+                let byte = offset / 8;
+                if byte >= VALUE_BYTES_MAX {
+                    return Err(too_large(byte + 1));
+                }
+                let mut value = current.to_vec();
+                if value.len() <= byte {
+                    value.resize(byte + 1, 0);
+                }
+                let mask = 0x80u8 >> (offset % 8);
+                let old = value[byte] & mask != 0;
+                if *bit {
+                    value[byte] |= mask;
+                } else {
+                    value[byte] &= !mask;
+                }
+                (value, Some(i64::from(old)))
+            }
+            StringEdit::IncrementFloat(by) => {
+                let sum = add_floats(current, by)?;
+                (format_float(sum).into_bytes(), None)
+            }
+        })
+    }
+}
+
+/// `current` (empty: 0) plus the decimal `by`, as Redis's INCRBYFLOAT adds them.
+pub fn add_floats(current: &[u8], by: &str) -> Result<f64, ReplicaError> {
+    let not_a_float = || ReplicaError::Invalid("value is not a valid float".into());
+    let parse = |text: &str| -> Option<f64> {
+        // Redis takes no leading or trailing spaces, and no NaN.
+        if text.is_empty() || text.trim() != text {
+            return None;
+        }
+        text.parse::<f64>().ok().filter(|number| !number.is_nan())
+    };
+    let now = match current {
+        [] => 0.0,
+        bytes => std::str::from_utf8(bytes)
+            .ok()
+            .and_then(parse)
+            .ok_or_else(not_a_float)?,
+    };
+    let by = parse(by).ok_or_else(not_a_float)?;
+    let sum = now + by;
+    if !sum.is_finite() {
+        return Err(ReplicaError::Invalid(
+            "increment would produce NaN or Infinity".into(),
+        ));
+    }
+    Ok(sum)
+}
+
+/// A float as INCRBYFLOAT stores it: the shortest decimal that reads back as the same
+/// number, with no exponent and no trailing zeros (`3`, `10.5`, `5000`, `1.0e-5` as
+/// `0.00001`).
+pub fn format_float(number: f64) -> String {
+    if number == number.trunc() && number.abs() < 1e17 {
+        return format!("{}", number as i64);
+    }
+    let text = format!("{number}");
+    if !text.contains('e') {
+        return text;
+    }
+    // Rust writes very large or small numbers with an exponent; Redis never does.
+    let precise = format!("{number:.17}");
+    precise
+        .trim_end_matches('0')
+        .trim_end_matches('.')
+        .to_owned()
 }
 
 /// A [`WriteRequest`]'s key: inline up to 24 bytes, so that a SET's submitter allocates
@@ -316,6 +440,9 @@ impl WriteRequest {
     pub fn bytes(&self) -> usize {
         match &self.change {
             Change::Put { value, .. } => self.key.len() + value.len(),
+            Change::Edit(StringEdit::Append(bytes) | StringEdit::SetRange { bytes, .. }) => {
+                self.key.len() + bytes.len()
+            }
             _ => self.key.len(),
         }
     }
@@ -327,7 +454,13 @@ impl WriteRequest {
         check_key(&self.key)?;
         let len = match &self.change {
             Change::Put { value, .. } => value.len(),
-            _ => 0,
+            Change::Edit(StringEdit::Append(bytes)) => bytes.len(),
+            Change::Edit(StringEdit::SetRange { offset, bytes }) => {
+                offset.saturating_add(bytes.len())
+            }
+            Change::Edit(StringEdit::SetBit { offset, .. }) => offset / 8 + 1,
+            Change::Edit(StringEdit::IncrementFloat(by)) => by.len(),
+            Change::Delete | Change::Increment(_) | Change::Expire(_) => 0,
         };
         if len > VALUE_BYTES_MAX {
             return Err(ReplicaError::ValueTooLarge {

@@ -965,6 +965,18 @@ fn resolve_change(
                 Some(next),
             )
         }
+        Change::Edit(edit) => {
+            let empty = Vec::new();
+            let now = current_value.map_or(&empty, |v| &v.value);
+            let (value, answer) = edit.apply(now)?;
+            (
+                Mutation {
+                    value: Some(value),
+                    expires_at_ms: current_value.and_then(|v| v.expires_at_ms),
+                },
+                answer,
+            )
+        }
         Change::Expire(expiry) => {
             let value = current_value
                 .ok_or(ReplicaError::ConditionFailed { current: None })?

@@ -576,3 +576,175 @@ async fn several_event_loops_serve_their_connections_and_stop_with_the_node() {
         );
     }
 }
+
+/// Goal: the rest of the string family answers as Redis 7.0 does (every expected reply here
+/// was checked against redis-server 7.0 with the same commands): APPEND, GETRANGE / SUBSTR,
+/// SETRANGE, SETBIT / GETBIT, BITCOUNT, BITPOS, INCRBYFLOAT, LCS, MSETNX.
+#[tokio::test]
+async fn the_string_family_answers_as_redis_7() {
+    let node = start_node(|_| {}).await;
+    let mut c = RespClient::connect(&node).await;
+    let int = Reply::Integer;
+    let err = |text: &str| Reply::Error(format!("ERR {text}"));
+    let cases: &[(&[&str], Reply)] = &[
+        (&["SET", "s", "hello"], ok()),
+        (&["APPEND", "s", " world"], int(11)),
+        (&["APPEND", "new", "abc"], int(3)),
+        (&["GETRANGE", "s", "0", "4"], bulk("hello")),
+        (&["GETRANGE", "s", "-5", "-1"], bulk("world")),
+        (&["GETRANGE", "s", "100", "200"], bulk("")),
+        (&["SUBSTR", "s", "0", "-1"], bulk("hello world")),
+        (&["SETRANGE", "s", "6", "Redis"], int(11)),
+        (&["GET", "s"], bulk("hello Redis")),
+        (&["SETRANGE", "fresh", "5", "x"], int(6)),
+        (&["GET", "fresh"], bulk("\0\0\0\0\0x")),
+        (&["SETRANGE", "nothing", "0", ""], int(0)),
+        (&["EXISTS", "nothing"], int(0)),
+        (&["SETRANGE", "s", "-1", "x"], err("offset is out of range")),
+        (&["SETBIT", "b", "7", "1"], int(0)),
+        (&["SETBIT", "b", "7", "0"], int(1)),
+        (&["SETBIT", "b", "100", "1"], int(0)),
+        (&["GETBIT", "b", "100"], int(1)),
+        (&["GETBIT", "b", "1000"], int(0)),
+        (
+            &["SETBIT", "b", "1", "2"],
+            err("bit is not an integer or out of range"),
+        ),
+        (
+            &["SETBIT", "b", "-1", "1"],
+            err("bit offset is not an integer or out of range"),
+        ),
+        (&["SET", "mykey", "foobar"], ok()),
+        (&["BITCOUNT", "mykey"], int(26)),
+        (&["BITCOUNT", "mykey", "1", "1"], int(6)),
+        (&["BITCOUNT", "mykey", "5", "30", "BIT"], int(17)),
+        (&["BITCOUNT", "mykey", "1"], err("syntax error")),
+        (&["SET", "bp", "\u{0}\u{7f}"], ok()),
+        (&["BITPOS", "bp", "1"], int(9)),
+        (&["BITPOS", "bp", "1", "1"], int(9)),
+        (&["BITPOS", "bp", "0", "1", "-1", "BYTE"], int(8)),
+        (&["BITPOS", "bp", "1", "0", "7", "BIT"], int(-1)),
+        (&["BITPOS", "missing", "0"], int(0)),
+        (&["BITPOS", "missing", "1"], int(-1)),
+        (&["SET", "f", "10.50"], ok()),
+        (&["INCRBYFLOAT", "f", "0.1"], bulk("10.6")),
+        (&["INCRBYFLOAT", "f", "-5"], bulk("5.6")),
+        (&["SET", "f2", "5.0e3"], ok()),
+        (&["INCRBYFLOAT", "f2", "2.0e2"], bulk("5200")),
+        (&["INCRBYFLOAT", "nf", "3"], bulk("3")),
+        (
+            &["INCRBYFLOAT", "s", "1"],
+            err("value is not a valid float"),
+        ),
+        (
+            &["INCRBYFLOAT", "f", "abc"],
+            err("value is not a valid float"),
+        ),
+        (&["SET", "key1", "ohmytext"], ok()),
+        (&["SET", "key2", "mynewtext"], ok()),
+        (&["LCS", "key1", "key2"], bulk("mytext")),
+        (&["LCS", "key1", "key2", "LEN"], int(6)),
+        (&["MSETNX", "m1", "a", "m2", "b"], int(1)),
+        (&["MSETNX", "m2", "c", "m3", "d"], int(0)),
+        (
+            &["MGET", "m1", "m2", "m3"],
+            Reply::Array(vec![bulk("a"), bulk("b"), Reply::Nil]),
+        ),
+    ];
+    for (command, expected) in cases {
+        assert_eq!(&c.call(command).await, expected, "{command:?}");
+    }
+    let idx = c
+        .call(&[
+            "LCS",
+            "key1",
+            "key2",
+            "IDX",
+            "MINMATCHLEN",
+            "4",
+            "WITHMATCHLEN",
+        ])
+        .await;
+    let pair = |a: i64, b: i64| Reply::Array(vec![int(a), int(b)]);
+    assert_eq!(
+        idx,
+        Reply::Array(vec![
+            bulk("matches"),
+            Reply::Array(vec![Reply::Array(vec![pair(4, 7), pair(5, 8), int(4)])]),
+            bulk("len"),
+            int(6),
+        ])
+    );
+}
+
+/// Goal: RENAME, RENAMENX, COPY (within and across databases), EXPIRETIME, PEXPIRETIME and
+/// OBJECT answer as Redis 7.0 does, keeping expiries (OBJECT IDLETIME excepted: ringkv tracks no
+/// access times and answers 0).
+#[tokio::test]
+async fn keys_move_and_copy_keeping_their_expiry() {
+    let node = start_node(|_| {}).await;
+    let mut c = RespClient::connect(&node).await;
+    let int = Reply::Integer;
+    let err = |text: &str| Reply::Error(format!("ERR {text}"));
+    let cases: &[(&[&str], Reply)] = &[
+        (&["SET", "a", "1"], ok()),
+        (&["RENAME", "a", "b"], ok()),
+        (&["GET", "a"], Reply::Nil),
+        (&["GET", "b"], bulk("1")),
+        (&["RENAME", "nosuch", "x"], err("no such key")),
+        (&["SET", "c", "2"], ok()),
+        (&["RENAMENX", "b", "c"], int(0)),
+        (&["RENAMENX", "b", "b"], int(0)),
+        (&["RENAMENX", "b", "d"], int(1)),
+        (&["SET", "t", "v", "EX", "100"], ok()),
+        (&["RENAME", "t", "t2"], ok()),
+        (&["TTL", "t2"], int(100)),
+        (&["COPY", "t2", "t3"], int(1)),
+        (&["TTL", "t3"], int(100)),
+        (&["COPY", "t2", "t3"], int(0)),
+        (&["COPY", "c", "t3", "REPLACE"], int(1)),
+        (&["GET", "t3"], bulk("2")),
+        (&["TTL", "t3"], int(-1)),
+        (
+            &["COPY", "t2", "t2"],
+            err("source and destination objects are the same"),
+        ),
+        (&["COPY", "t2", "t2", "DB", "1"], int(1)),
+        (
+            &["COPY", "t2", "x", "DB", "16"],
+            err("DB index is out of range"),
+        ),
+        (&["COPY", "nosuch", "x"], int(0)),
+        (&["SELECT", "1"], ok()),
+        (&["GET", "t2"], bulk("v")),
+        (&["SELECT", "0"], ok()),
+        (&["EXPIRETIME", "c"], int(-1)),
+        (&["EXPIRETIME", "nosuch"], int(-2)),
+        (&["PEXPIRETIME", "nosuch"], int(-2)),
+        (&["SET", "num", "12345"], ok()),
+        (&["OBJECT", "ENCODING", "num"], bulk("int")),
+        (&["OBJECT", "ENCODING", "c"], bulk("int")),
+        (&["SET", "word", "hello"], ok()),
+        (&["OBJECT", "ENCODING", "word"], bulk("embstr")),
+        (&["OBJECT", "ENCODING", "nosuch"], Reply::Nil),
+        (&["OBJECT", "REFCOUNT", "word"], int(1)),
+        (&["OBJECT", "IDLETIME", "word"], int(0)),
+    ];
+    for (command, expected) in cases {
+        assert_eq!(&c.call(command).await, expected, "{command:?}");
+    }
+    let expires = match c.call(&["PEXPIRETIME", "t2"]).await {
+        Reply::Integer(ms) => ms,
+        other => panic!("{other:?}"),
+    };
+    let now_ms = node.running.node.now_ms() as i64;
+    assert!(
+        (now_ms + 98_000..=now_ms + 100_000).contains(&expires),
+        "{expires} vs {now_ms}"
+    );
+    let seconds = c.call(&["EXPIRETIME", "t2"]).await;
+    assert_eq!(seconds, int(expires / 1000));
+    let long = "a".repeat(45);
+    c.call(&["SET", "long", &long]).await;
+    assert_eq!(c.call(&["OBJECT", "ENCODING", "long"]).await, bulk("raw"));
+}

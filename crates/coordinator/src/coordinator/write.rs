@@ -166,7 +166,7 @@ fn is_blind(request: &WriteRequest) -> bool {
         && match &request.change {
             Change::Put { expiry, .. } => *expiry != Expiry::Keep,
             Change::Delete => true,
-            Change::Increment(_) | Change::Expire(_) => false,
+            Change::Increment(_) | Change::Expire(_) | Change::Edit(_) => false,
         }
 }
 

@@ -145,11 +145,10 @@ fn read_line_number_checked(rest: &[u8]) -> Result<Option<(i64, usize)>, Protoco
         return Err(protocol_error("expected CRLF after length"));
     }
     let digits = &rest[1..end];
-    let number = parse_decimal(digits).ok_or_else(|| {
-        protocol_error(format!(
-            "invalid length '{}'",
-            String::from_utf8_lossy(digits)
-        ))
+    // Redis's words for a count or a length that is not a number.
+    let number = parse_decimal(digits).ok_or_else(|| match rest[0] {
+        b'*' => protocol_error("invalid multibulk length"),
+        _ => protocol_error("invalid bulk length"),
     })?;
     Ok(Some((number, end + 2)))
 }
@@ -240,31 +239,81 @@ fn check_inline(buffer: &[u8]) -> Result<Option<usize>, ProtocolError> {
     }
 }
 
-/// Splits an inline line on whitespace, honouring double and single quotes as redis-cli
-/// writes them (`SET k "a b"`); a quote left open is Redis's protocol error.
+/// Splits an inline line into arguments as Redis does (`sdssplitargs`): on whitespace, with
+/// double quotes that take the escapes `\xHH`, `\n`, `\r`, `\t`, `\b`, `\a` and a
+/// backslash before any other character, and single quotes that take only `\'`. A quote left
+/// open, or a closing quote not followed by whitespace, is Redis's protocol error.
 fn split_inline(line: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
     let text = line.strip_suffix(b"\n").unwrap_or(line);
     let text = text.strip_suffix(b"\r").unwrap_or(text);
+    let unbalanced = || protocol_error("unbalanced quotes in request");
+    let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
     let mut arguments = Vec::new();
-    let mut current: Option<Vec<u8>> = None;
-    let mut quote: Option<u8> = None;
-    for &byte in text {
-        match (quote, byte) {
-            (Some(q), b) if b == q => quote = None,
-            (Some(_), b) => current.get_or_insert_with(Vec::new).push(b),
-            (None, b'"' | b'\'') => {
-                quote = Some(byte);
-                current.get_or_insert_with(Vec::new);
-            }
-            (None, b' ' | b'\t') => arguments.extend(current.take().map(Bytes::from)),
-            (None, b) => current.get_or_insert_with(Vec::new).push(b),
+    let mut at = 0;
+    loop {
+        while at < text.len() && is_space(text[at]) {
+            at += 1;
         }
+        if at == text.len() {
+            return Ok(arguments);
+        }
+        let mut current = Vec::new();
+        let mut quote: Option<u8> = None;
+        loop {
+            let byte = text.get(at).copied();
+            match (quote, byte) {
+                (Some(_), None) => return Err(unbalanced()),
+                (Some(b'"'), Some(b'\\')) if text.get(at + 1) == Some(&b'x') => {
+                    let hex = text
+                        .get(at + 2..at + 4)
+                        .and_then(|h| std::str::from_utf8(h).ok());
+                    match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                        Some(value) => {
+                            current.push(value);
+                            at += 4;
+                        }
+                        None => {
+                            current.push(b'x');
+                            at += 2;
+                        }
+                    }
+                    continue;
+                }
+                (Some(b'"'), Some(b'\\')) if at + 1 < text.len() => {
+                    current.push(match text[at + 1] {
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'b' => 0x08,
+                        b'a' => 0x07,
+                        other => other,
+                    });
+                    at += 2;
+                    continue;
+                }
+                (Some(b'\''), Some(b'\\')) if text.get(at + 1) == Some(&b'\'') => {
+                    current.push(b'\'');
+                    at += 2;
+                    continue;
+                }
+                (Some(q), Some(b)) if b == q => {
+                    // A closing quote must end the argument.
+                    if text.get(at + 1).is_some_and(|&next| !is_space(next)) {
+                        return Err(unbalanced());
+                    }
+                    at += 1;
+                    break;
+                }
+                (Some(_), Some(b)) => current.push(b),
+                (None, None) => break,
+                (None, Some(b)) if is_space(b) => break,
+                (None, Some(b'"' | b'\'')) => quote = byte,
+                (None, Some(b)) => current.push(b),
+            }
+            at += 1;
+        }
+        arguments.push(Bytes::from(current));
     }
-    if quote.is_some() {
-        return Err(protocol_error("unbalanced quotes in request"));
-    }
-    arguments.extend(current.map(Bytes::from));
-    Ok(arguments)
 }
 
 #[cfg(test)]
@@ -289,6 +338,39 @@ mod tests {
             requests[1],
             vec![Bytes::from("SET"), Bytes::from("a"), Bytes::from("b c")]
         );
+    }
+
+    #[test]
+    fn inline_arguments_split_as_redis_splits_them() {
+        let split = |line: &[u8]| {
+            split_inline(line).map(|args| args.iter().map(|a| a.to_vec()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            split(b"SET  k \"a b\"\r\n").unwrap(),
+            [b"SET".to_vec(), b"k".to_vec(), b"a b".to_vec()]
+        );
+        assert_eq!(
+            split(b"ECHO \"\\x41\\x4a\\n\"").unwrap(),
+            [b"ECHO".to_vec(), b"AJ\n".to_vec()]
+        );
+        assert_eq!(
+            split(b"ECHO 'it\\'s'").unwrap(),
+            [b"ECHO".to_vec(), b"it's".to_vec()]
+        );
+        assert_eq!(split(b"ECHO \"\"").unwrap(), [b"ECHO".to_vec(), Vec::new()]);
+        for refused in [
+            &b"SET \"a\"b c"[..],
+            b"PING \"x\\\"",
+            b"PING 'x",
+            b"PING 'a'b",
+        ] {
+            assert_eq!(
+                split(refused),
+                Err(protocol_error("unbalanced quotes in request")),
+                "{}",
+                String::from_utf8_lossy(refused)
+            );
+        }
     }
 
     #[test]
@@ -350,7 +432,11 @@ mod tests {
         }
         assert_eq!(
             check(b"*1\r\n$x\r\n"),
-            Err(protocol_error("invalid length 'x'"))
+            Err(protocol_error("invalid bulk length"))
+        );
+        assert_eq!(
+            check(b"*x\r\n"),
+            Err(protocol_error("invalid multibulk length"))
         );
     }
 

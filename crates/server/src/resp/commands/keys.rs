@@ -279,3 +279,96 @@ pub async fn persist(shared: &RespShared, session: &mut Session, mut args: Args)
         Err(error) => Err(error.into()),
     }
 }
+
+/// When a key expires, in unix milliseconds: `None` if absent, `Some(None)` without expiry.
+async fn expires_at(
+    shared: &RespShared,
+    session: &Session,
+    mut args: Args,
+) -> Result<Option<Option<u64>>, CommandError> {
+    let key = args.bytes()?;
+    let entry = read_entry(shared, session, &key).await?;
+    Ok(entry.map(|entry| entry.winner().expires_at_ms))
+}
+
+/// `EXPIRETIME key`: the unix time in seconds at which it expires; -1 without expiry, -2 if
+/// absent.
+pub async fn expiretime(shared: &RespShared, session: &mut Session, args: Args) -> Reply {
+    Ok(Frame::Integer(
+        match expires_at(shared, session, args).await? {
+            None => -2,
+            Some(None) => -1,
+            Some(Some(ms)) => (ms / 1000) as i64,
+        },
+    ))
+}
+
+/// `PEXPIRETIME key`: the same in milliseconds.
+pub async fn pexpiretime(shared: &RespShared, session: &mut Session, args: Args) -> Reply {
+    Ok(Frame::Integer(
+        match expires_at(shared, session, args).await? {
+            None => -2,
+            Some(None) => -1,
+            Some(Some(ms)) => ms as i64,
+        },
+    ))
+}
+
+/// The longest string Redis keeps in its `embstr` encoding.
+const EMBSTR_BYTES_MAX: usize = 44;
+
+/// `OBJECT ENCODING | FREQ | IDLETIME | REFCOUNT | HELP`. ringkv stores every value the same
+/// way, so ENCODING answers what Redis would for the string (`int`, `embstr` or `raw`), for
+/// clients that look; it tracks no access times or frequencies, so IDLETIME answers 0 and FREQ
+/// the error Redis gives when its eviction policy does not count them.
+pub async fn object(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    let subcommand = args.word()?;
+    if subcommand == "HELP" {
+        let lines = [
+            "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "ENCODING <key>",
+            "    Return the kind of internal representation used in order to store the value",
+            "    associated with a <key> (int, embstr or raw: what Redis would use).",
+            "FREQ <key>",
+            "    Not tracked by ringkv: an error, as Redis gives without an LFU policy.",
+            "IDLETIME <key>",
+            "    Not tracked by ringkv: 0.",
+            "REFCOUNT <key>",
+            "    Return the number of references of the value associated with the specified",
+            "    <key>: always 1.",
+            "HELP",
+            "    Print this help.",
+        ];
+        return Ok(Frame::Array(
+            lines
+                .iter()
+                .map(|line| Frame::Simple((*line).into()))
+                .collect(),
+        ));
+    }
+    let key = args.bytes()?;
+    args.finish()?;
+    let Some(entry) = read_entry(shared, session, &key).await? else {
+        return Ok(Frame::Null);
+    };
+    match subcommand.as_str() {
+        "ENCODING" => {
+            let value = &entry.winner().value;
+            let integer = value.len() <= 20 && super::parse_integer(value).is_ok();
+            let encoding = match value.len() {
+                _ if integer => "int",
+                len if len <= EMBSTR_BYTES_MAX => "embstr",
+                _ => "raw",
+            };
+            Ok(Frame::text(encoding))
+        }
+        "IDLETIME" => Ok(Frame::Integer(0)),
+        "REFCOUNT" => Ok(Frame::Integer(1)),
+        "FREQ" => Err(CommandError::Reply(Frame::err(
+            "An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.",
+        ))),
+        other => Err(CommandError::Reply(Frame::err(format!(
+            "unknown subcommand '{other}'. Try OBJECT HELP."
+        )))),
+    }
+}

@@ -3,7 +3,9 @@
 //! its own module with the same shape: parse the arguments, call the store, build the reply.
 
 mod connection;
+mod edits;
 mod keys;
+mod moves;
 mod scan;
 mod server;
 mod strings;
@@ -285,6 +287,23 @@ dispatch_table! {
     "decr", 2, WRITE, ONE_KEY, strings::decr;
     "incrby", 3, WRITE, ONE_KEY, strings::incrby;
     "decrby", 3, WRITE, ONE_KEY, strings::decrby;
+    "incrbyfloat", 3, WRITE, ONE_KEY, edits::incrbyfloat;
+    "append", 3, WRITE, ONE_KEY, edits::append;
+    "setrange", 4, WRITE, ONE_KEY, edits::setrange;
+    "getrange", 4, READ, ONE_KEY, edits::getrange;
+    "substr", 4, READ, ONE_KEY, edits::getrange;
+    "setbit", 4, WRITE, ONE_KEY, edits::setbit;
+    "getbit", 3, READ, ONE_KEY, edits::getbit;
+    "bitcount", -2, READ, ONE_KEY, edits::bitcount;
+    "bitpos", -3, READ, ONE_KEY, edits::bitpos;
+    "lcs", -3, READ, (1, 2, 1), edits::lcs;
+    "msetnx", -3, WRITE, (1, -1, 2), edits::msetnx;
+    "rename", 3, WRITE, (1, 2, 1), moves::rename;
+    "renamenx", 3, WRITE, (1, 2, 1), moves::renamenx;
+    "copy", -3, WRITE, (1, 2, 1), moves::copy;
+    "expiretime", 2, READ, ONE_KEY, keys::expiretime;
+    "pexpiretime", 2, READ, ONE_KEY, keys::pexpiretime;
+    "object", -2, READ, (2, 2, 1), keys::object;
     "del", -2, WRITE, ALL_KEYS, keys::del;
     "unlink", -2, WRITE, ALL_KEYS, keys::del;
     "exists", -2, READ, ALL_KEYS, keys::exists;
