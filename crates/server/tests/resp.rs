@@ -748,3 +748,38 @@ async fn keys_move_and_copy_keeping_their_expiry() {
     c.call(&["SET", "long", &long]).await;
     assert_eq!(c.call(&["OBJECT", "ENCODING", "long"]).await, bulk("raw"));
 }
+
+/// Goal: what Redis test suites and clients do on connecting works: `FUNCTION FLUSH` (there
+/// are no functions) and `CONFIG SET` of Redis's encoding and replication tunables, which
+/// mean nothing here but are kept for `CONFIG GET`; any other parameter is refused, clearly.
+#[tokio::test]
+async fn inert_redis_tunables_and_function_flush_are_accepted() {
+    let node = start_node(|_| {}).await;
+    let mut c = RespClient::connect(&node).await;
+    assert_eq!(c.call(&["FUNCTION", "FLUSH"]).await, ok());
+    assert_eq!(c.call(&["FUNCTION", "FLUSH", "ASYNC"]).await, ok());
+    assert_eq!(c.call(&["FUNCTION", "LIST"]).await, Reply::Array(vec![]));
+    let refused = c.call(&["FUNCTION", "LOAD", "#!lua name=x\n"]).await;
+    assert!(
+        matches!(refused, Reply::Error(ref e) if e.starts_with("ERR ringkv runs no")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        c.call(&["CONFIG", "SET", "hash-max-ziplist-entries", "0"])
+            .await,
+        ok()
+    );
+    assert_eq!(
+        c.call(&["CONFIG", "GET", "hash-max-ziplist-entries"]).await,
+        Reply::Array(vec![bulk("hash-max-ziplist-entries"), bulk("0")])
+    );
+    let maxmemory = c.call(&["CONFIG", "SET", "maxmemory", "1mb"]).await;
+    assert!(
+        matches!(maxmemory, Reply::Error(ref e) if e.contains("CONFIG SET maxmemory is not supported")),
+        "{maxmemory:?}"
+    );
+    assert_eq!(
+        c.call(&["CONFIG", "GET", "maxmemory"]).await,
+        Reply::Array(vec![bulk("maxmemory"), bulk("0")])
+    );
+}

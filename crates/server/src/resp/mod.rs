@@ -64,6 +64,9 @@ pub struct RespShared {
     pub metrics: metrics::RespMetrics,
     next_client_id: AtomicU64,
     cursors: parking_lot::Mutex<Cursors>,
+    /// Redis tunables that mean nothing here, as `CONFIG SET` last set them (see
+    /// `commands::server::config`).
+    pub inert_config: parking_lot::Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 /// SCAN cursors: Redis clients expect a decimal cursor, but our scans resume after a key, so
@@ -103,6 +106,7 @@ impl RespShared {
             commands: AtomicU64::new(0),
             next_client_id: AtomicU64::new(1),
             cursors: parking_lot::Mutex::new(Cursors::default()),
+            inert_config: parking_lot::Mutex::default(),
         }
     }
 

@@ -270,6 +270,7 @@ dispatch_table! {
     "flushdb", -1, WRITE, NO_KEYS, server::flushdb;
     "flushall", -1, WRITE, NO_KEYS, server::flushall;
     "time", 1, ADMIN, NO_KEYS, server::time;
+    "function", -2, ADMIN, NO_KEYS, server::function;
     "debug", -2, ADMIN, NO_KEYS, server::debug;
     "ringkv.consistency", -1, ADMIN, NO_KEYS, connection::consistency;
     "get", 2, READ, ONE_KEY, strings::get;

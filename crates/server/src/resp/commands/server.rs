@@ -145,33 +145,67 @@ pub async fn config(shared: &RespShared, _: &mut Session, mut args: Args) -> Rep
                 ("maxmemory", "0".into()),
                 ("timeout", (config.resp_idle_timeout_ms / 1000).to_string()),
             ];
+            let inert = shared.inert_config.lock().clone();
+            let known = known
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value))
+                .chain(inert);
+            let known: Vec<(String, String)> = known.collect();
             let mut pairs = Vec::new();
             for pattern in args.rest() {
                 for (name, value) in &known {
                     let already = pairs
                         .iter()
-                        .any(|(k, _): &(Frame, Frame)| *k == Frame::text(*name));
+                        .any(|(k, _): &(Frame, Frame)| *k == Frame::text(name.clone()));
                     if !already
                         && crate::resp::glob::matches(
                             &pattern.to_ascii_lowercase(),
                             name.as_bytes(),
                         )
                     {
-                        pairs.push((Frame::text(*name), Frame::text(value.clone())));
+                        pairs.push((Frame::text(name.clone()), Frame::text(value.clone())));
                     }
                 }
             }
             Ok(Frame::Map(pairs))
         }
         "RESETSTAT" => Ok(Frame::ok()),
-        "SET" => Err(CommandError::Reply(Frame::err(
-            "CONFIG SET is not supported; use the configuration file",
-        ))),
+        "SET" => {
+            let pairs = args.rest();
+            if pairs.is_empty() || !pairs.len().is_multiple_of(2) {
+                return Err(CommandError::Arity("config|set"));
+            }
+            let mut settings = Vec::new();
+            for pair in pairs.chunks(2) {
+                let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
+                if !is_inert(&name) {
+                    return Err(CommandError::Reply(Frame::err(format!(
+                        "CONFIG SET {name} is not supported; set the node's options in its configuration file"
+                    ))));
+                }
+                settings.push((name, String::from_utf8_lossy(&pair[1]).into_owned()));
+            }
+            shared.inert_config.lock().extend(settings);
+            Ok(Frame::ok())
+        }
         other => Err(CommandError::Reply(Frame::err(format!(
             "unknown subcommand '{}'. Try CONFIG HELP.",
             other.to_ascii_lowercase()
         )))),
     }
+}
+
+/// Whether `name` is one of Redis's tunables of its in-memory encodings or of replication,
+/// which have no meaning in ringkv: `CONFIG SET` takes them, so that clients and test suites
+/// that tune them keep working, and `CONFIG GET` shows what was set. Nothing else changes.
+fn is_inert(name: &str) -> bool {
+    let encodings = ["-max-ziplist-", "-max-listpack-", "-max-intset-"];
+    encodings.iter().any(|part| name.contains(part))
+        || matches!(
+            name,
+            "repl-ping-replica-period" | "list-compress-depth" | "active-expire-effort"
+        )
+        || name.starts_with("lazyfree-lazy-")
 }
 
 /// `DBSIZE`: the number of keys in the selected database (counted by a scan).
@@ -249,6 +283,41 @@ pub async fn flushall(shared: &RespShared, session: &mut Session, mut args: Args
         flush_keyspace(shared, keyspace, session.consistency).await?;
     }
     Ok(Frame::ok())
+}
+
+/// `FUNCTION FLUSH | LIST | STATS | HELP`: ringkv runs no server-side functions, so there is
+/// never one to list or flush (FLUSH answers OK, as on a Redis that has none); loading one is
+/// refused.
+pub async fn function(_: &RespShared, _: &mut Session, mut args: Args) -> Reply {
+    match args.word()?.as_str() {
+        "FLUSH" => {
+            if args.remaining() > 0 {
+                match args.word()?.as_str() {
+                    "ASYNC" | "SYNC" => {}
+                    _ => return Err(CommandError::Syntax),
+                }
+            }
+            args.finish()?;
+            Ok(Frame::ok())
+        }
+        "LIST" => Ok(Frame::Array(Vec::new())),
+        "STATS" => Ok(Frame::Map(vec![
+            (Frame::text("running_script"), Frame::Null),
+            (Frame::text("engines"), Frame::Map(Vec::new())),
+        ])),
+        "HELP" => Ok(Frame::Array(
+            [
+                "FUNCTION FLUSH: a no-op (ringkv runs no functions)",
+                "FUNCTION LIST: always empty",
+            ]
+            .iter()
+            .map(|line| Frame::Simple((*line).into()))
+            .collect(),
+        )),
+        other => Err(CommandError::Reply(Frame::err(format!(
+            "ringkv runs no server-side functions (FUNCTION {other})"
+        )))),
+    }
 }
 
 /// `TIME`: unix seconds and microseconds.
