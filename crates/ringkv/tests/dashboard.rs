@@ -290,7 +290,8 @@ fn chaos(url: &str, target: &str, action: &str) -> Value {
 }
 
 /// Goal: in a cluster started by `ringkv dev-cluster`, the dashboard's chaos panel kills a
-/// node, which the page then shows down, and restarts it, which brings it back; the load
+/// node, which the page then shows down (and, with a second replica paused, the rate of
+/// requests refused for want of replicas), and restarts it, which brings it back; the load
 /// starts and stops, and a node pauses and resumes (through `/v1/chaos`, as the panel's
 /// buttons do); a node isolated by a partition is down to the others and they to it, and
 /// healing the network brings every link back. Method: headless Chromium clicks the panel's
@@ -345,6 +346,21 @@ fn the_chaos_panel_kills_and_restarts_a_node_and_the_page_follows() {
     );
     assert_eq!(liveness(&client, "node-2").as_deref(), Some("down"));
     browser.screenshot("4-chaos-node-killed");
+
+    // A second replica lost: the load's quorum writes fail, and the page shows the rate of
+    // refused requests; the paused node resumed, they succeed again.
+    browser.run("document.getElementById('chaos-node-1-pause').click(); return true;");
+    browser.wait_for(
+        "the page shows requests refused for want of replicas",
+        "return parseFloat(document.getElementById('unavailable').textContent) > 0",
+    );
+    browser.screenshot("4b-chaos-quorum-lost");
+    browser.run("document.getElementById('chaos-node-1-resume').click(); return true;");
+    browser.wait_for(
+        "the page shows node-1 alive again",
+        "const row = document.querySelector('#members tr[data-node=\"node-1\"]'); \
+         return !!row && row.dataset.liveness === 'alive'",
+    );
 
     browser.run("document.getElementById('chaos-node-2-restart').click(); return true;");
     browser.wait_for(
