@@ -3,6 +3,7 @@
 //!
 //! - [`limits`]: the named size limits every layer enforces.
 //! - [`codec`]: the bounded binary reader/writer that record and log encodings use.
+//! - [`crdt`]: data types that merge without conflicts (a PN-counter, an add-wins set).
 //! - [`causal`]: dots and version vectors (the causal context clients carry).
 //! - [`record`]: what a replica stores per key: siblings plus their causal context, the merge
 //!   laws (Riak 2.0's dotted version vector sets) and the checksummed on-disk encoding.
@@ -16,6 +17,7 @@ pub mod backup;
 pub mod causal;
 pub mod clock;
 pub mod codec;
+pub mod crdt;
 pub mod hlc;
 pub mod limits;
 pub mod record;
