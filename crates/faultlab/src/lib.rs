@@ -9,6 +9,8 @@
 //! - [`workload`]: clients writing, deleting and reading through random nodes.
 //! - [`history`]: the record of operations and outcomes (ok, failed, unknown), and the
 //!   checker: no acknowledged write lost, no deleted value back.
+//! - [`linearizability`]: a checker of per-key histories of register and compare-and-set
+//!   operations against linearizability (for strong keyspaces).
 //! - [`scenarios`]: the scenarios, and the summary table.
 //!
 //! `ringkv-faultlab` runs them from the command line (`scripts/soak.sh` for long runs);
@@ -16,6 +18,7 @@
 
 pub mod history;
 pub mod lab;
+pub mod linearizability;
 pub mod net;
 pub mod scenarios;
 pub mod workload;
