@@ -271,6 +271,48 @@ mod tests {
         }
     }
 
+    /// The encoded bytes of a set of `members` members of 10 bytes, after churn: each member
+    /// added through one of three replicas, a third removed and added again through another,
+    /// every replica merged with the others after each round.
+    fn bytes_after_churn(members: u32) -> (usize, usize) {
+        let mut replicas = vec![OrSet::new(); 3];
+        let name = |i: u32| format!("m{i:09}").into_bytes();
+        for round in 0..3u32 {
+            for i in 0..members {
+                let at = ((i + round) % 3) as usize;
+                match round {
+                    1 if i % 3 == 0 => {
+                        replicas[at].remove(&name(i));
+                    }
+                    _ => {
+                        replicas[at].add(ReplicaId(at as u64 + 1), &name(i));
+                    }
+                }
+            }
+            let all = replicas.iter().fold(OrSet::new(), |all, r| merged(&all, r));
+            replicas = vec![all; 3];
+        }
+        let mut bytes = Vec::new();
+        replicas[0].encode_into(&mut bytes);
+        (bytes.len(), replicas[0].len())
+    }
+
+    #[test]
+    fn metadata_after_churn_is_one_dot_per_member() {
+        for members in [1_000, 100_000] {
+            let (bytes, present) = bytes_after_churn(members);
+            assert_eq!(present, members as usize);
+            // Per member: 10 bytes, a length byte, a dot count, an 8-byte replica id and a
+            // varint counter of up to 3 bytes; the context is a few dozen bytes in all.
+            let per_member = bytes as f64 / present as f64;
+            eprintln!("{members} members after churn: {bytes} bytes, {per_member:.1} per member");
+            assert!(
+                per_member <= 10.0 + 1.0 + 1.0 + 8.0 + 3.0 + 0.1,
+                "{per_member}"
+            );
+        }
+    }
+
     #[test]
     fn a_concurrent_add_wins_over_a_remove_and_a_remove_of_another_element_is_kept() {
         let (a, b) = (ReplicaId(1), ReplicaId(2));
