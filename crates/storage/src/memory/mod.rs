@@ -436,8 +436,8 @@ impl Engine for MemoryEngine {
         check_page(&self.shared.corrupt_keys.read(), range, limit, entries)
     }
 
-    /// A copy of the map (its keys; values are shared) and of its damaged keys. Writers wait
-    /// while it is made: about a tenth of a second per million keys.
+    /// A copy of the map (its keys; values are shared, not copied) and of its damaged keys.
+    /// Writers wait while it is made, which takes time in proportion to the number of keys.
     fn snapshot(&self) -> Result<Box<dyn Snapshot>, StorageError> {
         let map = self.shared.map.read().clone();
         let corrupt_keys = self.shared.corrupt_keys.read().clone();
