@@ -8,8 +8,8 @@
 
 use bytes::Bytes;
 use foca::{
-    AccumulatingRuntime, Config, Foca, Identity, NoCustomBroadcast, OwnedNotification,
-    PostcardCodec, State, Timer,
+    AccumulatingRuntime, Config, Foca, Identity, Incarnation, Member, NoCustomBroadcast,
+    OwnedNotification, PostcardCodec, State, Timer,
 };
 use rand::seq::IndexedRandom;
 use rand_gossip::rngs::StdRng;
@@ -122,7 +122,16 @@ pub struct Membership {
     /// Whether some member is known to have heard of this node's current identity (foca's
     /// `Active`, until `Idle`, `Defunct` or a change of identity).
     active: bool,
+    /// Members seen suspect, with the incarnation they were suspected at and how many
+    /// checks (about a second apart) have found them so since (see
+    /// [`Membership::expire_stale_suspicions`]).
+    suspects: std::collections::HashMap<String, (Incarnation, u32)>,
 }
+
+/// Checks (about a second apart) after which a member still suspect at the same incarnation
+/// is declared down here: foca's own timer is a few seconds (`suspect_to_down_after`), so this
+/// acts only when that timer was lost.
+const STALE_SUSPICION_CHECKS: u32 = 15;
 
 /// Members a node that is cut off announces itself to per [`Membership::rejoin_if_isolated`].
 const REJOIN_ANNOUNCES: usize = 3;
@@ -137,6 +146,7 @@ impl Membership {
             swim,
             runtime: AccumulatingRuntime::new(),
             active: false,
+            suspects: std::collections::HashMap::new(),
         }
     }
 
@@ -213,6 +223,7 @@ impl Membership {
     /// members; does nothing otherwise. The gossip service calls it about once a second.
     pub fn rejoin_if_isolated(&mut self) -> Result<(), MembershipError> {
         self.note_events();
+        self.expire_stale_suspicions()?;
         if self.active {
             return Ok(());
         }
@@ -230,6 +241,42 @@ impl Membership {
                 .map_err(|e| MembershipError(e.to_string()))?;
         }
         Ok(())
+    }
+
+    /// Declares down, here and to the cluster, a member that has stayed suspect at the same
+    /// incarnation for [`STALE_SUSPICION_CHECKS`] checks, as foca's suspicion timer would
+    /// have. foca drops the timers it set before this node changed identity (each status
+    /// change is a new identity), and a suspect that answers probes but never hears it is
+    /// suspected (so never refutes) then stays suspect for good: seen in the fault lab under
+    /// CPU starvation, a member suspect for over a minute while alive. Declared down, it hears
+    /// so, renews its identity and rejoins, as after any false suspicion.
+    fn expire_stale_suspicions(&mut self) -> Result<(), MembershipError> {
+        let suspect: Vec<(NodeIdentity, Incarnation)> = self
+            .swim
+            .iter_membership_state()
+            .filter(|member| member.state() == State::Suspect)
+            .map(|member| (member.id().clone(), member.incarnation()))
+            .collect();
+        let mut stale = Vec::new();
+        let mut still = std::collections::HashMap::new();
+        for (id, incarnation) in suspect {
+            let checks = match self.suspects.get(&id.address) {
+                Some(&(seen, checks)) if seen == incarnation => checks + 1,
+                _ => 1,
+            };
+            if checks >= STALE_SUSPICION_CHECKS {
+                stale.push(Member::new(id, incarnation, State::Down));
+            } else {
+                still.insert(id.address.clone(), (incarnation, checks));
+            }
+        }
+        self.suspects = still;
+        if stale.is_empty() {
+            return Ok(());
+        }
+        self.swim
+            .apply_many(stale.into_iter(), true, &mut self.runtime)
+            .map_err(|e| MembershipError(e.to_string()))
     }
 
     /// Takes in foca's notifications (which must be drained, or they pile up), keeping track
@@ -288,5 +335,52 @@ fn liveness(state: State) -> Liveness {
         State::Alive => Liveness::Alive,
         State::Suspect => Liveness::Suspect,
         State::Down => Liveness::Down,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(id: &str) -> NodeIdentity {
+        NodeIdentity {
+            id: id.into(),
+            address: format!("{id}:1"),
+            http: String::new(),
+            zone: String::new(),
+            weight: 1,
+            status: NodeStatus::Normal,
+            generation: 1,
+        }
+    }
+
+    /// Goal: a member left suspect (its suspicion timer lost, and it never refuting) is
+    /// declared down after [`STALE_SUSPICION_CHECKS`] checks, and a suspicion refuted
+    /// meanwhile (a higher incarnation) starts the count again.
+    #[test]
+    fn a_member_suspect_for_too_long_is_declared_down() {
+        let mut a = Membership::new(identity("a"), 5, 1);
+        let b = identity("b");
+        let mut apply = |a: &mut Membership, incarnation, state| {
+            let update = Member::new(b.clone(), incarnation, state);
+            a.swim
+                .apply_many(std::iter::once(update), false, &mut a.runtime)
+                .unwrap();
+        };
+        apply(&mut a, 0, State::Alive);
+        apply(&mut a, 0, State::Suspect);
+        for _ in 0..STALE_SUSPICION_CHECKS - 1 {
+            a.rejoin_if_isolated().unwrap();
+        }
+        assert_eq!(a.find("b").map(|(_, l)| l), Some(Liveness::Suspect));
+        // Refuted, then suspected again at the new incarnation: the count starts over.
+        apply(&mut a, 1, State::Alive);
+        apply(&mut a, 1, State::Suspect);
+        for _ in 0..STALE_SUSPICION_CHECKS - 1 {
+            a.rejoin_if_isolated().unwrap();
+        }
+        assert_eq!(a.find("b").map(|(_, l)| l), Some(Liveness::Suspect));
+        a.rejoin_if_isolated().unwrap();
+        assert_eq!(a.find("b").map(|(_, l)| l), Some(Liveness::Down));
     }
 }

@@ -306,19 +306,38 @@ impl Lab {
         let members: Vec<String> = self.members().iter().map(|i| format!("node-{i}")).collect();
         for index in self.up() {
             let client = self.client(index, Duration::from_secs(5));
-            self.wait_for(
+            // What the node saw last, for the error if it never sees them all.
+            let mut seen = String::from("no answer");
+            let waited = self.wait_for(
                 &format!("node-{index} sees {members:?} alive"),
                 CHANGE_WITHIN,
-                || {
-                    client.cluster().is_ok_and(|view| {
+                || match client.cluster() {
+                    Ok(view) => {
+                        seen = view
+                            .members
+                            .iter()
+                            .map(|m| format!("{} {} {}", m.id, m.liveness, m.status))
+                            .collect::<Vec<_>>()
+                            .join(", ");
                         members.iter().all(|id| {
                             view.members.iter().any(|m| {
                                 &m.id == id && m.liveness == "alive" && m.status == "normal"
                             })
                         })
-                    })
+                    }
+                    Err(error) => {
+                        seen = error.to_string();
+                        false
+                    }
                 },
-            )?;
+            );
+            if let Err(LabError::Timeout { what, within }) = waited {
+                return Err(LabError::Timeout {
+                    what: format!("{what} (it last saw: {seen})"),
+                    within,
+                });
+            }
+            waited?;
         }
         Ok(())
     }
