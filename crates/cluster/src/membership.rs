@@ -361,7 +361,7 @@ mod tests {
     fn a_member_suspect_for_too_long_is_declared_down() {
         let mut a = Membership::new(identity("a"), 5, 1);
         let b = identity("b");
-        let mut apply = |a: &mut Membership, incarnation, state| {
+        let apply = |a: &mut Membership, incarnation, state| {
             let update = Member::new(b.clone(), incarnation, state);
             a.swim
                 .apply_many(std::iter::once(update), false, &mut a.runtime)
