@@ -16,11 +16,6 @@ source bench/common.sh
 build_ringkv
 with_work_dir
 
-http() { echo "http://127.0.0.1:$((BASE_PORT + 10 * $1))"; }
-resp() { echo "$((BASE_PORT + 10 * $1 + 1))"; }
-listen() { echo "127.0.0.1:$((BASE_PORT + 10 * $1 + 2))"; }
-now_ms() { date +%s%3N; }
-
 start_node() { # index [--join ADDRESS]
   local i=$1; shift
   "$ringkv" server --node-id "node-$i" --data-dir "$work/node-$i" \

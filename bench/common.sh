@@ -27,3 +27,10 @@ with_work_dir() {
   pids=()
   trap 'for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 }
+
+# Addresses of node I of a loopback cluster whose node i listens on BASE_PORT + 10 i (REST),
+# + 1 (Redis protocol) and + 2 (cluster); and the time in milliseconds.
+http() { echo "http://127.0.0.1:$((BASE_PORT + 10 * $1))"; }
+resp() { echo "$((BASE_PORT + 10 * $1 + 1))"; }
+listen() { echo "127.0.0.1:$((BASE_PORT + 10 * $1 + 2))"; }
+now_ms() { date +%s%3N; }

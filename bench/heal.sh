@@ -38,11 +38,6 @@ build_ringkv
 
 with_work_dir
 
-http() { echo "http://127.0.0.1:$((BASE_PORT + 10 * $1))"; }
-resp() { echo "$((BASE_PORT + 10 * $1 + 1))"; }
-listen() { echo "127.0.0.1:$((BASE_PORT + 10 * $1 + 2))"; }
-now_ms() { date +%s%3N; }
-
 start_node() { # index extra-config (a line of TOML; anti-entropy is off unless it says)
   local i=$1 config="$work/node-$1.toml"
   if [[ "$2" == *anti_entropy_interval_ms* ]]; then

@@ -3,9 +3,7 @@
 //! GETBIT, BITCOUNT, BITPOS and LCS (reads), and MSETNX.
 
 use super::strings::read;
-use super::{
-    keyspace, parse_integer, read_entry, write, write_many, Args, CommandError, Reply, Session,
-};
+use super::{keyspace, parse_integer, read_entry, write, Args, CommandError, Reply, Session};
 use crate::resp::frame::Frame;
 use crate::resp::RespShared;
 use ringkv_coordinator::request::{add_floats, format_float, Change, StringEdit, WriteRequest};
@@ -259,14 +257,7 @@ pub async fn msetnx(shared: &RespShared, session: &mut Session, mut args: Args) 
             return Ok(Frame::Integer(0));
         }
     }
-    let keyspace = keyspace(session);
-    let requests = pairs
-        .chunks(2)
-        .map(|pair| WriteRequest::put(keyspace, &pair[0], &pair[1]))
-        .collect();
-    for outcome in write_many(shared, session, requests).await? {
-        outcome?;
-    }
+    super::strings::set_pairs(shared, session, &pairs).await?;
     Ok(Frame::Integer(1))
 }
 

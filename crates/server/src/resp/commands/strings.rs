@@ -260,6 +260,16 @@ pub async fn mset(shared: &RespShared, session: &mut Session, mut args: Args) ->
     if !pairs.len().is_multiple_of(2) {
         return Err(CommandError::Arity("mset"));
     }
+    set_pairs(shared, session, &pairs).await?;
+    Ok(Frame::ok())
+}
+
+/// Sets each `key value` pair of `pairs` (MSET, MSETNX): one atomic batch on a single node.
+pub async fn set_pairs(
+    shared: &RespShared,
+    session: &Session,
+    pairs: &[bytes::Bytes],
+) -> Result<(), CommandError> {
     let keyspace = keyspace(session);
     let requests = pairs
         .chunks(2)
@@ -268,7 +278,7 @@ pub async fn mset(shared: &RespShared, session: &mut Session, mut args: Args) ->
     for outcome in write_many(shared, session, requests).await? {
         outcome?;
     }
-    Ok(Frame::ok())
+    Ok(())
 }
 
 /// `STRLEN key`.
