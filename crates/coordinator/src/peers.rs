@@ -192,6 +192,12 @@ pub enum RemoteError {
     /// See [`ReplicaError::Invalid`].
     #[error("{0}")]
     Invalid(String),
+    /// See [`ReplicaError::WrongType`].
+    #[error("WRONGTYPE Operation against a key holding the wrong kind of value")]
+    WrongType,
+    /// See [`ReplicaError::Operation`].
+    #[error("{0}")]
+    Operation(String),
     /// The replica's copy of the key is damaged.
     #[error("replica's copy is corrupted: {0}")]
     Corrupt(String),
@@ -210,6 +216,8 @@ impl From<ReplicaError> for RemoteError {
             ReplicaError::KeyTooLong { len, max } => RemoteError::KeyTooLong { len, max },
             ReplicaError::ValueTooLarge { len, max } => RemoteError::ValueTooLarge { len, max },
             ReplicaError::Invalid(message) => RemoteError::Invalid(message),
+            ReplicaError::WrongType => RemoteError::WrongType,
+            ReplicaError::Operation(message) => RemoteError::Operation(message),
             ReplicaError::Corruption { detail } => RemoteError::Corrupt(detail),
             other => RemoteError::Failed(other.to_string()),
         }
@@ -227,6 +235,8 @@ impl RemoteError {
             RemoteError::KeyTooLong { len, max } => ReplicaError::KeyTooLong { len, max },
             RemoteError::ValueTooLarge { len, max } => ReplicaError::ValueTooLarge { len, max },
             RemoteError::Invalid(message) => ReplicaError::Invalid(message),
+            RemoteError::WrongType => ReplicaError::WrongType,
+            RemoteError::Operation(message) => ReplicaError::Operation(message),
             RemoteError::Corrupt(message) | RemoteError::Failed(message) => return Err(message),
         })
     }

@@ -12,11 +12,16 @@ use crate::codec::{put_bytes, put_varint, CodecError, Reader};
 use crate::hlc::Timestamp;
 use crate::limits::{CONTEXT_ENTRIES_MAX, RECORD_BYTES_MAX, SIBLINGS_MAX, VALUE_BYTES_MAX};
 
+pub mod kind;
+pub use kind::{DataType, ValueKind};
+
 /// The encoding version written by this release. Readers accept every version up to it.
 pub const RECORD_FORMAT: u8 = 1;
 
 const KIND_VALUE: u8 = 0;
 const KIND_TOMBSTONE: u8 = 1;
+/// A typed value: its [`ValueKind`] byte follows, then the state's bytes.
+const KIND_TYPED: u8 = 2;
 
 /// One version of a key's value, or of its deletion.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -29,6 +34,8 @@ pub struct Sibling {
     pub expires_at_ms: Option<u64>,
     /// The value, or `None` for a tombstone.
     pub value: Option<Vec<u8>>,
+    /// What the value is: bytes, or a typed value's state (ignored for a tombstone).
+    pub kind: ValueKind,
 }
 
 impl Sibling {
@@ -39,26 +46,31 @@ impl Sibling {
             timestamp: self.timestamp,
             expires_at_ms: self.expires_at_ms,
             value: self.value.as_deref(),
+            kind: self.kind,
         }
     }
 
     /// Whether this sibling is a value a read may return at `now_ms`.
     pub fn is_visible(&self, now_ms: u64) -> bool {
-        self.value.is_some() && self.expires_at_ms.is_none_or(|at| at > now_ms)
+        self.view().is_visible(now_ms)
     }
 
     /// When this sibling stops carrying data a read could return: its expiry, or the moment
-    /// a tombstone was written. `None` for a value that never expires.
+    /// a tombstone (or an emptied collection) was written. `None` for a value that never
+    /// expires.
     pub fn dead_since_ms(&self) -> Option<u64> {
-        match self.value {
-            None => Some(self.timestamp.wall_ms()),
-            Some(_) => self.expires_at_ms,
-        }
+        self.view().dead_since_ms()
     }
 
     /// The order last-writer-wins uses: newest timestamp, dot as a deterministic tie-break.
     fn lww_rank(&self) -> (Timestamp, Dot) {
         (self.timestamp, self.dot)
+    }
+
+    /// The type whose law merges this sibling with others of it, if it has one.
+    fn merging_type(&self) -> Option<DataType> {
+        let data_type = self.kind.data_type();
+        (self.value.is_some() && data_type.merges()).then_some(data_type)
     }
 }
 
@@ -69,6 +81,8 @@ pub struct Mutation {
     pub value: Option<Vec<u8>>,
     /// Absolute expiry in unix milliseconds.
     pub expires_at_ms: Option<u64>,
+    /// What the value is.
+    pub kind: ValueKind,
 }
 
 /// A [`Mutation`] whose value is borrowed.
@@ -78,14 +92,35 @@ pub struct MutationView<'a> {
     pub value: Option<&'a [u8]>,
     /// Absolute expiry in unix milliseconds.
     pub expires_at_ms: Option<u64>,
+    /// What the value is.
+    pub kind: ValueKind,
 }
 
 impl Mutation {
+    /// A put of plain bytes.
+    pub fn bytes(value: Vec<u8>, expires_at_ms: Option<u64>) -> Self {
+        Mutation {
+            value: Some(value),
+            expires_at_ms,
+            kind: ValueKind::BYTES,
+        }
+    }
+
+    /// A delete.
+    pub fn delete() -> Self {
+        Mutation {
+            value: None,
+            expires_at_ms: None,
+            kind: ValueKind::BYTES,
+        }
+    }
+
     /// The mutation with its value borrowed.
     pub fn view(&self) -> MutationView<'_> {
         MutationView {
             value: self.value.as_deref(),
             expires_at_ms: self.expires_at_ms,
+            kind: self.kind,
         }
     }
 }
@@ -167,6 +202,7 @@ impl Record {
             timestamp,
             expires_at_ms: mutation.expires_at_ms,
             value: mutation.value,
+            kind: mutation.kind,
         };
         let position = record.siblings.partition_point(|s| s.dot < dot);
         record.siblings.insert(position, sibling);
@@ -236,13 +272,31 @@ impl Record {
 
     /// Keeps only the last-writer-wins winner. Safe at any time: the context still covers the
     /// dropped dots, so they cannot come back through a later sync.
+    ///
+    /// A winner of a type that merges by law ([`DataType::merges`]) keeps the siblings of its
+    /// type written after every sibling of another kind: they are concurrent states of one
+    /// value (increments through different nodes, say), which a read merges and the next
+    /// write through the key's lead folds into one. Picking one of them would lose the
+    /// others' operations.
     pub fn resolve_last_writer_wins(&mut self) {
         // In place: the winner is moved to the front, not copied (values can be 10 MiB).
         let winner = (0..self.siblings.len()).max_by_key(|&i| self.siblings[i].lww_rank());
-        if let Some(winner) = winner {
-            self.siblings.swap(0, winner);
-            self.siblings.truncate(1);
+        let Some(winner) = winner else { return };
+        if let Some(data_type) = self.siblings[winner].merging_type() {
+            let others_newest = self
+                .siblings
+                .iter()
+                .filter(|s| s.merging_type() != Some(data_type))
+                .map(|s| s.timestamp)
+                .max();
+            self.siblings.retain(|s| {
+                s.merging_type() == Some(data_type)
+                    && others_newest.is_none_or(|newest| s.timestamp > newest)
+            });
+            return;
         }
+        self.siblings.swap(0, winner);
+        self.siblings.truncate(1);
     }
 
     /// The sibling last-writer-wins picks, tombstones included.
@@ -340,6 +394,7 @@ impl Record {
             timestamp,
             expires_at_ms: mutation.expires_at_ms,
             value: mutation.value,
+            kind: mutation.kind,
         };
         let point = encode_parts_into(out, &context, std::iter::once(sibling));
         (point, sibling.dead_since_ms())
@@ -381,21 +436,25 @@ pub struct SiblingView<'a> {
     pub expires_at_ms: Option<u64>,
     /// The value, or `None` for a tombstone.
     pub value: Option<&'a [u8]>,
+    /// What the value is.
+    pub kind: ValueKind,
 }
 
 impl SiblingView<'_> {
     /// As [`Sibling::dead_since_ms`].
     pub fn dead_since_ms(&self) -> Option<u64> {
         match self.value {
-            None => Some(self.timestamp.wall_ms()),
-            Some(_) => self.expires_at_ms,
+            Some(_) if !self.kind.is_emptied() => self.expires_at_ms,
+            _ => Some(self.timestamp.wall_ms()),
         }
     }
 
     /// Whether this sibling is a value a read may return at `now_ms` (as
     /// [`Sibling::is_visible`]).
     pub fn is_visible(&self, now_ms: u64) -> bool {
-        self.value.is_some() && self.expires_at_ms.is_none_or(|at| at > now_ms)
+        self.value.is_some()
+            && !self.kind.is_emptied()
+            && self.expires_at_ms.is_none_or(|at| at > now_ms)
     }
 
     fn to_sibling(self) -> Sibling {
@@ -404,6 +463,7 @@ impl SiblingView<'_> {
             timestamp: self.timestamp,
             expires_at_ms: self.expires_at_ms,
             value: self.value.map(<[u8]>::to_vec),
+            kind: self.kind,
         }
     }
 }
@@ -433,10 +493,13 @@ impl<'a> RecordView<'a> {
     }
 }
 
-/// The value a single-value read returns at `now_ms` — what
+/// The sibling a single-value read returns at `now_ms` — what
 /// `RecordView::decode(bytes)?.newest_visible(now_ms)` holds — read from the stored bytes with
 /// the same checks but without building the record: the hot path of a point read.
-pub fn newest_visible_value(bytes: &[u8], now_ms: u64) -> Result<Option<&[u8]>, RecordError> {
+pub fn newest_visible_value(
+    bytes: &[u8],
+    now_ms: u64,
+) -> Result<Option<SiblingView<'_>>, RecordError> {
     let mut reader = checked_body(bytes)?;
     VersionVector::skip_from(&mut reader)?;
     let mut newest: Option<SiblingView<'_>> = None;
@@ -448,7 +511,7 @@ pub fn newest_visible_value(bytes: &[u8], now_ms: u64) -> Result<Option<&[u8]>, 
         }
     }
     reader.finish()?;
-    Ok(newest.and_then(|sibling| sibling.value))
+    Ok(newest)
 }
 
 /// The body of a stored record, past its format byte, once its length, checksum and format
@@ -542,8 +605,8 @@ impl Replaced {
         };
         let context = VersionVector::decode_from(&mut unchecked_body(bytes)?)?;
         let next_dead_ms = match point.value {
-            None => Some(timestamp.wall_ms()),
-            Some(_) => point.expires_at_ms,
+            Some(_) if !point.kind.is_emptied() => point.expires_at_ms,
+            _ => Some(timestamp.wall_ms()),
         };
         Ok(Some(Replaced {
             context,
@@ -605,6 +668,8 @@ pub struct PointRead {
     expires_at_ms: Option<u64>,
     /// The sibling's timestamp if the context covers its dot; `None` if it does not.
     covered_timestamp: Option<Timestamp>,
+    /// What the value is.
+    kind: ValueKind,
 }
 
 impl PointRead {
@@ -621,24 +686,29 @@ impl PointRead {
         let body_len = bytes.len() - CHECKSUM_BYTES;
         Ok(Some(PointRead::ending_at(
             body_len,
-            sibling.value.map(<[u8]>::len),
-            sibling.expires_at_ms,
+            &sibling,
             Some(sibling.timestamp).filter(|_| context.covers(sibling.dot)),
         )))
     }
 
-    /// A sibling whose value (of `len` bytes, `None` for a tombstone) ends at `end`.
+    /// The point read of `sibling`, whose value ends at `end` in the encoded bytes.
     fn ending_at(
         end: usize,
-        len: Option<usize>,
-        expires_at_ms: Option<u64>,
+        sibling: &SiblingView<'_>,
         covered_timestamp: Option<Timestamp>,
     ) -> PointRead {
         PointRead {
-            value: len.map(|len| (end - len, len)),
-            expires_at_ms,
+            value: sibling.value.map(|value| (end - value.len(), value.len())),
+            expires_at_ms: sibling.expires_at_ms,
             covered_timestamp,
+            kind: sibling.kind,
         }
+    }
+
+    /// What the value is: a read of a typed value decodes its state instead of returning
+    /// the bytes.
+    pub fn kind(&self) -> ValueKind {
+        self.kind
     }
 
     /// Where the value is in the encoded bytes, whether or not it has expired; `None` for a
@@ -651,7 +721,7 @@ impl PointRead {
     /// one: what [`newest_visible_value`] finds for the same bytes.
     pub fn visible(&self, now_ms: u64) -> Option<std::ops::Range<usize>> {
         let (start, len) = self.value?;
-        if self.expires_at_ms.is_some_and(|at| at <= now_ms) {
+        if self.kind.is_emptied() || self.expires_at_ms.is_some_and(|at| at <= now_ms) {
             return None;
         }
         Some(start..start + len)
@@ -743,8 +813,13 @@ fn encode_parts_into<'a>(
         // Expiry 0 means none: no value is written already expired at the epoch.
         put_varint(out, sibling.expires_at_ms.unwrap_or(0));
         match sibling.value {
-            Some(value) => {
+            Some(value) if sibling.kind.is_bytes() => {
                 out.push(KIND_VALUE);
+                put_bytes(out, value);
+            }
+            Some(value) => {
+                out.push(KIND_TYPED);
+                out.push(sibling.kind.to_byte());
                 put_bytes(out, value);
             }
             None => out.push(KIND_TOMBSTONE),
@@ -755,8 +830,7 @@ fn encode_parts_into<'a>(
     let point = match last {
         Some(only) if count == 1 => Some(PointRead::ending_at(
             out.len(),
-            only.value.map(<[u8]>::len),
-            only.expires_at_ms,
+            &only,
             Some(only.timestamp).filter(|_| context.covers(only.dot)),
         )),
         _ => None,
@@ -776,9 +850,22 @@ fn decode_sibling<'a>(reader: &mut Reader<'a>) -> Result<SiblingView<'a>, Record
     let counter = reader.varint()?;
     let timestamp = Timestamp(reader.u64()?);
     let expires_at_ms = Some(reader.varint()?).filter(|&at| at != 0);
-    let value = match reader.u8()? {
-        KIND_VALUE => Some(reader.bytes("value length", VALUE_BYTES_MAX)?),
-        KIND_TOMBSTONE => None,
+    let (value, kind) = match reader.u8()? {
+        KIND_VALUE => (
+            Some(reader.bytes("value length", VALUE_BYTES_MAX)?),
+            ValueKind::BYTES,
+        ),
+        KIND_TOMBSTONE => (None, ValueKind::BYTES),
+        KIND_TYPED => {
+            let byte = reader.u8()?;
+            // Bytes are never written as a typed value: one value, one encoding.
+            let kind = ValueKind::from_byte(byte).filter(|k| !k.is_bytes());
+            let kind = kind.ok_or(CodecError::Unknown {
+                what: "value kind",
+                value: byte.into(),
+            })?;
+            (Some(reader.bytes("value length", VALUE_BYTES_MAX)?), kind)
+        }
         other => {
             return Err(CodecError::Unknown {
                 what: "sibling kind",
@@ -792,6 +879,7 @@ fn decode_sibling<'a>(reader: &mut Reader<'a>) -> Result<SiblingView<'a>, Record
         timestamp,
         expires_at_ms,
         value,
+        kind,
     })
 }
 

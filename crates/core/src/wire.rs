@@ -90,10 +90,7 @@ mod tests {
         let record = Record::update(
             None,
             &VersionVector::new(),
-            Mutation {
-                value: Some(b"v".to_vec()),
-                expires_at_ms: None,
-            },
+            Mutation::bytes(b"v".to_vec(), None),
             ReplicaId(9),
             Timestamp(42),
         )

@@ -155,6 +155,7 @@ mod tests {
             context: Default::default(),
             previous: None,
             integer: None,
+            answer: None,
             record: None,
             previous_unknown: false,
         };

@@ -105,7 +105,8 @@ impl StoredRecord {
     /// The value a single-value read at `now_ms` returns, when the point read knows it
     /// (`None` inside: no visible value); `None`: decode the bytes to find out.
     pub fn point_value(&self, now_ms: u64) -> Option<Option<Bytes>> {
-        let point = self.point?;
+        // A typed value is decoded: its state is not what a read returns.
+        let point = self.point.filter(|point| point.kind().is_bytes())?;
         Some(point.visible(now_ms).map(|range| self.bytes.slice(range)))
     }
 }

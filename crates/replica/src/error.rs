@@ -23,6 +23,12 @@ pub enum ReplicaError {
     /// An increment met a value that is not a decimal 64-bit integer.
     #[error("value is not an integer or out of range")]
     NotAnInteger,
+    /// The key holds a value of another type than the operation works on.
+    #[error("WRONGTYPE Operation against a key holding the wrong kind of value")]
+    WrongType,
+    /// A typed operation could not apply (its message is Redis's).
+    #[error("{0}")]
+    Operation(String),
     /// An increment would leave the 64-bit range.
     #[error("increment or decrement would overflow")]
     Overflow,
@@ -48,6 +54,17 @@ impl From<StorageError> for ReplicaError {
         match error {
             StorageError::Corruption(detail) => ReplicaError::Corruption { detail },
             other => ReplicaError::Storage(other),
+        }
+    }
+}
+
+impl From<ringkv_core::crdt::op::OpError> for ReplicaError {
+    fn from(error: ringkv_core::crdt::op::OpError) -> Self {
+        use ringkv_core::crdt::op::OpError;
+        match error {
+            OpError::WrongType => ReplicaError::WrongType,
+            OpError::NotAnInteger => ReplicaError::NotAnInteger,
+            other => ReplicaError::Operation(other.to_string()),
         }
     }
 }

@@ -234,10 +234,7 @@ mod tests {
     use ringkv_storage::EngineKind;
 
     fn hint(key: &str) -> Hint {
-        let mutation = Mutation {
-            value: Some(key.as_bytes().to_vec()),
-            expires_at_ms: None,
-        };
+        let mutation = Mutation::bytes(key.as_bytes().to_vec(), None);
         let record = Record::update(
             None,
             &VersionVector::new(),

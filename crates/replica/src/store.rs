@@ -15,9 +15,11 @@ use bytes::Bytes;
 use prometheus_client::registry::Registry;
 use ringkv_core::causal::{ReplicaId, VersionVector};
 use ringkv_core::clock::WallClock;
+use ringkv_core::crdt::op::Op;
+use ringkv_core::crdt::typed::Value;
 use ringkv_core::hlc::{HybridClock, Timestamp};
 use ringkv_core::limits::{self, KEY_BYTES_MAX, SCAN_PAGE_RECORDS_MAX, VALUE_BYTES_MAX};
-use ringkv_core::record::{self, Record, RecordError};
+use ringkv_core::record::{self, Record, RecordError, ValueKind};
 use ringkv_storage::{Engine, WriteBatch};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -199,7 +201,7 @@ pub enum Expiry {
 }
 
 /// What a write does to a key.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Change {
     /// Store a value.
     Put { value: Vec<u8>, expiry: Expiry },
@@ -211,6 +213,9 @@ pub enum Change {
     Expire(Expiry),
     /// Edit the string stored (an absent key counts as empty), keeping its expiry.
     Edit(StringEdit),
+    /// An operation on the typed value stored (a set, hash, sorted set, list or counter),
+    /// keeping its expiry.
+    Typed(Op),
 }
 
 impl Change {
@@ -219,7 +224,7 @@ impl Change {
         match self {
             Change::Put { expiry, .. } => matches!(expiry, Expiry::Keep),
             Change::Delete => false,
-            Change::Increment(_) | Change::Expire(_) | Change::Edit(_) => true,
+            Change::Increment(_) | Change::Expire(_) | Change::Edit(_) | Change::Typed(_) => true,
         }
     }
 }
@@ -327,24 +332,7 @@ pub fn add_floats(current: &[u8], by: &str) -> Result<f64, ReplicaError> {
     Ok(sum)
 }
 
-/// A float as INCRBYFLOAT stores it: the shortest decimal that reads back as the same
-/// number, with no exponent and no trailing zeros (`3`, `10.5`, `5000`, `1.0e-5` as
-/// `0.00001`).
-pub fn format_float(number: f64) -> String {
-    if number == number.trunc() && number.abs() < 1e17 {
-        return format!("{}", number as i64);
-    }
-    let text = format!("{number}");
-    if !text.contains('e') {
-        return text;
-    }
-    // Rust writes very large or small numbers with an exponent; Redis never does.
-    let precise = format!("{number:.17}");
-    precise
-        .trim_end_matches('0')
-        .trim_end_matches('.')
-        .to_owned()
-}
+pub use ringkv_core::crdt::register::format_float;
 
 /// A [`WriteRequest`]'s key: inline up to 24 bytes, so that a SET's submitter allocates
 /// nothing for it and the writer thread frees nothing another thread allocated. Serialized as
@@ -352,7 +340,7 @@ pub fn format_float(number: f64) -> String {
 pub type WriteKey = smallvec::SmallVec<[u8; 24]>;
 
 /// One write of one key.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WriteRequest {
     /// The keyspace's name, inline when short (24 bytes; all builtin names are), for the
     /// reasons [`WriteKey`] gives.
@@ -443,6 +431,7 @@ impl WriteRequest {
             Change::Edit(StringEdit::Append(bytes) | StringEdit::SetRange { bytes, .. }) => {
                 self.key.len() + bytes.len()
             }
+            Change::Typed(op) => self.key.len() + op.bytes(),
             _ => self.key.len(),
         }
     }
@@ -460,6 +449,7 @@ impl WriteRequest {
             }
             Change::Edit(StringEdit::SetBit { offset, .. }) => offset / 8 + 1,
             Change::Edit(StringEdit::IncrementFloat(by)) => by.len(),
+            Change::Typed(op) => op.bytes(),
             Change::Delete | Change::Increment(_) | Change::Expire(_) => 0,
         };
         if len > VALUE_BYTES_MAX {
@@ -495,6 +485,9 @@ pub struct VisibleValue {
     pub expires_at_ms: Option<u64>,
     /// When it was written.
     pub timestamp: Timestamp,
+    /// What the bytes are: a plain value, or a typed value's state.
+    #[serde(default)]
+    pub kind: ValueKind,
 }
 
 impl VisibleValue {
@@ -504,6 +497,7 @@ impl VisibleValue {
             value: sibling.value?,
             expires_at_ms: sibling.expires_at_ms,
             timestamp: sibling.timestamp,
+            kind: sibling.kind,
         })
     }
 }
@@ -563,10 +557,38 @@ impl Entry {
     pub fn winner(&self) -> &VisibleValue {
         self.values.last().expect("an entry has at least one value")
     }
+
+    /// The one value the versions make: typed versions merged by their type's law, others
+    /// by last writer wins (see [`Value::of_versions`]).
+    pub fn value(&self) -> Result<Value, ReplicaError> {
+        let versions = self
+            .values
+            .iter()
+            .map(|v| (v.kind, v.value.as_slice(), v.timestamp));
+        Value::of_versions(versions)
+            .map_err(|error| ReplicaError::Corruption {
+                detail: error.to_string(),
+            })
+            .map(|value| value.expect("an entry has at least one value"))
+    }
+
+    /// The string a Redis string command sees: the newest value's bytes, or a counter's
+    /// decimal value; [`ReplicaError::WrongType`] for a collection.
+    pub fn string(&self) -> Result<Vec<u8>, ReplicaError> {
+        let winner = self.winner();
+        if winner.kind.is_bytes() {
+            return Ok(winner.value.clone());
+        }
+        let value = self.value()?;
+        value
+            .as_string()
+            .map(std::borrow::Cow::into_owned)
+            .ok_or(ReplicaError::WrongType)
+    }
 }
 
 /// The result of a write that applied.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WriteOutcome {
     /// The record's context after the write.
     pub context: VersionVector,
@@ -576,6 +598,8 @@ pub struct WriteOutcome {
     pub previous: Option<Box<Entry>>,
     /// The new value of an [`Change::Increment`].
     pub integer: Option<i64>,
+    /// What a [`Change::Typed`] operation answers.
+    pub answer: Option<Box<ringkv_core::crdt::op::Answer>>,
     /// The whole record after the write, when the request asked for it.
     pub record: Option<Box<Record>>,
     /// Set when no replica of the key led the write (every one was down, and a stand-in
@@ -1032,13 +1056,29 @@ impl LocalStore {
         let now_ms = self.shared.clock.now_ms();
         let value = self.shared.load_with(keyspace, key, |stored| {
             if let Some(value) = stored.point_value(now_ms) {
-                return Ok(value);
+                return Ok(Ok(value));
             }
             let bytes = &stored.bytes;
             let newest = record::newest_visible_value(bytes, now_ms)?;
-            Ok(newest.map(|value| bytes.slice_ref(value)))
+            match newest {
+                None => Ok(Ok(None)),
+                Some(sibling) if sibling.kind.is_bytes() => {
+                    Ok(Ok(sibling.value.map(|value| bytes.slice_ref(value))))
+                }
+                // A typed value: its versions merged, a counter read as its decimal value.
+                Some(_) => {
+                    let entry = Entry::from_record(Record::decode(bytes)?, now_ms);
+                    Ok(entry
+                        .map(|entry| entry.string().map(Bytes::from))
+                        .transpose())
+                }
+            }
         })?;
-        Ok(value.flatten())
+        match value {
+            None => Ok(None),
+            Some(Ok(value)) => Ok(value),
+            Some(Err(error)) => Err(error),
+        }
     }
 
     /// The stored record of a key, dead siblings included (for replication and debugging).
@@ -1262,6 +1302,7 @@ impl LocalStore {
         let put = (!report.context).then_some(record::MutationView {
             value: Some(value),
             expires_at_ms: None,
+            kind: ValueKind::BYTES,
         });
         let seen = self.shared.seen_replaced_putting(&request, report, put);
         if !matches!(
@@ -1631,6 +1672,7 @@ fn plain_put<'r>(request: &'r WriteRequest, report: Report) -> Option<record::Mu
     Some(record::MutationView {
         value: Some(value),
         expires_at_ms,
+        kind: ValueKind::BYTES,
     })
 }
 

@@ -29,7 +29,11 @@ use crate::store::{
 };
 use parking_lot::{Mutex, MutexGuard};
 use ringkv_core::causal::VersionVector;
-use ringkv_core::record::{Mutation, Record, Replaced};
+use ringkv_core::crdt::op::{Answer as OpAnswer, Op};
+use ringkv_core::crdt::register::Stamp;
+use ringkv_core::crdt::typed::Value;
+use ringkv_core::limits::VALUE_BYTES_MAX;
+use ringkv_core::record::{Mutation, Record, Replaced, ValueKind};
 use ringkv_storage::{copy_key, StorageError, WriteBatch};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -514,8 +518,16 @@ impl Writer {
             return_record,
             ..
         } = request;
-        let (mutation, integer) = resolve_change(change, previous.as_ref())?;
         let timestamp = shared.hlc.tick(now_ms);
+        let stamp = Stamp {
+            timestamp,
+            replica: shared.replica_id,
+        };
+        let Resolved {
+            mutation,
+            integer,
+            answer,
+        } = resolve_change(change, previous.as_ref(), stamp)?;
         let old_due = stored.as_ref().and_then(Record::next_dead_ms);
         let mut record =
             Record::update_owned(stored, &seen, mutation, shared.replica_id, timestamp)?;
@@ -526,6 +538,7 @@ impl Writer {
             old_due,
             previous: previous.filter(|_| report.previous),
             integer,
+            answer,
             return_record,
         };
         self.store_written(group, &keyspace, &key, report, record, written)
@@ -553,8 +566,14 @@ impl Writer {
             return_record,
             ..
         } = request;
-        let (mutation, integer) = resolve_change(change, None)?;
         let timestamp = shared.hlc.tick(now_ms);
+        let stamp = Stamp {
+            timestamp,
+            replica: shared.replica_id,
+        };
+        let Resolved {
+            mutation, integer, ..
+        } = resolve_change(change, None, stamp)?;
         let old_due = replacing.as_ref().and_then(|r| r.next_dead_ms);
         if !return_record && !report.context {
             // Nothing needs the new record but its bytes: encode them straight away.
@@ -571,6 +590,7 @@ impl Writer {
                 context: VersionVector::new(),
                 previous: None,
                 integer,
+                answer: None,
                 record: None,
                 previous_unknown: false,
             });
@@ -580,6 +600,7 @@ impl Writer {
             old_due,
             previous: None,
             integer,
+            answer: None,
             return_record,
         };
         self.store_written(group, &keyspace, &key, report, record, written)
@@ -650,6 +671,7 @@ impl Writer {
             context: VersionVector::new(),
             previous: None,
             integer: None,
+            answer: None,
             record: None,
             previous_unknown: false,
         })
@@ -673,6 +695,7 @@ impl Writer {
             },
             previous: written.previous.map(Box::new),
             integer: written.integer,
+            answer: written.answer.map(Box::new),
             record: written.return_record.then(|| Box::new(record.clone())),
             previous_unknown: false,
         };
@@ -842,6 +865,7 @@ struct Written {
     old_due: Option<u64>,
     previous: Option<Entry>,
     integer: Option<i64>,
+    answer: Option<OpAnswer>,
     /// Whether the outcome carries the new record.
     return_record: bool,
 }
@@ -913,9 +937,13 @@ pub(crate) fn stand_in_record(
 ) -> Result<Record, ReplicaError> {
     debug_assert_eq!(request.condition, Condition::Always);
     let seen = seen_context(&request, None);
-    let (mutation, _) = resolve_change(request.change, None)?;
     let timestamp = shared.hlc.tick(shared.clock.now_ms());
     let actor = ringkv_core::causal::ReplicaId(rand::random::<u64>().max(1));
+    let stamp = Stamp {
+        timestamp,
+        replica: actor,
+    };
+    let mutation = resolve_change(request.change, None, stamp)?.mutation;
     let mut record = Record::update_owned(None, &seen, mutation, actor, timestamp)?;
     if request.conflict == ConflictMode::LastWriterWins {
         record.resolve_last_writer_wins();
@@ -923,85 +951,105 @@ pub(crate) fn stand_in_record(
     Ok(record)
 }
 
-/// Turns a change into the new sibling's value and expiry, given what a read sees now.
-/// Increments also return the new integer.
+/// What a change makes: the new sibling, and what the client is told.
+struct Resolved {
+    mutation: Mutation,
+    /// The new integer of an increment or a string edit.
+    integer: Option<i64>,
+    /// A typed operation's answer.
+    answer: Option<OpAnswer>,
+}
+
+impl Resolved {
+    fn of(mutation: Mutation) -> Self {
+        Resolved {
+            mutation,
+            integer: None,
+            answer: None,
+        }
+    }
+}
+
+/// Turns a change into the new sibling's value and expiry, given what a read sees now and
+/// the write's stamp (typed values record it).
 fn resolve_change(
     change: Change,
     current: Option<&Entry>,
-) -> Result<(Mutation, Option<i64>), ReplicaError> {
+    stamp: Stamp,
+) -> Result<Resolved, ReplicaError> {
     let current_value = current.map(Entry::winner);
+    let kept_expiry = current_value.and_then(|v| v.expires_at_ms);
     let expiry_ms = |expiry: Expiry| match expiry {
         Expiry::Never => None,
         Expiry::At(at) => Some(at),
-        Expiry::Keep => current_value.and_then(|v| v.expires_at_ms),
+        Expiry::Keep => kept_expiry,
     };
     Ok(match change {
-        Change::Put { value, expiry } => (
-            Mutation {
-                value: Some(value),
-                expires_at_ms: expiry_ms(expiry),
-            },
-            None,
-        ),
-        Change::Delete => (
-            Mutation {
-                value: None,
-                expires_at_ms: None,
-            },
-            None,
-        ),
+        Change::Put { value, expiry } => Resolved::of(Mutation::bytes(value, expiry_ms(expiry))),
+        Change::Delete => Resolved::of(Mutation::delete()),
         Change::Increment(by) => {
-            let now = current_value
-                .map(|v| parse_integer(&v.value))
-                .transpose()?
-                .unwrap_or(0);
-            let next = now.checked_add(by).ok_or(ReplicaError::Overflow)?;
-            let expires_at_ms = current_value.and_then(|v| v.expires_at_ms);
-            (
-                Mutation {
-                    value: Some(next.to_string().into_bytes()),
-                    expires_at_ms,
-                },
-                Some(next),
-            )
+            let resolved = resolve_typed(Op::Increment(by), current, kept_expiry, stamp)?;
+            let integer = match resolved.answer {
+                Some(OpAnswer::Integer(next)) => Some(next),
+                _ => None,
+            };
+            Resolved {
+                integer,
+                answer: None,
+                ..resolved
+            }
         }
+        Change::Typed(op) => resolve_typed(op, current, kept_expiry, stamp)?,
         Change::Edit(edit) => {
-            let empty = Vec::new();
-            let now = current_value.map_or(&empty, |v| &v.value);
-            let (value, answer) = edit.apply(now)?;
-            (
-                Mutation {
-                    value: Some(value),
-                    expires_at_ms: current_value.and_then(|v| v.expires_at_ms),
-                },
-                answer,
-            )
+            let now = current.map(Entry::string).transpose()?.unwrap_or_default();
+            let (value, answer) = edit.apply(&now)?;
+            Resolved {
+                integer: answer,
+                ..Resolved::of(Mutation::bytes(value, kept_expiry))
+            }
         }
         Change::Expire(expiry) => {
-            let value = current_value
-                .ok_or(ReplicaError::ConditionFailed { current: None })?
-                .value
-                .clone();
-            (
-                Mutation {
-                    value: Some(value),
-                    expires_at_ms: expiry_ms(expiry),
-                },
-                None,
-            )
+            let entry = current.ok_or(ReplicaError::ConditionFailed { current: None })?;
+            // The value stays as it is, a typed value's versions merged into one.
+            let (value, kind) = match entry.value()? {
+                Value::Bytes(bytes, _) => (bytes, ValueKind::BYTES),
+                Value::Typed(typed) => (typed.encode(), typed.kind()),
+            };
+            Resolved::of(Mutation {
+                value: Some(value),
+                expires_at_ms: expiry_ms(expiry),
+                kind,
+            })
         }
     })
 }
 
-/// Parses a stored value as Redis does for INCR: a canonical decimal i64, nothing else.
-fn parse_integer(value: &[u8]) -> Result<i64, ReplicaError> {
-    let text = std::str::from_utf8(value).map_err(|_| ReplicaError::NotAnInteger)?;
-    let parsed: i64 = text.parse().map_err(|_| ReplicaError::NotAnInteger)?;
-    // Reject forms Redis rejects: "+1", " 1", "01", "-0".
-    if parsed.to_string() != text {
-        return Err(ReplicaError::NotAnInteger);
+/// Applies a typed operation to the value `current` holds, keeping its expiry.
+fn resolve_typed(
+    op: Op,
+    current: Option<&Entry>,
+    expires_at_ms: Option<u64>,
+    stamp: Stamp,
+) -> Result<Resolved, ReplicaError> {
+    let value = current.map(Entry::value).transpose()?;
+    let applied = op.apply(value, stamp)?;
+    let state = applied.state.expect("every operation returns its state");
+    let bytes = state.encode();
+    if bytes.len() > VALUE_BYTES_MAX {
+        return Err(ReplicaError::ValueTooLarge {
+            len: bytes.len(),
+            max: VALUE_BYTES_MAX,
+        });
     }
-    Ok(parsed)
+    Ok(Resolved {
+        mutation: Mutation {
+            value: Some(bytes),
+            expires_at_ms,
+            kind: state.kind(),
+        },
+        integer: None,
+        answer: Some(applied.answer),
+    })
 }
 
 fn check_condition(condition: Condition, current: Option<&Entry>) -> Result<(), ReplicaError> {

@@ -1451,3 +1451,149 @@ async fn a_broken_join_resumes_after_the_last_key_it_recorded() {
     let streamed: u64 = progress.transfers.iter().map(|t| t.records).sum();
     assert_eq!(streamed, expected, "{progress:?}");
 }
+
+/// Cuts the links between `isolated` and every other node (both ways), or heals them all.
+fn partition(nodes: &[TestNode], isolated: Option<usize>) {
+    let address = |i: usize| nodes[i].running.cluster_addr.to_string();
+    for (i, node) in nodes.iter().enumerate() {
+        let blocked: BTreeSet<String> = match isolated {
+            None => BTreeSet::new(),
+            Some(cut) if cut == i => (0..nodes.len()).filter(|&j| j != i).map(address).collect(),
+            Some(cut) => BTreeSet::from([address(cut)]),
+        };
+        node.running.node.peers.faults.set(blocked, Duration::ZERO);
+    }
+}
+
+/// A RESP session to `node` whose writes need one replica and whose reads ask every one, so
+/// that each side of a partition keeps taking writes.
+async fn one_replica_session(node: &TestNode) -> RespClient {
+    let mut client = RespClient::connect(node).await;
+    let set = client
+        .call(&["RINGKV.CONSISTENCY", "W", "1", "R", "1"])
+        .await;
+    assert_eq!(set, support::ok());
+    client
+}
+
+/// One INCRBY through each client at once; the sum they acknowledged.
+async fn increment_round(clients: &mut [RespClient], step: i64) -> i64 {
+    let calls = clients
+        .iter_mut()
+        .enumerate()
+        .map(|(i, client)| async move {
+            let by = (step * 7 + i as i64 * 3) % 11 + 1;
+            match client.call(&["INCRBY", "hits", &by.to_string()]).await {
+                support::Reply::Integer(_) => by,
+                other => panic!("INCRBY through node {i}: {other:?}"),
+            }
+        });
+    futures_util::future::join_all(calls).await.iter().sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_increments_through_every_node_all_count_across_a_partition() {
+    let nodes = cluster(3).await;
+    let mut clients = Vec::new();
+    for node in &nodes {
+        clients.push(one_replica_session(node).await);
+    }
+    let mut acknowledged = 0i64;
+    for step in 0..20 {
+        acknowledged += increment_round(&mut clients, step).await;
+    }
+    // Node 2 is cut off: both sides keep counting, each on its own copy.
+    partition(&nodes, Some(2));
+    let address2 = nodes[2].running.node.node_id.clone();
+    eventually("the majority sees node 2 down", async || {
+        view(&nodes[0]).is_down(&address2)
+    })
+    .await;
+    for step in 20..60 {
+        acknowledged += increment_round(&mut clients, step).await;
+    }
+    partition(&nodes, None);
+    eventually("every node sees every other alive", async || {
+        nodes.iter().all(|node| {
+            let seen = view(node);
+            seen.members.keys().all(|id| !seen.is_down(id))
+        })
+    })
+    .await;
+    // Reads merge the two sides' counters (and repair the replicas they read).
+    for client in &mut clients {
+        let all = client.call(&["RINGKV.CONSISTENCY", "R", "3"]).await;
+        assert_eq!(all, support::ok());
+    }
+    eventually(
+        "every node reads the sum of every acknowledged increment",
+        async || {
+            let mut agreed = true;
+            for client in clients.iter_mut() {
+                agreed &=
+                    client.call(&["GET", "hits"]).await == support::bulk(&acknowledged.to_string());
+            }
+            agreed
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_adds_and_removes_of_set_members_converge_to_add_wins_on_every_replica() {
+    let nodes = cluster(3).await;
+    let mut majority = one_replica_session(&nodes[0]).await;
+    let mut minority = one_replica_session(&nodes[2]).await;
+    let added = majority.call(&["SADD", "tags", "x", "y", "kept"]).await;
+    assert_eq!(added, support::Reply::Integer(3));
+    eventually("node 2 holds the set", async || {
+        minority.call(&["SCARD", "tags"]).await == support::Reply::Integer(3)
+    })
+    .await;
+    partition(&nodes, Some(2));
+    let address2 = nodes[2].running.node.node_id.clone();
+    eventually("the majority sees node 2 down", async || {
+        view(&nodes[0]).is_down(&address2)
+    })
+    .await;
+    // At once on the two sides: x removed here and added again there; y removed there while
+    // z is added here.
+    assert_eq!(
+        majority.call(&["SREM", "tags", "x"]).await,
+        support::Reply::Integer(1)
+    );
+    assert_eq!(
+        minority.call(&["SADD", "tags", "x"]).await,
+        support::Reply::Integer(0)
+    );
+    assert_eq!(
+        minority.call(&["SREM", "tags", "y"]).await,
+        support::Reply::Integer(1)
+    );
+    assert_eq!(
+        majority.call(&["SADD", "tags", "z"]).await,
+        support::Reply::Integer(1)
+    );
+    partition(&nodes, None);
+    let expected = support::Reply::Array(
+        ["kept", "x", "z"]
+            .iter()
+            .map(|m| support::bulk(m))
+            .collect(),
+    );
+    eventually("every node reads the add-wins set", async || {
+        majority.call(&["RINGKV.CONSISTENCY", "R", "3"]).await;
+        majority.call(&["SMEMBERS", "tags"]).await == expected
+    })
+    .await;
+    // Each replica's own copy converges too (read repair, anti-entropy).
+    eventually("every replica holds the add-wins set", async || {
+        let mut all = true;
+        for node in &nodes {
+            let answer = call(node, "GET", "/v1/keys/tags?local=true", &[], "").await;
+            all &= answer.body["value"] == serde_json::json!(["kept", "x", "z"]);
+        }
+        all
+    })
+    .await;
+}

@@ -118,9 +118,9 @@ mod tests {
     use ringkv_core::record::Mutation;
 
     fn record(value: Option<&str>, replica: u64, time: u64, seen: &VersionVector) -> Record {
-        let mutation = Mutation {
-            value: value.map(|v| v.as_bytes().to_vec()),
-            expires_at_ms: None,
+        let mutation = match value {
+            Some(v) => Mutation::bytes(v.as_bytes().to_vec(), None),
+            None => Mutation::delete(),
         };
         Record::update(None, seen, mutation, ReplicaId(replica), Timestamp(time)).unwrap()
     }
@@ -170,10 +170,7 @@ mod tests {
         let tombstone = Record::update(
             Some(&value),
             &value.context,
-            Mutation {
-                value: None,
-                expires_at_ms: None,
-            },
+            Mutation::delete(),
             ReplicaId(2),
             Timestamp(2),
         )

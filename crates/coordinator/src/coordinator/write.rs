@@ -106,6 +106,7 @@ fn stand_in(node: &Node, request: WriteRequest) -> Result<WriteOutcome, Coordina
         context: record.context.clone(),
         previous: None,
         integer: None,
+        answer: None,
         record: Some(Box::new(record)),
         previous_unknown: true,
     })
@@ -166,7 +167,7 @@ fn is_blind(request: &WriteRequest) -> bool {
         && match &request.change {
             Change::Put { expiry, .. } => *expiry != Expiry::Keep,
             Change::Delete => true,
-            Change::Increment(_) | Change::Expire(_) | Change::Edit(_) => false,
+            Change::Increment(_) | Change::Expire(_) | Change::Edit(_) | Change::Typed(_) => false,
         }
 }
 

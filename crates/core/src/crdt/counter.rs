@@ -99,6 +99,92 @@ impl Counter {
     }
 }
 
+/// A PN-counter of floating-point amounts (Redis's `ZINCRBY` and `HINCRBYFLOAT`): per
+/// replica, the sum of what it added and of what it took away, each only growing, so a merge
+/// takes each replica's larger sums as [`Counter`] does. The total adds the replicas' net
+/// amounts in replica order, so every replica computes the same float from the same state.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FloatCounter {
+    /// `(replica, added, taken)`, sorted by replica, each replica once; never NaN, never
+    /// negative.
+    entries: Vec<(ReplicaId, f64, f64)>,
+}
+
+impl FloatCounter {
+    /// The net amount: everything added less everything taken.
+    pub fn value(&self) -> f64 {
+        self.entries.iter().map(|&(_, up, down)| up - down).sum()
+    }
+
+    /// Whether no replica has counted anything.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Adds `by` (negative: takes away) as an operation of `replica`. The caller checks that
+    /// the result is a number first.
+    pub fn add(&mut self, replica: ReplicaId, by: f64) {
+        let index = match self.entries.binary_search_by_key(&replica, |e| e.0) {
+            Ok(index) => index,
+            Err(index) => {
+                self.entries.insert(index, (replica, 0.0, 0.0));
+                index
+            }
+        };
+        let entry = &mut self.entries[index];
+        if by >= 0.0 {
+            entry.1 += by;
+        } else {
+            entry.2 -= by;
+        }
+    }
+
+    /// Takes in everything `other` has counted.
+    pub fn merge(&mut self, other: &FloatCounter) {
+        for &(replica, up, down) in &other.entries {
+            match self.entries.binary_search_by_key(&replica, |e| e.0) {
+                Ok(index) => {
+                    let entry = &mut self.entries[index];
+                    entry.1 = entry.1.max(up);
+                    entry.2 = entry.2.max(down);
+                }
+                Err(index) => self.entries.insert(index, (replica, up, down)),
+            }
+        }
+    }
+
+    /// Appends the binary form: a count, then per replica its id and two f64s (all LE).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        put_varint(out, self.entries.len() as u64);
+        for &(replica, up, down) in &self.entries {
+            out.extend_from_slice(&replica.0.to_le_bytes());
+            out.extend_from_slice(&up.to_le_bytes());
+            out.extend_from_slice(&down.to_le_bytes());
+        }
+    }
+
+    /// Reads the binary form, checking its invariants.
+    pub fn decode_from(reader: &mut Reader<'_>) -> Result<Self, StateError> {
+        let count = reader.bounded_varint("counter replicas", REPLICAS_MAX)?;
+        let mut entries: Vec<(ReplicaId, f64, f64)> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let replica = ReplicaId(reader.u64()?);
+            if entries.last().is_some_and(|last| last.0 >= replica) {
+                return Err(StateError::Invalid("counter replicas out of order"));
+            }
+            let up = f64::from_bits(reader.u64()?);
+            let down = f64::from_bits(reader.u64()?);
+            if !(up >= 0.0 && down >= 0.0) {
+                return Err(StateError::Invalid(
+                    "a float counter sum is negative or NaN",
+                ));
+            }
+            entries.push((replica, up, down));
+        }
+        Ok(Self { entries })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,9 +5,13 @@
 //! at random replicas, merged in random orders.
 //!
 //! - [`counter`]: a PN-counter: concurrent increments through different replicas all count.
-//! - [`orset`]: an add-wins observed-remove set with dots (no tombstones per element: one
+//! - [`ormap`]: an add-wins observed-remove map with dots (no tombstones per key: one
 //!   version vector remembers what was removed), its metadata bounded by the replicas that
-//!   write it.
+//!   write it; each key's value merges by its own law.
+//! - [`orset`]: the set that is an [`ormap`] of presence alone.
+//! - [`register`]: last-writer-wins registers with counters inside (hash fields, scores).
+//! - [`typed`]: a key's typed value, and how its concurrent versions become one.
+//! - [`op`]: the operations Redis's commands make of them, with Redis's answers.
 //!
 //! Operations are applied by one replica to the state it holds, which includes every
 //! operation it issued before (a key's lead replica applies them, as it does a write), and
@@ -15,7 +19,11 @@
 //! concurrently.
 
 pub mod counter;
+pub mod op;
+pub mod ormap;
 pub mod orset;
+pub mod register;
+pub mod typed;
 
 /// Why a stored state could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

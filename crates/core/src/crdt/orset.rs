@@ -1,160 +1,30 @@
 //! An add-wins observed-remove set (the "ORSWOT" of Bieniusa et al., as Riak's `riak_dt`
-//! has it): each element present is kept by the dots of the adds that put it there, and one
-//! version vector, the context, summarises every add the state has seen. Removing an element
-//! drops its dots; the context still covers them, so a merge with a replica that has not
-//! seen the remove drops them there too. An add concurrent with a remove carries a dot the
-//! remover had not seen, so the element stays: adds win. No tombstone per element is kept:
-//! the metadata is the context (one entry per replica that ever added) and, per element,
-//! the dots of the replicas whose adds of it were concurrent (one, once they are merged).
+//! has it): an [`OrMap`] whose elements carry nothing but their presence. An add concurrent
+//! with a remove of the same element wins; a remove is never lost to a concurrent add of
+//! another element; no tombstone per element is kept (see [`super::ormap`]).
 
-use super::StateError;
-use crate::causal::{Dot, ReplicaId, VersionVector};
-use crate::codec::{put_bytes, put_varint, Reader};
-use crate::limits::VALUE_BYTES_MAX;
-use std::collections::BTreeMap;
-
-/// Most dots one element may carry: one per replica that added it concurrently.
-const DOTS_PER_ELEMENT_MAX: usize = 1024;
+use super::ormap::OrMap;
+use crate::causal::ReplicaId;
 
 /// An observed-remove set of byte strings.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct OrSet {
-    /// Every add seen.
-    context: VersionVector,
-    /// Each element present, with the dots that keep it (sorted, never empty).
-    entries: BTreeMap<Vec<u8>, Vec<Dot>>,
-}
+pub type OrSet = OrMap<()>;
 
-impl OrSet {
-    /// The empty set.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Whether `element` is present.
-    pub fn contains(&self, element: &[u8]) -> bool {
-        self.entries.contains_key(element)
-    }
-
-    /// How many elements are present.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether no element is present.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+impl OrMap<()> {
+    /// Adds `element` as an operation of `replica`; whether it was absent.
+    pub fn add(&mut self, replica: ReplicaId, element: &[u8]) -> bool {
+        self.insert(replica, element, ()).is_none()
     }
 
     /// The elements, in byte order.
     pub fn elements(&self) -> impl Iterator<Item = &[u8]> {
-        self.entries.keys().map(Vec::as_slice)
-    }
-
-    /// Adds `element` as an operation of `replica`; whether it was absent. The add's dot
-    /// replaces the element's dots this state holds: it has seen them.
-    pub fn add(&mut self, replica: ReplicaId, element: &[u8]) -> bool {
-        let dot = Dot {
-            replica,
-            counter: self.context.get(replica) + 1,
-        };
-        self.context.observe(replica, dot.counter);
-        self.entries.insert(element.to_vec(), vec![dot]).is_none()
-    }
-
-    /// Removes `element`; whether it was present. Its dots stay covered by the context.
-    pub fn remove(&mut self, element: &[u8]) -> bool {
-        self.entries.remove(element).is_some()
-    }
-
-    /// Takes in everything `other` has seen: an element stays if a dot keeping it is held by
-    /// both, or by one and not yet seen by the other.
-    pub fn merge(&mut self, other: &OrSet) {
-        let mut merged = BTreeMap::new();
-        let keys: std::collections::BTreeSet<&Vec<u8>> =
-            self.entries.keys().chain(other.entries.keys()).collect();
-        for key in keys {
-            let (ours, theirs) = (
-                self.entries.get(key).map_or(&[][..], Vec::as_slice),
-                other.entries.get(key).map_or(&[][..], Vec::as_slice),
-            );
-            let mut kept: Vec<Dot> = ours
-                .iter()
-                .filter(|dot| theirs.contains(dot) || !other.context.covers(**dot))
-                .chain(
-                    theirs
-                        .iter()
-                        .filter(|dot| !ours.contains(dot) && !self.context.covers(**dot)),
-                )
-                .copied()
-                .collect();
-            kept.sort_unstable();
-            kept.dedup();
-            if !kept.is_empty() {
-                merged.insert(key.clone(), kept);
-            }
-        }
-        self.entries = merged;
-        self.context.merge(&other.context);
-    }
-
-    /// The dots of the state's metadata: the context's entries and every element's dots.
-    pub fn metadata_entries(&self) -> usize {
-        self.context.len() + self.entries.values().map(Vec::len).sum::<usize>()
-    }
-
-    /// Appends the binary form: the context, a count, then per element its bytes and dots.
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
-        self.context.encode_into(out);
-        put_varint(out, self.entries.len() as u64);
-        for (element, dots) in &self.entries {
-            put_bytes(out, element);
-            put_varint(out, dots.len() as u64);
-            for dot in dots {
-                out.extend_from_slice(&dot.replica.0.to_le_bytes());
-                put_varint(out, dot.counter);
-            }
-        }
-    }
-
-    /// Reads the binary form, checking its invariants: elements in order, dots sorted, each
-    /// seen by the context.
-    pub fn decode_from(reader: &mut Reader<'_>) -> Result<Self, StateError> {
-        let context = VersionVector::decode_from(reader)
-            .map_err(|_| StateError::Invalid("malformed context"))?;
-        let count = reader.bounded_varint("set elements", VALUE_BYTES_MAX)?;
-        let mut entries = BTreeMap::new();
-        let mut last: Option<Vec<u8>> = None;
-        for _ in 0..count {
-            let element = reader.bytes("set element", VALUE_BYTES_MAX)?.to_vec();
-            if last.as_ref().is_some_and(|last| *last >= element) {
-                return Err(StateError::Invalid("set elements out of order"));
-            }
-            let dots_count = reader.bounded_varint("element dots", DOTS_PER_ELEMENT_MAX)?;
-            if dots_count == 0 {
-                return Err(StateError::Invalid("an element without dots"));
-            }
-            let mut dots: Vec<Dot> = Vec::with_capacity(dots_count);
-            for _ in 0..dots_count {
-                let dot = Dot {
-                    replica: ReplicaId(reader.u64()?),
-                    counter: reader.varint()?,
-                };
-                if dots.last().is_some_and(|last| *last >= dot) || !context.covers(dot) {
-                    return Err(StateError::Invalid("element dots out of order or unseen"));
-                }
-                dots.push(dot);
-            }
-            last = Some(element.clone());
-            entries.insert(element, dots);
-        }
-        Ok(Self { context, entries })
+        self.keys()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::Reader;
     use proptest::prelude::*;
 
     const REPLICAS: usize = 3;

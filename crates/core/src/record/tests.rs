@@ -55,6 +55,7 @@ fn run(steps: &[Step]) -> (Vec<Record>, Vec<Record>) {
                 let mutation = Mutation {
                     value: (!delete).then(|| format!("v{wall_ms}").into_bytes()),
                     expires_at_ms: None,
+                    kind: ValueKind::BYTES,
                 };
                 let timestamp = clocks[replica].tick(wall_ms as u64);
                 let id = ReplicaId(replica as u64 + 1);
@@ -149,7 +150,7 @@ proptest! {
             visible.sort_by_key(|sibling| sibling.timestamp);
             let expected = visible.last().and_then(|sibling| sibling.value.as_deref());
             prop_assert_eq!(view.newest_visible(0).and_then(|sibling| sibling.value), expected);
-            prop_assert_eq!(newest_visible_value(&bytes, 0).unwrap(), expected);
+            prop_assert_eq!(newest_visible_value(&bytes, 0).unwrap().and_then(|s| s.value), expected);
         }
     }
 
@@ -187,6 +188,7 @@ proptest! {
             let mutation = Mutation {
                 value: (!delete).then(|| b"new".to_vec()),
                 expires_at_ms,
+                kind: ValueKind::BYTES,
             };
             let (replica, at) = (ReplicaId(2), Timestamp::from_wall_ms(5_000));
             let updated =
@@ -224,6 +226,7 @@ proptest! {
             timestamp: Timestamp::from_wall_ms(counter),
             expires_at_ms,
             value,
+            kind: ValueKind::BYTES,
         };
         let record = Record {
             context: VersionVector::new(),
@@ -241,7 +244,7 @@ proptest! {
             prop_assert_eq!(Replaced::of_point(&bytes, &point).unwrap(), None);
             prop_assert_eq!(Replaced::of_checked(&bytes).unwrap(), None);
             for now in nows {
-                let expected = newest_visible_value(&bytes, now).unwrap();
+                let expected = newest_visible_value(&bytes, now).unwrap().and_then(|s| s.value);
                 prop_assert_eq!(point.visible(now).map(|range| &bytes[range]), expected);
             }
         }
@@ -268,6 +271,7 @@ fn write(
     let mutation = Mutation {
         value: Some(value.as_bytes().to_vec()),
         expires_at_ms: None,
+        kind: ValueKind::BYTES,
     };
     Record::update(
         stored,
@@ -335,6 +339,7 @@ fn sibling_count_is_bounded() {
     let mutation = Mutation {
         value: Some(b"y".to_vec()),
         expires_at_ms: None,
+        kind: ValueKind::BYTES,
     };
     let error = Record::update(
         Some(&record),
@@ -356,6 +361,7 @@ fn expired_values_are_invisible_and_purged_after_grace() {
     let mutation = Mutation {
         value: Some(b"v".to_vec()),
         expires_at_ms: Some(1_000),
+        kind: ValueKind::BYTES,
     };
     let mut record = Record::update(
         None,
@@ -384,6 +390,7 @@ fn counters_stay_unique_after_a_record_is_forgotten() {
         Mutation {
             value: Some(b"b".to_vec()),
             expires_at_ms: None,
+            kind: ValueKind::BYTES,
         },
         ReplicaId(1),
         clock.tick(5),
@@ -431,6 +438,7 @@ fn a_context_past_its_bound_is_pruned_on_write_oldest_first_and_reads_back() {
     let mutation = MutationView {
         value: Some(b"v"),
         expires_at_ms: None,
+        kind: ValueKind::BYTES,
     };
     let replacement = Record::encode_replacement(
         Replaced::of_record(&read_back),

@@ -84,6 +84,10 @@ impl From<ReplicaError> for ApiError {
             ReplicaError::NotAnInteger | ReplicaError::Overflow => {
                 Self::new(StatusCode::CONFLICT, "not_an_integer", message)
             }
+            ReplicaError::WrongType => Self::new(StatusCode::CONFLICT, "wrong_type", message),
+            ReplicaError::Operation(_) => {
+                Self::new(StatusCode::CONFLICT, "operation_failed", message)
+            }
             ReplicaError::Invalid(_) => Self::bad_request(message),
         }
     }

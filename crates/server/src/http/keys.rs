@@ -210,6 +210,26 @@ pub async fn get_key(
     }
     .ok_or_else(ApiError::key_not_found)?;
     let now_ms = node.now_ms();
+    if !entry.winner().kind.is_bytes() {
+        // A typed value: its versions merged by its type's law, shown as JSON.
+        let ttl = entry
+            .winner()
+            .expires_at_ms
+            .map(|at| at.saturating_sub(now_ms).div_ceil(1000));
+        let value = entry.value()?;
+        let body = json!({
+            "key": key_text(&key),
+            "type": value.data_type().redis_name(),
+            "value": typed_json(&value),
+            "ttl": ttl,
+            "version": entry.version().to_string(),
+        });
+        return Ok(with_version(
+            Json(body).into_response(),
+            entry.version(),
+            &entry.context,
+        ));
+    }
     if entry.values.len() > 1 {
         let siblings: Vec<Value> = entry.values.iter().map(|v| value_json(v, now_ms)).collect();
         let body = json!({ "key": key_text(&key), "siblings": siblings, "context": entry.context.to_token() });
@@ -474,6 +494,31 @@ fn wants_raw(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     accept.contains("application/octet-stream") && !accept.contains("json")
+}
+
+/// A typed value as JSON: a counter as a number, a set or list as an array, a hash as an
+/// object, a sorted set as members with scores, lowest first. Bytes that are not UTF-8 are
+/// shown with replacement characters.
+fn typed_json(value: &ringkv_core::crdt::typed::Value) -> Value {
+    use ringkv_core::crdt::typed::{Typed, Value as Held};
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    match value {
+        Held::Bytes(bytes, _) => json!(text(bytes)),
+        Held::Typed(Typed::Counter(counter)) => json!(counter.value() as i64),
+        Held::Typed(Typed::Set(set)) => json!(set.elements().map(text).collect::<Vec<_>>()),
+        Held::Typed(Typed::List(list)) => json!(list.iter().map(|i| text(i)).collect::<Vec<_>>()),
+        Held::Typed(Typed::Hash(hash)) => {
+            let fields: serde_json::Map<String, Value> = hash
+                .iter()
+                .map(|(field, value)| (text(field), json!(text(&value.value()))))
+                .collect();
+            Value::Object(fields)
+        }
+        Held::Typed(Typed::SortedSet(zset)) => json!(ringkv_core::crdt::op::ranked(zset)
+            .into_iter()
+            .map(|(score, member)| json!({ "member": text(&member), "score": score }))
+            .collect::<Vec<_>>()),
+    }
 }
 
 fn value_json(value: &VisibleValue, now_ms: u64) -> Value {

@@ -19,6 +19,8 @@ pub enum Frame {
     Null,
     /// `*n` followed by the elements.
     Array(Vec<Frame>),
+    /// A null array: `*-1` in RESP2, `_` in RESP3.
+    NullArray,
     /// `%n` in RESP3; a flat array of keys and values in RESP2.
     Map(Vec<(Frame, Frame)>),
 }
@@ -58,6 +60,8 @@ impl Frame {
             }
             Frame::Null if protocol >= 3 => out.put_slice(b"_\r\n"),
             Frame::Null => out.put_slice(b"$-1\r\n"),
+            Frame::NullArray if protocol >= 3 => out.put_slice(b"_\r\n"),
+            Frame::NullArray => out.put_slice(b"*-1\r\n"),
             Frame::Array(items) => {
                 line(out, b'*', decimal(&mut digits, items.len()));
                 for item in items {
@@ -99,7 +103,7 @@ impl Frame {
         match self {
             Frame::Simple(text) => text.len() + 3,
             Frame::Error(text) => text.len() + 3,
-            Frame::Integer(_) | Frame::Null => HEADER_BYTES_MAX,
+            Frame::Integer(_) | Frame::Null | Frame::NullArray => HEADER_BYTES_MAX,
             Frame::Bulk(bytes) => HEADER_BYTES_MAX + bytes.len() + 2,
             Frame::Array(items) => {
                 HEADER_BYTES_MAX + items.iter().map(Frame::encoded_bytes_max).sum::<usize>()

@@ -238,7 +238,8 @@ pub async fn incrbyfloat(shared: &RespShared, session: &mut Session, mut args: A
     // The lead added `by` to what it held, which it reports as `previous`: the same sum.
     let previous = outcome
         .previous
-        .map(|entry| entry.into_winner().value)
+        .map(|entry| entry.string())
+        .transpose()?
         .unwrap_or_default();
     let sum = add_floats(&previous, &by)?;
     Ok(Frame::text(format_float(sum)))

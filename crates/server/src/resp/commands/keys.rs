@@ -41,10 +41,11 @@ pub async fn exists(shared: &RespShared, session: &mut Session, mut args: Args) 
 /// `TYPE key`: `string` or `none` (ringkv stores strings only).
 pub async fn type_of(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
     let key = args.bytes()?;
-    let present = read_entry(shared, session, &key).await?.is_some();
-    Ok(Frame::Simple(
-        if present { "string" } else { "none" }.into(),
-    ))
+    let name = match read_entry(shared, session, &key).await? {
+        None => "none",
+        Some(entry) => entry.value()?.data_type().redis_name(),
+    };
+    Ok(Frame::Simple(name.into()))
 }
 
 /// Which expiry-changing command, for its time unit and error messages.
@@ -352,6 +353,10 @@ pub async fn object(shared: &RespShared, session: &mut Session, mut args: Args) 
         return Ok(Frame::Null);
     };
     match subcommand.as_str() {
+        "ENCODING" if !entry.winner().kind.is_bytes() => {
+            let value = entry.value()?;
+            Ok(Frame::text(super::server::encoding_of(shared, &value)))
+        }
         "ENCODING" => {
             let value = &entry.winner().value;
             let integer = value.len() <= 20 && super::parse_integer(value).is_ok();

@@ -4,11 +4,16 @@
 
 mod connection;
 mod edits;
+mod hashes;
 mod keys;
+mod lists;
 mod moves;
 mod scan;
 mod server;
+mod sets;
 mod strings;
+mod typed;
+mod zsets;
 
 use super::frame::Frame;
 use super::metrics::Disconnect;
@@ -145,6 +150,8 @@ impl From<ReplicaError> for CommandError {
             ReplicaError::Busy => Frame::Error("BUSY node overloaded, try again later".into()),
             ReplicaError::NotAnInteger => Frame::err("value is not an integer or out of range"),
             ReplicaError::Overflow => Frame::err("increment or decrement would overflow"),
+            // Redis's WRONGTYPE is an error code of its own, not an ERR.
+            ReplicaError::WrongType => Frame::Error(error.to_string()),
             ReplicaError::KeyTooLong { .. } | ReplicaError::ValueTooLarge { .. } => {
                 Frame::err(format!("string exceeds maximum allowed size ({error})"))
             }
@@ -318,6 +325,84 @@ dispatch_table! {
     "persist", 2, WRITE, ONE_KEY, keys::persist;
     "scan", -2, READ, NO_KEYS, scan::scan;
     "keys", 2, READ, NO_KEYS, scan::keys;
+    "sadd", -3, WRITE, ONE_KEY, sets::sadd;
+    "srem", -3, WRITE, ONE_KEY, sets::srem;
+    "smembers", 2, READ, ONE_KEY, sets::smembers;
+    "sismember", 3, READ, ONE_KEY, sets::sismember;
+    "smismember", -3, READ, ONE_KEY, sets::smismember;
+    "scard", 2, READ, ONE_KEY, sets::scard;
+    "spop", -2, WRITE, ONE_KEY, sets::spop;
+    "srandmember", -2, READ, ONE_KEY, sets::srandmember;
+    "sinter", -2, READ, ALL_KEYS, sets::sinter;
+    "sunion", -2, READ, ALL_KEYS, sets::sunion;
+    "sdiff", -2, READ, ALL_KEYS, sets::sdiff;
+    "sinterstore", -3, WRITE, ALL_KEYS, sets::sinterstore;
+    "sunionstore", -3, WRITE, ALL_KEYS, sets::sunionstore;
+    "sdiffstore", -3, WRITE, ALL_KEYS, sets::sdiffstore;
+    "sintercard", -3, READ, NO_KEYS, sets::sintercard;
+    "smove", 4, WRITE, (1, 2, 1), sets::smove;
+    "sscan", -3, READ, ONE_KEY, sets::sscan;
+    "hset", -4, WRITE, ONE_KEY, hashes::hset;
+    "hmset", -4, WRITE, ONE_KEY, hashes::hmset;
+    "hsetnx", 4, WRITE, ONE_KEY, hashes::hsetnx;
+    "hget", 3, READ, ONE_KEY, hashes::hget;
+    "hmget", -3, READ, ONE_KEY, hashes::hmget;
+    "hdel", -3, WRITE, ONE_KEY, hashes::hdel;
+    "hgetall", 2, READ, ONE_KEY, hashes::hgetall;
+    "hkeys", 2, READ, ONE_KEY, hashes::hkeys;
+    "hvals", 2, READ, ONE_KEY, hashes::hvals;
+    "hlen", 2, READ, ONE_KEY, hashes::hlen;
+    "hexists", 3, READ, ONE_KEY, hashes::hexists;
+    "hstrlen", 3, READ, ONE_KEY, hashes::hstrlen;
+    "hincrby", 4, WRITE, ONE_KEY, hashes::hincrby;
+    "hincrbyfloat", 4, WRITE, ONE_KEY, hashes::hincrbyfloat;
+    "hrandfield", -2, READ, ONE_KEY, hashes::hrandfield;
+    "hscan", -3, READ, ONE_KEY, hashes::hscan;
+    "zadd", -4, WRITE, ONE_KEY, zsets::zadd;
+    "zincrby", 4, WRITE, ONE_KEY, zsets::zincrby;
+    "zrem", -3, WRITE, ONE_KEY, zsets::zrem;
+    "zcard", 2, READ, ONE_KEY, zsets::zcard;
+    "zscore", 3, READ, ONE_KEY, zsets::zscore;
+    "zmscore", -3, READ, ONE_KEY, zsets::zmscore;
+    "zrank", 3, READ, ONE_KEY, zsets::zrank;
+    "zrevrank", 3, READ, ONE_KEY, zsets::zrevrank;
+    "zcount", 4, READ, ONE_KEY, zsets::zcount;
+    "zlexcount", 4, READ, ONE_KEY, zsets::zlexcount;
+    "zrange", -4, READ, ONE_KEY, zsets::zrange;
+    "zrevrange", -4, READ, ONE_KEY, zsets::zrevrange;
+    "zrangebyscore", -4, READ, ONE_KEY, zsets::zrangebyscore;
+    "zrevrangebyscore", -4, READ, ONE_KEY, zsets::zrevrangebyscore;
+    "zrangebylex", -4, READ, ONE_KEY, zsets::zrangebylex;
+    "zrevrangebylex", -4, READ, ONE_KEY, zsets::zrevrangebylex;
+    "zrangestore", -5, WRITE, (1, 2, 1), zsets::zrangestore;
+    "zremrangebyscore", 4, WRITE, ONE_KEY, zsets::zremrangebyscore;
+    "zremrangebylex", 4, WRITE, ONE_KEY, zsets::zremrangebylex;
+    "zremrangebyrank", 4, WRITE, ONE_KEY, zsets::zremrangebyrank;
+    "zpopmin", -2, WRITE, ONE_KEY, zsets::zpopmin;
+    "zpopmax", -2, WRITE, ONE_KEY, zsets::zpopmax;
+    "zrandmember", -2, READ, ONE_KEY, zsets::zrandmember;
+    "zscan", -3, READ, ONE_KEY, zsets::zscan;
+    "zunionstore", -4, WRITE, ONE_KEY, zsets::zunionstore;
+    "zinterstore", -4, WRITE, ONE_KEY, zsets::zinterstore;
+    "zdiffstore", -4, WRITE, ONE_KEY, zsets::zdiffstore;
+    "zunion", -3, READ, NO_KEYS, zsets::zunion;
+    "zinter", -3, READ, NO_KEYS, zsets::zinter;
+    "zdiff", -3, READ, NO_KEYS, zsets::zdiff;
+    "lpush", -3, WRITE, ONE_KEY, lists::lpush;
+    "rpush", -3, WRITE, ONE_KEY, lists::rpush;
+    "lpushx", -3, WRITE, ONE_KEY, lists::lpushx;
+    "rpushx", -3, WRITE, ONE_KEY, lists::rpushx;
+    "lpop", -2, WRITE, ONE_KEY, lists::lpop;
+    "rpop", -2, WRITE, ONE_KEY, lists::rpop;
+    "llen", 2, READ, ONE_KEY, lists::llen;
+    "lrange", 4, READ, ONE_KEY, lists::lrange;
+    "lindex", 3, READ, ONE_KEY, lists::lindex;
+    "lset", 4, WRITE, ONE_KEY, lists::lset;
+    "lrem", 4, WRITE, ONE_KEY, lists::lrem;
+    "ltrim", 4, WRITE, ONE_KEY, lists::ltrim;
+    "linsert", 5, WRITE, ONE_KEY, lists::linsert;
+    "lmove", 5, WRITE, (1, 2, 1), lists::lmove;
+    "rpoplpush", 3, WRITE, (1, 2, 1), lists::rpoplpush;
 }
 
 /// Commands a client may send before `AUTH` when a password is set.

@@ -8,23 +8,50 @@ use super::{keyspace, read_entry, write, Args, CommandError, Reply, Session};
 use crate::resp::frame::Frame;
 use crate::resp::{keyspace_of, RespShared, DATABASES};
 use ringkv_coordinator::coordinator::{self, CoordinatorError};
-use ringkv_coordinator::request::{Change, Condition, Expiry, ReplicaError, WriteRequest};
+use ringkv_coordinator::request::{Change, Condition, Entry, Expiry, ReplicaError, WriteRequest};
+use ringkv_core::crdt::op::{ranked, Contents, Op};
+use ringkv_core::crdt::typed::{Typed, Value};
 
-/// A put of `value` with `expires_at_ms` (or none) into `keyspace`/`key`, created only if
-/// absent unless `replace`.
-fn copy_request(
+/// The writes that copy `entry`'s value and expiry into `keyspace`/`key`, created only if
+/// absent unless `replace`: a put of plain bytes; for a typed value, a replacement of the
+/// destination's contents, then its expiry.
+fn copy_requests(
     keyspace: &str,
     key: &[u8],
-    value: Vec<u8>,
-    expires_at_ms: Option<u64>,
+    entry: Entry,
     replace: bool,
-) -> WriteRequest {
+) -> Result<Vec<WriteRequest>, CommandError> {
+    let expires_at_ms = entry.winner().expires_at_ms;
     let expiry = expires_at_ms.map_or(Expiry::Never, Expiry::At);
-    let request = WriteRequest::new(keyspace, key, Change::Put { value, expiry });
-    if replace {
+    let (first, then) = match entry.value()? {
+        Value::Bytes(value, _) => (Change::Put { value, expiry }, None),
+        Value::Typed(typed) => (
+            Change::Typed(Op::Replace(contents_of(typed))),
+            Some(Change::Expire(expiry)),
+        ),
+    };
+    let request = WriteRequest::new(keyspace, key, first);
+    let request = if replace {
         request
     } else {
         request.when(Condition::IfAbsent)
+    };
+    let then = then.map(|change| WriteRequest::new(keyspace, key, change));
+    Ok(std::iter::once(request).chain(then).collect())
+}
+
+/// Everything a typed value holds, to write elsewhere.
+fn contents_of(typed: Typed) -> Contents {
+    match typed {
+        Typed::Counter(counter) => Contents::Counter(counter.value() as i64),
+        Typed::Set(set) => Contents::Set(set.elements().map(<[u8]>::to_vec).collect()),
+        Typed::Hash(hash) => Contents::Hash(
+            hash.iter()
+                .map(|(field, value)| (field.to_vec(), value.value()))
+                .collect(),
+        ),
+        Typed::SortedSet(zset) => Contents::SortedSet(ranked(&zset)),
+        Typed::List(list) => Contents::List(list),
     }
 }
 
@@ -52,19 +79,14 @@ async fn rename_with(
     if source == destination {
         return Ok(replace);
     }
-    let value = entry.into_winner();
-    let request = copy_request(
-        keyspace(session),
-        &destination,
-        value.value,
-        value.expires_at_ms,
-        replace,
-    );
-    let copied = write(shared, session, request).await.map(drop);
-    if !replace && condition_failed(&copied) {
-        return Ok(false);
+    let mut requests = copy_requests(keyspace(session), &destination, entry, replace)?.into_iter();
+    for (index, request) in requests.by_ref().enumerate() {
+        let copied = write(shared, session, request).await.map(drop);
+        if index == 0 && !replace && condition_failed(&copied) {
+            return Ok(false);
+        }
+        copied?;
     }
-    copied?;
     write(
         shared,
         session,
@@ -116,21 +138,18 @@ pub async fn copy(shared: &RespShared, session: &mut Session, mut args: Args) ->
     let definition = shared.node.keyspaces.get(&target).ok_or_else(|| {
         CommandError::Reply(Frame::err(format!("keyspace {target} does not exist")))
     })?;
-    let value = entry.into_winner();
-    let request = copy_request(
-        &target,
-        &destination,
-        value.value,
-        value.expires_at_ms,
-        replace,
-    )
-    .conflict(definition.conflict.into());
-    let copied = coordinator::write(&shared.node, &definition, request, session.consistency)
-        .await
-        .map(drop);
-    if condition_failed(&copied) {
-        return Ok(Frame::Integer(0));
+    for (index, request) in copy_requests(&target, &destination, entry, replace)?
+        .into_iter()
+        .enumerate()
+    {
+        let request = request.conflict(definition.conflict.into());
+        let copied = coordinator::write(&shared.node, &definition, request, session.consistency)
+            .await
+            .map(drop);
+        if index == 0 && condition_failed(&copied) {
+            return Ok(Frame::Integer(0));
+        }
+        copied?;
     }
-    copied?;
     Ok(Frame::Integer(1))
 }

@@ -39,9 +39,6 @@ pub async fn scan(shared: &RespShared, session: &mut Session, mut args: Args) ->
             _ => return Err(CommandError::Syntax),
         }
     }
-    if type_filter.as_deref().is_some_and(|t| t != "string") {
-        return Ok(scan_reply(0, Vec::new()));
-    }
     let after = match cursor {
         0 => None,
         id => Some(
@@ -57,8 +54,12 @@ pub async fn scan(shared: &RespShared, session: &mut Session, mut args: Args) ->
     let keyspace = keyspace_def(shared, session)?;
     let page = coordinator::scan(&shared.node, &keyspace, &prefix, after.as_deref(), count).await?;
     let mut keys = Vec::new();
-    for (key, _) in page.entries {
-        if pattern.as_deref().is_none_or(|p| glob::matches(p, &key)) {
+    for (key, entry) in page.entries {
+        let type_matches = || match &type_filter {
+            None => Ok::<_, CommandError>(true),
+            Some(wanted) => Ok(entry.value()?.data_type().redis_name() == wanted),
+        };
+        if pattern.as_deref().is_none_or(|p| glob::matches(p, &key)) && type_matches()? {
             super::charge_reply(shared, session, key.len() + 16)?;
             keys.push(Frame::Bulk(key.into()));
         }

@@ -208,6 +208,71 @@ fn is_inert(name: &str) -> bool {
         || name.starts_with("lazyfree-lazy-")
 }
 
+/// The encoding Redis 7.0 would report for a typed value, by the thresholds `CONFIG SET`
+/// kept (Redis's defaults otherwise), so clients and tests that check it see what they
+/// expect. ringkv stores every value the same way whatever it reports.
+pub fn encoding_of(shared: &RespShared, value: &ringkv_core::crdt::typed::Value) -> &'static str {
+    use ringkv_core::crdt::typed::{Typed, Value};
+    let tunable = |names: &[&str], default: usize| {
+        let config = shared.inert_config.lock();
+        names
+            .iter()
+            .find_map(|name| config.get(*name).and_then(|v| v.parse().ok()))
+            .unwrap_or(default)
+    };
+    let small = |len: usize, longest: usize, kind: &str| {
+        let entries = tunable(
+            &[
+                &format!("{kind}-max-listpack-entries"),
+                &format!("{kind}-max-ziplist-entries"),
+            ],
+            128,
+        );
+        let value = tunable(
+            &[
+                &format!("{kind}-max-listpack-value"),
+                &format!("{kind}-max-ziplist-value"),
+            ],
+            64,
+        );
+        len <= entries && longest <= value
+    };
+    match value {
+        Value::Bytes(..) | Value::Typed(Typed::Counter(_)) => "int",
+        Value::Typed(Typed::Set(set)) => {
+            let integers = set
+                .elements()
+                .all(|m| ringkv_core::crdt::register::parse_integer(m).is_some());
+            if integers && set.len() <= tunable(&["set-max-intset-entries"], 512) {
+                "intset"
+            } else {
+                "hashtable"
+            }
+        }
+        Value::Typed(Typed::Hash(hash)) => {
+            let longest = hash
+                .iter()
+                .map(|(f, v)| f.len().max(v.value().len()))
+                .max()
+                .unwrap_or(0);
+            if small(hash.len(), longest, "hash") {
+                "listpack"
+            } else {
+                "hashtable"
+            }
+        }
+        Value::Typed(Typed::SortedSet(zset)) => {
+            let longest = zset.keys().map(<[u8]>::len).max().unwrap_or(0);
+            if small(zset.len(), longest, "zset") {
+                "listpack"
+            } else {
+                "skiplist"
+            }
+        }
+        Value::Typed(Typed::List(_)) => "quicklist",
+    }
+}
+
 /// `DBSIZE`: the number of keys in the selected database (counted by a scan).
 pub async fn dbsize(shared: &RespShared, session: &mut Session, _: Args) -> Reply {
     Ok(Frame::Integer(

@@ -30,14 +30,23 @@ pub fn get_local(shared: &RespShared, session: &Session, key: &[u8]) -> Reply {
     Ok(value.map_or(Frame::Null, Frame::Bulk))
 }
 
-/// The visible value of a key (the newest sibling, if there are several).
+/// The string a write replaced, as a Redis string command reports it (a counter as its
+/// value); a collection is the wrong type.
+pub fn previous_string(
+    previous: Option<Box<ringkv_coordinator::request::Entry>>,
+) -> Result<Option<Vec<u8>>, CommandError> {
+    Ok(previous.map(|entry| entry.string()).transpose()?)
+}
+
+/// The visible value of a key as a string (the newest sibling, if there are several; a
+/// counter's value); a collection is the wrong type.
 pub async fn read(
     shared: &RespShared,
     session: &Session,
     key: &[u8],
 ) -> Result<Option<Vec<u8>>, CommandError> {
     let entry = read_entry(shared, session, key).await?;
-    Ok(entry.map(|entry| entry.into_winner().value))
+    Ok(entry.map(|entry| entry.string()).transpose()?)
 }
 
 /// What an expiry option of SET or GETEX asks for.
@@ -117,15 +126,13 @@ pub fn parse_set(
 /// SET's reply once its write finished.
 pub fn set_reply(get: bool, outcome: Result<WriteOutcome, CoordinatorError>) -> Reply {
     match outcome {
-        Ok(outcome) if get => Ok(Frame::optional_bulk(
-            outcome.previous.map(|e| e.winner().value.clone()),
-        )),
+        Ok(outcome) if get => Ok(Frame::optional_bulk(previous_string(outcome.previous)?)),
         Ok(_) => Ok(Frame::ok()),
         // NX GET on an existing key returns its value without setting it (Redis 7): the value
         // seen when the condition was checked, not one read later.
-        Err(CoordinatorError::Replica(ReplicaError::ConditionFailed { current })) if get => Ok(
-            Frame::optional_bulk(current.map(|entry| entry.winner().value.clone())),
-        ),
+        Err(CoordinatorError::Replica(ReplicaError::ConditionFailed { current })) if get => {
+            Ok(Frame::optional_bulk(previous_string(current)?))
+        }
         Err(CoordinatorError::Replica(ReplicaError::ConditionFailed { .. })) => Ok(Frame::Null),
         Err(error) => Err(error.into()),
     }
@@ -186,9 +193,7 @@ pub async fn getset(shared: &RespShared, session: &mut Session, mut args: Args) 
         WriteRequest::put(keyspace(session), &key, &value),
     )
     .await?;
-    Ok(Frame::optional_bulk(
-        outcome.previous.map(|e| e.winner().value.clone()),
-    ))
+    Ok(Frame::optional_bulk(previous_string(outcome.previous)?))
 }
 
 /// `GETDEL key`: deletes, returning the old value.
@@ -203,9 +208,7 @@ pub async fn getdel(shared: &RespShared, session: &mut Session, mut args: Args) 
         WriteRequest::delete(keyspace(session), &key),
     )
     .await?;
-    Ok(Frame::optional_bulk(
-        outcome.previous.map(|e| e.winner().value.clone()),
-    ))
+    Ok(Frame::optional_bulk(previous_string(outcome.previous)?))
 }
 
 /// `GETEX key [EX s | PX ms | EXAT s | PXAT ms | PERSIST]`: reads, changing the expiry.
@@ -235,9 +238,7 @@ pub async fn getex(shared: &RespShared, session: &mut Session, mut args: Args) -
     )
     .await
     {
-        Ok(outcome) => Ok(Frame::optional_bulk(
-            outcome.previous.map(|e| e.winner().value.clone()),
-        )),
+        Ok(outcome) => Ok(Frame::optional_bulk(previous_string(outcome.previous)?)),
         Err(CoordinatorError::Replica(ReplicaError::ConditionFailed { .. })) => Ok(Frame::Null),
         Err(error) => Err(error.into()),
     }

@@ -1,0 +1,231 @@
+//! An add-wins observed-remove map (the ORSWOT of Bieniusa et al. with a value per key, as
+//! Riak's `riak_dt` map has it): each key present is kept by the dots of the writes that put
+//! it there, and one version vector, the context, summarises every write the state has seen.
+//! Removing a key drops its dots; the context still covers them, so a merge with a replica
+//! that has not seen the remove drops them there too. A write concurrent with a remove
+//! carries a dot the remover had not seen, so the key stays: writes win. No tombstone per key
+//! is kept: the metadata is the context (one entry per replica that ever wrote) and, per
+//! key, the dots of the replicas whose writes of it were concurrent (one, once merged).
+//!
+//! Each key's value is itself a state that merges by its own law ([`Lattice`]): where both
+//! sides keep a key, their values merge; where one side alone keeps it, its value stays.
+
+use super::StateError;
+use crate::causal::{Dot, ReplicaId, VersionVector};
+use crate::codec::{put_bytes, put_varint, Reader};
+use crate::limits::VALUE_BYTES_MAX;
+use std::collections::BTreeMap;
+
+/// Most dots one key may carry: one per replica that wrote it concurrently.
+const DOTS_PER_ELEMENT_MAX: usize = 1024;
+
+/// A state that merges by a law (commutative, associative, idempotent), with a binary form.
+pub trait Lattice: Clone + PartialEq + std::fmt::Debug {
+    /// Takes in everything `other` holds.
+    fn merge(&mut self, other: &Self);
+    /// Appends the binary form.
+    fn encode_into(&self, out: &mut Vec<u8>);
+    /// Reads the binary form, checking its invariants.
+    fn decode_from(reader: &mut Reader<'_>) -> Result<Self, StateError>;
+}
+
+/// Presence alone: the value of a set's elements.
+impl Lattice for () {
+    fn merge(&mut self, _: &Self) {}
+    fn encode_into(&self, _: &mut Vec<u8>) {}
+    fn decode_from(_: &mut Reader<'_>) -> Result<Self, StateError> {
+        Ok(())
+    }
+}
+
+/// An observed-remove map of byte strings to values of `V`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OrMap<V> {
+    /// Every write seen.
+    context: VersionVector,
+    /// Each key present, with the dots that keep it (sorted, never empty) and its value.
+    entries: BTreeMap<Vec<u8>, (Vec<Dot>, V)>,
+}
+
+impl<V> Default for OrMap<V> {
+    fn default() -> Self {
+        Self {
+            context: VersionVector::new(),
+            entries: BTreeMap::new(),
+        }
+    }
+}
+
+impl<V: Lattice> OrMap<V> {
+    /// The empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The value of `key`, if present.
+    pub fn get(&self, key: &[u8]) -> Option<&V> {
+        self.entries.get(key).map(|(_, value)| value)
+    }
+
+    /// The keys present, in byte order.
+    pub fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.entries.keys().map(Vec::as_slice)
+    }
+
+    /// The keys present with their values, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &V)> {
+        self.entries
+            .iter()
+            .map(|(key, (_, value))| (key.as_slice(), value))
+    }
+
+    /// Writes `key` as an operation of `replica`: its value becomes `value`, and the write's
+    /// dot replaces the key's dots this state holds (it has seen them). Returns the value
+    /// replaced.
+    pub fn insert(&mut self, replica: ReplicaId, key: &[u8], value: V) -> Option<V> {
+        self.insert_after(replica, 0, key, value)
+    }
+
+    /// [`OrMap::insert`] with a dot counter of at least `floor`. Given the writer's hybrid
+    /// clock, dots stay unique across a key's lifetimes: a state built after a delete must
+    /// not reuse dots that an older state, still concurrent somewhere, has seen and dropped.
+    pub fn insert_after(
+        &mut self,
+        replica: ReplicaId,
+        floor: u64,
+        key: &[u8],
+        value: V,
+    ) -> Option<V> {
+        let dot = Dot {
+            replica,
+            counter: (self.context.get(replica) + 1).max(floor),
+        };
+        self.context.observe(replica, dot.counter);
+        self.entries
+            .insert(key.to_vec(), (vec![dot], value))
+            .map(|(_, old)| old)
+    }
+
+    /// Whether `key` is present.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    /// How many keys are present.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no key is present.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Removes `key`; whether it was present. Its dots stay covered by the context.
+    pub fn remove(&mut self, key: &[u8]) -> bool {
+        self.entries.remove(key).is_some()
+    }
+
+    /// Takes in everything `other` has seen: a key stays if a dot keeping it is held by
+    /// both, or by one and not yet seen by the other; its value is the merge of the values
+    /// of the sides that keep it.
+    pub fn merge(&mut self, other: &OrMap<V>) {
+        let mut merged = BTreeMap::new();
+        let keys: std::collections::BTreeSet<&Vec<u8>> =
+            self.entries.keys().chain(other.entries.keys()).collect();
+        for key in keys {
+            let (our_entry, their_entry) = (self.entries.get(key), other.entries.get(key));
+            let (ours, theirs) = (
+                our_entry.map_or(&[][..], |(dots, _)| dots.as_slice()),
+                their_entry.map_or(&[][..], |(dots, _)| dots.as_slice()),
+            );
+            let mut kept: Vec<Dot> = ours
+                .iter()
+                .filter(|dot| theirs.contains(dot) || !other.context.covers(**dot))
+                .chain(
+                    theirs
+                        .iter()
+                        .filter(|dot| !ours.contains(dot) && !self.context.covers(**dot)),
+                )
+                .copied()
+                .collect();
+            kept.sort_unstable();
+            kept.dedup();
+            if kept.is_empty() {
+                continue;
+            }
+            let value = match (our_entry, their_entry) {
+                (Some((_, ours)), Some((_, theirs))) => {
+                    let mut value = ours.clone();
+                    value.merge(theirs);
+                    value
+                }
+                (Some((_, only)), None) | (None, Some((_, only))) => only.clone(),
+                (None, None) => unreachable!("the key came from one of the sides"),
+            };
+            merged.insert(key.clone(), (kept, value));
+        }
+        self.entries = merged;
+        self.context.merge(&other.context);
+    }
+
+    /// The dots of the state's metadata: the context's entries and every element's dots.
+    pub fn metadata_entries(&self) -> usize {
+        self.context.len()
+            + self
+                .entries
+                .values()
+                .map(|(dots, _)| dots.len())
+                .sum::<usize>()
+    }
+
+    /// Appends the binary form: the context, a count, then per key its bytes, dots and value.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        self.context.encode_into(out);
+        put_varint(out, self.entries.len() as u64);
+        for (key, (dots, value)) in &self.entries {
+            put_bytes(out, key);
+            put_varint(out, dots.len() as u64);
+            for dot in dots {
+                out.extend_from_slice(&dot.replica.0.to_le_bytes());
+                put_varint(out, dot.counter);
+            }
+            value.encode_into(out);
+        }
+    }
+
+    /// Reads the binary form, checking its invariants: keys in order, dots sorted, each seen
+    /// by the context.
+    pub fn decode_from(reader: &mut Reader<'_>) -> Result<Self, StateError> {
+        let context = VersionVector::decode_from(reader)
+            .map_err(|_| StateError::Invalid("malformed context"))?;
+        let count = reader.bounded_varint("set elements", VALUE_BYTES_MAX)?;
+        let mut entries = BTreeMap::new();
+        let mut last: Option<Vec<u8>> = None;
+        for _ in 0..count {
+            let element = reader.bytes("set element", VALUE_BYTES_MAX)?.to_vec();
+            if last.as_ref().is_some_and(|last| *last >= element) {
+                return Err(StateError::Invalid("set elements out of order"));
+            }
+            let dots_count = reader.bounded_varint("element dots", DOTS_PER_ELEMENT_MAX)?;
+            if dots_count == 0 {
+                return Err(StateError::Invalid("an element without dots"));
+            }
+            let mut dots: Vec<Dot> = Vec::with_capacity(dots_count);
+            for _ in 0..dots_count {
+                let dot = Dot {
+                    replica: ReplicaId(reader.u64()?),
+                    counter: reader.varint()?,
+                };
+                if dots.last().is_some_and(|last| *last >= dot) || !context.covers(dot) {
+                    return Err(StateError::Invalid("element dots out of order or unseen"));
+                }
+                dots.push(dot);
+            }
+            let value = V::decode_from(reader)?;
+            last = Some(element.clone());
+            entries.insert(element, (dots, value));
+        }
+        Ok(Self { context, entries })
+    }
+}
