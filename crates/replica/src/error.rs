@@ -64,6 +64,9 @@ impl From<ringkv_core::crdt::op::OpError> for ReplicaError {
         match error {
             OpError::WrongType => ReplicaError::WrongType,
             OpError::NotAnInteger => ReplicaError::NotAnInteger,
+            OpError::Increment(ringkv_core::crdt::register::IncrementError::Overflow) => {
+                ReplicaError::Overflow
+            }
             other => ReplicaError::Operation(other.to_string()),
         }
     }

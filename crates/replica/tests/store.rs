@@ -931,6 +931,12 @@ async fn increments_are_atomic_keep_expiry_and_refuse_non_integers() {
         Some(9_000),
         "INCR keeps the TTL"
     );
+    // The string became a counter, which reads as its decimal value.
+    assert_eq!(entry.string().unwrap(), b"11");
+    assert_eq!(
+        f.store.get_value(KS, b"n").unwrap().as_deref(),
+        Some(&b"11"[..])
+    );
     f.store
         .write(WriteRequest::put(KS, b"n", b"01"))
         .await

@@ -83,6 +83,16 @@ pub async fn serve(node: Arc<Node>) -> Result<RunningNode, StartError> {
     })?;
     let resp_shared = Arc::new(crate::resp::RespShared::new(Arc::clone(&node)));
     let resp_metrics = resp_shared.metrics.clone();
+    {
+        // Blocked commands (BZPOPMIN...) stop waiting when the node stops.
+        let (shared, mut stopping) = (Arc::clone(&resp_shared), signal.clone());
+        tokio::spawn(async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+            shared
+                .stopping
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
     let loops = crate::resp::loops::RespLoops::start(node.config.resp_loops(), &node, &signal)
         .map_err(StartError::EventLoops)?;
     let resp_tls = tls.as_ref().map(|tls| tls.resp());

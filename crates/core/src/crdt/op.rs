@@ -252,7 +252,7 @@ fn apply_to(op: Op, state: &mut Typed, existed: bool, stamp: Stamp) -> Result<An
         (Op::SetAdd(members), Typed::Set(set)) => {
             let mut added = 0;
             for member in members {
-                if set.insert_after(replica, floor, &member, ()).is_none() {
+                if set.insert_after(replica, floor, &member, ()) {
                     added += 1;
                 }
             }
@@ -275,7 +275,7 @@ fn apply_to(op: Op, state: &mut Typed, existed: bool, stamp: Stamp) -> Result<An
                     continue;
                 }
                 let fresh = Field::new(stamp, value);
-                if hash.insert_after(replica, floor, &field, fresh).is_none() {
+                if hash.insert_after(replica, floor, &field, fresh) {
                     added += 1;
                 }
             }
@@ -287,7 +287,6 @@ fn apply_to(op: Op, state: &mut Typed, existed: bool, stamp: Stamp) -> Result<An
         (Op::HashIncrement { field, by }, Typed::Hash(hash)) => {
             let mut value = hash
                 .get(&field)
-                .cloned()
                 .unwrap_or_else(|| Field::new(stamp, b"0".to_vec()));
             let next = value.increment(replica, by)?;
             hash.insert_after(replica, floor, &field, value);
@@ -296,7 +295,6 @@ fn apply_to(op: Op, state: &mut Typed, existed: bool, stamp: Stamp) -> Result<An
         (Op::HashIncrementFloat { field, by }, Typed::Hash(hash)) => {
             let mut value = hash
                 .get(&field)
-                .cloned()
                 .unwrap_or_else(|| Field::new(stamp, b"0".to_vec()));
             let next = value.increment_float(replica, by)?;
             hash.insert_after(replica, floor, &field, value);
@@ -359,7 +357,7 @@ fn sorted_add(
     let mut changed = 0;
     let mut incremented = None;
     for (score, member) in pairs {
-        let current = zset.get(&member).cloned();
+        let current = zset.get(&member);
         let Some(mut held) = current else {
             if flags.xx {
                 continue;
@@ -802,5 +800,143 @@ mod tests {
         };
         assert_eq!(set.elements().collect::<Vec<_>>(), [b"x"]);
         let _: &OrSet = &set;
+    }
+
+    mod laws {
+        use super::*;
+        use proptest::prelude::*;
+
+        const REPLICAS: usize = 3;
+
+        /// A step of a history: an operation through a replica, or a merge between two.
+        #[derive(Clone, Debug)]
+        enum Step {
+            Apply { at: usize, op: Op },
+            Sync { from: usize, at: usize },
+        }
+
+        fn name(i: u8) -> Vec<u8> {
+            vec![b'a' + i]
+        }
+
+        fn hash_op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (0u8..4, 0u8..4).prop_map(|(f, v)| Op::HashSet {
+                    pairs: vec![(name(f), name(v))],
+                    only_new: false,
+                }),
+                (0u8..4).prop_map(|f| Op::HashDelete(vec![name(f)])),
+                (0u8..4, -5i64..5).prop_map(|(f, by)| Op::HashIncrement { field: name(f), by }),
+            ]
+        }
+
+        fn zset_op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (0u8..4, -4i32..4).prop_map(|(m, s)| Op::SortedAdd {
+                    pairs: vec![(f64::from(s), name(m))],
+                    flags: AddFlags::default(),
+                }),
+                (0u8..4).prop_map(|m| Op::SortedRemove(vec![name(m)])),
+                (0u8..4, -4i32..4).prop_map(|(m, s)| Op::SortedAdd {
+                    pairs: vec![(f64::from(s) / 2.0, name(m))],
+                    flags: AddFlags {
+                        incr: true,
+                        ..AddFlags::default()
+                    },
+                }),
+            ]
+        }
+
+        fn steps(op: impl Strategy<Value = Op>) -> impl Strategy<Value = Vec<Step>> {
+            let replica = 0..REPLICAS;
+            let step = prop_oneof![
+                (replica.clone(), op).prop_map(|(at, op)| Step::Apply { at, op }),
+                (replica.clone(), replica).prop_map(|(from, at)| Step::Sync { from, at }),
+            ];
+            proptest::collection::vec(step, 0..40)
+        }
+
+        /// Runs `steps` from empty states of `data_type`; the replicas' states.
+        fn run(data_type: DataType, steps: &[Step]) -> Vec<Typed> {
+            let empty = Typed::empty(data_type).unwrap();
+            let mut replicas = vec![empty; REPLICAS];
+            for (time, step) in steps.iter().enumerate() {
+                match step {
+                    Step::Apply { at, op } => {
+                        let current = Some(Value::Typed(replicas[*at].clone()));
+                        let stamp = stamp(time as u64 + 1, *at as u64 + 1);
+                        // A refused operation (an increment of a non-number) changes nothing.
+                        if let Ok(applied) = op.clone().apply(current, stamp) {
+                            replicas[*at] = applied.state.unwrap();
+                        }
+                    }
+                    Step::Sync { from, at } => {
+                        let source = replicas[*from].clone();
+                        replicas[*at].merge(&source);
+                    }
+                }
+            }
+            replicas
+        }
+
+        fn merged(a: &Typed, b: &Typed) -> Typed {
+            let mut out = a.clone();
+            out.merge(b);
+            out
+        }
+
+        fn check_laws(replicas: &[Typed]) -> Result<(), TestCaseError> {
+            let (x, y, z) = (&replicas[0], &replicas[1], &replicas[2]);
+            prop_assert_eq!(merged(x, y), merged(y, x));
+            prop_assert_eq!(merged(&merged(x, y), z), merged(x, &merged(y, z)));
+            prop_assert_eq!(merged(x, x), x.clone());
+            // Replicas that saw everything hold one state, and it survives its encoding.
+            let all = merged(&merged(x, y), z);
+            for replica in replicas {
+                prop_assert_eq!(merged(replica, &all), all.clone());
+            }
+            prop_assert_eq!(Typed::decode(all.kind(), &all.encode()).unwrap(), all);
+            Ok(())
+        }
+
+        proptest! {
+            #[test]
+            fn hash_merges_are_commutative_associative_idempotent_and_converge(
+                steps in steps(hash_op())
+            ) {
+                check_laws(&run(DataType::Hash, &steps))?;
+            }
+
+            #[test]
+            fn sorted_set_merges_are_commutative_associative_idempotent_and_converge(
+                steps in steps(zset_op())
+            ) {
+                check_laws(&run(DataType::SortedSet, &steps))?;
+            }
+
+            #[test]
+            fn concurrent_hash_increments_all_count(
+                increments in proptest::collection::vec((0..REPLICAS, -9i64..9), 1..20)
+            ) {
+                // Every replica starts from one field and increments it without hearing
+                // from the others; the merge counts every increment once.
+                let start = Op::HashSet { pairs: vec![(name(0), b"10".to_vec())], only_new: false }
+                    .apply(None, stamp(1, 1))
+                    .unwrap()
+                    .state
+                    .unwrap();
+                let mut replicas = vec![start; REPLICAS];
+                for (time, (at, by)) in increments.iter().enumerate() {
+                    let op = Op::HashIncrement { field: name(0), by: *by };
+                    let current = Some(Value::Typed(replicas[*at].clone()));
+                    replicas[*at] = op.apply(current, stamp(time as u64 + 2, *at as u64 + 1))
+                        .unwrap().state.unwrap();
+                }
+                let all = replicas.iter().skip(1).fold(replicas[0].clone(), |all, r| merged(&all, r));
+                let Typed::Hash(hash) = all else { panic!("a hash") };
+                let total = 10 + increments.iter().map(|(_, by)| by).sum::<i64>();
+                prop_assert_eq!(hash.get(&name(0)).unwrap().value(), total.to_string().into_bytes());
+            }
+        }
     }
 }

@@ -43,8 +43,10 @@ impl Lattice for () {
 pub struct OrMap<V> {
     /// Every write seen.
     context: VersionVector,
-    /// Each key present, with the dots that keep it (sorted, never empty) and its value.
-    entries: BTreeMap<Vec<u8>, (Vec<Dot>, V)>,
+    /// Each key present, with the writes that keep it: each write's dot and the value it
+    /// wrote (sorted by dot, never empty). A key's value is the merge of those values, so a
+    /// write's value leaves with its dot when a remove that saw the write is merged in.
+    entries: BTreeMap<Vec<u8>, Vec<(Dot, V)>>,
 }
 
 impl<V> Default for OrMap<V> {
@@ -62,9 +64,9 @@ impl<V: Lattice> OrMap<V> {
         Self::default()
     }
 
-    /// The value of `key`, if present.
-    pub fn get(&self, key: &[u8]) -> Option<&V> {
-        self.entries.get(key).map(|(_, value)| value)
+    /// The value of `key`, if present: the merge of the values of the writes keeping it.
+    pub fn get(&self, key: &[u8]) -> Option<V> {
+        self.entries.get(key).map(|writes| merged_value(writes))
     }
 
     /// The keys present, in byte order.
@@ -73,37 +75,31 @@ impl<V: Lattice> OrMap<V> {
     }
 
     /// The keys present with their values, in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &V)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], V)> {
         self.entries
             .iter()
-            .map(|(key, (_, value))| (key.as_slice(), value))
+            .map(|(key, writes)| (key.as_slice(), merged_value(writes)))
     }
 
     /// Writes `key` as an operation of `replica`: its value becomes `value`, and the write's
-    /// dot replaces the key's dots this state holds (it has seen them). Returns the value
-    /// replaced.
-    pub fn insert(&mut self, replica: ReplicaId, key: &[u8], value: V) -> Option<V> {
+    /// dot replaces the key's writes this state holds (it has seen them). Returns whether
+    /// the key was absent.
+    pub fn insert(&mut self, replica: ReplicaId, key: &[u8], value: V) -> bool {
         self.insert_after(replica, 0, key, value)
     }
 
     /// [`OrMap::insert`] with a dot counter of at least `floor`. Given the writer's hybrid
     /// clock, dots stay unique across a key's lifetimes: a state built after a delete must
     /// not reuse dots that an older state, still concurrent somewhere, has seen and dropped.
-    pub fn insert_after(
-        &mut self,
-        replica: ReplicaId,
-        floor: u64,
-        key: &[u8],
-        value: V,
-    ) -> Option<V> {
+    pub fn insert_after(&mut self, replica: ReplicaId, floor: u64, key: &[u8], value: V) -> bool {
         let dot = Dot {
             replica,
             counter: (self.context.get(replica) + 1).max(floor),
         };
         self.context.observe(replica, dot.counter);
         self.entries
-            .insert(key.to_vec(), (vec![dot], value))
-            .map(|(_, old)| old)
+            .insert(key.to_vec(), vec![(dot, value)])
+            .is_none()
     }
 
     /// Whether `key` is present.
@@ -126,44 +122,30 @@ impl<V: Lattice> OrMap<V> {
         self.entries.remove(key).is_some()
     }
 
-    /// Takes in everything `other` has seen: a key stays if a dot keeping it is held by
-    /// both, or by one and not yet seen by the other; its value is the merge of the values
-    /// of the sides that keep it.
+    /// Takes in everything `other` has seen: a write keeping a key stays if both sides hold
+    /// it, or one does and the other has not seen it.
     pub fn merge(&mut self, other: &OrMap<V>) {
         let mut merged = BTreeMap::new();
         let keys: std::collections::BTreeSet<&Vec<u8>> =
             self.entries.keys().chain(other.entries.keys()).collect();
         for key in keys {
-            let (our_entry, their_entry) = (self.entries.get(key), other.entries.get(key));
-            let (ours, theirs) = (
-                our_entry.map_or(&[][..], |(dots, _)| dots.as_slice()),
-                their_entry.map_or(&[][..], |(dots, _)| dots.as_slice()),
-            );
-            let mut kept: Vec<Dot> = ours
+            let ours = self.entries.get(key).map_or(&[][..], Vec::as_slice);
+            let theirs = other.entries.get(key).map_or(&[][..], Vec::as_slice);
+            let held = |writes: &[(Dot, V)], dot: Dot| writes.iter().any(|(d, _)| *d == dot);
+            let mut kept: Vec<(Dot, V)> = ours
                 .iter()
-                .filter(|dot| theirs.contains(dot) || !other.context.covers(**dot))
+                .filter(|(dot, _)| held(theirs, *dot) || !other.context.covers(*dot))
                 .chain(
                     theirs
                         .iter()
-                        .filter(|dot| !ours.contains(dot) && !self.context.covers(**dot)),
+                        .filter(|(dot, _)| !held(ours, *dot) && !self.context.covers(*dot)),
                 )
-                .copied()
+                .cloned()
                 .collect();
-            kept.sort_unstable();
-            kept.dedup();
-            if kept.is_empty() {
-                continue;
+            kept.sort_by_key(|(dot, _)| *dot);
+            if !kept.is_empty() {
+                merged.insert(key.clone(), kept);
             }
-            let value = match (our_entry, their_entry) {
-                (Some((_, ours)), Some((_, theirs))) => {
-                    let mut value = ours.clone();
-                    value.merge(theirs);
-                    value
-                }
-                (Some((_, only)), None) | (None, Some((_, only))) => only.clone(),
-                (None, None) => unreachable!("the key came from one of the sides"),
-            };
-            merged.insert(key.clone(), (kept, value));
         }
         self.entries = merged;
         self.context.merge(&other.context);
@@ -171,26 +153,22 @@ impl<V: Lattice> OrMap<V> {
 
     /// The dots of the state's metadata: the context's entries and every element's dots.
     pub fn metadata_entries(&self) -> usize {
-        self.context.len()
-            + self
-                .entries
-                .values()
-                .map(|(dots, _)| dots.len())
-                .sum::<usize>()
+        self.context.len() + self.entries.values().map(Vec::len).sum::<usize>()
     }
 
-    /// Appends the binary form: the context, a count, then per key its bytes, dots and value.
+    /// Appends the binary form: the context, a count, then per key its bytes and its writes'
+    /// dots, each with its value.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         self.context.encode_into(out);
         put_varint(out, self.entries.len() as u64);
-        for (key, (dots, value)) in &self.entries {
+        for (key, writes) in &self.entries {
             put_bytes(out, key);
-            put_varint(out, dots.len() as u64);
-            for dot in dots {
+            put_varint(out, writes.len() as u64);
+            for (dot, value) in writes {
                 out.extend_from_slice(&dot.replica.0.to_le_bytes());
                 put_varint(out, dot.counter);
+                value.encode_into(out);
             }
-            value.encode_into(out);
         }
     }
 
@@ -211,21 +189,29 @@ impl<V: Lattice> OrMap<V> {
             if dots_count == 0 {
                 return Err(StateError::Invalid("an element without dots"));
             }
-            let mut dots: Vec<Dot> = Vec::with_capacity(dots_count);
+            let mut writes: Vec<(Dot, V)> = Vec::with_capacity(dots_count);
             for _ in 0..dots_count {
                 let dot = Dot {
                     replica: ReplicaId(reader.u64()?),
                     counter: reader.varint()?,
                 };
-                if dots.last().is_some_and(|last| *last >= dot) || !context.covers(dot) {
+                if writes.last().is_some_and(|(last, _)| *last >= dot) || !context.covers(dot) {
                     return Err(StateError::Invalid("element dots out of order or unseen"));
                 }
-                dots.push(dot);
+                writes.push((dot, V::decode_from(reader)?));
             }
-            let value = V::decode_from(reader)?;
             last = Some(element.clone());
-            entries.insert(element, (dots, value));
+            entries.insert(element, writes);
         }
         Ok(Self { context, entries })
     }
+}
+
+/// The merge of the values of a key's writes.
+fn merged_value<V: Lattice>(writes: &[(Dot, V)]) -> V {
+    let mut value = writes[0].1.clone();
+    for (_, other) in &writes[1..] {
+        value.merge(other);
+    }
+    value
 }

@@ -12,7 +12,7 @@ pub type OrSet = OrMap<()>;
 impl OrMap<()> {
     /// Adds `element` as an operation of `replica`; whether it was absent.
     pub fn add(&mut self, replica: ReplicaId, element: &[u8]) -> bool {
-        self.insert(replica, element, ()).is_none()
+        self.insert(replica, element, ())
     }
 
     /// The elements, in byte order.

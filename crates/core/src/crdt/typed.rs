@@ -113,7 +113,7 @@ impl Typed {
 
     /// Takes in `other`, a concurrent state of the same type, by the type's law. A list
     /// keeps itself: the caller merges lists by last writer wins.
-    fn merge(&mut self, other: &Typed) {
+    pub fn merge(&mut self, other: &Typed) {
         match (self, other) {
             (Typed::Counter(a), Typed::Counter(b)) => a.merge(b),
             (Typed::Set(a), Typed::Set(b)) => a.merge(b),

@@ -21,6 +21,8 @@ pub enum Frame {
     Array(Vec<Frame>),
     /// A null array: `*-1` in RESP2, `_` in RESP3.
     NullArray,
+    /// A floating-point number, as its text: `,1.5` in RESP3, a bulk string in RESP2.
+    Double(String),
     /// `%n` in RESP3; a flat array of keys and values in RESP2.
     Map(Vec<(Frame, Frame)>),
 }
@@ -62,6 +64,12 @@ impl Frame {
             Frame::Null => out.put_slice(b"$-1\r\n"),
             Frame::NullArray if protocol >= 3 => out.put_slice(b"_\r\n"),
             Frame::NullArray => out.put_slice(b"*-1\r\n"),
+            Frame::Double(text) if protocol >= 3 => line(out, b',', text.as_bytes()),
+            Frame::Double(text) => {
+                line(out, b'$', decimal(&mut digits, text.len()));
+                out.put_slice(text.as_bytes());
+                out.put_slice(b"\r\n");
+            }
             Frame::Array(items) => {
                 line(out, b'*', decimal(&mut digits, items.len()));
                 for item in items {
@@ -103,6 +111,7 @@ impl Frame {
         match self {
             Frame::Simple(text) => text.len() + 3,
             Frame::Error(text) => text.len() + 3,
+            Frame::Double(text) => HEADER_BYTES_MAX + text.len() + 2,
             Frame::Integer(_) | Frame::Null | Frame::NullArray => HEADER_BYTES_MAX,
             Frame::Bulk(bytes) => HEADER_BYTES_MAX + bytes.len() + 2,
             Frame::Array(items) => {

@@ -56,6 +56,10 @@ pub struct RespShared {
     pub started: Instant,
     /// Connections open now.
     pub connected: AtomicUsize,
+    /// Connections waiting in a blocking command now (INFO's `blocked_clients`).
+    pub blocked: AtomicUsize,
+    /// Set when the node stops: blocking commands return at once.
+    pub stopping: std::sync::atomic::AtomicBool,
     /// Commands executed since start.
     pub commands: AtomicU64,
     /// Memory held by large replies, bounded.
@@ -103,6 +107,8 @@ impl RespShared {
             node,
             started: Instant::now(),
             connected: AtomicUsize::new(0),
+            blocked: AtomicUsize::new(0),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             commands: AtomicU64::new(0),
             next_client_id: AtomicU64::new(1),
             cursors: parking_lot::Mutex::new(Cursors::default()),

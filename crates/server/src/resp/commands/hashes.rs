@@ -15,7 +15,7 @@ async fn read_hash(
     shared: &RespShared,
     session: &Session,
     key: &[u8],
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, CommandError> {
+) -> Result<Pairs, CommandError> {
     Ok(
         match read_typed(shared, session, key, DataType::Hash).await? {
             Some(Typed::Hash(hash)) => hash
@@ -27,9 +27,12 @@ async fn read_hash(
     )
 }
 
-fn field_pairs(args: &mut Args) -> Result<Vec<(Vec<u8>, Vec<u8>)>, CommandError> {
+/// Fields with their values.
+type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn field_pairs(args: &mut Args) -> Result<Pairs, CommandError> {
     let rest = args.rest();
-    if rest.is_empty() || rest.len() % 2 != 0 {
+    if rest.is_empty() || !rest.len().is_multiple_of(2) {
         return Err(CommandError::Arity(args.command));
     }
     Ok(rest
@@ -175,8 +178,10 @@ pub async fn hincrbyfloat(shared: &RespShared, session: &mut Session, mut args: 
     let key = args.bytes()?;
     let field = args.bytes()?.to_vec();
     let by = ringkv_core::crdt::register::parse_float(&args.bytes()?)
-        .filter(|by| by.is_finite())
         .ok_or_else(|| CommandError::Reply(Frame::err("value is not a valid float")))?;
+    if !by.is_finite() {
+        return Err(CommandError::Reply(Frame::err("value is NaN or Infinity")));
+    }
     apply_reply(shared, session, &key, Op::HashIncrementFloat { field, by }).await
 }
 
@@ -191,20 +196,23 @@ pub async fn hrandfield(shared: &RespShared, session: &mut Session, mut args: Ar
     };
     args.finish()?;
     let hash = read_hash(shared, session, &key).await?;
-    let picks = random_picks(hash.len(), count.unwrap_or(1));
+    let picks = random_picks(hash.len(), count.unwrap_or(1))?;
     let Some(_) = count else {
         return Ok(Frame::optional_bulk(
             picks.first().map(|&i| hash[i].0.clone()),
         ));
     };
-    let mut out = Vec::new();
-    for i in picks {
-        out.push(Frame::Bulk(hash[i].0.clone().into()));
-        if with_values {
-            out.push(Frame::Bulk(hash[i].1.clone().into()));
-        }
+    if with_values {
+        let items = picks
+            .into_iter()
+            .map(|i| {
+                let (field, value) = hash[i].clone();
+                (Frame::Bulk(field.into()), Frame::Bulk(value.into()))
+            })
+            .collect();
+        return Ok(super::typed::paired(items, session.protocol, true));
     }
-    Ok(Frame::Array(out))
+    Ok(bulks(picks.into_iter().map(|i| hash[i].0.clone())))
 }
 
 /// `HSCAN key cursor [MATCH pattern] [COUNT count]`.

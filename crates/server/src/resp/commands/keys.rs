@@ -56,51 +56,52 @@ struct ExpireCommand {
 }
 
 /// The NX / XX / GT / LT option of the EXPIRE family.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum ExpireOption {
-    Always,
-    OnlyWithoutExpiry,
-    OnlyWithExpiry,
-    OnlyLater,
-    OnlyEarlier,
+/// EXPIRE's NX, XX, GT and LT options.
+#[derive(Clone, Copy, Default)]
+struct ExpireOptions {
+    nx: bool,
+    xx: bool,
+    gt: bool,
+    lt: bool,
 }
 
-fn expire_option(args: &mut Args) -> Result<ExpireOption, CommandError> {
-    let mut option = ExpireOption::Always;
+impl ExpireOptions {
+    /// Whether the new expiry `at_ms` may replace `current` (`None`: the key has none,
+    /// which counts as an infinite expiry for GT and LT, as in Redis).
+    fn allow(self, current: Option<i64>, at_ms: i64) -> bool {
+        (!self.nx || current.is_none())
+            && (!self.xx || current.is_some())
+            && (!self.gt || current.is_some_and(|c| at_ms > c))
+            && (!self.lt || current.is_none_or(|c| at_ms < c))
+    }
+}
+
+fn expire_option(args: &mut Args) -> Result<ExpireOptions, CommandError> {
+    let mut options = ExpireOptions::default();
     while args.remaining() > 0 {
-        let next = match args.word()?.as_str() {
-            "NX" => ExpireOption::OnlyWithoutExpiry,
-            "XX" => ExpireOption::OnlyWithExpiry,
-            "GT" => ExpireOption::OnlyLater,
-            "LT" => ExpireOption::OnlyEarlier,
+        match args.word()?.as_str() {
+            "NX" => options.nx = true,
+            "XX" => options.xx = true,
+            "GT" => options.gt = true,
+            "LT" => options.lt = true,
             other => {
                 return Err(CommandError::Reply(Frame::err(format!(
                     "Unsupported option {other}"
                 ))));
             }
-        };
-        let compatible = option == ExpireOption::Always
-            || option == next
-            || matches!(
-                (option, next),
-                (
-                    ExpireOption::OnlyWithExpiry,
-                    ExpireOption::OnlyLater | ExpireOption::OnlyEarlier
-                ) | (
-                    ExpireOption::OnlyLater | ExpireOption::OnlyEarlier,
-                    ExpireOption::OnlyWithExpiry
-                )
-            );
-        if !compatible {
-            return Err(CommandError::Reply(Frame::err(
-                "NX and XX, GT or LT options at the same time are not compatible",
-            )));
-        }
-        if option == ExpireOption::Always || next != ExpireOption::OnlyWithExpiry {
-            option = next;
         }
     }
-    Ok(option)
+    if options.nx && (options.xx || options.gt || options.lt) {
+        return Err(CommandError::Reply(Frame::err(
+            "NX and XX, GT or LT options at the same time are not compatible",
+        )));
+    }
+    if options.gt && options.lt {
+        return Err(CommandError::Reply(Frame::err(
+            "GT and LT options at the same time are not compatible",
+        )));
+    }
+    Ok(options)
 }
 
 async fn expire_with(
@@ -132,13 +133,7 @@ async fn expire_with(
     // Options are checked against what was just read; a concurrent change between the read
     // and the write may slip past them (the write itself is atomic).
     let current = entry.winner().expires_at_ms.map(|at| at as i64);
-    let allowed = match (option, current) {
-        (ExpireOption::Always, _) => true,
-        (ExpireOption::OnlyWithoutExpiry, current) => current.is_none(),
-        (ExpireOption::OnlyWithExpiry, current) => current.is_some(),
-        (ExpireOption::OnlyLater, current) => current.is_some_and(|c| at_ms > c),
-        (ExpireOption::OnlyEarlier, current) => current.is_none_or(|c| at_ms < c),
-    };
+    let allowed = option.allow(current, at_ms);
     if !allowed {
         return Ok(Frame::Integer(0));
     }

@@ -51,6 +51,9 @@ pub struct Session {
     pub closing: bool,
     /// The consistency of this connection's reads and writes (`RINGKV.CONSISTENCY`).
     pub consistency: Consistency,
+    /// Commands queued since `MULTI` (`None`: not in a transaction), and whether one was
+    /// refused while queueing (`EXEC` then runs none).
+    pub queued: Option<(Vec<Vec<Bytes>>, bool)>,
     /// Bytes of reply memory the connection holds (see [`crate::resp::replies`]).
     pub reply_bytes: usize,
     /// Reads and writes run by [`execute`] since the connection last counted them into the
@@ -78,6 +81,7 @@ impl Session {
             name: None,
             closing: false,
             consistency: Consistency::default(),
+            queued: None,
             reply_bytes: 0,
             served: (0, 0),
             keyspace_def: None,
@@ -279,7 +283,13 @@ dispatch_table! {
     "time", 1, ADMIN, NO_KEYS, server::time;
     "function", -2, ADMIN, NO_KEYS, server::function;
     "debug", -2, ADMIN, NO_KEYS, server::debug;
+    "memory", -2, READ, NO_KEYS, server::memory;
     "ringkv.consistency", -1, ADMIN, NO_KEYS, connection::consistency;
+    "multi", 1, ADMIN, NO_KEYS, multi;
+    "exec", 1, ADMIN, NO_KEYS, exec;
+    "discard", 1, ADMIN, NO_KEYS, discard;
+    "watch", -2, ADMIN, ALL_KEYS, watch;
+    "unwatch", 1, ADMIN, NO_KEYS, watch;
     "get", 2, READ, ONE_KEY, strings::get;
     "set", -3, WRITE, ONE_KEY, strings::set;
     "setnx", 3, WRITE, ONE_KEY, strings::setnx;
@@ -309,6 +319,8 @@ dispatch_table! {
     "rename", 3, WRITE, (1, 2, 1), moves::rename;
     "renamenx", 3, WRITE, (1, 2, 1), moves::renamenx;
     "copy", -3, WRITE, (1, 2, 1), moves::copy;
+    "dump", 2, READ, ONE_KEY, moves::dump;
+    "restore", -4, WRITE, ONE_KEY, moves::restore;
     "expiretime", 2, READ, ONE_KEY, keys::expiretime;
     "pexpiretime", 2, READ, ONE_KEY, keys::pexpiretime;
     "object", -2, READ, (2, 2, 1), keys::object;
@@ -388,6 +400,11 @@ dispatch_table! {
     "zunion", -3, READ, NO_KEYS, zsets::zunion;
     "zinter", -3, READ, NO_KEYS, zsets::zinter;
     "zdiff", -3, READ, NO_KEYS, zsets::zdiff;
+    "zintercard", -3, READ, NO_KEYS, zsets::zintercard;
+    "zmpop", -4, WRITE, NO_KEYS, zsets::zmpop;
+    "bzmpop", -5, WRITE, NO_KEYS, zsets::bzmpop;
+    "bzpopmin", -3, WRITE, ALL_KEYS, zsets::bzpopmin;
+    "bzpopmax", -3, WRITE, ALL_KEYS, zsets::bzpopmax;
     "lpush", -3, WRITE, ONE_KEY, lists::lpush;
     "rpush", -3, WRITE, ONE_KEY, lists::rpush;
     "lpushx", -3, WRITE, ONE_KEY, lists::lpushx;
@@ -405,6 +422,68 @@ dispatch_table! {
     "rpoplpush", 3, WRITE, (1, 2, 1), lists::rpoplpush;
 }
 
+/// Commands that act on a transaction rather than join its queue.
+const TRANSACTION: &[&str] = &[
+    "multi", "exec", "discard", "watch", "unwatch", "quit", "reset",
+];
+
+/// Marks the open transaction, if any, as refused: a command could not be queued.
+fn refuse_queueing(session: &mut Session) {
+    if let Some((_, refused)) = &mut session.queued {
+        *refused = true;
+    }
+}
+
+/// `MULTI`: queue the commands that follow until `EXEC`.
+async fn multi(_: &RespShared, session: &mut Session, _: Args) -> Reply {
+    if session.queued.is_some() {
+        return Err(CommandError::Reply(Frame::err(
+            "MULTI calls can not be nested",
+        )));
+    }
+    session.queued = Some((Vec::new(), false));
+    Ok(Frame::ok())
+}
+
+/// `EXEC`: runs the queued commands in order and replies with their replies. They run one
+/// after another on this connection, but other clients' commands may interleave, and in a
+/// cluster each is coordinated on its own: not the isolation of a Redis transaction.
+async fn exec(shared: &RespShared, session: &mut Session, _: Args) -> Reply {
+    let Some((queued, refused)) = session.queued.take() else {
+        return Err(CommandError::Reply(Frame::err("EXEC without MULTI")));
+    };
+    if refused {
+        return Err(CommandError::Reply(Frame::Error(
+            "EXECABORT Transaction discarded because of previous errors.".into(),
+        )));
+    }
+    let mut replies = Vec::with_capacity(queued.len());
+    for command in queued {
+        replies.push(Box::pin(execute(shared, session, command)).await);
+    }
+    Ok(Frame::Array(replies))
+}
+
+/// `DISCARD`: drops the queued commands.
+async fn discard(_: &RespShared, session: &mut Session, _: Args) -> Reply {
+    match session.queued.take() {
+        Some(_) => Ok(Frame::ok()),
+        None => Err(CommandError::Reply(Frame::err("DISCARD without MULTI"))),
+    }
+}
+
+/// `WATCH` and `UNWATCH`: accepted, but keys are not watched: `EXEC` never aborts for a
+/// changed key (use `SET ... GET` with conditions or the REST API's `If-Match` for
+/// compare-and-set).
+async fn watch(_: &RespShared, session: &mut Session, _: Args) -> Reply {
+    if session.queued.is_some() {
+        return Err(CommandError::Reply(Frame::err(
+            "WATCH inside MULTI is not allowed",
+        )));
+    }
+    Ok(Frame::ok())
+}
+
 /// Commands a client may send before `AUTH` when a password is set.
 const BEFORE_AUTH: &[&str] = &["auth", "hello", "quit", "reset"];
 
@@ -419,14 +498,22 @@ pub async fn execute(shared: &RespShared, session: &mut Session, arguments: Vec<
         .iter()
         .find(|spec| spec.name.as_bytes().eq_ignore_ascii_case(&name_bytes))
     else {
+        refuse_queueing(session);
         return unknown_command(&name_bytes, items.as_slice());
     };
     let count = items.len() as i64 + 1;
     if (spec.arity >= 0 && count != spec.arity) || (spec.arity < 0 && count < -spec.arity) {
+        refuse_queueing(session);
         return Frame::err(format!(
             "wrong number of arguments for '{}' command",
             spec.name
         ));
+    }
+    if let Some((queued, _)) = &mut session.queued {
+        if !TRANSACTION.contains(&spec.name) {
+            queued.push(std::iter::once(name_bytes).chain(items).collect());
+            return Frame::Simple("QUEUED".into());
+        }
     }
     if needs_auth(session) && !BEFORE_AUTH.contains(&spec.name) {
         return Frame::Error(not_logged_in(shared));
@@ -544,7 +631,7 @@ pub fn defers(shared: &RespShared, session: &Session, arguments: &[Bytes]) -> bo
 /// write is coordinated, run in order like any other command) and the session needs no
 /// `AUTH` first.
 pub fn serves_locally(shared: &RespShared, session: &Session) -> bool {
-    session.verbs.1.contains(READ_WRITE) && shared.node.is_alone()
+    session.verbs.1.contains(READ_WRITE) && shared.node.is_alone() && session.queued.is_none()
 }
 
 /// `GET key` from this node's own replica, when [`serves_locally`] allows it: the reply

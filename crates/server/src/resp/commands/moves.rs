@@ -153,3 +153,118 @@ pub async fn copy(shared: &RespShared, session: &mut Session, mut args: Args) ->
     }
     Ok(Frame::Integer(1))
 }
+
+/// Marks a `DUMP` payload of this release.
+const DUMP_MAGIC: &[u8] = b"RKV1";
+
+/// `DUMP key`: the value as an opaque payload for `RESTORE` (ringkv's own format, checked by
+/// a CRC32C; not Redis's RDB encoding), nil if absent.
+pub async fn dump(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    let key = args.bytes()?;
+    args.finish()?;
+    let Some(entry) = read_entry(shared, session, &key).await? else {
+        return Ok(Frame::Null);
+    };
+    let (kind, bytes) = match entry.value()? {
+        Value::Bytes(bytes, _) => (ringkv_core::record::ValueKind::BYTES, bytes),
+        Value::Typed(typed) => (typed.kind(), typed.encode()),
+    };
+    let mut payload = DUMP_MAGIC.to_vec();
+    payload.push(kind.to_byte());
+    payload.extend_from_slice(&bytes);
+    let checksum = crc32c::crc32c(&payload);
+    payload.extend_from_slice(&checksum.to_le_bytes());
+    Ok(Frame::Bulk(payload.into()))
+}
+
+/// The value a `DUMP` payload holds, once its checksum and contents are checked.
+fn undump(payload: &[u8]) -> Option<Value> {
+    let body_len = payload.len().checked_sub(4)?;
+    let (body, checksum) = payload.split_at(body_len);
+    if crc32c::crc32c(body).to_le_bytes() != checksum {
+        return None;
+    }
+    let rest = body.strip_prefix(DUMP_MAGIC)?;
+    let (&kind, bytes) = rest.split_first()?;
+    let kind = ringkv_core::record::ValueKind::from_byte(kind)?;
+    if kind.is_bytes() {
+        return Some(Value::Bytes(bytes.to_vec(), Default::default()));
+    }
+    Typed::decode(kind, bytes).ok().map(Value::Typed)
+}
+
+/// `RESTORE key ttl payload [REPLACE] [ABSTTL] [IDLETIME seconds] [FREQ frequency]`.
+pub async fn restore(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    let key = args.bytes()?;
+    let ttl = args.integer()?;
+    let payload = args.bytes()?;
+    let (mut replace, mut absolute) = (false, false);
+    while args.remaining() > 0 {
+        match args.word()?.as_str() {
+            "REPLACE" => replace = true,
+            "ABSTTL" => absolute = true,
+            "IDLETIME" | "FREQ" => {
+                if args.integer()? < 0 {
+                    return Err(CommandError::Reply(Frame::err(
+                        "Invalid IDLETIME or FREQ value, must be >= 0",
+                    )));
+                }
+            }
+            _ => return Err(CommandError::Syntax),
+        }
+    }
+    if ttl < 0 {
+        return Err(CommandError::Reply(Frame::err(
+            "Invalid TTL value, must be >= 0",
+        )));
+    }
+    let value = undump(&payload).ok_or_else(|| {
+        CommandError::Reply(Frame::err("DUMP payload version or checksum are wrong"))
+    })?;
+    let now_ms = shared.node.now_ms();
+    let expires_at_ms = match (ttl, absolute) {
+        (0, _) => None,
+        (at, true) => Some(at as u64),
+        (ms, false) => Some(now_ms.saturating_add(ms as u64)),
+    };
+    if expires_at_ms.is_some_and(|at| at <= now_ms) {
+        // Already expired: Redis deletes the key instead.
+        write(
+            shared,
+            session,
+            WriteRequest::delete(keyspace(session), &key),
+        )
+        .await?;
+        return Ok(Frame::ok());
+    }
+    let expiry = expires_at_ms.map_or(Expiry::Never, Expiry::At);
+    let (first, then) = match value {
+        Value::Bytes(value, _) => (Change::Put { value, expiry }, None),
+        Value::Typed(typed) => (
+            Change::Typed(Op::Replace(contents_of(typed))),
+            Some(Change::Expire(expiry)),
+        ),
+    };
+    let request = WriteRequest::new(keyspace(session), &key, first);
+    let request = if replace {
+        request
+    } else {
+        request.when(Condition::IfAbsent)
+    };
+    let written = write(shared, session, request).await.map(drop);
+    if condition_failed(&written) {
+        return Err(CommandError::Reply(Frame::Error(
+            "BUSYKEY Target key name already exists.".into(),
+        )));
+    }
+    written?;
+    if let Some(change) = then {
+        write(
+            shared,
+            session,
+            WriteRequest::new(keyspace(session), &key, change),
+        )
+        .await?;
+    }
+    Ok(Frame::ok())
+}

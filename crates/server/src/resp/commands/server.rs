@@ -87,8 +87,9 @@ pub async fn info(shared: &RespShared, _: &mut Session, mut args: Args) -> Reply
     }
     if wants("clients") {
         text.push_str(&format!(
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nblocked_clients:{}\r\nmaxclients:{}\r\n\r\n",
             shared.connected.load(Ordering::Relaxed),
+            shared.blocked.load(Ordering::Relaxed),
             node.config.connections_max
         ));
     }
@@ -407,6 +408,37 @@ pub async fn debug(shared: &RespShared, _: &mut Session, mut args: Args) -> Repl
         "PANIC" => panic!("DEBUG PANIC from a Redis-protocol client"),
         other => Err(CommandError::Reply(Frame::err(format!(
             "unknown subcommand '{}'. Try DEBUG PANIC.",
+            other.to_ascii_lowercase()
+        )))),
+    }
+}
+
+/// `MEMORY USAGE key [SAMPLES count]`: the bytes the key's value takes as stored (its
+/// versions and their metadata, plus the key), nil if absent; `MEMORY HELP`. Other
+/// subcommands describe Redis's allocator, which ringkv does not have.
+pub async fn memory(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    match args.word()?.as_str() {
+        "USAGE" => {
+            let key = args.bytes()?;
+            if args.remaining() > 0 {
+                if args.word()? != "SAMPLES" {
+                    return Err(CommandError::Syntax);
+                }
+                args.integer()?;
+            }
+            args.finish()?;
+            let entry = super::read_entry(shared, session, &key).await?;
+            Ok(entry.map_or(Frame::Null, |entry| {
+                let values: usize = entry.values.iter().map(|v| v.value.len() + 24).sum();
+                Frame::Integer((key.len() + values + 16) as i64)
+            }))
+        }
+        "HELP" => Ok(Frame::Array(vec![
+            Frame::Simple("MEMORY USAGE <key> [SAMPLES <count>]".into()),
+            Frame::Simple("    Return memory in bytes used by <key> and its value.".into()),
+        ])),
+        other => Err(CommandError::Reply(Frame::err(format!(
+            "unknown subcommand '{}'. Try MEMORY HELP.",
             other.to_ascii_lowercase()
         )))),
     }

@@ -107,7 +107,7 @@ pub async fn srandmember(shared: &RespShared, session: &mut Session, mut args: A
     let count = (args.remaining() > 0).then(|| args.integer()).transpose()?;
     args.finish()?;
     let set: Vec<Vec<u8>> = read_set(shared, session, &key).await?.into_iter().collect();
-    let picks = random_picks(set.len(), count.unwrap_or(1));
+    let picks = random_picks(set.len(), count.unwrap_or(1))?;
     let mut chosen = picks.into_iter().map(|i| set[i].clone());
     Ok(match count {
         None => Frame::optional_bulk(chosen.next()),
@@ -201,37 +201,8 @@ pub async fn sdiffstore(shared: &RespShared, session: &mut Session, args: Args) 
 }
 
 /// `SINTERCARD numkeys key [key ...] [LIMIT limit]`.
-pub async fn sintercard(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
-    let count = args.integer()?;
-    if count <= 0 {
-        return Err(CommandError::Reply(Frame::err(
-            "numkeys should be greater than 0",
-        )));
-    }
-    let mut keys = Vec::new();
-    for _ in 0..count {
-        keys.push(
-            args.bytes()
-                .map_err(|_| {
-                    CommandError::Reply(Frame::err(
-                        "Number of keys can't be greater than number of args",
-                    ))
-                })?
-                .to_vec(),
-        );
-    }
-    let mut limit = 0;
-    while args.remaining() > 0 {
-        match args.word()?.as_str() {
-            "LIMIT" => {
-                limit = args.integer()?;
-                if limit < 0 {
-                    return Err(CommandError::Reply(Frame::err("LIMIT can't be negative")));
-                }
-            }
-            _ => return Err(CommandError::Syntax),
-        }
-    }
+pub async fn sintercard(shared: &RespShared, session: &mut Session, args: Args) -> Reply {
+    let (keys, limit) = super::typed::intercard_args(args)?;
     let len = combine(shared, session, &keys, Combine::Inter).await?.len() as i64;
     Ok(Frame::Integer(if limit > 0 { len.min(limit) } else { len }))
 }

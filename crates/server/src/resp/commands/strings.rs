@@ -248,7 +248,11 @@ pub async fn getex(shared: &RespShared, session: &mut Session, mut args: Args) -
 pub async fn mget(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
     let mut values = Vec::new();
     for key in args.rest() {
-        let value = read(shared, session, &key).await?;
+        // A key of another type reads as nil here, as in Redis.
+        let value = match read(shared, session, &key).await {
+            Err(CommandError::Reply(Frame::Error(e))) if e.starts_with("WRONGTYPE") => None,
+            other => other?,
+        };
         super::charge_reply(shared, session, value.as_ref().map_or(0, Vec::len) + 16)?;
         values.push(Frame::optional_bulk(value));
     }

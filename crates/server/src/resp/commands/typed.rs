@@ -95,9 +95,23 @@ pub fn score(bytes: &[u8]) -> Result<f64, CommandError> {
     parse_float(bytes).ok_or_else(|| CommandError::Reply(Frame::err("value is not a valid float")))
 }
 
-/// A score as a bulk reply.
+/// A score as a reply: a double in RESP3, a bulk string in RESP2.
 pub fn score_frame(score: f64) -> Frame {
-    Frame::text(format_score(score))
+    Frame::Double(format_score(score))
+}
+
+/// Members each followed by a second item (a score, a value): flat in RESP2 and, when
+/// `nested`, pairs in RESP3, as Redis replies.
+pub fn paired(items: Vec<(Frame, Frame)>, protocol: u8, nested: bool) -> Frame {
+    if protocol >= 3 && nested {
+        return Frame::Array(
+            items
+                .into_iter()
+                .map(|(a, b)| Frame::Array(vec![a, b]))
+                .collect(),
+        );
+    }
+    Frame::Array(items.into_iter().flat_map(|(a, b)| [a, b]).collect())
 }
 
 /// `*SCAN key cursor [MATCH pattern] [COUNT count]` over `items` (each one or two replies):
@@ -137,9 +151,62 @@ pub fn scan_reply(
     Ok(Frame::Array(vec![Frame::text("0"), Frame::Array(out)]))
 }
 
+/// `numkeys key [key ...] [LIMIT limit]` of `SINTERCARD` and `ZINTERCARD`: the keys and the
+/// limit (0: none).
+pub fn intercard_args(mut args: Args) -> Result<(Vec<Vec<u8>>, i64), CommandError> {
+    let invalid = |message: &str| CommandError::Reply(Frame::err(message));
+    let count = numkeys(&mut args)?;
+    let mut keys = Vec::new();
+    for _ in 0..count {
+        let key = args
+            .bytes()
+            .map_err(|_| invalid("Number of keys can't be greater than number of args"))?;
+        keys.push(key.to_vec());
+    }
+    let mut limit = 0;
+    while args.remaining() > 0 {
+        match args.word()?.as_str() {
+            "LIMIT" if args.remaining() > 0 => {
+                limit = super::parse_integer(&args.bytes()?)
+                    .ok()
+                    .filter(|limit| *limit >= 0)
+                    .ok_or_else(|| invalid("LIMIT can't be negative"))?;
+            }
+            _ => return Err(CommandError::Syntax),
+        }
+    }
+    Ok((keys, limit))
+}
+
+/// The `numkeys` argument of a command over several keys: at least 1, with the words Redis
+/// uses for each command.
+pub fn numkeys(args: &mut Args) -> Result<i64, CommandError> {
+    let count = super::parse_integer(&args.bytes()?).unwrap_or(0);
+    if count > 0 {
+        return Ok(count);
+    }
+    let message = match args.command {
+        "zintercard" | "zunion" | "zinter" | "zdiff" | "zunionstore" | "zinterstore"
+        | "zdiffstore" => format!(
+            "at least 1 input key is needed for '{}' command",
+            args.command
+        ),
+        _ => "numkeys should be greater than 0".to_owned(),
+    };
+    Err(CommandError::Reply(Frame::err(message)))
+}
+
 /// Picks from `len` items as `SRANDMEMBER`/`HRANDFIELD`/`ZRANDMEMBER` do: `count` distinct
 /// ones (all if fewer), or with a negative count that many, repeats allowed.
-pub fn random_picks(len: usize, count: i64) -> Vec<usize> {
+pub fn random_picks(len: usize, count: i64) -> Result<Vec<usize>, CommandError> {
+    // Redis refuses counts whose doubled reply length would overflow.
+    if count < -(i64::MAX / 2) {
+        return Err(CommandError::Reply(Frame::err("value is out of range")));
+    }
+    Ok(random_indexes(len, count))
+}
+
+fn random_indexes(len: usize, count: i64) -> Vec<usize> {
     use rand::seq::index::sample;
     use rand::Rng;
     if len == 0 {

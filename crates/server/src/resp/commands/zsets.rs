@@ -3,7 +3,7 @@
 //! Orderings and ranges are computed on the merged value as each command reads it.
 
 use super::typed::{
-    apply, apply_reply, members, random_picks, read_typed, read_value, scan_reply, score,
+    apply, apply_reply, members, paired, random_picks, read_typed, read_value, scan_reply, score,
     score_frame,
 };
 use super::{Args, CommandError, Reply, Session};
@@ -60,7 +60,7 @@ pub async fn zadd(shared: &RespShared, session: &mut Session, mut args: Args) ->
             "GT, LT, and/or NX options at the same time are not compatible",
         ));
     }
-    if rest.is_empty() || rest.len() % 2 != 0 {
+    if rest.is_empty() || !rest.len().is_multiple_of(2) {
         return Err(CommandError::Syntax);
     }
     if flags.incr && rest.len() != 2 {
@@ -71,10 +71,7 @@ pub async fn zadd(shared: &RespShared, session: &mut Session, mut args: Args) ->
         pairs.push((score(&pair[0])?, pair[1].to_vec()));
     }
     let answer = apply(shared, session, &key, Op::SortedAdd { pairs, flags }).await?;
-    Ok(match answer {
-        Answer::Bulk(Some(score)) => Frame::Bulk(score.into()),
-        other => super::typed::answer_frame(other),
-    })
+    Ok(score_answer(answer))
 }
 
 /// `ZINCRBY key increment member`.
@@ -90,7 +87,24 @@ pub async fn zincrby(shared: &RespShared, session: &mut Session, mut args: Args)
         pairs: vec![(by, member)],
         flags,
     };
-    apply_reply(shared, session, &key, op).await
+    Ok(score_answer(apply(shared, session, &key, op).await?))
+}
+
+/// A score the lead answered as text, as a double reply.
+fn score_answer(answer: Answer) -> Frame {
+    match answer {
+        Answer::Bulk(Some(score)) => Frame::Double(String::from_utf8_lossy(&score).into_owned()),
+        other => super::typed::answer_frame(other),
+    }
+}
+
+/// Members with their scores: flat in RESP2, pairs in RESP3.
+fn scored(members: Ranked, protocol: u8) -> Frame {
+    let items = members
+        .into_iter()
+        .map(|(score, member)| (Frame::Bulk(member.into()), score_frame(score)))
+        .collect();
+    paired(items, protocol, true)
 }
 
 /// `ZREM key member [member ...]`.
@@ -287,15 +301,16 @@ impl Range {
         }
     }
 
-    fn reply(&self, selected: Ranked) -> Frame {
-        let mut out = Vec::with_capacity(selected.len() * 2);
-        for (score, member) in selected {
-            out.push(Frame::Bulk(member.into()));
-            if self.with_scores {
-                out.push(score_frame(score));
-            }
+    fn reply(&self, selected: Ranked, protocol: u8) -> Frame {
+        if !self.with_scores {
+            return Frame::Array(
+                selected
+                    .into_iter()
+                    .map(|(_, member)| Frame::Bulk(member.into()))
+                    .collect(),
+            );
         }
-        Frame::Array(out)
+        scored(selected, protocol)
     }
 }
 
@@ -379,7 +394,7 @@ async fn range_reply(shared: &RespShared, session: &Session, mut args: Args, for
     let key = args.bytes()?;
     let range = parse_range(&mut args, form)?;
     let zset = read_zset(shared, session, &key).await?;
-    Ok(range.reply(range.select(zset)))
+    Ok(range.reply(range.select(zset), session.protocol))
 }
 
 /// `ZRANGE key start stop [BYSCORE|BYLEX] [REV] [LIMIT offset count] [WITHSCORES]`.
@@ -522,21 +537,225 @@ pub async fn zremrangebyrank(shared: &RespShared, session: &mut Session, args: A
 async fn pop(shared: &RespShared, session: &Session, mut args: Args, max: bool) -> Reply {
     let key = args.bytes()?;
     let count = match args.remaining() {
-        0 => 1,
+        0 => None,
         _ => {
             let count = args.integer()?;
             if count < 0 {
                 return Err(err("value is out of range, must be positive"));
             }
-            count as u64
+            Some(count as u64)
         }
     };
     args.finish()?;
-    // Nothing to pop is not worth a write.
-    if count == 0 || read_zset(shared, session, &key).await?.is_empty() {
-        return Ok(Frame::Array(Vec::new()));
+    let popped = pop_members(shared, session, &key, max, count.unwrap_or(1)).await?;
+    // With a count, RESP3 nests the pairs; without, one flat pair.
+    let items = popped
+        .into_iter()
+        .map(|(score, member)| (Frame::Bulk(member.into()), score_frame(score)))
+        .collect();
+    Ok(paired(items, session.protocol, count.is_some()))
+}
+
+/// Pops up to `count` members from the low (or `max`: high) end; nothing is written when
+/// there is nothing to pop.
+async fn pop_members(
+    shared: &RespShared,
+    session: &Session,
+    key: &[u8],
+    max: bool,
+    count: u64,
+) -> Result<Ranked, CommandError> {
+    if read_zset(shared, session, key).await?.is_empty() || count == 0 {
+        return Ok(Vec::new());
     }
-    apply_reply(shared, session, &key, Op::SortedPop { max, count }).await
+    let answer = apply(shared, session, key, Op::SortedPop { max, count }).await?;
+    let Answer::Array(flat) = answer else {
+        return Ok(Vec::new());
+    };
+    Ok(flat
+        .chunks(2)
+        .map(|pair| {
+            let score = ringkv_core::crdt::register::parse_float(&pair[1]).unwrap_or(0.0);
+            (score, pair[0].clone())
+        })
+        .collect())
+}
+
+/// `ZMPOP numkeys key [key ...] MIN|MAX [COUNT count]`: pops from the first non-empty key.
+pub async fn zmpop(shared: &RespShared, session: &mut Session, args: Args) -> Reply {
+    let request = parse_mpop(args, false)?;
+    Ok(mpop(shared, session, &request)
+        .await?
+        .unwrap_or(Frame::NullArray))
+}
+
+/// What `ZMPOP` and `BZMPOP` ask.
+struct Mpop {
+    keys: Vec<bytes::Bytes>,
+    max: bool,
+    count: u64,
+    timeout_ms: u64,
+}
+
+fn parse_mpop(mut args: Args, blocking: bool) -> Result<Mpop, CommandError> {
+    let timeout_ms = if blocking {
+        timeout_ms(&args.bytes()?)?
+    } else {
+        0
+    };
+    let count = super::typed::numkeys(&mut args)?;
+    let mut keys = Vec::new();
+    for _ in 0..count {
+        keys.push(args.bytes().map_err(|_| CommandError::Syntax)?);
+    }
+    let max = match args.word()?.as_str() {
+        "MIN" => false,
+        "MAX" => true,
+        _ => return Err(CommandError::Syntax),
+    };
+    let mut pop_count = 1;
+    let mut counted = false;
+    while args.remaining() > 0 {
+        match args.word()?.as_str() {
+            "COUNT" if !counted => {
+                counted = true;
+                let n = args.integer()?;
+                if n <= 0 {
+                    return Err(err("count should be greater than 0"));
+                }
+                pop_count = n as u64;
+            }
+            _ => return Err(CommandError::Syntax),
+        }
+    }
+    Ok(Mpop {
+        keys,
+        max,
+        count: pop_count,
+        timeout_ms,
+    })
+}
+
+async fn mpop(
+    shared: &RespShared,
+    session: &Session,
+    request: &Mpop,
+) -> Result<Option<Frame>, CommandError> {
+    for key in &request.keys {
+        let popped = pop_members(shared, session, key, request.max, request.count).await?;
+        if popped.is_empty() {
+            continue;
+        }
+        let members = scored(popped, session.protocol);
+        let members = match members {
+            // ZMPOP nests the pairs in RESP2 too.
+            Frame::Array(flat) if session.protocol < 3 => Frame::Array(
+                flat.chunks(2)
+                    .map(|pair| Frame::Array(pair.to_vec()))
+                    .collect(),
+            ),
+            nested => nested,
+        };
+        return Ok(Some(Frame::Array(vec![Frame::Bulk(key.clone()), members])));
+    }
+    Ok(None)
+}
+
+/// A blocking command's timeout in seconds (fractions allowed), as milliseconds; 0: forever.
+fn timeout_ms(bytes: &[u8]) -> Result<u64, CommandError> {
+    let seconds = ringkv_core::crdt::register::parse_float(bytes)
+        .filter(|s| s.is_finite())
+        .ok_or_else(|| err("timeout is not a float or out of range"))?;
+    if seconds < 0.0 {
+        return Err(err("timeout is negative"));
+    }
+    Ok((seconds * 1000.0) as u64)
+}
+
+/// Runs `attempt` until it finds something or `timeout_ms` passes (0: no limit, until the
+/// node stops), checking every 10 ms: how the blocking pops wait, without the wake-ups Redis
+/// has. The connection counts as blocked meanwhile.
+async fn poll<F, Fut>(
+    shared: &RespShared,
+    timeout_ms: u64,
+    mut attempt: F,
+) -> Result<Option<Frame>, CommandError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<Frame>, CommandError>>,
+{
+    use std::sync::atomic::Ordering;
+    if let Some(found) = attempt().await? {
+        return Ok(Some(found));
+    }
+    let deadline = (timeout_ms > 0)
+        .then(|| std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms));
+    /// Counts the connection as blocked while alive, however the wait ends.
+    struct Blocked<'a>(&'a std::sync::atomic::AtomicUsize);
+    impl Drop for Blocked<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    shared.blocked.fetch_add(1, Ordering::Relaxed);
+    let _blocked = Blocked(&shared.blocked);
+    async {
+        loop {
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d)
+                || shared.stopping.load(Ordering::Relaxed)
+            {
+                return Ok(None);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            if let Some(found) = attempt().await? {
+                return Ok(Some(found));
+            }
+        }
+    }
+    .await
+}
+
+/// `BZMPOP timeout numkeys key [key ...] MIN|MAX [COUNT count]`.
+pub async fn bzmpop(shared: &RespShared, session: &mut Session, args: Args) -> Reply {
+    let request = parse_mpop(args, true)?;
+    let session = &*session;
+    let found = poll(shared, request.timeout_ms, || {
+        mpop(shared, session, &request)
+    })
+    .await?;
+    Ok(found.unwrap_or(Frame::NullArray))
+}
+
+/// `BZPOPMIN key [key ...] timeout` and `BZPOPMAX`.
+async fn blocking_pop(shared: &RespShared, session: &Session, mut args: Args, max: bool) -> Reply {
+    let mut all = args.rest();
+    let timeout = all.pop().ok_or(CommandError::Syntax)?;
+    let timeout_ms = timeout_ms(&timeout)?;
+    let found = poll(shared, timeout_ms, || async {
+        for key in &all {
+            let popped = pop_members(shared, session, key, max, 1).await?;
+            if let Some((score, member)) = popped.into_iter().next() {
+                return Ok(Some(Frame::Array(vec![
+                    Frame::Bulk(key.clone()),
+                    Frame::Bulk(member.into()),
+                    score_frame(score),
+                ])));
+            }
+        }
+        Ok(None)
+    })
+    .await?;
+    Ok(found.unwrap_or(Frame::NullArray))
+}
+
+/// `BZPOPMIN key [key ...] timeout`.
+pub async fn bzpopmin(shared: &RespShared, session: &mut Session, args: Args) -> Reply {
+    blocking_pop(shared, session, args, false).await
+}
+
+/// `BZPOPMAX key [key ...] timeout`.
+pub async fn bzpopmax(shared: &RespShared, session: &mut Session, args: Args) -> Reply {
+    blocking_pop(shared, session, args, true).await
 }
 
 /// `ZPOPMIN key [count]`.
@@ -560,20 +779,22 @@ pub async fn zrandmember(shared: &RespShared, session: &mut Session, mut args: A
     };
     args.finish()?;
     let zset = read_zset(shared, session, &key).await?;
-    let picks = random_picks(zset.len(), count.unwrap_or(1));
+    let picks = random_picks(zset.len(), count.unwrap_or(1))?;
     let Some(_) = count else {
         return Ok(Frame::optional_bulk(
             picks.first().map(|&i| zset[i].1.clone()),
         ));
     };
-    let mut out = Vec::new();
-    for i in picks {
-        out.push(Frame::Bulk(zset[i].1.clone().into()));
-        if with_scores {
-            out.push(score_frame(zset[i].0));
-        }
+    let chosen = picks.into_iter().map(|i| zset[i].clone()).collect();
+    if with_scores {
+        return Ok(scored(chosen, session.protocol));
     }
-    Ok(Frame::Array(out))
+    Ok(Frame::Array(
+        chosen
+            .into_iter()
+            .map(|(_, member)| Frame::Bulk(member.into()))
+            .collect(),
+    ))
 }
 
 /// `ZSCAN key cursor [MATCH pattern] [COUNT count]`.
@@ -630,13 +851,7 @@ async fn combine(
     op: SetOp,
     allow_with_scores: bool,
 ) -> Result<(Ranked, bool), CommandError> {
-    let count = args.integer()?;
-    if count <= 0 {
-        return Err(err(&format!(
-            "at least 1 input key is needed for '{}' command",
-            args.command
-        )));
-    }
+    let count = super::typed::numkeys(args)?;
     let mut keys = Vec::new();
     for _ in 0..count {
         keys.push(args.bytes().map_err(|_| CommandError::Syntax)?);
@@ -735,7 +950,7 @@ async fn combine_reply(shared: &RespShared, session: &Session, mut args: Args, o
         limit: None,
         with_scores,
     };
-    Ok(range.reply(ranked))
+    Ok(range.reply(ranked, session.protocol))
 }
 
 async fn combine_store(shared: &RespShared, session: &Session, mut args: Args, op: SetOp) -> Reply {
@@ -772,4 +987,25 @@ pub async fn zinter(shared: &RespShared, session: &mut Session, args: Args) -> R
 /// `ZDIFF numkeys key [key ...] [WITHSCORES]`.
 pub async fn zdiff(shared: &RespShared, session: &mut Session, args: Args) -> Reply {
     combine_reply(shared, session, args, SetOp::Diff).await
+}
+
+/// `ZINTERCARD numkeys key [key ...] [LIMIT limit]`.
+pub async fn zintercard(shared: &RespShared, session: &mut Session, args: Args) -> Reply {
+    let (keys, limit) = super::typed::intercard_args(args)?;
+    let mut common: Option<std::collections::BTreeSet<Vec<u8>>> = None;
+    for key in &keys {
+        let members = read_input(shared, session, key)
+            .await?
+            .into_iter()
+            .map(|(_, m)| m);
+        common = Some(match common {
+            None => members.collect(),
+            Some(common) => {
+                let here: std::collections::BTreeSet<_> = members.collect();
+                common.intersection(&here).cloned().collect()
+            }
+        });
+    }
+    let len = common.map_or(0, |c| c.len()) as i64;
+    Ok(Frame::Integer(if limit > 0 { len.min(limit) } else { len }))
 }
