@@ -8,13 +8,21 @@
 # first alternating by round), so that a shared machine's slow moments fall on both sides; the
 # spread (lowest-highest ops/s) is printed too.
 #
-# Usage: bench/compare-redis.sh   (environment: N, CLIENTS, SIZE, KEYS, PIPELINES, ROUNDS)
+# The data types (INCR, SADD, HSET, ZADD) are measured in the first pairing (the default engine
+# against appendfsync always), with -r MEMBERS: redis-benchmark's SADD, HSET and ZADD write
+# members into one key, so MEMBERS bounds how large that collection grows. ringkv rewrites a
+# collection whole on each write (see README, "Data types"), so it falls behind Redis as
+# collections grow; MEMBERS=100000 shows by how much.
+#
+# Usage: bench/compare-redis.sh
+#   (environment: N, CLIENTS, SIZE, KEYS, PIPELINES, ROUNDS, MEMBERS, TYPES=0 to skip types)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N="${N:-200000}"; CLIENTS="${CLIENTS:-50}"; SIZE="${SIZE:-100}"; KEYS="${KEYS:-100000}"
 PIPELINES="${PIPELINES:-1 16}"
 ROUNDS="${ROUNDS:-3}"
+MEMBERS="${MEMBERS:-100}"; TYPES="${TYPES:-1}"
 BASE_PORT="${BASE_PORT:-26379}"
 
 source bench/common.sh
@@ -52,9 +60,10 @@ for port in $(seq "$BASE_PORT" $((BASE_PORT + 4))); do wait_ready "$port"; done
 # Prints "TEST ops/s p99_ms" for each of SET and GET. Each run starts with nothing left to
 # write back from the one before (a memtable flush, an AOF's tail), whose writes would slow
 # this run's fsyncs: an order effect worth 5-10 % between back-to-back runs at -P 1.
-measure() { # port pipeline
+measure() { # port pipeline [tests keys]
   sync
-  redis-benchmark -p "$1" -t set,get -n "$N" -c "$CLIENTS" -d "$SIZE" -r "$KEYS" -P "$2" --csv 2>/dev/null |
+  redis-benchmark -p "$1" -t "${3:-set,get}" -n "$N" -c "$CLIENTS" -d "$SIZE" -r "${4:-$KEYS}" \
+    -P "$2" --csv 2>/dev/null |
     awk -F'","' 'NR > 1 { gsub(/"/, "", $1); gsub(/"/, "", $2); gsub(/"/, "", $7); print $1, $2, $7 }'
 }
 
@@ -71,21 +80,29 @@ for pairing in "lsm:always:$((BASE_PORT + 2)):$((BASE_PORT))" \
   "memory:always:$((BASE_PORT + 4)):$((BASE_PORT))"; do
   IFS=: read -r engine label ringkv_port redis_port <<<"$pairing"
   echo "-- ringkv --engine $engine --sync ${label%%/*} vs redis appendfsync ${label##*/} (median of $ROUNDS)"
+  tests="set,get"
+  if [[ "$TYPES" == 1 && "$ringkv_port" == $((BASE_PORT + 2)) ]]; then
+    tests="set,get,incr,sadd,hset,zadd"
+  fi
   for pipeline in $PIPELINES; do
     ours=""; theirs=""
     for round in $(seq "$ROUNDS"); do
       # Who goes first alternates too: a shared machine's speed drifts from one run to the next
       # (the same binary measured up to 10 % faster in each of three back-to-back pairs), and a
       # fixed order would hand that drift to one side.
+      run() { # port
+        measure "$1" "$pipeline"
+        if [[ "$tests" != set,get ]]; then measure "$1" "$pipeline" incr,sadd,hset,zadd "$MEMBERS"; fi
+      }
       if ((round % 2)); then
-        ours+="$(measure "$ringkv_port" "$pipeline")"$'\n'
-        theirs+="$(measure "$redis_port" "$pipeline")"$'\n'
+        ours+="$(run "$ringkv_port")"$'\n'
+        theirs+="$(run "$redis_port")"$'\n'
       else
-        theirs+="$(measure "$redis_port" "$pipeline")"$'\n'
-        ours+="$(measure "$ringkv_port" "$pipeline")"$'\n'
+        theirs+="$(run "$redis_port")"$'\n'
+        ours+="$(run "$ringkv_port")"$'\n'
       fi
     done
-    for test in SET GET; do
+    for test in $(tr a-z, A-Z' ' <<<"$tests"); do
       column() { grep "^$test " <<<"$1" | awk -v c="$2" '{ print $c }'; }
       our_rps="$(column "$ours" 2 | median)"; our_p99="$(column "$ours" 3 | median)"
       their_rps="$(column "$theirs" 2 | median)"; their_p99="$(column "$theirs" 3 | median)"

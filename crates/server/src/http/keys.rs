@@ -545,3 +545,148 @@ fn with_version(mut response: Response, version: Version, context: &VersionVecto
     }
     response
 }
+
+/// The body of `POST /v1/keys/{key}`: operations on the key's typed value, all of one type.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TypedBody {
+    /// Add to a counter (negative: subtract).
+    incr: Option<i64>,
+    /// Set members to add.
+    add: Option<Vec<String>>,
+    /// Set members to remove.
+    remove: Option<Vec<String>>,
+    /// Hash fields to set.
+    set: Option<std::collections::BTreeMap<String, String>>,
+    /// Hash fields to delete.
+    delete: Option<Vec<String>>,
+    /// Sorted-set members to add, with their scores.
+    zadd: Option<std::collections::BTreeMap<String, f64>>,
+    /// Sorted-set members to remove.
+    zrem: Option<Vec<String>>,
+    /// Items to append to a list.
+    push: Option<Vec<String>>,
+}
+
+/// The operations a typed body asks for, in order; one type per request.
+fn typed_ops(body: &[u8]) -> Result<Vec<ringkv_core::crdt::op::Op>, ApiError> {
+    use ringkv_core::crdt::op::{AddFlags, Op};
+    let parsed: TypedBody = serde_json::from_slice(body).map_err(|error| {
+        ApiError::bad_request(format!(
+            "body must be JSON like {{\"incr\": 5}}, {{\"add\": [...], \"remove\": [...]}}, \
+             {{\"set\": {{...}}, \"delete\": [...]}}, {{\"zadd\": {{...}}, \"zrem\": [...]}} \
+             or {{\"push\": [...]}}: {error}"
+        ))
+    })?;
+    let bytes = |items: Vec<String>| -> Vec<Vec<u8>> {
+        items.into_iter().map(String::into_bytes).collect()
+    };
+    let groups = [
+        parsed.incr.is_some(),
+        parsed.add.is_some() || parsed.remove.is_some(),
+        parsed.set.is_some() || parsed.delete.is_some(),
+        parsed.zadd.is_some() || parsed.zrem.is_some(),
+        parsed.push.is_some(),
+    ];
+    match groups.iter().filter(|&&g| g).count() {
+        0 => return Err(ApiError::bad_request("the body names no operation")),
+        1 => {}
+        _ => {
+            return Err(ApiError::bad_request(
+                "one request takes the operations of one type: incr; add/remove; set/delete; zadd/zrem; push",
+            ))
+        }
+    }
+    let mut ops = Vec::new();
+    ops.extend(parsed.incr.map(Op::Increment));
+    ops.extend(parsed.add.map(|m| Op::SetAdd(bytes(m))));
+    ops.extend(parsed.remove.map(|m| Op::SetRemove(bytes(m))));
+    ops.extend(parsed.set.map(|fields| {
+        Op::HashSet {
+            pairs: fields
+                .into_iter()
+                .map(|(f, v)| (f.into_bytes(), v.into_bytes()))
+                .collect(),
+            only_new: false,
+        }
+    }));
+    ops.extend(parsed.delete.map(|f| Op::HashDelete(bytes(f))));
+    if let Some(members) = parsed.zadd {
+        if members.values().any(|score| score.is_nan()) {
+            return Err(ApiError::bad_request("a score is not a number"));
+        }
+        let pairs = members
+            .into_iter()
+            .map(|(member, score)| (score, member.into_bytes()))
+            .collect();
+        ops.push(Op::SortedAdd {
+            pairs,
+            flags: AddFlags::default(),
+        });
+    }
+    ops.extend(parsed.zrem.map(|m| Op::SortedRemove(bytes(m))));
+    ops.extend(parsed.push.map(|items| Op::ListPush {
+        left: false,
+        values: bytes(items),
+        only_existing: false,
+    }));
+    // An empty list of members is a request for nothing.
+    ops.retain(|op| !is_empty_op(op));
+    if ops.is_empty() {
+        return Err(ApiError::bad_request(
+            "the body names no member, field or item",
+        ));
+    }
+    Ok(ops)
+}
+
+/// Whether an operation lists no element at all.
+fn is_empty_op(op: &ringkv_core::crdt::op::Op) -> bool {
+    use ringkv_core::crdt::op::Op;
+    match op {
+        Op::SetAdd(items) | Op::SetRemove(items) | Op::HashDelete(items) => items.is_empty(),
+        Op::SortedRemove(items) => items.is_empty(),
+        Op::HashSet { pairs, .. } => pairs.is_empty(),
+        Op::SortedAdd { pairs, .. } => pairs.is_empty(),
+        Op::ListPush { values, .. } => values.is_empty(),
+        _ => false,
+    }
+}
+
+/// Applies typed operations to a key (`POST`): counters, sets, hashes, sorted sets and lists,
+/// each merged by its type's law across replicas. Answers with the value after them.
+pub async fn post_key(
+    State(node): State<Arc<Node>>,
+    Addressed { keyspace, key }: Addressed,
+    Params(params): Params<KeyParams>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if params.local.is_some() {
+        return Err(ApiError::bad_request("local applies to reads only"));
+    }
+    let consistency = consistency(
+        &keyspace,
+        params.consistency.as_deref(),
+        &[("w", params.w.as_deref()), ("pw", params.pw.as_deref())],
+    )?;
+    for op in typed_ops(&body)? {
+        let change = ringkv_coordinator::request::Change::Typed(op);
+        let request =
+            WriteRequest::new(&keyspace.name, &key, change).conflict(keyspace.conflict.into());
+        coordinator::write(&node, &keyspace, request, consistency).await?;
+    }
+    let entry = coordinator::read(&node, &keyspace, &key, consistency).await?;
+    let body = match entry {
+        None => json!({ "key": key_text(&key), "type": "none", "value": null }),
+        Some(entry) => {
+            let value = entry.value()?;
+            json!({
+                "key": key_text(&key),
+                "type": value.data_type().redis_name(),
+                "value": typed_json(&value),
+                "version": entry.version().to_string(),
+            })
+        }
+    };
+    Ok(Json(body).into_response())
+}

@@ -37,6 +37,7 @@ pub const BODY_BYTES_MAX: usize = VALUE_BYTES_MAX * 2 + 64 * 1024;
 fn handler(id: &str) -> Option<MethodRouter<Arc<Node>>> {
     Some(match id {
         "putKey" => put(keys::put_key),
+        "postKey" | "postKeyspaceKey" => post(keys::post_key),
         "getKey" => get(keys::get_key),
         "deleteKey" => delete(keys::delete_key),
         "listKeys" | "listKeyspaceKeys" => get(keys::list_keys),

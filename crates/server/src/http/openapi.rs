@@ -187,6 +187,16 @@ const VALUE_BODY: &str = r#"{"type": "object", "required": ["value"], "additiona
   "properties": {"value": {"type": "string"},
                  "ttl": {"type": "integer", "minimum": 1, "maximum": 3153600000, "nullable": true},
                  "encoding": {"type": "string", "enum": ["base64", null], "nullable": true}}}"#;
+/// Operations on a typed value.
+const TYPED_BODY: &str = r#"{"type": "object", "additionalProperties": false, "minProperties": 1,
+  "properties": {"incr": {"type": "integer", "minimum": -9223372036854775807, "maximum": 9223372036854775807},
+                 "add": {"type": "array", "maxItems": 1000, "items": {"type": "string", "maxLength": 4096}},
+                 "remove": {"type": "array", "maxItems": 1000, "items": {"type": "string", "maxLength": 4096}},
+                 "set": {"type": "object", "maxProperties": 1000, "additionalProperties": {"type": "string", "maxLength": 4096}},
+                 "delete": {"type": "array", "maxItems": 1000, "items": {"type": "string", "maxLength": 4096}},
+                 "zadd": {"type": "object", "maxProperties": 1000, "additionalProperties": {"type": "number"}},
+                 "zrem": {"type": "array", "maxItems": 1000, "items": {"type": "string", "maxLength": 4096}},
+                 "push": {"type": "array", "maxItems": 1000, "items": {"type": "string", "maxLength": 4096}}}}"#;
 /// A keyspace's settings.
 const KEYSPACE_BODY: &str = r#"{"type": "object", "additionalProperties": false,
   "properties": {"replication": {"type": "integer", "minimum": 1, "maximum": 16},
@@ -239,7 +249,18 @@ pub const OPERATIONS: &[Operation] = &[
         parameters: &[KEY, CONSISTENCY, R, LOCAL],
         body: None,
         body_schema: None,
-        responses: &[(200, "JSON {key, value, ttl, version}, or raw bytes with Accept: application/octet-stream"), (300, "Concurrent siblings: {key, siblings, context}"), (404, "Absent, deleted or expired"), (500, "Stored data corrupted")],
+        responses: &[(200, "JSON {key, value, ttl, version}, or raw bytes with Accept: application/octet-stream; a typed value as {key, type, value, ttl, version} with value a number, an array, an object, or [{member, score}]"), (300, "Concurrent siblings: {key, siblings, context}"), (404, "Absent, deleted or expired"), (500, "Stored data corrupted")],
+    },
+    Operation {
+        method: "post",
+        path: "/v1/keys/{key}",
+        id: "postKey",
+        access: Access::Keyspace(Verbs::WRITE),
+        summary: "Apply operations to a typed value: a counter, set, hash, sorted set or list",
+        parameters: &[KEY, CONSISTENCY, W, PW],
+        body: Some("JSON, the operations of one type: {\"incr\": n}; {\"add\": [...], \"remove\": [...]}; {\"set\": {field: value}, \"delete\": [...]}; {\"zadd\": {member: score}, \"zrem\": [...]}; {\"push\": [...]}"),
+        body_schema: Some((TYPED_BODY, Raw::No)),
+        responses: &[(200, "{key, type, value, version}: the value after the operations"), (400, ERRORS), (409, "The key holds another type, or a counter's value is not an integer"), (413, "Value too large"), (503, "Overloaded")],
     },
     Operation {
         method: "delete",
@@ -310,6 +331,17 @@ pub const OPERATIONS: &[Operation] = &[
         body: Some("As PUT /v1/keys/{key}"),
         body_schema: Some((VALUE_BODY, Raw::Yes)),
         responses: &[(200, "Stored"), (404, "No such keyspace"), (412, "Precondition failed")],
+    },
+    Operation {
+        method: "post",
+        path: "/v1/ks/{keyspace}/keys/{key}",
+        id: "postKeyspaceKey",
+        access: Access::Keyspace(Verbs::WRITE),
+        summary: "Apply operations to a typed value in a keyspace (as POST /v1/keys/{key})",
+        parameters: &[KEYSPACE, KEY, CONSISTENCY, W, PW],
+        body: Some("As POST /v1/keys/{key}"),
+        body_schema: Some((TYPED_BODY, Raw::No)),
+        responses: &[(200, "The value after the operations"), (400, ERRORS), (404, "No such keyspace"), (409, "The key holds another type")],
     },
     Operation {
         method: "get",

@@ -622,7 +622,13 @@ impl DeferredSets {
 /// before it have finished.
 pub fn defers(shared: &RespShared, session: &Session, arguments: &[Bytes]) -> bool {
     let is_set = arguments.len() >= 3 && arguments[0].eq_ignore_ascii_case(b"set");
-    is_set && serves_locally(shared, session)
+    // SET ... GET checks the key's type first (see `strings::set`).
+    let get = || {
+        arguments[3..]
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(b"get"))
+    };
+    is_set && serves_locally(shared, session) && !get()
 }
 
 /// Whether this session's GETs and SETs are served by this node's own replica without

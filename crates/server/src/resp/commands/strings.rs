@@ -85,6 +85,10 @@ fn expiry_option(
 /// `SET key value [NX | XX] [GET] [EX s | PX ms | EXAT s | PXAT ms | KEEPTTL]`.
 pub async fn set(shared: &RespShared, session: &mut Session, args: Args) -> Reply {
     let (request, get) = parse_set(shared, session, args)?;
+    if get {
+        // SET ... GET leaves a key of another type alone (checked just before the write).
+        read(shared, session, &request.key).await?;
+    }
     set_reply(get, write(shared, session, request).await)
 }
 
@@ -187,6 +191,8 @@ pub async fn psetex(shared: &RespShared, session: &mut Session, args: Args) -> R
 /// `GETSET key value`: sets, returning the old value.
 pub async fn getset(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
     let (key, value) = (args.bytes()?, args.bytes()?);
+    // A key of another type is left alone (checked just before the write).
+    read(shared, session, &key).await?;
     let outcome = write(
         shared,
         session,

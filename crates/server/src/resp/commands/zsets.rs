@@ -617,9 +617,9 @@ fn parse_mpop(mut args: Args, blocking: bool) -> Result<Mpop, CommandError> {
     let mut counted = false;
     while args.remaining() > 0 {
         match args.word()?.as_str() {
-            "COUNT" if !counted => {
+            "COUNT" if !counted && args.remaining() > 0 => {
                 counted = true;
-                let n = args.integer()?;
+                let n = super::parse_integer(&args.bytes()?).unwrap_or(0);
                 if n <= 0 {
                     return Err(err("count should be greater than 0"));
                 }
