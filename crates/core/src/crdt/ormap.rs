@@ -178,11 +178,12 @@ impl<V: Lattice> OrMap<V> {
         let context = VersionVector::decode_from(reader)
             .map_err(|_| StateError::Invalid("malformed context"))?;
         let count = reader.bounded_varint("set elements", VALUE_BYTES_MAX)?;
-        let mut entries = BTreeMap::new();
-        let mut last: Option<Vec<u8>> = None;
+        // Collected in order, then built in one pass: inserting one key at a time searched
+        // the tree for each (a third of a small SADD's time, in a profile).
+        let mut entries: Vec<(Vec<u8>, Vec<(Dot, V)>)> = Vec::with_capacity(count.min(4096));
         for _ in 0..count {
             let element = reader.bytes("set element", VALUE_BYTES_MAX)?.to_vec();
-            if last.as_ref().is_some_and(|last| *last >= element) {
+            if entries.last().is_some_and(|(last, _)| *last >= element) {
                 return Err(StateError::Invalid("set elements out of order"));
             }
             let dots_count = reader.bounded_varint("element dots", DOTS_PER_ELEMENT_MAX)?;
@@ -200,9 +201,9 @@ impl<V: Lattice> OrMap<V> {
                 }
                 writes.push((dot, V::decode_from(reader)?));
             }
-            last = Some(element.clone());
-            entries.insert(element, writes);
+            entries.push((element, writes));
         }
+        let entries = BTreeMap::from_iter(entries);
         Ok(Self { context, entries })
     }
 }
