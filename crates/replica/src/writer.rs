@@ -1033,7 +1033,7 @@ fn resolve_typed(
 ) -> Result<Resolved, ReplicaError> {
     let value = current.map(Entry::value).transpose()?;
     let applied = op.apply(value, stamp)?;
-    let state = applied.state.expect("every operation returns its state");
+    let state = applied.state;
     let bytes = state.encode();
     if bytes.len() > VALUE_BYTES_MAX {
         return Err(ReplicaError::ValueTooLarge {

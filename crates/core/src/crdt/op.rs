@@ -136,12 +136,13 @@ pub enum OpError {
     OutOfRange,
 }
 
-/// The outcome of an operation: the state to store (`None`: store nothing, the value is
-/// unchanged) and the answer.
+/// The outcome of an operation: the state to store and the answer. Every operation is stored,
+/// even one that changes nothing visible: re-adding a present member gives it a new dot, which
+/// is what makes the add win over a concurrent remove.
 #[derive(Debug, PartialEq)]
 pub struct Applied {
-    /// The new state, if it changed.
-    pub state: Option<Typed>,
+    /// The new state.
+    pub state: Typed,
     /// What the client is told.
     pub answer: Answer,
 }
@@ -217,10 +218,7 @@ impl Op {
         let existed = current.is_some();
         let mut state = current.unwrap_or_else(|| Typed::empty(data_type).expect("typed"));
         let answer = apply_to(self, &mut state, existed, stamp)?;
-        Ok(Applied {
-            state: Some(state),
-            answer,
-        })
+        Ok(Applied { state, answer })
     }
 }
 
@@ -587,7 +585,7 @@ mod tests {
                 .apply(value.clone(), stamp(at as u64 + 1, replica))
                 .unwrap();
             answers.push(applied.answer);
-            value = applied.state.map(Value::Typed);
+            value = Some(Value::Typed(applied.state));
         }
         (value, answers)
     }
@@ -601,8 +599,7 @@ mod tests {
         assert_eq!(applied.answer, Answer::Integer(15));
         // The same string converted through another replica at once counts once.
         let other = Op::Increment(1).apply(Some(string), stamp(6, 2)).unwrap();
-        let (Some(Typed::Counter(mut a)), Some(Typed::Counter(b))) = (applied.state, other.state)
-        else {
+        let (Typed::Counter(mut a), Typed::Counter(b)) = (applied.state, other.state) else {
             panic!("counters expected");
         };
         a.merge(&b);
@@ -789,7 +786,7 @@ mod tests {
         let right = Op::SetAdd(vec![b"x".to_vec()])
             .apply(start, stamp(10, 2))
             .unwrap();
-        let (left, right) = (left.state.unwrap(), right.state.unwrap());
+        let (left, right) = (left.state, right.state);
         let versions = [
             (left.kind(), left.encode(), Timestamp(10)),
             (right.kind(), right.encode(), Timestamp(11)),
@@ -867,7 +864,7 @@ mod tests {
                         let stamp = stamp(time as u64 + 1, *at as u64 + 1);
                         // A refused operation (an increment of a non-number) changes nothing.
                         if let Ok(applied) = op.clone().apply(current, stamp) {
-                            replicas[*at] = applied.state.unwrap();
+                            replicas[*at] = applied.state;
                         }
                     }
                     Step::Sync { from, at } => {
@@ -923,14 +920,13 @@ mod tests {
                 let start = Op::HashSet { pairs: vec![(name(0), b"10".to_vec())], only_new: false }
                     .apply(None, stamp(1, 1))
                     .unwrap()
-                    .state
-                    .unwrap();
+                    .state;
                 let mut replicas = vec![start; REPLICAS];
                 for (time, (at, by)) in increments.iter().enumerate() {
                     let op = Op::HashIncrement { field: name(0), by: *by };
                     let current = Some(Value::Typed(replicas[*at].clone()));
                     replicas[*at] = op.apply(current, stamp(time as u64 + 2, *at as u64 + 1))
-                        .unwrap().state.unwrap();
+                        .unwrap().state;
                 }
                 let all = replicas.iter().skip(1).fold(replicas[0].clone(), |all, r| merged(&all, r));
                 let Typed::Hash(hash) = all else { panic!("a hash") };
