@@ -38,6 +38,9 @@ impl Lattice for () {
     }
 }
 
+/// The writes keeping one key: each one's dot and the value it wrote, sorted by dot.
+type Writes<V> = Vec<(Dot, V)>;
+
 /// An observed-remove map of byte strings to values of `V`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OrMap<V> {
@@ -46,7 +49,7 @@ pub struct OrMap<V> {
     /// Each key present, with the writes that keep it: each write's dot and the value it
     /// wrote (sorted by dot, never empty). A key's value is the merge of those values, so a
     /// write's value leaves with its dot when a remove that saw the write is merged in.
-    entries: BTreeMap<Vec<u8>, Vec<(Dot, V)>>,
+    entries: BTreeMap<Vec<u8>, Writes<V>>,
 }
 
 impl<V> Default for OrMap<V> {
@@ -180,7 +183,7 @@ impl<V: Lattice> OrMap<V> {
         let count = reader.bounded_varint("set elements", VALUE_BYTES_MAX)?;
         // Collected in order, then built in one pass: inserting one key at a time searched
         // the tree for each (a third of a small SADD's time, in a profile).
-        let mut entries: Vec<(Vec<u8>, Vec<(Dot, V)>)> = Vec::with_capacity(count.min(4096));
+        let mut entries: Vec<(Vec<u8>, Writes<V>)> = Vec::with_capacity(count.min(4096));
         for _ in 0..count {
             let element = reader.bytes("set element", VALUE_BYTES_MAX)?.to_vec();
             if entries.last().is_some_and(|(last, _)| *last >= element) {
@@ -190,7 +193,7 @@ impl<V: Lattice> OrMap<V> {
             if dots_count == 0 {
                 return Err(StateError::Invalid("an element without dots"));
             }
-            let mut writes: Vec<(Dot, V)> = Vec::with_capacity(dots_count);
+            let mut writes: Writes<V> = Vec::with_capacity(dots_count);
             for _ in 0..dots_count {
                 let dot = Dot {
                     replica: ReplicaId(reader.u64()?),
