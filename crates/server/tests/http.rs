@@ -290,7 +290,7 @@ async fn bad_requests_get_clear_json_errors() {
             "bad_request",
         ),
         (
-            api.call("POST", "/v1/keys/k", &[], Body::empty()).await,
+            api.call("PATCH", "/v1/keys/k", &[], Body::empty()).await,
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
         ),
