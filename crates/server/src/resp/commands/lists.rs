@@ -62,18 +62,7 @@ pub async fn rpushx(shared: &RespShared, session: &mut Session, args: Args) -> R
 
 async fn pop(shared: &RespShared, session: &Session, mut args: Args, left: bool) -> Reply {
     let key = args.bytes()?;
-    let count = match args.remaining() {
-        0 => None,
-        _ => {
-            let count = args.integer()?;
-            if count < 0 {
-                return Err(CommandError::Reply(Frame::err(
-                    "value is out of range, must be positive",
-                )));
-            }
-            Some(count as u64)
-        }
-    };
+    let count = super::typed::pop_count(&mut args)?;
     args.finish()?;
     // Popping a missing key writes nothing.
     if read_list(shared, session, &key).await?.is_empty() {

@@ -77,18 +77,7 @@ pub async fn scard(shared: &RespShared, session: &mut Session, mut args: Args) -
 /// `SPOP key [count]`.
 pub async fn spop(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
     let key = args.bytes()?;
-    let count = match args.remaining() {
-        0 => None,
-        _ => {
-            let count = args.integer()?;
-            if count < 0 {
-                return Err(CommandError::Reply(Frame::err(
-                    "value is out of range, must be positive",
-                )));
-            }
-            Some(count as u64)
-        }
-    };
+    let count = super::typed::pop_count(&mut args)?;
     args.finish()?;
     let op = Op::SetPop {
         count,

@@ -81,6 +81,21 @@ pub async fn read_typed(
     }
 }
 
+/// The optional count of `SPOP`, `LPOP`, `ZPOPMIN` and the like: `None` when absent; a
+/// negative one is refused as Redis refuses it.
+pub fn pop_count(args: &mut Args) -> Result<Option<u64>, CommandError> {
+    if args.remaining() == 0 {
+        return Ok(None);
+    }
+    let count = args.integer()?;
+    if count < 0 {
+        return Err(CommandError::Reply(Frame::err(
+            "value is out of range, must be positive",
+        )));
+    }
+    Ok(Some(count as u64))
+}
+
 /// The remaining arguments, at least one, as byte strings.
 pub fn members(args: &mut Args) -> Result<Vec<Vec<u8>>, CommandError> {
     let rest = args.rest();

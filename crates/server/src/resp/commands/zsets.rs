@@ -536,16 +536,7 @@ pub async fn zremrangebyrank(shared: &RespShared, session: &mut Session, args: A
 /// `ZPOPMIN key [count]` and `ZPOPMAX`.
 async fn pop(shared: &RespShared, session: &Session, mut args: Args, max: bool) -> Reply {
     let key = args.bytes()?;
-    let count = match args.remaining() {
-        0 => None,
-        _ => {
-            let count = args.integer()?;
-            if count < 0 {
-                return Err(err("value is out of range, must be positive"));
-            }
-            Some(count as u64)
-        }
-    };
+    let count = super::typed::pop_count(&mut args)?;
     args.finish()?;
     let popped = pop_members(shared, session, &key, max, count.unwrap_or(1)).await?;
     // With a count, RESP3 nests the pairs; without, one flat pair.
