@@ -42,14 +42,7 @@ impl Counter {
     pub fn increment(&mut self, replica: ReplicaId, by: i64) -> Result<i64, Overflow> {
         let next = self.value() + i128::from(by);
         let next = i64::try_from(next).map_err(|_| Overflow)?;
-        let index = match self.entries.binary_search_by_key(&replica, |e| e.0) {
-            Ok(index) => index,
-            Err(index) => {
-                self.entries.insert(index, (replica, 0, 0));
-                index
-            }
-        };
-        let entry = &mut self.entries[index];
+        let entry = entry_of(&mut self.entries, replica);
         let sum = if by >= 0 { &mut entry.1 } else { &mut entry.2 };
         *sum = sum.checked_add(by.unsigned_abs()).ok_or(Overflow)?;
         Ok(next)
@@ -57,16 +50,7 @@ impl Counter {
 
     /// Takes in everything `other` has counted.
     pub fn merge(&mut self, other: &Counter) {
-        for &(replica, up, down) in &other.entries {
-            match self.entries.binary_search_by_key(&replica, |e| e.0) {
-                Ok(index) => {
-                    let entry = &mut self.entries[index];
-                    entry.1 = entry.1.max(up);
-                    entry.2 = entry.2.max(down);
-                }
-                Err(index) => self.entries.insert(index, (replica, up, down)),
-            }
-        }
+        merge_sums(&mut self.entries, &other.entries);
     }
 
     /// How many replicas it records (its metadata).
@@ -124,14 +108,7 @@ impl FloatCounter {
     /// Adds `by` (negative: takes away) as an operation of `replica`. The caller checks that
     /// the result is a number first.
     pub fn add(&mut self, replica: ReplicaId, by: f64) {
-        let index = match self.entries.binary_search_by_key(&replica, |e| e.0) {
-            Ok(index) => index,
-            Err(index) => {
-                self.entries.insert(index, (replica, 0.0, 0.0));
-                index
-            }
-        };
-        let entry = &mut self.entries[index];
+        let entry = entry_of(&mut self.entries, replica);
         if by >= 0.0 {
             entry.1 += by;
         } else {
@@ -141,16 +118,7 @@ impl FloatCounter {
 
     /// Takes in everything `other` has counted.
     pub fn merge(&mut self, other: &FloatCounter) {
-        for &(replica, up, down) in &other.entries {
-            match self.entries.binary_search_by_key(&replica, |e| e.0) {
-                Ok(index) => {
-                    let entry = &mut self.entries[index];
-                    entry.1 = entry.1.max(up);
-                    entry.2 = entry.2.max(down);
-                }
-                Err(index) => self.entries.insert(index, (replica, up, down)),
-            }
-        }
+        merge_sums(&mut self.entries, &other.entries);
     }
 
     /// Appends the binary form: a count, then per replica its id and two f64s (all LE).
@@ -182,6 +150,38 @@ impl FloatCounter {
             entries.push((replica, up, down));
         }
         Ok(Self { entries })
+    }
+}
+
+/// The sums `replica` has counted, added (at zero) if it has counted nothing yet.
+fn entry_of<T: Copy + Default>(
+    entries: &mut Vec<(ReplicaId, T, T)>,
+    replica: ReplicaId,
+) -> &mut (ReplicaId, T, T) {
+    let index = match entries.binary_search_by_key(&replica, |e| e.0) {
+        Ok(index) => index,
+        Err(index) => {
+            entries.insert(index, (replica, T::default(), T::default()));
+            index
+        }
+    };
+    &mut entries[index]
+}
+
+/// Takes each replica's larger sums from `other`: the merge of both counters, whose sums only
+/// grow.
+fn merge_sums<T: Copy + Default + PartialOrd>(
+    entries: &mut Vec<(ReplicaId, T, T)>,
+    other: &[(ReplicaId, T, T)],
+) {
+    for &(replica, up, down) in other {
+        let entry = entry_of(entries, replica);
+        if up > entry.1 {
+            entry.1 = up;
+        }
+        if down > entry.2 {
+            entry.2 = down;
+        }
     }
 }
 
