@@ -38,7 +38,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 pub const FRAME_BYTES_MAX: usize = 48 << 20;
 
 /// The protocol version this release speaks.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Frames queued for one connection's writer before callers wait for room.
 const OUTGOING_QUEUE_MAX: usize = 1024;

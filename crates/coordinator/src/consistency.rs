@@ -5,6 +5,10 @@
 //!
 //! `local_quorum` and `each_quorum` are accepted for Cassandra users and mean `quorum`: a
 //! ringkv cluster is one data centre (zones are racks within it).
+//!
+//! A strong keyspace's reads are linearizable by default (`linearizable`, the same as
+//! `quorum` there); `serializable` (or `one`) reads any member's copy, which may be behind.
+//! On a leaderless keyspace `serializable` means `one`, and `linearizable` `quorum`.
 
 use std::fmt;
 
@@ -18,6 +22,8 @@ pub enum Level {
     Quorum,
     /// Every replica.
     All,
+    /// A strong keyspace's read from any member, which may be behind (`one` elsewhere).
+    Serializable,
 }
 
 /// An explicit `r` or `w`: a number of replicas, or a level name as Riak accepts
@@ -67,10 +73,12 @@ impl Level {
     pub fn parse(name: &str) -> Result<Self, String> {
         match name.to_ascii_lowercase().as_str() {
             "one" => Ok(Level::One),
-            "quorum" | "local_quorum" | "each_quorum" => Ok(Level::Quorum),
+            "quorum" | "local_quorum" | "each_quorum" | "linearizable" => Ok(Level::Quorum),
             "all" => Ok(Level::All),
+            "serializable" => Ok(Level::Serializable),
             _ => Err(format!(
-                "consistency {name:?} is not one of one, quorum, all, local_quorum, each_quorum"
+                "consistency {name:?} is not one of one, quorum, all, local_quorum, \
+                 each_quorum, linearizable, serializable"
             )),
         }
     }
@@ -78,7 +86,7 @@ impl Level {
     /// Replicas this level needs out of `n`.
     pub fn of(self, n: usize) -> usize {
         match self {
-            Level::One => 1,
+            Level::One | Level::Serializable => 1,
             Level::Quorum => n / 2 + 1,
             Level::All => n,
         }
@@ -92,11 +100,21 @@ impl fmt::Display for Level {
             Level::One => "one",
             Level::Quorum => "quorum",
             Level::All => "all",
+            Level::Serializable => "serializable",
         })
     }
 }
 
 impl Consistency {
+    /// Whether a strong keyspace's read must be linearizable: unless the client asked for a
+    /// read of any member's copy.
+    pub fn linearizable(&self) -> bool {
+        let local = |count: Option<Count>| {
+            matches!(count, Some(Count::Exact(1) | Count::Level(Level::One)))
+        };
+        !matches!(self.level, Level::One | Level::Serializable) && !local(self.r)
+    }
+
     /// A plain level.
     pub fn level(level: Level) -> Self {
         Self {

@@ -39,6 +39,24 @@ impl From<Conflict> for ConflictMode {
     }
 }
 
+/// How a keyspace replicates its writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Any replica takes a write; quorums, versions and repair reconcile them (Dynamo).
+    #[default]
+    Leaderless,
+    /// Each shard's Raft group orders every write; reads and writes are linearizable
+    /// ([`crate::strong`]).
+    Strong,
+}
+
+/// Shards a strong keyspace has when its request names none.
+pub const SHARDS_DEFAULT: u32 = 8;
+
+/// Most shards a strong keyspace may have: each is a Raft group on N nodes.
+pub const SHARDS_MAX: u32 = 256;
+
 /// One keyspace's settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyspaceDef {
@@ -50,6 +68,26 @@ pub struct KeyspaceDef {
     pub conflict: Conflict,
     /// Bumped on every change, so the newest definition wins when nodes compare.
     pub version: u64,
+    /// Leaderless or strong; fixed when the keyspace is created.
+    #[serde(default)]
+    pub mode: Mode,
+    /// A strong keyspace's shards (Raft groups), fixed when it is created; 0 for a
+    /// leaderless one.
+    #[serde(default)]
+    pub shards: u32,
+    /// A strong keyspace's first members of each shard, by shard: the ring's replicas of the
+    /// shard's range when it was created. Every node starts a shard's group with exactly
+    /// these, so no two can start it differently; Raft's membership changes follow the ring
+    /// from there.
+    #[serde(default)]
+    pub placement: Vec<Vec<String>>,
+}
+
+impl KeyspaceDef {
+    /// Whether Raft groups order this keyspace's writes.
+    pub fn is_strong(&self) -> bool {
+        self.mode == Mode::Strong
+    }
 }
 
 /// The body of `PUT /v1/ks/{name}`.
@@ -62,9 +100,12 @@ pub struct KeyspaceRequest {
     /// Conflict handling; `lww` when not given.
     #[serde(default = "default_conflict")]
     pub conflict: Conflict,
-    /// `leaderless` (the default); `strong` is refused until Raft keyspaces exist.
+    /// `leaderless` (the default) or `strong`.
     #[serde(default)]
     pub mode: Option<String>,
+    /// A strong keyspace's shards; [`SHARDS_DEFAULT`] when not given.
+    #[serde(default)]
+    pub shards: Option<u32>,
 }
 
 fn default_replication() -> u32 {
@@ -127,6 +168,9 @@ impl Keyspaces {
             replication: 3,
             conflict: Conflict::Lww,
             version: 0,
+            mode: Mode::Leaderless,
+            shards: 0,
+            placement: Vec::new(),
         })
     }
 
@@ -194,12 +238,20 @@ impl Keyspaces {
         // The same rule as `define`: a keyspace's records were merged under its conflict
         // mode, so no definition, however new, may change it (nor a built-in's).
         if let Some(held) = &held {
-            if held.conflict != def.conflict {
+            if (held.conflict, held.mode, held.shards) != (def.conflict, def.mode, def.shards) {
                 return Err(KeyspaceError::Conflict(format!(
-                    "refusing a definition of {} that changes its conflict mode",
+                    "refusing a definition of {} that changes its conflict mode, mode or shards",
                     def.name
                 )));
             }
+        }
+        if def.is_strong()
+            && (!(1..=SHARDS_MAX).contains(&def.shards)
+                || def.placement.len() != def.shards as usize)
+        {
+            return Err(KeyspaceError::Invalid(
+                "shards out of range, or a placement of another number of shards".into(),
+            ));
         }
         let bytes = serde_json::to_vec(&def).expect("a definition always serializes");
         store.meta_put(&format!("{META_PREFIX}{}", def.name), &bytes)?;
@@ -210,11 +262,13 @@ impl Keyspaces {
 
     /// Creates `name`, or updates its replication factor; the conflict mode of an existing
     /// keyspace cannot change (its stored records were written under the old one).
+    /// `placement` gives a new strong keyspace's first members of each shard.
     pub fn define(
         &self,
         store: &LocalStore,
         name: &str,
         request: KeyspaceRequest,
+        placement: impl FnOnce(&KeyspaceDef) -> Vec<Vec<String>>,
     ) -> Result<KeyspaceDef, KeyspaceError> {
         ringkv_replica::layout::validate_keyspace(name).map_err(KeyspaceError::Invalid)?;
         if !(1..=REPLICATION_MAX).contains(&request.replication) {
@@ -222,19 +276,7 @@ impl Keyspaces {
                 "replication must be 1 to {REPLICATION_MAX}"
             )));
         }
-        match request.mode.as_deref() {
-            None | Some("leaderless") => {}
-            Some("strong") => {
-                return Err(KeyspaceError::Invalid(
-                    "strong keyspaces are not available yet".into(),
-                ))
-            }
-            Some(other) => {
-                return Err(KeyspaceError::Invalid(format!(
-                    "unknown mode {other:?}: use leaderless"
-                )))
-            }
-        }
+        let (mode, shards) = mode_of(&request)?;
         let mut defined = self.defined.write();
         let existing = defined.get(name).cloned().or_else(|| Self::builtin(name));
         if let Some(existing) = &existing {
@@ -244,13 +286,25 @@ impl Keyspaces {
                     existing.conflict
                 )));
             }
+            if (existing.mode, existing.shards) != (mode, shards) {
+                return Err(KeyspaceError::Conflict(format!(
+                    "keyspace {name} exists as {:?} with {} shards; mode and shards cannot change",
+                    existing.mode, existing.shards
+                )));
+            }
         }
-        let def = KeyspaceDef {
+        let mut def = KeyspaceDef {
             name: name.to_owned(),
             replication: request.replication,
             conflict: request.conflict,
             version: next_version(existing.as_ref())?,
+            mode,
+            shards,
+            placement: existing.map(|e| e.placement).unwrap_or_default(),
         };
+        if def.is_strong() && def.placement.is_empty() {
+            def.placement = placement(&def);
+        }
         let bytes = serde_json::to_vec(&def).expect("a definition always serializes");
         store.meta_put(&format!("{META_PREFIX}{name}"), &bytes)?;
         defined.insert(name.to_owned(), def.clone());
@@ -260,6 +314,35 @@ impl Keyspaces {
 }
 
 pub use ringkv_replica::keyspace_ids::DEFAULT_KEYSPACE;
+
+/// The mode and shard count a keyspace request asks for, checked.
+fn mode_of(request: &KeyspaceRequest) -> Result<(Mode, u32), KeyspaceError> {
+    match request.mode.as_deref() {
+        None | Some("leaderless") => match request.shards {
+            None => Ok((Mode::Leaderless, 0)),
+            Some(_) => Err(KeyspaceError::Invalid(
+                "shards apply to strong keyspaces only".into(),
+            )),
+        },
+        Some("strong") => {
+            if request.conflict != Conflict::Lww {
+                return Err(KeyspaceError::Invalid(
+                    "a strong keyspace has one value per key: conflict must be lww".into(),
+                ));
+            }
+            let shards = request.shards.unwrap_or(SHARDS_DEFAULT);
+            if !(1..=SHARDS_MAX).contains(&shards) {
+                return Err(KeyspaceError::Invalid(format!(
+                    "shards must be 1 to {SHARDS_MAX}"
+                )));
+            }
+            Ok((Mode::Strong, shards))
+        }
+        Some(other) => Err(KeyspaceError::Invalid(format!(
+            "unknown mode {other:?}: use leaderless or strong"
+        ))),
+    }
+}
 
 /// Highest version a definition may carry: more changes than any keyspace will see, and far
 /// enough below the integer's end that no definition heard from a peer can make the next

@@ -42,6 +42,7 @@ pub mod ranges;
 pub mod reaper;
 pub mod restore;
 pub mod streams;
+pub mod strong;
 pub mod traffic;
 pub mod users;
 

@@ -92,6 +92,8 @@ pub struct Node {
     pub reaper: crate::reaper::ReaperMetrics,
     /// What clients ask of this node: rates, latencies, hot keys.
     pub traffic: crate::traffic::Traffic,
+    /// The Raft groups of the strong keyspaces' shards this node is a member of.
+    pub strong: crate::strong::Groups,
     /// The view of a node that is not serving yet: itself alone.
     alone: std::sync::OnceLock<Arc<ClusterView>>,
     clock: Arc<dyn WallClock>,
@@ -175,6 +177,7 @@ impl Node {
             leaving: crate::leave::Leaving::default(),
             reaper,
             traffic,
+            strong: crate::strong::Groups::default(),
             joining: crate::join::Joining::default(),
             restoring: crate::restore::Restoring::default(),
             alone: std::sync::OnceLock::new(),
@@ -255,7 +258,10 @@ impl Node {
         name: &str,
         request: crate::keyspaces::KeyspaceRequest,
     ) -> Result<crate::keyspaces::KeyspaceDef, crate::keyspaces::KeyspaceError> {
-        let def = self.keyspaces.define(&self.store, name, request)?;
+        let view = self.view();
+        let def = self.keyspaces.define(&self.store, name, request, |def| {
+            crate::strong::placement(&view, def)
+        })?;
         crate::keyspaces::announce(self, &def);
         Ok(def)
     }
@@ -352,6 +358,7 @@ pub async fn start_cluster_services(
     let reaper = tokio::spawn(crate::reaper::run(Arc::clone(node), signal.clone()));
     let leave = tokio::spawn(crate::leave::resume(Arc::clone(node), signal.clone()));
     let traffic = tokio::spawn(crate::traffic::run(Arc::clone(node), signal.clone()));
+    let strong = tokio::spawn(crate::strong::run(Arc::clone(node), signal.clone()));
     let mut tasks = vec![
         rpc_task,
         metadata_task,
@@ -361,6 +368,7 @@ pub async fn start_cluster_services(
         reaper,
         leave,
         traffic,
+        strong,
     ];
     if joining {
         tasks.push(tokio::spawn(crate::join::run(Arc::clone(node), signal)));

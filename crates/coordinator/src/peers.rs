@@ -84,6 +84,13 @@ pub enum PeerRequest {
         keyspace: String,
         ranges: Vec<(u64, u64)>,
     },
+    /// A Raft message for this node's member of a strong keyspace's shard.
+    Raft {
+        group: crate::strong::GroupId,
+        message: crate::strong::RaftMessage,
+    },
+    /// A read or write of a strong keyspace, for its shard's leader (see [`crate::strong`]).
+    Strong(crate::strong::StrongRequest),
 }
 
 /// The answer to a [`PeerRequest`], variant for variant.
@@ -115,6 +122,10 @@ pub enum PeerResponse {
     Users(Vec<crate::users::UserDef>),
     /// Records per range of a [`PeerRequest::CountRanges`].
     Counted(Result<Vec<u64>, RemoteError>),
+    /// The answer to a [`PeerRequest::Raft`].
+    Raft(crate::strong::RaftReply),
+    /// The answer to a [`PeerRequest::Strong`].
+    Strong(crate::strong::StrongReply),
 }
 
 /// One page of a peer's records.
@@ -417,6 +428,12 @@ pub async fn answer(node: &Arc<Node>, request: PeerRequest) -> Result<PeerRespon
         } => PeerResponse::Reaped(crate::reaper::answer(node, keyspace, records, remove).await),
         PeerRequest::CountRanges { keyspace, ranges } => {
             PeerResponse::Counted(crate::streams::count_ranges(node, keyspace, ranges).await)
+        }
+        PeerRequest::Raft { group, message } => {
+            PeerResponse::Raft(crate::strong::receive(node, group, message).await)
+        }
+        PeerRequest::Strong(request) => {
+            PeerResponse::Strong(crate::strong::serve(node, request).await)
         }
         PeerRequest::Stats => {
             let node = Arc::clone(node);

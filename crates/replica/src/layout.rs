@@ -17,6 +17,9 @@
 //! - `t | keyspace number (u16 big-endian) | key hash (u64 big-endian) | key` → the digest
 //!   (u64 little-endian) of the key's record: the hash-tree index anti-entropy reads (see
 //!   [`crate::hashtree`]), in ring order, so the keys of a range of the ring are one scan.
+//! - `q | group length (u8) | group | part (u8) | index (u64 big-endian)` → a strong
+//!   keyspace's Raft group state, kept by the coordinator: its log entries (one part) and its
+//!   vote, applied position and snapshot (another), in index order.
 
 use ringkv_core::limits::{ENGINE_KEY_PREFIX_BYTES_MAX, KEYSPACE_NAME_BYTES_MAX};
 use ringkv_storage::{BatchKey, ScanRange};
@@ -28,6 +31,7 @@ const EXPIRY: u8 = b'x';
 const META: u8 = b'm';
 const HINT: u8 = b'h';
 const TREE: u8 = b't';
+const CONSENSUS: u8 = b'q';
 
 /// A keyspace's number in this node's engine keys.
 pub type KeyspaceId = u16;
@@ -265,6 +269,34 @@ pub fn meta_key(name: &str) -> Vec<u8> {
     let mut out = vec![META];
     out.extend_from_slice(name.as_bytes());
     out
+}
+
+/// The engine key of item `index` of part `part` of Raft group `group` (see the module
+/// documentation); group names are at most 255 bytes.
+pub fn consensus_key(group: &str, part: u8, index: u64) -> Vec<u8> {
+    let name = &group.as_bytes()[..group.len().min(u8::MAX as usize)];
+    let mut key = Vec::with_capacity(12 + name.len());
+    key.push(CONSENSUS);
+    key.push(name.len() as u8);
+    key.extend_from_slice(name);
+    key.push(part);
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// Items `from..` of part `part` of Raft group `group`, in index order.
+pub fn consensus_range(group: &str, part: u8, from: u64) -> ScanRange {
+    let start = consensus_key(group, part, from);
+    let end = consensus_key(group, part, u64::MAX);
+    let mut end_exclusive = end;
+    end_exclusive.push(0);
+    ScanRange::between(&start, &end_exclusive)
+}
+
+/// The index of a key [`consensus_key`] made.
+pub fn consensus_index(engine_key: &[u8]) -> Option<u64> {
+    let tail = engine_key.len().checked_sub(8)?;
+    Some(u64::from_be_bytes(engine_key[tail..].try_into().ok()?))
 }
 
 #[cfg(test)]

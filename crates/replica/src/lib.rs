@@ -37,7 +37,7 @@ pub use error::ReplicaError;
 pub use loop_commit::{commit_parked, LoopCommits};
 pub use store::{
     Change, Condition, ConflictMode, Entry, Expiry, LocalStore, MergeRequest, PendingWrite,
-    PendingWrites, Reaping, Report, ScanPage, StoreOptions, StringEdit, SyncPolicy, Version,
-    VisibleValue, WriteOutcome, WriteRequest,
+    PendingWrites, Reaping, ReplicatedStamp, Report, ScanPage, StoreOptions, StringEdit,
+    SyncPolicy, Version, VisibleValue, WriteOutcome, WriteRequest,
 };
 pub use writer::Swept;

@@ -359,6 +359,21 @@ pub struct WriteRequest {
     pub conflict: ConflictMode,
     /// Return the whole record after the write (a coordinator replicates it to the others).
     pub return_record: bool,
+    /// Set by a strong keyspace's state machine: the stamp its Raft log gave the write, so
+    /// that every replica applies it identically — that replica id and timestamp on the new
+    /// version, and that time for expiry and conditions. A record already at least that new
+    /// is left as it is: the write is a replay of one applied before a restart.
+    #[serde(default)]
+    pub replicated: Option<ReplicatedStamp>,
+}
+
+/// The stamp of a write a strong keyspace's log ordered (see [`WriteRequest::replicated`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicatedStamp {
+    /// The write's timestamp: above every earlier write of its shard.
+    pub timestamp: Timestamp,
+    /// The shard's replica id, the same on every replica of it.
+    pub replica: u64,
 }
 
 impl WriteRequest {
@@ -389,6 +404,7 @@ impl WriteRequest {
             condition: Condition::Always,
             conflict: ConflictMode::LastWriterWins,
             return_record: false,
+            replicated: None,
         }
     }
 
@@ -588,7 +604,7 @@ impl Entry {
 }
 
 /// The result of a write that applied.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct WriteOutcome {
     /// The record's context after the write.
     pub context: VersionVector,

@@ -24,11 +24,12 @@ use crate::error::ReplicaError;
 use crate::layout::{self, ExpiryEntry, KeyspaceId};
 use crate::loop_commit::LoopQueue;
 use crate::store::{
-    Change, Condition, ConflictMode, Entry, Expiry, MergeRequest, PreparedWrite, Reaping, Report,
-    SeenReplaced, SeenWrite, Shared, SyncPolicy, WriteOutcome, WriteRequest,
+    Change, Condition, ConflictMode, Entry, Expiry, MergeRequest, PreparedWrite, Reaping,
+    ReplicatedStamp, Report, SeenReplaced, SeenWrite, Shared, SyncPolicy, WriteOutcome,
+    WriteRequest,
 };
 use parking_lot::{Mutex, MutexGuard};
-use ringkv_core::causal::VersionVector;
+use ringkv_core::causal::{ReplicaId, VersionVector};
 use ringkv_core::crdt::op::{Answer as OpAnswer, Op};
 use ringkv_core::crdt::register::Stamp;
 use ringkv_core::crdt::typed::Value;
@@ -487,13 +488,26 @@ impl Writer {
         }
         restore_value(&mut request, seen);
         let shared = &self.shared;
-        let now_ms = shared.clock.now_ms();
+        // A write a strong keyspace's log ordered runs at the time its stamp says, so that
+        // every replica sees the same values live or expired.
+        let now_ms = match request.replicated {
+            Some(stamp) => stamp.timestamp.wall_ms(),
+            None => shared.clock.now_ms(),
+        };
         let stored = match self.current(group, &request.keyspace, &request.key) {
             Ok(stored) => stored,
             // An unconditional write replaces a damaged record: that is how it gets repaired.
             Err(ReplicaError::Corruption { .. }) if request.condition == Condition::Always => None,
             Err(error) => return Err(error),
         };
+        if let Some(stamp) = request.replicated {
+            if let Some(record) = stored.as_ref().filter(|r| already_applied(r, stamp)) {
+                return Ok(WriteOutcome {
+                    context: record.context.clone(),
+                    ..WriteOutcome::default()
+                });
+            }
+        }
         // What a read would see now, copied only when something needs it: the condition, a
         // change built on the current value, or the caller.
         let reads_current = report.previous
@@ -518,10 +532,15 @@ impl Writer {
             return_record,
             ..
         } = request;
-        let timestamp = shared.hlc.tick(now_ms);
-        let stamp = Stamp {
-            timestamp,
-            replica: shared.replica_id,
+        let stamp = match request.replicated {
+            Some(replicated) => Stamp {
+                timestamp: replicated.timestamp,
+                replica: ReplicaId(replicated.replica),
+            },
+            None => Stamp {
+                timestamp: shared.hlc.tick(now_ms),
+                replica: shared.replica_id,
+            },
         };
         let Resolved {
             mutation,
@@ -530,7 +549,7 @@ impl Writer {
         } = resolve_change(change, previous.as_ref(), stamp)?;
         let old_due = stored.as_ref().and_then(Record::next_dead_ms);
         let mut record =
-            Record::update_owned(stored, &seen, mutation, shared.replica_id, timestamp)?;
+            Record::update_owned(stored, &seen, mutation, stamp.replica, stamp.timestamp)?;
         if conflict == ConflictMode::LastWriterWins {
             record.resolve_last_writer_wins();
         }
@@ -897,10 +916,21 @@ fn restore_value(request: &mut WriteRequest, seen: Option<SeenReplaced>) {
 /// condition, change or caller needs the current value for. A plain SET.
 pub(crate) fn supersedes_all(request: &WriteRequest, report: Report) -> bool {
     request.context.is_none()
+        && request.replicated.is_none()
         && request.conflict == ConflictMode::LastWriterWins
         && request.condition == Condition::Always
         && !request.change.reads_current()
         && !report.previous
+}
+
+/// Whether the stored record already holds the write stamped `stamp`, or a later one: a
+/// strong keyspace's stamps grow with its log, so a record at least as new was written by this
+/// entry before a restart (its applied position is saved after the records) or by a later one
+/// (anti-entropy brought it). Applying it again would count an increment twice.
+fn already_applied(stored: &Record, stamp: ReplicatedStamp) -> bool {
+    stored
+        .newest_timestamp()
+        .is_some_and(|newest| newest >= stamp.timestamp)
 }
 
 /// The context a write supersedes: what the client read if it sent a context; otherwise,

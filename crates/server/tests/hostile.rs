@@ -247,7 +247,9 @@ async fn a_definition_version_past_the_highest_is_refused() {
         .unwrap());
     let request = serde_json::from_value(serde_json::json!({"replication": 2})).unwrap();
     assert!(
-        keyspaces.define(store, "forged", request).is_err(),
+        keyspaces
+            .define(store, "forged", request, |_| Vec::new())
+            .is_err(),
         "no change can take a version past the highest"
     );
     assert_eq!(

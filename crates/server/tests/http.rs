@@ -702,10 +702,15 @@ async fn keyspaces_are_created_and_a_siblings_keyspace_keeps_concurrent_writes()
     assert_eq!(change.status, StatusCode::CONFLICT);
     let bad = api.call("PUT", "/v1/ks/bad!name", &[], "{}").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
-    let strong = api
-        .call("PUT", "/v1/ks/ledger", &[], r#"{"mode": "strong"}"#)
-        .await;
-    assert_eq!(strong.status, StatusCode::BAD_REQUEST);
+    for refused in [
+        r#"{"mode": "strong", "conflict": "siblings"}"#,
+        r#"{"mode": "strong", "shards": 0}"#,
+        r#"{"mode": "leaderless", "shards": 4}"#,
+        r#"{"mode": "eventual"}"#,
+    ] {
+        let answer = api.call("PUT", "/v1/ks/ledger", &[], refused).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{refused}");
+    }
     let listed = api.get("/v1/ks/carts/keys?prefix=al").await.json();
     assert_eq!(listed["keys"], json!(["alice"]));
 }
@@ -722,7 +727,7 @@ async fn keyspace_definitions_survive_a_restart() {
     {
         let node = Node::open(config.clone()).unwrap();
         node.keyspaces
-            .define(node.local_store(), "carts", request)
+            .define(node.local_store(), "carts", request, |_| Vec::new())
             .unwrap();
     }
     let node = Node::open(config).unwrap();

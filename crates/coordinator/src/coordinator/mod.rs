@@ -52,6 +52,28 @@ pub enum CoordinatorError {
         /// What went wrong with the others, for the operator.
         detail: String,
     },
+    /// No leader of a strong keyspace's shard answered in time; nothing was applied.
+    #[error("no leader of shard {group} answered within {waited:?} ({detail})")]
+    NoLeader {
+        /// The shard.
+        group: String,
+        /// How long the request looked.
+        waited: Duration,
+        /// What went wrong, for the operator.
+        detail: String,
+    },
+    /// The shard's member that answered could not read its own copy.
+    #[error("shard {group} could not serve: {detail}")]
+    ShardFailed {
+        /// The shard.
+        group: String,
+        /// What failed.
+        detail: String,
+    },
+    /// A strong keyspace's write was sent to its leader but the answer was lost: it may or
+    /// may not have applied. The client must read before trying again.
+    #[error("outcome unknown: the write may or may not have applied ({0})")]
+    OutcomeUnknown(String),
 }
 
 /// The replicas of one key, and the view they were chosen in.

@@ -28,6 +28,9 @@ pub async fn read(
 ) -> Result<Option<Entry>, CoordinatorError> {
     // A bad request is answered here, once, rather than by every replica it would reach.
     ringkv_replica::store::check_key(key)?;
+    if keyspace.is_strong() {
+        return crate::strong::read(node, keyspace, key, consistency.linearizable()).await;
+    }
     let placement = match Placement::of(node, keyspace, key) {
         Some(placement) if !placement.is_local_only() => placement,
         _ => return read_local(node, keyspace, key),

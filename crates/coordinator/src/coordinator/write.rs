@@ -26,7 +26,9 @@ use crate::keyspaces::KeyspaceDef;
 use crate::node::Node;
 use crate::peers::{PeerRequest, PeerResponse};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use ringkv_replica::{Change, Condition, Expiry, MergeRequest, WriteOutcome, WriteRequest};
+use ringkv_replica::{
+    Change, Condition, Expiry, MergeRequest, ReplicaError, WriteOutcome, WriteRequest,
+};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -37,6 +39,13 @@ pub async fn write(
     request: WriteRequest,
     consistency: Consistency,
 ) -> Result<WriteOutcome, CoordinatorError> {
+    if keyspace.is_strong() {
+        return crate::strong::write(node, keyspace, vec![request])
+            .await?
+            .pop()
+            .expect("one outcome per write")
+            .map_err(CoordinatorError::from);
+    }
     // A bad request is answered here, once, rather than by every replica it would reach.
     request.validate()?;
     let placement = match Placement::of(node, keyspace, &request.key) {
@@ -81,6 +90,14 @@ pub async fn merge_record(
     merge: MergeRequest,
     consistency: Consistency,
 ) -> Result<(), CoordinatorError> {
+    if keyspace.is_strong() {
+        // Merged behind its log's back, a record would differ between the shard's members.
+        return Err(ReplicaError::Invalid(format!(
+            "records cannot be merged into strong keyspace {}: write its keys instead",
+            keyspace.name
+        ))
+        .into());
+    }
     let placement = match Placement::of(node, keyspace, &merge.key) {
         Some(placement) if !placement.is_local_only() => placement,
         _ => {
@@ -148,6 +165,10 @@ pub async fn write_many(
     requests: Vec<WriteRequest>,
     consistency: Consistency,
 ) -> Result<Vec<Result<WriteOutcome, CoordinatorError>>, CoordinatorError> {
+    if keyspace.is_strong() {
+        // One entry per shard: each shard's writes apply together.
+        return write_many_strong(node, keyspace, requests).await;
+    }
     if node.is_alone() {
         let outcomes = node.store.write_many(requests).await?;
         return Ok(outcomes
@@ -159,6 +180,46 @@ pub async fn write_many(
         .into_iter()
         .map(|request| write(node, keyspace, request, consistency));
     Ok(futures_util::future::join_all(writes).await)
+}
+
+/// [`write_many`] to a strong keyspace: the writes of each shard as one entry of its log.
+async fn write_many_strong(
+    node: &Arc<Node>,
+    keyspace: &KeyspaceDef,
+    requests: Vec<WriteRequest>,
+) -> Result<Vec<Result<WriteOutcome, CoordinatorError>>, CoordinatorError> {
+    let mut by_shard: std::collections::BTreeMap<u32, Vec<(usize, WriteRequest)>> =
+        Default::default();
+    let count = requests.len();
+    for (index, request) in requests.into_iter().enumerate() {
+        let shard = crate::strong::shard_of(&request.key, keyspace.shards);
+        by_shard.entry(shard).or_default().push((index, request));
+    }
+    let shards = by_shard.into_values().map(|writes| async move {
+        let (indexes, writes): (Vec<usize>, Vec<WriteRequest>) = writes.into_iter().unzip();
+        (indexes, crate::strong::write(node, keyspace, writes).await)
+    });
+    let mut outcomes: Vec<Option<Result<WriteOutcome, CoordinatorError>>> =
+        (0..count).map(|_| None).collect();
+    for (indexes, result) in futures_util::future::join_all(shards).await {
+        match result {
+            Ok(results) => {
+                for (index, result) in indexes.into_iter().zip(results) {
+                    outcomes[index] = Some(result.map_err(CoordinatorError::from));
+                }
+            }
+            Err(error) => {
+                let message = error.to_string();
+                for index in indexes {
+                    outcomes[index] = Some(Err(CoordinatorError::OutcomeUnknown(message.clone())));
+                }
+            }
+        }
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|outcome| outcome.expect("every write has an outcome"))
+        .collect())
 }
 
 /// Whether a write needs nothing from the stored value, so any replica may lead it.

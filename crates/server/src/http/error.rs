@@ -102,6 +102,23 @@ impl From<CoordinatorError> for ApiError {
                 "unavailable",
                 unavailable.to_string(),
             ),
+            failed @ CoordinatorError::ShardFailed { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shard_failed",
+                failed.to_string(),
+            ),
+            // Nothing applied: safe to send again.
+            no_leader @ CoordinatorError::NoLeader { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_leader",
+                no_leader.to_string(),
+            ),
+            // Not safe to send again blindly: read first.
+            unknown @ CoordinatorError::OutcomeUnknown(_) => Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "outcome_unknown",
+                unknown.to_string(),
+            ),
         }
     }
 }

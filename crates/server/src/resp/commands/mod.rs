@@ -144,6 +144,16 @@ impl From<CoordinatorError> for CommandError {
             unavailable @ CoordinatorError::Unavailable { .. } => {
                 CommandError::Reply(Frame::Error(format!("UNAVAILABLE {unavailable}")))
             }
+            failed @ CoordinatorError::ShardFailed { .. } => {
+                CommandError::Reply(Frame::Error(format!("UNAVAILABLE {failed}")))
+            }
+            // Redis Cluster's code for "nothing done, try again".
+            no_leader @ CoordinatorError::NoLeader { .. } => {
+                CommandError::Reply(Frame::Error(format!("TRYAGAIN {no_leader}")))
+            }
+            unknown @ CoordinatorError::OutcomeUnknown(_) => {
+                CommandError::Reply(Frame::Error(format!("UNKNOWN {unknown}")))
+            }
         }
     }
 }
