@@ -55,7 +55,7 @@ pub enum Mode {
 pub const SHARDS_DEFAULT: u32 = 8;
 
 /// Most shards a strong keyspace may have: each is a Raft group on N nodes.
-pub const SHARDS_MAX: u32 = 256;
+pub const SHARDS_MAX: u32 = 64;
 
 /// One keyspace's settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,6 +15,7 @@ pub mod serve;
 pub mod tls;
 
 pub use ringkv_coordinator::{
-    config, consistency, coordinator, gossip, keyspaces, node, peers, Node, NodeError, ServerConfig,
+    config, consistency, coordinator, gossip, keyspaces, node, peers, strong, Node, NodeError,
+    ServerConfig,
 };
 pub use serve::{serve, start, RunningNode, StartError};

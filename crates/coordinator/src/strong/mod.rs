@@ -238,12 +238,15 @@ pub async fn serve(node: &Arc<Node>, request: StrongRequest) -> StrongReply {
                 writes,
                 wall_ms: node.now_ms(),
             };
-            match raft.client_write(command).await {
-                Ok(response) => StrongReply::Written(response.data.0),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+            // Proposed, an entry may commit later even if this leader stops: past the
+            // deadline its outcome is unknown.
+            match tokio::time::timeout(LEADER_WAIT, raft.client_write(command)).await {
+                Ok(Ok(response)) => StrongReply::Written(response.data.0),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
                     StrongReply::NotLeader(forward.leader_node.map(|member| member.id))
                 }
-                Err(error) => StrongReply::Unknown(error.to_string()),
+                Ok(Err(error)) => StrongReply::Unknown(error.to_string()),
+                Err(_) => StrongReply::Unknown(format!("not committed within {LEADER_WAIT:?}")),
             }
         }
         StrongRequest::Read {
@@ -252,12 +255,17 @@ pub async fn serve(node: &Arc<Node>, request: StrongRequest) -> StrongReply {
             linearizable,
         } => {
             if linearizable {
-                match raft.ensure_linearizable().await {
-                    Ok(_) => {}
-                    Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
-                        return StrongReply::NotLeader(forward.leader_node.map(|m| m.id));
+                match tokio::time::timeout(LEADER_WAIT, raft.ensure_linearizable()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                        return StrongReply::NotLeader(f.leader_node.map(|m| m.id));
                     }
-                    Err(error) => return StrongReply::Failed(error.to_string()),
+                    Ok(Err(error)) => return StrongReply::Failed(error.to_string()),
+                    Err(_) => {
+                        return StrongReply::Failed(format!(
+                            "leadership not confirmed within {LEADER_WAIT:?}"
+                        ))
+                    }
                 }
             }
             StrongReply::Read(

@@ -1,5 +1,7 @@
 //! The one place errors become HTTP responses: a status and a JSON body
-//! `{"error": {"code": "...", "message": "..."}}`.
+//! `{"error": {"code": "...", "message": "..."}}`. A failed precondition adds what is stored
+//! now: `"current": {"value": "...", "version": "..."}` (`null` when the key is absent), so a
+//! client retrying a compare-and-set needs no second read.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -17,6 +19,8 @@ pub struct ApiError {
     pub message: String,
     /// The version now stored, on a failed precondition (sent as `ETag`).
     pub current_version: Option<String>,
+    /// What is stored now, on a failed precondition (JSON `null`: nothing).
+    pub current: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -27,6 +31,7 @@ impl ApiError {
             code,
             message: message.into(),
             current_version: None,
+            current: None,
         }
     }
 
@@ -61,6 +66,7 @@ impl From<ReplicaError> for ApiError {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", message)
             }
             ReplicaError::ConditionFailed { current } => Self {
+                current: Some(current_json(current.as_deref())),
                 current_version: current.map(|entry| entry.version().to_string()),
                 ..Self::new(
                     StatusCode::PRECONDITION_FAILED,
@@ -90,6 +96,25 @@ impl From<ReplicaError> for ApiError {
             }
             ReplicaError::Invalid(_) => Self::bad_request(message),
         }
+    }
+}
+
+/// What a failed precondition found stored: its value (base64 with `"encoding"` when it is
+/// not UTF-8) and version, or `null`.
+fn current_json(current: Option<&ringkv_coordinator::request::Entry>) -> serde_json::Value {
+    use base64::Engine as _;
+    let Some(entry) = current else {
+        return serde_json::Value::Null;
+    };
+    let version = entry.version().to_string();
+    let value = &entry.winner().value;
+    match std::str::from_utf8(value) {
+        Ok(text) => serde_json::json!({ "value": text, "version": version }),
+        Err(_) => serde_json::json!({
+            "value": base64::engine::general_purpose::STANDARD.encode(value),
+            "encoding": "base64",
+            "version": version,
+        }),
     }
 }
 
@@ -125,7 +150,11 @@ impl From<CoordinatorError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        let mut body =
+            serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        if let Some(current) = self.current {
+            body["current"] = current;
+        }
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(version) = self.current_version {
             if let Ok(value) = format!("\"{version}\"").parse() {

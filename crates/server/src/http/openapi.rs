@@ -201,7 +201,8 @@ const TYPED_BODY: &str = r#"{"type": "object", "additionalProperties": false, "m
 const KEYSPACE_BODY: &str = r#"{"type": "object", "additionalProperties": false,
   "properties": {"replication": {"type": "integer", "minimum": 1, "maximum": 16},
                  "conflict": {"type": "string", "enum": ["lww", "siblings"]},
-                 "mode": {"type": "string", "enum": ["leaderless", null], "nullable": true}}}"#;
+                 "mode": {"type": "string", "enum": ["leaderless", "strong", null], "nullable": true},
+                 "shards": {"type": "integer", "minimum": 1, "maximum": 64, "nullable": true}}}"#;
 /// The faults on a node's links (chaos mode).
 const LINKS_BODY: &str = r#"{"type": "object", "required": ["blocked", "delay_ms"], "additionalProperties": false,
   "properties": {"blocked": {"type": "array", "maxItems": 1024, "items": {"type": "string", "maxLength": 256}},
@@ -295,9 +296,9 @@ pub const OPERATIONS: &[Operation] = &[
         access: Access::Keyspace(Verbs::ADMIN),
         summary: "Create a keyspace, or change its replication",
         parameters: &[KEYSPACE],
-        body: Some("JSON {\"replication\"?: 1..16 (default 3), \"conflict\"?: \"lww\" | \"siblings\"}"),
+        body: Some("JSON {\"replication\"?: 1..16 (default 3), \"conflict\"?: \"lww\" | \"siblings\", \"mode\"?: \"leaderless\" | \"strong\", \"shards\"?: 1..64 (strong only, default 8)}"),
         body_schema: Some((KEYSPACE_BODY, Raw::No)),
-        responses: &[(200, "The definition"), (400, ERRORS), (409, "The conflict mode of an existing keyspace cannot change")],
+        responses: &[(200, "The definition"), (400, ERRORS), (409, "The conflict mode, mode or shards of an existing keyspace cannot change")],
     },
     Operation {
         method: "get",
@@ -308,7 +309,7 @@ pub const OPERATIONS: &[Operation] = &[
         parameters: &[KEYSPACE],
         body: None,
         body_schema: None,
-        responses: &[(200, "{name, replication, conflict, version}"), (404, "No such keyspace")],
+        responses: &[(200, "{name, replication, conflict, version, mode, shards, placement}"), (404, "No such keyspace")],
     },
     Operation {
         method: "get",
@@ -330,7 +331,7 @@ pub const OPERATIONS: &[Operation] = &[
         parameters: &[KEYSPACE, KEY, TTL, CONSISTENCY, W, PW, CONTEXT, IF_MATCH, IF_NONE_MATCH],
         body: Some("As PUT /v1/keys/{key}"),
         body_schema: Some((VALUE_BODY, Raw::Yes)),
-        responses: &[(200, "Stored"), (404, "No such keyspace"), (412, "Precondition failed")],
+        responses: &[(200, "Stored"), (404, "No such keyspace"), (412, "Precondition failed: {error, current: {value, version} or null}"), (503, "A strong keyspace's shard has no leader now: nothing applied"), (504, "A strong keyspace's write whose outcome is unknown: read before retrying")],
     },
     Operation {
         method: "post",
@@ -341,7 +342,7 @@ pub const OPERATIONS: &[Operation] = &[
         parameters: &[KEYSPACE, KEY, CONSISTENCY, W, PW],
         body: Some("As POST /v1/keys/{key}"),
         body_schema: Some((TYPED_BODY, Raw::No)),
-        responses: &[(200, "The value after the operations"), (400, ERRORS), (404, "No such keyspace"), (409, "The key holds another type")],
+        responses: &[(200, "The value after the operations"), (400, ERRORS), (404, "No such keyspace"), (409, "The key holds another type"), (503, "No leader: nothing applied"), (504, "Outcome unknown")],
     },
     Operation {
         method: "get",
@@ -352,7 +353,7 @@ pub const OPERATIONS: &[Operation] = &[
         parameters: &[KEYSPACE, KEY, CONSISTENCY, R, LOCAL],
         body: None,
         body_schema: None,
-        responses: &[(200, "The value"), (300, "Concurrent siblings"), (404, "Absent, or no such keyspace")],
+        responses: &[(200, "The value"), (300, "Concurrent siblings"), (404, "Absent, or no such keyspace"), (503, "A strong keyspace's shard has no leader now")],
     },
     Operation {
         method: "delete",
@@ -363,7 +364,7 @@ pub const OPERATIONS: &[Operation] = &[
         parameters: &[KEYSPACE, KEY, CONSISTENCY, W, PW, CONTEXT, IF_MATCH],
         body: None,
         body_schema: None,
-        responses: &[(200, "{key, deleted}: deleted is null when every replica of the key was down and fallbacks took the delete"), (404, "No such keyspace")],
+        responses: &[(200, "{key, deleted}: deleted is null when every replica of the key was down and fallbacks took the delete"), (404, "No such keyspace"), (412, "Precondition failed"), (503, "No leader: nothing applied"), (504, "Outcome unknown")],
     },
     Operation {
         method: "get",

@@ -1,0 +1,263 @@
+//! Strong keyspaces between real nodes in one process: each shard a Raft group over the
+//! cluster RPC on loopback, requests driven through each node's REST router. Every wait is
+//! bounded.
+
+mod support;
+
+use axum::http::StatusCode;
+use ringkv_server::strong::{types::raft_id, GroupId};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Instant;
+use support::cluster::{call, cluster, eventually, restart, stop, Answer};
+use support::{start_node, TestNode};
+
+const RAW: (&str, &str) = ("content-type", "application/octet-stream");
+
+/// Creates strong keyspace `name` with `shards` through the first of `nodes` and waits until
+/// every node has its definition.
+async fn create_strong(nodes: &[TestNode], name: &str, shards: u32) {
+    let uri = format!("/v1/ks/{name}");
+    let body = json!({ "mode": "strong", "shards": shards }).to_string();
+    let created = call(&nodes[0], "PUT", &uri, &[], &body).await;
+    assert_eq!(created.status, StatusCode::OK, "{:?}", created.body);
+    assert_eq!(created.body["mode"], "strong");
+    eventually("the definition reaches every node", async || {
+        let mut all = true;
+        for node in nodes {
+            all &= call(node, "GET", &uri, &[], "").await.body["mode"] == "strong";
+        }
+        all
+    })
+    .await;
+}
+
+async fn put_raw(node: &TestNode, uri: &str, value: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut all = vec![RAW];
+    all.extend_from_slice(headers);
+    call(node, "PUT", uri, &all, value).await
+}
+
+async fn increment(node: &TestNode, uri: &str) -> Answer {
+    let headers = [("content-type", "application/json")];
+    call(node, "POST", uri, &headers, r#"{"incr": 1}"#).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_serves_puts_conditions_and_increments_and_keeps_them_across_a_restart() {
+    let node = start_node(|_| {}).await;
+    let nodes = [node];
+    create_strong(&nodes, "ledger", 2).await;
+    let [node] = nodes;
+
+    let stored = put_raw(&node, "/v1/ks/ledger/keys/a", "one", &[]).await;
+    assert_eq!(stored.status, StatusCode::OK, "{:?}", stored.body);
+    let version = stored.body["version"].as_str().unwrap().to_owned();
+    let read = call(&node, "GET", "/v1/ks/ledger/keys/a", &[], "").await;
+    assert_eq!(read.body["value"], "one");
+    assert_eq!(read.body["version"], version.as_str());
+
+    // Create-only fails on a present key, answering what is there.
+    let create = put_raw(
+        &node,
+        "/v1/ks/ledger/keys/a",
+        "x",
+        &[("if-none-match", "*")],
+    )
+    .await;
+    assert_eq!(create.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(create.body["current"]["value"], "one");
+    assert_eq!(create.body["current"]["version"], version.as_str());
+    // Compare-and-set on the version: the current one applies, a stale one does not.
+    let etag = format!("\"{version}\"");
+    let swapped = put_raw(&node, "/v1/ks/ledger/keys/a", "two", &[("if-match", &etag)]).await;
+    assert_eq!(swapped.status, StatusCode::OK, "{:?}", swapped.body);
+    let stale = put_raw(
+        &node,
+        "/v1/ks/ledger/keys/a",
+        "three",
+        &[("if-match", &etag)],
+    )
+    .await;
+    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(stale.body["current"]["value"], "two");
+    // An absent key answers a failed condition with null.
+    let absent = put_raw(&node, "/v1/ks/ledger/keys/b", "x", &[("if-match", &etag)]).await;
+    assert_eq!(absent.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(absent.body["current"], serde_json::Value::Null);
+
+    for expected in 1..=3 {
+        let counted = increment(&node, "/v1/ks/ledger/keys/count").await;
+        assert_eq!(counted.body["value"], expected, "{:?}", counted.body);
+    }
+    let deleted = call(&node, "DELETE", "/v1/ks/ledger/keys/b", &[], "").await;
+    assert_eq!(deleted.status, StatusCode::OK);
+
+    // After a restart the log and the store agree: nothing lost, nothing applied twice.
+    let id = node.running.node.node_id.clone();
+    let (id, dir, listen) = {
+        let listen = node.running.cluster_addr.to_string();
+        let TestNode { running, dir } = node;
+        running.shutdown().await;
+        (id, dir, listen)
+    };
+    let node = restart(&id, dir, listen, |_| {}).await;
+    let read = call(&node, "GET", "/v1/ks/ledger/keys/a", &[], "").await;
+    assert_eq!(read.body["value"], "two", "{:?}", read.body);
+    let counted = increment(&node, "/v1/ks/ledger/keys/count").await;
+    assert_eq!(counted.body["value"], 4, "{:?}", counted.body);
+}
+
+/// The node of `nodes` that leads `group`, once one does.
+async fn leader_of(nodes: &[TestNode], group: &GroupId) -> usize {
+    let mut found = None;
+    eventually("the shard has a leader", async || {
+        found = nodes.iter().position(|node| {
+            let node = &node.running.node;
+            node.strong.get(group).is_some_and(|raft| {
+                raft.metrics().borrow().current_leader == Some(raft_id(&node.node_id))
+            })
+        });
+        found.is_some()
+    })
+    .await;
+    found.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_set_increments_from_every_node_count_exactly_once_each() {
+    let nodes = Arc::new(cluster(3).await);
+    create_strong(&nodes, "locks", 2).await;
+    let uri = "/v1/ks/locks/keys/counter";
+    let created = put_raw(&nodes[0], uri, "0", &[("if-none-match", "*")]).await;
+    assert_eq!(created.status, StatusCode::OK, "{:?}", created.body);
+
+    // Six clients, two per node, race in rounds: all read the counter, then all write it
+    // plus one if its version is unchanged. Exactly one write per round may apply.
+    const ROUNDS: usize = 8;
+    const CLIENTS: usize = 6;
+    let barrier = Arc::new(tokio::sync::Barrier::new(CLIENTS));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let (nodes, barrier) = (Arc::clone(&nodes), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                let node = &nodes[client % 3];
+                let mut won = Vec::new();
+                for round in 0..ROUNDS {
+                    barrier.wait().await;
+                    let read = call(node, "GET", uri, &[], "").await;
+                    assert_eq!(read.status, StatusCode::OK, "{:?}", read.body);
+                    let value: u64 = read.body["value"].as_str().unwrap().parse().unwrap();
+                    assert_eq!(
+                        value, round as u64,
+                        "each round starts where the last ended"
+                    );
+                    let etag = format!("\"{}\"", read.body["version"].as_str().unwrap());
+                    barrier.wait().await;
+                    let next = (value + 1).to_string();
+                    let written = put_raw(node, uri, &next, &[("if-match", &etag)]).await;
+                    match written.status {
+                        StatusCode::OK => won.push(round),
+                        StatusCode::PRECONDITION_FAILED => {}
+                        other => panic!("unexpected {other}: {:?}", written.body),
+                    }
+                }
+                won
+            })
+        })
+        .collect();
+    let mut winners = vec![0; ROUNDS];
+    // Bounded: a client that fails leaves the others waiting at the barrier.
+    let all = futures_util::future::join_all(clients);
+    let results = tokio::time::timeout(std::time::Duration::from_secs(120), all)
+        .await
+        .expect("the clients finish within two minutes");
+    for won in results {
+        for round in won.expect("no client failed") {
+            winners[round] += 1;
+        }
+    }
+    assert_eq!(
+        winners,
+        vec![1; ROUNDS],
+        "exactly one compare-and-set per round applied"
+    );
+    let acknowledged = ROUNDS;
+    for node in nodes.iter() {
+        let read = call(node, "GET", uri, &[], "").await;
+        assert_eq!(read.body["value"], acknowledged.to_string());
+    }
+    // Every member applied the same log: each one's own copy agrees.
+    eventually("every member's copy has every increment", async || {
+        let mut all = true;
+        for node in nodes.iter() {
+            let local = call(node, "GET", &format!("{uri}?local=true"), &[], "").await;
+            all &= local.body["value"] == acknowledged.to_string();
+        }
+        all
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_leader_stops_writes_resume_and_every_acknowledged_write_survives() {
+    let mut nodes = cluster(3).await;
+    create_strong(&nodes, "config", 1).await;
+    let group = GroupId {
+        keyspace: "config".into(),
+        shard: 0,
+    };
+    for i in 0..10 {
+        let written = put_raw(&nodes[i % 3], &format!("/v1/ks/config/keys/k{i}"), "v", &[]).await;
+        assert_eq!(written.status, StatusCode::OK, "{:?}", written.body);
+    }
+    // Every member holds the group with all three voting before the leader goes.
+    eventually("three voters", async || {
+        nodes.iter().all(|node| {
+            node.running.node.strong.get(&group).is_some_and(|raft| {
+                let metrics = raft.metrics();
+                let voters = metrics
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .count();
+                voters == 3
+            })
+        })
+    })
+    .await;
+    let leader = leader_of(&nodes, &group).await;
+    let old = nodes.remove(leader);
+    let (id, dir, listen) = stop(old, &[]).await;
+
+    // Writes through the survivors resume once they elect a leader; none is refused.
+    let started = Instant::now();
+    for i in 10..20 {
+        let written = put_raw(&nodes[i % 2], &format!("/v1/ks/config/keys/k{i}"), "v", &[]).await;
+        assert_eq!(written.status, StatusCode::OK, "{:?}", written.body);
+    }
+    eprintln!(
+        "10 writes after the leader stopped took {:?}",
+        started.elapsed()
+    );
+    for i in 0..20 {
+        let read = call(
+            &nodes[(i + 1) % 2],
+            "GET",
+            &format!("/v1/ks/config/keys/k{i}"),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(read.status, StatusCode::OK, "k{i}: {:?}", read.body);
+    }
+
+    // The old leader comes back and catches up from the new one.
+    let back = restart(&id, dir, listen, |_| {}).await;
+    eventually("the old leader's copy catches up", async || {
+        let uri = "/v1/ks/config/keys/k19?local=true";
+        call(&back, "GET", uri, &[], "").await.status == StatusCode::OK
+    })
+    .await;
+}
