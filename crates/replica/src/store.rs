@@ -186,6 +186,17 @@ pub enum Condition {
     IfPresent,
     /// Apply only if the key's current version is this one (compare-and-set).
     IfVersion(Version),
+    /// Apply only if the key holds a string whose [`Condition::value_digest`] is this one
+    /// (compare-and-set on the value).
+    IfValue(u128),
+}
+
+impl Condition {
+    /// The digest [`Condition::IfValue`] compares: 128 bits of xxh3, so that the condition
+    /// stays small and copyable; two different values share one with odds of 2^-128.
+    pub fn value_digest(value: &[u8]) -> u128 {
+        xxhash_rust::xxh3::xxh3_128(value)
+    }
 }
 
 /// When a written value expires.

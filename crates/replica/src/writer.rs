@@ -1088,6 +1088,11 @@ fn check_condition(condition: Condition, current: Option<&Entry>) -> Result<(), 
         Condition::IfAbsent => current.is_none(),
         Condition::IfPresent => current.is_some(),
         Condition::IfVersion(version) => current.is_some_and(|entry| entry.version() == version),
+        Condition::IfValue(digest) => current.is_some_and(|entry| {
+            entry
+                .string()
+                .is_ok_and(|value| Condition::value_digest(&value) == digest)
+        }),
     };
     if holds {
         Ok(())

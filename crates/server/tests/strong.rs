@@ -10,7 +10,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Instant;
 use support::cluster::{call, cluster, eventually, restart, stop, Answer};
-use support::{start_node, TestNode};
+use support::{bulk, ok, start_node, Reply, RespClient, TestNode};
 
 const RAW: (&str, &str) = ("content-type", "application/octet-stream");
 
@@ -260,4 +260,74 @@ async fn after_the_leader_stops_writes_resume_and_every_acknowledged_write_survi
         call(&back, "GET", uri, &[], "").await.status == StatusCode::OK
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_clients_reach_a_strong_keyspace_by_name_with_conditional_and_multi_key_writes() {
+    let nodes = cluster(3).await;
+    create_strong(&nodes, "accounts", 4).await;
+    let mut client = RespClient::connect(&nodes[1]).await;
+    assert_eq!(client.call(&["SELECT", "accounts"]).await, ok());
+    assert!(matches!(
+        client.call(&["SELECT", "nowhere"]).await,
+        Reply::Error(_)
+    ));
+
+    assert_eq!(client.call(&["SET", "a", "1", "NX"]).await, ok());
+    assert_eq!(client.call(&["SET", "a", "2", "NX"]).await, Reply::Nil);
+    assert_eq!(
+        client.call(&["SET", "a", "2", "XX", "GET"]).await,
+        bulk("1")
+    );
+    assert_eq!(
+        client.call(&["INCRBY", "a", "10"]).await,
+        Reply::Integer(12)
+    );
+    // CAS on the value: applies only against what is stored.
+    assert_eq!(
+        client.call(&["CAS", "a", "11", "x"]).await,
+        Reply::Integer(0)
+    );
+    assert_eq!(
+        client.call(&["CAS", "a", "12", "x"]).await,
+        Reply::Integer(1)
+    );
+    assert_eq!(client.call(&["GETSET", "a", "y"]).await, bulk("x"));
+    assert_eq!(client.call(&["GETDEL", "a"]).await, bulk("y"));
+    assert_eq!(client.call(&["GET", "a"]).await, Reply::Nil);
+    assert_eq!(client.call(&["SETNX", "b", "1"]).await, Reply::Integer(1));
+    assert_eq!(client.call(&["SETNX", "b", "2"]).await, Reply::Integer(0));
+
+    // Keys with one hash tag share a shard: one MSET is one entry of its log.
+    assert_eq!(
+        client
+            .call(&["MSET", "{user1}.name", "ann", "{user1}.mail", "a@x"])
+            .await,
+        ok()
+    );
+    let group = GroupId {
+        keyspace: "accounts".into(),
+        shard: ringkv_server::strong::shard_of(b"{user1}.name", 4),
+    };
+    assert_eq!(
+        group.shard,
+        ringkv_server::strong::shard_of(b"{user1}.mail", 4)
+    );
+    // Through another node, linearizably.
+    let mut other = RespClient::connect(&nodes[2]).await;
+    assert_eq!(other.call(&["SELECT", "accounts"]).await, ok());
+    assert_eq!(
+        other
+            .call(&["MGET", "{user1}.name", "{user1}.mail", "b"])
+            .await,
+        Reply::Array(vec![bulk("ann"), bulk("a@x"), bulk("1")])
+    );
+    assert_eq!(
+        other.call(&["DEL", "{user1}.name", "{user1}.mail"]).await,
+        Reply::Integer(2)
+    );
+    assert_eq!(
+        client.call(&["EXISTS", "{user1}.name"]).await,
+        Reply::Integer(0)
+    );
 }

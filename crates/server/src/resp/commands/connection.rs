@@ -199,9 +199,20 @@ fn client_line(_: &RespShared, session: &Session) -> String {
     )
 }
 
-/// `SELECT index`: databases 0 to 15.
-pub async fn select(_: &RespShared, session: &mut Session, mut args: Args) -> Reply {
-    let index = args.integer()?;
+/// `SELECT index`: databases 0 to 15; or `SELECT name`: any keyspace by its name (a strong
+/// keyspace is reached this way).
+pub async fn select(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    let argument = args.bytes()?;
+    let Ok(index) = std::str::from_utf8(&argument).unwrap_or("").parse::<i64>() else {
+        let name = String::from_utf8_lossy(&argument);
+        let keyspaces = &shared.node.keyspaces;
+        let generation = keyspaces.generation();
+        let def = keyspaces
+            .get(&name)
+            .ok_or_else(|| CommandError::Reply(Frame::err(format!("no keyspace {name:?}"))))?;
+        session.select_keyspace(def, generation);
+        return Ok(Frame::ok());
+    };
     if !(0..i64::from(DATABASES)).contains(&index) {
         return Err(CommandError::Reply(Frame::err("DB index is out of range")));
     }

@@ -96,6 +96,19 @@ impl Session {
         self.verbs = (0, Verbs::default());
     }
 
+    /// Selects keyspace `def` by name (`SELECT name`); the database number stays as it was.
+    pub fn select_keyspace(&mut self, def: KeyspaceDef, generation: u64) {
+        self.keyspace = def.name.clone();
+        self.keyspace_def = Some((generation, Some(def)));
+        self.verbs = (0, Verbs::default());
+    }
+
+    /// Whether the selected keyspace is a strong one: its commands go through its shards'
+    /// leaders, never straight to this node's store.
+    fn is_strong(&self) -> bool {
+        matches!(&self.keyspace_def, Some((_, Some(def))) if def.is_strong())
+    }
+
     /// Acts as `principal` from now on.
     pub fn log_in(&mut self, principal: Principal) {
         self.principal = principal;
@@ -326,6 +339,7 @@ dispatch_table! {
     "bitpos", -3, READ, ONE_KEY, edits::bitpos;
     "lcs", -3, READ, (1, 2, 1), edits::lcs;
     "msetnx", -3, WRITE, (1, -1, 2), edits::msetnx;
+    "cas", 4, WRITE, ONE_KEY, strings::cas;
     "rename", 3, WRITE, (1, 2, 1), moves::rename;
     "renamenx", 3, WRITE, (1, 2, 1), moves::renamenx;
     "copy", -3, WRITE, (1, 2, 1), moves::copy;
@@ -647,7 +661,10 @@ pub fn defers(shared: &RespShared, session: &Session, arguments: &[Bytes]) -> bo
 /// write is coordinated, run in order like any other command) and the session needs no
 /// `AUTH` first.
 pub fn serves_locally(shared: &RespShared, session: &Session) -> bool {
-    session.verbs.1.contains(READ_WRITE) && shared.node.is_alone() && session.queued.is_none()
+    session.verbs.1.contains(READ_WRITE)
+        && shared.node.is_alone()
+        && session.queued.is_none()
+        && !session.is_strong()
 }
 
 /// `GET key` from this node's own replica, when [`serves_locally`] allows it: the reply

@@ -155,6 +155,21 @@ pub async fn setnx(shared: &RespShared, session: &mut Session, mut args: Args) -
     }
 }
 
+/// `CAS key expected new`: sets `key` to `new` only if it holds the string `expected`,
+/// atomically (in a strong keyspace, decided by the shard's log); 1 if it did, 0 if not.
+pub async fn cas(shared: &RespShared, session: &mut Session, mut args: Args) -> Reply {
+    let (key, expected, value) = (args.bytes()?, args.bytes()?, args.bytes()?);
+    let condition = Condition::IfValue(Condition::value_digest(&expected));
+    let request = WriteRequest::put(keyspace(session), &key, &value).when(condition);
+    match write(shared, session, request).await {
+        Ok(_) => Ok(Frame::Integer(1)),
+        Err(CoordinatorError::Replica(ReplicaError::ConditionFailed { .. })) => {
+            Ok(Frame::Integer(0))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
 async fn set_expiring(
     shared: &RespShared,
     session: &Session,
