@@ -188,14 +188,15 @@ pub enum Condition {
     IfVersion(Version),
     /// Apply only if the key holds a string whose [`Condition::value_digest`] is this one
     /// (compare-and-set on the value).
-    IfValue(u128),
+    IfValue(u64),
 }
 
 impl Condition {
-    /// The digest [`Condition::IfValue`] compares: 128 bits of xxh3, so that the condition
-    /// stays small and copyable; two different values share one with odds of 2^-128.
-    pub fn value_digest(value: &[u8]) -> u128 {
-        xxhash_rust::xxh3::xxh3_128(value)
+    /// The digest [`Condition::IfValue`] compares: 64 bits of xxh3, as a [`Version`] is, so
+    /// that a request stays small and copyable (every write carries a condition); two
+    /// different values share one with odds of 2^-64.
+    pub fn value_digest(value: &[u8]) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(value)
     }
 }
 
