@@ -99,6 +99,41 @@ pub struct ClusterMember {
     /// Its restores of copies of the ranges it took over from removed nodes.
     #[serde(default)]
     pub restoring: Option<Vec<RestoreProgress>>,
+    /// The strong keyspaces' shards it leads, if it answered.
+    #[serde(default)]
+    pub shards: Option<Vec<ShardStatus>>,
+}
+
+/// A strong keyspace's shard, as its leader reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct ShardStatus {
+    /// `keyspace/shard`.
+    pub group: String,
+    /// The leading node.
+    pub leader: String,
+    /// The leader's term.
+    pub term: u64,
+    /// The highest index a majority of the voters hold.
+    pub commit_index: u64,
+    /// The leader's last log index.
+    pub last_index: u64,
+    /// The leader's last applied index.
+    pub applied_index: u64,
+    /// The last snapshot's index.
+    pub snapshot_index: Option<u64>,
+    /// The members and how far each lags.
+    pub members: Vec<ShardMember>,
+}
+
+/// One member of a shard.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct ShardMember {
+    /// The node.
+    pub id: String,
+    /// Whether it votes (else a learner catching up).
+    pub voter: bool,
+    /// Entries behind the leader (`None`: not heard from yet).
+    pub lag: Option<u64>,
 }
 
 /// Where a node's restore of copies after one removal stands: one stream per donor and

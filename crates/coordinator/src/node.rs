@@ -148,6 +148,7 @@ impl Node {
         let handoff = crate::handoff::Handoff::new(&mut registry);
         let anti_entropy = crate::anti_entropy::AntiEntropy::new(&mut registry);
         let reaper = crate::reaper::ReaperMetrics::register(&mut registry);
+        let strong = crate::strong::Groups::new(&mut registry);
         if let Some(key) = &cluster_key {
             let cluster = registry.sub_registry_with_prefix("ringkv_cluster_unauthenticated");
             cluster.register(
@@ -177,7 +178,7 @@ impl Node {
             leaving: crate::leave::Leaving::default(),
             reaper,
             traffic,
-            strong: crate::strong::Groups::default(),
+            strong,
             joining: crate::join::Joining::default(),
             restoring: crate::restore::Restoring::default(),
             alone: std::sync::OnceLock::new(),
@@ -243,6 +244,7 @@ impl Node {
             leaving: Some(self.leaving.progress()).filter(|progress| progress.state != "normal"),
             restoring: self.restoring.progress(),
             traffic: self.traffic.summary(),
+            shards: self.strong.led(),
             counters: crate::peers::NodeCounters {
                 writes: self.store.metrics().writes.get(),
                 merges: self.store.metrics().merges.get(),

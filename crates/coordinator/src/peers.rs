@@ -160,6 +160,8 @@ pub struct NodeStats {
     pub restoring: Vec<crate::restore::RestoreProgress>,
     /// Its traffic over the last second: rates, latencies, hot keys.
     pub traffic: crate::traffic::TrafficSummary,
+    /// The strong keyspaces' shards this node leads.
+    pub shards: Vec<crate::strong::ShardStatus>,
     /// Its counters since it started, from which a watcher works out rates.
     pub counters: NodeCounters,
 }

@@ -163,6 +163,7 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
                     }
                 }
             }
+            print_shards(&view.members);
         }
         ClusterCommand::Ring { tokens } => {
             let ring = client.ring()?;
@@ -380,6 +381,56 @@ fn repair(
 }
 
 /// Bytes in the largest unit that keeps the number at least 1.
+/// The strong keyspaces' shards, one line each, from their leaders' reports: members
+/// lagging by more than a few entries are named with their lag.
+fn print_shards(members: &[ringkv_client::ClusterMember]) {
+    let mut shards: Vec<&ringkv_client::ShardStatus> = members
+        .iter()
+        .filter_map(|m| m.shards.as_ref())
+        .flatten()
+        .collect();
+    if shards.is_empty() {
+        return;
+    }
+    shards.sort_by(|a, b| a.group.cmp(&b.group));
+    println!();
+    println!(
+        "{:<24} {:<24} {:>6} {:>10} {:>10}  lagging",
+        "shard", "leader", "term", "commit", "applied"
+    );
+    for shard in shards {
+        let lagging: Vec<String> = shard
+            .members
+            .iter()
+            .filter(|m| m.lag.is_none_or(|lag| lag > SHARD_LAG_SHOWN))
+            .map(|m| {
+                let role = if m.voter { "" } else { " learner" };
+                match m.lag {
+                    Some(lag) => format!("{} ({lag} behind{role})", m.id),
+                    None => format!("{} (not heard from{role})", m.id),
+                }
+            })
+            .collect();
+        println!(
+            "{:<24} {:<24} {:>6} {:>10} {:>10}  {}",
+            shard.group,
+            shard.leader,
+            shard.term,
+            shard.commit_index,
+            shard.applied_index,
+            if lagging.is_empty() {
+                "-".to_string()
+            } else {
+                lagging.join(", ")
+            }
+        );
+    }
+}
+
+/// Entries a shard member may trail its leader by without being listed as lagging: the
+/// entries in flight under load.
+const SHARD_LAG_SHOWN: u64 = 100;
+
 fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;

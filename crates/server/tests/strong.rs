@@ -253,6 +253,31 @@ async fn after_the_leader_stops_writes_resume_and_every_acknowledged_write_survi
         assert_eq!(read.status, StatusCode::OK, "k{i}: {:?}", read.body);
     }
 
+    // The operator sees the new leader, its term and its members.
+    let status = call(&nodes[0], "GET", "/v1/cluster", &[], "").await;
+    let shards: Vec<&serde_json::Value> = status.body["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["shards"].as_array())
+        .flatten()
+        .filter(|shard| shard["group"] == "config/0")
+        .collect();
+    assert_eq!(
+        shards.len(),
+        1,
+        "one leader reports the shard: {status:?}",
+        status = status.body
+    );
+    assert_ne!(shards[0]["leader"], id.as_str());
+    assert!(shards[0]["term"].as_u64().unwrap() >= 2);
+    assert!(shards[0]["commit_index"].as_u64().unwrap() >= 20);
+    assert_eq!(shards[0]["members"].as_array().unwrap().len(), 3);
+    eventually("the survivors count the election", async || {
+        nodes[0].running.node.strong.metrics.elections.get() >= 1
+    })
+    .await;
+
     // The old leader comes back and catches up from the new one.
     let back = restart(&id, dir, listen, |_| {}).await;
     eventually("the old leader's copy catches up", async || {

@@ -258,6 +258,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             last_timestamp: body.position.last_timestamp,
         };
         self.save_position(true)?;
+        node.strong
+            .metrics
+            .snapshot(&self.group, bytes.len() as u64);
         save_snapshot(&self.engine, &self.item_key(ITEM_SNAPSHOT), meta, bytes)
     }
 
@@ -370,6 +373,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         self.engine.sync().map_err(write_error)?;
         let key = layout::consensus_key(&self.group.to_string(), PART_STATE, ITEM_SNAPSHOT);
         save_snapshot(&self.engine, &key, &meta, bytes.clone())?;
+        node.strong
+            .metrics
+            .snapshot(&self.group, bytes.len() as u64);
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),

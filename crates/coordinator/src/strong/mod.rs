@@ -39,10 +39,13 @@ use crate::node::Node;
 use crate::peers::{PeerRequest, PeerResponse, RemoteError};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use ringkv_cluster::rpc::RpcError;
 use ringkv_replica::{Entry, ReplicaError, WriteOutcome, WriteRequest};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -103,9 +106,183 @@ pub fn placement(view: &ClusterView, def: &KeyspaceDef) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// A shard as its leader sees it (`ringkv cluster status`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShardStatus {
+    /// `keyspace/shard`.
+    pub group: String,
+    /// The leader: this node.
+    pub leader: String,
+    /// The leader's term.
+    pub term: u64,
+    /// The highest index a majority of the voters hold: committed.
+    pub commit_index: u64,
+    /// The leader's last log index.
+    pub last_index: u64,
+    /// The last index this node applied.
+    pub applied_index: u64,
+    /// The last snapshot's index, if there is one.
+    pub snapshot_index: Option<u64>,
+    /// Every member: its id, whether it votes, and how many entries it lags the leader by.
+    pub members: Vec<ShardMember>,
+}
+
+/// One member of a shard, as its leader sees it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShardMember {
+    /// The node.
+    pub id: String,
+    /// A voter (else a learner catching up).
+    pub voter: bool,
+    /// Entries behind the leader's last one (`None`: not heard from yet).
+    pub lag: Option<u64>,
+}
+
+impl Groups {
+    /// The shards this node leads, with their members' progress.
+    pub fn led(&self) -> Vec<ShardStatus> {
+        self.list()
+            .into_iter()
+            .filter_map(|(group, raft)| shard_status(&group, &raft))
+            .collect()
+    }
+}
+
+/// `group`'s status if this node leads it.
+fn shard_status(group: &GroupId, raft: &Raft) -> Option<ShardStatus> {
+    let metrics = raft.metrics();
+    let metrics = metrics.borrow();
+    let replication = metrics.replication.as_ref()?;
+    if metrics.current_leader != Some(metrics.id) {
+        return None;
+    }
+    let membership = metrics.membership_config.membership();
+    let last_index = metrics.last_log_index.unwrap_or(0);
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let matched = |id: &u64| -> Option<u64> {
+        if *id == metrics.id {
+            return Some(last_index);
+        }
+        replication
+            .get(id)
+            .and_then(|m| m.as_ref())
+            .map(|m| m.index)
+    };
+    let mut voter_matches: Vec<u64> = voters.iter().map(|id| matched(id).unwrap_or(0)).collect();
+    voter_matches.sort_unstable_by(|a, b| b.cmp(a));
+    let commit_index = voter_matches
+        .get(voter_matches.len() / 2)
+        .copied()
+        .unwrap_or(0);
+    let members = membership
+        .nodes()
+        .map(|(id, member)| ShardMember {
+            id: member.id.clone(),
+            voter: voters.contains(id),
+            lag: matched(id).map(|index| last_index.saturating_sub(index)),
+        })
+        .collect();
+    let leader = membership
+        .get_node(&metrics.id)
+        .map_or_else(String::new, |member| member.id.clone());
+    Some(ShardStatus {
+        group: group.to_string(),
+        leader,
+        term: metrics.current_term,
+        commit_index,
+        last_index,
+        applied_index: metrics.last_applied.map_or(0, |id| id.index),
+        snapshot_index: metrics.snapshot.map(|id| id.index),
+        members,
+    })
+}
+
+/// The strong keyspaces' metrics (prefix `ringkv_strong_`).
+#[derive(Default)]
+pub struct StrongMetrics {
+    /// Writes proposed to a shard this node led.
+    pub proposals: Counter,
+    /// Of those, writes whose outcome is unknown (the leader stopped, or the deadline passed).
+    pub proposals_unknown: Counter,
+    /// Elections seen: a shard of this node's entered a new term.
+    pub elections: Counter,
+    /// Shards this node leads.
+    pub leaders: Gauge<i64, AtomicI64>,
+    /// The largest number of committed entries a shard here has not applied yet.
+    pub apply_lag: Gauge<i64, AtomicI64>,
+    /// Bytes of the shards' current snapshots here.
+    pub snapshot_bytes: Gauge<i64, AtomicI64>,
+    /// Each group's term when last seen, and its snapshot's size.
+    seen: Mutex<HashMap<GroupId, (u64, u64)>>,
+}
+
+impl StrongMetrics {
+    fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        let strong = registry.sub_registry_with_prefix("ringkv_strong");
+        strong.register(
+            "proposals",
+            "Writes proposed to a shard this node led",
+            self.proposals.clone(),
+        );
+        strong.register(
+            "proposals_unknown",
+            "Writes proposed whose outcome is unknown (the leader stopped or the deadline passed)",
+            self.proposals_unknown.clone(),
+        );
+        strong.register(
+            "elections",
+            "Shards of this node that entered a new term",
+            self.elections.clone(),
+        );
+        strong.register("leaders", "Shards this node leads", self.leaders.clone());
+        strong.register(
+            "apply_lag_entries",
+            "The most committed entries a shard here has yet to apply",
+            self.apply_lag.clone(),
+        );
+        strong.register(
+            "snapshot_bytes",
+            "Bytes of the shards' current snapshots here",
+            self.snapshot_bytes.clone(),
+        );
+    }
+
+    /// Records a snapshot of `group` of `bytes`.
+    pub(super) fn snapshot(&self, group: &GroupId, bytes: u64) {
+        let mut seen = self.seen.lock();
+        seen.entry(group.clone()).or_default().1 = bytes;
+        self.snapshot_bytes
+            .set(seen.values().map(|(_, bytes)| *bytes as i64).sum());
+    }
+
+    /// Updates the gauges and the elections seen from every group's metrics.
+    fn observe(&self, groups: &[(GroupId, Raft)]) {
+        let (mut leaders, mut lag) = (0, 0);
+        let mut seen = self.seen.lock();
+        for (group, raft) in groups {
+            let metrics = raft.metrics();
+            let metrics = metrics.borrow();
+            let entry = seen.entry(group.clone()).or_default();
+            if metrics.current_term > entry.0 {
+                if entry.0 > 0 {
+                    self.elections.inc_by(metrics.current_term - entry.0);
+                }
+                entry.0 = metrics.current_term;
+            }
+            leaders += i64::from(metrics.current_leader == Some(metrics.id));
+            let applied = metrics.last_applied.map_or(0, |id| id.index);
+            lag = lag.max(metrics.last_log_index.unwrap_or(0).saturating_sub(applied) as i64);
+        }
+        self.leaders.set(leaders);
+        self.apply_lag.set(lag);
+    }
+}
+
 /// The Raft groups this node holds.
 #[derive(Default)]
 pub struct Groups {
+    /// Their metrics.
+    pub metrics: Arc<StrongMetrics>,
     open: Mutex<HashMap<GroupId, Raft>>,
     /// Opening a group happens once at a time, so two callers never open one twice.
     opening: tokio::sync::Mutex<()>,
@@ -114,6 +291,13 @@ pub struct Groups {
 }
 
 impl Groups {
+    /// No groups yet, with metrics registered in `registry`.
+    pub fn new(registry: &mut prometheus_client::registry::Registry) -> Self {
+        let groups = Self::default();
+        groups.metrics.register(registry);
+        groups
+    }
+
     /// The Raft of `group`, if this node holds it.
     pub fn get(&self, group: &GroupId) -> Option<Raft> {
         self.open.lock().get(group).cloned()
@@ -240,7 +424,21 @@ pub async fn serve(node: &Arc<Node>, request: StrongRequest) -> StrongReply {
             };
             // Proposed, an entry may commit later even if this leader stops: past the
             // deadline its outcome is unknown.
-            match tokio::time::timeout(LEADER_WAIT, raft.client_write(command)).await {
+            let metrics = &node.strong.metrics;
+            let proposed = tokio::time::timeout(LEADER_WAIT, raft.client_write(command)).await;
+            let forwarded = matches!(
+                proposed,
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(
+                    _
+                ))))
+            );
+            if !forwarded {
+                metrics.proposals.inc();
+                if !matches!(proposed, Ok(Ok(_))) {
+                    metrics.proposals_unknown.inc();
+                }
+            }
+            match proposed {
                 Ok(Ok(response)) => StrongReply::Written(response.data.0),
                 Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
                     StrongReply::NotLeader(forward.leader_node.map(|member| member.id))
@@ -496,6 +694,7 @@ pub async fn run(node: Arc<Node>, mut signal: watch::Receiver<bool>) {
                 tend(&node, &view, &def, shard).await;
             }
         }
+        node.strong.metrics.observe(&node.strong.list());
     }
 }
 

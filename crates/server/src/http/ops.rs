@@ -88,6 +88,7 @@ pub async fn cluster_members(node: &Arc<Node>) -> Vec<serde_json::Value> {
             value["restoring"] = json!(stats.as_ref().map(|s| s.restoring.clone()));
             value["traffic"] = json!(stats.as_ref().map(|s| s.traffic.clone()));
             value["counters"] = json!(stats.as_ref().map(|s| s.counters.clone()));
+            value["shards"] = json!(stats.as_ref().map(|s| s.shards.clone()));
             value
         })
         .collect()
