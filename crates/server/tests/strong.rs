@@ -5,11 +5,14 @@
 mod support;
 
 use axum::http::StatusCode;
+use ringkv_faultlab::linearizability::{
+    check, CasInput, CasOutput, CasRegister, Operation, Verdict,
+};
 use ringkv_server::strong::{types::raft_id, GroupId};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Instant;
-use support::cluster::{call, cluster, eventually, restart, stop, Answer};
+use support::cluster::{call, cluster, eventually, partition, restart, stop, Answer};
 use support::{bulk, ok, start_node, Reply, RespClient, TestNode};
 
 const RAW: (&str, &str) = ("content-type", "application/octet-stream");
@@ -355,4 +358,153 @@ async fn redis_clients_reach_a_strong_keyspace_by_name_with_conditional_and_mult
         client.call(&["EXISTS", "{user1}.name"]).await,
         Reply::Integer(0)
     );
+}
+
+/// One client's recorded operations on one key each, for the linearizability checker.
+type Recorded = Vec<(usize, Operation<CasInput, CasOutput>)>;
+
+/// Runs one client through `node`'s Redis port until `stop`: random reads, writes and
+/// compare-and-sets (against the value it last read) of `KEYS` keys, each recorded with
+/// when it was sent and answered (micros since `epoch`). A refusal that applied nothing
+/// (`-TRYAGAIN`) is left out; an unknown outcome (`-UNKNOWN`, a lost connection) is kept
+/// without an answer: it may have applied.
+async fn linearizability_client(
+    node: &TestNode,
+    client: u64,
+    epoch: Instant,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Recorded {
+    const KEYS: usize = 3;
+    let mut recorded = Recorded::new();
+    let mut session = RespClient::connect(node).await;
+    assert_eq!(session.call(&["SELECT", "lin"]).await, ok());
+    let mut last_read = [None; KEYS];
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(client);
+    let now = || epoch.elapsed().as_micros() as u64;
+    for sequence in 0..10_000u64 {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        let key = rand::Rng::random_range(&mut rng, 0..KEYS);
+        let name = format!("k{key}");
+        let value = client * 1_000_000 + sequence;
+        let input = match rand::Rng::random_range(&mut rng, 0..3) {
+            0 => CasInput::Read,
+            1 => CasInput::Write(value),
+            _ => CasInput::Cas {
+                expected: last_read[key],
+                new: value,
+            },
+        };
+        let start = now();
+        let reply = match &input {
+            CasInput::Read => session.call(&["GET", &name]).await,
+            CasInput::Write(v) => session.call(&["SET", &name, &v.to_string()]).await,
+            CasInput::Cas {
+                expected: Some(old),
+                new,
+            } => {
+                let args = ["CAS", &name, &old.to_string(), &new.to_string()];
+                session.call(&args).await
+            }
+            CasInput::Cas {
+                expected: None,
+                new,
+            } => session.call(&["SET", &name, &new.to_string(), "NX"]).await,
+            CasInput::Delete => unreachable!("the clients do not delete"),
+        };
+        let end = now();
+        let output = match (&input, reply) {
+            (_, Reply::Error(error)) if error.starts_with("TRYAGAIN") => continue,
+            (_, Reply::Error(error)) if error.starts_with("UNKNOWN") => None,
+            (_, Reply::Error(error)) => panic!("unexpected error {error}"),
+            (CasInput::Read, Reply::Nil) => Some(CasOutput::Read(None)),
+            (CasInput::Read, Reply::Bulk(bytes)) => {
+                let read = String::from_utf8(bytes).unwrap().parse().unwrap();
+                Some(CasOutput::Read(Some(read)))
+            }
+            (CasInput::Write(_), Reply::Simple(_)) => Some(CasOutput::Done),
+            (CasInput::Cas { .. }, Reply::Integer(applied)) => Some(CasOutput::Cas(applied == 1)),
+            (CasInput::Cas { .. }, Reply::Simple(_)) => Some(CasOutput::Cas(true)),
+            (CasInput::Cas { .. }, Reply::Nil) => Some(CasOutput::Cas(false)),
+            (input, reply) => panic!("{input:?} answered {reply:?}"),
+        };
+        if let Some(CasOutput::Read(read)) = &output {
+            last_read[key] = *read;
+        }
+        let end = output.as_ref().map(|_| end);
+        recorded.push((
+            key,
+            Operation {
+                input,
+                output,
+                start,
+                end,
+            },
+        ));
+    }
+    recorded
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histories_under_a_partitioned_leader_and_a_partitioned_follower_are_linearizable() {
+    let nodes = Arc::new(cluster(3).await);
+    create_strong(&nodes, "lin", 1).await;
+    let group = GroupId {
+        keyspace: "lin".into(),
+        shard: 0,
+    };
+    let epoch = Instant::now();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..6u64)
+        .map(|client| {
+            let (nodes, stop) = (Arc::clone(&nodes), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let node = &nodes[client as usize % 3];
+                linearizability_client(node, client, epoch, stop).await
+            })
+        })
+        .collect();
+    // The leader is cut off from the majority, which elects another; then the cluster heals
+    // and a follower is cut off instead.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let leader = leader_of(&nodes, &group).await;
+    partition(&nodes, Some(leader));
+    tokio::time::sleep(std::time::Duration::from_millis(3000)).await;
+    partition(&nodes, None);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let leader = leader_of(&nodes, &group).await;
+    partition(&nodes, Some((leader + 1) % 3));
+    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
+    partition(&nodes, None);
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    let mut by_key: std::collections::BTreeMap<usize, Vec<Operation<CasInput, CasOutput>>> =
+        Default::default();
+    let all = futures_util::future::join_all(clients);
+    let finished = tokio::time::timeout(std::time::Duration::from_secs(60), all)
+        .await
+        .expect("the clients stop within a minute");
+    for recorded in finished {
+        for (key, operation) in recorded.expect("no client failed") {
+            by_key.entry(key).or_default().push(operation);
+        }
+    }
+    let total: usize = by_key.values().map(Vec::len).sum();
+    let answered = by_key.values().flatten().filter(|o| o.output.is_some());
+    let cas_applied = answered
+        .clone()
+        .filter(|o| o.output == Some(CasOutput::Cas(true)))
+        .count();
+    eprintln!(
+        "{total} operations, {} answered, {cas_applied} compare-and-sets applied",
+        answered.count()
+    );
+    assert!(total > 100, "the clients ran: {total} operations");
+    assert!(cas_applied > 0, "some compare-and-sets applied");
+    for (key, history) in &by_key {
+        let verdict = check(&CasRegister, history, 50_000_000);
+        assert_eq!(verdict, Verdict::Linearizable, "key k{key}");
+    }
 }

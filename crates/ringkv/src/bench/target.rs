@@ -1,7 +1,10 @@
-//! The systems a benchmark drives: ringkv's REST API (`http://host:port`) or any server
-//! speaking the Redis protocol (`redis://host:port`) — so one tool measures ringkv and Redis
-//! alike. Each connection is a plain TCP stream with hand-written framing of its own: the
-//! load generator must cost far less per request than the server it measures.
+//! The systems a benchmark drives: ringkv's REST API (`http://host:port`, or
+//! `http://host:port/v1/ks/NAME` for a keyspace), any server speaking the Redis protocol
+//! (`redis://host:port`), or etcd's v3 JSON gateway (`etcd://host:port`) — so one tool
+//! measures ringkv, Redis and etcd alike. Several addresses, comma-separated
+//! (`http://a:1,b:2`), share the connections between them, as clients of a cluster would.
+//! Each connection is a plain TCP stream with hand-written framing of its own: the load
+//! generator must cost far less per request than the server it measures.
 
 use anyhow::{bail, Context};
 use bytes::{Buf, BytesMut};
@@ -31,53 +34,84 @@ pub enum Response {
 pub enum Protocol {
     Http,
     Redis,
+    Etcd,
 }
 
-/// A server to benchmark.
+/// A server (or the nodes of a cluster) to benchmark.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub protocol: Protocol,
-    pub address: String,
-    /// `?consistency=` for REST requests.
+    /// The nodes; connection `i` goes to node `i % len`.
+    pub addresses: Vec<String>,
+    /// REST: where keys are, `/v1/keys` or `/v1/ks/NAME/keys`.
+    pub keys_path: String,
+    /// `?consistency=` for REST requests; `serializable` makes etcd reads serializable.
     pub consistency: Option<String>,
+    /// Connections opened so far, to spread the next one.
+    opened: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Target {
-    /// Parses `http://host:port` or `redis://host:port`.
+    /// Parses `http://host:port[,host:port...][/v1/ks/NAME]`, `redis://host:port[,...]` or
+    /// `etcd://host:port[,...]`.
     pub fn parse(url: &str, consistency: Option<String>) -> anyhow::Result<Self> {
         let (protocol, rest) = if let Some(rest) = url.strip_prefix("http://") {
             (Protocol::Http, rest)
         } else if let Some(rest) = url.strip_prefix("redis://") {
             (Protocol::Redis, rest)
+        } else if let Some(rest) = url.strip_prefix("etcd://") {
+            (Protocol::Etcd, rest)
         } else {
-            bail!("target {url:?} must start with http:// or redis://");
+            bail!("target {url:?} must start with http://, redis:// or etcd://");
         };
-        let address = rest.trim_end_matches('/').to_owned();
-        if !address.contains(':') {
-            bail!("target {url:?} needs a port");
+        let (hosts, path) = match rest.find('/') {
+            Some(slash) => (&rest[..slash], rest[slash..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        let keys_path = match path.strip_prefix("/v1/ks/") {
+            Some(keyspace) if protocol == Protocol::Http && !keyspace.is_empty() => {
+                format!("/v1/ks/{keyspace}/keys")
+            }
+            _ if path.is_empty() => "/v1/keys".to_owned(),
+            _ => bail!("target {url:?}: the only path a target takes is /v1/ks/NAME (REST)"),
+        };
+        let addresses: Vec<String> = hosts.split(',').map(str::to_owned).collect();
+        if addresses.iter().any(|address| !address.contains(':')) {
+            bail!("target {url:?} needs a port for every address");
         }
         Ok(Self {
             protocol,
-            address,
+            addresses,
+            keys_path,
             consistency,
+            opened: Default::default(),
         })
     }
 
     /// Opens one connection.
     pub async fn connect(&self) -> anyhow::Result<Connection> {
-        let stream = TcpStream::connect(&self.address)
+        let next = self
+            .opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let address = &self.addresses[next % self.addresses.len()];
+        let stream = TcpStream::connect(address)
             .await
-            .with_context(|| format!("cannot connect to {}", self.address))?;
+            .with_context(|| format!("cannot connect to {address}"))?;
         stream.set_nodelay(true)?;
-        let query = self
-            .consistency
-            .as_ref()
-            .map(|level| format!("?consistency={level}"))
-            .unwrap_or_default();
+        let query = match self.protocol {
+            Protocol::Etcd => String::new(),
+            _ => self
+                .consistency
+                .as_ref()
+                .map(|level| format!("?consistency={level}"))
+                .unwrap_or_default(),
+        };
         let mut connection = Connection {
             stream,
             protocol: self.protocol,
-            host: self.address.clone(),
+            host: address.clone(),
+            keys_path: self.keys_path.clone(),
+            serializable: self.consistency.as_deref() == Some("serializable"),
             query,
             input: BytesMut::with_capacity(64 * 1024),
             output: Vec::with_capacity(64 * 1024),
@@ -102,6 +136,9 @@ pub struct Connection {
     stream: TcpStream,
     protocol: Protocol,
     host: String,
+    keys_path: String,
+    /// etcd: reads are serializable (else linearizable, etcd's default).
+    serializable: bool,
     query: String,
     input: BytesMut,
     output: Vec<u8>,
@@ -114,7 +151,16 @@ impl Connection {
         for request in requests {
             match self.protocol {
                 Protocol::Redis => encode_redis(&mut self.output, request),
-                Protocol::Http => encode_http(&mut self.output, request, &self.host, &self.query),
+                Protocol::Http => encode_http(
+                    &mut self.output,
+                    request,
+                    &self.host,
+                    &self.keys_path,
+                    &self.query,
+                ),
+                Protocol::Etcd => {
+                    encode_etcd(&mut self.output, request, &self.host, self.serializable)
+                }
             }
         }
         self.stream.write_all(&self.output).await?;
@@ -127,7 +173,7 @@ impl Connection {
         while responses.len() < count {
             let parsed = match self.protocol {
                 Protocol::Redis => parse_redis(&self.input),
-                Protocol::Http => parse_http(&self.input),
+                Protocol::Http | Protocol::Etcd => parse_http(&self.input),
             };
             match parsed? {
                 Some((response, length)) => {
@@ -179,16 +225,16 @@ fn encode_command(out: &mut Vec<u8>, arguments: &[&[u8]]) {
     }
 }
 
-fn encode_http(out: &mut Vec<u8>, request: &Request, host: &str, query: &str) {
+fn encode_http(out: &mut Vec<u8>, request: &Request, host: &str, keys: &str, query: &str) {
     match request {
         Request::Get(key) => out.extend_from_slice(
-            format!("GET /v1/keys/{key}{query} HTTP/1.1\r\nhost: {host}\r\naccept: application/octet-stream\r\n\r\n")
+            format!("GET {keys}/{key}{query} HTTP/1.1\r\nhost: {host}\r\naccept: application/octet-stream\r\n\r\n")
                 .as_bytes(),
         ),
         Request::Set(key, value) => {
             out.extend_from_slice(
                 format!(
-                    "PUT /v1/keys/{key}{query} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/octet-stream\r\n\
+                    "PUT {keys}/{key}{query} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/octet-stream\r\n\
                      content-length: {}\r\n\r\n",
                     value.len()
                 )
@@ -197,9 +243,49 @@ fn encode_http(out: &mut Vec<u8>, request: &Request, host: &str, query: &str) {
             out.extend_from_slice(value);
         }
         Request::Scan(count) => out.extend_from_slice(
-            format!("GET /v1/keys?prefix=user&limit={count} HTTP/1.1\r\nhost: {host}\r\n\r\n").as_bytes(),
+            format!("GET {keys}?prefix=user&limit={count} HTTP/1.1\r\nhost: {host}\r\n\r\n").as_bytes(),
         ),
     }
+}
+
+/// A request to etcd's v3 JSON gateway: keys and values in base64; a scan is a range
+/// read of the "user" keys.
+fn encode_etcd(out: &mut Vec<u8>, request: &Request, host: &str, serializable: bool) {
+    use base64::Engine as _;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let (path, body) = match request {
+        Request::Get(key) => (
+            "/v3/kv/range",
+            format!(
+                r#"{{"key":"{}","serializable":{serializable}}}"#,
+                b64(key.as_bytes())
+            ),
+        ),
+        Request::Set(key, value) => (
+            "/v3/kv/put",
+            format!(
+                r#"{{"key":"{}","value":"{}"}}"#,
+                b64(key.as_bytes()),
+                b64(value)
+            ),
+        ),
+        Request::Scan(count) => (
+            "/v3/kv/range",
+            format!(
+                r#"{{"key":"{}","range_end":"{}","limit":{count},"serializable":{serializable}}}"#,
+                b64(b"user"),
+                b64(b"uses")
+            ),
+        ),
+    };
+    out.extend_from_slice(
+        format!(
+            "POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
 }
 
 fn protocol_error(message: &str) -> io::Error {
