@@ -123,6 +123,14 @@ impl Job {
         }
     }
 
+    /// Whether the job is durable without a sync of its own: a strong keyspace's write, whose
+    /// shard's log was synced before it was applied (a crash replays the log from the last
+    /// applied position saved, and that position is saved after the writes, in the same
+    /// engine log, so it is never durable before them).
+    fn durable_elsewhere(&self) -> bool {
+        matches!(self, Job::Write { request, .. } if request.replicated.is_some())
+    }
+
     fn bytes(&self) -> usize {
         match self {
             Job::Write { request, .. } => request.bytes(),
@@ -248,6 +256,7 @@ impl WriterThread {
     /// group's writes that are not durable yet.
     fn commit(&mut self, jobs: Vec<Job>, writes: usize, bytes: usize, syncer: Option<&Syncer>) {
         let small = writes < INLINE_SYNC_WRITES_MAX && bytes < INLINE_SYNC_BYTES_MAX;
+        let syncer = syncer.filter(|_| !jobs.iter().all(Job::durable_elsewhere));
         let writer = self.writer.lock();
         let (answers, stored) = writer.store_group(jobs, writes);
         match (stored, syncer) {

@@ -288,6 +288,8 @@ pub struct Groups {
     opening: tokio::sync::Mutex<()>,
     /// Groups whose membership change is under way (one at a time per group).
     changing: Mutex<HashSet<GroupId>>,
+    /// Syncs the appends of every group's log together, once a group needs it.
+    syncer: Mutex<Option<Arc<log::LogSyncer>>>,
 }
 
 impl Groups {
@@ -353,8 +355,14 @@ async fn start(node: &Arc<Node>, group: &GroupId) -> Result<Raft, String> {
     }
     .validate()
     .map_err(|error| error.to_string())?;
-    let durable = node.config.sync == ringkv_replica::SyncPolicy::Always;
-    let log = log::LogStore::new(Arc::clone(node.store.engine()), group.to_string(), durable);
+    let engine = node.store.engine();
+    let syncer = (node.config.sync == ringkv_replica::SyncPolicy::Always).then(|| {
+        let mut syncer = node.strong.syncer.lock();
+        let started =
+            syncer.get_or_insert_with(|| Arc::new(log::LogSyncer::start(Arc::clone(engine))));
+        Arc::clone(started)
+    });
+    let log = log::LogStore::new(Arc::clone(engine), group.to_string(), syncer);
     let machine =
         machine::StateMachine::open(node, group.clone()).map_err(|error| error.to_string())?;
     let network = network::Network {
