@@ -97,7 +97,7 @@ done
 printf '%-22s | %-30s | %-30s | %s\n' operation "ringkv ops/s (p50 / p99 ms)" \
   "etcd ops/s (p50 / p99 ms)" "ratio"
 for run in $(seq "$RUNS"); do
-  for workload in set get; do
+  for workload in ${WORKLOADS:-set get}; do
     read -r r_ops r_p50 r_p99 r_err <<<"$(measure "$ringkv_target" "$workload")"
     read -r e_ops e_p50 e_p99 e_err <<<"$(measure "$etcd_target" "$workload")"
     name="strong put"; [ "$workload" = get ] && name="linearizable get"

@@ -935,7 +935,8 @@ pub(crate) fn supersedes_all(request: &WriteRequest, report: Report) -> bool {
 /// Whether the stored record already holds the write stamped `stamp`, or a later one: a
 /// strong keyspace's stamps grow with its log, so a record at least as new was written by this
 /// entry before a restart (its applied position is saved after the records) or by a later one
-/// (anti-entropy brought it). Applying it again would count an increment twice.
+/// (a snapshot or a range stream brought it). Applying it again would count an increment
+/// twice.
 fn already_applied(stored: &Record, stamp: ReplicatedStamp) -> bool {
     stored
         .newest_timestamp()

@@ -76,6 +76,46 @@ pub enum CoordinatorError {
     OutcomeUnknown(String),
 }
 
+impl CoordinatorError {
+    /// The same error again, for each write of a request it failed as a whole (a strong
+    /// keyspace's shard that had no leader fails all its writes alike). A request error
+    /// keeps its message but not its kind.
+    pub fn for_each_write(&self) -> CoordinatorError {
+        match self {
+            CoordinatorError::NoLeader {
+                group,
+                waited,
+                detail,
+            } => CoordinatorError::NoLeader {
+                group: group.clone(),
+                waited: *waited,
+                detail: detail.clone(),
+            },
+            CoordinatorError::ShardFailed { group, detail } => CoordinatorError::ShardFailed {
+                group: group.clone(),
+                detail: detail.clone(),
+            },
+            CoordinatorError::OutcomeUnknown(reason) => {
+                CoordinatorError::OutcomeUnknown(reason.clone())
+            }
+            CoordinatorError::Unavailable {
+                needed,
+                answered,
+                replicas,
+                detail,
+            } => CoordinatorError::Unavailable {
+                needed: *needed,
+                answered: *answered,
+                replicas: *replicas,
+                detail: detail.clone(),
+            },
+            CoordinatorError::Replica(error) => {
+                CoordinatorError::Replica(ReplicaError::Invalid(error.to_string()))
+            }
+        }
+    }
+}
+
 /// The replicas of one key, and the view they were chosen in.
 struct Placement {
     view: Arc<ClusterView>,

@@ -209,9 +209,8 @@ async fn write_many_strong(
                 }
             }
             Err(error) => {
-                let message = error.to_string();
                 for index in indexes {
-                    outcomes[index] = Some(Err(CoordinatorError::OutcomeUnknown(message.clone())));
+                    outcomes[index] = Some(Err(error.for_each_write()));
                 }
             }
         }
