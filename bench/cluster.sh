@@ -59,14 +59,7 @@ measure() { # target workload [consistency]
   local extra=()
   [ -n "${3:-}" ] && extra=(--consistency "$3")
   "$ringkv" bench --target "$1" --workload "$2" --records "$RECORDS" -n "$N" -c "$CLIENTS" \
-    -d "$SIZE" --phase run --json "${extra[@]}" 2>/dev/null |
-    python3 -c '
-import json, sys
-run = json.load(sys.stdin)
-ops = list(run["operations"].values())
-worst = max(ops, key=lambda o: o["p99_us"])
-print("%.0f %.2f %.2f %d" % (run["ops_per_second"], worst["p50_us"] / 1000, worst["p99_us"] / 1000,
-      sum(o["errors"] for o in ops)))'
+    -d "$SIZE" --phase run --json "${extra[@]}" 2>/dev/null | summarize_run
 }
 
 # Load the records once into each, so reads find them.

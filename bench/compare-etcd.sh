@@ -27,21 +27,9 @@ build_ringkv
 with_work_dir
 
 # --- ringkv: three nodes, one strong keyspace ---
-"$ringkv" dev-cluster --nodes 3 --base-port 0 --data-dir "$work/ringkv" >"$work/ringkv.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 300); do
-  [ "$(grep -c ' http=' "$work/ringkv.log" || true)" -ge 3 ] && break
-  sleep 0.1
-done
-mapfile -t ringkv_http < <(grep -o ' http=[^ ]*' "$work/ringkv.log" | cut -d= -f2 | head -3)
-[ "${#ringkv_http[@]}" -eq 3 ] || { echo "ringkv did not start" >&2; cat "$work/ringkv.log" >&2; exit 1; }
+start_dev_cluster ringkv 3
+ringkv_http=("${cluster_http[@]}")
 first="http://${ringkv_http[0]}"
-for _ in $(seq 300); do
-  alive="$("$ringkv" cluster status --json --node "$first" 2>/dev/null |
-    grep -o '"status":"normal","liveness":"alive"' | wc -l || true)"
-  [ "$alive" -ge 3 ] && break
-  sleep 0.1
-done
 curl -sf -X PUT "$first/v1/ks/bench" -d "{\"mode\": \"strong\", \"shards\": $SHARDS}" >/dev/null
 # Every shard elects a leader and takes every node as a voter.
 for _ in $(seq 300); do
@@ -79,14 +67,7 @@ etcd_target="etcd://127.0.0.1:$(port 1),127.0.0.1:$(port 2),127.0.0.1:$(port 3)"
 # Prints "ops/s p50_ms p99_ms errors" of a run.
 measure() { # target workload
   "$ringkv" bench --target "$1" --workload "$2" --distribution uniform --records "$RECORDS" \
-    -n "$N" -c "$CLIENTS" -d "$SIZE" --phase run --json 2>/dev/null |
-    python3 -c '
-import json, sys
-run = json.load(sys.stdin)
-ops = list(run["operations"].values())
-worst = max(ops, key=lambda o: o["p99_us"])
-print("%.0f %.2f %.2f %d" % (run["ops_per_second"], worst["p50_us"] / 1000, worst["p99_us"] / 1000,
-      sum(o["errors"] for o in ops)))'
+    -n "$N" -c "$CLIENTS" -d "$SIZE" --phase run --json 2>/dev/null | summarize_run
 }
 
 for target in "$ringkv_target" "$etcd_target"; do
