@@ -29,7 +29,10 @@ pub async fn read(
     // A bad request is answered here, once, rather than by every replica it would reach.
     ringkv_replica::store::check_key(key)?;
     if keyspace.is_strong() {
-        return crate::strong::read(node, keyspace, key, consistency.linearizable()).await;
+        // Boxed: the strong path's future is large, and every read's future would carry it
+        // (the Redis event loops' threads have small stacks).
+        let linearizable = consistency.linearizable();
+        return Box::pin(crate::strong::read(node, keyspace, key, linearizable)).await;
     }
     let placement = match Placement::of(node, keyspace, key) {
         Some(placement) if !placement.is_local_only() => placement,

@@ -40,7 +40,9 @@ pub async fn write(
     consistency: Consistency,
 ) -> Result<WriteOutcome, CoordinatorError> {
     if keyspace.is_strong() {
-        return crate::strong::write(node, keyspace, vec![request])
+        // Boxed: the strong path's future is large, and every write's future would carry it
+        // (the Redis event loops' threads have small stacks).
+        return Box::pin(crate::strong::write(node, keyspace, vec![request]))
             .await?
             .pop()
             .expect("one outcome per write")
@@ -167,7 +169,7 @@ pub async fn write_many(
 ) -> Result<Vec<Result<WriteOutcome, CoordinatorError>>, CoordinatorError> {
     if keyspace.is_strong() {
         // One entry per shard: each shard's writes apply together.
-        return write_many_strong(node, keyspace, requests).await;
+        return Box::pin(write_many_strong(node, keyspace, requests)).await;
     }
     if node.is_alone() {
         let outcomes = node.store.write_many(requests).await?;

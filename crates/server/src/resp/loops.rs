@@ -74,6 +74,13 @@ impl RespLoops {
     }
 }
 
+/// The stack of each event loop's thread: a main thread's 8 MiB rather than a spawned
+/// thread's 2. Every connection's command runs on it, and `EXEC` runs a transaction's
+/// commands inside its own future: in an unoptimized build those nested futures outgrew 2 MiB
+/// once writes could take a strong keyspace's path. It is address space, touched only as deep
+/// as it is used.
+const LOOP_STACK_BYTES: usize = 8 << 20;
+
 impl EventLoop {
     fn start(
         index: usize,
@@ -89,6 +96,7 @@ impl EventLoop {
         let (done, stopped) = oneshot::channel();
         std::thread::Builder::new()
             .name(format!("ringkv-resp-{index}"))
+            .stack_size(LOOP_STACK_BYTES)
             .spawn({
                 let connections = connections.clone();
                 move || {
